@@ -1,0 +1,33 @@
+"""tokensieve: exact token masks for constrained generation, and SMC
+resampling that turns masked decoding into correctly weighted samples.
+
+Quick start::
+
+    import tokensieve as ts
+    vocab = ts.Vocabulary.from_tokenizer_file("tokenizer.json")
+    constraint = ts.compile_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", vocab)
+    m = ts.Matcher(constraint)
+    bitmask = ts.allocate_token_bitmask(1, vocab.size)
+    m.fill_next_token_bitmask(bitmask)      # row 0: allowed next tokens
+    ts.apply_token_bitmask_inplace(logits, bitmask)
+"""
+
+from ._core import (
+    Constraint,
+    Matcher,
+    Vocabulary,
+    compile_regex,
+    fill_next_token_bitmasks,
+)
+from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+
+__all__ = [
+    "Constraint",
+    "Matcher",
+    "Vocabulary",
+    "allocate_token_bitmask",
+    "apply_token_bitmask_inplace",
+    "compile_regex",
+    "fill_next_token_bitmasks",
+]
+__version__ = "0.1.0"

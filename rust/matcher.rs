@@ -1,0 +1,322 @@
+//! Compiled constraints and per-sequence matchers.
+//!
+//! A [`TokEnv`] (vocabulary + token trie) is built once per tokenizer and
+//! shared, via `Arc`, by every constraint compiled against it. A
+//! [`Constraint`] is immutable and shared by every [`Matcher`] that follows
+//! it; a matcher is just a state and an undo history, so it is cheap to
+//! create, `copy()` and send to another thread.
+//!
+//! The mask of a state is computed by walking the token trie
+//! ([`TokTrie::add_allowed`]); for finite automata the result depends only
+//! on the automaton state, so it is memoised per state in a lock-free,
+//! memory-bounded cache. That cache is an optimisation: the walk alone is
+//! exact and is all a grammar state can rely on.
+
+use crate::bitmask::{set_bit, words_for};
+use crate::error::{Error, Result};
+use crate::regex::{Dfa, DfaWalker, RegexLimits, DEAD};
+use crate::toktrie::TokTrie;
+use crate::vocab::Vocabulary;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// A vocabulary with its token trie, shared by all constraints over it.
+#[derive(Debug)]
+pub struct TokEnv {
+    vocab: Vocabulary,
+    trie: OnceLock<TokTrie>,
+}
+
+impl TokEnv {
+    pub fn new(vocab: Vocabulary) -> Arc<Self> {
+        Arc::new(TokEnv { vocab, trie: OnceLock::new() })
+    }
+
+    pub fn vocab(&self) -> &Vocabulary {
+        &self.vocab
+    }
+
+    /// Built on first use, so loading a vocabulary only to inspect tokens
+    /// does not pay for it.
+    pub fn trie(&self) -> &TokTrie {
+        self.trie.get_or_init(|| TokTrie::new(&self.vocab))
+    }
+
+    pub fn mask_words(&self) -> usize {
+        words_for(self.vocab.size())
+    }
+}
+
+/// Default memory budget for memoised masks of one constraint.
+pub const DEFAULT_MASK_CACHE_BYTES: usize = 256 << 20;
+
+/// Per-state memo of masks, filled on first request, never evicted; once
+/// the byte budget is spent, further states are computed on every request.
+#[derive(Debug)]
+struct MaskCache {
+    slots: Vec<OnceLock<Box<[u32]>>>,
+    used: AtomicUsize,
+    budget: usize,
+}
+
+impl MaskCache {
+    fn new(states: usize, budget: usize) -> Self {
+        MaskCache { slots: (0..states).map(|_| OnceLock::new()).collect(), used: AtomicUsize::new(0), budget }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Regex { dfa: Dfa, cache: MaskCache },
+}
+
+/// An immutable compiled constraint.
+#[derive(Debug)]
+pub struct Constraint {
+    env: Arc<TokEnv>,
+    kind: Kind,
+}
+
+impl Constraint {
+    pub fn regex(env: Arc<TokEnv>, pattern: &str, limits: &RegexLimits) -> Result<Arc<Self>> {
+        let dfa = Dfa::compile(pattern, limits)?;
+        env.trie(); // build outside the first mask
+        let cache = MaskCache::new(dfa.num_states(), DEFAULT_MASK_CACHE_BYTES);
+        Ok(Arc::new(Constraint { env, kind: Kind::Regex { dfa, cache } }))
+    }
+
+    pub fn env(&self) -> &Arc<TokEnv> {
+        &self.env
+    }
+
+    pub fn vocab(&self) -> &Vocabulary {
+        &self.env.vocab
+    }
+
+    /// Number of automaton states (regex) — a size indicator for users.
+    pub fn num_states(&self) -> usize {
+        match &self.kind {
+            Kind::Regex { dfa, .. } => dfa.num_states(),
+        }
+    }
+
+    fn initial_state(&self) -> u32 {
+        match &self.kind {
+            Kind::Regex { dfa, .. } => dfa.start(),
+        }
+    }
+
+    /// Mask of allowed tokens in `state`, EOS included iff accepting.
+    fn fill_state_mask(&self, state: u32, out: &mut [u32]) {
+        match &self.kind {
+            Kind::Regex { dfa, cache } => {
+                let slot = &cache.slots[state as usize];
+                if let Some(m) = slot.get() {
+                    out.copy_from_slice(m);
+                    return;
+                }
+                out.fill(0);
+                let trie = self.env.trie();
+                let mut w = DfaWalker::new(dfa, state, trie.max_depth());
+                trie.add_allowed(&mut w, out);
+                if dfa.is_accepting(state) {
+                    for &e in self.vocab().eos_token_ids() {
+                        set_bit(out, e);
+                    }
+                }
+                let bytes = std::mem::size_of_val(out);
+                if cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= cache.budget {
+                    let _ = slot.set(out.to_vec().into_boxed_slice());
+                } else {
+                    cache.used.fetch_sub(bytes, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Per-sequence state over a [`Constraint`].
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    constraint: Arc<Constraint>,
+    state: u32,
+    /// State before each consumed (non-EOS) token, for `rollback`.
+    history: Vec<u32>,
+    /// EOS has been consumed (it is always the last token).
+    eos: bool,
+}
+
+impl Matcher {
+    pub fn new(constraint: Arc<Constraint>) -> Self {
+        let state = constraint.initial_state();
+        Matcher { constraint, state, history: Vec::new(), eos: false }
+    }
+
+    pub fn constraint(&self) -> &Arc<Constraint> {
+        &self.constraint
+    }
+
+    fn dfa(&self) -> &Dfa {
+        match &self.constraint.kind {
+            Kind::Regex { dfa, .. } => dfa,
+        }
+    }
+
+    /// Write the mask of allowed next tokens into `out`
+    /// (`words_for(vocab.size())` words). After EOS nothing is allowed.
+    pub fn fill_mask(&self, out: &mut [u32]) -> Result<()> {
+        let words = self.constraint.env.mask_words();
+        if out.len() != words {
+            return Err(Error::Usage(format!("bitmask row has {} words, expected {words}", out.len())));
+        }
+        if self.eos {
+            out.fill(0);
+        } else {
+            self.constraint.fill_state_mask(self.state, out);
+        }
+        Ok(())
+    }
+
+    /// Whether token `t` is allowed now, without changing state.
+    pub fn is_allowed(&self, t: u32) -> Result<bool> {
+        Ok(self.advance(t)?.is_some())
+    }
+
+    /// `Some(next)` if `t` is allowed: `next` is the state after it, or
+    /// `None` inside for EOS.
+    fn advance(&self, t: u32) -> Result<Option<Option<u32>>> {
+        let vocab = self.constraint.vocab();
+        vocab.check_token(t)?;
+        if self.eos {
+            return Ok(None);
+        }
+        if vocab.is_eos(t) {
+            return Ok(self.dfa().is_accepting(self.state).then_some(None));
+        }
+        if vocab.is_special(t) {
+            return Ok(None);
+        }
+        let s = self.dfa().run(self.state, vocab.token_bytes(t));
+        Ok((s != DEAD).then_some(Some(s)))
+    }
+
+    /// Consume `t` if allowed; returns `false` and leaves the state
+    /// unchanged otherwise.
+    pub fn consume_token(&mut self, t: u32) -> Result<bool> {
+        match self.advance(t)? {
+            None => Ok(false),
+            Some(None) => {
+                self.eos = true;
+                Ok(true)
+            }
+            Some(Some(s)) => {
+                self.history.push(self.state);
+                self.state = s;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Consume tokens in order; stops at the first disallowed one and
+    /// returns how many were consumed.
+    pub fn consume_tokens(&mut self, ts: &[u32]) -> Result<usize> {
+        for (i, &t) in ts.iter().enumerate() {
+            if !self.consume_token(t)? {
+                return Ok(i);
+            }
+        }
+        Ok(ts.len())
+    }
+
+    /// Undo the last `n` consumed tokens (EOS counts as one).
+    pub fn rollback(&mut self, mut n: usize) -> Result<()> {
+        let consumed = self.num_consumed();
+        if n > consumed {
+            return Err(Error::Usage(format!("cannot roll back {n} tokens: only {consumed} consumed")));
+        }
+        if n > 0 && self.eos {
+            self.eos = false;
+            n -= 1;
+        }
+        if n > 0 {
+            let keep = self.history.len() - n;
+            self.state = self.history[keep];
+            self.history.truncate(keep);
+        }
+        Ok(())
+    }
+
+    pub fn num_consumed(&self) -> usize {
+        self.history.len() + self.eos as usize
+    }
+
+    /// The text so far is in the language (EOS would be allowed, or was consumed).
+    pub fn is_accepting(&self) -> bool {
+        self.eos || self.dfa().is_accepting(self.state)
+    }
+
+    /// EOS was consumed, or no token but EOS can follow.
+    pub fn is_terminated(&self) -> bool {
+        self.eos || self.dfa().is_terminal(self.state)
+    }
+
+    pub fn reset(&mut self) {
+        self.state = self.constraint.initial_state();
+        self.history.clear();
+        self.eos = false;
+    }
+
+    /// Bytes every allowed continuation shares (empty at a branch or once
+    /// the text may end).
+    pub fn forced_bytes(&self) -> Vec<u8> {
+        if self.eos {
+            return Vec::new();
+        }
+        self.dfa().forced_bytes(self.state, 1 << 16)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitmask::{get_bit, ones};
+
+    fn env(toks: &[&str]) -> Arc<TokEnv> {
+        let mut t: Vec<Option<Vec<u8>>> = toks.iter().map(|s| Some(s.as_bytes().to_vec())).collect();
+        t.push(None); // EOS
+        let eos = (t.len() - 1) as u32;
+        TokEnv::new(Vocabulary::from_token_bytes(t, vec![eos], Some(40)).unwrap())
+    }
+
+    #[test]
+    fn consume_mask_rollback() {
+        let e = env(&["1", "2", "12", "-", "x", "1-"]);
+        let c = Constraint::regex(e.clone(), "[0-9]+-[0-9]", &RegexLimits::default()).unwrap();
+        let mut m = Matcher::new(c);
+        let mut mask = vec![0u32; e.mask_words()];
+        m.fill_mask(&mut mask).unwrap();
+        assert_eq!(ones(&mask), vec![0, 1, 2, 5]);
+        assert!(m.consume_token(2).unwrap());
+        assert!(!m.consume_token(4).unwrap());
+        assert!(m.consume_token(3).unwrap());
+        assert!(!m.is_accepting());
+        m.fill_mask(&mut mask).unwrap();
+        assert_eq!(ones(&mask), vec![0, 1]);
+        assert!(m.consume_token(0).unwrap());
+        assert!(m.is_accepting() && m.is_terminated());
+        m.fill_mask(&mut mask).unwrap();
+        assert_eq!(ones(&mask), vec![6]);
+        assert!(m.consume_token(6).unwrap());
+        m.fill_mask(&mut mask).unwrap();
+        assert!(ones(&mask).is_empty());
+        assert_eq!(m.num_consumed(), 4);
+        m.rollback(2).unwrap();
+        assert_eq!(m.num_consumed(), 2);
+        m.fill_mask(&mut mask).unwrap();
+        assert!(get_bit(&mask, 0) && !get_bit(&mask, 6));
+        assert!(m.rollback(3).is_err());
+        assert!(matches!(m.consume_token(40), Err(Error::TokenOutOfRange { .. })));
+        m.reset();
+        assert_eq!(m.num_consumed(), 0);
+    }
+}

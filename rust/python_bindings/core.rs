@@ -1,0 +1,433 @@
+//! Bindings for vocabularies, constraints and matchers.
+
+use crate::bitmask::{ones, words_for};
+use crate::error::Error;
+use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv};
+use crate::regex::RegexLimits;
+use crate::vocab::{Spelling, Vocabulary as CoreVocab};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+pub(crate) fn to_pyerr(e: Error) -> PyErr {
+    match e {
+        Error::TokenOutOfRange { .. } => PyValueError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// A tokenizer's vocabulary: for every token id, the exact bytes it adds to
+/// the decoded text. Build with `Vocabulary.from_tokenizer_file(path)` or
+/// `Vocabulary.from_huggingface(tokenizer)`.
+#[pyclass(module = "tokensieve._core", name = "Vocabulary", frozen)]
+pub struct PyVocabulary {
+    pub(crate) env: Arc<TokEnv>,
+}
+
+#[pymethods]
+impl PyVocabulary {
+    /// Build from the text of a `tokenizer.json`, or from explicit
+    /// `token_bytes` (a list of `bytes`, with `None` for special/unused ids).
+    #[new]
+    #[pyo3(signature = (tokenizer_json=None, *, token_bytes=None, eos_token_ids=None, vocab_size=None))]
+    fn new(
+        py: Python<'_>,
+        tokenizer_json: Option<String>,
+        token_bytes: Option<Vec<Option<Vec<u8>>>>,
+        eos_token_ids: Option<Vec<u32>>,
+        vocab_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let vocab = match (tokenizer_json, token_bytes) {
+            (Some(json), None) => py.detach(|| CoreVocab::from_tokenizer_json(&json, eos_token_ids, vocab_size)),
+            (None, Some(tb)) => CoreVocab::from_token_bytes(tb, eos_token_ids.unwrap_or_default(), vocab_size),
+            _ => return Err(PyTypeError::new_err("Vocabulary() takes exactly one of tokenizer_json or token_bytes=")),
+        }
+        .map_err(to_pyerr)?;
+        Ok(PyVocabulary { env: TokEnv::new(vocab) })
+    }
+
+    /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file. EOS ids come
+    /// from `eos_token_ids`, else from a `tokenizer_config.json` beside the
+    /// file, else from well-known end-of-text special tokens.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, eos_token_ids=None, vocab_size=None))]
+    fn from_tokenizer_file(py: Python<'_>, path: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
+        let io = py.import("tokensieve._vocab_io")?;
+        let res = io.call_method1("read_tokenizer_file", (path, eos_token_ids))?;
+        let (json, eos): (String, Option<Vec<u32>>) = res.extract()?;
+        Self::new(py, Some(json), None, eos, vocab_size)
+    }
+
+    /// From a `transformers` fast tokenizer. `vocab_size` is the model's
+    /// embedding width when it exceeds the tokenizer (padding ids are never
+    /// allowed); `eos_token_ids` overrides the tokenizer's EOS.
+    #[staticmethod]
+    #[pyo3(signature = (tokenizer, *, eos_token_ids=None, vocab_size=None))]
+    fn from_huggingface(py: Python<'_>, tokenizer: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
+        let io = py.import("tokensieve._vocab_io")?;
+        let res = io.call_method1("read_hf_tokenizer", (tokenizer, eos_token_ids))?;
+        let (json, eos): (String, Option<Vec<u32>>) = res.extract()?;
+        Self::new(py, Some(json), None, eos, vocab_size)
+    }
+
+    /// Number of token ids a bitmask covers.
+    #[getter]
+    fn size(&self) -> usize {
+        self.env.vocab().size()
+    }
+
+    fn __len__(&self) -> usize {
+        self.env.vocab().size()
+    }
+
+    /// The bytes token `id` adds to the text (`b""` for special tokens).
+    fn token_bytes<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyBytes>> {
+        let id = check_id(id, self.env.vocab().size())?;
+        Ok(PyBytes::new(py, self.env.vocab().token_bytes(id)))
+    }
+
+    /// Whether `id` is special/unused (never allowed by a constraint).
+    fn is_special(&self, id: i64) -> PyResult<bool> {
+        let id = check_id(id, self.env.vocab().size())?;
+        Ok(self.env.vocab().is_special(id))
+    }
+
+    /// EOS token ids (allowed exactly when the text so far is complete).
+    #[getter]
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.env.vocab().eos_token_ids().to_vec()
+    }
+
+    /// True for SentencePiece tokenizers that prepend a space (`▁`) to input.
+    #[getter]
+    fn adds_prefix_space(&self) -> bool {
+        self.env.vocab().adds_prefix_space()
+    }
+
+    /// "byte_level", "sentencepiece" or "plain".
+    #[getter]
+    fn spelling(&self) -> &'static str {
+        match self.env.vocab().spelling() {
+            Spelling::ByteLevel => "byte_level",
+            Spelling::Metaspace { .. } => "sentencepiece",
+            Spelling::Plain => "plain",
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let v = self.env.vocab();
+        format!("Vocabulary(size={}, eos_token_ids={:?}, spelling={:?})", v.size(), v.eos_token_ids(), self.spelling())
+    }
+}
+
+fn check_id(id: i64, size: usize) -> PyResult<u32> {
+    if id < 0 || id as u64 >= size as u64 {
+        return Err(PyValueError::new_err(format!("token id {id} out of range for vocabulary of size {size}")));
+    }
+    Ok(id as u32)
+}
+
+/// A compiled constraint, immutable and shareable across threads and matchers.
+#[pyclass(module = "tokensieve._core", name = "Constraint", frozen)]
+pub struct PyConstraint {
+    pub(crate) inner: Arc<CoreConstraint>,
+}
+
+#[pymethods]
+impl PyConstraint {
+    /// Number of ids a bitmask row covers.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab().size()
+    }
+
+    /// Number of automaton states.
+    #[getter]
+    fn num_states(&self) -> usize {
+        self.inner.num_states()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Constraint(num_states={}, vocab_size={})", self.inner.num_states(), self.inner.vocab().size())
+    }
+}
+
+/// Compile a regex (Rust `regex` syntax, full match over the UTF-8 bytes of
+/// the generated text) against a vocabulary.
+#[pyfunction]
+#[pyo3(signature = (pattern, vocab, *, max_states=None, max_nfa_bytes=None, max_dfa_bytes=None))]
+fn compile_regex(
+    py: Python<'_>,
+    pattern: &str,
+    vocab: &PyVocabulary,
+    max_states: Option<usize>,
+    max_nfa_bytes: Option<usize>,
+    max_dfa_bytes: Option<usize>,
+) -> PyResult<PyConstraint> {
+    let mut limits = RegexLimits::default();
+    if let Some(x) = max_states {
+        limits.max_states = x;
+    }
+    if let Some(x) = max_nfa_bytes {
+        limits.nfa_size = x;
+    }
+    if let Some(x) = max_dfa_bytes {
+        limits.dfa_size = x;
+    }
+    let env = vocab.env.clone();
+    let inner = py.detach(|| CoreConstraint::regex(env, pattern, &limits)).map_err(to_pyerr)?;
+    Ok(PyConstraint { inner })
+}
+
+/// Follows one sequence through a constraint.
+#[pyclass(module = "tokensieve._core", name = "Matcher")]
+pub struct PyMatcher {
+    pub(crate) inner: CoreMatcher,
+}
+
+/// Writable int32 row pointer of a bitmask (numpy array or CPU torch tensor).
+fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyResult<(usize, usize)> {
+    let (ptr, shape, ok_dtype, contiguous) = bitmask_info(bitmask)?;
+    if !ok_dtype {
+        return Err(PyTypeError::new_err("bitmask must have dtype int32"));
+    }
+    if !contiguous {
+        return Err(PyValueError::new_err("bitmask must be C-contiguous"));
+    }
+    let (rows, cols) = match shape.as_slice() {
+        [c] => (1usize, *c),
+        [r, c] => (*r, *c),
+        _ => return Err(PyValueError::new_err(format!("bitmask must be 1-D or 2-D, got shape {shape:?}"))),
+    };
+    if cols != words {
+        return Err(PyValueError::new_err(format!(
+            "bitmask has {cols} columns, expected {words} (= ceil(vocab_size / 32)); use allocate_token_bitmask"
+        )));
+    }
+    if index < 0 || index as usize >= rows {
+        return Err(PyIndexError::new_err(format!("bitmask row index {index} out of range for {rows} rows")));
+    }
+    Ok((ptr + index as usize * words * 4, rows))
+}
+
+/// (data address, shape, dtype is int32, C-contiguous) of a numpy array or
+/// CPU torch tensor; anything else is a TypeError.
+fn bitmask_info(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bool)> {
+    if let Ok(ai) = obj.getattr("__array_interface__") {
+        let ai = ai.cast_into::<PyDict>().map_err(|_| PyTypeError::new_err("bad __array_interface__"))?;
+        let data: Bound<'_, PyTuple> = ai.get_item("data")?.ok_or_else(|| PyTypeError::new_err("no data"))?.cast_into()?;
+        let ptr: usize = data.get_item(0)?.extract()?;
+        let readonly: bool = data.get_item(1)?.extract()?;
+        if readonly {
+            return Err(PyValueError::new_err("bitmask is read-only"));
+        }
+        let shape: Vec<usize> = ai.get_item("shape")?.ok_or_else(|| PyTypeError::new_err("no shape"))?.extract()?;
+        let typestr: String = ai.get_item("typestr")?.ok_or_else(|| PyTypeError::new_err("no typestr"))?.extract()?;
+        let strides = ai.get_item("strides")?;
+        let contiguous = match strides {
+            None => true,
+            Some(s) if s.is_none() => true,
+            Some(s) => {
+                let st: Vec<isize> = s.extract()?;
+                let mut expect = 4isize;
+                let mut ok = true;
+                for (d, &n) in shape.iter().enumerate().rev() {
+                    if n > 1 && st[d] != expect {
+                        ok = false;
+                    }
+                    expect *= n as isize;
+                }
+                ok
+            }
+        };
+        let ok_dtype = typestr == "<i4" || typestr == "|i4" || (typestr == "=i4");
+        return Ok((ptr, shape, ok_dtype, contiguous));
+    }
+    if obj.hasattr("data_ptr")? {
+        let device: String = obj.getattr("device")?.getattr("type")?.extract()?;
+        if device != "cpu" {
+            return Err(PyValueError::new_err(format!(
+                "bitmask must be on the CPU to be filled (got device {device:?}); fill a CPU bitmask and move it"
+            )));
+        }
+        let ptr: usize = obj.call_method0("data_ptr")?.extract()?;
+        let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
+        let dtype: String = obj.getattr("dtype")?.str()?.extract()?;
+        let contiguous: bool = obj.call_method0("is_contiguous")?.extract()?;
+        return Ok((ptr, shape, dtype == "torch.int32", contiguous));
+    }
+    Err(PyTypeError::new_err(format!(
+        "bitmask must be a numpy array or torch tensor of int32, got {}",
+        obj.get_type().name()?
+    )))
+}
+
+#[pymethods]
+impl PyMatcher {
+    #[new]
+    fn new(constraint: &PyConstraint) -> Self {
+        PyMatcher { inner: CoreMatcher::new(constraint.inner.clone()) }
+    }
+
+    /// Fill row `index` of an int32 bitmask of shape (batch, ceil(vocab_size/32)):
+    /// bit t%32 of word t//32 is set iff token t is allowed next.
+    #[pyo3(signature = (bitmask, index=0))]
+    fn fill_next_token_bitmask(&self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
+        let words = self.inner.constraint().env().mask_words();
+        let (ptr, _) = bitmask_row_ptr(bitmask, index, words)?;
+        let m = &self.inner;
+        py.detach(|| {
+            // SAFETY: `ptr` addresses `words` writable, contiguous int32s of a
+            // live array (validated above); `bitmask` keeps it alive.
+            let row = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u32, words) };
+            m.fill_mask(row)
+        })
+        .map_err(to_pyerr)
+    }
+
+    /// Allowed next token ids as a list (debugging; use bitmasks when decoding).
+    fn allowed_tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+        let mut mask = vec![0u32; self.inner.constraint().env().mask_words()];
+        py.detach(|| self.inner.fill_mask(&mut mask)).map_err(to_pyerr)?;
+        Ok(ones(&mask))
+    }
+
+    /// Consume token `token_id`; False (state unchanged) if it is not allowed.
+    fn consume_token(&mut self, token_id: i64) -> PyResult<bool> {
+        let t = check_id(token_id, self.inner.constraint().vocab().size())?;
+        self.inner.consume_token(t).map_err(to_pyerr)
+    }
+
+    /// Consume tokens in order, stopping at the first disallowed one;
+    /// returns the number consumed.
+    fn consume_tokens(&mut self, token_ids: Vec<i64>) -> PyResult<usize> {
+        let size = self.inner.constraint().vocab().size();
+        let ts = token_ids.into_iter().map(|t| check_id(t, size)).collect::<PyResult<Vec<u32>>>()?;
+        self.inner.consume_tokens(&ts).map_err(to_pyerr)
+    }
+
+    /// Whether token `token_id` is allowed now (state unchanged).
+    fn is_allowed(&self, token_id: i64) -> PyResult<bool> {
+        let t = check_id(token_id, self.inner.constraint().vocab().size())?;
+        self.inner.is_allowed(t).map_err(to_pyerr)
+    }
+
+    /// True iff the text so far is a complete string of the language.
+    fn is_accepting(&self) -> bool {
+        self.inner.is_accepting()
+    }
+
+    /// True once EOS was consumed, or when nothing but EOS can follow.
+    fn is_terminated(&self) -> bool {
+        self.inner.is_terminated()
+    }
+
+    /// Undo the last `n` consumed tokens (for speculative decoding).
+    fn rollback(&mut self, n: usize) -> PyResult<()> {
+        self.inner.rollback(n).map_err(to_pyerr)
+    }
+
+    /// Back to the initial state.
+    fn reset(&mut self) {
+        self.inner.reset()
+    }
+
+    /// An independent copy in the same state.
+    fn copy(&self) -> Self {
+        PyMatcher { inner: self.inner.clone() }
+    }
+
+    fn __copy__(&self) -> Self {
+        self.copy()
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> Self {
+        self.copy()
+    }
+
+    /// Bytes that every allowed continuation starts with (may be empty).
+    fn forced_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.forced_bytes())
+    }
+
+    /// Number of tokens consumed so far (EOS included).
+    #[getter]
+    fn num_consumed(&self) -> usize {
+        self.inner.num_consumed()
+    }
+
+    /// Number of ids a bitmask row covers.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.constraint().vocab().size()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Matcher(consumed={}, accepting={}, terminated={})",
+            self.inner.num_consumed(),
+            self.inner.is_accepting(),
+            self.inner.is_terminated()
+        )
+    }
+}
+
+/// Fill many bitmask rows in parallel (GIL released): row `indices[i]`
+/// (default `i`) gets the mask of `matchers[i]`.
+#[pyfunction]
+#[pyo3(signature = (matchers, bitmask, indices=None))]
+fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmask: &Bound<'_, PyAny>, indices: Option<Vec<i64>>) -> PyResult<()> {
+    let n = matchers.len();
+    if let Some(ix) = &indices {
+        if ix.len() != n {
+            return Err(PyValueError::new_err(format!("{} matchers but {} indices", n, ix.len())));
+        }
+    }
+    let refs: Vec<PyRef<'_, PyMatcher>> = matchers
+        .iter()
+        .map(|m| m.extract::<PyRef<'_, PyMatcher>>().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
+    if n == 0 {
+        return Ok(());
+    }
+    let words = refs[0].inner.constraint().env().mask_words();
+    let mut rows = Vec::with_capacity(n);
+    let mut seen = std::collections::HashSet::new();
+    for (i, m) in refs.iter().enumerate() {
+        if m.inner.constraint().env().mask_words() != words {
+            return Err(PyValueError::new_err("all matchers must share one vocabulary size"));
+        }
+        let idx = indices.as_ref().map_or(i as i64, |ix| ix[i]);
+        if !seen.insert(idx) {
+            return Err(PyValueError::new_err(format!("row index {idx} given twice")));
+        }
+        rows.push(bitmask_row_ptr(bitmask, idx, words)?.0);
+    }
+    let cores: Vec<&CoreMatcher> = refs.iter().map(|r| &r.inner).collect();
+    py.detach(|| {
+        cores.par_iter().zip(rows.par_iter()).try_for_each(|(m, &ptr)| {
+            // SAFETY: distinct rows of a validated, live int32 array.
+            let row = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u32, words) };
+            m.fill_mask(row)
+        })
+    })
+    .map_err(to_pyerr)
+}
+
+/// Words per bitmask row for a vocabulary of `vocab_size` ids.
+#[pyfunction]
+fn bitmask_words(vocab_size: usize) -> usize {
+    words_for(vocab_size)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyVocabulary>()?;
+    m.add_class::<PyConstraint>()?;
+    m.add_class::<PyMatcher>()?;
+    m.add_function(wrap_pyfunction!(compile_regex, m)?)?;
+    m.add_function(wrap_pyfunction!(fill_next_token_bitmasks, m)?)?;
+    m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Token trie: every token's bytes in one trie, flattened in preorder.
+//!
+//! A mask is computed by walking this trie with the constraint's state: each
+//! node pushes one byte into a [`Recognizer`]; if the recognizer rejects the
+//! byte, no token below that node can be allowed and the whole subtree is
+//! skipped by jumping to `subtree_end`. Tokens sharing a prefix share the
+//! work of checking it, and dead prefixes cost one step however many tokens
+//! sit beneath them.
+//!
+//! The walk asks nothing of the constraint but "push a byte / pop bytes",
+//! so the same code serves finite automata (a stack of DFA states) and
+//! grammars (a lexer state plus a parser stack that only grows when a lexeme
+//! ends). Mask caching per automaton state is layered on top, in
+//! [`crate::matcher`].
+
+use crate::bitmask::set_bit;
+use crate::vocab::Vocabulary;
+
+/// The constraint side of a trie walk.
+///
+/// Implementations keep a stack of states, one per byte pushed since the walk
+/// began, so `pop_bytes` is cheap.
+pub trait Recognizer {
+    /// Push one byte. Returns `false`, leaving the state unchanged, when no
+    /// string of the language continues the current prefix with `b`.
+    fn try_push_byte(&mut self, b: u8) -> bool;
+    /// Undo the last `n` successful pushes.
+    fn pop_bytes(&mut self, n: usize);
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    /// Index one past this node's last descendant.
+    subtree_end: u32,
+    /// Tokens whose bytes end exactly here: `token_ids[tok_start..tok_start+ntok]`.
+    tok_start: u32,
+    ntok: u16,
+    /// Length of the byte string this node spells (root: 0).
+    depth: u16,
+    byte: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokTrie {
+    nodes: Vec<Node>,
+    token_ids: Vec<u32>,
+    vocab_size: usize,
+    max_depth: usize,
+}
+
+/// Longest token we index. Longer byte strings exist in no real vocabulary;
+/// the bound keeps walk stacks small and `depth` in a `u16`.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+impl TokTrie {
+    /// Build the trie over every non-special token of `vocab`.
+    pub fn new(vocab: &Vocabulary) -> Self {
+        let mut toks: Vec<(&[u8], u32)> = (0..vocab.size() as u32)
+            .filter(|&t| !vocab.is_special(t))
+            .map(|t| (vocab.token_bytes(t), t))
+            .filter(|(b, _)| !b.is_empty() && b.len() <= MAX_TOKEN_LEN)
+            .collect();
+        toks.sort_unstable();
+
+        let mut nodes: Vec<Node> = Vec::with_capacity(toks.len() * 2);
+        let mut token_ids: Vec<u32> = Vec::with_capacity(toks.len());
+        nodes.push(Node { subtree_end: 0, tok_start: 0, ntok: 0, depth: 0, byte: 0 });
+        // Path of node indices from the root to the last inserted node.
+        let mut path: Vec<u32> = vec![0];
+        let mut prev: &[u8] = &[];
+        let mut max_depth = 0;
+        for (bytes, id) in toks {
+            let lcp = prev.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+            // Close nodes deeper than the shared prefix.
+            while path.len() > lcp + 1 {
+                let idx = path.pop().unwrap() as usize;
+                nodes[idx].subtree_end = nodes.len() as u32;
+            }
+            for (d, &b) in bytes.iter().enumerate().skip(lcp) {
+                path.push(nodes.len() as u32);
+                nodes.push(Node { subtree_end: 0, tok_start: token_ids.len() as u32, ntok: 0, depth: (d + 1) as u16, byte: b });
+            }
+            let last = *path.last().unwrap() as usize;
+            if nodes[last].ntok == 0 {
+                nodes[last].tok_start = token_ids.len() as u32;
+            }
+            nodes[last].ntok += 1;
+            token_ids.push(id);
+            max_depth = max_depth.max(bytes.len());
+            prev = bytes;
+        }
+        let end = nodes.len() as u32;
+        for idx in path {
+            nodes[idx as usize].subtree_end = end;
+        }
+        TokTrie { nodes, token_ids, vocab_size: vocab.size(), max_depth }
+    }
+
+    pub fn num_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Length of the longest indexed token: recognizers need a stack this deep.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Set the bit of every token whose bytes `r` accepts in full from its
+    /// current state. `r` is returned to that state.
+    pub fn add_allowed<R: Recognizer>(&self, r: &mut R, mask: &mut [u32]) {
+        let nodes = &self.nodes[..];
+        let n = nodes.len();
+        let mut depth = 0usize;
+        let mut i = 1usize;
+        while i < n {
+            let node = nodes[i];
+            let d = node.depth as usize;
+            if depth >= d {
+                r.pop_bytes(depth + 1 - d);
+                depth = d - 1;
+            }
+            if r.try_push_byte(node.byte) {
+                depth = d;
+                let s = node.tok_start as usize;
+                for &t in &self.token_ids[s..s + node.ntok as usize] {
+                    set_bit(mask, t);
+                }
+                i += 1;
+            } else {
+                i = node.subtree_end as usize;
+            }
+        }
+        r.pop_bytes(depth);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitmask::{ones, words_for};
+
+    /// Accepts prefixes of a fixed set of strings (brute force).
+    struct PrefixSet {
+        words: Vec<Vec<u8>>,
+        buf: Vec<u8>,
+    }
+    impl Recognizer for PrefixSet {
+        fn try_push_byte(&mut self, b: u8) -> bool {
+            self.buf.push(b);
+            if self.words.iter().any(|w| w.starts_with(&self.buf)) {
+                true
+            } else {
+                self.buf.pop();
+                false
+            }
+        }
+        fn pop_bytes(&mut self, n: usize) {
+            let l = self.buf.len() - n;
+            self.buf.truncate(l);
+        }
+    }
+
+    fn vocab(toks: &[&str]) -> Vocabulary {
+        Vocabulary::from_token_bytes(toks.iter().map(|t| Some(t.as_bytes().to_vec())).collect(), vec![], None).unwrap()
+    }
+
+    #[test]
+    fn walk_matches_brute_force() {
+        let toks = ["a", "ab", "abc", "b", "ba", "abd", "c", "ab", "bcd", "x"];
+        let v = vocab(&toks);
+        let trie = TokTrie::new(&v);
+        let words: Vec<Vec<u8>> = vec![b"abd".to_vec(), b"bax".to_vec()];
+        let mut r = PrefixSet { words: words.clone(), buf: vec![] };
+        let mut mask = vec![0u32; words_for(v.size())];
+        trie.add_allowed(&mut r, &mut mask);
+        assert!(r.buf.is_empty());
+        let expect: Vec<u32> = (0..toks.len() as u32)
+            .filter(|&t| words.iter().any(|w| w.starts_with(toks[t as usize].as_bytes())))
+            .collect();
+        assert_eq!(ones(&mask), expect);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_walk_equals_brute_force(
+            toks in proptest::collection::vec("[abc]{1,4}", 1..40),
+            words in proptest::collection::vec("[abc]{0,6}", 0..5),
+        ) {
+            let refs: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
+            let v = vocab(&refs);
+            let trie = TokTrie::new(&v);
+            let words: Vec<Vec<u8>> = words.into_iter().map(|w| w.into_bytes()).collect();
+            let mut r = PrefixSet { words: words.clone(), buf: vec![] };
+            let mut mask = vec![0u32; words_for(v.size())];
+            trie.add_allowed(&mut r, &mut mask);
+            let expect: Vec<u32> = (0..toks.len() as u32)
+                .filter(|&t| words.iter().any(|w| w.starts_with(toks[t as usize].as_bytes())))
+                .collect();
+            proptest::prop_assert_eq!(ones(&mask), expect);
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Vocabulary: for every token id, the exact bytes it appends to the output.
+//!
+//! Constraints are defined over the bytes of the generated text, so the one
+//! thing a mask needs from a tokenizer is "what does token `t` add". A
+//! `tokenizer.json` does not store that directly: byte-level BPE (GPT-2,
+//! Llama 3, Qwen) spells bytes with a printable-unicode alphabet, and
+//! SentencePiece models (Mistral, Phi-3, Gemma) spell spaces as `▁` and keep
+//! unrepresentable bytes as `<0xNN>` fallback tokens. We undo those spellings
+//! here, once, and never consult the tokenizer again.
+//!
+//! Special tokens (BOS, EOS, chat markers) add no text a constraint could
+//! match, so they get no bytes and are never allowed by a mask; EOS is
+//! handled separately by the matcher. Ids the model has but the tokenizer
+//! doesn't (padded embedding matrices) likewise have no bytes.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+/// How a tokenizer spells bytes in its vocabulary strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// GPT-2 style byte-to-unicode alphabet (decoder `ByteLevel`).
+    ByteLevel,
+    /// SentencePiece style: `▁` is a space, `<0xNN>` is a raw byte when the
+    /// model has byte fallback.
+    Metaspace { byte_fallback: bool },
+    /// Vocabulary strings are the text itself.
+    Plain,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    /// Concatenated token bytes; token `i` is `bytes[offsets[i]..offsets[i+1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    /// Ids that are special (never produced by a constraint).
+    special: Vec<bool>,
+    eos: Vec<u32>,
+    /// Width of a mask: max(tokenizer ids, model embedding rows).
+    size: usize,
+    spelling: Spelling,
+    adds_prefix_space: bool,
+}
+
+impl Vocabulary {
+    /// Build from explicit token byte strings (tests, custom tokenizers).
+    /// `None` marks a special token or an unused id.
+    pub fn from_token_bytes(tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
+        let n = tokens.len();
+        let size = size.unwrap_or(n).max(n);
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(size + 1);
+        let mut special = Vec::with_capacity(size);
+        offsets.push(0u32);
+        for t in tokens.iter() {
+            match t {
+                Some(b) => {
+                    bytes.extend_from_slice(b);
+                    special.push(false);
+                }
+                None => special.push(true),
+            }
+            offsets.push(bytes.len() as u32);
+        }
+        for _ in n..size {
+            special.push(true);
+            offsets.push(bytes.len() as u32);
+        }
+        Self::check_eos(&eos, size)?;
+        Ok(Vocabulary { bytes, offsets, special, eos, size, spelling: Spelling::Plain, adds_prefix_space: false })
+    }
+
+    fn check_eos(eos: &[u32], size: usize) -> Result<()> {
+        for &e in eos {
+            if e as usize >= size {
+                return Err(Error::Tokenizer(format!("EOS id {e} is outside the vocabulary (size {size})")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse a Hugging Face `tokenizer.json`.
+    ///
+    /// `eos` overrides EOS detection (by default: special added tokens with a
+    /// well-known end-of-text name). `size` is the model's embedding width if
+    /// larger than the tokenizer.
+    pub fn from_tokenizer_json(json: &str, eos: Option<Vec<u32>>, size: Option<usize>) -> Result<Self> {
+        let v: Value = serde_json::from_str(json)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        let model = v.get("model").ok_or_else(|| Error::Tokenizer("missing \"model\"".into()))?;
+        let spelling = detect_spelling(&v, model);
+        let adds_prefix_space = detect_prefix_space(&v);
+
+        // (id, vocabulary string) pairs from the model.
+        let mut entries: Vec<(u32, String)> = Vec::new();
+        match model.get("vocab") {
+            Some(Value::Object(map)) => {
+                for (k, id) in map {
+                    let id = id.as_u64().ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
+                    entries.push((id as u32, k.clone()));
+                }
+            }
+            Some(Value::Array(items)) => {
+                // Unigram: [[piece, score], ...], the id is the position.
+                for (i, it) in items.iter().enumerate() {
+                    let piece = it.get(0).and_then(Value::as_str).ok_or_else(|| Error::Tokenizer(format!("unigram vocab entry {i} is malformed")))?;
+                    entries.push((i as u32, piece.to_string()));
+                }
+            }
+            _ => return Err(Error::Tokenizer("model has no \"vocab\"".into())),
+        }
+        // Added tokens: (id, content, special).
+        let mut added: Vec<(u32, String, bool)> = Vec::new();
+        if let Some(Value::Array(items)) = v.get("added_tokens") {
+            for it in items {
+                let id = it.get("id").and_then(Value::as_u64).ok_or_else(|| Error::Tokenizer("added token without id".into()))? as u32;
+                let content = it.get("content").and_then(Value::as_str).unwrap_or("").to_string();
+                let special = it.get("special").and_then(Value::as_bool).unwrap_or(false);
+                added.push((id, content, special));
+            }
+        }
+        let n_ids = entries.iter().map(|e| e.0).chain(added.iter().map(|a| a.0)).max().map_or(0, |m| m as usize + 1);
+        if n_ids == 0 {
+            return Err(Error::Tokenizer("empty vocabulary".into()));
+        }
+        if n_ids > (u32::MAX / 2) as usize {
+            return Err(Error::Tokenizer(format!("token id {n_ids} is too large")));
+        }
+        let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n_ids];
+        let unicode_to_byte = byte_level_decoder_table();
+        for (id, s) in &entries {
+            tokens[*id as usize] = Some(decode_piece(s, spelling, &unicode_to_byte));
+        }
+        let mut eos_guess = Vec::new();
+        for (id, content, special) in &added {
+            let slot = &mut tokens[*id as usize];
+            if *special {
+                *slot = None;
+                if EOS_NAMES.contains(&content.as_str()) {
+                    eos_guess.push(*id);
+                }
+            } else if slot.is_none() {
+                // A non-special added token inserts its content literally.
+                *slot = Some(content.as_bytes().to_vec());
+            }
+        }
+        // Empty strings add nothing; treat them like specials (never allowed).
+        for t in tokens.iter_mut() {
+            if matches!(t, Some(b) if b.is_empty()) {
+                *t = None;
+            }
+        }
+        let eos = eos.unwrap_or(eos_guess);
+        let mut vocab = Self::from_token_bytes(tokens, eos, size)?;
+        vocab.spelling = spelling;
+        vocab.adds_prefix_space = adds_prefix_space;
+        Ok(vocab)
+    }
+
+    /// Number of ids a bitmask covers.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The bytes token `id` appends (empty for special and unused ids).
+    #[inline]
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        &self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Whether `id` can never be produced by a constraint (special, unused, padding).
+    #[inline]
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special[id as usize]
+    }
+
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    #[inline]
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos.contains(&id)
+    }
+
+    pub fn spelling(&self) -> Spelling {
+        self.spelling
+    }
+
+    /// True for SentencePiece tokenizers that prepend `▁` to the input text,
+    /// so `encode("x")` decodes to bytes `" x"`.
+    pub fn adds_prefix_space(&self) -> bool {
+        self.adds_prefix_space
+    }
+
+    pub fn check_token(&self, id: u32) -> Result<()> {
+        if (id as usize) < self.size {
+            Ok(())
+        } else {
+            Err(Error::TokenOutOfRange { id, size: self.size })
+        }
+    }
+}
+
+/// Names of special tokens that end generation in common model families.
+const EOS_NAMES: &[&str] = &[
+    "</s>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<eos>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<｜end▁of▁sentence｜>",
+];
+
+fn decoder_types(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(d: &Value, out: &mut Vec<String>) {
+        if let Some(t) = d.get("type").and_then(Value::as_str) {
+            out.push(t.to_string());
+        }
+        if let Some(Value::Array(ds)) = d.get("decoders") {
+            for x in ds {
+                walk(x, out);
+            }
+        }
+    }
+    if let Some(d) = v.get("decoder") {
+        walk(d, &mut out);
+    }
+    out
+}
+
+fn detect_spelling(v: &Value, model: &Value) -> Spelling {
+    let types = decoder_types(v);
+    if types.iter().any(|t| t == "ByteLevel") {
+        return Spelling::ByteLevel;
+    }
+    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false)
+        || types.iter().any(|t| t == "ByteFallback");
+    // `▁` in the normalizer / pre-tokenizer means pieces spell spaces that way.
+    let mentions_metaspace = |k: &str| v.get(k).is_some_and(|n| n.to_string().contains('\u{2581}'));
+    let metaspace = types.iter().any(|t| t == "Metaspace" || t == "Replace")
+        || mentions_metaspace("normalizer")
+        || mentions_metaspace("pre_tokenizer");
+    if metaspace || byte_fallback {
+        Spelling::Metaspace { byte_fallback }
+    } else {
+        Spelling::Plain
+    }
+}
+
+fn detect_prefix_space(v: &Value) -> bool {
+    fn walk(n: &Value) -> bool {
+        match n.get("type").and_then(Value::as_str) {
+            Some("Prepend") => n.get("prepend").and_then(Value::as_str) == Some("\u{2581}"),
+            Some("Metaspace") => {
+                let scheme = n.get("prepend_scheme").and_then(Value::as_str);
+                let legacy = n.get("add_prefix_space").and_then(Value::as_bool);
+                scheme.map_or(legacy.unwrap_or(true), |s| s != "never")
+            }
+            _ => n
+                .get("normalizers")
+                .or_else(|| n.get("pretokenizers"))
+                .and_then(Value::as_array)
+                .is_some_and(|xs| xs.iter().any(walk)),
+        }
+    }
+    ["normalizer", "pre_tokenizer"].iter().any(|k| v.get(*k).is_some_and(walk))
+}
+
+/// Inverse of GPT-2's `bytes_to_unicode`: printable bytes stand for
+/// themselves, the other 68 are shifted to U+0100.. in byte order.
+fn byte_level_decoder_table() -> std::collections::HashMap<char, u8> {
+    let mut printable: Vec<u8> = Vec::new();
+    printable.extend(b'!'..=b'~');
+    printable.extend(0xA1u8..=0xAC);
+    printable.extend(0xAEu8..=0xFF);
+    let mut map = std::collections::HashMap::with_capacity(256);
+    let mut shifted = 0u32;
+    for b in 0u16..=255 {
+        let b = b as u8;
+        if printable.contains(&b) {
+            map.insert(b as char, b);
+        } else {
+            map.insert(char::from_u32(256 + shifted).unwrap(), b);
+            shifted += 1;
+        }
+    }
+    map
+}
+
+fn decode_piece(s: &str, spelling: Spelling, table: &std::collections::HashMap<char, u8>) -> Vec<u8> {
+    match spelling {
+        Spelling::ByteLevel => {
+            let mut out = Vec::with_capacity(s.len());
+            for c in s.chars() {
+                match table.get(&c) {
+                    Some(&b) => out.push(b),
+                    // Not in the byte alphabet (e.g. a hand-added token): literal.
+                    None => {
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                }
+            }
+            out
+        }
+        Spelling::Metaspace { byte_fallback } => {
+            if byte_fallback {
+                if let Some(b) = parse_byte_token(s) {
+                    return vec![b];
+                }
+            }
+            s.replace('\u{2581}', " ").into_bytes()
+        }
+        Spelling::Plain => s.as_bytes().to_vec(),
+    }
+}
+
+/// `<0xNN>` -> byte NN.
+fn parse_byte_token(s: &str) -> Option<u8> {
+    let hex = s.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_table_is_a_bijection() {
+        let t = byte_level_decoder_table();
+        assert_eq!(t.len(), 256);
+        let mut seen = [false; 256];
+        for &b in t.values() {
+            seen[b as usize] = true;
+        }
+        assert!(seen.iter().all(|&x| x));
+        assert_eq!(t[&'Ġ'], b' ');
+        assert_eq!(t[&'Ċ'], b'\n');
+    }
+
+    #[test]
+    fn sentencepiece_pieces() {
+        let t = byte_level_decoder_table();
+        let sp = Spelling::Metaspace { byte_fallback: true };
+        assert_eq!(decode_piece("▁the", sp, &t), b" the");
+        assert_eq!(decode_piece("<0x0A>", sp, &t), b"\n");
+        assert_eq!(decode_piece("<0x0A>", Spelling::Metaspace { byte_fallback: false }, &t), b"<0x0A>");
+    }
+
+    #[test]
+    fn minimal_tokenizer_json() {
+        let json = r#"{"added_tokens":[{"id":3,"content":"<|endoftext|>","special":true}],
+            "decoder":{"type":"ByteLevel"},
+            "model":{"type":"BPE","vocab":{"a":0,"Ġb":1,"Ċ":2}}}"#;
+        let v = Vocabulary::from_tokenizer_json(json, None, Some(8)).unwrap();
+        assert_eq!(v.size(), 8);
+        assert_eq!(v.token_bytes(1), b" b");
+        assert_eq!(v.token_bytes(2), b"\n");
+        assert!(v.is_special(3) && v.is_special(7));
+        assert_eq!(v.eos_token_ids(), &[3]);
+    }
+
+    #[test]
+    fn bad_json_is_an_error() {
+        assert!(Vocabulary::from_tokenizer_json("{", None, None).is_err());
+        assert!(Vocabulary::from_tokenizer_json("{}", None, None).is_err());
+        assert!(Vocabulary::from_tokenizer_json(r#"{"model":{"vocab":{"a":0}}}"#, Some(vec![5]), None).is_err());
+    }
+}
