@@ -22,6 +22,10 @@ pub enum Error {
     /// The regex is valid but its automaton exceeds a configured limit.
     #[error("regex too large: {0}")]
     TooLarge(String),
+    /// A grammar failed to parse or validate; `line`/`column` are 1-based
+    /// (0 when the error concerns the grammar as a whole).
+    #[error("grammar error{}: {message}", if *line > 0 { format!(" at line {line}, column {column}") } else { String::new() })]
+    Grammar { line: usize, column: usize, message: String },
     /// The constraint accepts no string at all.
     #[error("constraint matches no string: {0}")]
     EmptyLanguage(String),

@@ -18,6 +18,7 @@
 
 pub mod bitmask;
 pub mod error;
+pub mod grammar;
 pub mod matcher;
 pub mod regex;
 pub mod resample;

@@ -14,6 +14,8 @@
 
 use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
+use crate::grammar::earley::{CompiledGrammar, GrammarState, GrammarWalker};
+use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, DfaWalker, RegexLimits, DEAD};
 use crate::toktrie::TokTrie;
 use crate::vocab::Vocabulary;
@@ -68,6 +70,14 @@ impl MaskCache {
 #[derive(Debug)]
 enum Kind {
     Regex { dfa: Dfa, cache: MaskCache },
+    Grammar { g: CompiledGrammar, cache: GrammarMaskCache },
+}
+
+/// Masks of grammar states keyed by [`GrammarState::mask_key`].
+#[derive(Debug, Default)]
+struct GrammarMaskCache {
+    map: std::sync::Mutex<std::collections::HashMap<(u32, bool, u128), Arc<[u32]>>>,
+    used: AtomicUsize,
 }
 
 /// An immutable compiled constraint.
@@ -85,6 +95,13 @@ impl Constraint {
         Ok(Arc::new(Constraint { env, kind: Kind::Regex { dfa, cache } }))
     }
 
+    pub fn grammar(env: Arc<TokEnv>, grammar: &Grammar, limits: &GrammarLimits) -> Result<Arc<Self>> {
+        let g = CompiledGrammar::new(grammar, limits)?;
+        GrammarState::new(&g)?; // the initial set must exist
+        env.trie();
+        Ok(Arc::new(Constraint { env, kind: Kind::Grammar { g, cache: GrammarMaskCache::default() } }))
+    }
+
     pub fn env(&self) -> &Arc<TokEnv> {
         &self.env
     }
@@ -94,21 +111,29 @@ impl Constraint {
     }
 
     /// Number of automaton states (regex) — a size indicator for users.
+    /// Number of automaton states (regex) or lexer states (grammar).
     pub fn num_states(&self) -> usize {
         match &self.kind {
             Kind::Regex { dfa, .. } => dfa.num_states(),
+            Kind::Grammar { g, .. } => g.lexer.num_states(),
         }
     }
 
-    fn initial_state(&self) -> u32 {
+    fn initial_state(&self) -> State {
         match &self.kind {
-            Kind::Regex { dfa, .. } => dfa.start(),
+            Kind::Regex { dfa, .. } => State::Regex { state: dfa.start(), history: Vec::new() },
+            Kind::Grammar { g, .. } => State::Grammar {
+                st: Box::new(GrammarState::new(g).expect("checked at compile time")),
+                token_lens: Vec::new(),
+                accepting: None,
+            },
         }
     }
 
-    /// Mask of allowed tokens in `state`, EOS included iff accepting.
-    fn fill_state_mask(&self, state: u32, out: &mut [u32]) {
+    /// Mask of allowed tokens in a regex `state`, EOS included iff accepting.
+    fn fill_regex_mask(&self, state: u32, out: &mut [u32]) {
         match &self.kind {
+            Kind::Grammar { .. } => unreachable!(),
             Kind::Regex { dfa, cache } => {
                 let slot = &cache.slots[state as usize];
                 if let Some(m) = slot.get() {
@@ -135,13 +160,28 @@ impl Constraint {
     }
 }
 
+/// The mutable part of a matcher.
+#[derive(Debug, Clone)]
+enum State {
+    Regex {
+        state: u32,
+        /// State before each consumed (non-EOS) token, for `rollback`.
+        history: Vec<u32>,
+    },
+    Grammar {
+        st: Box<GrammarState>,
+        /// Bytes of each consumed (non-EOS) token, for `rollback`.
+        token_lens: Vec<u32>,
+        /// Memo of `is_accepting` for the current position.
+        accepting: Option<bool>,
+    },
+}
+
 /// Per-sequence state over a [`Constraint`].
 #[derive(Debug, Clone)]
 pub struct Matcher {
     constraint: Arc<Constraint>,
-    state: u32,
-    /// State before each consumed (non-EOS) token, for `rollback`.
-    history: Vec<u32>,
+    state: State,
     /// EOS has been consumed (it is always the last token).
     eos: bool,
 }
@@ -149,69 +189,111 @@ pub struct Matcher {
 impl Matcher {
     pub fn new(constraint: Arc<Constraint>) -> Self {
         let state = constraint.initial_state();
-        Matcher { constraint, state, history: Vec::new(), eos: false }
+        Matcher { constraint, state, eos: false }
     }
 
     pub fn constraint(&self) -> &Arc<Constraint> {
         &self.constraint
     }
 
-    fn dfa(&self) -> &Dfa {
-        match &self.constraint.kind {
-            Kind::Regex { dfa, .. } => dfa,
-        }
-    }
-
     /// Write the mask of allowed next tokens into `out`
     /// (`words_for(vocab.size())` words). After EOS nothing is allowed.
-    pub fn fill_mask(&self, out: &mut [u32]) -> Result<()> {
+    pub fn fill_mask(&mut self, out: &mut [u32]) -> Result<()> {
         let words = self.constraint.env.mask_words();
         if out.len() != words {
             return Err(Error::Usage(format!("bitmask row has {} words, expected {words}", out.len())));
         }
         if self.eos {
             out.fill(0);
-        } else {
-            self.constraint.fill_state_mask(self.state, out);
+            return Ok(());
+        }
+        let accepting = self.is_accepting();
+        let c = self.constraint.clone();
+        match &mut self.state {
+            State::Regex { state, .. } => c.fill_regex_mask(*state, out),
+            State::Grammar { st, .. } => {
+                let Kind::Grammar { g, cache } = &c.kind else { unreachable!() };
+                let key = st.mask_key();
+                if let Some(m) = cache.map.lock().unwrap().get(&key) {
+                    out.copy_from_slice(m);
+                    return Ok(());
+                }
+                out.fill(0);
+                let trie = c.env.trie();
+                trie.add_allowed(&mut GrammarWalker { g, st }, out);
+                if let Some(e) = st.error.take() {
+                    return Err(e);
+                }
+                if accepting {
+                    for &e in c.vocab().eos_token_ids() {
+                        set_bit(out, e);
+                    }
+                }
+                let bytes = std::mem::size_of_val(out);
+                if cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= DEFAULT_MASK_CACHE_BYTES {
+                    cache.map.lock().unwrap().insert(key, out.to_vec().into());
+                } else {
+                    cache.used.fetch_sub(bytes, Ordering::Relaxed);
+                }
+            }
         }
         Ok(())
     }
 
     /// Whether token `t` is allowed now, without changing state.
-    pub fn is_allowed(&self, t: u32) -> Result<bool> {
-        Ok(self.advance(t)?.is_some())
-    }
-
-    /// `Some(next)` if `t` is allowed: `next` is the state after it, or
-    /// `None` inside for EOS.
-    fn advance(&self, t: u32) -> Result<Option<Option<u32>>> {
-        let vocab = self.constraint.vocab();
-        vocab.check_token(t)?;
-        if self.eos {
-            return Ok(None);
+    pub fn is_allowed(&mut self, t: u32) -> Result<bool> {
+        if self.consume_token(t)? {
+            self.rollback(1)?;
+            Ok(true)
+        } else {
+            Ok(false)
         }
-        if vocab.is_eos(t) {
-            return Ok(self.dfa().is_accepting(self.state).then_some(None));
-        }
-        if vocab.is_special(t) {
-            return Ok(None);
-        }
-        let s = self.dfa().run(self.state, vocab.token_bytes(t));
-        Ok((s != DEAD).then_some(Some(s)))
     }
 
     /// Consume `t` if allowed; returns `false` and leaves the state
     /// unchanged otherwise.
     pub fn consume_token(&mut self, t: u32) -> Result<bool> {
-        match self.advance(t)? {
-            None => Ok(false),
-            Some(None) => {
+        let c = self.constraint.clone();
+        let vocab = c.vocab();
+        vocab.check_token(t)?;
+        if self.eos {
+            return Ok(false);
+        }
+        if vocab.is_eos(t) {
+            if self.is_accepting() {
                 self.eos = true;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        if vocab.is_special(t) {
+            return Ok(false);
+        }
+        let bytes = vocab.token_bytes(t);
+        match &mut self.state {
+            State::Regex { state, history } => {
+                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
+                let s = dfa.run(*state, bytes);
+                if s == DEAD {
+                    return Ok(false);
+                }
+                history.push(*state);
+                *state = s;
                 Ok(true)
             }
-            Some(Some(s)) => {
-                self.history.push(self.state);
-                self.state = s;
+            State::Grammar { st, token_lens, accepting } => {
+                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+                for (i, &b) in bytes.iter().enumerate() {
+                    if !st.push_byte(g, b) {
+                        st.pop_bytes(g, i);
+                        return match st.error.take() {
+                            Some(e) => Err(e),
+                            None => Ok(false),
+                        };
+                    }
+                }
+                token_lens.push(bytes.len() as u32);
+                *accepting = None;
                 Ok(true)
             }
         }
@@ -238,41 +320,117 @@ impl Matcher {
             self.eos = false;
             n -= 1;
         }
-        if n > 0 {
-            let keep = self.history.len() - n;
-            self.state = self.history[keep];
-            self.history.truncate(keep);
+        if n == 0 {
+            return Ok(());
+        }
+        let c = self.constraint.clone();
+        match &mut self.state {
+            State::Regex { state, history } => {
+                let keep = history.len() - n;
+                *state = history[keep];
+                history.truncate(keep);
+            }
+            State::Grammar { st, token_lens, accepting } => {
+                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+                let keep = token_lens.len() - n;
+                let bytes: usize = token_lens[keep..].iter().map(|&l| l as usize).sum();
+                token_lens.truncate(keep);
+                st.pop_bytes(g, bytes);
+                *accepting = None;
+            }
         }
         Ok(())
     }
 
     pub fn num_consumed(&self) -> usize {
-        self.history.len() + self.eos as usize
+        let n = match &self.state {
+            State::Regex { history, .. } => history.len(),
+            State::Grammar { token_lens, .. } => token_lens.len(),
+        };
+        n + self.eos as usize
     }
 
     /// The text so far is in the language (EOS would be allowed, or was consumed).
-    pub fn is_accepting(&self) -> bool {
-        self.eos || self.dfa().is_accepting(self.state)
+    pub fn is_accepting(&mut self) -> bool {
+        if self.eos {
+            return true;
+        }
+        let c = self.constraint.clone();
+        match &mut self.state {
+            State::Regex { state, .. } => {
+                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
+                dfa.is_accepting(*state)
+            },
+            State::Grammar { st, accepting, .. } => {
+                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+                *accepting.get_or_insert_with(|| st.is_accepting(g))
+            }
+        }
     }
 
     /// EOS was consumed, or no token but EOS can follow.
-    pub fn is_terminated(&self) -> bool {
-        self.eos || self.dfa().is_terminal(self.state)
+    pub fn is_terminated(&mut self) -> bool {
+        if self.eos {
+            return true;
+        }
+        let c = self.constraint.clone();
+        match &mut self.state {
+            State::Regex { state, .. } => {
+                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
+                dfa.is_terminal(*state)
+            },
+            State::Grammar { st, .. } => {
+                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+                !st.can_continue(g)
+            }
+        }
     }
 
     pub fn reset(&mut self) {
         self.state = self.constraint.initial_state();
-        self.history.clear();
         self.eos = false;
     }
 
     /// Bytes every allowed continuation shares (empty at a branch or once
     /// the text may end).
-    pub fn forced_bytes(&self) -> Vec<u8> {
+    pub fn forced_bytes(&mut self) -> Vec<u8> {
         if self.eos {
             return Vec::new();
         }
-        self.dfa().forced_bytes(self.state, 1 << 16)
+        let c = self.constraint.clone();
+        match &mut self.state {
+            State::Regex { state, .. } => {
+                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
+                dfa.forced_bytes(*state, 1 << 16)
+            },
+            State::Grammar { st, .. } => {
+                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+                let mut out = Vec::new();
+                while out.len() < (1 << 16) && !st.is_accepting(g) {
+                    let mut only = None;
+                    let mut count = 0;
+                    for b in 0..=255u8 {
+                        if st.push_byte(g, b) {
+                            st.pop_bytes(g, 1);
+                            count += 1;
+                            only = Some(b);
+                            if count > 1 {
+                                break;
+                            }
+                        }
+                    }
+                    match (count, only) {
+                        (1, Some(b)) => {
+                            st.push_byte(g, b);
+                            out.push(b);
+                        }
+                        _ => break,
+                    }
+                }
+                st.pop_bytes(g, out.len());
+                out
+            }
+        }
     }
 }
 

@@ -44,15 +44,26 @@ impl Default for RegexLimits {
 }
 
 /// A DFA over bytes with states numbered `0..num_states`; 0 is dead.
+///
+/// It may recognise several patterns at once (a grammar's terminals): each
+/// state records which patterns match if the text ends there (`matches`)
+/// and which can still be matched by some continuation (`reach`). A state
+/// whose `reach` is empty is merged into `DEAD`, so "not dead" means "some
+/// pattern can still match", and filtering `reach` by a set of patterns
+/// answers the same question for a subset (a contextual lexer).
 #[derive(Debug, Clone)]
 pub struct Dfa {
     classes: [u8; 256],
     stride: usize,
     trans: Vec<u32>,
-    accepting: Vec<bool>,
+    /// Pattern-set words per state.
+    pwords: usize,
+    matches: Vec<u64>,
+    reach: Vec<u64>,
     /// No byte leads to a live state: only the end of the text can follow.
     terminal: Vec<bool>,
     start: u32,
+    npatterns: usize,
 }
 
 pub const DEAD: u32 = 0;
@@ -60,8 +71,7 @@ pub const DEAD: u32 = 0;
 impl Dfa {
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
-        // SAFETY-free fast path: indices are in range by construction
-        // (every entry of `trans` is < num_states, classes < stride).
+        // Entries of `trans` are < num_states and classes < stride by construction.
         self.trans[s as usize * self.stride + self.classes[b as usize] as usize]
     }
 
@@ -70,12 +80,34 @@ impl Dfa {
     }
 
     pub fn num_states(&self) -> usize {
-        self.accepting.len()
+        self.terminal.len()
     }
 
+    pub fn num_patterns(&self) -> usize {
+        self.npatterns
+    }
+
+    /// Words of a pattern bitset (`u64`s).
+    pub fn pattern_words(&self) -> usize {
+        self.pwords
+    }
+
+    /// Patterns that match if the text ends in state `s`.
+    #[inline]
+    pub fn matches(&self, s: u32) -> &[u64] {
+        &self.matches[s as usize * self.pwords..(s as usize + 1) * self.pwords]
+    }
+
+    /// Patterns some continuation from `s` can still match.
+    #[inline]
+    pub fn reach(&self, s: u32) -> &[u64] {
+        &self.reach[s as usize * self.pwords..(s as usize + 1) * self.pwords]
+    }
+
+    /// Single-pattern view: the text so far matches pattern 0.
     #[inline]
     pub fn is_accepting(&self, s: u32) -> bool {
-        self.accepting[s as usize]
+        self.matches[s as usize * self.pwords] & 1 != 0
     }
 
     #[inline]
@@ -98,7 +130,7 @@ impl Dfa {
     /// branch, at an accepting state, or after `max` bytes).
     pub fn forced_bytes(&self, mut s: u32, max: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        while out.len() < max && s != DEAD && !self.accepting[s as usize] {
+        while out.len() < max && s != DEAD && self.matches(s).iter().all(|&w| w == 0) {
             let mut only: Option<(u8, u32)> = None;
             let mut count = 0;
             for b in 0..=255u8 {
@@ -124,17 +156,31 @@ impl Dfa {
 
     /// Compile `pattern` (Rust regex syntax) for full-match semantics.
     pub fn compile(pattern: &str, limits: &RegexLimits) -> Result<Dfa> {
-        let ast = ParserBuilder::new()
-            .nest_limit(limits.nest_limit)
-            .build()
-            .parse(pattern)
-            .map_err(|e| syntax_error(pattern, e.span(), &e.kind().to_string()))?;
-        let hir = TranslatorBuilder::new()
-            .utf8(true)
-            .build()
-            .translate(pattern, &ast)
-            .map_err(|e| syntax_error(pattern, e.span(), &e.kind().to_string()))?;
+        let dfa = Self::compile_many(&[pattern], limits)?;
+        if dfa.start == DEAD {
+            return Err(Error::EmptyLanguage("the regex matches no string".into()));
+        }
+        Ok(dfa)
+    }
 
+    /// Compile several patterns into one DFA (pattern `i` is bit `i`).
+    /// Unlike [`Dfa::compile`], a DFA matching nothing is not an error here.
+    pub fn compile_many<P: AsRef<str>>(patterns: &[P], limits: &RegexLimits) -> Result<Dfa> {
+        let mut hirs = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            let pattern = p.as_ref();
+            let ast = ParserBuilder::new()
+                .nest_limit(limits.nest_limit)
+                .build()
+                .parse(pattern)
+                .map_err(|e| syntax_error(e.span(), &e.kind().to_string()))?;
+            let hir = TranslatorBuilder::new()
+                .utf8(true)
+                .build()
+                .translate(pattern, &ast)
+                .map_err(|e| syntax_error(e.span(), &e.kind().to_string()))?;
+            hirs.push(hir);
+        }
         let nfa = thompson::Compiler::new()
             .configure(
                 thompson::Config::new()
@@ -142,7 +188,7 @@ impl Dfa {
                     .which_captures(thompson::WhichCaptures::None)
                     .shrink(false),
             )
-            .build_from_hir(&hir)
+            .build_many_from_hir(&hirs)
             .map_err(|e| Error::TooLarge(format!("NFA exceeds {} bytes ({e})", limits.nfa_size)))?;
         let dfa = dense::Builder::new()
             .configure(
@@ -156,10 +202,10 @@ impl Dfa {
             )
             .build_from_nfa(&nfa)
             .map_err(|e| Error::TooLarge(format!("DFA exceeds {} bytes ({e})", limits.dfa_size)))?;
-        Self::from_dense(&dfa, limits, pattern)
+        Self::from_dense(&dfa, limits, patterns.len())
     }
 
-    fn from_dense(dfa: &dense::DFA<Vec<u32>>, limits: &RegexLimits, pattern: &str) -> Result<Dfa> {
+    fn from_dense(dfa: &dense::DFA<Vec<u32>>, limits: &RegexLimits, npatterns: usize) -> Result<Dfa> {
         let start_cfg = start::Config::new().anchored(Anchored::Yes);
         let start_id = dfa
             .start_state(&start_cfg)
@@ -185,14 +231,14 @@ impl Dfa {
         let mut order: Vec<StateID> = vec![StateID::ZERO]; // placeholder for dead
         let mut trans: Vec<u32> = vec![DEAD; stride];
         let mut queue = std::collections::VecDeque::new();
-        let intern = |sid: StateID, order: &mut Vec<StateID>, ids: &mut std::collections::HashMap<StateID, u32>, queue: &mut std::collections::VecDeque<StateID>| -> Result<u32> {
+        let mut intern = |sid: StateID, order: &mut Vec<StateID>, queue: &mut std::collections::VecDeque<StateID>| -> Result<u32> {
             if dfa.is_dead_state(sid) {
                 return Ok(DEAD);
             }
             if dfa.is_quit_state(sid) {
-                return Err(Error::Usage(format!(
-                    "regex {pattern:?} needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)"
-                )));
+                return Err(Error::Usage(
+                    "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
+                ));
             }
             if let Some(&i) = ids.get(&sid) {
                 return Ok(i);
@@ -206,32 +252,37 @@ impl Dfa {
             queue.push_back(sid);
             Ok(i)
         };
-        let start = intern(start_id, &mut order, &mut ids, &mut queue)?;
+        let start = intern(start_id, &mut order, &mut queue)?;
+        let mut from = 0usize;
         while let Some(sid) = queue.pop_front() {
-            let from = ids[&sid] as usize;
-            if trans.len() < (from + 1) * stride {
-                trans.resize((from + 1) * stride, DEAD);
-            }
+            from += 1;
+            trans.resize((from + 1) * stride, DEAD);
             for (c, &b) in reps.iter().enumerate() {
                 let t = dfa.next_state(sid, b);
-                let ti = intern(t, &mut order, &mut ids, &mut queue)?;
-                trans[from * stride + c] = ti;
+                trans[from * stride + c] = intern(t, &mut order, &mut queue)?;
             }
         }
         let n = order.len();
         trans.resize(n * stride, DEAD);
-        let mut accepting = vec![false; n];
+        let pwords = npatterns.div_ceil(64).max(1);
+        let mut matches = vec![0u64; n * pwords];
         for (i, &sid) in order.iter().enumerate().skip(1) {
-            accepting[i] = dfa.is_match_state(dfa.next_eoi_state(sid));
+            let e = dfa.next_eoi_state(sid);
+            if dfa.is_match_state(e) {
+                for k in 0..dfa.match_len(e) {
+                    let p = dfa.match_pattern(e, k).as_usize();
+                    matches[i * pwords + p / 64] |= 1u64 << (p % 64);
+                }
+            }
         }
-        prune_and_renumber(classes, stride, trans, accepting, start)
+        Ok(prune_and_renumber(classes, stride, trans, matches, pwords, start, npatterns))
     }
 }
 
-/// Merge every state that cannot reach an accepting state into `DEAD`, and
-/// renumber the survivors densely.
-fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, accepting: Vec<bool>, start: u32) -> Result<Dfa> {
-    let n = accepting.len();
+/// Compute which patterns each state can still reach, merge states that
+/// reach none into `DEAD`, and renumber the survivors densely.
+fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matches: Vec<u64>, pwords: usize, start: u32, npatterns: usize) -> Dfa {
+    let n = trans.len() / stride;
     // Reverse edges in CSR form.
     let mut indeg = vec![0u32; n + 1];
     for &t in &trans {
@@ -247,38 +298,49 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, accept
         preds[fill[t as usize] as usize] = s;
         fill[t as usize] += 1;
     }
-    let mut live = accepting.clone();
-    live[DEAD as usize] = false;
-    let mut stack: Vec<u32> = (0..n as u32).filter(|&s| live[s as usize]).collect();
+    // reach[s] = matches[s] | union of reach over successors (fixpoint).
+    let mut reach = matches.clone();
+    reach[..pwords].fill(0);
+    let mut stack: Vec<u32> = (1..n as u32).filter(|&s| reach[s as usize * pwords..][..pwords].iter().any(|&w| w != 0)).collect();
     while let Some(t) = stack.pop() {
         for &p in &preds[indeg[t as usize] as usize..indeg[t as usize + 1] as usize] {
-            if p != DEAD && !live[p as usize] {
-                live[p as usize] = true;
+            if p == DEAD {
+                continue;
+            }
+            let mut changed = false;
+            for w in 0..pwords {
+                let add = reach[t as usize * pwords + w] & !reach[p as usize * pwords + w];
+                if add != 0 {
+                    reach[p as usize * pwords + w] |= add;
+                    changed = true;
+                }
+            }
+            if changed {
                 stack.push(p);
             }
         }
     }
-    if !live[start as usize] {
-        return Err(Error::EmptyLanguage("the regex matches no string".into()));
-    }
+    let live = |s: usize| reach[s * pwords..(s + 1) * pwords].iter().any(|&w| w != 0);
     let mut new_id = vec![DEAD; n];
     let mut next = 1u32;
-    for s in 1..n {
-        if live[s] {
-            new_id[s] = next;
+    for (s, id) in new_id.iter_mut().enumerate().skip(1) {
+        if live(s) {
+            *id = next;
             next += 1;
         }
     }
     let m = next as usize;
     let mut ntrans = vec![DEAD; m * stride];
-    let mut nacc = vec![false; m];
+    let mut nmatch = vec![0u64; m * pwords];
+    let mut nreach = vec![0u64; m * pwords];
     let mut terminal = vec![true; m];
     for s in 1..n {
         let ns = new_id[s] as usize;
         if ns == 0 {
             continue;
         }
-        nacc[ns] = accepting[s];
+        nmatch[ns * pwords..(ns + 1) * pwords].copy_from_slice(&matches[s * pwords..(s + 1) * pwords]);
+        nreach[ns * pwords..(ns + 1) * pwords].copy_from_slice(&reach[s * pwords..(s + 1) * pwords]);
         for c in 0..stride {
             let t = new_id[trans[s * stride + c] as usize];
             ntrans[ns * stride + c] = t;
@@ -287,11 +349,10 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, accept
             }
         }
     }
-    Ok(Dfa { classes, stride, trans: ntrans, accepting: nacc, terminal, start: new_id[start as usize] })
+    Dfa { classes, stride, trans: ntrans, pwords, matches: nmatch, reach: nreach, terminal, start: new_id[start as usize], npatterns }
 }
 
-fn syntax_error(pattern: &str, span: &regex_syntax::ast::Span, message: &str) -> Error {
-    let _ = pattern;
+fn syntax_error(span: &regex_syntax::ast::Span, message: &str) -> Error {
     Error::RegexSyntax { offset: span.start.offset, line: span.start.line, column: span.start.column, message: message.to_string() }
 }
 

@@ -16,6 +16,7 @@ from ._core import (
     Constraint,
     Matcher,
     Vocabulary,
+    compile_json,
     compile_regex,
     fill_next_token_bitmasks,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Vocabulary",
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
+    "compile_json",
     "compile_regex",
     "fill_next_token_bitmasks",
 ]

@@ -3,6 +3,7 @@
 use crate::bitmask::{ones, words_for};
 use crate::error::Error;
 use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv};
+use crate::grammar::GrammarLimits;
 use crate::regex::RegexLimits;
 use crate::vocab::{Spelling, Vocabulary as CoreVocab};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
@@ -181,6 +182,31 @@ fn compile_regex(
     Ok(PyConstraint { inner })
 }
 
+/// Compile the built-in JSON grammar: any JSON value, with `whitespace`
+/// "flexible" (any JSON whitespace between tokens) or "compact" (none), and
+/// arrays/objects nested at most `max_depth` deep.
+#[pyfunction]
+#[pyo3(signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH))]
+fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize) -> PyResult<PyConstraint> {
+    use crate::grammar::json::{json_grammar, Whitespace};
+    let ws = match whitespace {
+        "flexible" => Whitespace::Flexible,
+        "compact" => Whitespace::Compact,
+        other => return Err(PyValueError::new_err(format!("whitespace must be \"flexible\" or \"compact\", got {other:?}"))),
+    };
+    if max_depth > 100_000 {
+        return Err(PyValueError::new_err(format!("max_depth {max_depth} is too large (limit 100000)")));
+    }
+    let env = vocab.env.clone();
+    let inner = py
+        .detach(|| {
+            let g = json_grammar(ws, max_depth)?;
+            CoreConstraint::grammar(env, &g, &GrammarLimits::default())
+        })
+        .map_err(to_pyerr)?;
+    Ok(PyConstraint { inner })
+}
+
 /// Follows one sequence through a constraint.
 #[pyclass(module = "tokensieve._core", name = "Matcher")]
 pub struct PyMatcher {
@@ -274,10 +300,10 @@ impl PyMatcher {
     /// Fill row `index` of an int32 bitmask of shape (batch, ceil(vocab_size/32)):
     /// bit t%32 of word t//32 is set iff token t is allowed next.
     #[pyo3(signature = (bitmask, index=0))]
-    fn fill_next_token_bitmask(&self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
+    fn fill_next_token_bitmask(&mut self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
         let words = self.inner.constraint().env().mask_words();
         let (ptr, _) = bitmask_row_ptr(bitmask, index, words)?;
-        let m = &self.inner;
+        let m = &mut self.inner;
         py.detach(|| {
             // SAFETY: `ptr` addresses `words` writable, contiguous int32s of a
             // live array (validated above); `bitmask` keeps it alive.
@@ -288,9 +314,10 @@ impl PyMatcher {
     }
 
     /// Allowed next token ids as a list (debugging; use bitmasks when decoding).
-    fn allowed_tokens(&self, py: Python<'_>) -> PyResult<Vec<u32>> {
+    fn allowed_tokens(&mut self, py: Python<'_>) -> PyResult<Vec<u32>> {
         let mut mask = vec![0u32; self.inner.constraint().env().mask_words()];
-        py.detach(|| self.inner.fill_mask(&mut mask)).map_err(to_pyerr)?;
+        let m = &mut self.inner;
+        py.detach(|| m.fill_mask(&mut mask)).map_err(to_pyerr)?;
         Ok(ones(&mask))
     }
 
@@ -309,18 +336,18 @@ impl PyMatcher {
     }
 
     /// Whether token `token_id` is allowed now (state unchanged).
-    fn is_allowed(&self, token_id: i64) -> PyResult<bool> {
+    fn is_allowed(&mut self, token_id: i64) -> PyResult<bool> {
         let t = check_id(token_id, self.inner.constraint().vocab().size())?;
         self.inner.is_allowed(t).map_err(to_pyerr)
     }
 
     /// True iff the text so far is a complete string of the language.
-    fn is_accepting(&self) -> bool {
+    fn is_accepting(&mut self) -> bool {
         self.inner.is_accepting()
     }
 
     /// True once EOS was consumed, or when nothing but EOS can follow.
-    fn is_terminated(&self) -> bool {
+    fn is_terminated(&mut self) -> bool {
         self.inner.is_terminated()
     }
 
@@ -348,7 +375,7 @@ impl PyMatcher {
     }
 
     /// Bytes that every allowed continuation starts with (may be empty).
-    fn forced_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+    fn forced_bytes<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.forced_bytes())
     }
 
@@ -364,7 +391,7 @@ impl PyMatcher {
         self.inner.constraint().vocab().size()
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&mut self) -> String {
         format!(
             "Matcher(consumed={}, accepting={}, terminated={})",
             self.inner.num_consumed(),
@@ -385,9 +412,9 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
             return Err(PyValueError::new_err(format!("{} matchers but {} indices", n, ix.len())));
         }
     }
-    let refs: Vec<PyRef<'_, PyMatcher>> = matchers
+    let mut refs: Vec<PyRefMut<'_, PyMatcher>> = matchers
         .iter()
-        .map(|m| m.extract::<PyRef<'_, PyMatcher>>().map_err(PyErr::from))
+        .map(|m| m.extract::<PyRefMut<'_, PyMatcher>>().map_err(PyErr::from))
         .collect::<PyResult<_>>()?;
     if n == 0 {
         return Ok(());
@@ -405,9 +432,9 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
         }
         rows.push(bitmask_row_ptr(bitmask, idx, words)?.0);
     }
-    let cores: Vec<&CoreMatcher> = refs.iter().map(|r| &r.inner).collect();
+    let mut cores: Vec<&mut CoreMatcher> = refs.iter_mut().map(|r| &mut r.inner).collect();
     py.detach(|| {
-        cores.par_iter().zip(rows.par_iter()).try_for_each(|(m, &ptr)| {
+        cores.par_iter_mut().zip(rows.par_iter()).try_for_each(|(m, &ptr)| {
             // SAFETY: distinct rows of a validated, live int32 array.
             let row = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u32, words) };
             m.fill_mask(row)
@@ -427,6 +454,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyConstraint>()?;
     m.add_class::<PyMatcher>()?;
     m.add_function(wrap_pyfunction!(compile_regex, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_json, m)?)?;
     m.add_function(wrap_pyfunction!(fill_next_token_bitmasks, m)?)?;
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
     Ok(())

@@ -1,0 +1,589 @@
+//! Earley parsing over lexemes, driven byte by byte through a contextual
+//! lexer, with state that is a pair of stacks (cheap to extend and undo).
+//!
+//! Why Earley: it accepts every context-free grammar as written — left
+//! recursion, ambiguity and nullable rules need no rewriting — and its
+//! chart is a stack of item sets, so rolling back is truncation. Nullable
+//! nonterminals are handled the Aycock–Horspool way: predicting a nullable
+//! symbol also advances over it at once.
+//!
+//! Why a lexer: the token trie walk pushes one byte at a time, and most
+//! bytes only extend the current lexeme (a string body, a number). The
+//! lexer is one DFA over all terminals whose states know which terminals
+//! they can still complete ([`Dfa::reach`]); filtered by the terminals the
+//! parser expects, it decides those bytes alone. The parser is consulted
+//! only where a lexeme ends.
+
+use super::{Grammar, GrammarLimits, Sym};
+use crate::error::{Error, Result};
+use crate::regex::{Dfa, RegexLimits, DEAD};
+
+const NT_FLAG: u32 = 1 << 30;
+const END_FLAG: u32 = 1 << 31;
+
+/// A compiled grammar: flattened rules, nullable set and the lexer DFA.
+#[derive(Debug)]
+pub struct CompiledGrammar {
+    /// Rule `r` is `rhs[rule_start[r]..]` up to an `END_FLAG | r` marker.
+    rhs: Vec<u32>,
+    rule_start: Vec<u32>,
+    rule_lhs: Vec<u32>,
+    /// Rules of each nonterminal.
+    rules_of: Vec<Vec<u32>>,
+    nullable: Vec<bool>,
+    /// The augmented rule `S' -> S`.
+    start_rule: u32,
+    pub(crate) lexer: Dfa,
+    /// `%ignore` terminals as a pattern bitset.
+    ignore: Vec<u64>,
+    pwords: usize,
+    max_items_per_set: usize,
+    pub(crate) terminal_names: Vec<String>,
+}
+
+impl CompiledGrammar {
+    pub fn new(g: &Grammar, limits: &GrammarLimits) -> Result<Self> {
+        if g.rules.len() > limits.max_rules {
+            return Err(Error::TooLarge(format!("grammar has {} rules (limit {})", g.rules.len(), limits.max_rules)));
+        }
+        if g.terminals.len() > limits.max_terminals {
+            return Err(Error::TooLarge(format!("grammar has {} terminals (limit {})", g.terminals.len(), limits.max_terminals)));
+        }
+        let total: usize = g.rules.iter().map(|r| r.rhs.len() + 1).sum();
+        if total > limits.max_rhs_symbols {
+            return Err(Error::TooLarge(format!("grammar has {total} symbols (limit {})", limits.max_rhs_symbols)));
+        }
+        g.validate()?;
+        let n_nt = g.nonterminals.len();
+        let mut rhs = Vec::with_capacity(total + 2);
+        let mut rule_start = Vec::with_capacity(g.rules.len() + 1);
+        let mut rule_lhs = Vec::with_capacity(g.rules.len() + 1);
+        let mut rules_of = vec![Vec::new(); n_nt + 1];
+        for (r, rule) in g.rules.iter().enumerate() {
+            rule_start.push(rhs.len() as u32);
+            rule_lhs.push(rule.lhs);
+            rules_of[rule.lhs as usize].push(r as u32);
+            for s in &rule.rhs {
+                rhs.push(match *s {
+                    Sym::T(t) => t,
+                    Sym::N(n) => NT_FLAG | n,
+                });
+            }
+            rhs.push(END_FLAG | r as u32);
+        }
+        // Augmented start S' -> S (S' is nonterminal n_nt).
+        let start_rule = g.rules.len() as u32;
+        rule_start.push(rhs.len() as u32);
+        rule_lhs.push(n_nt as u32);
+        rules_of[n_nt].push(start_rule);
+        rhs.push(NT_FLAG | g.start);
+        rhs.push(END_FLAG | start_rule);
+
+        let mut nullable = vec![false; n_nt + 1];
+        loop {
+            let mut changed = false;
+            for rule in &g.rules {
+                if !nullable[rule.lhs as usize] && rule.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
+                    nullable[rule.lhs as usize] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        nullable[n_nt] = nullable[g.start as usize];
+
+        let patterns: Vec<&str> = g.terminals.iter().map(|t| t.regex.as_str()).collect();
+        let lexer = Dfa::compile_many(&patterns, &RegexLimits::default()).map_err(|e| match e {
+            Error::RegexSyntax { message, .. } => Error::Grammar { line: 0, column: 0, message: format!("invalid terminal regex: {message}") },
+            other => other,
+        })?;
+        if lexer.matches(lexer.start()).iter().any(|&w| w != 0) {
+            let m = lexer.matches(lexer.start());
+            let t = (0..g.terminals.len()).find(|&t| m[t / 64] >> (t % 64) & 1 == 1).unwrap_or(0);
+            return Err(Error::Grammar { line: 0, column: 0, message: format!("terminal {} matches the empty string", g.terminals[t].name) });
+        }
+        for (t, term) in g.terminals.iter().enumerate() {
+            let reach = lexer.reach(lexer.start());
+            if lexer.start() == DEAD || reach[t / 64] >> (t % 64) & 1 == 0 {
+                return Err(Error::Grammar { line: 0, column: 0, message: format!("terminal {} matches no string", term.name) });
+            }
+        }
+        let pwords = lexer.pattern_words();
+        let mut ignore = vec![0u64; pwords];
+        for &t in &g.ignore {
+            ignore[t as usize / 64] |= 1 << (t % 64);
+        }
+        Ok(CompiledGrammar {
+            rhs,
+            rule_start,
+            rule_lhs,
+            rules_of,
+            nullable,
+            start_rule,
+            lexer,
+            ignore,
+            pwords,
+            max_items_per_set: limits.max_items_per_set,
+            terminal_names: g.terminals.iter().map(|t| t.name.clone()).collect(),
+        })
+    }
+}
+
+/// An Earley item: a dot position in `rhs` and the origin set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Item {
+    dot: u32,
+    origin: u32,
+}
+
+/// Stack of Earley sets, stored flat.
+#[derive(Debug, Clone, Default)]
+pub struct Chart {
+    items: Vec<Item>,
+    /// Start offset of each set in `items`.
+    sets: Vec<u32>,
+    /// Per set: terminals expected next, then those plus `%ignore` (2 × pwords).
+    expect: Vec<u64>,
+    /// Scratch: dedup table for the set under construction.
+    seen: std::collections::HashSet<Item, BuildFx>,
+    /// Memoised structural fingerprints of sets (see [`Chart::fingerprint`]).
+    canon: Vec<u128>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildFx;
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+/// A small multiplicative hasher: items are two u32s, SipHash is overkill.
+#[derive(Debug, Clone, Copy)]
+struct Fx(u64);
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64)
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Chart {
+    fn set_range(&self, k: usize) -> std::ops::Range<usize> {
+        let s = self.sets[k] as usize;
+        let e = self.sets.get(k + 1).map_or(self.items.len(), |&e| e as usize);
+        s..e
+    }
+
+    pub fn num_sets(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// A 128-bit fingerprint of everything the parser's future depends on:
+    /// the top set's items with each origin replaced, recursively, by its
+    /// own fingerprint. Two charts with equal fingerprints accept the same
+    /// continuations, so masks can be memoised by it even though set
+    /// indices differ (e.g. the third key of an object looks like the
+    /// second). Origins always precede their set, so fingerprints are
+    /// computed bottom-up, iteratively, and memoised per set.
+    pub fn fingerprint(&mut self) -> u128 {
+        while self.canon.len() < self.sets.len() {
+            let k = self.canon.len();
+            let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
+            for it in &self.items[self.set_range(k)] {
+                let o = if it.origin as usize == k { 0x5bd1_e995u128 } else { self.canon[it.origin as usize] };
+                let x = mix(it.dot as u64 ^ (o as u64).rotate_left(17));
+                let y = mix((it.dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((o >> 64) as u64));
+                // Order-independent combination: sets are unordered.
+                a = a.wrapping_add(x);
+                b ^= y.wrapping_mul(x | 1);
+            }
+            self.canon.push(((mix(a) as u128) << 64) | mix(b ^ a) as u128);
+        }
+        self.canon[self.sets.len() - 1]
+    }
+
+    fn pop_set(&mut self, pwords: usize) {
+        self.canon.truncate(self.sets.len() - 1);
+        let s = self.sets.pop().expect("pop on empty chart") as usize;
+        self.items.truncate(s);
+        let l = self.expect.len() - 2 * pwords;
+        self.expect.truncate(l);
+    }
+
+    fn expected(&self, pwords: usize) -> &[u64] {
+        let l = self.expect.len();
+        &self.expect[l - 2 * pwords..l - pwords]
+    }
+
+    fn allowed(&self, pwords: usize) -> &[u64] {
+        let l = self.expect.len();
+        &self.expect[l - pwords..]
+    }
+}
+
+impl CompiledGrammar {
+    /// A chart holding the initial set.
+    pub fn initial_chart(&self) -> Result<Chart> {
+        let mut c = Chart::default();
+        let seed = Item { dot: self.rule_start[self.start_rule as usize], origin: 0 };
+        if !self.push_set(&mut c, std::iter::once(seed))? {
+            return Err(Error::EmptyLanguage("grammar has no initial parse".into()));
+        }
+        Ok(c)
+    }
+
+    /// Build a new set from `seeds` and close it under prediction and
+    /// completion. Returns `Ok(false)` (chart unchanged) if it is empty.
+    fn push_set(&self, c: &mut Chart, seeds: impl Iterator<Item = Item>) -> Result<bool> {
+        let k = c.sets.len() as u32;
+        let start = c.items.len();
+        c.sets.push(start as u32);
+        c.seen.clear();
+        for it in seeds {
+            if c.seen.insert(it) {
+                c.items.push(it);
+            }
+        }
+        let pw = self.pwords;
+        let mut expected = vec![0u64; pw];
+        let mut i = start;
+        while i < c.items.len() {
+            if c.items.len() - start > self.max_items_per_set {
+                c.items.truncate(start);
+                c.sets.pop();
+                return Err(Error::TooLarge(format!(
+                    "Earley set exceeded {} items (grammar too ambiguous)",
+                    self.max_items_per_set
+                )));
+            }
+            let it = c.items[i];
+            i += 1;
+            let sym = self.rhs[it.dot as usize];
+            if sym & END_FLAG != 0 {
+                // Complete: advance items in the origin set waiting on lhs.
+                let lhs = self.rule_lhs[(sym & !END_FLAG) as usize];
+                let want = NT_FLAG | lhs;
+                let range = if it.origin == k { start..c.items.len() } else { c.set_range(it.origin as usize) };
+                for j in range {
+                    let w = c.items[j];
+                    if self.rhs[w.dot as usize] == want {
+                        let adv = Item { dot: w.dot + 1, origin: w.origin };
+                        if c.seen.insert(adv) {
+                            c.items.push(adv);
+                        }
+                    }
+                }
+            } else if sym & NT_FLAG != 0 {
+                let n = (sym & !NT_FLAG) as usize;
+                for &r in &self.rules_of[n] {
+                    let p = Item { dot: self.rule_start[r as usize], origin: k };
+                    if c.seen.insert(p) {
+                        c.items.push(p);
+                    }
+                }
+                if self.nullable[n] {
+                    let adv = Item { dot: it.dot + 1, origin: it.origin };
+                    if c.seen.insert(adv) {
+                        c.items.push(adv);
+                    }
+                }
+            } else {
+                expected[sym as usize / 64] |= 1 << (sym % 64);
+            }
+        }
+        if c.items.len() == start {
+            c.sets.pop();
+            return Ok(false);
+        }
+        c.expect.extend_from_slice(&expected);
+        for (w, e) in expected.iter().enumerate() {
+            c.expect.push(e | self.ignore[w]);
+        }
+        Ok(true)
+    }
+
+    /// Scan the terminals in `terms` (a bitset) at the top set.
+    fn scan(&self, c: &mut Chart, terms: &[u64]) -> Result<bool> {
+        let top = c.sets.len() - 1;
+        let range = c.set_range(top);
+        let seeds: Vec<Item> = c.items[range]
+            .iter()
+            .filter(|it| {
+                let s = self.rhs[it.dot as usize];
+                s & (NT_FLAG | END_FLAG) == 0 && terms[s as usize / 64] >> (s % 64) & 1 == 1
+            })
+            .map(|it| Item { dot: it.dot + 1, origin: it.origin })
+            .collect();
+        self.push_set(c, seeds.into_iter())
+    }
+
+    /// The top set contains the completed start rule.
+    fn chart_accepts(&self, c: &Chart) -> bool {
+        let end = END_FLAG | self.start_rule;
+        c.items[c.set_range(c.sets.len() - 1)].iter().any(|it| it.origin == 0 && self.rhs[it.dot as usize] == end)
+    }
+}
+
+/// splitmix64 finaliser.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[inline]
+fn intersects(a: &[u64], b: &[u64]) -> bool {
+    a.iter().zip(b).any(|(x, y)| x & y != 0)
+}
+
+/// Parser + lexer state of one sequence: a chart and, per pushed byte, the
+/// lexer state and the chart height at that byte.
+#[derive(Debug, Clone)]
+pub struct GrammarState {
+    chart: Chart,
+    /// Lexer state after each byte; `lex[0]` is the lexer start.
+    lex: Vec<u32>,
+    /// Chart height (number of sets) after each byte.
+    height: Vec<u32>,
+    /// First error hit while pushing (limits); reported by the matcher.
+    pub(crate) error: Option<Error>,
+}
+
+impl GrammarState {
+    pub fn new(g: &CompiledGrammar) -> Result<Self> {
+        let chart = g.initial_chart()?;
+        Ok(GrammarState { lex: vec![g.lexer.start()], height: vec![chart.num_sets() as u32], chart, error: None })
+    }
+
+    pub fn num_bytes(&self) -> usize {
+        self.lex.len() - 1
+    }
+
+    /// Key under which this state's mask can be memoised: the lexer state,
+    /// whether a lexeme is in progress, and the chart's fingerprint.
+    pub fn mask_key(&mut self) -> (u32, bool, u128) {
+        (*self.lex.last().unwrap(), self.lex.len() == 1, self.chart.fingerprint())
+    }
+
+    /// Push one byte under greedy contextual lexing; `false` (state
+    /// unchanged) if no string of the language continues with it.
+    pub fn push_byte(&mut self, g: &CompiledGrammar, b: u8) -> bool {
+        let pw = g.pwords;
+        let s = *self.lex.last().unwrap();
+        let s2 = g.lexer.next(s, b);
+        if s2 != DEAD && intersects(g.lexer.reach(s2), self.chart.allowed(pw)) {
+            self.lex.push(s2);
+            self.height.push(self.chart.num_sets() as u32);
+            return true;
+        }
+        if self.lex.len() == 1 {
+            return false; // no lexeme in progress: nothing to end
+        }
+        // End the current lexeme at `s`, then start a new one with `b`.
+        let m = g.lexer.matches(s);
+        let allowed = self.chart.allowed(pw);
+        if !intersects(m, allowed) {
+            return false;
+        }
+        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
+        let scanned = if scan.iter().any(|&w| w != 0) {
+            match g.scan(&mut self.chart, &scan) {
+                Ok(true) => true,
+                Ok(false) => return false,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                    return false;
+                }
+            }
+        } else {
+            false // only %ignore terminals matched: the parser stays put
+        };
+        let s3 = g.lexer.next(g.lexer.start(), b);
+        if s3 != DEAD && intersects(g.lexer.reach(s3), self.chart.allowed(pw)) {
+            self.lex.push(s3);
+            self.height.push(self.chart.num_sets() as u32);
+            true
+        } else {
+            if scanned {
+                self.chart.pop_set(pw);
+            }
+            false
+        }
+    }
+
+    pub fn pop_bytes(&mut self, g: &CompiledGrammar, n: usize) {
+        let l = self.lex.len() - n;
+        self.lex.truncate(l);
+        self.height.truncate(l);
+        let h = *self.height.last().unwrap() as usize;
+        while self.chart.num_sets() > h {
+            self.chart.pop_set(g.pwords);
+        }
+    }
+
+    /// The bytes so far form a complete string of the language.
+    pub fn is_accepting(&mut self, g: &CompiledGrammar) -> bool {
+        let pw = g.pwords;
+        let s = *self.lex.last().unwrap();
+        if self.lex.len() == 1 {
+            return g.chart_accepts(&self.chart);
+        }
+        let m = g.lexer.matches(s);
+        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
+        if scan.iter().any(|&w| w != 0) {
+            match g.scan(&mut self.chart, &scan) {
+                Ok(true) => {
+                    let acc = g.chart_accepts(&self.chart);
+                    self.chart.pop_set(pw);
+                    if acc {
+                        return true;
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+        }
+        intersects(m, &g.ignore) && g.chart_accepts(&self.chart)
+    }
+
+    /// Some byte can follow.
+    pub fn can_continue(&mut self, g: &CompiledGrammar) -> bool {
+        (0..=255u8).any(|b| {
+            let ok = self.push_byte(g, b);
+            if ok {
+                self.pop_bytes(g, 1);
+            }
+            ok
+        })
+    }
+}
+
+/// Trie-walk adapter over a grammar state.
+pub struct GrammarWalker<'a> {
+    pub g: &'a CompiledGrammar,
+    pub st: &'a mut GrammarState,
+}
+
+impl crate::toktrie::Recognizer for GrammarWalker<'_> {
+    #[inline]
+    fn try_push_byte(&mut self, b: u8) -> bool {
+        self.st.push_byte(self.g, b)
+    }
+    #[inline]
+    fn pop_bytes(&mut self, n: usize) {
+        if n > 0 {
+            self.st.pop_bytes(self.g, n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::GrammarBuilder;
+
+    fn accepts(g: &CompiledGrammar, s: &str) -> Option<bool> {
+        let mut st = GrammarState::new(g).unwrap();
+        for &b in s.as_bytes() {
+            if !st.push_byte(g, b) {
+                return None;
+            }
+        }
+        Some(st.is_accepting(g))
+    }
+
+    fn arith() -> CompiledGrammar {
+        // e -> e "+" t | t ; t -> t "*" f | f ; f -> NUM | "(" e ")"  (left recursive)
+        let mut b = GrammarBuilder::new();
+        let e = b.nonterminal("e");
+        let t = b.nonterminal("t");
+        let f = b.nonterminal("f");
+        let num = b.terminal("NUM", "[0-9]+");
+        let plus = b.literal("+");
+        let star = b.literal("*");
+        let lp = b.literal("(");
+        let rp = b.literal(")");
+        let ws = b.terminal("WS", "[ ]+");
+        b.ignore(ws);
+        b.rule(e, vec![Sym::N(e), Sym::T(plus), Sym::N(t)]);
+        b.rule(e, vec![Sym::N(t)]);
+        b.rule(t, vec![Sym::N(t), Sym::T(star), Sym::N(f)]);
+        b.rule(t, vec![Sym::N(f)]);
+        b.rule(f, vec![Sym::T(num)]);
+        b.rule(f, vec![Sym::T(lp), Sym::N(e), Sym::T(rp)]);
+        CompiledGrammar::new(&b.finish("e").unwrap(), &GrammarLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn arithmetic() {
+        let g = arith();
+        assert_eq!(accepts(&g, "1+2*3"), Some(true));
+        assert_eq!(accepts(&g, "12 + (3*4)"), Some(true));
+        assert_eq!(accepts(&g, "12 + (3*4"), Some(false));
+        assert_eq!(accepts(&g, "1+"), Some(false));
+        assert_eq!(accepts(&g, "1++"), None);
+        assert_eq!(accepts(&g, ")"), None);
+        assert_eq!(accepts(&g, "1 2"), None);
+    }
+
+    #[test]
+    fn nullable_and_ambiguous() {
+        let mut b = GrammarBuilder::new();
+        let s = b.nonterminal("s");
+        let a = b.literal("a");
+        let x = b.nonterminal("x");
+        // s -> s s | "a" | x ; x -> ε
+        b.rule(s, vec![Sym::N(s), Sym::N(s)]);
+        b.rule(s, vec![Sym::T(a)]);
+        b.rule(s, vec![Sym::N(x)]);
+        b.rule(x, vec![]);
+        let g = CompiledGrammar::new(&b.finish("s").unwrap(), &GrammarLimits::default()).unwrap();
+        assert_eq!(accepts(&g, ""), Some(true));
+        assert_eq!(accepts(&g, "aaaa"), Some(true));
+        let mut st = GrammarState::new(&g).unwrap();
+        for _ in 0..200 {
+            assert!(st.push_byte(&g, b'a'));
+        }
+        assert!(st.is_accepting(&g));
+    }
+
+    #[test]
+    fn greedy_lexing() {
+        // s -> A B ; A = "a"+ ; B = "ab"  : "aab" must lex as A="a" B="ab"? Greedy
+        // A eats "aa" then "b" cannot start B -> rejected.
+        let mut b = GrammarBuilder::new();
+        let s = b.nonterminal("s");
+        let ta = b.terminal("A", "a+");
+        let tb = b.literal("ab");
+        b.rule(s, vec![Sym::T(ta), Sym::T(tb)]);
+        let g = CompiledGrammar::new(&b.finish("s").unwrap(), &GrammarLimits::default()).unwrap();
+        assert_eq!(accepts(&g, "aab"), None);
+    }
+
+    #[test]
+    fn empty_terminal_rejected() {
+        let mut b = GrammarBuilder::new();
+        let s = b.nonterminal("s");
+        let t = b.terminal("E", "a*");
+        b.rule(s, vec![Sym::T(t)]);
+        assert!(CompiledGrammar::new(&b.finish("s").unwrap(), &GrammarLimits::default()).is_err());
+    }
+}

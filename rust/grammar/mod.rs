@@ -1,0 +1,231 @@
+//! Context-free grammars: the intermediate form every front end produces.
+//!
+//! A [`Grammar`] is plain BNF over two kinds of symbols: *terminals*, each
+//! a regex over bytes (a lexeme), and *nonterminals*, each defined by one or
+//! more rules. Front ends (Lark, GBNF, the built-in JSON grammar) desugar
+//! their EBNF (`*`, `+`, `?`, groups, alternation) into fresh nonterminals
+//! with [`GrammarBuilder`], so the parser only ever sees BNF.
+//!
+//! Lexing semantics (what "the language" of a grammar is): terminals are
+//! matched greedily (maximal munch) among those the parser can accept at
+//! that point — a contextual lexer. A lexeme ends exactly when the next
+//! byte cannot extend it; `%ignore` terminals may appear between any two
+//! lexemes. When a lexeme matches both an expected terminal and an ignored
+//! one, the expected terminal wins.
+
+pub mod earley;
+pub mod gbnf;
+pub mod json;
+pub mod lark;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+
+/// A grammar symbol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sym {
+    T(u32),
+    N(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub name: String,
+    /// Rust regex syntax; the lexeme must match it in full.
+    pub regex: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub lhs: u32,
+    pub rhs: Vec<Sym>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Grammar {
+    pub terminals: Vec<Terminal>,
+    pub nonterminals: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub start: u32,
+    pub ignore: Vec<u32>,
+}
+
+/// Size limits checked when a grammar is compiled.
+#[derive(Debug, Clone, Copy)]
+pub struct GrammarLimits {
+    pub max_rules: usize,
+    pub max_terminals: usize,
+    pub max_rhs_symbols: usize,
+    /// Items in one Earley set before parsing gives up (ambiguity guard).
+    pub max_items_per_set: usize,
+    /// Recursion depth of front-end parsers (nested groups).
+    pub max_nesting: usize,
+}
+
+impl Default for GrammarLimits {
+    fn default() -> Self {
+        GrammarLimits { max_rules: 200_000, max_terminals: 20_000, max_rhs_symbols: 2_000_000, max_items_per_set: 100_000, max_nesting: 200 }
+    }
+}
+
+/// Incrementally builds a [`Grammar`], interning names and terminals and
+/// desugaring EBNF operators into fresh nonterminals.
+#[derive(Debug, Default)]
+pub struct GrammarBuilder {
+    terminals: Vec<Terminal>,
+    term_by_regex: HashMap<String, u32>,
+    term_by_name: HashMap<String, u32>,
+    nonterminals: Vec<String>,
+    nt_by_name: HashMap<String, u32>,
+    rules: Vec<Rule>,
+    ignore: Vec<u32>,
+    fresh: usize,
+}
+
+impl GrammarBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A terminal for `regex`; identical regexes share one terminal.
+    pub fn terminal(&mut self, name: &str, regex: &str) -> u32 {
+        if let Some(&t) = self.term_by_regex.get(regex) {
+            self.term_by_name.entry(name.to_string()).or_insert(t);
+            return t;
+        }
+        let t = self.terminals.len() as u32;
+        self.terminals.push(Terminal { name: name.to_string(), regex: regex.to_string() });
+        self.term_by_regex.insert(regex.to_string(), t);
+        self.term_by_name.insert(name.to_string(), t);
+        t
+    }
+
+    /// A terminal matching `lit` exactly.
+    pub fn literal(&mut self, lit: &str) -> u32 {
+        let name = format!("{lit:?}");
+        self.terminal(&name, &regex_syntax::escape(lit))
+    }
+
+    pub fn terminal_named(&self, name: &str) -> Option<u32> {
+        self.term_by_name.get(name).copied()
+    }
+
+    /// The nonterminal called `name` (created on first mention).
+    pub fn nonterminal(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.nt_by_name.get(name) {
+            return n;
+        }
+        let n = self.nonterminals.len() as u32;
+        self.nonterminals.push(name.to_string());
+        self.nt_by_name.insert(name.to_string(), n);
+        n
+    }
+
+    pub fn has_nonterminal(&self, name: &str) -> bool {
+        self.nt_by_name.contains_key(name)
+    }
+
+    /// A new nonterminal no user name can clash with.
+    pub fn fresh(&mut self, hint: &str) -> u32 {
+        self.fresh += 1;
+        let name = format!("__{hint}_{}", self.fresh);
+        self.nonterminal(&name)
+    }
+
+    pub fn rule(&mut self, lhs: u32, rhs: Vec<Sym>) {
+        self.rules.push(Rule { lhs, rhs });
+    }
+
+    /// `x*` as a left-recursive helper: `h -> ε | h x`.
+    pub fn star(&mut self, x: Sym) -> Sym {
+        let h = self.fresh("star");
+        self.rule(h, vec![]);
+        self.rule(h, vec![Sym::N(h), x]);
+        Sym::N(h)
+    }
+
+    /// `x+`: `h -> x | h x`.
+    pub fn plus(&mut self, x: Sym) -> Sym {
+        let h = self.fresh("plus");
+        self.rule(h, vec![x]);
+        self.rule(h, vec![Sym::N(h), x]);
+        Sym::N(h)
+    }
+
+    /// `x?`: `h -> ε | x`.
+    pub fn opt(&mut self, x: Sym) -> Sym {
+        let h = self.fresh("opt");
+        self.rule(h, vec![]);
+        self.rule(h, vec![x]);
+        Sym::N(h)
+    }
+
+    /// A nonterminal for a choice of sequences.
+    pub fn alts(&mut self, alts: Vec<Vec<Sym>>) -> Sym {
+        if alts.len() == 1 && alts[0].len() == 1 {
+            return alts[0][0];
+        }
+        let h = self.fresh("group");
+        for a in alts {
+            self.rule(h, a);
+        }
+        Sym::N(h)
+    }
+
+    pub fn ignore(&mut self, t: u32) {
+        if !self.ignore.contains(&t) {
+            self.ignore.push(t);
+        }
+    }
+
+    /// Nonterminals mentioned but never defined.
+    pub fn undefined(&self) -> Vec<String> {
+        let mut defined = vec![false; self.nonterminals.len()];
+        for r in &self.rules {
+            defined[r.lhs as usize] = true;
+        }
+        self.nonterminals.iter().zip(defined).filter(|(_, d)| !d).map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn finish(self, start: &str) -> Result<Grammar> {
+        let start = *self
+            .nt_by_name
+            .get(start)
+            .ok_or_else(|| Error::Grammar { line: 0, column: 0, message: format!("start rule {start:?} is not defined") })?;
+        let g = Grammar { terminals: self.terminals, nonterminals: self.nonterminals, rules: self.rules, start, ignore: self.ignore };
+        g.validate()?;
+        Ok(g)
+    }
+}
+
+impl Grammar {
+    /// Undefined nonterminals and an empty language are errors.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.nonterminals.len();
+        let mut defined = vec![false; n];
+        for r in &self.rules {
+            defined[r.lhs as usize] = true;
+        }
+        if let Some(i) = defined.iter().position(|d| !d) {
+            return Err(Error::Grammar { line: 0, column: 0, message: format!("undefined symbol {:?}", self.nonterminals[i]) });
+        }
+        // Productive nonterminals (derive some terminal string): fixpoint.
+        let mut productive = vec![false; n];
+        loop {
+            let mut changed = false;
+            for r in &self.rules {
+                if !productive[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::T(_)) || matches!(s, Sym::N(m) if productive[*m as usize])) {
+                    productive[r.lhs as usize] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if !productive[self.start as usize] {
+            return Err(Error::EmptyLanguage(format!("the grammar's start symbol {:?} derives no string", self.nonterminals[self.start as usize])));
+        }
+        Ok(())
+    }
+}
