@@ -14,7 +14,8 @@
 
 use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
-use crate::grammar::earley::{CompiledGrammar, GrammarState, GrammarWalker};
+use crate::grammar::earley::{CompiledGrammar, GrammarState};
+use crate::grammar::mask::{fill_from_entry, LexEntry};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, DfaWalker, RegexLimits, DEAD};
 use crate::toktrie::TokTrie;
@@ -27,11 +28,12 @@ use std::sync::{Arc, OnceLock};
 pub struct TokEnv {
     vocab: Vocabulary,
     trie: OnceLock<TokTrie>,
+    shapes: OnceLock<Vec<u32>>,
 }
 
 impl TokEnv {
     pub fn new(vocab: Vocabulary) -> Arc<Self> {
-        Arc::new(TokEnv { vocab, trie: OnceLock::new() })
+        Arc::new(TokEnv { vocab, trie: OnceLock::new(), shapes: OnceLock::new() })
     }
 
     pub fn vocab(&self) -> &Vocabulary {
@@ -42,6 +44,12 @@ impl TokEnv {
     /// does not pay for it.
     pub fn trie(&self) -> &TokTrie {
         self.trie.get_or_init(|| TokTrie::new(&self.vocab))
+    }
+
+    /// Subtree shape ids of the trie (see [`TokTrie::shape_ids`]); built on
+    /// first use by a grammar.
+    pub fn shapes(&self) -> &[u32] {
+        self.shapes.get_or_init(|| self.trie().shape_ids())
     }
 
     pub fn mask_words(&self) -> usize {
@@ -73,11 +81,25 @@ enum Kind {
     Grammar { g: CompiledGrammar, cache: GrammarMaskCache },
 }
 
-/// Masks of grammar states keyed by [`GrammarState::mask_key`].
+/// Masks of grammar states keyed by [`GrammarState::mask_key`], and the
+/// lexer layer ([`LexEntry`]) keyed by (lexer state, in progress, allowed).
 #[derive(Debug, Default)]
 struct GrammarMaskCache {
     map: std::sync::Mutex<std::collections::HashMap<(u32, bool, u128), Arc<[u32]>>>,
+    lex: std::sync::Mutex<std::collections::HashMap<(u32, bool, Vec<u64>), Arc<LexEntry>>>,
     used: AtomicUsize,
+}
+
+impl GrammarMaskCache {
+    /// Account for `bytes` more; false (nothing reserved) once over budget.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= DEFAULT_MASK_CACHE_BYTES {
+            true
+        } else {
+            self.used.fetch_sub(bytes, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 /// An immutable compiled constraint.
@@ -98,7 +120,7 @@ impl Constraint {
     pub fn grammar(env: Arc<TokEnv>, grammar: &Grammar, limits: &GrammarLimits) -> Result<Arc<Self>> {
         let g = CompiledGrammar::new(grammar, limits)?;
         GrammarState::new(&g)?; // the initial set must exist
-        env.trie();
+        env.shapes();
         Ok(Arc::new(Constraint { env, kind: Kind::Grammar { g, cache: GrammarMaskCache::default() } }))
     }
 
@@ -218,9 +240,25 @@ impl Matcher {
                     out.copy_from_slice(m);
                     return Ok(());
                 }
-                out.fill(0);
                 let trie = c.env.trie();
-                trie.add_allowed(&mut GrammarWalker { g, st }, out);
+                let (ls, in_progress, allowed) = st.lexer_view(g);
+                // Only terminals still reachable from `ls` matter, so keys
+                // from different parser contexts (an object key, a string
+                // value) coincide inside the same lexeme.
+                let reach = g.lexer.reach(ls);
+                let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
+                let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
+                let entry = match found {
+                    Some(e) => e,
+                    None => {
+                        let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
+                        if cache.reserve(e.bytes()) {
+                            cache.lex.lock().unwrap().insert(lex_key, e.clone());
+                        }
+                        e
+                    }
+                };
+                fill_from_entry(g, trie, c.env.shapes(), st, &entry, out);
                 if let Some(e) = st.error.take() {
                     return Err(e);
                 }
@@ -229,11 +267,8 @@ impl Matcher {
                         set_bit(out, e);
                     }
                 }
-                let bytes = std::mem::size_of_val(out);
-                if cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= DEFAULT_MASK_CACHE_BYTES {
+                if cache.reserve(std::mem::size_of_val(out)) {
                     cache.map.lock().unwrap().insert(key, out.to_vec().into());
-                } else {
-                    cache.used.fetch_sub(bytes, Ordering::Relaxed);
                 }
             }
         }
@@ -340,6 +375,10 @@ impl Matcher {
             }
         }
         Ok(())
+    }
+
+    pub fn eos_consumed(&self) -> bool {
+        self.eos
     }
 
     pub fn num_consumed(&self) -> usize {

@@ -112,11 +112,34 @@ impl TokTrie {
     /// Set the bit of every token whose bytes `r` accepts in full from its
     /// current state. `r` is returned to that state.
     pub fn add_allowed<R: Recognizer>(&self, r: &mut R, mask: &mut [u32]) {
+        self.walk_range(1, self.nodes.len(), 0, r, |i, _| {
+            for &t in self.node_tokens(i) {
+                set_bit(mask, t);
+            }
+        });
+    }
+
+    /// Walk node `root` and its subtree (`r` in the state before `root`'s
+    /// byte), calling `on_accept(node, r)` for every node whose path `r`
+    /// accepts (token ends or not).
+    pub fn walk_subtree<R: Recognizer, F: FnMut(usize, &R)>(&self, root: usize, r: &mut R, on_accept: F) {
+        let base = self.nodes[root].depth as usize - 1;
+        self.walk_range(root, self.nodes[root].subtree_end as usize, base, r, on_accept)
+    }
+
+    /// Walk the whole trie, calling `on_accept(node, r)` for every node
+    /// whose path `r` accepts.
+    pub fn walk_all<R: Recognizer, F: FnMut(usize, &R)>(&self, r: &mut R, on_accept: F) {
+        self.walk_range(1, self.nodes.len(), 0, r, on_accept)
+    }
+
+    /// The preorder walk with subtree skipping shared by all entry points.
+    #[inline(always)]
+    fn walk_range<R: Recognizer, F: FnMut(usize, &R)>(&self, start: usize, end: usize, base: usize, r: &mut R, mut on_accept: F) {
         let nodes = &self.nodes[..];
-        let n = nodes.len();
-        let mut depth = 0usize;
-        let mut i = 1usize;
-        while i < n {
+        let mut depth = base;
+        let mut i = start;
+        while i < end {
             let node = nodes[i];
             let d = node.depth as usize;
             if depth >= d {
@@ -125,16 +148,56 @@ impl TokTrie {
             }
             if r.try_push_byte(node.byte) {
                 depth = d;
-                let s = node.tok_start as usize;
-                for &t in &self.token_ids[s..s + node.ntok as usize] {
-                    set_bit(mask, t);
-                }
+                on_accept(i, r);
                 i += 1;
             } else {
                 i = node.subtree_end as usize;
             }
         }
-        r.pop_bytes(depth);
+        r.pop_bytes(depth - base);
+    }
+
+    /// Tokens whose bytes end exactly at node `i`.
+    #[inline]
+    pub fn node_tokens(&self, i: usize) -> &[u32] {
+        let n = self.nodes[i];
+        &self.token_ids[n.tok_start as usize..n.tok_start as usize + n.ntok as usize]
+    }
+
+    #[inline]
+    pub fn node_byte(&self, i: usize) -> u8 {
+        self.nodes[i].byte
+    }
+
+    /// Children of node `i` (0 is the root), in byte order.
+    pub fn children(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let end = self.nodes[i].subtree_end as usize;
+        let mut c = i + 1;
+        std::iter::from_fn(move || {
+            if c >= end {
+                return None;
+            }
+            let cur = c;
+            c = self.nodes[cur].subtree_end as usize;
+            Some(cur)
+        })
+    }
+
+    /// For every node, an id equal for two nodes iff their subtrees have the
+    /// same shape (bytes, and where tokens end). Isomorphic subtrees also have
+    /// identical preorder layouts, so a walk's result over one, expressed as
+    /// offsets from its root, holds for all of them.
+    pub fn shape_ids(&self) -> Vec<u32> {
+        let n = self.nodes.len();
+        let mut ids = vec![0u32; n];
+        let mut intern: std::collections::HashMap<(u8, bool, Vec<u32>), u32> = std::collections::HashMap::new();
+        for i in (0..n).rev() {
+            let kids: Vec<u32> = self.children(i).map(|c| ids[c]).collect();
+            let key = (self.nodes[i].byte, self.nodes[i].ntok > 0, kids);
+            let next = intern.len() as u32;
+            ids[i] = *intern.entry(key).or_insert(next);
+        }
+        ids
     }
 }
 

@@ -9,6 +9,13 @@ import numpy as np
 from . import _core
 
 _SHIFTS: Dict[Any, Any] = {}
+_CPU_DTYPES: Dict[Any, str] = {}
+try:  # torch is optional: only needed to apply masks
+    import torch as _torch
+
+    _CPU_DTYPES = {_torch.float32: "float32", _torch.float16: "float16", _torch.bfloat16: "bfloat16"}
+except ImportError:  # pragma: no cover
+    pass
 
 
 def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
@@ -76,8 +83,20 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         )
     if logits.dim() == 2 and logits.shape[0] != bitmask.shape[0]:
         raise ValueError(f"logits have {logits.shape[0]} rows but bitmask has {bitmask.shape[0]}")
-    bm = bitmask.to(logits.device, non_blocking=True)
     vocab = logits.shape[-1]
+    if (
+        logits.device.type == "cpu"
+        and logits.is_contiguous()
+        and bitmask.device.type == "cpu"
+        and logits.dtype in _CPU_DTYPES
+    ):
+        bm = bitmask.contiguous()
+        rows = 1 if logits.dim() == 1 else logits.shape[0]
+        _core._apply_bitmask_cpu(
+            logits.data_ptr(), _CPU_DTYPES[logits.dtype], rows, vocab, bm.data_ptr(), bm.shape[-1]
+        )
+        return
+    bm = bitmask.to(logits.device, non_blocking=True)
     covered = min(vocab, bm.shape[-1] * 32)
     allowed = unpack_bitmask(bm, covered)
     logits[..., :covered].masked_fill_(~allowed, float("-inf"))

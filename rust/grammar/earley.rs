@@ -437,6 +437,50 @@ impl GrammarState {
         }
     }
 
+    /// Current lexer state, whether a lexeme is in progress, and the
+    /// terminals the lexer may match now (expected plus `%ignore`).
+    pub fn lexer_view(&self, g: &CompiledGrammar) -> (u32, bool, &[u64]) {
+        (*self.lex.last().unwrap(), self.lex.len() > 1, self.chart.allowed(g.pwords))
+    }
+
+    /// Move to the state right after the current lexeme ends in lexer state
+    /// `ls` (a state reached by extending the lexeme in progress): scan the
+    /// matched terminals and start a fresh lexeme. Returns what
+    /// [`GrammarState::leave_after_lexeme`] needs to undo it, or `None` if
+    /// the lexeme cannot end there.
+    pub fn enter_after_lexeme(&mut self, g: &CompiledGrammar, ls: u32) -> Option<(Vec<u32>, Vec<u32>, bool)> {
+        let pw = g.pwords;
+        let m = g.lexer.matches(ls);
+        if !intersects(m, self.chart.allowed(pw)) {
+            return None;
+        }
+        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
+        let scanned = if scan.iter().any(|&w| w != 0) {
+            match g.scan(&mut self.chart, &scan) {
+                Ok(true) => true,
+                Ok(false) => return None,
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                    return None;
+                }
+            }
+        } else {
+            false
+        };
+        let lex = std::mem::replace(&mut self.lex, vec![g.lexer.start()]);
+        let height = std::mem::replace(&mut self.height, vec![self.chart.num_sets() as u32]);
+        Some((lex, height, scanned))
+    }
+
+    pub fn leave_after_lexeme(&mut self, g: &CompiledGrammar, saved: (Vec<u32>, Vec<u32>, bool)) {
+        let (lex, height, scanned) = saved;
+        self.lex = lex;
+        self.height = height;
+        if scanned {
+            self.chart.pop_set(g.pwords);
+        }
+    }
+
     /// The bytes so far form a complete string of the language.
     pub fn is_accepting(&mut self, g: &CompiledGrammar) -> bool {
         let pw = g.pwords;
@@ -474,6 +518,45 @@ impl GrammarState {
             ok
         })
     }
+}
+
+/// Trie-walk adapter that only extends the lexeme in progress: a byte is
+/// accepted iff some allowed terminal can still match after it.
+pub struct LexWalker<'a> {
+    pub lexer: &'a Dfa,
+    pub allowed: &'a [u64],
+    pub stack: Vec<u32>,
+}
+
+impl crate::toktrie::Recognizer for LexWalker<'_> {
+    #[inline(always)]
+    fn try_push_byte(&mut self, b: u8) -> bool {
+        let s = self.lexer.next(*self.stack.last().unwrap(), b);
+        if s != DEAD && intersects(self.lexer.reach(s), self.allowed) {
+            self.stack.push(s);
+            true
+        } else {
+            false
+        }
+    }
+    #[inline(always)]
+    fn pop_bytes(&mut self, n: usize) {
+        let l = self.stack.len() - n;
+        self.stack.truncate(l);
+    }
+}
+
+/// Whether lexer state `s` extends with byte `b` under `allowed`.
+#[inline]
+pub fn extends(lexer: &Dfa, s: u32, b: u8, allowed: &[u64]) -> bool {
+    let t = lexer.next(s, b);
+    t != DEAD && intersects(lexer.reach(t), allowed)
+}
+
+/// Some terminal in `allowed` matches in lexer state `s`.
+#[inline]
+pub fn can_end(lexer: &Dfa, s: u32, allowed: &[u64]) -> bool {
+    intersects(lexer.matches(s), allowed)
 }
 
 /// Trie-walk adapter over a grammar state.

@@ -16,6 +16,7 @@
 pub mod earley;
 pub mod gbnf;
 pub mod json;
+pub mod mask;
 pub mod lark;
 
 use crate::error::{Error, Result};

@@ -144,6 +144,12 @@ impl PyConstraint {
         self.inner.vocab().size()
     }
 
+    /// EOS ids of the vocabulary the constraint was compiled against.
+    #[getter]
+    fn eos_token_ids(&self) -> Vec<u32> {
+        self.inner.vocab().eos_token_ids().to_vec()
+    }
+
     /// Number of automaton states.
     #[getter]
     fn num_states(&self) -> usize {
@@ -202,6 +208,27 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
         .detach(|| {
             let g = json_grammar(ws, max_depth)?;
             CoreConstraint::grammar(env, &g, &GrammarLimits::default())
+        })
+        .map_err(to_pyerr)?;
+    Ok(PyConstraint { inner })
+}
+
+/// Compile a context-free grammar: `syntax="lark"` (Lark EBNF, start rule
+/// `start`) or `syntax="gbnf"` (llama.cpp GBNF, start rule `root`).
+#[pyfunction]
+#[pyo3(signature = (text, vocab, *, syntax="lark", start=None))]
+fn compile_grammar(py: Python<'_>, text: &str, vocab: &PyVocabulary, syntax: &str, start: Option<&str>) -> PyResult<PyConstraint> {
+    use crate::grammar::{gbnf, lark};
+    let limits = GrammarLimits::default();
+    let env = vocab.env.clone();
+    let inner = py
+        .detach(|| {
+            let g = match syntax {
+                "lark" => lark::parse_lark_with_start(text, start.unwrap_or("start"), &limits)?,
+                "gbnf" => gbnf::parse_gbnf_with_start(text, start.unwrap_or("root"), &limits)?,
+                other => return Err(Error::Usage(format!("syntax must be \"lark\" or \"gbnf\", got {other:?}"))),
+            };
+            CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
     Ok(PyConstraint { inner })
@@ -379,6 +406,12 @@ impl PyMatcher {
         PyBytes::new(py, &self.inner.forced_bytes())
     }
 
+    /// True once EOS has been consumed.
+    #[getter]
+    fn eos_consumed(&self) -> bool {
+        self.inner.eos_consumed()
+    }
+
     /// Number of tokens consumed so far (EOS included).
     #[getter]
     fn num_consumed(&self) -> usize {
@@ -443,6 +476,40 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
     .map_err(to_pyerr)
 }
 
+/// Mask CPU logits in place: `logits_ptr` addresses `rows` rows of `vocab`
+/// contiguous elements of `dtype` ("float32", "float16", "bfloat16"),
+/// `mask_ptr` `rows` rows of `words` int32 (both validated by the caller).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn _apply_bitmask_cpu(py: Python<'_>, logits_ptr: usize, dtype: &str, rows: usize, vocab: usize, mask_ptr: usize, words: usize) -> PyResult<()> {
+    use crate::bitmask::apply_mask;
+    let kind = match dtype {
+        "float32" => 0,
+        "float16" => 1,
+        "bfloat16" => 2,
+        other => return Err(PyTypeError::new_err(format!("unsupported logits dtype {other}"))),
+    };
+    py.detach(|| {
+        // SAFETY: the Python caller checked device, dtype, shape and
+        // contiguity of both tensors, which it keeps alive for this call.
+        let mask = unsafe { std::slice::from_raw_parts(mask_ptr as *const u32, rows * words) };
+        for r in 0..rows {
+            let m = &mask[r * words..(r + 1) * words];
+            match kind {
+                0 => {
+                    let row = unsafe { std::slice::from_raw_parts_mut((logits_ptr as *mut f32).add(r * vocab), vocab) };
+                    apply_mask(row, m, f32::NEG_INFINITY);
+                }
+                k => {
+                    let row = unsafe { std::slice::from_raw_parts_mut((logits_ptr as *mut u16).add(r * vocab), vocab) };
+                    apply_mask(row, m, if k == 1 { 0xFC00u16 } else { 0xFF80u16 });
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Words per bitmask row for a vocabulary of `vocab_size` ids.
 #[pyfunction]
 fn bitmask_words(vocab_size: usize) -> usize {
@@ -455,7 +522,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMatcher>()?;
     m.add_function(wrap_pyfunction!(compile_regex, m)?)?;
     m.add_function(wrap_pyfunction!(compile_json, m)?)?;
+    m.add_function(wrap_pyfunction!(compile_grammar, m)?)?;
     m.add_function(wrap_pyfunction!(fill_next_token_bitmasks, m)?)?;
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
+    m.add_function(wrap_pyfunction!(_apply_bitmask_cpu, m)?)?;
     Ok(())
 }

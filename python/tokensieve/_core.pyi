@@ -1,0 +1,110 @@
+"""Type stubs for the Rust extension ``tokensieve._core``."""
+
+from os import PathLike
+from typing import Any, List, Optional, Sequence, Union
+
+class Vocabulary:
+    """A tokenizer's vocabulary: for every token id, the exact bytes it adds."""
+
+    def __init__(
+        self,
+        tokenizer_json: Optional[str] = None,
+        *,
+        token_bytes: Optional[Sequence[Optional[bytes]]] = None,
+        eos_token_ids: Optional[Sequence[int]] = None,
+        vocab_size: Optional[int] = None,
+    ) -> None: ...
+    @staticmethod
+    def from_tokenizer_file(
+        path: Union[str, PathLike],
+        *,
+        eos_token_ids: Optional[Sequence[int]] = None,
+        vocab_size: Optional[int] = None,
+    ) -> "Vocabulary":
+        """Load ``tokenizer.json`` (or ``.json.gz``, or a directory holding one)."""
+    @staticmethod
+    def from_huggingface(
+        tokenizer: Any,
+        *,
+        eos_token_ids: Optional[Sequence[int]] = None,
+        vocab_size: Optional[int] = None,
+    ) -> "Vocabulary":
+        """From a ``transformers`` fast tokenizer; ``vocab_size``: model embedding width."""
+    @property
+    def size(self) -> int:
+        """Number of token ids a bitmask covers."""
+    def __len__(self) -> int: ...
+    def token_bytes(self, id: int) -> bytes:
+        """Bytes token ``id`` adds to the text (``b""`` for special/unused ids)."""
+    def is_special(self, id: int) -> bool:
+        """Whether ``id`` is special or unused (never allowed by a constraint)."""
+    @property
+    def eos_token_ids(self) -> List[int]:
+        """EOS ids: allowed exactly when the text so far is complete."""
+    @property
+    def adds_prefix_space(self) -> bool:
+        """SentencePiece tokenizers that prepend ``▁`` to the input text."""
+    @property
+    def spelling(self) -> str:
+        """``"byte_level"``, ``"sentencepiece"`` or ``"plain"``."""
+
+class Constraint:
+    """A compiled constraint; immutable, shared by matchers and threads."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def num_states(self) -> int:
+        """Automaton states (regex) or lexer states (grammar)."""
+
+def compile_regex(
+    pattern: str,
+    vocab: Vocabulary,
+    *,
+    max_states: Optional[int] = None,
+    max_nfa_bytes: Optional[int] = None,
+    max_dfa_bytes: Optional[int] = None,
+) -> Constraint:
+    """Compile a regex (Rust syntax, full match over UTF-8 bytes)."""
+
+def compile_json(vocab: Vocabulary, *, whitespace: str = "flexible", max_depth: int = 64) -> Constraint:
+    """The built-in JSON grammar; ``whitespace`` is "flexible" or "compact"."""
+
+def compile_grammar(text: str, vocab: Vocabulary, *, syntax: str = "lark", start: Optional[str] = None) -> Constraint:
+    """Compile a Lark (``syntax="lark"``) or GBNF (``syntax="gbnf"``) grammar."""
+
+class Matcher:
+    """Follows one sequence through a constraint."""
+
+    def __init__(self, constraint: Constraint) -> None: ...
+    def fill_next_token_bitmask(self, bitmask: Any, index: int = 0) -> None:
+        """Fill row ``index`` of an int32 bitmask (numpy or CPU torch)."""
+    def allowed_tokens(self) -> List[int]:
+        """Allowed next token ids (for debugging)."""
+    def consume_token(self, token_id: int) -> bool:
+        """Consume a token; False (state unchanged) if not allowed."""
+    def consume_tokens(self, token_ids: Sequence[int]) -> int:
+        """Consume tokens until the first disallowed one; returns how many."""
+    def is_allowed(self, token_id: int) -> bool: ...
+    def is_accepting(self) -> bool:
+        """The text so far is a complete string of the language."""
+    def is_terminated(self) -> bool:
+        """EOS consumed, or nothing but EOS can follow."""
+    def rollback(self, n: int) -> None:
+        """Undo the last ``n`` consumed tokens."""
+    def reset(self) -> None: ...
+    def copy(self) -> "Matcher": ...
+    def __copy__(self) -> "Matcher": ...
+    def __deepcopy__(self, memo: Any) -> "Matcher": ...
+    def forced_bytes(self) -> bytes:
+        """Bytes every allowed continuation starts with."""
+    @property
+    def num_consumed(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+def fill_next_token_bitmasks(matchers: List[Matcher], bitmask: Any, indices: Optional[Sequence[int]] = None) -> None:
+    """Fill many rows in parallel with the GIL released."""
+
+def bitmask_words(vocab_size: int) -> int:
+    """Words per bitmask row: ceil(vocab_size / 32)."""

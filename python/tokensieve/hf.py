@@ -1,0 +1,303 @@
+"""Hugging Face ``transformers`` integration: a drop-in logits processor.
+
+Usage::
+
+    import tokensieve as ts
+    from tokensieve.hf import LogitsProcessor
+    from transformers import LogitsProcessorList
+
+    proc = LogitsProcessor.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", tokenizer,
+                                      vocab_size=model.config.vocab_size)
+    out = model.generate(**inputs, logits_processor=LogitsProcessorList([proc]),
+                         max_new_tokens=20)
+
+Every row of the batch (``batch_size * num_return_sequences`` rows) gets its
+own :class:`tokensieve.Matcher`; at each step the processor feeds each
+matcher the token its row generated last, fills a packed bitmask for all rows
+at once (in parallel, in Rust) and sets the logits of disallowed tokens to
+``-inf``. A row that ends with EOS is a full match of the pattern; a row cut
+off by ``max_new_tokens`` is a prefix of one.
+
+Works with greedy search and sampling, batches, left-padded prompts and
+``num_return_sequences``. Beam search and assisted (speculative) decoding
+reorder or rewind rows behind the processor's back and are not supported.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, List, Optional
+
+import numpy as np
+
+try:
+    import torch
+    from transformers import LogitsProcessor as _HFLogitsProcessor
+except ImportError as _e:  # pragma: no cover - exercised only without the extras
+    raise ImportError(
+        "tokensieve.hf needs torch and transformers: pip install 'tokensieve[hf]'"
+    ) from _e
+
+from . import _core
+from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+
+__all__ = ["LogitsProcessor"]
+
+
+class LogitsProcessor(_HFLogitsProcessor):
+    """Mask the logits of ``model.generate`` so that the output follows a constraint.
+
+    Args:
+        constraint: a compiled :class:`tokensieve.Constraint` (e.g. from
+            :func:`tokensieve.compile_regex`), compiled against the vocabulary
+            of the model's tokenizer. Its ``vocab_size`` may be smaller than
+            the model's logits: the extra columns are always masked.
+        eos_token_ids: the EOS ids of the constraint's vocabulary
+            (``vocab.eos_token_ids``). Optional: the processor notices EOS
+            without them. When given, they are the tokens a finished row may
+            still "generate" (transformers replaces those with padding
+            anyway), and a row whose text is complete but cannot end (a
+            vocabulary without EOS) raises instead of looping.
+        pad_token_id: the id ``generate`` pads finished rows with. A row
+            that is fed this id while its constraint forbids it is taken as
+            stopped by another stopping criterion (e.g. stop strings) rather
+            than as an error.
+
+    Attributes:
+        constraint: the constraint every row follows.
+        mask_times: seconds spent in each call of this processor during the
+            current (or last) ``generate()``: consuming the new tokens,
+            computing the bitmask of all rows and applying it to the logits.
+            One entry per decoding step; reset with the processor.
+
+    The processor keeps per-row state: on the first call of a
+    ``generate()`` it records the prompt length and creates one matcher per
+    row; on later calls it consumes the last token of every row. A call that
+    does not continue the previous one (another batch size, a sequence length
+    other than one more than before, or other tokens in the previous
+    position) starts afresh automatically, so one processor can serve many
+    ``generate()`` calls in turn. Use one processor per concurrent
+    generation.
+    """
+
+    #: Continuous batching calls processors with a changing set of rows.
+    supports_continuous_batching = False
+
+    def __init__(
+        self,
+        constraint: _core.Constraint,
+        *,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> None:
+        if not isinstance(constraint, _core.Constraint):
+            raise TypeError(
+                f"constraint must be a tokensieve.Constraint (e.g. from tokensieve.compile_regex), "
+                f"got {type(constraint).__name__}"
+            )
+        self.constraint = constraint
+        self._vocab_size = int(constraint.vocab_size)
+        self.eos_token_ids: Optional[List[int]] = None
+        if eos_token_ids is not None:
+            eos = [int(e) for e in eos_token_ids]
+            for e in eos:
+                if not 0 <= e < self._vocab_size:
+                    raise ValueError(f"EOS id {e} out of range for vocabulary size {self._vocab_size}")
+            self.eos_token_ids = eos
+        self.pad_token_id: Optional[int] = None if pad_token_id is None else int(pad_token_id)
+        self.mask_times: List[float] = []
+        self.reset()
+
+    @classmethod
+    def from_regex(
+        cls,
+        pattern: str,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for ``pattern`` (full match, Rust regex syntax).
+
+        Args:
+            pattern: the regex every generated text must match (over its
+                UTF-8 bytes, from the first generated token to EOS).
+            tokenizer: a ``transformers`` *fast* tokenizer of the model.
+            vocab_size: the width of the model's logits
+                (``model.config.vocab_size``) when it exceeds the tokenizer.
+            eos_token_ids: EOS ids, default the tokenizer's EOS (or, if it
+                has none, the well-known end-of-text tokens of its vocabulary).
+                Include every id in ``model.generation_config.eos_token_id``.
+            pad_token_id: default ``tokenizer.pad_token_id``, else the
+                first EOS id (as ``generate`` does).
+
+        Raises:
+            ValueError: invalid or too large pattern, or a pattern that no
+                string of tokens can match.
+            TypeError: ``tokenizer`` is not a fast tokenizer.
+        """
+        eos = None if eos_token_ids is None else [int(e) for e in eos_token_ids]
+        vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=vocab_size)
+        constraint = _core.compile_regex(pattern, vocab)
+        eos = list(vocab.eos_token_ids)
+        if pad_token_id is None:
+            pad_token_id = getattr(tokenizer, "pad_token_id", None)
+        if pad_token_id is None and eos:
+            pad_token_id = eos[0]  # what generate() pads with when no pad id is set
+        return cls(constraint, eos_token_ids=eos or None, pad_token_id=pad_token_id)
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """Forget all rows; the next call starts a new generation.
+
+        Not needed between ``generate()`` calls (a new one is detected), but
+        harmless. Also clears :attr:`mask_times`.
+        """
+        self._matchers: List[_core.Matcher] = []
+        self._finished: List[bool] = []
+        self._bitmask: Optional[np.ndarray] = None
+        self._prompt_length: Optional[int] = None
+        self._seq_length: Optional[int] = None
+        self._last_tokens: List[int] = []
+        self.mask_times = []
+
+    @property
+    def matchers(self) -> List[_core.Matcher]:
+        """The per-row matchers of the current generation (row order of ``input_ids``)."""
+        return list(self._matchers)
+
+    @property
+    def finished(self) -> List[bool]:
+        """Per row: whether it has ended (EOS consumed, or stopped and padded)."""
+        return list(self._finished)
+
+    @property
+    def prompt_length(self) -> Optional[int]:
+        """Length of ``input_ids`` (padded prompt) at the first call, or ``None`` before it."""
+        return self._prompt_length
+
+    @property
+    def bitmask(self) -> Optional[np.ndarray]:
+        """The int32 bitmask applied at the last step, shape ``(rows, ceil(vocab_size / 32))``."""
+        return self._bitmask
+
+    def _start(self, batch: int, length: int) -> None:
+        self.reset()
+        self._matchers = [_core.Matcher(self.constraint) for _ in range(batch)]
+        self._finished = [False] * batch
+        self._bitmask = allocate_token_bitmask(batch, self._vocab_size)
+        self._prompt_length = length
+
+    def _continues(self, input_ids: "torch.Tensor") -> Optional[List[int]]:
+        """The new last tokens if ``input_ids`` extends the previous call's by one token, else None."""
+        batch, length = input_ids.shape
+        if self._seq_length is None or batch != len(self._matchers) or length != self._seq_length + 1:
+            return None
+        last_two = input_ids[:, -2:].tolist()  # one device->host transfer
+        if any(row[0] != prev for row, prev in zip(last_two, self._last_tokens)):
+            return None
+        return [row[1] for row in last_two]
+
+    def _finish_row(self, i: int, token: Optional[int]) -> None:
+        """Mark row ``i`` done; from now on only EOS/pad (and ``token``) are allowed, so no row is all -inf."""
+        self._finished[i] = True
+        allowed = set(self.eos_token_ids or ())
+        if token is not None:
+            allowed.add(token)
+        if self.pad_token_id is not None:
+            allowed.add(self.pad_token_id)
+        row = self._bitmask.view(np.uint32)[i]
+        row[:] = 0
+        for t in allowed:
+            if 0 <= t < self._vocab_size:
+                row[t >> 5] |= np.uint32(1 << (t & 31))
+
+    def _consume(self, tokens: List[int], step: int) -> None:
+        for i, t in enumerate(tokens):
+            if self._finished[i]:
+                continue  # transformers pads finished rows
+            m = self._matchers[i]
+            ok = 0 <= t < self._vocab_size and m.consume_token(t)
+            if ok:
+                continue
+            if self.pad_token_id is not None and t == self.pad_token_id:
+                # Stopped by some other stopping criterion and now padded.
+                self._finish_row(i, None)
+                continue
+            raise RuntimeError(
+                f"tokensieve.hf.LogitsProcessor: row {i} generated token {t} at step {step}, "
+                f"which its constraint does not allow (after {m.num_consumed} consumed tokens). "
+                "Is another logits processor or warper changing scores after this one, "
+                "or is the processor shared between generations or used with beam search?"
+            )
+
+    def _fill(self) -> None:
+        bm = self._bitmask
+        if not any(self._finished):
+            _core.fill_next_token_bitmasks(self._matchers, bm)
+        else:
+            rows = [i for i, f in enumerate(self._finished) if not f]
+            if rows:
+                _core.fill_next_token_bitmasks([self._matchers[i] for i in rows], bm, rows)
+        # Rows with no allowed token (finished rows always allow EOS/pad).
+        for i in np.flatnonzero(np.bitwise_or.reduce(bm, axis=1) == 0).tolist():
+            m = self._matchers[i]
+            if not m.is_terminated():
+                raise RuntimeError(
+                    f"tokensieve.hf.LogitsProcessor: no token can continue row {i} after "
+                    f"{m.num_consumed} generated tokens: the constraint needs text that no "
+                    "token of the vocabulary spells"
+                )
+            # Terminated with an empty mask: EOS was just consumed (or the text
+            # is complete and the vocabulary has no EOS token to end it).
+            last = self._last_tokens[i]
+            if m.num_consumed == 0 or (self.eos_token_ids is not None and last not in self.eos_token_ids):
+                raise RuntimeError(
+                    f"tokensieve.hf.LogitsProcessor: the text of row {i} is complete and "
+                    "nothing may follow, but the vocabulary has no EOS token to end it; "
+                    "give the Vocabulary eos_token_ids"
+                )
+            self._finish_row(i, last)
+
+    # ---------------------------------------------------------------- calling
+
+    def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor") -> "torch.FloatTensor":
+        """Consume each row's newest token and mask ``scores`` in place.
+
+        Args:
+            input_ids: ``(rows, length)`` token ids so far (prompt included).
+            scores: ``(rows, V)`` float logits for the next token,
+                ``V >= constraint.vocab_size`` typically.
+
+        Returns:
+            ``scores``, with disallowed tokens set to ``-inf``.
+
+        Raises:
+            RuntimeError: a row generated a token its constraint forbids.
+        """
+        t0 = time.perf_counter()
+        if input_ids.dim() != 2 or scores.dim() != 2 or scores.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"expected input_ids (rows, length) and scores (rows, vocab), got "
+                f"{tuple(input_ids.shape)} and {tuple(scores.shape)}"
+            )
+        new = self._continues(input_ids)
+        if new is None:
+            self._start(int(input_ids.shape[0]), int(input_ids.shape[1]))
+            self._last_tokens = input_ids[:, -1].tolist()
+        else:
+            self._last_tokens = new
+            self._consume(new, int(input_ids.shape[1]) - self._prompt_length)
+        self._seq_length = int(input_ids.shape[1])
+        self._fill()
+        apply_token_bitmask_inplace(scores, self._bitmask)
+        self.mask_times.append(time.perf_counter() - t0)
+        return scores
+
+    def __repr__(self) -> str:
+        return (
+            f"LogitsProcessor({self.constraint!r}, rows={len(self._matchers)}, "
+            f"finished={sum(self._finished)})"
+        )
