@@ -71,7 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="regular expression (Rust regex syntax) the whole output must match",
     )
-    # Later: kinds.add_argument("--grammar", metavar="FILE"), kinds.add_argument("--json", metavar="SCHEMA")
+    kinds.add_argument(
+        "--grammar",
+        metavar="FILE",
+        help="context-free grammar file: Lark syntax (.lark, start rule 'start') or GBNF (.gbnf, start rule 'root')",
+    )
+    kinds.add_argument("--json", action="store_true", help="any JSON value (built-in grammar)")
+    cons.add_argument(
+        "--grammar-syntax",
+        choices=("lark", "gbnf"),
+        default=None,
+        help="syntax of --grammar (default: from the file extension, else lark)",
+    )
 
     model = gen.add_argument_group("model")
     model.add_argument("--model", required=True, metavar="NAME_OR_PATH", help="local model directory or cached model name")
@@ -180,6 +191,19 @@ def _build_constraint(args: argparse.Namespace, vocab: Any) -> Any:
             return ts.compile_regex(args.regex, vocab)
         except ValueError as e:
             raise CLIError(f"--regex {args.regex!r}: {e}") from None
+    if getattr(args, "grammar", None) is not None:
+        path = Path(args.grammar)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise CLIError(f"--grammar {args.grammar!r}: cannot read it ({e.strerror or e})") from None
+        syntax = args.grammar_syntax or ("gbnf" if path.suffix.lower() == ".gbnf" else "lark")
+        try:
+            return ts.compile_grammar(text, vocab, syntax=syntax)
+        except ValueError as e:
+            raise CLIError(f"--grammar {args.grammar!r}: {e}") from None
+    if getattr(args, "json", False):
+        return ts.compile_json(vocab)
     raise CLIError("no constraint given")  # pragma: no cover - argparse requires one
 
 
