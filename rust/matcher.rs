@@ -430,6 +430,32 @@ impl Matcher {
         self.eos = false;
     }
 
+    /// Tokens that spell a prefix of [`Matcher::forced_bytes`], longest
+    /// match first, so callers can append them without sampling. The last
+    /// token is dropped when longer tokens extend it: the model might
+    /// prefer a token that crosses the end of the forced text.
+    pub fn forced_tokens(&mut self) -> Vec<u32> {
+        let bytes = self.forced_bytes();
+        let trie = self.constraint.env.trie();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        let mut last_extends = false;
+        while pos < bytes.len() {
+            match trie.longest_prefix(&bytes[pos..]) {
+                Some((t, len, extends)) => {
+                    out.push(t);
+                    pos += len;
+                    last_extends = extends;
+                }
+                None => break,
+            }
+        }
+        if pos == bytes.len() && last_extends {
+            out.pop();
+        }
+        out
+    }
+
     /// Bytes every allowed continuation shares (empty at a branch or once
     /// the text may end).
     pub fn forced_bytes(&mut self) -> Vec<u8> {
@@ -515,5 +541,18 @@ mod tests {
         assert!(matches!(m.consume_token(40), Err(Error::TokenOutOfRange { .. })));
         m.reset();
         assert_eq!(m.num_consumed(), 0);
+    }
+
+    #[test]
+    fn forced_tokens_spell_forced_bytes() {
+        let e = env(&["{", "{\"", "\"", "name", "na", "\":", " ", "x"]);
+        let c = Constraint::regex(e.clone(), r#"\{"name": [a-z]+\}"#, &RegexLimits::default()).unwrap();
+        let mut m = Matcher::new(c);
+        assert_eq!(m.forced_bytes(), br#"{"name": "#.to_vec());
+        // `{"` + `name` + `":` + ` `; the trailing space token has no extension.
+        assert_eq!(m.forced_tokens(), vec![1, 3, 5, 6]);
+        for t in m.forced_tokens() {
+            assert!(m.consume_token(t).unwrap());
+        }
     }
 }

@@ -157,6 +157,23 @@ impl TokTrie {
         r.pop_bytes(depth - base);
     }
 
+    /// The longest token that is a prefix of `bytes`: (token, its length,
+    /// whether longer tokens extend it).
+    pub fn longest_prefix(&self, bytes: &[u8]) -> Option<(u32, usize, bool)> {
+        let mut node = 0usize;
+        let mut best = None;
+        for (d, &b) in bytes.iter().enumerate() {
+            match self.children(node).find(|&c| self.nodes[c].byte == b) {
+                Some(c) => node = c,
+                None => break,
+            }
+            if let Some(&t) = self.node_tokens(node).first() {
+                best = Some((t, d + 1, self.nodes[node].subtree_end as usize > node + 1));
+            }
+        }
+        best
+    }
+
     /// Tokens whose bytes end exactly at node `i`.
     #[inline]
     pub fn node_tokens(&self, i: usize) -> &[u32] {

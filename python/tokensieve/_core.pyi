@@ -54,6 +54,9 @@ class Constraint:
     @property
     def vocab_size(self) -> int: ...
     @property
+    def eos_token_ids(self) -> List[int]:
+        """EOS ids of the vocabulary the constraint was compiled against."""
+    @property
     def num_states(self) -> int:
         """Automaton states (regex) or lexer states (grammar)."""
 
@@ -98,6 +101,11 @@ class Matcher:
     def __deepcopy__(self, memo: Any) -> "Matcher": ...
     def forced_bytes(self) -> bytes:
         """Bytes every allowed continuation starts with."""
+    def forced_tokens(self) -> List[int]:
+        """Token ids spelling the forced continuation, consumable without sampling."""
+    @property
+    def eos_consumed(self) -> bool:
+        """True once EOS has been consumed."""
     @property
     def num_consumed(self) -> int: ...
     @property

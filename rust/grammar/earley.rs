@@ -38,7 +38,6 @@ pub struct CompiledGrammar {
     ignore: Vec<u64>,
     pwords: usize,
     max_items_per_set: usize,
-    pub(crate) terminal_names: Vec<String>,
 }
 
 impl CompiledGrammar {
@@ -126,7 +125,6 @@ impl CompiledGrammar {
             ignore,
             pwords,
             max_items_per_set: limits.max_items_per_set,
-            terminal_names: g.terminals.iter().map(|t| t.name.clone()).collect(),
         })
     }
 }

@@ -412,6 +412,12 @@ impl PyMatcher {
         self.inner.eos_consumed()
     }
 
+    /// Token ids spelling the forced continuation (may be empty); each is
+    /// allowed in turn, so they can be consumed without sampling.
+    fn forced_tokens(&mut self) -> Vec<u32> {
+        self.inner.forced_tokens()
+    }
+
     /// Number of tokens consumed so far (EOS included).
     #[getter]
     fn num_consumed(&self) -> usize {
