@@ -201,7 +201,16 @@ impl Dfa {
                     .determinize_size_limit(Some(limits.dfa_size)),
             )
             .build_from_nfa(&nfa)
-            .map_err(|e| Error::TooLarge(format!("DFA exceeds {} bytes ({e})", limits.dfa_size)))?;
+            .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("unsupported") {
+                    Error::Usage(format!(
+                        "unsupported regex feature ({msg}); Unicode word boundaries need ASCII mode: use (?-u:\\b)"
+                    ))
+                } else {
+                    Error::TooLarge(format!("DFA exceeds {} bytes ({msg})", limits.dfa_size))
+                }
+            })?;
         Self::from_dense(&dfa, limits, patterns.len())
     }
 

@@ -47,6 +47,12 @@ impl Vocabulary {
     /// `None` marks a special token or an unused id.
     pub fn from_token_bytes(tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
         let n = tokens.len();
+        if n > MAX_VOCAB_SIZE || size.is_some_and(|s| s > MAX_VOCAB_SIZE) {
+            return Err(Error::Tokenizer(format!(
+                "vocabulary size {} exceeds the limit of {MAX_VOCAB_SIZE} ids",
+                size.unwrap_or(n).max(n)
+            )));
+        }
         let size = size.unwrap_or(n).max(n);
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(size + 1);
@@ -97,11 +103,14 @@ impl Vocabulary {
             Some(Value::Object(map)) => {
                 for (k, id) in map {
                     let id = id.as_u64().ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
-                    entries.push((id as u32, k.clone()));
+                    entries.push((check_id(id, &format!("vocab entry {k:?}"))?, k.clone()));
                 }
             }
             Some(Value::Array(items)) => {
                 // Unigram: [[piece, score], ...], the id is the position.
+                if items.len() > MAX_VOCAB_SIZE {
+                    return Err(Error::Tokenizer(format!("unigram vocabulary has more than {MAX_VOCAB_SIZE} entries")));
+                }
                 for (i, it) in items.iter().enumerate() {
                     let piece = it.get(0).and_then(Value::as_str).ok_or_else(|| Error::Tokenizer(format!("unigram vocab entry {i} is malformed")))?;
                     entries.push((i as u32, piece.to_string()));
@@ -113,7 +122,8 @@ impl Vocabulary {
         let mut added: Vec<(u32, String, bool)> = Vec::new();
         if let Some(Value::Array(items)) = v.get("added_tokens") {
             for it in items {
-                let id = it.get("id").and_then(Value::as_u64).ok_or_else(|| Error::Tokenizer("added token without id".into()))? as u32;
+                let id = it.get("id").and_then(Value::as_u64).ok_or_else(|| Error::Tokenizer("added token without id".into()))?;
+                let id = check_id(id, "an added token")?;
                 let content = it.get("content").and_then(Value::as_str).unwrap_or("").to_string();
                 let special = it.get("special").and_then(Value::as_bool).unwrap_or(false);
                 added.push((id, content, special));
@@ -122,9 +132,6 @@ impl Vocabulary {
         let n_ids = entries.iter().map(|e| e.0).chain(added.iter().map(|a| a.0)).max().map_or(0, |m| m as usize + 1);
         if n_ids == 0 {
             return Err(Error::Tokenizer("empty vocabulary".into()));
-        }
-        if n_ids > (u32::MAX / 2) as usize {
-            return Err(Error::Tokenizer(format!("token id {n_ids} is too large")));
         }
         let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n_ids];
         let unicode_to_byte = byte_level_decoder_table();
@@ -202,6 +209,17 @@ impl Vocabulary {
             Err(Error::TokenOutOfRange { id, size: self.size })
         }
     }
+}
+
+/// Largest number of token ids accepted (real vocabularies have < 2^19);
+/// the bound keeps a corrupt file from requesting gigabytes.
+pub const MAX_VOCAB_SIZE: usize = 1 << 24;
+
+fn check_id(id: u64, what: &str) -> Result<u32> {
+    if id >= MAX_VOCAB_SIZE as u64 {
+        return Err(Error::Tokenizer(format!("{what} has id {id}, beyond the limit of {MAX_VOCAB_SIZE} ids")));
+    }
+    Ok(id as u32)
 }
 
 /// Names of special tokens that end generation in common model families.

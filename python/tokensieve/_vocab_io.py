@@ -36,9 +36,12 @@ def read_tokenizer_file(path: Any, eos_token_ids: Optional[List[int]]) -> Tuple[
     if not os.path.exists(path):
         raise ValueError(f"tokenizer file not found: {path!r}")
     raw = open(path, "rb").read()
-    if path.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    text = raw.decode("utf-8")
+    try:
+        if path.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        text = raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read tokenizer file {path!r}: {e}") from None
     if eos_token_ids is None:
         cfg_path = os.path.join(os.path.dirname(path), "tokenizer_config.json")
         if os.path.exists(cfg_path):

@@ -84,13 +84,13 @@ impl PyVocabulary {
     }
 
     /// The bytes token `id` adds to the text (`b""` for special tokens).
-    fn token_bytes<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyBytes>> {
+    fn token_bytes<'py>(&self, py: Python<'py>, id: TokenId) -> PyResult<Bound<'py, PyBytes>> {
         let id = check_id(id, self.env.vocab().size())?;
         Ok(PyBytes::new(py, self.env.vocab().token_bytes(id)))
     }
 
     /// Whether `id` is special/unused (never allowed by a constraint).
-    fn is_special(&self, id: i64) -> PyResult<bool> {
+    fn is_special(&self, id: TokenId) -> PyResult<bool> {
         let id = check_id(id, self.env.vocab().size())?;
         Ok(self.env.vocab().is_special(id))
     }
@@ -123,8 +123,27 @@ impl PyVocabulary {
     }
 }
 
-fn check_id(id: i64, size: usize) -> PyResult<u32> {
+/// A token id argument: any Python int (huge ones are out of range, not
+/// an OverflowError).
+pub(crate) struct TokenId(i64);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
+    type Error = PyErr;
+    fn extract(ob: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match ob.extract::<i64>() {
+            Ok(v) => Ok(TokenId(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(ob.py()) => Ok(TokenId(i64::MAX)),
+            Err(_) => Err(PyTypeError::new_err(format!("token id must be an int, got {}", ob.get_type().name()?))),
+        }
+    }
+}
+
+fn check_id(id: TokenId, size: usize) -> PyResult<u32> {
+    let TokenId(id) = id;
     if id < 0 || id as u64 >= size as u64 {
+        if id == i64::MAX {
+            return Err(PyValueError::new_err(format!("token id out of range for vocabulary of size {size}")));
+        }
         return Err(PyValueError::new_err(format!("token id {id} out of range for vocabulary of size {size}")));
     }
     Ok(id as u32)
@@ -349,21 +368,21 @@ impl PyMatcher {
     }
 
     /// Consume token `token_id`; False (state unchanged) if it is not allowed.
-    fn consume_token(&mut self, token_id: i64) -> PyResult<bool> {
+    fn consume_token(&mut self, token_id: TokenId) -> PyResult<bool> {
         let t = check_id(token_id, self.inner.constraint().vocab().size())?;
         self.inner.consume_token(t).map_err(to_pyerr)
     }
 
     /// Consume tokens in order, stopping at the first disallowed one;
     /// returns the number consumed.
-    fn consume_tokens(&mut self, token_ids: Vec<i64>) -> PyResult<usize> {
+    fn consume_tokens(&mut self, token_ids: Vec<TokenId>) -> PyResult<usize> {
         let size = self.inner.constraint().vocab().size();
         let ts = token_ids.into_iter().map(|t| check_id(t, size)).collect::<PyResult<Vec<u32>>>()?;
         self.inner.consume_tokens(&ts).map_err(to_pyerr)
     }
 
     /// Whether token `token_id` is allowed now (state unchanged).
-    fn is_allowed(&mut self, token_id: i64) -> PyResult<bool> {
+    fn is_allowed(&mut self, token_id: TokenId) -> PyResult<bool> {
         let t = check_id(token_id, self.inner.constraint().vocab().size())?;
         self.inner.is_allowed(t).map_err(to_pyerr)
     }

@@ -1,0 +1,94 @@
+"""Shared test helpers.
+
+The real tokenizer files live outside the repository, in ``../shared/tokenizers``
+(the CI clones the repository with ``shared`` beside it). Tests that need one
+skip cleanly when it is missing.
+
+Two ways to use the helpers:
+
+* import them: ``from conftest import load_vocab, tokenizers_dir, tokenizer_path``
+* or take the fixtures of the same names: ``def test_x(load_vocab): v = load_vocab("gpt2")``
+
+``load_vocab(name)`` is cached for the whole test session (one load per
+tokenizer per process); the returned :class:`tokensieve.Vocabulary` is
+immutable, so sharing it is safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from pathlib import Path
+from typing import Optional, Tuple
+
+import pytest
+
+import tokensieve as ts
+
+#: Every tokenizer folder in the shared directory (see its README.md).
+SHARED_TOKENIZERS = (
+    "gpt2",
+    "llama-3-8b-instruct",
+    "qwen3",
+    "mistral-7b-v0.1",
+    "phi-3-mini",
+    "gemma-3",
+    "deepseek-v3",
+    "t5-small",
+)
+
+
+def tokenizers_dir() -> Path:
+    """``<repo>/../shared/tokenizers`` (may not exist)."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
+
+
+def tokenizer_path(name: str) -> Path:
+    """The tokenizer file (``tokenizer.json`` or ``tokenizer.json.gz``) of a
+    shared tokenizer; skips the calling test if it is absent."""
+    d = tokenizers_dir() / name
+    for fname in ("tokenizer.json", "tokenizer.json.gz"):
+        p = d / fname
+        if p.is_file():
+            return p
+    pytest.skip(f"shared tokenizer {name!r} not found under {tokenizers_dir()}")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_vocab_cached(name: str, vocab_size: Optional[int], eos: Optional[Tuple[int, ...]]) -> ts.Vocabulary:
+    return ts.Vocabulary.from_tokenizer_file(
+        tokenizer_path(name).parent,
+        vocab_size=vocab_size,
+        eos_token_ids=None if eos is None else list(eos),
+    )
+
+
+def load_vocab(name: str, *, vocab_size: Optional[int] = None, eos_token_ids=None) -> ts.Vocabulary:
+    """Session-cached ``Vocabulary.from_tokenizer_file`` of a shared tokenizer
+    (skips the calling test if the file is missing)."""
+    tokenizer_path(name)  # skip (uncached) when missing
+    eos = None if eos_token_ids is None else tuple(int(e) for e in eos_token_ids)
+    return _load_vocab_cached(name, vocab_size, eos)
+
+
+@functools.lru_cache(maxsize=None)
+def load_tokenizer_json(name: str) -> str:
+    """Text of a shared tokenizer's JSON (decompressed if gzipped), cached."""
+    p = tokenizer_path(name)
+    raw = p.read_bytes()
+    if p.name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8")
+
+
+@pytest.fixture(name="tokenizers_dir", scope="session")
+def _tokenizers_dir_fixture() -> Path:
+    d = tokenizers_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared tokenizers directory not found: {d}")
+    return d
+
+
+@pytest.fixture(name="load_vocab", scope="session")
+def _load_vocab_fixture():
+    return load_vocab
