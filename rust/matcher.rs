@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
 use crate::grammar::mask::{fill_from_entry, LexEntry};
 use crate::grammar::{Grammar, GrammarLimits};
-use crate::regex::{Dfa, DfaWalker, RegexLimits, DEAD};
+use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::TokTrie;
 use crate::vocab::Vocabulary;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -164,8 +164,11 @@ impl Constraint {
                 }
                 out.fill(0);
                 let trie = self.env.trie();
-                let mut w = DfaWalker::new(dfa, state, trie.max_depth());
-                trie.add_allowed(&mut w, out);
+                trie.walk_states(state, |s, b| dfa.next(s, b), |i, _| {
+                    for &t in trie.node_tokens(i) {
+                        set_bit(out, t);
+                    }
+                });
                 if dfa.is_accepting(state) {
                     for &e in self.vocab().eos_token_ids() {
                         set_bit(out, e);

@@ -127,10 +127,29 @@ impl TokTrie {
         self.walk_range(root, self.nodes[root].subtree_end as usize, base, r, on_accept)
     }
 
-    /// Walk the whole trie, calling `on_accept(node, r)` for every node
-    /// whose path `r` accepts.
-    pub fn walk_all<R: Recognizer, F: FnMut(usize, &R)>(&self, r: &mut R, on_accept: F) {
-        self.walk_range(1, self.nodes.len(), 0, r, on_accept)
+    /// Walk for automata whose next state depends only on the previous
+    /// state and the byte (DFAs): states are kept per depth, so undoing a
+    /// byte costs nothing. `step` returns `0` for "dead". Calls
+    /// `on_accept(node, state)` for every accepted node.
+    #[inline(always)]
+    pub fn walk_states<S: Fn(u32, u8) -> u32, F: FnMut(usize, u32)>(&self, start: u32, step: S, mut on_accept: F) {
+        let nodes = &self.nodes[..];
+        let mut states = vec![0u32; self.max_depth + 1];
+        states[0] = start;
+        let n = nodes.len();
+        let mut i = 1usize;
+        while i < n {
+            let node = nodes[i];
+            let d = node.depth as usize;
+            let s = step(states[d - 1], node.byte);
+            if s == 0 {
+                i = node.subtree_end as usize;
+                continue;
+            }
+            states[d] = s;
+            on_accept(i, s);
+            i += 1;
+        }
     }
 
     /// The preorder walk with subtree skipping shared by all entry points.

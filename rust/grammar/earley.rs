@@ -518,32 +518,6 @@ impl GrammarState {
     }
 }
 
-/// Trie-walk adapter that only extends the lexeme in progress: a byte is
-/// accepted iff some allowed terminal can still match after it.
-pub struct LexWalker<'a> {
-    pub lexer: &'a Dfa,
-    pub allowed: &'a [u64],
-    pub stack: Vec<u32>,
-}
-
-impl crate::toktrie::Recognizer for LexWalker<'_> {
-    #[inline(always)]
-    fn try_push_byte(&mut self, b: u8) -> bool {
-        let s = self.lexer.next(*self.stack.last().unwrap(), b);
-        if s != DEAD && intersects(self.lexer.reach(s), self.allowed) {
-            self.stack.push(s);
-            true
-        } else {
-            false
-        }
-    }
-    #[inline(always)]
-    fn pop_bytes(&mut self, n: usize) {
-        let l = self.stack.len() - n;
-        self.stack.truncate(l);
-    }
-}
-
 /// Whether lexer state `s` extends with byte `b` under `allowed`.
 #[inline]
 pub fn extends(lexer: &Dfa, s: u32, b: u8, allowed: &[u64]) -> bool {

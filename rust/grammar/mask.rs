@@ -14,7 +14,7 @@
 //! shape give equal answers from the same parser state, so each shape is
 //! walked once per mask and its result replayed by offset.
 
-use super::earley::{can_end, extends, CompiledGrammar, GrammarState, GrammarWalker, LexWalker};
+use super::earley::{can_end, extends, CompiledGrammar, GrammarState, GrammarWalker};
 use crate::bitmask::set_bit;
 use crate::toktrie::TokTrie;
 use std::collections::HashMap;
@@ -37,11 +37,8 @@ impl LexEntry {
         if in_progress && can_end(lexer, s, allowed) {
             boundaries.push((0u32, s));
         }
-        let mut w = LexWalker { lexer, allowed, stack: Vec::with_capacity(trie.max_depth() + 1) };
-        w.stack.push(s);
         // Visit every accepted node (not only token ends) to find boundaries.
-        trie.walk_all(&mut w, |i, w| {
-            let ls = *w.stack.last().unwrap();
+        trie.walk_states(s, |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 }, |i, ls| {
             for &t in trie.node_tokens(i) {
                 set_bit(&mut inner, t);
             }

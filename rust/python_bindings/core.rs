@@ -284,9 +284,37 @@ fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyRe
     Ok((ptr + index as usize * words * 4, rows))
 }
 
+/// The last numpy bitmask validated, kept alive so its identity stays
+/// meaningful: `__array_interface__` builds a dict on every access (~1.5 us,
+/// most of a warm mask's cost), while a decoding loop passes the same
+/// array every step. A hit re-checks only the shape.
+struct LastBitmask {
+    obj: Py<PyAny>,
+    ptr: usize,
+    shape: Vec<usize>,
+}
+
+static LAST_BITMASK: std::sync::Mutex<Option<LastBitmask>> = std::sync::Mutex::new(None);
+
 /// (data address, shape, dtype is int32, C-contiguous) of a numpy array or
 /// CPU torch tensor; anything else is a TypeError.
 fn bitmask_info(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bool)> {
+    if let Some(last) = LAST_BITMASK.lock().unwrap().as_ref() {
+        if last.obj.is(obj) {
+            let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
+            if shape == last.shape {
+                return Ok((last.ptr, shape, true, true));
+            }
+        }
+    }
+    let info = bitmask_info_uncached(obj)?;
+    if info.2 && info.3 && obj.hasattr("__array_interface__")? {
+        *LAST_BITMASK.lock().unwrap() = Some(LastBitmask { obj: obj.clone().unbind(), ptr: info.0, shape: info.1.clone() });
+    }
+    Ok(info)
+}
+
+fn bitmask_info_uncached(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bool)> {
     if let Ok(ai) = obj.getattr("__array_interface__") {
         let ai = ai.cast_into::<PyDict>().map_err(|_| PyTypeError::new_err("bad __array_interface__"))?;
         let data: Bound<'_, PyTuple> = ai.get_item("data")?.ok_or_else(|| PyTypeError::new_err("no data"))?.cast_into()?;
