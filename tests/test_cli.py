@@ -265,3 +265,18 @@ def test_generate_bad_grammar(local_model, tmp_path, capsys):
     assert "bad.lark" in err and "undefined" in err.lower()
     rc = cli.main(["generate", "--model", str(local_model), "--grammar", str(tmp_path / "missing.lark")])
     assert rc == 2 and "cannot read" in capsys.readouterr().err
+
+
+def test_generate_smc(local_model, capsys):
+    rc = cli.main(["generate", "--model", str(local_model), "--regex", "(yes|no|maybe)!", "--prompt", "Answer:",
+                   "--smc", "16", "--seed", "4", "--max-new-tokens", "8"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "Traceback" not in err
+    # Every string the posterior lists is in the language (or a cut-off prefix).
+    quoted = [eval(m) for m in re.findall(r"^\s+[0-9.]+\s+('.*'|\".*\")\s*$", out, flags=re.M)]
+    assert quoted, out
+    regex = pytest.importorskip("regex")
+    for s in quoted:
+        assert regex.fullmatch(r"(yes|no|maybe)!", s, partial=True), (s, out)
+    assert "log" in out.lower()

@@ -95,7 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode = dec.add_mutually_exclusive_group()
     mode.add_argument("--sample", dest="sample", action="store_true", default=None, help="sample (default when K > 1)")
     mode.add_argument("--greedy", dest="sample", action="store_false", help="greedy decoding (default when K = 1)")
-    # Later: dec.add_argument("--smc", type=_positive_int, metavar="N") (sequential Monte Carlo with N particles)
+    dec.add_argument(
+        "--smc",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="sequential Monte Carlo with N particles: samples the model conditioned on the constraint "
+        "and prints the weighted posterior over strings and the estimate of log P(constraint)",
+    )
     gen.add_argument("-v", "--verbose", action="store_true", help="print timings and library warnings on stderr")
     gen.set_defaults(func=cmd_generate)
 
@@ -310,6 +317,21 @@ def _run_generate(args: argparse.Namespace, torch: Any, transformers: Any) -> in
     if args.verbose:
         print(f"[tokensieve] constraint compiled in {(time.perf_counter() - t0) * 1e3:.1f} ms "
               f"({constraint.num_states} states)", file=sys.stderr)
+
+    if args.smc is not None:
+        from . import smc
+
+        t0 = time.perf_counter()
+        try:
+            res = smc.generate(model, tokenizer, args.prompt, constraint, n_particles=args.smc,
+                               max_new_tokens=args.max_new_tokens, seed=args.seed, vocab=vocab)
+        except (ValueError, RuntimeError) as e:
+            raise CLIError(f"SMC failed: {_first_line(e)}") from None
+        smc.print_result(res, top=max(args.num_samples, 10))
+        if args.verbose:
+            print(f"[tokensieve] SMC with {args.smc} particles in {time.perf_counter() - t0:.2f} s",
+                  file=sys.stderr)
+        return 0
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else None)
     proc = LogitsProcessor(constraint, eos_token_ids=eos or None, pad_token_id=pad)

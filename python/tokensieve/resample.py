@@ -1,0 +1,288 @@
+"""Resampling for sequential Monte Carlo, with the kernels in Rust.
+
+Every kernel takes *unnormalised* log weights (a 1-D array-like: numpy array,
+torch tensor on any device, or sequence) and returns ``n`` ancestor indices as
+an ``int64`` numpy array **in increasing order**, such that particle ``i``
+appears ``N_i`` times with ``E[N_i] = n * w_i`` (``w = softmax(log_weights)``).
+
+==============  ======================================  =====================
+kernel          offspring counts ``N_i``                 ``uniforms=`` takes
+==============  ======================================  =====================
+``systematic``  ``floor(n w_i)`` or ``ceil(n w_i)``       1 value
+``stratified``  within one of ``floor`` / ``ceil``        ``n`` values
+``residual``    ``floor(n w_i)`` plus multinomial draws   ``R <= n`` values
+``multinomial`` ``Binomial(n, w_i)``                      ``n`` values
+==============  ======================================  =====================
+
+Systematic is the usual choice: cheapest, and lowest variance in practice.
+Stratified, systematic and residual counts never have more variance than
+multinomial counts.
+
+Weights: ``-inf`` means weight zero, and zero-weight particles are never
+selected. ``NaN``, ``+inf``, an empty array and all ``-inf`` raise
+``ValueError``. Everything is O(N + n), in one or two passes, and
+round-off can never produce an index past the end.
+
+Randomness: ``seed`` is ``None`` (fresh entropy), an int in ``[0, 2**64)`` or
+a ``numpy.random.Generator`` (one seed is drawn from it with
+``integers(0, 2**63)``, so the Generator advances). A given seed, input and
+``n`` always give the same output, on any machine. Tests can bypass the
+generator with ``uniforms=`` (see each function).
+
+:class:`Population` (from ``tokensieve._core``) keeps SMC log weights,
+resamples when the effective sample size drops, and tracks the log
+marginal likelihood estimate.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import random as _random
+import sys
+
+import numpy as np
+
+from tokensieve import _core
+from tokensieve._core import Population
+
+__all__ = [
+    "Population",
+    "ess",
+    "log_normalize",
+    "multinomial",
+    "residual",
+    "stratified",
+    "systematic",
+]
+
+_KIND = {name: code for code, name in enumerate(_core.RESAMPLE_SCHEMES)}
+_MULTINOMIAL = _KIND["multinomial"]
+_SYSTEMATIC = _KIND["systematic"]
+_STRATIFIED = _KIND["stratified"]
+_RESIDUAL = _KIND["residual"]
+
+_F64 = np.dtype(np.float64)
+_I64 = np.dtype(np.int64)
+_ndarray = np.ndarray
+_empty = np.empty
+_ascontiguousarray = np.ascontiguousarray
+_Generator = np.random.Generator
+_resample_into = _core.resample_into
+
+# Seeds for seed=None: a private Mersenne Twister seeded from the OS, ~20x
+# cheaper per call than os.urandom. Reseeded in fork children so that
+# forked workers do not repeat each other's draws.
+_entropy = _random.Random(int.from_bytes(os.urandom(32), "little"))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _entropy.seed(int.from_bytes(os.urandom(32), "little")))
+
+
+def _check_address_helper():
+    """``_core.data_address`` reads numpy's array struct directly (it is
+    ~20x cheaper than ``arr.ctypes.data``); verify it once and fall back to
+    ctypes if it ever disagrees."""
+    probe = np.arange(5, dtype=np.float64)[1:]
+    try:
+        if _core.data_address(probe) == probe.ctypes.data:
+            return _core.data_address
+    except Exception:  # pragma: no cover - defensive
+        pass
+    return lambda a: a.ctypes.data  # pragma: no cover
+
+
+_address = _check_address_helper()
+
+
+def _as_vector(x, what):
+    """``(a, address)``: ``x`` as a C-contiguous, aligned 1-D float64 numpy
+    array (no copy if it already is one) and its data address. Torch tensors
+    go through ``.detach().cpu().double().numpy()``."""
+    if type(x) is not _ndarray:
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(x, torch.Tensor):
+            x = x.detach().cpu().double().numpy()
+        else:
+            x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"{what} must be 1-dimensional, got shape {x.shape}")
+    if x.dtype is not _F64 and x.dtype.kind not in "fiu":
+        raise ValueError(f"{what} must be real numbers, got dtype {x.dtype}")
+    a = _ascontiguousarray(x, _F64)
+    addr = _address(a)
+    if addr & 7:  # a misaligned view (np.frombuffer at an odd offset)
+        a = a.copy()
+        addr = _address(a)
+    return a, addr
+
+
+def _seed(seed):
+    if seed is None:
+        return _entropy.getrandbits(64)
+    if type(seed) is int and 0 <= seed < 18446744073709551616:  # fast path
+        return seed
+    if isinstance(seed, _Generator):
+        return int(seed.integers(0, 2**63))
+    if isinstance(seed, bool):
+        raise TypeError("seed must be None, a non-negative int or a numpy.random.Generator")
+    try:
+        s = operator.index(seed)
+    except TypeError:
+        raise TypeError(
+            f"seed must be None, a non-negative int or a numpy.random.Generator, got {type(seed).__name__}"
+        ) from None
+    if not 0 <= s < 2**64:
+        raise ValueError(f"seed must be in [0, 2**64), got {s}")
+    return s
+
+
+def _draws(n, size):
+    if n is None:
+        return size
+    n = operator.index(n)
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    return n
+
+
+def _resample(kind, log_weights, n, seed, uniforms):
+    lw, lw_addr = _as_vector(log_weights, "log_weights")
+    size = lw.shape[0]
+    if size == 0:
+        raise ValueError("log_weights is empty")
+    n = _draws(n, size)
+    out = _empty(n, _I64)
+    if uniforms is None:
+        _resample_into(kind, lw_addr, size, _address(out), n, _seed(seed))
+    else:
+        if seed is not None:
+            raise ValueError("pass either seed or uniforms, not both")
+        u, u_addr = _as_vector(np.reshape(uniforms, -1) if np.ndim(uniforms) == 0 else uniforms, "uniforms")
+        _resample_into(kind, lw_addr, size, _address(out), n, 0, u_addr, u.shape[0])
+    return out
+
+
+def systematic(log_weights, n=None, seed=None, *, uniforms=None):
+    """Systematic resampling: ``n`` ancestor indices, sorted.
+
+    One uniform ``u`` places the points ``(k + u) / n``, ``k = 0..n-1``, on
+    the cumulative normalised weights; each offspring count is
+    ``floor(n w_i)`` or ``ceil(n w_i)``.
+
+    Args:
+        log_weights: unnormalised log weights, 1-D (numpy array, torch tensor
+            or sequence). ``-inf`` is weight zero.
+        n: number of draws; defaults to the number of particles.
+        seed: ``None``, an int in ``[0, 2**64)`` or a ``numpy.random.Generator``.
+        uniforms: for tests, bypass the generator with exactly **one** value
+            ``u`` in ``[0, 1)`` (a float or a length-1 array). Incompatible
+            with ``seed``.
+
+    Returns:
+        ``int64`` numpy array of length ``n``, non-decreasing.
+
+    Raises:
+        ValueError: empty, NaN, ``+inf`` or all ``-inf`` log weights; not
+            1-D; ``n <= 0``; wrong number of uniforms or one outside ``[0, 1)``.
+    """
+    return _resample(_SYSTEMATIC, log_weights, n, seed, uniforms)
+
+
+def stratified(log_weights, n=None, seed=None, *, uniforms=None):
+    """Stratified resampling: ``n`` ancestor indices, sorted.
+
+    One uniform per stratum places the points ``(k + u_k) / n``; each
+    offspring count is within one of ``floor(n w_i)`` / ``ceil(n w_i)`` (so
+    ``|N_i - n w_i| < 2``), with variance never above multinomial's.
+
+    Args:
+        log_weights: unnormalised log weights, 1-D. ``-inf`` is weight zero.
+        n: number of draws; defaults to the number of particles.
+        seed: ``None``, an int in ``[0, 2**64)`` or a ``numpy.random.Generator``.
+        uniforms: for tests, exactly ``n`` values in ``[0, 1)``; value ``k``
+            is the offset of stratum ``k``. Incompatible with ``seed``.
+
+    Returns:
+        ``int64`` numpy array of length ``n``, non-decreasing.
+
+    Raises:
+        ValueError: as :func:`systematic`.
+    """
+    return _resample(_STRATIFIED, log_weights, n, seed, uniforms)
+
+
+def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
+    """Multinomial resampling: ``n`` i.i.d. draws from the weights, returned
+    sorted (counts are ``Multinomial(n, w)``).
+
+    Sorted uniforms are generated directly in O(n) (exponential spacings)
+    and merged with the cumulative weights, so there is no O(n log n) sort.
+    If you need the draws in random order, permute the result.
+
+    Args:
+        log_weights: unnormalised log weights, 1-D. ``-inf`` is weight zero.
+        n: number of draws; defaults to the number of particles.
+        seed: ``None``, an int in ``[0, 2**64)`` or a ``numpy.random.Generator``.
+        uniforms: for tests, exactly ``n`` values in ``[0, 1)``, in any
+            order; each is one inverse-CDF draw (``u`` selects the particle
+            whose cumulative-weight interval contains it). These are sorted
+            internally. Incompatible with ``seed``.
+
+    Returns:
+        ``int64`` numpy array of length ``n``, non-decreasing.
+
+    Raises:
+        ValueError: as :func:`systematic`.
+    """
+    return _resample(_MULTINOMIAL, log_weights, n, seed, uniforms)
+
+
+def residual(log_weights, n=None, seed=None, *, uniforms=None):
+    """Residual resampling: ``n`` ancestor indices, sorted.
+
+    Particle ``i`` first gets ``floor(n w_i)`` copies; the remaining
+    ``R = n - sum_i floor(n w_i)`` draws are multinomial on the remainders
+    ``n w_i - floor(n w_i)``. So ``N_i >= floor(n w_i)`` always (but two
+    residual draws can land on the same particle).
+
+    Args:
+        log_weights: unnormalised log weights, 1-D. ``-inf`` is weight zero.
+        n: number of draws; defaults to the number of particles.
+        seed: ``None``, an int in ``[0, 2**64)`` or a ``numpy.random.Generator``.
+        uniforms: for tests, the uniforms of the multinomial stage: at least
+            ``R`` values in ``[0, 1)`` (``R <= n``, so ``n`` values always
+            suffice). The first ``R`` are inverse-CDF draws on the normalised
+            remainders; the rest are checked but unused. Incompatible with
+            ``seed``.
+
+    Returns:
+        ``int64`` numpy array of length ``n``, non-decreasing.
+
+    Raises:
+        ValueError: as :func:`systematic`, or fewer than ``R`` uniforms.
+    """
+    return _resample(_RESIDUAL, log_weights, n, seed, uniforms)
+
+
+def ess(log_weights):
+    """Effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log
+    weights, in ``[1, N]``; one stable pass.
+
+    Raises:
+        ValueError: empty, NaN, ``+inf`` or all ``-inf`` log weights; not 1-D.
+    """
+    lw, addr = _as_vector(log_weights, "log_weights")
+    return _core.ess_of_ptr(addr, lw.shape[0])
+
+
+def log_normalize(log_weights):
+    """``log_weights - logsumexp(log_weights)`` as a new float64 numpy array
+    (so its ``exp`` sums to 1; ``-inf`` stays ``-inf``).
+
+    Raises:
+        ValueError: empty, NaN, ``+inf`` or all ``-inf`` log weights; not 1-D.
+    """
+    lw, addr = _as_vector(log_weights, "log_weights")
+    out = _empty(lw.shape[0], _F64)
+    _core.log_normalize_into(addr, lw.shape[0], _address(out))
+    return out

@@ -1,0 +1,825 @@
+"""Sequential Monte Carlo over constrained generation.
+
+Why: masking disallowed tokens step by step and renormalising (what a
+logits processor does) does *not* sample from the model conditioned on the
+constraint. Each step divides a string's probability by the allowed mass
+``Z_t`` of that step, so strings that pass through low-mass steps are
+over-sampled. With ``p(a) = 0.9``, ``p(b | a) = 0.01`` and the language
+``{ab, b}``, the exact conditional gives ``"ab"`` probability
+``0.009 / 0.109 = 0.083``; masked decoding gives it ``0.9``.
+
+SMC fixes this: ``n_particles`` sequences are extended with the masked
+proposal ``q(t) = p(t) 1[t allowed] / Z_t``, and each carries the importance
+weight ``prod_t Z_t = p(string) / q(string)``. Whenever the effective sample
+size drops below ``ess_threshold * n_particles`` the population is
+resampled (particles copied in proportion to their weights), which keeps
+the computation on the strings that matter. The weighted particles
+estimate the conditional distribution, and the mean weight estimates
+``P(constraint)`` under the model (unbiased for ``Z``, not for ``log Z``).
+
+Entry point: :func:`generate`. Models follow the small protocol of
+:mod:`tokensieve.models` (Hugging Face causal LMs are wrapped
+automatically).
+
+One step, for the ``L`` live particles (all in one batched forward):
+
+1. ``lm.next_logprobs`` -> ``(L, V)`` log-probs;
+2. the particles' matchers fill a packed bitmask (Rust, in parallel);
+3. ``log Z_t`` = logsumexp of the allowed log-probs (EOS included when the
+   text so far is in the language), with the running sums that serve as
+   each row's CDF (dense torch tensors, or on CPU with at most 1% of the
+   entries allowed, numpy over the allowed entries only);
+4. the weights get ``+ log Z_t`` (the Rust :class:`tokensieve._core.Population`
+   keeps them); a row whose allowed mass is 0 is dead (weight 0);
+5. if ``ESS < ess_threshold * N`` and some particle is live, the population
+   is resampled *before* the tokens are drawn: ``Z_t`` depends only on the
+   prefix, so this is the "fully adapted" order, and copies of one ancestor
+   then draw independent tokens. Token histories, matchers (copied for
+   duplicates) and statuses are reordered;
+6. each live particle draws its token from its (ancestor's) allowed,
+   renormalised distribution by inverse CDF, and its matcher consumes it; a
+   particle that drew EOS, or reached ``max_new_tokens``, is finished: it
+   stops extending and keeps its weight;
+7. the model's rows (its KV cache) are index-selected once for the next
+   step: resampled ancestors in, finished particles out; never recomputed.
+
+The model's batch holds the live particles only (see
+:mod:`tokensieve.models`), so all its rows have the same length.
+
+For the CLI: :func:`print_result` / :func:`format_result`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .models import as_language_model
+
+__all__ = [
+    "RESAMPLERS",
+    "SMCResult",
+    "format_result",
+    "generate",
+    "masked_decode",
+    "print_result",
+]
+
+#: Accepted values of ``resampler``.
+RESAMPLERS = ("systematic", "multinomial", "stratified", "residual")
+
+#: Particle status codes (``SMCResult.status``).
+LIVE, EOS, MAX_TOKENS, DEAD = 0, 1, 2, 3
+_STATUS_NAMES = {LIVE: "live", EOS: "eos", MAX_TOKENS: "max_new_tokens", DEAD: "dead"}
+
+#: Clock of ``SMCResult.timings`` (benchmarks may swap in ``time.process_time``).
+_clock = time.perf_counter
+
+_TIMING_KEYS = ("forward", "mask", "weights", "resample", "sample", "advance", "reorder")
+
+
+# --------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class SMCResult:
+    """The weighted particle population at the end of :func:`generate`.
+
+    Per particle (index ``i`` in ``0..n_particles``):
+
+    * ``token_ids[i]``: generated token ids (EOS not included);
+    * ``text_bytes[i]`` / ``texts[i]``: their bytes as the constraint sees
+      them (UTF-8-decoded with replacement for ``texts``);
+    * ``status[i]``: ``"eos"`` (complete: the string is in the language),
+      ``"max_new_tokens"`` (a viable prefix cut at the token limit) or
+      ``"dead"`` (every allowed token had probability 0; weight 0);
+    * ``log_weights[i]`` and ``weights[i]`` (normalised, sum 1).
+
+    Population-level:
+
+    * ``log_z``: estimate of ``log P(constraint)`` under the model (more
+      exactly, of the probability of drawing a string that is complete in the
+      language within ``max_new_tokens`` tokens *or* a viable prefix of
+      ``max_new_tokens`` tokens; equal to ``log P(constraint)`` when every
+      particle finished with EOS). Its exponential is unbiased for ``Z``.
+    * ``log_z_complete``: the same restricted to complete particles (an
+      estimate of ``log P(string in language, <= max_new_tokens tokens)``).
+    * ``ess``: effective sample size after each step's weight update (before
+      any resampling); ``resampled[t]``: whether step ``t`` resampled.
+    * ``timings``: seconds spent per phase (``forward`` is the model;
+      everything else is SMC overhead); ``num_steps``.
+    """
+
+    token_ids: List[List[int]]
+    text_bytes: List[bytes]
+    texts: List[str]
+    status: List[str]
+    log_weights: np.ndarray
+    weights: np.ndarray
+    log_z: float
+    log_z_complete: float
+    ess: List[float]
+    resampled: List[bool]
+    num_steps: int
+    n_particles: int
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> np.ndarray:
+        """Boolean array: particle ended with EOS (its text is in the language)."""
+        return np.array([s == "eos" for s in self.status], dtype=bool)
+
+    @property
+    def z(self) -> float:
+        """``exp(log_z)``."""
+        return math.exp(self.log_z)
+
+    def posterior(self, *, complete_only: bool = False, as_bytes: bool = False) -> Dict[Any, float]:
+        """Distinct strings with their summed normalised weights, heaviest first.
+
+        Keys are ``texts`` (``str``) or, with ``as_bytes=True``, ``text_bytes``
+        (distinct byte strings can decode to the same ``str`` when one ends in
+        a cut UTF-8 sequence). ``complete_only=True`` keeps complete particles
+        only and renormalises over them (the estimate of the conditional
+        distribution over complete strings); empty if there are none.
+        """
+        keys = self.text_bytes if as_bytes else self.texts
+        acc: Dict[Any, float] = {}
+        for k, w, s in zip(keys, self.weights, self.status):
+            if w <= 0.0 or (complete_only and s != "eos"):
+                continue
+            acc[k] = acc.get(k, 0.0) + float(w)
+        total = sum(acc.values())
+        if complete_only and total > 0:
+            acc = {k: v / total for k, v in acc.items()}
+        return dict(sorted(acc.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+    def best(self) -> Optional[str]:
+        """The string with the largest posterior weight (``None`` if none)."""
+        post = self.posterior()
+        return next(iter(post), None)
+
+    def overhead_per_step(self) -> float:
+        """Mean seconds per step outside the model forward."""
+        if not self.num_steps:
+            return 0.0
+        return sum(v for k, v in self.timings.items() if k != "forward") / self.num_steps
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _encode_prompt(tokenizer: Any, prompt: Any) -> List[int]:
+    if prompt is None:
+        return []
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            if prompt == "":
+                return []
+            raise ValueError("a text prompt needs a tokenizer (or pass token ids)")
+        enc = tokenizer.encode(prompt)
+        ids = getattr(enc, "ids", enc)  # tokenizers.Tokenizer returns an Encoding
+        return [int(t) for t in ids]
+    return [int(t) for t in prompt]
+
+
+def _vocab_from_tokenizer(tokenizer: Any) -> Any:
+    if hasattr(tokenizer, "to_str") and not hasattr(tokenizer, "backend_tokenizer"):
+        return _core.Vocabulary(tokenizer_json=tokenizer.to_str())  # tokenizers.Tokenizer
+    return _core.Vocabulary.from_huggingface(tokenizer)
+
+
+def _resolve_vocab(vocab: Any, lm: Any, tokenizer: Any) -> Any:
+    if vocab is not None:
+        return vocab
+    v = getattr(lm, "vocabulary", None)
+    if v is not None:
+        return v
+    if tokenizer is not None:
+        return _vocab_from_tokenizer(tokenizer)
+    return None
+
+
+def _unpack_bits(bitmask: np.ndarray, vocab: int) -> np.ndarray:
+    """``(rows, vocab)`` uint8 0/1 array of allowed tokens from a packed
+    int32 bitmask (little-endian hosts: bit ``t % 32`` of word ``t // 32`` is
+    bit ``t % 8`` of byte ``t // 8``)."""
+    bits = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")
+    if bits.shape[1] >= vocab:
+        return bits[:, :vocab]
+    return np.pad(bits, ((0, 0), (0, vocab - bits.shape[1])))
+
+
+def _allowed_mask(bitmask: np.ndarray, vocab: int, device: Any) -> Any:
+    """Boolean ``(rows, vocab)`` tensor on ``device`` from a packed int32 bitmask."""
+    import torch
+
+    if device.type == "cpu" and sys.byteorder == "little":
+        return torch.from_numpy(_unpack_bits(bitmask, vocab)).view(torch.bool)
+    from ._bitmask import unpack_bitmask
+
+    return unpack_bitmask(torch.from_numpy(bitmask).to(device), vocab)
+
+
+def _masked_cdf(logp: Any, allowed: Any, out: Any = None) -> Tuple[Any, Any]:
+    """Per row, the allowed part of ``softmax(logp)``: returns ``(cdf, log_z)``.
+
+    ``allowed`` is a bool or 0/1 tensor of ``logp``'s shape. ``cdf`` is the
+    running sum over the row of ``exp(logp - m) * allowed`` (written to
+    ``out`` if given, else a new tensor),
+    ``m`` the row's largest log-prob; ``log_z = m + log(sum)`` is the log of
+    the row's allowed probability mass (``-inf`` when no allowed token has
+    positive probability). Shifting by the row's overall maximum avoids a
+    masked copy of ``logp`` (a masked ``-inf`` fill and ``exp(-inf)`` are the
+    slow operations on CPU); rows whose allowed mass underflows (below
+    ``1e-30`` of the top token's) are redone with the allowed maximum.
+    """
+    import torch
+
+    mx = logp.amax(dim=-1, keepdim=True)
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    mask = allowed if allowed.dtype in (logp.dtype, torch.uint8) else allowed.to(logp.dtype)
+    e = torch.sub(logp, mx, out=out) if out is not None else logp - mx
+    e.exp_().mul_(mask)
+    total = e.sum(dim=-1, keepdim=True)
+    tiny = (total < 1e-30).squeeze(1)
+    if bool(tiny.any()):
+        rows = tiny.nonzero().squeeze(1)
+        sub = torch.where(mask[rows] != 0, logp[rows], torch.tensor(float("-inf"), dtype=logp.dtype, device=logp.device))
+        smx = sub.amax(dim=-1, keepdim=True)
+        smx = torch.where(torch.isfinite(smx), smx, torch.zeros_like(smx))
+        e[rows] = (sub - smx).exp_()
+        mx[rows] = smx
+        total[rows] = e[rows].sum(dim=-1, keepdim=True)
+    log_z = (mx + torch.log(total)).squeeze(1)
+    return e.cumsum_(dim=-1), log_z
+
+
+def _sample_rows(cdf: Any, generator: Any) -> Any:
+    """One token per row of ``cdf`` (from :func:`_masked_cdf`), by inverse CDF.
+
+    Disallowed tokens own zero-width intervals, and ``right=True`` search
+    never lands on one. Rows with total 0 must not be passed.
+    """
+    import torch
+
+    total = cdf[:, -1:]
+    u = torch.rand(total.shape, generator=generator, dtype=cdf.dtype, device=cdf.device) * total
+    tok = torch.searchsorted(cdf, u, right=True).squeeze(1)
+    over = tok >= cdf.shape[1]
+    if bool(over.any()):  # u rounded up to the total: take the last allowed token
+        rows = over.nonzero().squeeze(1)
+        tok[rows] = (cdf[rows] < total[rows]).sum(dim=-1)
+    return tok
+
+
+def _masked_sample(logp: Any, allowed: Any, generator: Any) -> Tuple[Any, Any]:
+    """Draw one token per row from ``softmax(logp)`` restricted to ``allowed``.
+
+    Returns ``(tokens, log_z)`` (see :func:`_masked_cdf`); a row whose
+    ``log_z`` is ``-inf`` gets a meaningless token.
+    """
+    import torch
+
+    cdf, log_z = _masked_cdf(logp, allowed)
+    ok = torch.isfinite(log_z)
+    tok = torch.zeros(cdf.shape[0], dtype=torch.long, device=cdf.device)
+    if bool(ok.all()):
+        return _sample_rows(cdf, generator), log_z
+    idx = ok.nonzero().squeeze(1)
+    if idx.numel():
+        tok[idx] = _sample_rows(cdf.index_select(0, idx), generator)
+    return tok, log_z
+
+
+class _DenseMasked:
+    """The masked next-token distributions of all rows over the full vocabulary.
+
+    GPU (or any non-CPU device): torch, one full-width CDF per row.
+
+    CPU: numpy in row chunks of ``_CHUNK_ROWS`` (each chunk's unpacked mask
+    stays small and cache-resident), into ``work``, a zero-padded buffer the
+    driver reuses across steps (a fresh ``(rows, V)`` array per step costs
+    more in page faults than the arithmetic). Instead of a full running sum,
+    the row is cut into blocks of ``_BLOCK`` tokens: one pass computes the
+    allowed weights ``exp(logp - m) * allowed`` and their block sums; a draw
+    then picks a block from the (short) cumulative block sums and a token
+    from the running sum of that one block. ``m`` is the row's overall
+    maximum; rows whose allowed mass underflows (below ``1e-30`` of the top
+    token's) are redone with the allowed maximum.
+    """
+
+    def __init__(self, logp: Any, bitmask: np.ndarray, work: Optional["_Workspace"] = None, use_torch: bool = False):
+        rows, vocab = logp.shape
+        self.vocab = vocab
+        if not use_torch and logp.device.type == "cpu" and sys.byteorder == "little":
+            self._init_cpu(logp, bitmask, work)
+        else:
+            self.cdf, lz = _masked_cdf(logp, _allowed_mask(bitmask, vocab, logp.device))
+            self.log_z = lz.double().cpu().numpy()
+
+    def _init_cpu(self, logp: Any, bitmask: np.ndarray, work: Optional["_Workspace"]) -> None:
+        import torch
+
+        self.cdf = None
+        rows, vocab = logp.shape
+        lp = (logp if logp.dtype in (torch.float32, torch.float64) else logp.float()).detach().numpy()
+        if work is None:
+            work = _Workspace(rows)
+        buf = work.get(rows, vocab, lp.dtype)  # (rows, nb * B), zero beyond vocab
+        nb, bs = buf.shape[1] // work.block, work.block
+        e = buf[:, :vocab]
+        mx = lp.max(axis=1, keepdims=True)
+        mx[~np.isfinite(mx)] = 0.0
+        bsum = np.empty((rows, nb), dtype=np.float64)
+        for a in range(0, rows, _CHUNK_ROWS):
+            b = min(rows, a + _CHUNK_ROWS)
+            ec = e[a:b]
+            np.subtract(lp[a:b], mx[a:b], out=ec)
+            np.exp(ec, out=ec)
+            np.multiply(ec, _unpack_bits(bitmask[a:b], vocab), out=ec)
+            bsum[a:b] = buf[a:b].reshape(b - a, nb, bs).sum(axis=2)
+        total = bsum.sum(axis=1)
+        for r in np.flatnonzero(total < 1e-30):  # allowed mass underflowed (or is 0)
+            ok = _unpack_bits(bitmask[r:r + 1], vocab)[0].astype(bool)
+            vals = np.where(ok, lp[r], -np.inf)
+            m = vals.max()
+            if not np.isfinite(m):
+                m = 0.0
+            np.exp(vals - m, out=e[r])
+            mx[r] = m
+            bsum[r] = buf[r].reshape(nb, bs).sum(axis=1)
+            total[r] = bsum[r].sum()
+        with np.errstate(divide="ignore"):
+            self.log_z = mx[:, 0].astype(np.float64) + np.log(total)
+        self.buf3 = buf.reshape(rows, nb, bs)
+        self.bcum = np.cumsum(bsum, axis=1)
+
+    def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
+        import torch
+
+        if self.cdf is not None:
+            return self._sample_torch(src, generator)
+        u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
+        bcum = self.bcum[src]  # (k, nb)
+        u = u01 * bcum[:, -1]
+        nb = bcum.shape[1]
+        blk = np.minimum((bcum <= u[:, None]).sum(axis=1), nb - 1)
+        lo = np.where(blk > 0, bcum[np.arange(src.size), blk - 1], 0.0)
+        w = self.buf3[src, blk].astype(np.float64)  # (k, B)
+        c = np.cumsum(w, axis=1)
+        t = (c <= (u - lo)[:, None]).sum(axis=1)
+        bs = w.shape[1]
+        for j in np.flatnonzero((t >= bs) | (w[np.arange(src.size), np.minimum(t, bs - 1)] <= 0)):
+            # Rounding put u at or past the end of its block (or its row):
+            # take the last token with positive weight of the row.
+            row = self.buf3[src[j]].reshape(-1)
+            pos = np.flatnonzero(row > 0)
+            t[j], blk[j] = pos[-1] % bs, pos[-1] // bs
+        return blk.astype(np.int64) * bs + t
+
+    def _sample_torch(self, src: np.ndarray, generator: Any) -> np.ndarray:
+        import torch
+
+        cdf = self.cdf
+        rows, vocab = cdf.shape
+        total = cdf[:, -1]
+        u01 = torch.rand(src.size, generator=generator, dtype=cdf.dtype, device=cdf.device)
+        if src.size == rows and np.array_equal(src, np.arange(rows)):
+            sel, tot = cdf, total
+        else:
+            src_t = torch.from_numpy(src).to(cdf.device)
+            sel, tot = cdf.index_select(0, src_t), total[src_t]
+        tok = torch.searchsorted(sel, (u01 * tot).unsqueeze(1), right=True).squeeze(1).cpu().numpy()
+        for j in np.flatnonzero(tok >= vocab):  # u rounded up to the total
+            row = cdf[int(src[j])]
+            tok[j] = int((row < row[-1]).sum())  # the last token with positive mass
+        return tok
+
+
+class _Workspace:
+    """The CPU dense path's reusable buffer: ``(n, nb * block)``, zero in the
+    columns beyond the vocabulary (so whole blocks can be summed)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.block = _BLOCK
+        self.buf: Optional[np.ndarray] = None
+
+    def get(self, rows: int, vocab: int, dtype: Any) -> np.ndarray:
+        self.block = min(_BLOCK, vocab)
+        width = -(-vocab // self.block) * self.block
+        if self.buf is None or self.buf.dtype != dtype or self.buf.shape[1] != width or self.buf.shape[0] < rows:
+            self.buf = np.zeros((max(self.n, rows), width), dtype=dtype)
+        return self.buf[:rows]
+
+
+#: Tokens per block of the CPU dense path.
+_BLOCK = 1024
+
+#: Rows per chunk of the CPU dense path.
+_CHUNK_ROWS = 8
+
+
+class _EmptyRow(Exception):
+    pass
+
+
+class _SparseMasked:
+    """The same over the allowed entries only (numpy, CPU): the allowed
+    tokens of all rows are concatenated (row-major), so every pass touches
+    ``K`` entries instead of ``rows * V``, and only the nonzero words of the
+    packed bitmask are ever unpacked.
+
+    One float64 running sum over all rows serves as every row's CDF (row
+    ``r`` owns ``c[start_r:end_r]``, its entries are ``exp(logp - m_r) <= 1``
+    so all sums stay below ``K`` and float64 keeps them exact to ~1e-16 K).
+    """
+
+    def __init__(self, logp: np.ndarray, bitmask: np.ndarray):
+        rows, vocab = logp.shape
+        words_per_row = bitmask.shape[1]
+        nzw = np.flatnonzero(bitmask)  # nonzero words, row-major
+        bits = np.unpackbits(bitmask.reshape(-1)[nzw].view(np.uint8), bitorder="little")
+        idx = np.flatnonzero(bits)  # over (word, bit), sorted
+        wi, bi = idx >> 5, idx & 31
+        w = nzw[wi]
+        row = w // words_per_row
+        tok = (w - row * words_per_row) * 32 + bi
+        if tok.size and tok.max() >= vocab:  # columns the logits do not have
+            keep = tok < vocab
+            row, tok = row[keep], tok[keep]
+        flat = row * vocab + tok
+        bounds = np.searchsorted(flat, np.arange(rows + 1, dtype=np.int64) * vocab)
+        starts, ends = bounds[:-1], bounds[1:]
+        if np.any(ends == starts):
+            raise _EmptyRow
+        vals = logp.reshape(-1)[flat].astype(np.float64)
+        mx = np.maximum.reduceat(vals, starts)
+        mx[~np.isfinite(mx)] = 0.0
+        e = np.exp(vals - np.repeat(mx, ends - starts))
+        tot = np.add.reduceat(e, starts)
+        with np.errstate(divide="ignore"):
+            self.log_z = mx + np.log(tot)
+        c = np.cumsum(e)
+        before = np.concatenate(([0.0], c))
+        self.c, self.e, self.flat, self.vocab = c, e, flat, vocab
+        self.starts, self.ends = starts, ends
+        self.lo, self.hi = before[starts], before[ends]
+
+    def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
+        import torch
+
+        u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
+        lo = self.lo[src]
+        u = lo + u01 * (self.hi[src] - lo)
+        pos = np.searchsorted(self.c, u, side="right")
+        for j in np.flatnonzero(pos >= self.ends[src]):  # u rounded up to the row's end
+            r = src[j]
+            nz = np.flatnonzero(self.e[self.starts[r]:self.ends[r]])
+            pos[j] = self.starts[r] + nz[-1]
+        return self.flat[pos] - src.astype(np.int64) * self.vocab
+
+
+#: Use the sparse path on CPU when at most this fraction of entries is allowed.
+SPARSE_MAX_FRACTION = 0.01
+
+
+def _masked_dist(logp: Any, bitmask: np.ndarray, work: Optional[_Workspace] = None) -> Any:
+    """The masked distributions of all rows (``log_z`` and ``sample``):
+    sparse on CPU when few tokens are allowed, dense otherwise. ``work``:
+    the reusable buffer of the CPU dense path."""
+    import torch
+
+    vocab = logp.shape[-1]
+    if logp.dtype not in (torch.float32, torch.float64):
+        logp = logp.float()  # half-precision running sums would be too coarse
+    if logp.device.type == "cpu" and sys.byteorder == "little":
+        counts = _popcount_rows(bitmask)
+        if counts.min() > 0 and counts.sum() <= SPARSE_MAX_FRACTION * bitmask.shape[0] * vocab:
+            try:
+                return _SparseMasked(logp.detach().numpy(), bitmask)
+            except _EmptyRow:  # every allowed token of a row is beyond the logits
+                pass
+    return _DenseMasked(logp, bitmask, work)
+
+
+def _popcount_rows(bitmask: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(bitmask.view(np.uint32)).sum(axis=1, dtype=np.int64)
+    return np.unpackbits(bitmask.view(np.uint8), axis=1).sum(axis=1, dtype=np.int64)
+
+
+def _seeds(seed: Optional[int]) -> Tuple[int, int]:
+    ss = np.random.SeedSequence(seed)
+    a, b = ss.generate_state(2, dtype=np.uint64)
+    return int(a) & (2**63 - 1), int(b) & (2**63 - 1)
+
+
+def _check_args(n_particles: int, ess_threshold: float, resampler: str, max_new_tokens: int) -> None:
+    if not isinstance(n_particles, (int, np.integer)) or n_particles < 1:
+        raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+    if not (0.0 <= float(ess_threshold) <= 1.0):
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+
+# --------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompt: Union[str, Sequence[int], None],
+    constraint: Any,
+    *,
+    n_particles: int = 32,
+    ess_threshold: float = 0.5,
+    resampler: str = "systematic",
+    max_new_tokens: int = 64,
+    seed: Optional[int] = None,
+    vocab: Any = None,
+    profile: bool = False,
+) -> SMCResult:
+    """Sample ``n_particles`` weighted continuations of ``prompt`` under ``constraint``.
+
+    ``model``: a :class:`tokensieve.models.LanguageModel` (e.g.
+    :class:`~tokensieve.models.TableLM`, :class:`~tokensieve.models.HFModel`)
+    or a Hugging Face causal LM, wrapped in ``HFModel``.
+    ``tokenizer``: a ``transformers`` tokenizer or ``tokenizers.Tokenizer``;
+    encodes a text ``prompt`` and provides the vocabulary (``None`` is fine
+    with token-id prompts and a model that has a ``vocabulary``).
+    ``prompt``: text, token ids, or ``None``/``""`` (a Hugging Face model then
+    starts from its BOS token). It is not constrained.
+    ``constraint``: a :class:`tokensieve.Constraint`, or a regex string
+    compiled against the vocabulary. The model's logits must be indexed by
+    the same token ids; columns beyond the constraint's vocabulary are never
+    allowed.
+    ``ess_threshold``: resample when ``ESS < ess_threshold * n_particles``
+    (0 never resamples: plain importance sampling; 1 resamples at every step
+    with unequal weights). ``resampler``: one of :data:`RESAMPLERS`.
+    ``seed``: makes the run deterministic (token draws and resampling).
+    ``vocab``: the :class:`tokensieve.Vocabulary` used for texts (default: the
+    model's ``vocabulary`` attribute, else built from ``tokenizer``).
+    ``profile``: synchronise the device between phases so that
+    ``SMCResult.timings`` are exact on GPUs (slower).
+    """
+    import torch
+
+    _check_args(n_particles, ess_threshold, resampler, max_new_tokens)
+    lm = as_language_model(model)
+    vocab = _resolve_vocab(vocab, lm, tokenizer)
+    if isinstance(constraint, str):
+        if vocab is None:
+            raise ValueError("a regex constraint needs a tokenizer or vocab to compile against")
+        constraint = _core.compile_regex(constraint, vocab)
+    if vocab is None:
+        raise ValueError("no vocabulary: pass a tokenizer or vocab=")
+    prompt_ids = _encode_prompt(tokenizer, prompt)
+
+    n = int(n_particles)
+    token_seed, pop_seed = _seeds(seed)
+    # Weights, ESS, resampling and the running log Z: the Rust Population
+    # (resampling resets every log weight to log_z, so log_z is invariant).
+    pop = _core.Population(n, ess_threshold=float(ess_threshold), resampler=resampler, seed=pop_seed)
+    generators: Dict[Any, Any] = {}
+    work = _Workspace(n)  # reusable buffer of the CPU dense path
+
+    timings = {k: 0.0 for k in _TIMING_KEYS}
+    clock = _clock
+    sync = (lambda: None)
+
+    proto = _core.Matcher(constraint)
+    matchers = [proto] + [proto.copy() for _ in range(n - 1)]
+    tokens: List[List[int]] = [[] for _ in range(n)]
+    status = np.zeros(n, dtype=np.int8)
+    live = np.arange(n)  # particle index of each model row
+    bitmask = np.zeros((n, _core.bitmask_words(constraint.vocab_size)), dtype=np.int32)
+    ess_hist: List[float] = []
+    resampled: List[bool] = []
+
+    state = lm.start(prompt_ids, n)
+    last: Optional[Any] = None
+    steps = 0
+    for step in range(int(max_new_tokens)):
+        if live.size == 0:
+            break
+        steps += 1
+        rows = live.size
+        t0 = clock()
+        logp = lm.next_logprobs(state, last)
+        if profile and logp.device.type == "cuda":
+            sync = torch.cuda.synchronize
+        sync()
+        t1 = clock()
+        if tuple(logp.shape[:1]) != (rows,) or logp.dim() != 2:
+            raise RuntimeError(f"model returned log-probs of shape {tuple(logp.shape)} for {rows} live particles")
+        bm = bitmask[:rows]
+        _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
+        sync()
+        t1b = clock()
+        if logp.dim() == 2 and not logp.is_contiguous():
+            logp = logp.contiguous()
+        dist = _masked_dist(logp, bm, work)
+        del logp
+        lz_np = dist.log_z
+        sync()
+        t2 = clock()
+
+        # Weights first: Z_t depends only on the prefix, not on the token
+        # about to be drawn, so the population can be resampled *before*
+        # sampling ("fully adapted" SMC): copies of one ancestor then draw
+        # independent tokens, which keeps more distinct paths alive than
+        # resampling after the draw.
+        inc = np.zeros(n)
+        inc[live] = lz_np
+        status[live[~np.isfinite(lz_np)]] = DEAD  # nothing allowed is possible
+        pop.add_log_weights(inc)
+        ess_hist.append(float(pop.ess))
+        anc: Optional[np.ndarray] = None
+        if np.any(status == LIVE):
+            anc = pop.maybe_resample()
+        resampled.append(anc is not None)
+        # Model row of each particle that is live before resampling (-1 otherwise).
+        row_of = np.full(n, -1, dtype=np.int64)
+        row_of[live] = np.arange(rows)
+        if anc is not None:
+            anc = np.asarray(anc, dtype=np.int64)
+            seen = np.zeros(n, dtype=bool)
+            new_m = []
+            for a in anc:
+                if seen[a]:
+                    new_m.append(matchers[a].copy())
+                else:
+                    seen[a] = True
+                    new_m.append(matchers[a])
+            matchers = new_m
+            tokens = [list(tokens[a]) for a in anc]
+            status = status[anc]
+            row_of = row_of[anc]
+        extend = np.flatnonzero(status == LIVE)  # particles drawing a token now
+        src = row_of[extend]  # their rows in cdf / the model state
+        t3 = clock()
+
+        if extend.size == 0:
+            live = extend
+            timings["forward"] += t1 - t0
+            timings["mask"] += t1b - t1
+            timings["weights"] += t2 - t1b
+            timings["resample"] += t3 - t2
+            break
+        dev = dist.cdf.device if isinstance(dist, _DenseMasked) and dist.cdf is not None else torch.device("cpu")
+        generator = generators.get(dev)
+        if generator is None:
+            generator = generators[dev] = torch.Generator(device=dev)
+            generator.manual_seed(token_seed)
+        tok_np = dist.sample(src, generator)
+        del dist
+        t4 = clock()
+
+        at_limit = step + 1 >= max_new_tokens
+        still = np.ones(extend.size, dtype=bool)
+        for r, i in enumerate(extend):
+            t = int(tok_np[r])
+            m = matchers[i]
+            if not m.consume_token(t):  # pragma: no cover - the mask forbids this
+                raise RuntimeError(f"sampled token {t} is not allowed by the constraint")
+            if m.is_terminated() and not m.allowed_tokens():
+                status[i] = EOS  # EOS consumed
+                still[r] = False
+            else:
+                tokens[i].append(t)
+                if at_limit:
+                    status[i] = MAX_TOKENS
+                    still[r] = False
+        t5 = clock()
+
+        live = extend[still]
+        keep = src[still]
+        if live.size and not (keep.size == rows and np.array_equal(keep, np.arange(rows))):
+            state = lm.reorder(state, torch.from_numpy(keep))
+        last = torch.from_numpy(tok_np[still])
+        sync()
+        t6 = clock()
+        timings["forward"] += t1 - t0
+        timings["mask"] += t1b - t1
+        timings["weights"] += t2 - t1b
+        timings["resample"] += t3 - t2
+        timings["sample"] += t4 - t3
+        timings["advance"] += t5 - t4
+        timings["reorder"] += t6 - t5
+
+    lw = np.asarray(pop.log_weights, dtype=np.float64)
+    if np.isfinite(lw).any():
+        weights = np.asarray(pop.normalized_weights(), dtype=np.float64)
+        log_z = float(pop.log_z)
+    else:
+        weights = np.zeros(n)
+        log_z = -math.inf
+    complete_mass = float(weights[status == EOS].sum())
+    log_z_complete = log_z + math.log(complete_mass) if complete_mass > 0 else -math.inf
+
+    text_bytes = [b"".join(vocab.token_bytes(t) for t in ts) for ts in tokens]
+    return SMCResult(
+        token_ids=tokens,
+        text_bytes=text_bytes,
+        texts=[b.decode("utf-8", errors="replace") for b in text_bytes],
+        status=[_STATUS_NAMES[int(s)] for s in status],
+        log_weights=lw,
+        weights=weights,
+        log_z=log_z,
+        log_z_complete=log_z_complete,
+        ess=ess_hist,
+        resampled=resampled,
+        num_steps=steps,
+        n_particles=n,
+        timings=timings,
+    )
+
+
+def masked_decode(
+    model: Any,
+    tokenizer: Any,
+    prompt: Union[str, Sequence[int], None],
+    constraint: Any,
+    *,
+    n_samples: int = 32,
+    max_new_tokens: int = 64,
+    seed: Optional[int] = None,
+    vocab: Any = None,
+) -> SMCResult:
+    """Plain masked decoding (what a logits processor does), for comparison:
+    the same sampler as :func:`generate` without weights or resampling.
+
+    The returned ``weights`` are uniform (``1 / n_samples``), so
+    ``posterior()`` is the empirical distribution of masked decoding, which
+    is *not* the conditional distribution; ``log_z`` is the
+    importance-sampling estimate from the same draws (valid, just noisy).
+    """
+    res = generate(
+        model,
+        tokenizer,
+        prompt,
+        constraint,
+        n_particles=n_samples,
+        ess_threshold=0.0,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        vocab=vocab,
+    )
+    alive = np.isfinite(res.log_weights)
+    res.weights = alive / max(int(alive.sum()), 1)
+    return res
+
+
+# --------------------------------------------------------------------------
+# Printing (for the CLI)
+# --------------------------------------------------------------------------
+
+
+def format_result(result: SMCResult, *, top: int = 10) -> str:
+    """A human-readable summary: the ``top`` strings of the posterior with
+    their weights, the ``log Z`` estimate, ESS and resampling counts."""
+    lines = []
+    post = result.posterior()
+    lines.append(f"SMC: {result.n_particles} particles, {result.num_steps} steps, "
+                 f"{sum(result.resampled)} resampling steps")
+    counts = {k: result.status.count(k) for k in ("eos", "max_new_tokens", "dead")}
+    lines.append("particles: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    lz = result.log_z
+    lines.append(f"log Z estimate (log P(constraint)): {lz:.4f}" + (f"  (Z = {math.exp(lz):.4g})" if math.isfinite(lz) else ""))
+    if result.ess:
+        lines.append(f"ESS after each step's weight update: min {min(result.ess):.1f}, last {result.ess[-1]:.1f}")
+    lines.append(f"posterior ({len(post)} distinct strings):")
+    if not post:
+        lines.append("  (none)")
+    status_of: Dict[str, str] = {}
+    for t, s in zip(result.texts, result.status):
+        status_of.setdefault(t, s)
+    for i, (text, w) in enumerate(post.items()):
+        if i >= top:
+            lines.append(f"  ... {len(post) - top} more")
+            break
+        mark = "" if status_of.get(text) == "eos" else "  [cut at max_new_tokens]"
+        lines.append(f"  {w:8.4f}  {text!r}{mark}")
+    return "\n".join(lines)
+
+
+def print_result(result: SMCResult, *, top: int = 10, file: Optional[TextIO] = None) -> None:
+    """Print :func:`format_result` to ``file`` (default stdout)."""
+    print(format_result(result, top=top), file=file if file is not None else sys.stdout)
