@@ -71,7 +71,9 @@ pub const DEAD: u32 = 0;
 impl Dfa {
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
-        // Entries of `trans` are < num_states and classes < stride by construction.
+        // Every state id stored in `trans` is < num_states and classes are
+        // < stride, so ids from this DFA index in bounds; the check stays
+        // for ids from elsewhere.
         self.trans[s as usize * self.stride + self.classes[b as usize] as usize]
     }
 

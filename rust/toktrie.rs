@@ -130,7 +130,7 @@ impl TokTrie {
     /// Walk for automata whose next state depends only on the previous
     /// state and the byte (DFAs): states are kept per depth, so undoing a
     /// byte costs nothing. `step` returns `0` for "dead". Calls
-    /// `on_accept(node, state)` for every accepted node.
+    /// `on_accept(node, state)` for every accepted node where a token ends.
     #[inline(always)]
     pub fn walk_states<S: Fn(u32, u8) -> u32, F: FnMut(usize, u32)>(&self, start: u32, step: S, mut on_accept: F) {
         let nodes = &self.nodes[..];
@@ -139,6 +139,32 @@ impl TokTrie {
         let n = nodes.len();
         let mut i = 1usize;
         while i < n {
+            // SAFETY: `i < n`; `1 <= depth <= max_depth` for every non-root
+            // node, so both `states` indices are in bounds.
+            let node = unsafe { *nodes.get_unchecked(i) };
+            let d = node.depth as usize;
+            debug_assert!(d >= 1 && d < states.len());
+            let s = step(unsafe { *states.get_unchecked(d - 1) }, node.byte);
+            if s == 0 {
+                i = node.subtree_end as usize;
+                continue;
+            }
+            unsafe { *states.get_unchecked_mut(d) = s };
+            if node.ntok != 0 {
+                on_accept(i, s);
+            }
+            i += 1;
+        }
+    }
+
+    /// Like [`TokTrie::walk_states`] but calls `on_visit(node, state)` for
+    /// every accepted node, token end or not.
+    pub fn walk_states_all<S: Fn(u32, u8) -> u32, F: FnMut(usize, u32)>(&self, start: u32, step: S, mut on_visit: F) {
+        let nodes = &self.nodes[..];
+        let mut states = vec![0u32; self.max_depth + 1];
+        states[0] = start;
+        let mut i = 1usize;
+        while i < nodes.len() {
             let node = nodes[i];
             let d = node.depth as usize;
             let s = step(states[d - 1], node.byte);
@@ -147,7 +173,7 @@ impl TokTrie {
                 continue;
             }
             states[d] = s;
-            on_accept(i, s);
+            on_visit(i, s);
             i += 1;
         }
     }

@@ -116,3 +116,48 @@ def fill_next_token_bitmasks(matchers: List[Matcher], bitmask: Any, indices: Opt
 
 def bitmask_words(vocab_size: int) -> int:
     """Words per bitmask row: ceil(vocab_size / 32)."""
+
+# ---- resampling back end (used by tokensieve.resample / tokensieve.smc) ----
+
+RESAMPLE_SCHEMES: tuple
+
+def resample_into(
+    kind: int, logw_ptr: int, len: int, out_ptr: int, n: int, seed: int,
+    uniforms_ptr: Optional[int] = None, uniforms_len: int = 0,
+) -> None:
+    """Write ``n`` sorted ancestor indices (scheme code ``kind``) into ``out_ptr``."""
+
+def data_address(arr: Any) -> int:
+    """Address of a numpy array's data (checked against ``arr.ctypes.data`` at import)."""
+
+def ess_of_ptr(logw_ptr: int, len: int) -> float:
+    """Effective sample size of unnormalised log weights."""
+
+def log_normalize_into(logw_ptr: int, len: int, out_ptr: int) -> float:
+    """Write normalised log weights; returns the log normaliser."""
+
+class Population:
+    """Particle weights, ESS-triggered resampling and the running log Z estimate."""
+
+    def __init__(self, n: int, ess_threshold: float = 0.5, resampler: str = "systematic", seed: Optional[Any] = None) -> None: ...
+    def add_log_weights(self, increments: Any) -> None:
+        """Add per-particle log-weight increments (length n)."""
+    def maybe_resample(self) -> Optional[Any]:
+        """Resample if ESS < ess_threshold * n; returns the int64 ancestors or None."""
+    def normalized_weights(self) -> Any: ...
+    @property
+    def log_weights(self) -> Any: ...
+    @property
+    def log_z(self) -> float:
+        """Estimate of the log marginal likelihood."""
+    @property
+    def ess(self) -> float: ...
+    @property
+    def ess_history(self) -> List[float]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def ess_threshold(self) -> float: ...
+    @property
+    def resampler(self) -> str: ...
+    def __len__(self) -> int: ...

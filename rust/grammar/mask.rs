@@ -38,7 +38,7 @@ impl LexEntry {
             boundaries.push((0u32, s));
         }
         // Visit every accepted node (not only token ends) to find boundaries.
-        trie.walk_states(s, |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 }, |i, ls| {
+        trie.walk_states_all(s, |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 }, |i, ls| {
             for &t in trie.node_tokens(i) {
                 set_bit(&mut inner, t);
             }
