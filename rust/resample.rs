@@ -19,23 +19,40 @@
 //! | `Multinomial` | `n` sorted i.i.d. uniforms                | `n`                              |
 //! | `Stratified`  | `(k + u_k) / n`, one uniform per stratum  | `n`                              |
 //! | `Systematic`  | `(k + u) / n`, one shared uniform         | `1`                              |
-//! | `Residual`    | `floor(n w_i)` copies of `i` first, then multinomial on the remainders `n w_i - floor(n w_i)` | `R = n - sum_i floor(n w_i)` (`<= n`) |
+//! | `Residual`    | `floor(n w_i)` copies of `i` first, then systematic on the remainders: points `k + u`, `k < R`, against the cumulative remainders `r_i = n w_i - floor(n w_i)` (`R = n - sum_i floor(n w_i) = sum_i r_i`) | `1` |
 //!
 //! Because the points are sorted, one left-to-right walk over the particles
 //! emits the output already sorted: at particle `i` we only need `K_i`, the
 //! number of points below `C_i`, and we write `i` into `out[K_{i-1}..K_i]`.
-//! For systematic and stratified `K_i` has a closed form (no search, no
-//! data-dependent inner loop, see `strata_below`); for multinomial and
-//! residual it is a merge against the sorted uniforms, which we generate
+//! For systematic, stratified and residual `K_i` has a closed form (no
+//! search, no data-dependent inner loop, see `strata_below`); for
+//! multinomial it is a merge against the sorted uniforms, which we generate
 //! already sorted in O(n) from exponential spacings (the normalised partial
 //! sums of `n + 1` standard exponentials are distributed as `n` sorted
 //! uniforms). Every kernel is therefore O(N + n), and no kernel sorts
 //! anything except *caller-supplied* multinomial uniforms (see
 //! [`Uniforms::Given`]).
 //!
-//! The residual kernel is residual-*multinomial* (the usual definition):
-//! its counts are `floor(n w_i)` plus a multinomial share of the `R` left
-//! over draws, so unlike systematic they can exceed `ceil(n w_i)`.
+//! # Residual is residual-*systematic*
+//!
+//! The residual kernel's second stage is systematic, not multinomial (the
+//! textbook residual resampling is residual-multinomial, whose counts are
+//! only bounded below by `floor(n w_i)`). Each remainder `r_i` is below 1,
+//! so its interval on the residual ruler holds at most one point: every
+//! count is `floor(n w_i)` or `ceil(n w_i)`, the latter with probability
+//! `r_i`, so `E[N_i] = n w_i` and `Var[N_i] = r_i (1 - r_i)`. The bound is
+//! enforced per particle, from `n w_i` itself, whatever the rounding (see
+//! `residual_walk`).
+//!
+//! In exact arithmetic this is the *same* resampler as `Systematic`, point
+//! for point: `floor`s up to `i` plus remainders up to `i` add up to
+//! `n C_i / S`, and the integers below the floors hold one point each, so
+//! the number of points `k + u` below `n C_i / S` is the same on both
+//! rulers. The same `u` gives the same output (up to round-off at interval
+//! boundaries, a set of `u` of measure ~1e-15), hence the same joint law of
+//! the counts. What the residual formulation adds is that the
+//! `{floor, ceil}` bound holds exactly for the computed `n w_i`, rather than
+//! for differences of rounded cumulative sums.
 //!
 //! # Numerical safety
 //!
@@ -54,6 +71,11 @@
 //!   own empty intervals, so they are never selected, wherever they are.
 //! * Every output slot is written, whatever the rounding: the walk ends with
 //!   `out[K_{L-1}..n] = L`.
+//! * Residual is the exception to "`L` absorbs the rest", since giving `L`
+//!   a second extra copy would break its `{floor, ceil}` bound: a residual
+//!   point lost to round-off goes to the last particle with a positive
+//!   remainder that has no extra copy yet (see `residual_walk`), and a
+//!   zero-remainder particle never gets an extra copy.
 //!
 //! # Speed
 //!
@@ -65,7 +87,9 @@
 //! particles the cumulative sums and the counts `K_i` are computed by
 //! vectorised loops, and only the runs `out[K_{i-1}..K_i] = i` are written
 //! by a scalar loop (see `fill_block`); the multinomial merge is
-//! branch-free (see `merge_walk`).
+//! branch-free (see `merge_walk`). Residual has one more pass before the
+//! walk (the sum of the floors and of the remainders, which fixes `R` and
+//! the residual scale), then a blocked walk of the same shape.
 //!
 //! On x86-64 the block-level loops are also compiled for AVX2 + FMA and
 //! picked at run time (`dispatch!`). Both builds perform the same IEEE
@@ -109,8 +133,11 @@ pub enum Scheme {
     /// one of `floor(n w_i)` / `ceil(n w_i)`; variance never above
     /// multinomial's.
     Stratified,
-    /// `floor(n w_i)` copies deterministically, then multinomial on the
-    /// remaining `R = n - sum floor(n w_i)` draws.
+    /// `floor(n w_i)` copies deterministically, then systematic
+    /// resampling of the remaining `R = n - sum floor(n w_i)` draws on the
+    /// remainders `n w_i - floor(n w_i)` (residual-systematic). Each count
+    /// is `floor(n w_i)` or `ceil(n w_i)`; one uniform. (Same law as
+    /// `Systematic`: see the module docs.)
     Residual,
 }
 
@@ -208,13 +235,14 @@ pub enum ResampleError {
         /// Number supplied.
         got: usize,
     },
-    /// Residual resampling needs one uniform per residual draw.
+    /// Residual resampling was given no uniform (it takes one: the offset
+    /// of its systematic stage; further values are ignored).
     #[error(
-        "residual resampling needs at least {needed} uniform(s) (one per residual draw, \
-         R = n - sum floor(n w_i)), got {got}; passing n uniforms is always enough"
+        "residual resampling needs at least {needed} uniform(s) (the offset u of its systematic \
+         stage; values after the first are checked but ignored), got {got}"
     )]
     TooFewUniforms {
-        /// `R`, the number of residual draws for these weights.
+        /// Number required (always 1).
         needed: usize,
         /// Number supplied.
         got: usize,
@@ -246,17 +274,20 @@ pub enum Uniforms<'a> {
     ///   draw (`u` picks the particle whose interval contains `u * S`). They
     ///   are sorted internally, O(n log n); the seeded path instead
     ///   generates sorted uniforms directly and does not sort.
-    /// * `Residual`: at least `R = n - sum_i floor(n w_i)`, the number of
-    ///   draws of its multinomial stage (`R <= n`, so `n` is always enough);
-    ///   the first `R` are inverse-CDF draws on the normalised remainders
-    ///   `n w_i - floor(n w_i)`, the rest are ignored.
+    /// * `Residual`: 1, the offset `u` of its systematic stage: points
+    ///   `k + u`, `k = 0..R`, on the cumulative remainders
+    ///   `n w_i - floor(n w_i)` (scaled to total `R`). For backwards
+    ///   compatibility (this stage used to be multinomial, taking one
+    ///   uniform per residual draw) a longer slice is accepted and only its
+    ///   first value is used; an empty slice is
+    ///   [`ResampleError::TooFewUniforms`].
     ///
     /// All supplied values are checked, used or not.
     Given(&'a [f64]),
 }
 
 /// Per-thread reusable `f64` buffers for the kernels' O(N) scratch (the
-/// weights, and the sorted points of multinomial / residual).
+/// weights, and the sorted points of multinomial).
 ///
 /// At large N a fresh allocation of that size comes straight from `mmap`,
 /// and touching it costs a page fault and a kernel page clear per 4 KiB:
@@ -1062,64 +1093,305 @@ fn merge_walk(isa: Isa, w: &mut [f64], last: usize, out: &mut [i64], pts: &[f64]
     }
 }
 
-fn residual_kernel(isa: Isa, mut ws: Weights, out: &mut [i64], src: Uniforms<'_>) -> Result<(), ResampleError> {
+/// Residual-systematic resampling. Stage 1 gives particle `i` its
+/// `F_i = floor(x_i)` deterministic copies, `x_i = n w_i` (computed, every
+/// time it is needed, as the single product `w_i * (n / S)`); stage 2
+/// places the `R = n - sum_i F_i` remaining draws by systematic resampling
+/// on the fractional parts `r_i = x_i - F_i`, laid out on a "residual
+/// ruler" in index order: points `k + u`, `k = 0..R`, against the
+/// cumulative remainders `c_i = r_0 + ... + r_i` scaled by
+/// `R / sum_j r_j` (exactly 1 in exact arithmetic, where `sum_j r_j = R`).
+///
+/// Particle `i` receives an extra copy iff a point falls in its scaled
+/// remainder interval; that interval is shorter than 1 (`r_i < 1`), so it
+/// holds at most one point, and `N_i` is `F_i` or `F_i + 1 = ceil(x_i)`,
+/// the latter with probability `r_i` (so `E[N_i] = x_i` and
+/// `Var[N_i] = r_i (1 - r_i)`).
+///
+/// Two passes over the weights after [`weights`]: `sum F_i` and `sum r_i`
+/// (the latter summed exactly as the walk will, so that the walk's last
+/// cumulative remainder is exactly `sum r_i`), then the walk. Both are
+/// blocked and vectorised like the systematic walk, for `n` up to
+/// [`BLOCKED_MAX_N`]; above that, plain scalar loops.
+fn residual_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>) -> Result<(), ResampleError> {
+    let u = match src {
+        Uniforms::Rng(rng) => next_uniform(rng),
+        // One value, or (backwards compatibility with the former
+        // residual-multinomial interface, which took R <= n values) a
+        // longer sequence of which only the first is used.
+        Uniforms::Given(g) => match g.first() {
+            Some(&u) => u,
+            None => return Err(ResampleError::TooFewUniforms { needed: 1, got: 0 }),
+        },
+    };
     let n = out.len();
-    let last = ws.last;
     let scale = n as f64 / ws.sum;
-    // counts[i] = floor(n w_i); w becomes the remainders n w_i - floor(n w_i).
-    let w = &mut ws.w[..=last];
-    let mut counts = vec![0u32; last + 1];
-    let mut floors = 0usize;
-    let mut rem_sum = 0.0f64;
-    for (v, c) in w.iter_mut().zip(counts.iter_mut()) {
-        let nw = *v * scale;
-        // nw >= 0, so truncation is floor; nw <= n (1 + eps) fits u32 when
-        // n does, and saturates otherwise (then `end` below is clamped).
-        let f = nw as u32;
-        *c = f;
-        floors = floors.saturating_add(f as usize);
-        *v = nw - f as f64;
-        rem_sum += *v;
-    }
+    let w = &ws.w[..=ws.last];
+    let blocked = n <= BLOCKED_MAX_N;
+    let (floors, rem_sum) = if blocked {
+        residual_totals_blocked(isa, w, scale)
+    } else {
+        residual_totals_scalar(w, scale)
+    };
     // Round-off cannot push the floors past n for any realistic n (their
     // sum is at most n (1 + N eps)), but saturate so it could not matter.
     let draws = n.saturating_sub(floors);
-    if let Uniforms::Given(g) = &src {
-        if g.len() < draws {
-            return Err(ResampleError::TooFewUniforms {
-                needed: draws,
-                got: g.len(),
-            });
-        }
+    let factor = if draws > 0 && rem_sum > 0.0 { draws as f64 / rem_sum } else { 0.0 };
+    if blocked {
+        residual_walk_blocked(isa, w, scale, out, draws, factor, u);
+    } else {
+        residual_walk_scalar(w, scale, out, draws, factor, u);
     }
-    // Stage 2, if there is something to draw and (round-off could in
-    // principle leave none) a positive remainder to draw it from.
-    if let Some(rem_last) = w.iter().rposition(|&r| r > 0.0).filter(|_| draws > 0) {
-        let (pts, factor) = match src {
-            Uniforms::Rng(rng) => {
-                let (t, total) = sorted_spacings(isa, rng, draws);
-                (t, total / rem_sum)
-            }
-            Uniforms::Given(g) => (sorted_copy(&g[..draws]), 1.0 / rem_sum),
-        };
-        // The draws' ancestors go to the front of `out` (draws <= n), are
-        // tallied, and are then overwritten by the final runs.
-        merge_walk(isa, w, rem_last, &mut out[..draws], &pts, factor);
-        scratch::give(1, pts);
-        for &a in &out[..draws] {
-            counts[a as usize] += 1;
-        }
+    Ok(())
+}
+
+/// `floor(x)` for `x >= 0` as a count (truncation; saturating, so a huge or
+/// NaN `x` cannot wrap). The blocked loops compute the same value with an
+/// `i32` conversion, exact for `x < 2^31`.
+#[inline(always)]
+fn floor_count(x: f64) -> usize {
+    x as usize
+}
+
+/// `(sum_i floor(x_i), sum_i r_i)`, `x_i = w_i * scale`, by plain loops
+/// (the summation order of [`residual_walk_scalar`]).
+fn residual_totals_scalar(w: &[f64], scale: f64) -> (usize, f64) {
+    let mut floors = 0usize;
+    let mut rem_sum = 0.0f64;
+    for &v in w {
+        let x = v * scale;
+        let f = floor_count(x);
+        floors = floors.saturating_add(f);
+        // Exact: the fractional part of a double is a double.
+        rem_sum += x - f as f64;
     }
+    (floors, rem_sum)
+}
+
+/// The largest `x` the blocked residual loops convert to `i32`: well above
+/// any `n w_i` they see (`n <= BLOCKED_MAX_N`), far below `i32::MAX`.
+const RESIDUAL_LIMIT: f64 = (2 * BLOCKED_MAX_N - 1) as f64;
+
+/// One block of `x_j = w_j * scale`, split into `fl[j] = floor(x_j)` and
+/// `r[j] = x_j - floor(x_j)`; returns `sum_j fl[j]`. Vectorised (packed
+/// double-to-int32 conversion, as in [`systematic_counts_body`]).
+#[inline(always)]
+fn residual_split_body(w: &[f64], scale: f64, r: &mut [f64], fl: &mut [i32]) -> i64 {
+    let mut total = 0i64;
+    for ((&v, rj), fj) in w.iter().zip(r.iter_mut()).zip(fl.iter_mut()) {
+        let x = v * scale;
+        // Compare-select clamps (NaN-proof; no-ops for valid x).
+        let x = if x > 0.0 { x } else { 0.0 };
+        let x = if x < RESIDUAL_LIMIT { x } else { RESIDUAL_LIMIT };
+        // SAFETY: 0 <= x <= RESIDUAL_LIMIT < 2^31, not NaN.
+        let f = unsafe { x.to_int_unchecked::<i32>() };
+        *fj = f;
+        *rj = x - f as f64;
+        total += f as i64;
+    }
+    total
+}
+
+/// `(sum floor(x_i), sum r_i)` block by block, with the remainders summed
+/// by [`block_prefix`], exactly as [`residual_walk_blocked`] accumulates
+/// them.
+fn residual_totals_blocked(isa: Isa, w: &[f64], scale: f64) -> (usize, f64) {
+    let mut r = [0.0f64; BLOCK];
+    let mut fl = [0i32; BLOCK];
+    let mut floors = 0i64;
+    let mut base = 0.0f64;
+    for chunk in w.chunks(BLOCK) {
+        let (r, fl) = (&mut r[..], &mut fl[..]);
+        let (f, end) = dispatch!(isa, fn generic(
+            chunk: &[f64], scale: f64, base: f64, r: &mut [f64], fl: &mut [i32]
+        ) -> (i64, f64) {
+            let r = &mut r[..chunk.len()];
+            let f = residual_split_body(chunk, scale, r, &mut fl[..chunk.len()]);
+            (f, block_prefix(None, r, base))
+        });
+        floors += f;
+        base = end;
+    }
+    (floors.max(0) as usize, base)
+}
+
+/// The walk of [`residual_kernel`], fused with writing the output: for
+/// each particle `i` (`x_i = w_i * scale`), write `floor(x_i) + e_i` copies
+/// of `i`, where `e_i` in `{0, 1}` says whether a systematic point `k + u`
+/// of the residual ruler lies in particle `i`'s interval, i.e. below the
+/// scaled cumulative remainder `c_i * factor` but not below
+/// `c_{i-1} * factor`.
+///
+/// Written so that no rounding can break the guarantees (each clause is a
+/// no-op in exact arithmetic):
+///
+/// * `e_i = 1` only if `r_i > 0`, at most once per particle, and at most
+///   `draws` times in all: with `K` the extras given so far, particle `i`
+///   gets one iff the number of points below its upper end exceeds `K`.
+///   Were an interval ever to hold two points (a scaled `r_i` above 1
+///   through round-off in `factor`), the second is carried to the next
+///   particle with a positive remainder rather than given twice.
+/// * Points lost at the top of the ruler (`c_last * factor` a hair below
+///   `draws` with `u` a hair below 1), or carried past the last positive
+///   remainder, are handed out by [`residual_repair`]: to the particles
+///   with a positive remainder and no extra copy yet, from the last one
+///   back.
+///
+/// So `N_i` is always `floor(x_i)` or, only if `x_i` is not an integer,
+/// `floor(x_i) + 1`; zero-remainder particles never get an extra; the
+/// output is sorted, and every slot is written.
+fn residual_walk_scalar(w: &[f64], scale: f64, out: &mut [i64], draws: usize, factor: f64, u: f64) {
+    let n = out.len();
+    let mut c = 0.0f64;
+    let mut k = 0usize;
     let mut pos = 0usize;
-    for (i, &c) in counts.iter().enumerate() {
-        let end = pos.saturating_add(c as usize).min(n);
+    for (i, &v) in w.iter().enumerate() {
+        let x = v * scale;
+        let f = floor_count(x);
+        let r = x - f as f64;
+        c += r;
+        // Points k + u below c * factor (>= 0), as for stratified/systematic.
+        let below = strata_below(c * factor, |_| u);
+        let extra = ((below > k as i64) & (r > 0.0) & (k < draws)) as usize;
+        k += extra;
+        let end = pos.saturating_add(f + extra).min(n);
         fill_run(out, pos, end, i as i64);
         pos = end;
     }
-    // Normally empty (the floors and draws add up to n); guarantees every
-    // slot is written whatever the rounding.
-    out[pos..].fill(last as i64);
-    Ok(())
+    if pos < n {
+        residual_repair(w, scale, out, pos);
+    }
+}
+
+/// Counts of residual points below each scaled cumulative remainder of a
+/// block: `kk[j] = #{k : k + u < c[j] * factor}` ([`strata_below`],
+/// vectorised as in [`systematic_counts_body`]).
+#[inline(always)]
+fn residual_counts_body(c: &[f64], factor: f64, u: f64, kk: &mut [i32]) {
+    for (kj, &cj) in kk.iter_mut().zip(c) {
+        let y = cj * factor;
+        let y = if y > 0.0 { y } else { 0.0 };
+        let y = if y < RESIDUAL_LIMIT { y } else { RESIDUAL_LIMIT };
+        // SAFETY: 0 <= y <= RESIDUAL_LIMIT < 2^31, not NaN.
+        let f = unsafe { y.to_int_unchecked::<i32>() };
+        *kj = f + (u < y - f as f64) as i32;
+    }
+}
+
+/// [`residual_walk_scalar`], blocked: per block of `BLOCK` particles, the
+/// floors, remainders, cumulative remainders ([`block_prefix`], the
+/// summation of [`residual_totals_blocked`]) and the counts `K_j` of
+/// points below each scaled cumulative remainder are computed by
+/// vectorised loops; then a scalar loop applies the extra-copy rule of
+/// [`residual_walk_scalar`] (branch-free) and writes the runs. Needs
+/// `n <= BLOCKED_MAX_N` (`i32` counts).
+fn residual_walk_blocked(isa: Isa, w: &[f64], scale: f64, out: &mut [i64], draws: usize, factor: f64, u: f64) {
+    let n = out.len();
+    debug_assert!(n <= BLOCKED_MAX_N);
+    let mut c = [0.0f64; BLOCK];
+    let mut fl = [0i32; BLOCK];
+    let mut el = [0i32; BLOCK];
+    let mut kk = [0i32; BLOCK];
+    let mut base = 0.0f64;
+    let mut pos = 0usize;
+    let mut k = 0usize;
+    for (b, chunk) in w.chunks(BLOCK).enumerate() {
+        let first = (b * BLOCK) as i64;
+        let (c, fl, el, kk) = (&mut c[..], &mut fl[..], &mut el[..], &mut kk[..]);
+        // One dispatched call per block, as in systematic_walk.
+        (base, pos, k) = dispatch!(isa, fn generic(
+            chunk: &[f64], scale: f64, factor: f64, u: f64, base: f64, c: &mut [f64],
+            fl: &mut [i32], el: &mut [i32], kk: &mut [i32], out: &mut [i64], pos: usize,
+            k: usize, draws: usize, first: i64
+        ) -> (f64, usize, usize) {
+            residual_block_body(
+                chunk, scale, factor, u, base, c, fl, el, kk, out, pos, k, draws, first,
+            )
+        });
+    }
+    if pos < n {
+        residual_repair(w, scale, out, pos);
+    }
+}
+
+/// One block of [`residual_walk_blocked`]; returns the block's last
+/// cumulative remainder, the new output position and the extras given so
+/// far.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn residual_block_body(
+    chunk: &[f64],
+    scale: f64,
+    factor: f64,
+    u: f64,
+    base: f64,
+    c: &mut [f64],
+    fl: &mut [i32],
+    el: &mut [i32],
+    kk: &mut [i32],
+    out: &mut [i64],
+    mut pos: usize,
+    mut k: usize,
+    draws: usize,
+    first: i64,
+) -> (f64, usize, usize) {
+    let n = out.len();
+    let len = chunk.len();
+    let (c, fl, el, kk) = (&mut c[..len], &mut fl[..len], &mut el[..len], &mut kk[..len]);
+    residual_split_body(chunk, scale, c, fl);
+    for (e, &r) in el.iter_mut().zip(c.iter()) {
+        *e = (r > 0.0) as i32;
+    }
+    let end = block_prefix(None, c, base);
+    residual_counts_body(c, factor, u, kk);
+    for j in 0..len {
+        // kk >= 0 and fl >= 0 (clamped above).
+        let extra = ((kk[j] as usize > k) & (el[j] != 0) & (k < draws)) as usize;
+        k += extra;
+        let stop = (pos + fl[j] as usize + extra).min(n);
+        fill_run(out, pos, stop, first + j as i64);
+        pos = stop;
+    }
+    (end, pos, k)
+}
+
+/// Cold path of the residual walks: `out[..pos]` holds the runs, and
+/// `n - pos` residual draws were lost to round-off. Give them, one each, to
+/// the particles with a positive remainder and no extra copy yet, from the
+/// last one back, moving the runs right in place (a backward pass that
+/// stops as soon as everything is placed). In the degenerate case that
+/// there are not enough such particles (impossible unless the floors are
+/// off by whole units, i.e. `N n eps` near 1), the first particle with a
+/// positive `x` fills the front, which keeps the output sorted and valid.
+#[cold]
+#[inline(never)]
+fn residual_repair(w: &[f64], scale: f64, out: &mut [i64], pos: usize) {
+    let n = out.len();
+    let mut missing = n - pos;
+    let (mut rp, mut wp) = (pos, n);
+    for i in (0..w.len()).rev() {
+        if missing == 0 {
+            break;
+        }
+        let start = out[..rp].iter().rposition(|&a| a != i as i64).map_or(0, |p| p + 1);
+        let count = rp - start;
+        let x = w[i] * scale;
+        let f = floor_count(x);
+        let add = (x - f as f64 > 0.0 && count <= f) as usize;
+        // wp - rp == missing before the update, so the write range
+        // [wp - count - add, wp) starts at or after `start`: no unread run
+        // is overwritten (copy_within handles the overlap).
+        missing -= add;
+        let new_wp = wp - count - add;
+        out.copy_within(start..rp, new_wp);
+        out[new_wp + count..wp].fill(i as i64);
+        rp = start;
+        wp = new_wp;
+    }
+    if missing > 0 {
+        let first = w.iter().position(|&v| v * scale > 0.0).unwrap_or(w.len() - 1);
+        out[..wp].fill(first as i64);
+    }
 }
 
 /// Resample: write `out.len()` ancestor indices, in increasing order, drawn
@@ -1147,7 +1419,7 @@ pub fn resample_into(
         Scheme::Systematic => systematic_kernel(isa, &ws, out, uniforms),
         Scheme::Stratified => stratified_kernel(&ws, out, uniforms),
         Scheme::Multinomial => multinomial_kernel(isa, ws, out, uniforms),
-        Scheme::Residual => residual_kernel(isa, ws, out, uniforms),
+        Scheme::Residual => residual_kernel(isa, &ws, out, uniforms),
     }
 }
 
@@ -1367,20 +1639,31 @@ mod tests {
         }
         // -0.0 is in [0, 1).
         assert!(run(Scheme::Systematic, &[-0.0]).is_ok());
-        // Residual: weights (0.5, 0.25, 0.25) with n = 3 give floors
-        // (1, 0, 0), so R = 2 residual draws.
+        // Residual takes one uniform (R = 2 residual draws here: weights
+        // (0.5, 0.25, 0.25), n = 3, floors (1, 0, 0)); a longer slice is
+        // accepted and only its first value used; none is an error.
         let lw = logs(&[0.5, 0.25, 0.25]);
         let mut out = [0i64; 3];
         assert_eq!(
-            resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[0.5])),
-            Err(ResampleError::TooFewUniforms { needed: 2, got: 1 })
+            resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[])),
+            Err(ResampleError::TooFewUniforms { needed: 1, got: 0 })
         );
-        assert!(resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[0.5, 0.5])).is_ok());
-        assert!(resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[0.5; 3])).is_ok());
+        let msg = ResampleError::TooFewUniforms { needed: 1, got: 0 }.to_string();
+        assert!(msg.contains("at least 1 uniform") && msg.contains("got 0"), "{msg}");
+        resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[0.5])).unwrap();
+        let one = out;
+        for longer in [&[0.5, 0.1][..], &[0.5, 0.9, 0.0], &[0.5; 7]] {
+            resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(longer)).unwrap();
+            assert_eq!(out, one, "{longer:?}");
+        }
         // Uniforms are checked even when residual would not use them.
         assert!(matches!(
             resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[0.5, 0.5, 2.0])),
             Err(ResampleError::BadUniform { index: 2, .. })
+        ));
+        assert!(matches!(
+            resample_into(Scheme::Residual, &lw, &mut out, Uniforms::Given(&[1.0])),
+            Err(ResampleError::BadUniform { index: 0, .. })
         ));
     }
 
@@ -1604,38 +1887,219 @@ mod tests {
         }
     }
 
-    /// Residual: floors are deterministic; the R residual draws are an
-    /// exact multinomial on the remainders.
+    /// Reference residual-systematic resampling, written from the
+    /// definition with plain loops: `floor(n w_i)` copies, then points
+    /// `k + u`, `k < R`, against the cumulative remainders (normalised to
+    /// total `R`). Returns the sorted output.
+    fn residual_reference(w: &[f64], n: usize, u: f64) -> Vec<i64> {
+        let nw: Vec<f64> = w.iter().map(|&x| n as f64 * x).collect();
+        let floors: Vec<usize> = nw.iter().map(|x| x.floor() as usize).collect();
+        let r_total = n - floors.iter().sum::<usize>();
+        let rem: Vec<f64> = nw.iter().zip(&floors).map(|(x, &f)| x - f as f64).collect();
+        let rem_sum: f64 = rem.iter().sum();
+        let mut cnt = floors.clone();
+        for k in 0..r_total {
+            // Inverse CDF of the point k + u on the residual ruler.
+            let p = (k as f64 + u) / r_total as f64 * rem_sum;
+            let mut c = 0.0;
+            let i = rem.iter().position(|&r| { c += r; p < c }).expect("point beyond total");
+            cnt[i] += 1;
+        }
+        cnt.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat(i as i64).take(c)).collect()
+    }
+
+    /// Residual-systematic: floors are deterministic, and the R residual
+    /// draws are systematic on the remainders, so the output is a step
+    /// function of the single uniform u with steps at frac(c_i), c_i the
+    /// cumulative remainders. Enumerate the steps exactly; the law must be
+    /// the one derived by hand, each count floor or ceil of n w, the mean
+    /// n w and the variance f (1 - f) exactly. Every output also equals
+    /// systematic's for the same u (see the module docs), and extra
+    /// uniforms are ignored.
     #[test]
     fn residual_enumeration_is_exact() {
         let w = [0.45, 0.1, 0.3, 0.15];
         let lw = logs(&w);
         let n = 4; // n w = (1.8, 0.4, 1.2, 0.6): floors (1, 0, 1, 0), R = 2
-        let rem = [0.8, 0.4, 0.2, 0.6];
-        let rw: Vec<f64> = rem.iter().map(|r| r / 2.0).collect();
-        let mids: Vec<f64> = {
-            let mut c = 0.0;
-            rw.iter().map(|&x| { let m = c + x / 2.0; c += x; m }).collect()
-        };
+        // Cumulative remainders (0.8, 1.2, 1.4, 2.0): breakpoints of u at
+        // 0.2, 0.4, 0.8; points u and 1 + u.
+        let want_law: [(&[usize], f64); 4] = [
+            (&[2, 1, 1, 0], 0.2), // u in [0, 0.2): u -> 0, 1 + u -> 1
+            (&[2, 0, 2, 0], 0.2), // u in [0.2, 0.4): 1 + u -> 2
+            (&[2, 0, 1, 1], 0.4), // u in [0.4, 0.8): 1 + u -> 3
+            (&[1, 1, 1, 1], 0.2), // u in [0.8, 1): u -> 1, 1 + u -> 3
+        ];
         let mut law = std::collections::HashMap::<Vec<usize>, f64>::new();
-        for a in 0..4 {
-            for b in 0..4 {
-                let out = given(Scheme::Residual, &lw, n, &[mids[a], mids[b], 0.999]);
-                check_output(&lw, &out);
-                let mut want = vec![0i64, 2, a as i64, b as i64];
-                want.sort();
-                assert_eq!(out, want);
-                *law.entry(counts(&out, 4)).or_default() += rw[a] * rw[b];
+        for (u, len) in pieces(vec![0.2, 0.4, 0.8]) {
+            let out = given(Scheme::Residual, &lw, n, &[u]);
+            check_output(&lw, &out);
+            assert_eq!(out, residual_reference(&w, n, u), "u={u}");
+            assert_eq!(out, given(Scheme::Systematic, &lw, n, &[u]), "u={u}");
+            assert_eq!(out, given(Scheme::Residual, &lw, n, &[u, 0.3, 0.7]), "u={u}");
+            *law.entry(counts(&out, 4)).or_default() += len;
+        }
+        assert_eq!(law.len(), want_law.len());
+        for (cnt, p) in want_law {
+            assert!((law[cnt] - p).abs() < 1e-12, "{cnt:?}: {} vs {p}", law[cnt]);
+        }
+
+        // The same, for several weight vectors (with a zero weight and
+        // integer n w_i) and n, against the reference and the exact moments.
+        for w in [
+            &[0.05, 0.3, 0.0, 0.15, 0.27, 0.23][..],
+            &[0.25, 0.25, 0.125, 0.375],
+            &[0.7, 0.1, 0.1, 0.1],
+        ] {
+            let lw = logs(w);
+            for n in [1usize, 3, 4, 6, 8, 9, 13] {
+                let nw: Vec<f64> = w.iter().map(|&x| n as f64 * x).collect();
+                let mut c = 0.0;
+                let br: Vec<f64> = nw.iter().map(|&x| { c += x - x.floor(); c - c.floor() }).collect();
+                let mut mean = vec![0.0; w.len()];
+                let mut sq = vec![0.0; w.len()];
+                for (u, len) in pieces(br) {
+                    let out = given(Scheme::Residual, &lw, n, &[u]);
+                    check_output(&lw, &out);
+                    assert_eq!(out, residual_reference(w, n, u), "w={w:?} n={n} u={u}");
+                    assert_eq!(out, given(Scheme::Systematic, &lw, n, &[u]), "w={w:?} n={n} u={u}");
+                    for (i, &k) in counts(&out, w.len()).iter().enumerate() {
+                        let k = k as f64;
+                        assert!(k == nw[i].floor() || k == nw[i].ceil(), "w={w:?} n={n} i={i}: {k}");
+                        mean[i] += len * k;
+                        sq[i] += len * k * k;
+                    }
+                }
+                let var = exact_var(Scheme::Residual, w, n);
+                for i in 0..w.len() {
+                    assert!((mean[i] - nw[i]).abs() < 1e-9, "w={w:?} n={n} i={i}: mean {}", mean[i]);
+                    let v = sq[i] - mean[i] * mean[i];
+                    assert!((v - var[i]).abs() < 1e-9, "w={w:?} n={n} i={i}: var {v} vs {}", var[i]);
+                }
             }
         }
-        let mut mean = [0.0; 4];
-        for (cnt, p) in &law {
-            for i in 0..4 {
-                mean[i] += p * cnt[i] as f64;
+    }
+
+    /// The repair path of the residual walk, forced by handing it a wrong
+    /// scaling factor (too small: points fall off the top of the ruler;
+    /// too large: more points than draws, and intervals holding two), and
+    /// `x` values at the edges (integers, fractions a hair below 1, zeros).
+    /// Whatever happens, the output is sorted, complete, made of particles
+    /// with positive `x`, and every count is `floor(x)` or, for a
+    /// non-integer `x`, `floor(x) + 1`.
+    #[test]
+    fn residual_walk_is_safe_under_any_rounding() {
+        let near1 = 1.0 - 1e-15;
+        let cases: Vec<Vec<f64>> = vec![
+            vec![1.8, 0.4, 1.2, 0.6],
+            vec![0.0, 2.0 + near1, 0.0, 1.0, near1, 0.0, 0.1 + 2.0 * (1.0 - near1)],
+            vec![near1, near1, near1, 3.0 * (1.0 - near1) + 1.0],
+            vec![0.5; 10],
+            vec![0.0, 0.3, 0.0, 0.7, 0.0],
+            (0..300).map(|i| ((i * 37) % 101) as f64 / 50.5).collect(),
+        ];
+        for x in &cases {
+            let total: f64 = x.iter().sum();
+            let n = total.round() as usize;
+            let floors: usize = x.iter().map(|&v| v as usize).sum();
+            let draws = n - floors;
+            let rem_sum: f64 = x.iter().map(|&v| v - v.floor()).sum();
+            let exact = if draws > 0 { draws as f64 / rem_sum } else { 0.0 };
+            for factor in [exact, exact * (1.0 - 1e-12), exact * (1.0 + 1e-12), exact * 0.5, exact * 1.7, 0.0, 1e6] {
+                for u in [0.0, 0.3, 0.999, ONE_MINUS] {
+                    for walk in 0..3 {
+                        let mut out = vec![-1i64; n];
+                        match walk {
+                            0 => residual_walk_scalar(x, 1.0, &mut out, draws, factor, u),
+                            1 => residual_walk_blocked(Isa { avx2: false }, x, 1.0, &mut out, draws, factor, u),
+                            _ => residual_walk_blocked(Isa::detect(), x, 1.0, &mut out, draws, factor, u),
+                        }
+                        assert!(out.windows(2).all(|p| p[0] <= p[1]), "{x:?} {factor} {u}: {out:?}");
+                        let c = counts(&out, x.len());
+                        for (i, &v) in x.iter().enumerate() {
+                            let f = v.floor() as usize;
+                            let hi = if v > v.floor() { f + 1 } else { f };
+                            assert!(
+                                c[i] >= f && c[i] <= hi,
+                                "walk {walk} {x:?} factor={factor} u={u} i={i}: {} not in [{f}, {hi}]",
+                                c[i]
+                            );
+                        }
+                    }
+                }
             }
         }
-        for i in 0..4 {
-            assert!((mean[i] - n as f64 * w[i]).abs() < 1e-12);
+        // Not enough positive remainders for the draws (only reachable if
+        // the floors were wildly off): still sorted, complete and valid.
+        let x = [0.0, 2.0, 1.0, 0.0];
+        let mut out = vec![-1i64; 5];
+        residual_walk_scalar(&x, 1.0, &mut out, 2, 1.0, 0.5);
+        assert_eq!(out, vec![1, 1, 1, 1, 2]);
+        let mut out = vec![-1i64; 5];
+        residual_walk_blocked(Isa::detect(), &x, 1.0, &mut out, 2, 1.0, 0.5);
+        assert_eq!(out, vec![1, 1, 1, 1, 2]);
+    }
+
+    /// The blocked residual loops give bit-identical totals and output
+    /// whether compiled for the baseline target or for AVX2 + FMA (a no-op
+    /// comparison on CPUs without them).
+    #[test]
+    fn residual_blocked_is_isa_independent() {
+        let mut rng = rng_from_seed(23);
+        for len in [1usize, 7, 255, 256, 257, 1000, 5000] {
+            let w: Vec<f64> = (0..len).map(|_| exp_nonpos(-6.0 * next_uniform(&mut rng))).collect();
+            let sum: f64 = w.iter().sum();
+            for n in [1, len, 2 * len + 3] {
+                let scale = n as f64 / sum;
+                let u = next_uniform(&mut rng);
+                let run = |isa: Isa| {
+                    let (floors, rem_sum) = residual_totals_blocked(isa, &w, scale);
+                    let draws = n.saturating_sub(floors);
+                    let factor = if draws > 0 { draws as f64 / rem_sum } else { 0.0 };
+                    let mut out = vec![-1i64; n];
+                    residual_walk_blocked(isa, &w, scale, &mut out, draws, factor, u);
+                    (floors, rem_sum.to_bits(), out)
+                };
+                assert_eq!(run(Isa { avx2: false }), run(Isa::detect()), "len={len} n={n}");
+            }
+        }
+    }
+
+    /// Exactly {floor, ceil} of the kernel's own `n w_i` (no tolerance),
+    /// for weights whose `n w_i` are integers or within an ulp of one, and
+    /// huge / tiny dynamic ranges.
+    #[test]
+    fn residual_counts_are_exactly_floor_or_ceil() {
+        let isa = Isa::detect();
+        let mut rng = rng_from_seed(17);
+        let mut cases: Vec<Vec<f64>> = vec![
+            logs(&[0.25, 0.25, 0.125, 0.375]),
+            vec![0.0; 1000],
+            vec![0.0, -700.0, -INF, 3.0, 3.0, -1e-16, 1e-16],
+            (0..4097).map(|i| -((i % 97) as f64) * 0.1).collect(),
+        ];
+        for _ in 0..40 {
+            let len = 1 + (next_uniform(&mut rng) * 3000.0) as usize;
+            cases.push((0..len).map(|_| -8.0 * next_uniform(&mut rng)).collect());
+        }
+        for lw in &cases {
+            let ws = weights(isa, lw).unwrap();
+            for n in [1, 2, 7, lw.len(), 3 * lw.len() + 1] {
+                let scale = n as f64 / ws.sum;
+                for u in [0.0, 0.5, ONE_MINUS, next_uniform(&mut rng)] {
+                    let out = given(Scheme::Residual, lw, n, &[u]);
+                    check_output(lw, &out);
+                    let c = counts(&out, lw.len());
+                    for (i, &w) in ws.w.iter().enumerate() {
+                        let x = if i <= ws.last { w * scale } else { 0.0 };
+                        assert!(
+                            c[i] as f64 == x.floor() || c[i] as f64 == x.ceil(),
+                            "N={} n={n} u={u} i={i}: {} vs x={x}",
+                            lw.len(),
+                            c[i]
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -1649,10 +2113,13 @@ mod tests {
     ///   `n w`, so the variance is `f (1 - f)`, `f = frac(n w)`;
     /// * stratified: a sum of independent Bernoullis, one per stratum `s`,
     ///   with success probability `p_s = |[s, s+1) ∩ [n C_{i-1}, n C_i)|`;
-    /// * residual: `floor(n w) + Binomial(R, f / R)`, variance `f (1 - f / R)`.
+    /// * residual (residual-systematic): `floor(n w)` plus one extra copy
+    ///   iff a systematic point of the residual stage falls in the
+    ///   particle's remainder interval, of length `f < 1`: a Bernoulli(`f`),
+    ///   so again `f (1 - f)` (the same as systematic, as it must be: the
+    ///   two are the same resampler, see the module docs).
     fn exact_var(k: Scheme, w: &[f64], n: usize) -> Vec<f64> {
         let nf = n as f64;
-        let r_total = nf - w.iter().map(|x| (nf * x).floor()).sum::<f64>();
         let mut c = 0.0;
         w.iter()
             .map(|&x| {
@@ -1663,9 +2130,7 @@ mod tests {
                 let f = nw - nw.floor();
                 match k {
                     Scheme::Multinomial => nw * (1.0 - x),
-                    Scheme::Systematic => f * (1.0 - f),
-                    Scheme::Residual if r_total > 0.0 => f * (1.0 - f / r_total),
-                    Scheme::Residual => 0.0,
+                    Scheme::Systematic | Scheme::Residual => f * (1.0 - f),
                     Scheme::Stratified => (a.floor() as usize..b.ceil() as usize)
                         .map(|s| {
                             let p = (b.min(s as f64 + 1.0) - a.max(s as f64)).max(0.0);
@@ -1818,7 +2283,6 @@ mod tests {
         #[test]
         fn counts_respect_scheme_bounds(lw in log_weights_strategy(), n in 1usize..700, seed in any::<u64>()) {
             let w = normalised(&lw);
-            let r_max = n as f64 - w.iter().map(|x| (n as f64 * x - 1e-9).floor().max(0.0)).sum::<f64>();
             for k in Scheme::ALL {
                 let out = seeded(k, &lw, n, seed);
                 prop_assert_eq!(out.len(), n);
@@ -1827,12 +2291,10 @@ mod tests {
                 for i in 0..lw.len() {
                     let nw = n as f64 * w[i];
                     let (lo, hi) = match k {
-                        // floor/ceil, with slack for 1e-9 rounding of n w.
-                        Scheme::Systematic => ((nw - 1e-9).floor(), (nw + 1e-9).ceil()),
-                        // floor(n w) deterministic copies plus any of the
-                        // R multinomial residual draws (so not floor/ceil:
-                        // two residual draws can land on the same particle).
-                        Scheme::Residual => ((nw - 1e-9).floor(), (nw + 1e-9).floor() + r_max),
+                        // floor/ceil, with slack for 1e-9 rounding of n w
+                        // (for residual the bound is exact in the kernel's
+                        // own n w: see residual_counts_are_exactly_floor_or_ceil).
+                        Scheme::Systematic | Scheme::Residual => ((nw - 1e-9).floor(), (nw + 1e-9).ceil()),
                         // |N - n w| < 2, i.e. within one of floor / ceil.
                         Scheme::Stratified => ((nw - 1e-9).floor() - 1.0, (nw + 1e-9).ceil() + 1.0),
                         Scheme::Multinomial => (0.0, n as f64),
@@ -1875,6 +2337,33 @@ mod tests {
                 let want: Vec<i64> = pts.iter().map(|&p| naive_pick(&w, p)).collect();
                 prop_assert_eq!(out, want);
             }
+        }
+
+        /// Residual-systematic against its definition (floors, then
+        /// systematic on the remainders, `residual_reference`) and against
+        /// systematic with the same uniform, which it equals in exact
+        /// arithmetic. A `u` within 1e-9 of a breakpoint (`frac(n C_i)`)
+        /// may legitimately go either way; such cases are skipped.
+        #[test]
+        fn residual_matches_definition_and_systematic(
+            lw in log_weights_strategy(),
+            n in 1usize..400,
+            u in 0.0f64..1.0,
+        ) {
+            let w = normalised(&lw);
+            let mut c = 0.0;
+            let mut cr = 0.0;
+            let near_edge = w.iter().any(|&x| {
+                c += x;
+                cr += n as f64 * x - (n as f64 * x).floor();
+                let d = |y: f64| { let f = y - y.floor() - u; f.abs() < 1e-9 || (f.abs() - 1.0).abs() < 1e-9 };
+                d(c * n as f64) || d(cr)
+            });
+            prop_assume!(!near_edge);
+            let out = given(Scheme::Residual, &lw, n, &[u]);
+            check_output(&lw, &out);
+            prop_assert_eq!(&out, &residual_reference(&w, n, u));
+            prop_assert_eq!(&out, &given(Scheme::Systematic, &lw, n, &[u]));
         }
 
         #[test]

@@ -51,18 +51,17 @@ def exact_var(kind: str, w: np.ndarray, n: int) -> np.ndarray:
     multinomial: n w (1 - w). systematic: the count is floor(nw) or
     ceil(nw) with mean nw, so f (1 - f) with f = frac(nw). stratified: a
     sum of independent Bernoullis, one per stratum s, with success
-    probability |[s, s+1) & [n C_{i-1}, n C_i)|. residual: floor(nw) plus
-    Binomial(R, f / R), R = n - sum floor(nw): f (1 - f / R).
+    probability |[s, s+1) & [n C_{i-1}, n C_i)|. residual (residual-
+    systematic): floor(nw) plus one extra copy iff a systematic point of
+    the residual stage falls in the particle's remainder interval, of
+    length f < 1, i.e. floor(nw) + Bernoulli(f): f (1 - f) as well.
     """
     nw = n * w
     f = nw - np.floor(nw)
     if kind == "multinomial":
         return nw * (1 - w)
-    if kind == "systematic":
+    if kind in ("systematic", "residual"):
         return f * (1 - f)
-    if kind == "residual":
-        r = n - np.floor(nw).sum()
-        return f * (1 - f / r) if r > 0 else np.zeros_like(w)
     cum = np.concatenate([[0.0], np.cumsum(w)]) * n
     out = np.zeros_like(w)
     for i in range(len(w)):
@@ -76,6 +75,28 @@ def exact_var(kind: str, w: np.ndarray, n: int) -> np.ndarray:
 def naive_pick(w: np.ndarray, p: float) -> int:
     """Reference inverse CDF: first i with p < cumsum(w)[i]."""
     return int(np.searchsorted(np.cumsum(w), p, side="right"))
+
+
+def residual_reference(w: np.ndarray, n: int, u: float) -> np.ndarray:
+    """Residual-systematic from its definition: floor(n w_i) copies, then
+    the R = n - sum floor(n w_i) points k + u, k < R, on the cumulative
+    remainders r_i = n w_i - floor(n w_i) (normalised to total R)."""
+    nw = n * w
+    floors = np.floor(nw).astype(int)
+    r = n - int(floors.sum())
+    rem = nw - floors
+    extra = np.zeros(len(w), dtype=int)
+    for k in range(r):
+        extra[naive_pick(rem / rem.sum(), (k + u) / r)] += 1
+    return np.repeat(np.arange(len(w)), floors + extra)
+
+
+def residual_breakpoints(w: np.ndarray, n: int) -> np.ndarray:
+    """Values of u where the residual output changes: frac of the
+    cumulative remainders, plus 0 and 1, sorted and deduplicated."""
+    nw = n * w
+    br = np.sort(np.concatenate([[0.0, 1.0], np.mod(np.cumsum(nw - np.floor(nw)), 1.0)]))
+    return br[np.concatenate([[True], np.diff(br) > 1e-12])]
 
 
 WEIGHTS = [
@@ -215,12 +236,32 @@ def test_bad_uniforms():
         rs.systematic(lw, seed=1, uniforms=0.5)
     with pytest.raises(ValueError):
         rs.stratified(lw, uniforms=np.zeros((3, 1)))
-    # Residual: weights (0.5, 0.25, 0.25), n = 3 -> floors (1, 0, 0), R = 2.
+    # Residual takes one uniform; none is an error, and every supplied
+    # value is validated even though only the first is used.
     lw = np.log([0.5, 0.25, 0.25])
-    with pytest.raises(ValueError, match="at least 2"):
-        rs.residual(lw, uniforms=[0.5])
-    assert rs.residual(lw, uniforms=[0.5, 0.5]).shape == (3,)
-    assert rs.residual(lw, uniforms=[0.5, 0.5, 0.5]).shape == (3,)
+    for empty in ([], np.array([])):
+        with pytest.raises(ValueError, match="at least 1 uniform"):
+            rs.residual(lw, uniforms=empty)
+    with pytest.raises(ValueError, match=r"index 2 is 1, not in \[0, 1\)"):
+        rs.residual(lw, uniforms=[0.5, 0.5, 1.0])
+
+
+def test_residual_uniforms_semantics():
+    """Residual takes one uniform, the offset of its systematic stage, as
+    a float or a length-1 array; a longer sequence (the former
+    residual-multinomial interface took R <= n values) is accepted and
+    only its first value is used."""
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        lw = rng.normal(size=int(rng.integers(1, 40))) * 2
+        n = int(rng.integers(1, 60))
+        for u in [0.0, float(rng.random()), ONE_MINUS]:
+            ref = rs.residual(lw, n, uniforms=u)
+            assert np.array_equal(rs.residual(lw, n, uniforms=[u]), ref)
+            assert np.array_equal(rs.residual(lw, n, uniforms=np.array([u])), ref)
+            longer = np.concatenate([[u], rng.random(n + 3)])
+            assert np.array_equal(rs.residual(lw, n, uniforms=longer), ref)
+            assert np.array_equal(rs.residual(lw, n, uniforms=list(longer[:2])), ref)
 
 
 def test_systematic_uniform_forms_and_identity():
@@ -286,16 +327,92 @@ def test_stratified_and_residual_match_definitions():
         if np.min(np.abs(pts[:, None] - np.cumsum(w)[None, :])) < 1e-9:
             continue
         assert np.array_equal(rs.stratified(lw, n, uniforms=u), [naive_pick(w, p) for p in pts])
-        # Residual = floors, then inverse-CDF draws on the remainders.
-        nw = n * w
-        floors = np.floor(nw).astype(int)
-        r = n - floors.sum()
-        rem = (nw - floors) / max(r, 1)
-        if r and np.min(np.abs(u[:r, None] - np.cumsum(rem)[None, :])) < 1e-9:
+        # Residual = floors, then systematic on the remainders with u[0];
+        # skip u[0] within 1e-9 of a breakpoint of the residual stage.
+        if np.min(np.abs(residual_breakpoints(w, n) - u[0])) < 1e-9:
             continue
-        extra = np.bincount([naive_pick(rem, p) for p in u[:r]], minlength=size) if r else 0
-        want = np.repeat(np.arange(size), floors + extra)
-        assert np.array_equal(rs.residual(lw, n, uniforms=u), want)
+        want = residual_reference(w, n, u[0])
+        assert np.array_equal(rs.residual(lw, n, uniforms=u[0]), want)
+        assert np.array_equal(rs.residual(lw, n, uniforms=u), want)  # only u[0] is used
+
+
+def test_residual_enumeration_is_exact():
+    """The residual output is a step function of its single uniform u,
+    with steps at frac(c_i), c_i the cumulative remainders: integrate over
+    u exactly. Hand-derived law for one case; for the others, every output
+    must match the definition (and systematic with the same u, which
+    residual-systematic equals in exact arithmetic), every count must be
+    floor or ceil of n w, and the mean and variance must be exactly n w
+    and f (1 - f)."""
+    w = np.array([0.45, 0.1, 0.3, 0.15])
+    lw = np.log(w)
+    # n w = (1.8, 0.4, 1.2, 0.6): floors (1, 0, 1, 0), R = 2, cumulative
+    # remainders (0.8, 1.2, 1.4, 2.0), points u and 1 + u.
+    want_law = {(2, 1, 1, 0): 0.2, (2, 0, 2, 0): 0.2, (2, 0, 1, 1): 0.4, (1, 1, 1, 1): 0.2}
+    br = residual_breakpoints(w, 4)
+    np.testing.assert_allclose(br, [0.0, 0.2, 0.4, 0.8, 1.0], atol=1e-12)
+    law = {}
+    for lo, hi in zip(br[:-1], br[1:]):
+        out = rs.residual(lw, 4, uniforms=(lo + hi) / 2)
+        key = tuple(int(k) for k in np.bincount(out, minlength=4))
+        law[key] = law.get(key, 0.0) + (hi - lo)
+    assert law.keys() == want_law.keys()
+    for key, p in want_law.items():
+        assert law[key] == pytest.approx(p, abs=1e-12)
+
+    for w in [np.array([0.05, 0.3, 0.0, 0.15, 0.27, 0.23]), np.array([0.25, 0.25, 0.125, 0.375]),
+              np.array([0.7, 0.1, 0.1, 0.1]), np.linspace(1.0, 2.0, 9) / np.linspace(1.0, 2.0, 9).sum()]:
+        lw = np.log(np.where(w > 0, w, 1.0))
+        lw[w == 0] = -np.inf
+        for n in [1, 3, 4, 6, 8, 9, 13, 20]:
+            nw = n * w
+            br = residual_breakpoints(w, n)
+            mean = np.zeros_like(w)
+            sq = np.zeros_like(w)
+            for lo, hi in zip(br[:-1], br[1:]):
+                u = (lo + hi) / 2
+                out = rs.residual(lw, n, uniforms=u)
+                assert np.array_equal(out, residual_reference(w, n, u)), (w, n, u)
+                assert np.array_equal(out, rs.systematic(lw, n, uniforms=u)), (w, n, u)
+                c = np.bincount(out, minlength=len(w))
+                assert np.all((c == np.floor(nw)) | (c == np.ceil(nw))), (w, n, u, c)
+                mean += (hi - lo) * c
+                sq += (hi - lo) * c**2
+            np.testing.assert_allclose(mean, nw, atol=1e-9)
+            np.testing.assert_allclose(sq - mean**2, exact_var("residual", w, n), atol=1e-9)
+
+
+def test_residual_counts_within_floor_and_ceil():
+    """Every residual count is floor(n w_i) or ceil(n w_i), on every draw:
+    random weights (with zeros), weights with n w_i integer or a hair off
+    one, and extreme uniforms. The slack of 1e-9 only covers the difference
+    between numpy's n w_i and the kernel's; the kernel's own bound is exact
+    (tested in Rust)."""
+    rng = np.random.default_rng(3)
+    cases = [
+        np.log([0.25, 0.25, 0.125, 0.375]),
+        np.zeros(64),
+        np.array([0.0, -700.0, -np.inf, 3.0, 3.0, -1e-16, 1e-16]),
+        -0.1 * (np.arange(4097) % 97),
+    ]
+    for _ in range(30):
+        lw = rng.normal(size=int(rng.integers(1, 500))) * 3
+        lw[rng.random(lw.size) < 0.2] = -np.inf
+        lw[0] = 0.0
+        cases.append(lw)
+    for lw in cases:
+        w = normalised(lw)
+        size = len(lw)
+        for n in [1, 2, 7, size, 3 * size + 1]:
+            nw = n * w
+            lo, hi = np.floor(nw - 1e-9), np.ceil(nw + 1e-9)
+            for u in [0.0, 0.5, ONE_MINUS]:
+                c = np.bincount(rs.residual(lw, n, uniforms=u), minlength=size)
+                assert np.all((c >= lo) & (c <= hi)), (size, n, u)
+                assert np.all(c[w == 0] == 0)
+            for seed in range(5):
+                c = np.bincount(rs.residual(lw, n, seed=seed), minlength=size)
+                assert np.all((c >= lo) & (c <= hi)), (size, n, seed)
 
 
 def test_round_off_never_indexes_past_the_end():
@@ -334,13 +451,11 @@ def test_offspring_counts_unbiased_and_bounded(kind):
             c = counts_matrix(draws, size)
             nw = n * w
             lo, hi = np.floor(nw - 1e-9), np.ceil(nw + 1e-9)
-            if kind == "systematic":
+            if kind in ("systematic", "residual"):
                 assert np.all((c >= lo) & (c <= hi))
             elif kind == "stratified":
                 # |N_i - n w_i| < 2, i.e. within one of floor / ceil.
                 assert np.all((c >= lo - 1) & (c <= hi + 1))
-            elif kind == "residual":
-                assert np.all(c >= lo)
             assert np.all(c[:, w == 0] == 0)
             var = exact_var(kind, w, n)
             mean = c.mean(axis=0)

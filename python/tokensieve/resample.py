@@ -10,13 +10,15 @@ kernel          offspring counts ``N_i``                 ``uniforms=`` takes
 ==============  ======================================  =====================
 ``systematic``  ``floor(n w_i)`` or ``ceil(n w_i)``       1 value
 ``stratified``  within one of ``floor`` / ``ceil``        ``n`` values
-``residual``    ``floor(n w_i)`` plus multinomial draws   ``R <= n`` values
+``residual``    ``floor(n w_i)`` or ``ceil(n w_i)``       1 value
 ``multinomial`` ``Binomial(n, w_i)``                      ``n`` values
 ==============  ======================================  =====================
 
 Systematic is the usual choice: cheapest, and lowest variance in practice.
 Stratified, systematic and residual counts never have more variance than
-multinomial counts.
+multinomial counts. ``residual`` is residual-*systematic* (see
+:func:`residual`): in exact arithmetic it is the same resampler as
+``systematic``, giving the same output for the same uniform.
 
 Weights: ``-inf`` means weight zero, and zero-weight particles are never
 selected. ``NaN``, ``+inf``, an empty array and all ``-inf`` raise
@@ -238,28 +240,40 @@ def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
 
 
 def residual(log_weights, n=None, seed=None, *, uniforms=None):
-    """Residual resampling: ``n`` ancestor indices, sorted.
+    """Residual(-systematic) resampling: ``n`` ancestor indices, sorted.
 
     Particle ``i`` first gets ``floor(n w_i)`` copies; the remaining
-    ``R = n - sum_i floor(n w_i)`` draws are multinomial on the remainders
-    ``n w_i - floor(n w_i)``. So ``N_i >= floor(n w_i)`` always (but two
-    residual draws can land on the same particle).
+    ``R = n - sum_i floor(n w_i)`` draws are placed by *systematic*
+    resampling on the remainders ``r_i = n w_i - floor(n w_i)`` (which sum
+    to ``R``): one uniform ``u``, points ``k + u`` for ``k = 0..R-1``
+    against the cumulative remainders, in index order. Each ``r_i < 1``
+    holds at most one point, so every offspring count is ``floor(n w_i)``
+    or ``ceil(n w_i)`` (the latter with probability ``r_i``): unbiased,
+    with variance ``r_i (1 - r_i)``. The bound holds exactly, whatever the
+    rounding, and particles with ``r_i = 0`` never get an extra copy.
+
+    (The textbook residual resampler draws the ``R`` remainders
+    multinomially, so its counts can exceed ``ceil(n w_i)``; this one does
+    not. In exact arithmetic residual-systematic coincides with
+    :func:`systematic`, output for output, given the same ``u``.)
 
     Args:
         log_weights: unnormalised log weights, 1-D. ``-inf`` is weight zero.
         n: number of draws; defaults to the number of particles.
         seed: ``None``, an int in ``[0, 2**64)`` or a ``numpy.random.Generator``.
-        uniforms: for tests, the uniforms of the multinomial stage: at least
-            ``R`` values in ``[0, 1)`` (``R <= n``, so ``n`` values always
-            suffice). The first ``R`` are inverse-CDF draws on the normalised
-            remainders; the rest are checked but unused. Incompatible with
-            ``seed``.
+        uniforms: for tests, the offset ``u`` of the systematic stage: one
+            value in ``[0, 1)`` (a float or a length-1 array). For
+            backwards compatibility (the second stage used to be
+            multinomial and took one uniform per residual draw) a longer
+            sequence is accepted: only its **first** value is used, the
+            others are checked to lie in ``[0, 1)`` and otherwise ignored.
+            Incompatible with ``seed``.
 
     Returns:
         ``int64`` numpy array of length ``n``, non-decreasing.
 
     Raises:
-        ValueError: as :func:`systematic`, or fewer than ``R`` uniforms.
+        ValueError: as :func:`systematic`, or an empty ``uniforms``.
     """
     return _resample(_RESIDUAL, log_weights, n, seed, uniforms)
 

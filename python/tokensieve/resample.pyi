@@ -63,11 +63,14 @@ def residual(
     *,
     uniforms: Optional[Uniforms] = None,
 ) -> npt.NDArray[np.int64]:
-    """Residual resampling: ``floor(n w_i)`` copies, then ``R = n - sum
-    floor(n w_i)`` multinomial draws on the remainders; sorted.
-    ``uniforms``: at least ``R`` values in ``[0, 1)`` (``n`` always
-    suffice); the first ``R`` are inverse-CDF draws on the normalised
-    remainders."""
+    """Residual-systematic resampling: ``floor(n w_i)`` copies, then the
+    ``R = n - sum floor(n w_i)`` remaining draws by systematic resampling on
+    the remainders ``n w_i - floor(n w_i)``; sorted. Counts are
+    ``floor(n w_i)`` or ``ceil(n w_i)`` (same law as :func:`systematic`).
+    ``uniforms``: one value ``u`` in ``[0, 1)``, the systematic stage's
+    offset (points ``k + u`` on the cumulative remainders); a longer
+    sequence is accepted for backwards compatibility and only its first
+    value is used (the rest are validated, then ignored)."""
 
 def ess(log_weights: LogWeights) -> float:
     """Effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log
