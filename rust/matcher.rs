@@ -238,7 +238,7 @@ impl Matcher {
             State::Regex { state, .. } => c.fill_regex_mask(*state, out),
             State::Grammar { st, .. } => {
                 let Kind::Grammar { g, cache } = &c.kind else { unreachable!() };
-                let key = st.mask_key();
+                let key = st.mask_key(g);
                 if let Some(m) = cache.map.lock().unwrap().get(&key) {
                     out.copy_from_slice(m);
                     return Ok(());
@@ -556,6 +556,52 @@ mod tests {
         assert_eq!(m.forced_tokens(), vec![1, 3, 5, 6]);
         for t in m.forced_tokens() {
             assert!(m.consume_token(t).unwrap());
+        }
+    }
+
+    /// Masks served from the fingerprint cache equal a plain trie walk
+    /// with the full parser, at every byte of documents with repeated
+    /// structure (the case where a wrong cache key would show), on the
+    /// real GPT-2 vocabulary and a Lark JSON grammar with EBNF helpers.
+    #[test]
+    fn cached_grammar_masks_equal_plain_walk() {
+        use crate::grammar::earley::{GrammarState, GrammarWalker};
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt2/tokenizer.json");
+        let Ok(json) = std::fs::read_to_string(root) else {
+            eprintln!("skipping: {root} not found");
+            return;
+        };
+        let lark = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grammars/json.lark")).unwrap();
+        let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
+        let g = crate::grammar::lark::parse_lark(&lark, &GrammarLimits::default()).unwrap();
+        let c = Constraint::grammar(env.clone(), &g, &GrammarLimits::default()).unwrap();
+        let Kind::Grammar { g: cg, .. } = &c.kind else { unreachable!() };
+        let docs = [
+            r#"[1, 2, [3, 4], {"a": [5, 6, 7]}, {"a": [8]}, [[], [9]], "x", "y", true]"#,
+            r#"{"k1": {"k2": [1, {"k3": "v"}]}, "k4": [[1, 2], [3, 4]], "k5": null}"#,
+        ];
+        let words = env.mask_words();
+        for doc in docs {
+            let mut m = Matcher::new(c.clone());
+            let mut plain = GrammarState::new(cg).unwrap();
+            // Feed single-byte tokens (GPT-2 has one per byte).
+            let trie = env.trie();
+            for &byte in doc.as_bytes() {
+                let mut fast = vec![0u32; words];
+                m.fill_mask(&mut fast).unwrap();
+                let mut slow = vec![0u32; words];
+                trie.add_allowed(&mut GrammarWalker { g: cg, st: &mut plain }, &mut slow);
+                if plain.is_accepting(cg) {
+                    for &e in env.vocab().eos_token_ids() {
+                        set_bit(&mut slow, e);
+                    }
+                }
+                assert_eq!(ones(&fast), ones(&slow), "{doc:?} before {:?}", byte as char);
+                let (t, _, _) = trie.longest_prefix(&[byte]).unwrap();
+                assert!(m.consume_token(t).unwrap());
+                assert!(plain.push_byte(cg, byte));
+            }
+            assert!(m.is_accepting());
         }
     }
 }

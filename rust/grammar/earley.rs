@@ -189,28 +189,48 @@ impl Chart {
         self.sets.len()
     }
 
-    /// A 128-bit fingerprint of everything the parser's future depends on:
-    /// the top set's items with each origin replaced, recursively, by its
-    /// own fingerprint. Two charts with equal fingerprints accept the same
-    /// continuations, so masks can be memoised by it even though set
-    /// indices differ (e.g. the third key of an object looks like the
-    /// second). Origins always precede their set, so fingerprints are
-    /// computed bottom-up, iteratively, and memoised per set.
-    pub fn fingerprint(&mut self) -> u128 {
+    /// A 128-bit fingerprint of everything the parser's future depends on,
+    /// so masks can be memoised by it even though set indices differ (the
+    /// third key of an object looks like the second).
+    ///
+    /// What the future reads: in the top set, items waiting on a terminal
+    /// (scans) and whether the start rule is complete (acceptance); in any
+    /// set, items waiting on a nonterminal (completion of a later item whose
+    /// origin it is). Completed items are never read again once their set is
+    /// built, so they are left out; that keeps fingerprints of long lists
+    /// from chaining through every earlier element. Each item contributes
+    /// its dot and, recursively, its origin's fingerprint; origins precede
+    /// their set, so origin fingerprints are computed bottom-up and memoised.
+    pub fn fingerprint(&mut self, g: &CompiledGrammar) -> u128 {
         while self.canon.len() < self.sets.len() {
             let k = self.canon.len();
-            let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
-            for it in &self.items[self.set_range(k)] {
-                let o = if it.origin as usize == k { 0x5bd1_e995u128 } else { self.canon[it.origin as usize] };
-                let x = mix(it.dot as u64 ^ (o as u64).rotate_left(17));
-                let y = mix((it.dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((o >> 64) as u64));
-                // Order-independent combination: sets are unordered.
-                a = a.wrapping_add(x);
-                b ^= y.wrapping_mul(x | 1);
-            }
-            self.canon.push(((mix(a) as u128) << 64) | mix(b ^ a) as u128);
+            let h = self.hash_items(g, k, |sym| sym & NT_FLAG != 0 && sym & END_FLAG == 0);
+            self.canon.push(h);
         }
-        self.canon[self.sets.len() - 1]
+        let top = self.sets.len() - 1;
+        let scans = self.hash_items(g, top, |sym| sym & (NT_FLAG | END_FLAG) == 0);
+        let accepts = g.chart_accepts(self) as u64;
+        let origin_part = self.canon[top];
+        let hi = mix((origin_part >> 64) as u64 ^ mix((scans >> 64) as u64 ^ accepts));
+        let lo = mix(origin_part as u64 ^ mix(scans as u64).rotate_left(29) ^ accepts);
+        ((hi as u128) << 64) | lo as u128
+    }
+
+    /// Order-independent hash of the items of set `k` whose next symbol
+    /// passes `keep`, each as (dot, fingerprint of its origin).
+    fn hash_items(&self, g: &CompiledGrammar, k: usize, keep: impl Fn(u32) -> bool) -> u128 {
+        let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
+        for it in &self.items[self.set_range(k)] {
+            if !keep(g.rhs[it.dot as usize]) {
+                continue;
+            }
+            let o = if it.origin as usize == k { 0x5bd1_e995u128 } else { self.canon[it.origin as usize] };
+            let x = mix(it.dot as u64 ^ (o as u64).rotate_left(17));
+            let y = mix((it.dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((o >> 64) as u64));
+            a = a.wrapping_add(x);
+            b ^= y.wrapping_mul(x | 1);
+        }
+        ((mix(a) as u128) << 64) | mix(b ^ a) as u128
     }
 
     fn pop_set(&mut self, pwords: usize) {
@@ -375,8 +395,8 @@ impl GrammarState {
 
     /// Key under which this state's mask can be memoised: the lexer state,
     /// whether a lexeme is in progress, and the chart's fingerprint.
-    pub fn mask_key(&mut self) -> (u32, bool, u128) {
-        (*self.lex.last().unwrap(), self.lex.len() == 1, self.chart.fingerprint())
+    pub fn mask_key(&mut self, g: &CompiledGrammar) -> (u32, bool, u128) {
+        (*self.lex.last().unwrap(), self.lex.len() == 1, self.chart.fingerprint(g))
     }
 
     /// Push one byte under greedy contextual lexing; `false` (state
