@@ -68,18 +68,12 @@ fn load_vocab(name: &str) -> Option<Vocabulary> {
         Ok(json) => match Vocabulary::from_tokenizer_json(&json, None, None) {
             Ok(v) => Some(v),
             Err(e) => {
-                eprintln!(
-                    "skipping {name} benchmarks: cannot parse {}: {e}",
-                    path.display()
-                );
+                eprintln!("skipping {name} benchmarks: cannot parse {}: {e}", path.display());
                 None
             }
         },
         Err(e) => {
-            eprintln!(
-                "skipping {name} benchmarks: {} not found ({e})",
-                path.display()
-            );
+            eprintln!("skipping {name} benchmarks: {} not found ({e})", path.display());
             None
         }
     }
@@ -129,20 +123,9 @@ fn llama3_cases() -> Option<(Arc<TokEnv>, Vec<Case>)> {
             let tokens = greedy_tokenize(env.vocab(), text);
             let c = Constraint::regex(env.clone(), pattern, &limits).expect(name);
             let mut m = Matcher::new(c);
-            assert_eq!(
-                m.consume_tokens(&tokens).unwrap(),
-                tokens.len(),
-                "{name}: sequence rejected"
-            );
-            assert!(
-                m.is_accepting(),
-                "{name}: sequence does not complete a match"
-            );
-            Case {
-                name,
-                pattern,
-                tokens,
-            }
+            assert_eq!(m.consume_tokens(&tokens).unwrap(), tokens.len(), "{name}: sequence rejected");
+            assert!(m.is_accepting(), "{name}: sequence does not complete a match");
+            Case { name, pattern, tokens }
         })
         .collect();
     Some((env, cases))
@@ -177,10 +160,7 @@ fn states_along(dfa: &Dfa, vocab: &Vocabulary, tokens: &[u32]) -> Vec<u32> {
 /// roughly proportional to the trie nodes tried.
 fn print_walk_stats(env: &TokEnv, cases: &[Case]) {
     let trie = env.trie();
-    eprintln!(
-        "token trie: {} nodes; per regex, over the states along its sequence:",
-        trie.num_nodes()
-    );
+    eprintln!("token trie: {} nodes; per regex, over the states along its sequence:", trie.num_nodes());
     for case in cases {
         let dfa = Dfa::compile(case.pattern, &RegexLimits::default()).unwrap();
         let (mut max_allowed, mut max_tried, mut sum_tried) = (0u32, 0u64, 0u64);
@@ -223,9 +203,7 @@ fn bench_trie_build(c: &mut Criterion) {
         let Some(vocab) = load_vocab(name) else {
             continue;
         };
-        g.bench_function(name, |b| {
-            b.iter(|| black_box(TokTrie::new(black_box(&vocab))))
-        });
+        g.bench_function(name, |b| b.iter(|| black_box(TokTrie::new(black_box(&vocab)))));
     }
     g.finish();
 }
@@ -242,9 +220,7 @@ fn bench_core(c: &mut Criterion) {
     let mut g = c.benchmark_group("compile");
     for case in &cases {
         g.bench_function(case.name, |b| {
-            b.iter(|| {
-                black_box(Constraint::regex(env.clone(), black_box(case.pattern), &limits).unwrap())
-            })
+            b.iter(|| black_box(Constraint::regex(env.clone(), black_box(case.pattern), &limits).unwrap()))
         });
     }
     g.finish();
@@ -256,9 +232,7 @@ fn bench_core(c: &mut Criterion) {
         let mut m = Matcher::new(con);
         let mut mask = vec![0u32; words];
         m.fill_mask(&mut mask).unwrap();
-        g.bench_function(case.name, |b| {
-            b.iter(|| m.fill_mask(black_box(&mut mask)).unwrap())
-        });
+        g.bench_function(case.name, |b| b.iter(|| m.fill_mask(black_box(&mut mask)).unwrap()));
     }
     g.finish();
 
@@ -267,8 +241,7 @@ fn bench_core(c: &mut Criterion) {
     // Setup (a compile per iteration) can cost far more than the timed
     // routine here, so keep the timed budget short.
     let mut g = c.benchmark_group("mask_cold_start");
-    g.warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_millis(300));
+    g.warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_millis(300));
     for case in &cases {
         let mut mask = vec![0u32; words];
         g.bench_function(case.name, |b| {
@@ -290,8 +263,7 @@ fn bench_core(c: &mut Criterion) {
     // (`trie_walk_seq` below walks every state). Includes the (negligible)
     // consume_token calls between masks.
     let mut g = c.benchmark_group("mask_cold_seq");
-    g.warm_up_time(Duration::from_millis(100))
-        .measurement_time(Duration::from_millis(500));
+    g.warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_millis(500));
     for case in &cases {
         let mut mask = vec![0u32; words];
         g.throughput(Throughput::Elements(case.tokens.len() as u64));

@@ -33,7 +33,11 @@ pub struct TokEnv {
 
 impl TokEnv {
     pub fn new(vocab: Vocabulary) -> Arc<Self> {
-        Arc::new(TokEnv { vocab, trie: OnceLock::new(), shapes: OnceLock::new() })
+        Arc::new(TokEnv {
+            vocab,
+            trie: OnceLock::new(),
+            shapes: OnceLock::new(),
+        })
     }
 
     pub fn vocab(&self) -> &Vocabulary {
@@ -71,7 +75,11 @@ struct MaskCache {
 
 impl MaskCache {
     fn new(states: usize, budget: usize) -> Self {
-        MaskCache { slots: (0..states).map(|_| OnceLock::new()).collect(), used: AtomicUsize::new(0), budget }
+        MaskCache {
+            slots: (0..states).map(|_| OnceLock::new()).collect(),
+            used: AtomicUsize::new(0),
+            budget,
+        }
     }
 }
 
@@ -114,14 +122,23 @@ impl Constraint {
         let dfa = Dfa::compile(pattern, limits)?;
         env.trie(); // build outside the first mask
         let cache = MaskCache::new(dfa.num_states(), DEFAULT_MASK_CACHE_BYTES);
-        Ok(Arc::new(Constraint { env, kind: Kind::Regex { dfa, cache } }))
+        Ok(Arc::new(Constraint {
+            env,
+            kind: Kind::Regex { dfa, cache },
+        }))
     }
 
     pub fn grammar(env: Arc<TokEnv>, grammar: &Grammar, limits: &GrammarLimits) -> Result<Arc<Self>> {
         let g = CompiledGrammar::new(grammar, limits)?;
         GrammarState::new(&g)?; // the initial set must exist
         env.shapes();
-        Ok(Arc::new(Constraint { env, kind: Kind::Grammar { g, cache: GrammarMaskCache::default() } }))
+        Ok(Arc::new(Constraint {
+            env,
+            kind: Kind::Grammar {
+                g,
+                cache: GrammarMaskCache::default(),
+            },
+        }))
     }
 
     pub fn env(&self) -> &Arc<TokEnv> {
@@ -143,7 +160,10 @@ impl Constraint {
 
     fn initial_state(&self) -> State {
         match &self.kind {
-            Kind::Regex { dfa, .. } => State::Regex { state: dfa.start(), history: Vec::new() },
+            Kind::Regex { dfa, .. } => State::Regex {
+                state: dfa.start(),
+                history: Vec::new(),
+            },
             Kind::Grammar { g, .. } => State::Grammar {
                 st: Box::new(GrammarState::new(g).expect("checked at compile time")),
                 token_lens: Vec::new(),
@@ -164,11 +184,15 @@ impl Constraint {
                 }
                 out.fill(0);
                 let trie = self.env.trie();
-                trie.walk_states(state, |s, b| dfa.next(s, b), |i, _| {
-                    for &t in trie.node_tokens(i) {
-                        set_bit(out, t);
-                    }
-                });
+                trie.walk_states(
+                    state,
+                    |s, b| dfa.next(s, b),
+                    |i, _| {
+                        for &t in trie.node_tokens(i) {
+                            set_bit(out, t);
+                        }
+                    },
+                );
                 if dfa.is_accepting(state) {
                     for &e in self.vocab().eos_token_ids() {
                         set_bit(out, e);
@@ -214,7 +238,11 @@ pub struct Matcher {
 impl Matcher {
     pub fn new(constraint: Arc<Constraint>) -> Self {
         let state = constraint.initial_state();
-        Matcher { constraint, state, eos: false }
+        Matcher {
+            constraint,
+            state,
+            eos: false,
+        }
     }
 
     pub fn constraint(&self) -> &Arc<Constraint> {
@@ -402,7 +430,7 @@ impl Matcher {
             State::Regex { state, .. } => {
                 let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
                 dfa.is_accepting(*state)
-            },
+            }
             State::Grammar { st, accepting, .. } => {
                 let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
                 *accepting.get_or_insert_with(|| st.is_accepting(g))
@@ -420,7 +448,7 @@ impl Matcher {
             State::Regex { state, .. } => {
                 let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
                 dfa.is_terminal(*state)
-            },
+            }
             State::Grammar { st, .. } => {
                 let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
                 !st.can_continue(g)
@@ -470,7 +498,7 @@ impl Matcher {
             State::Regex { state, .. } => {
                 let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
                 dfa.forced_bytes(*state, 1 << 16)
-            },
+            }
             State::Grammar { st, .. } => {
                 let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
                 let mut out = Vec::new();

@@ -39,7 +39,12 @@ pub struct RegexLimits {
 
 impl Default for RegexLimits {
     fn default() -> Self {
-        RegexLimits { nfa_size: 16 << 20, dfa_size: 64 << 20, max_states: 200_000, nest_limit: 200 }
+        RegexLimits {
+            nfa_size: 16 << 20,
+            dfa_size: 64 << 20,
+            max_states: 200_000,
+            nest_limit: 200,
+        }
     }
 }
 
@@ -312,7 +317,9 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
     // reach[s] = matches[s] | union of reach over successors (fixpoint).
     let mut reach = matches.clone();
     reach[..pwords].fill(0);
-    let mut stack: Vec<u32> = (1..n as u32).filter(|&s| reach[s as usize * pwords..][..pwords].iter().any(|&w| w != 0)).collect();
+    let mut stack: Vec<u32> = (1..n as u32)
+        .filter(|&s| reach[s as usize * pwords..][..pwords].iter().any(|&w| w != 0))
+        .collect();
     while let Some(t) = stack.pop() {
         for &p in &preds[indeg[t as usize] as usize..indeg[t as usize + 1] as usize] {
             if p == DEAD {
@@ -360,11 +367,26 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
             }
         }
     }
-    Dfa { classes, stride, trans: ntrans, pwords, matches: nmatch, reach: nreach, terminal, start: new_id[start as usize], npatterns }
+    Dfa {
+        classes,
+        stride,
+        trans: ntrans,
+        pwords,
+        matches: nmatch,
+        reach: nreach,
+        terminal,
+        start: new_id[start as usize],
+        npatterns,
+    }
 }
 
 fn syntax_error(span: &regex_syntax::ast::Span, message: &str) -> Error {
-    Error::RegexSyntax { offset: span.start.offset, line: span.start.line, column: span.start.column, message: message.to_string() }
+    Error::RegexSyntax {
+        offset: span.start.offset,
+        line: span.start.line,
+        column: span.start.column,
+        message: message.to_string(),
+    }
 }
 
 /// Trie-walk adapter: a stack of DFA states, one per pushed byte.
@@ -447,7 +469,10 @@ mod tests {
     #[test]
     fn explosive_patterns_hit_limits() {
         let t = std::time::Instant::now();
-        assert!(matches!(Dfa::compile("(a|b)*a(a|b){40}", &RegexLimits::default()), Err(Error::TooLarge(_))));
+        assert!(matches!(
+            Dfa::compile("(a|b)*a(a|b){40}", &RegexLimits::default()),
+            Err(Error::TooLarge(_))
+        ));
         assert!(matches!(Dfa::compile(r"\w{2000}", &RegexLimits::default()), Err(Error::TooLarge(_))));
         assert!(t.elapsed().as_secs() < 60);
     }

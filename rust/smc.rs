@@ -221,13 +221,7 @@ impl Population {
     /// history) and reset the weights to `log_z`. Returns the ancestors.
     pub fn resample(&mut self) -> Result<&[i64], SmcError> {
         let log_z = self.log_z();
-        resample::resample_into(
-            self.scheme,
-            &self.log_weights,
-            &mut self.ancestors,
-            Uniforms::Rng(&mut self.rng),
-        )
-        .map_err(extinct)?;
+        resample::resample_into(self.scheme, &self.log_weights, &mut self.ancestors, Uniforms::Rng(&mut self.rng)).map_err(extinct)?;
         self.log_weights.fill(log_z);
         self.n_resamples += 1;
         Ok(&self.ancestors)
@@ -263,10 +257,7 @@ mod tests {
     fn construction_errors() {
         assert_eq!(Population::new(0, 0.5, Scheme::Systematic, 0).unwrap_err(), SmcError::Empty);
         for bad in [-0.1, 1.5, f64::NAN] {
-            assert!(matches!(
-                Population::new(4, bad, Scheme::Systematic, 0),
-                Err(SmcError::BadThreshold(_))
-            ));
+            assert!(matches!(Population::new(4, bad, Scheme::Systematic, 0), Err(SmcError::BadThreshold(_))));
         }
         let p = Population::new(4, 0.5, Scheme::Residual, 0).unwrap();
         assert_eq!(p.len(), 4);
@@ -280,17 +271,11 @@ mod tests {
         let mut p = Population::new(3, 0.5, Scheme::Systematic, 0).unwrap();
         p.add_log_weights(&[1.0, -INF, 2.0]).unwrap();
         let before = p.log_weights().to_vec();
-        assert_eq!(
-            p.add_log_weights(&[0.0, 0.0]),
-            Err(SmcError::LengthMismatch { expected: 3, got: 2 })
-        );
+        assert_eq!(p.add_log_weights(&[0.0, 0.0]), Err(SmcError::LengthMismatch { expected: 3, got: 2 }));
         assert_eq!(p.add_log_weights(&[0.5, 0.0, f64::NAN]), Err(SmcError::NaNIncrement { index: 2 }));
         assert_eq!(p.add_log_weights(&[0.5, INF, 0.0]), Err(SmcError::PosInfIncrement { index: 1 }));
         assert_eq!(p.add_log_weights(&[0.5, 0.0, f64::MAX]), Ok(()));
-        assert_eq!(
-            p.add_log_weights(&[0.5, 0.0, f64::MAX]),
-            Err(SmcError::PosInfIncrement { index: 2 })
-        );
+        assert_eq!(p.add_log_weights(&[0.5, 0.0, f64::MAX]), Err(SmcError::PosInfIncrement { index: 2 }));
         assert_eq!(p.log_weights()[0], before[0] + 0.5);
         assert_eq!(p.log_weights()[1], -INF);
     }
@@ -299,11 +284,7 @@ mod tests {
     #[test]
     fn log_z_is_log_mean_of_products_without_resampling() {
         let mut p = Population::new(5, 0.0, Scheme::Systematic, 1).unwrap();
-        let steps = [
-            [0.1, -0.3, 0.0, 2.0, -1.0],
-            [-0.5, 0.2, 0.0, -INF, 0.3],
-            [0.0, 0.0, 1.5, 0.0, -0.2],
-        ];
+        let steps = [[0.1, -0.3, 0.0, 2.0, -1.0], [-0.5, 0.2, 0.0, -INF, 0.3], [0.0, 0.0, 1.5, 0.0, -0.2]];
         let mut prod = [1.0f64; 5];
         for s in &steps {
             p.add_log_weights(s).unwrap();

@@ -64,7 +64,13 @@ impl TokTrie {
 
         let mut nodes: Vec<Node> = Vec::with_capacity(toks.len() * 2);
         let mut token_ids: Vec<u32> = Vec::with_capacity(toks.len());
-        nodes.push(Node { subtree_end: 0, tok_start: 0, ntok: 0, depth: 0, byte: 0 });
+        nodes.push(Node {
+            subtree_end: 0,
+            tok_start: 0,
+            ntok: 0,
+            depth: 0,
+            byte: 0,
+        });
         // Path of node indices from the root to the last inserted node.
         let mut path: Vec<u32> = vec![0];
         let mut prev: &[u8] = &[];
@@ -78,7 +84,13 @@ impl TokTrie {
             }
             for (d, &b) in bytes.iter().enumerate().skip(lcp) {
                 path.push(nodes.len() as u32);
-                nodes.push(Node { subtree_end: 0, tok_start: token_ids.len() as u32, ntok: 0, depth: (d + 1) as u16, byte: b });
+                nodes.push(Node {
+                    subtree_end: 0,
+                    tok_start: token_ids.len() as u32,
+                    ntok: 0,
+                    depth: (d + 1) as u16,
+                    byte: b,
+                });
             }
             let last = *path.last().unwrap() as usize;
             if nodes[last].ntok == 0 {
@@ -93,7 +105,12 @@ impl TokTrie {
         for idx in path {
             nodes[idx as usize].subtree_end = end;
         }
-        TokTrie { nodes, token_ids, vocab_size: vocab.size(), max_depth }
+        TokTrie {
+            nodes,
+            token_ids,
+            vocab_size: vocab.size(),
+            max_depth,
+        }
     }
 
     pub fn num_nodes(&self) -> usize {
@@ -299,7 +316,10 @@ mod tests {
         let v = vocab(&toks);
         let trie = TokTrie::new(&v);
         let words: Vec<Vec<u8>> = vec![b"abd".to_vec(), b"bax".to_vec()];
-        let mut r = PrefixSet { words: words.clone(), buf: vec![] };
+        let mut r = PrefixSet {
+            words: words.clone(),
+            buf: vec![],
+        };
         let mut mask = vec![0u32; words_for(v.size())];
         trie.add_allowed(&mut r, &mut mask);
         assert!(r.buf.is_empty());

@@ -73,7 +73,15 @@ impl Vocabulary {
             offsets.push(bytes.len() as u32);
         }
         Self::check_eos(&eos, size)?;
-        Ok(Vocabulary { bytes, offsets, special, eos, size, spelling: Spelling::Plain, adds_prefix_space: false })
+        Ok(Vocabulary {
+            bytes,
+            offsets,
+            special,
+            eos,
+            size,
+            spelling: Spelling::Plain,
+            adds_prefix_space: false,
+        })
     }
 
     fn check_eos(eos: &[u32], size: usize) -> Result<()> {
@@ -91,8 +99,7 @@ impl Vocabulary {
     /// well-known end-of-text name). `size` is the model's embedding width if
     /// larger than the tokenizer.
     pub fn from_tokenizer_json(json: &str, eos: Option<Vec<u32>>, size: Option<usize>) -> Result<Self> {
-        let v: Value = serde_json::from_str(json)
-            .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
         let model = v.get("model").ok_or_else(|| Error::Tokenizer("missing \"model\"".into()))?;
         let spelling = detect_spelling(&v, model);
         let adds_prefix_space = detect_prefix_space(&v);
@@ -102,7 +109,9 @@ impl Vocabulary {
         match model.get("vocab") {
             Some(Value::Object(map)) => {
                 for (k, id) in map {
-                    let id = id.as_u64().ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
+                    let id = id
+                        .as_u64()
+                        .ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
                     entries.push((check_id(id, &format!("vocab entry {k:?}"))?, k.clone()));
                 }
             }
@@ -112,7 +121,10 @@ impl Vocabulary {
                     return Err(Error::Tokenizer(format!("unigram vocabulary has more than {MAX_VOCAB_SIZE} entries")));
                 }
                 for (i, it) in items.iter().enumerate() {
-                    let piece = it.get(0).and_then(Value::as_str).ok_or_else(|| Error::Tokenizer(format!("unigram vocab entry {i} is malformed")))?;
+                    let piece = it
+                        .get(0)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| Error::Tokenizer(format!("unigram vocab entry {i} is malformed")))?;
                     entries.push((i as u32, piece.to_string()));
                 }
             }
@@ -122,14 +134,22 @@ impl Vocabulary {
         let mut added: Vec<(u32, String, bool)> = Vec::new();
         if let Some(Value::Array(items)) = v.get("added_tokens") {
             for it in items {
-                let id = it.get("id").and_then(Value::as_u64).ok_or_else(|| Error::Tokenizer("added token without id".into()))?;
+                let id = it
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| Error::Tokenizer("added token without id".into()))?;
                 let id = check_id(id, "an added token")?;
                 let content = it.get("content").and_then(Value::as_str).unwrap_or("").to_string();
                 let special = it.get("special").and_then(Value::as_bool).unwrap_or(false);
                 added.push((id, content, special));
             }
         }
-        let n_ids = entries.iter().map(|e| e.0).chain(added.iter().map(|a| a.0)).max().map_or(0, |m| m as usize + 1);
+        let n_ids = entries
+            .iter()
+            .map(|e| e.0)
+            .chain(added.iter().map(|a| a.0))
+            .max()
+            .map_or(0, |m| m as usize + 1);
         if n_ids == 0 {
             return Err(Error::Tokenizer("empty vocabulary".into()));
         }
@@ -258,13 +278,11 @@ fn detect_spelling(v: &Value, model: &Value) -> Spelling {
     if types.iter().any(|t| t == "ByteLevel") {
         return Spelling::ByteLevel;
     }
-    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false)
-        || types.iter().any(|t| t == "ByteFallback");
+    let byte_fallback = model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false) || types.iter().any(|t| t == "ByteFallback");
     // `▁` in the normalizer / pre-tokenizer means pieces spell spaces that way.
     let mentions_metaspace = |k: &str| v.get(k).is_some_and(|n| n.to_string().contains('\u{2581}'));
-    let metaspace = types.iter().any(|t| t == "Metaspace" || t == "Replace")
-        || mentions_metaspace("normalizer")
-        || mentions_metaspace("pre_tokenizer");
+    let metaspace =
+        types.iter().any(|t| t == "Metaspace" || t == "Replace") || mentions_metaspace("normalizer") || mentions_metaspace("pre_tokenizer");
     if metaspace || byte_fallback {
         Spelling::Metaspace { byte_fallback }
     } else {

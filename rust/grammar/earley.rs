@@ -43,10 +43,18 @@ pub struct CompiledGrammar {
 impl CompiledGrammar {
     pub fn new(g: &Grammar, limits: &GrammarLimits) -> Result<Self> {
         if g.rules.len() > limits.max_rules {
-            return Err(Error::TooLarge(format!("grammar has {} rules (limit {})", g.rules.len(), limits.max_rules)));
+            return Err(Error::TooLarge(format!(
+                "grammar has {} rules (limit {})",
+                g.rules.len(),
+                limits.max_rules
+            )));
         }
         if g.terminals.len() > limits.max_terminals {
-            return Err(Error::TooLarge(format!("grammar has {} terminals (limit {})", g.terminals.len(), limits.max_terminals)));
+            return Err(Error::TooLarge(format!(
+                "grammar has {} terminals (limit {})",
+                g.terminals.len(),
+                limits.max_terminals
+            )));
         }
         let total: usize = g.rules.iter().map(|r| r.rhs.len() + 1).sum();
         if total > limits.max_rhs_symbols {
@@ -95,18 +103,30 @@ impl CompiledGrammar {
 
         let patterns: Vec<&str> = g.terminals.iter().map(|t| t.regex.as_str()).collect();
         let lexer = Dfa::compile_many(&patterns, &RegexLimits::default()).map_err(|e| match e {
-            Error::RegexSyntax { message, .. } => Error::Grammar { line: 0, column: 0, message: format!("invalid terminal regex: {message}") },
+            Error::RegexSyntax { message, .. } => Error::Grammar {
+                line: 0,
+                column: 0,
+                message: format!("invalid terminal regex: {message}"),
+            },
             other => other,
         })?;
         if lexer.matches(lexer.start()).iter().any(|&w| w != 0) {
             let m = lexer.matches(lexer.start());
             let t = (0..g.terminals.len()).find(|&t| m[t / 64] >> (t % 64) & 1 == 1).unwrap_or(0);
-            return Err(Error::Grammar { line: 0, column: 0, message: format!("terminal {} matches the empty string", g.terminals[t].name) });
+            return Err(Error::Grammar {
+                line: 0,
+                column: 0,
+                message: format!("terminal {} matches the empty string", g.terminals[t].name),
+            });
         }
         for (t, term) in g.terminals.iter().enumerate() {
             let reach = lexer.reach(lexer.start());
             if lexer.start() == DEAD || reach[t / 64] >> (t % 64) & 1 == 0 {
-                return Err(Error::Grammar { line: 0, column: 0, message: format!("terminal {} matches no string", term.name) });
+                return Err(Error::Grammar {
+                    line: 0,
+                    column: 0,
+                    message: format!("terminal {} matches no string", term.name),
+                });
             }
         }
         let pwords = lexer.pattern_words();
@@ -224,7 +244,11 @@ impl Chart {
             if !keep(g.rhs[it.dot as usize]) {
                 continue;
             }
-            let o = if it.origin as usize == k { 0x5bd1_e995u128 } else { self.canon[it.origin as usize] };
+            let o = if it.origin as usize == k {
+                0x5bd1_e995u128
+            } else {
+                self.canon[it.origin as usize]
+            };
             let x = mix(it.dot as u64 ^ (o as u64).rotate_left(17));
             let y = mix((it.dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((o >> 64) as u64));
             a = a.wrapping_add(x);
@@ -256,7 +280,10 @@ impl CompiledGrammar {
     /// A chart holding the initial set.
     pub fn initial_chart(&self) -> Result<Chart> {
         let mut c = Chart::default();
-        let seed = Item { dot: self.rule_start[self.start_rule as usize], origin: 0 };
+        let seed = Item {
+            dot: self.rule_start[self.start_rule as usize],
+            origin: 0,
+        };
         if !self.push_set(&mut c, std::iter::once(seed))? {
             return Err(Error::EmptyLanguage("grammar has no initial parse".into()));
         }
@@ -294,11 +321,18 @@ impl CompiledGrammar {
                 // Complete: advance items in the origin set waiting on lhs.
                 let lhs = self.rule_lhs[(sym & !END_FLAG) as usize];
                 let want = NT_FLAG | lhs;
-                let range = if it.origin == k { start..c.items.len() } else { c.set_range(it.origin as usize) };
+                let range = if it.origin == k {
+                    start..c.items.len()
+                } else {
+                    c.set_range(it.origin as usize)
+                };
                 for j in range {
                     let w = c.items[j];
                     if self.rhs[w.dot as usize] == want {
-                        let adv = Item { dot: w.dot + 1, origin: w.origin };
+                        let adv = Item {
+                            dot: w.dot + 1,
+                            origin: w.origin,
+                        };
                         if c.seen.insert(adv) {
                             c.items.push(adv);
                         }
@@ -307,13 +341,19 @@ impl CompiledGrammar {
             } else if sym & NT_FLAG != 0 {
                 let n = (sym & !NT_FLAG) as usize;
                 for &r in &self.rules_of[n] {
-                    let p = Item { dot: self.rule_start[r as usize], origin: k };
+                    let p = Item {
+                        dot: self.rule_start[r as usize],
+                        origin: k,
+                    };
                     if c.seen.insert(p) {
                         c.items.push(p);
                     }
                 }
                 if self.nullable[n] {
-                    let adv = Item { dot: it.dot + 1, origin: it.origin };
+                    let adv = Item {
+                        dot: it.dot + 1,
+                        origin: it.origin,
+                    };
                     if c.seen.insert(adv) {
                         c.items.push(adv);
                     }
@@ -343,7 +383,10 @@ impl CompiledGrammar {
                 let s = self.rhs[it.dot as usize];
                 s & (NT_FLAG | END_FLAG) == 0 && terms[s as usize / 64] >> (s % 64) & 1 == 1
             })
-            .map(|it| Item { dot: it.dot + 1, origin: it.origin })
+            .map(|it| Item {
+                dot: it.dot + 1,
+                origin: it.origin,
+            })
             .collect();
         self.push_set(c, seeds.into_iter())
     }
@@ -351,7 +394,9 @@ impl CompiledGrammar {
     /// The top set contains the completed start rule.
     fn chart_accepts(&self, c: &Chart) -> bool {
         let end = END_FLAG | self.start_rule;
-        c.items[c.set_range(c.sets.len() - 1)].iter().any(|it| it.origin == 0 && self.rhs[it.dot as usize] == end)
+        c.items[c.set_range(c.sets.len() - 1)]
+            .iter()
+            .any(|it| it.origin == 0 && self.rhs[it.dot as usize] == end)
     }
 }
 
@@ -386,7 +431,12 @@ pub struct GrammarState {
 impl GrammarState {
     pub fn new(g: &CompiledGrammar) -> Result<Self> {
         let chart = g.initial_chart()?;
-        Ok(GrammarState { lex: vec![g.lexer.start()], height: vec![chart.num_sets() as u32], chart, error: None })
+        Ok(GrammarState {
+            lex: vec![g.lexer.start()],
+            height: vec![chart.num_sets() as u32],
+            chart,
+            error: None,
+        })
     }
 
     pub fn num_bytes(&self) -> usize {
@@ -414,23 +464,8 @@ impl GrammarState {
             return false; // no lexeme in progress: nothing to end
         }
         // End the current lexeme at `s`, then start a new one with `b`.
-        let m = g.lexer.matches(s);
-        let allowed = self.chart.allowed(pw);
-        if !intersects(m, allowed) {
+        let Some(scanned) = self.end_lexeme(g, s) else {
             return false;
-        }
-        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
-        let scanned = if scan.iter().any(|&w| w != 0) {
-            match g.scan(&mut self.chart, &scan) {
-                Ok(true) => true,
-                Ok(false) => return false,
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                    return false;
-                }
-            }
-        } else {
-            false // only %ignore terminals matched: the parser stays put
         };
         let s3 = g.lexer.next(g.lexer.start(), b);
         if s3 != DEAD && intersects(g.lexer.reach(s3), self.chart.allowed(pw)) {
@@ -467,27 +502,34 @@ impl GrammarState {
     /// [`GrammarState::leave_after_lexeme`] needs to undo it, or `None` if
     /// the lexeme cannot end there.
     pub fn enter_after_lexeme(&mut self, g: &CompiledGrammar, ls: u32) -> Option<(Vec<u32>, Vec<u32>, bool)> {
+        let scanned = self.end_lexeme(g, ls)?;
+        let lex = std::mem::replace(&mut self.lex, vec![g.lexer.start()]);
+        let height = std::mem::replace(&mut self.height, vec![self.chart.num_sets() as u32]);
+        Some((lex, height, scanned))
+    }
+
+    /// End the lexeme in progress in lexer state `ls`: scan the expected
+    /// terminals it matches (pushing a chart set), or, if it matches only
+    /// `%ignore` terminals, leave the parser as it is. `None` if it matches
+    /// nothing allowed or the scan fails; otherwise whether a set was pushed.
+    fn end_lexeme(&mut self, g: &CompiledGrammar, ls: u32) -> Option<bool> {
         let pw = g.pwords;
         let m = g.lexer.matches(ls);
         if !intersects(m, self.chart.allowed(pw)) {
             return None;
         }
         let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
-        let scanned = if scan.iter().any(|&w| w != 0) {
-            match g.scan(&mut self.chart, &scan) {
-                Ok(true) => true,
-                Ok(false) => return None,
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                    return None;
-                }
+        if scan.iter().all(|&w| w == 0) {
+            return Some(false); // only %ignore terminals matched: the parser stays put
+        }
+        match g.scan(&mut self.chart, &scan) {
+            Ok(true) => Some(true),
+            Ok(false) => None,
+            Err(e) => {
+                self.error.get_or_insert(e);
+                None
             }
-        } else {
-            false
-        };
-        let lex = std::mem::replace(&mut self.lex, vec![g.lexer.start()]);
-        let height = std::mem::replace(&mut self.height, vec![self.chart.num_sets() as u32]);
-        Some((lex, height, scanned))
+        }
     }
 
     pub fn leave_after_lexeme(&mut self, g: &CompiledGrammar, saved: (Vec<u32>, Vec<u32>, bool)) {

@@ -168,11 +168,20 @@ impl GbnfParser<'_> {
         self.space(false);
         if !self.eof() && !Self::is_newline(self.cur()) && !self.rule_starts_at(self.i) {
             let c = self.cur().unwrap();
-            return Err(gerr(self.pos(), format!("unexpected {c:?} (expected a rule item, '|' or the end of the line)")));
+            return Err(gerr(
+                self.pos(),
+                format!("unexpected {c:?} (expected a rule item, '|' or the end of the line)"),
+            ));
         }
         self.space(true);
         if let Some(first) = self.defined.get(&name) {
-            return Err(gerr(npos, format!("rule {name:?} is defined more than once (first at line {}, column {})", first.line, first.col)));
+            return Err(gerr(
+                npos,
+                format!(
+                    "rule {name:?} is defined more than once (first at line {}, column {})",
+                    first.line, first.col
+                ),
+            ));
         }
         self.defined.insert(name.clone(), npos);
         let lhs = self.em.b.nonterminal(&name);
@@ -230,7 +239,11 @@ impl GbnfParser<'_> {
                         }
                         None => return Err(gerr(cpos, "unclosed '('")),
                     }
-                    Some(if alts.len() == 1 { alts.pop().unwrap() } else { vec![self.em.group(alts)?] })
+                    Some(if alts.len() == 1 {
+                        alts.pop().unwrap()
+                    } else {
+                        vec![self.em.group(alts)?]
+                    })
                 }
                 '*' | '+' | '?' | '{' => {
                     let Some(item) = last.take() else {
@@ -328,7 +341,11 @@ impl GbnfParser<'_> {
                     Some(',') => {
                         self.i += 1;
                         self.space(true);
-                        let max = if self.cur().is_some_and(|c| c.is_ascii_digit()) { Some(self.int()?) } else { None };
+                        let max = if self.cur().is_some_and(|c| c.is_ascii_digit()) {
+                            Some(self.int()?)
+                        } else {
+                            None
+                        };
                         self.space(true);
                         if self.cur() != Some('}') {
                             return Err(gerr(self.pos(), "expected '}' to close the repetition"));
@@ -598,7 +615,11 @@ mod tests {
     fn fixtures_parse_and_recognize() {
         let g = gbnf(&fixture("json.gbnf"));
         single_char_terminals(&g);
-        for s in ["{}", "{\"a\": [1, -2.5e3, true, null], \"b\": {\"c\": \"d\\\"\\u00e9\"}}", "{\n\"k\":\"v\"}"] {
+        for s in [
+            "{}",
+            "{\"a\": [1, -2.5e3, true, null], \"b\": {\"c\": \"d\\\"\\u00e9\"}}",
+            "{\n\"k\":\"v\"}",
+        ] {
             assert!(accepts(&g, s), "{s}");
         }
         for s in ["[]", "{", "{\"a\" 1}", "{\"a\": 01}", "{ \"a\":1}x"] {
@@ -619,7 +640,11 @@ mod tests {
             assert!(!accepts(&g, s), "{s}");
         }
         let g = gbnf(&fixture("chess.gbnf"));
-        for s in ["1. e4 e5\n2. Nf3 Nc6\n", "1. d4 d5\n2. c4 dxc4\n3. O-O-O Qxd8+\n", "1. e4 e5\n2. e8=Q Kxe8#\n"] {
+        for s in [
+            "1. e4 e5\n2. Nf3 Nc6\n",
+            "1. d4 d5\n2. c4 dxc4\n3. O-O-O Qxd8+\n",
+            "1. e4 e5\n2. e8=Q Kxe8#\n",
+        ] {
             assert!(accepts(&g, s), "{s}");
         }
         for s in ["1. e4 e5\n", "1. e9 e5\n2. a1 a2\n", "2. e4 e5\n3. a3 a4\n"] {
@@ -680,7 +705,11 @@ mod tests {
         l.max_nesting = 5;
         let deep = format!("root ::= {}\"a\"{}\n", "(".repeat(6), ")".repeat(6));
         match parse_gbnf(&deep, &l) {
-            Err(Error::Grammar { line: 1, column: 15, message }) => assert!(message.contains("nested"), "{message}"),
+            Err(Error::Grammar {
+                line: 1,
+                column: 15,
+                message,
+            }) => assert!(message.contains("nested"), "{message}"),
             other => panic!("{other:?}"),
         }
         let ok = format!("root ::= {}\"a\"{}\n", "(".repeat(5), ")".repeat(5));
@@ -691,7 +720,11 @@ mod tests {
         let mut l = lim();
         l.max_rules = 10;
         match parse_gbnf("root ::= \"a\"{0,20}\n", &l) {
-            Err(Error::Grammar { line: 1, column: 13, message }) => assert!(message.contains("max_rules"), "{message}"),
+            Err(Error::Grammar {
+                line: 1,
+                column: 13,
+                message,
+            }) => assert!(message.contains("max_rules"), "{message}"),
             other => panic!("{other:?}"),
         }
         match parse_gbnf("root ::= \"a\"{99999999999}\n", &lim()) {

@@ -30,7 +30,14 @@ pub fn json_grammar(ws: Whitespace, max_depth: usize) -> Result<Grammar> {
     let tr = b.literal("true");
     let fa = b.literal("false");
     let nu = b.literal("null");
-    let (lb, rb, lk, rk, comma, colon) = (b.literal("{"), b.literal("}"), b.literal("["), b.literal("]"), b.literal(","), b.literal(":"));
+    let (lb, rb, lk, rk, comma, colon) = (
+        b.literal("{"),
+        b.literal("}"),
+        b.literal("["),
+        b.literal("]"),
+        b.literal(","),
+        b.literal(":"),
+    );
     if ws == Whitespace::Flexible {
         let w = b.terminal("WS", r"[ \t\n\r]+");
         b.ignore(w);

@@ -59,7 +59,13 @@ pub fn parse_lark(text: &str, limits: &GrammarLimits) -> Result<Grammar> {
 /// Parse a Lark grammar with an explicit start rule.
 pub fn parse_lark_with_start(text: &str, start: &str, limits: &GrammarLimits) -> Result<Grammar> {
     let toks = lex(text)?;
-    let items = Parser { toks, i: 0, depth: 0, max_nesting: limits.max_nesting }.parse_file()?;
+    let items = Parser {
+        toks,
+        i: 0,
+        depth: 0,
+        max_nesting: limits.max_nesting,
+    }
+    .parse_file()?;
     let defs = Definitions::collect(items)?;
     defs.check_names()?;
     // Only terminals reachable from rules and %ignore are compiled: an
@@ -72,7 +78,12 @@ pub fn parse_lark_with_start(text: &str, start: &str, limits: &GrammarLimits) ->
         collect_terminal_names(body, &mut used);
     }
     let compiled = compile_terminals(&defs.terms, &used)?;
-    let mut rc = RuleCompiler { em: Emitter::new(limits), defs: &defs, compiled: &compiled, term_ids: HashMap::new() };
+    let mut rc = RuleCompiler {
+        em: Emitter::new(limits),
+        defs: &defs,
+        compiled: &compiled,
+        term_ids: HashMap::new(),
+    };
     for (name, pos, body) in &defs.rules {
         rc.em.at = *pos;
         let lhs = rc.em.b.nonterminal(name);
@@ -85,7 +96,11 @@ pub fn parse_lark_with_start(text: &str, start: &str, limits: &GrammarLimits) ->
         let t = match body {
             Expr::Name(n, p) => rc.named_terminal(n, *p)?,
             e => {
-                let re = TermCtx { defs: &defs.terms, done: &compiled }.re_of(e)?;
+                let re = TermCtx {
+                    defs: &defs.terms,
+                    done: &compiled,
+                }
+                .re_of(e)?;
                 rc.anon_terminal(&format!("%ignore@{}:{}", pos.line, pos.col), &re.s, *pos)?
             }
         };
@@ -108,7 +123,11 @@ pub(super) struct Pos {
 }
 
 pub(super) fn gerr(pos: Pos, message: impl Into<String>) -> Error {
-    Error::Grammar { line: pos.line, column: pos.col, message: message.into() }
+    Error::Grammar {
+        line: pos.line,
+        column: pos.col,
+        message: message.into(),
+    }
 }
 
 /// Maps char indices of a text to line/column positions.
@@ -125,7 +144,10 @@ impl LineIndex {
 
     pub fn pos(&self, i: usize) -> Pos {
         let line = self.starts.partition_point(|&s| s <= i);
-        Pos { line, col: i - self.starts[line - 1] + 1 }
+        Pos {
+            line,
+            col: i - self.starts[line - 1] + 1,
+        }
     }
 }
 
@@ -145,7 +167,13 @@ pub(super) struct Emitter<'l> {
 
 impl<'l> Emitter<'l> {
     pub fn new(limits: &'l GrammarLimits) -> Self {
-        Emitter { b: GrammarBuilder::new(), limits, nrules: 0, nsyms: 0, at: Pos::default() }
+        Emitter {
+            b: GrammarBuilder::new(),
+            limits,
+            nrules: 0,
+            nsyms: 0,
+            at: Pos::default(),
+        }
     }
 
     fn too_large(&self, what: &str, max: usize) -> Error {
@@ -213,7 +241,10 @@ impl<'l> Emitter<'l> {
     pub fn repeat(&mut self, x: Sym, min: u64, max: Option<u64>) -> Result<Vec<Sym>> {
         if let Some(mx) = max {
             if mx < min {
-                return Err(gerr(self.at, format!("invalid repetition range {min}..{mx}: the maximum is below the minimum")));
+                return Err(gerr(
+                    self.at,
+                    format!("invalid repetition range {min}..{mx}: the maximum is below the minimum"),
+                ));
             }
         }
         let room = self.limits.max_rhs_symbols.saturating_sub(self.nsyms) as u64;
@@ -397,7 +428,10 @@ fn lex(text: &str) -> Result<Vec<Tok>> {
                 }
                 let flags: String = cs[fstart..j].iter().collect();
                 if pattern.contains('\n') && !flags.contains('x') {
-                    return Err(gerr(pos, "unterminated regular expression (a regex may span several lines only with the x flag)"));
+                    return Err(gerr(
+                        pos,
+                        "unterminated regular expression (a regex may span several lines only with the x flag)",
+                    ));
                 }
                 push!(Tk::Re(pattern, flags));
                 i = j;
@@ -512,7 +546,12 @@ enum Expr {
     Range(char, char, Pos),
     Seq(Vec<Expr>),
     Alt(Vec<Expr>),
-    Repeat { inner: Box<Expr>, min: u64, max: Option<u64>, pos: Pos },
+    Repeat {
+        inner: Box<Expr>,
+        min: u64,
+        max: Option<u64>,
+        pos: Pos,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -524,7 +563,10 @@ enum NameKind {
 fn name_kind(name: &str, pos: Pos) -> Result<NameKind> {
     let rest = name.strip_prefix('_').unwrap_or(name);
     let bad = || {
-        gerr(pos, format!("invalid name {name:?}: rule names are lowercase (`_?[a-z][_a-z0-9]*`), terminal names uppercase (`_?[A-Z][_A-Z0-9]*`)"))
+        gerr(
+            pos,
+            format!("invalid name {name:?}: rule names are lowercase (`_?[a-z][_a-z0-9]*`), terminal names uppercase (`_?[A-Z][_A-Z0-9]*`)"),
+        )
     };
     let first = rest.chars().next().ok_or_else(bad)?;
     if first.is_ascii_lowercase() && rest.chars().all(|c| c == '_' || c.is_ascii_lowercase() || c.is_ascii_digit()) {
@@ -642,7 +684,10 @@ impl Parser {
             return Err(gerr(t.pos, format!("names starting with '__' are reserved ({name:?})")));
         }
         if modifiers && kind == NameKind::Term {
-            return Err(gerr(t.pos, format!("the modifiers '?' and '!' apply to rules only, not to terminal {name}")));
+            return Err(gerr(
+                t.pos,
+                format!("the modifiers '?' and '!' apply to rules only, not to terminal {name}"),
+            ));
         }
         if self.is_punct('{') {
             return Err(gerr(self.peek().pos, "rule templates (`name{param}`) are not supported"));
@@ -671,7 +716,10 @@ impl Parser {
 
     fn statement(&mut self, directive: &str, pos: Pos) -> Result<Item> {
         match directive {
-            "ignore" => Ok(Item::Ignore { pos, body: self.expansions()? }),
+            "ignore" => Ok(Item::Ignore {
+                pos,
+                body: self.expansions()?,
+            }),
             "import" => {
                 let ppos = self.peek().pos;
                 if self.is_punct('.') {
@@ -708,7 +756,10 @@ impl Parser {
                 };
                 let module: Vec<&str> = path.iter().map(|(n, _)| n.as_str()).collect();
                 if module != ["common"] {
-                    return Err(gerr(ppos, format!("cannot import from {:?}: only the `common` module is available", module.join("."))));
+                    return Err(gerr(
+                        ppos,
+                        format!("cannot import from {:?}: only the `common` module is available", module.join(".")),
+                    ));
                 }
                 Ok(Item::Import { pos, names })
             }
@@ -770,12 +821,22 @@ impl Parser {
                 if lo < 0 || hi < lo {
                     return Err(gerr(t.pos, format!("bad repetition range {lo}..{hi}")));
                 }
-                return Ok(Expr::Repeat { inner: Box::new(atom), min: lo as u64, max: Some(hi as u64), pos: t.pos });
+                return Ok(Expr::Repeat {
+                    inner: Box::new(atom),
+                    min: lo as u64,
+                    max: Some(hi as u64),
+                    pos: t.pos,
+                });
             }
             _ => return Ok(atom),
         };
         self.bump();
-        Ok(Expr::Repeat { inner: Box::new(atom), min, max, pos: t.pos })
+        Ok(Expr::Repeat {
+            inner: Box::new(atom),
+            min,
+            max,
+            pos: t.pos,
+        })
     }
 
     fn atom(&mut self) -> Result<Expr> {
@@ -802,7 +863,16 @@ impl Parser {
                 }
                 self.bump();
                 self.depth -= 1;
-                Ok(if open == '(' { inner } else { Expr::Repeat { inner: Box::new(inner), min: 0, max: Some(1), pos: t.pos } })
+                Ok(if open == '(' {
+                    inner
+                } else {
+                    Expr::Repeat {
+                        inner: Box::new(inner),
+                        min: 0,
+                        max: Some(1),
+                        pos: t.pos,
+                    }
+                })
             }
             Tk::Name(n) => {
                 name_kind(&n, t.pos)?;
@@ -836,7 +906,10 @@ impl Parser {
                 Ok(Expr::Str(s, icase, t.pos))
             }
             Tk::Re(p, f) => Ok(Expr::Regex(p, f, t.pos)),
-            k => Err(gerr(t.pos, format!("expected a rule, terminal, literal or group, found {}", describe(&k)))),
+            k => Err(gerr(
+                t.pos,
+                format!("expected a rule, terminal, literal or group, found {}", describe(&k)),
+            )),
         }
     }
 }
@@ -891,11 +964,19 @@ struct Definitions {
 
 impl Definitions {
     fn collect(items: Vec<Item>) -> Result<Definitions> {
-        let mut d = Definitions { rules: Vec::new(), terms: HashMap::new(), ignores: Vec::new(), bodies_in_order: Vec::new() };
+        let mut d = Definitions {
+            rules: Vec::new(),
+            terms: HashMap::new(),
+            ignores: Vec::new(),
+            bodies_in_order: Vec::new(),
+        };
         let mut rule_idx: HashMap<String, usize> = HashMap::new();
         let mut later = Vec::new();
         let dup = |name: &str, pos: Pos, first: Pos| {
-            gerr(pos, format!("{name} is defined more than once (first at line {}, column {})", first.line, first.col))
+            gerr(
+                pos,
+                format!("{name} is defined more than once (first at line {}, column {})", first.line, first.col),
+            )
         };
         for item in items {
             match item {
@@ -913,7 +994,14 @@ impl Definitions {
                     }
                     d.bodies_in_order.push((true, body.clone()));
                     let order = d.terms.len();
-                    d.terms.insert(name, TermDef { src: TermSrc::Expr(body), pos, order });
+                    d.terms.insert(
+                        name,
+                        TermDef {
+                            src: TermSrc::Expr(body),
+                            pos,
+                            order,
+                        },
+                    );
                 }
                 Item::Ignore { pos, body } => {
                     d.bodies_in_order.push((true, body.clone()));
@@ -932,7 +1020,14 @@ impl Definitions {
                             continue;
                         }
                         let order = d.terms.len();
-                        d.terms.insert(alias, TermDef { src: src.clone(), pos, order });
+                        d.terms.insert(
+                            alias,
+                            TermDef {
+                                src: src.clone(),
+                                pos,
+                                order,
+                            },
+                        );
                     }
                 }
                 other @ (Item::Override(_) | Item::Extend(_)) => later.push(other),
@@ -978,9 +1073,10 @@ impl Definitions {
         let rules: HashSet<&str> = self.rules.iter().map(|(n, _, _)| n.as_str()).collect();
         for (terminal_ctx, body) in &self.bodies_in_order {
             walk_names(body, &mut |n, p| match name_kind(n, p)? {
-                NameKind::Rule if *terminal_ctx => {
-                    Err(gerr(p, format!("rule {n:?} used inside a terminal definition or %ignore (terminals may only contain terminals)")))
-                }
+                NameKind::Rule if *terminal_ctx => Err(gerr(
+                    p,
+                    format!("rule {n:?} used inside a terminal definition or %ignore (terminals may only contain terminals)"),
+                )),
                 NameKind::Rule if !rules.contains(n) => Err(gerr(p, format!("undefined rule {n:?}"))),
                 NameKind::Term if !self.terms.contains_key(n) => Err(gerr(p, format!("undefined terminal {n:?}"))),
                 _ => Ok(()),
@@ -1049,9 +1145,15 @@ impl Re {
 fn literal_re(s: &str, icase: bool) -> Re {
     let esc = regex_syntax::escape(s);
     if icase && !s.is_empty() {
-        return Re { s: format!("(?i:{esc})"), p: Prec::Atom };
+        return Re {
+            s: format!("(?i:{esc})"),
+            p: Prec::Atom,
+        };
     }
-    Re { s: esc, p: if s.chars().count() == 1 { Prec::Atom } else { Prec::Concat } }
+    Re {
+        s: esc,
+        p: if s.chars().count() == 1 { Prec::Atom } else { Prec::Concat },
+    }
 }
 
 pub(super) fn class_char(c: char) -> String {
@@ -1065,14 +1167,21 @@ pub(super) fn class_char(c: char) -> String {
 /// The delimiter-aware body of a lazy string idiom.
 fn lazy_body(escaped: bool, delim: Option<char>) -> Re {
     let d = delim.map(class_char).unwrap_or_default();
-    let s = if escaped { format!("(?:[^{d}\\\\\\n]|\\\\.)*") } else { format!("[^{d}\\n]*") };
+    let s = if escaped {
+        format!("(?:[^{d}\\\\\\n]|\\\\.)*")
+    } else {
+        format!("[^{d}\\n]*")
+    };
     Re { s, p: Prec::Concat }
 }
 
 /// The position of the `off`-th character of a pattern starting one column
 /// after `start` (regex literals: after the opening `/`).
 fn offset_pos(start: Pos, pattern: &str, off: usize) -> Pos {
-    let mut p = Pos { line: start.line, col: start.col + 1 };
+    let mut p = Pos {
+        line: start.line,
+        col: start.col + 1,
+    };
     for c in pattern.chars().take(off) {
         if c == '\n' {
             p = Pos { line: p.line + 1, col: 1 };
@@ -1100,15 +1209,25 @@ fn regex_literal_re(pattern: &str, flags: &str, pos: Pos) -> Result<Re> {
             regex_syntax::Error::Translate(x) => (x.kind().to_string(), x.span().start.offset),
             other => (other.to_string(), 0),
         };
-        let at = if translated == pattern { offset_pos(pos, pattern, pattern.get(..off).map_or(0, |p| p.chars().count())) } else { pos };
+        let at = if translated == pattern {
+            offset_pos(pos, pattern, pattern.get(..off).map_or(0, |p| p.chars().count()))
+        } else {
+            pos
+        };
         return Err(gerr(at, format!("invalid regular expression /{pattern}/: {msg}")));
     }
     let inline: String = flags.chars().filter(|c| "imsx".contains(*c)).collect();
     let nl = if verbose { "\n" } else { "" };
     Ok(if !inline.is_empty() {
-        Re { s: format!("(?{inline}:{translated}{nl})"), p: Prec::Atom }
+        Re {
+            s: format!("(?{inline}:{translated}{nl})"),
+            p: Prec::Atom,
+        }
     } else if verbose {
-        Re { s: format!("(?:{translated}{nl})"), p: Prec::Atom }
+        Re {
+            s: format!("(?:{translated}{nl})"),
+            p: Prec::Atom,
+        }
     } else {
         Re { s: translated, p: Prec::Alt }
     })
@@ -1332,12 +1451,19 @@ impl TermCtx<'_> {
             Expr::Name(n, p) => match self.defs.get(n).map(|d| &d.src) {
                 Some(TermSrc::Raw(s)) => Re { s: s.clone(), p: Prec::Alt },
                 Some(TermSrc::Lazy(esc)) => lazy_body(*esc, None),
-                Some(TermSrc::Expr(_)) => self.done.get(n).cloned().ok_or_else(|| gerr(*p, format!("terminal {n} is not compiled")))?,
+                Some(TermSrc::Expr(_)) => self
+                    .done
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(|| gerr(*p, format!("terminal {n} is not compiled")))?,
                 None => return Err(gerr(*p, format!("undefined terminal {n:?}"))),
             },
             Expr::Str(s, icase, _) => literal_re(s, *icase),
             Expr::Regex(p, f, pos) => regex_literal_re(p, f, *pos)?,
-            Expr::Range(lo, hi, _) => Re { s: format!("[{}-{}]", class_char(*lo), class_char(*hi)), p: Prec::Atom },
+            Expr::Range(lo, hi, _) => Re {
+                s: format!("[{}-{}]", class_char(*lo), class_char(*hi)),
+                p: Prec::Atom,
+            },
             Expr::Seq(v) => {
                 let mut parts: Vec<Re> = Vec::new();
                 let mut k = 0;
@@ -1355,9 +1481,15 @@ impl TermCtx<'_> {
                     k += 1;
                 }
                 match parts.len() {
-                    0 => Re { s: String::new(), p: Prec::Concat },
+                    0 => Re {
+                        s: String::new(),
+                        p: Prec::Concat,
+                    },
                     1 => parts.pop().unwrap(),
-                    _ => Re { s: parts.iter().map(Re::piece).collect(), p: Prec::Concat },
+                    _ => Re {
+                        s: parts.iter().map(Re::piece).collect(),
+                        p: Prec::Concat,
+                    },
                 }
             }
             Expr::Alt(v) => {
@@ -1365,7 +1497,10 @@ impl TermCtx<'_> {
                 if parts.len() == 1 {
                     parts.into_iter().next().unwrap()
                 } else {
-                    Re { s: parts.iter().map(|r| r.s.as_str()).collect::<Vec<_>>().join("|"), p: Prec::Alt }
+                    Re {
+                        s: parts.iter().map(|r| r.s.as_str()).collect::<Vec<_>>().join("|"),
+                        p: Prec::Alt,
+                    }
                 }
             }
             Expr::Repeat { inner, min, max, .. } => {
@@ -1382,7 +1517,10 @@ impl TermCtx<'_> {
                     (m, Some(x)) if m == x => format!("{{{m}}}"),
                     (m, Some(x)) => format!("{{{m},{x}}}"),
                 };
-                Re { s: format!("{a}{op}"), p: Prec::Concat }
+                Re {
+                    s: format!("{a}{op}"),
+                    p: Prec::Concat,
+                }
             }
         })
     }
@@ -1392,7 +1530,10 @@ impl TermCtx<'_> {
 /// (an explicit-stack DFS, so long reference chains cannot overflow the
 /// stack); a cycle is an error.
 fn compile_terminals(defs: &HashMap<String, TermDef>, roots: &[String]) -> Result<HashMap<String, Re>> {
-    let mut names: Vec<&String> = roots.iter().filter(|n| matches!(defs.get(*n).map(|d| &d.src), Some(TermSrc::Expr(_)))).collect();
+    let mut names: Vec<&String> = roots
+        .iter()
+        .filter(|n| matches!(defs.get(*n).map(|d| &d.src), Some(TermSrc::Expr(_))))
+        .collect();
     names.sort_by_key(|n| defs[*n].order);
     names.dedup();
     let deps_of = |n: &str| -> Result<Vec<String>> {
@@ -1488,11 +1629,25 @@ fn common_terminals() -> &'static HashMap<String, TermSrc> {
     static COMMON: OnceLock<HashMap<String, TermSrc>> = OnceLock::new();
     COMMON.get_or_init(|| {
         let toks = lex(COMMON_LARK).expect("common.lark lexes");
-        let items = Parser { toks, i: 0, depth: 0, max_nesting: 100 }.parse_file().expect("common.lark parses");
+        let items = Parser {
+            toks,
+            i: 0,
+            depth: 0,
+            max_nesting: 100,
+        }
+        .parse_file()
+        .expect("common.lark parses");
         let mut defs = Definitions::collect(items).expect("common.lark definitions");
         for (name, esc) in [("_STRING_INNER", false), ("_STRING_ESC_INNER", true)] {
             let order = defs.terms.len();
-            defs.terms.insert(name.to_string(), TermDef { src: TermSrc::Lazy(esc), pos: Pos::default(), order });
+            defs.terms.insert(
+                name.to_string(),
+                TermDef {
+                    src: TermSrc::Lazy(esc),
+                    pos: Pos::default(),
+                    order,
+                },
+            );
         }
         let all: Vec<String> = defs.terms.keys().cloned().collect();
         let done = compile_terminals(&defs.terms, &all).expect("common.lark compiles");
@@ -1515,7 +1670,10 @@ struct RuleCompiler<'a, 'l> {
 
 impl RuleCompiler<'_, '_> {
     fn ctx(&self) -> TermCtx<'_> {
-        TermCtx { defs: &self.defs.terms, done: self.compiled }
+        TermCtx {
+            defs: &self.defs.terms,
+            done: self.compiled,
+        }
     }
 
     fn check_nonempty(regex: &str, what: &str, pos: Pos) -> Result<()> {
@@ -1532,7 +1690,11 @@ impl RuleCompiler<'_, '_> {
         if let Some(&t) = self.term_ids.get(name) {
             return Ok(t);
         }
-        let def = self.defs.terms.get(name).ok_or_else(|| gerr(pos, format!("undefined terminal {name:?}")))?;
+        let def = self
+            .defs
+            .terms
+            .get(name)
+            .ok_or_else(|| gerr(pos, format!("undefined terminal {name:?}")))?;
         let re = self.ctx().re_of(&Expr::Name(name.to_string(), pos))?;
         Self::check_nonempty(&re.s, &format!("terminal {name}"), def.pos)?;
         let t = self.em.terminal(name, &re.s)?;
@@ -1734,7 +1896,9 @@ pub(crate) mod tests {
                 }
             }
         }
-        sets[n].iter().any(|&(r, d, o)| o == 0 && g.rules[r].lhs == g.start && d == g.rules[r].rhs.len())
+        sets[n]
+            .iter()
+            .any(|&(r, d, o)| o == 0 && g.rules[r].lhs == g.start && d == g.rules[r].rhs.len())
     }
 
     fn lim() -> GrammarLimits {
@@ -1761,7 +1925,11 @@ pub(crate) mod tests {
     }
 
     fn term_regex<'g>(g: &'g Grammar, name: &str) -> &'g str {
-        &g.terminals.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no terminal {name}: {:?}", g.terminals)).regex
+        &g.terminals
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no terminal {name}: {:?}", g.terminals))
+            .regex
     }
 
     fn full_match(re: &str, s: &str) -> bool {

@@ -38,14 +38,18 @@ impl LexEntry {
             boundaries.push((0u32, s));
         }
         // Visit every accepted node (not only token ends) to find boundaries.
-        trie.walk_states_all(s, |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 }, |i, ls| {
-            for &t in trie.node_tokens(i) {
-                set_bit(&mut inner, t);
-            }
-            if can_end(lexer, ls, allowed) {
-                boundaries.push((i as u32, ls));
-            }
-        });
+        trie.walk_states_all(
+            s,
+            |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 },
+            |i, ls| {
+                for &t in trie.node_tokens(i) {
+                    set_bit(&mut inner, t);
+                }
+                if can_end(lexer, ls, allowed) {
+                    boundaries.push((i as u32, ls));
+                }
+            },
+        );
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
         boundaries.sort_by_key(|&(_, ls)| ls);
         LexEntry { inner, boundaries }
@@ -57,14 +61,7 @@ impl LexEntry {
 }
 
 /// Complete a mask for grammar state `st` from its lexer entry.
-pub fn fill_from_entry(
-    g: &CompiledGrammar,
-    trie: &TokTrie,
-    shapes: &[u32],
-    st: &mut GrammarState,
-    entry: &LexEntry,
-    out: &mut [u32],
-) {
+pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: &mut GrammarState, entry: &LexEntry, out: &mut [u32]) {
     out.copy_from_slice(&entry.inner);
     let mut memo: HashMap<u32, Vec<u32>> = HashMap::new();
     let mut i = 0;
@@ -145,7 +142,12 @@ mod tests {
                     fill_from_entry(&g, trie, shapes, &mut st, &entry, &mut fast);
                     let mut slow = vec![0u32; words];
                     trie.add_allowed(&mut GrammarWalker { g: &g, st: &mut st }, &mut slow);
-                    assert_eq!(crate::bitmask::ones(&fast), crate::bitmask::ones(&slow), "doc {doc:?} before byte {:?}", byte as char);
+                    assert_eq!(
+                        crate::bitmask::ones(&fast),
+                        crate::bitmask::ones(&slow),
+                        "doc {doc:?} before byte {:?}",
+                        byte as char
+                    );
                     assert!(st.push_byte(&g, byte), "{doc:?} rejected at {:?}", byte as char);
                 }
                 assert!(st.is_accepting(&g));

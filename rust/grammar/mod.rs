@@ -16,8 +16,8 @@
 pub mod earley;
 pub mod gbnf;
 pub mod json;
-pub mod mask;
 pub mod lark;
+pub mod mask;
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -65,7 +65,13 @@ pub struct GrammarLimits {
 
 impl Default for GrammarLimits {
     fn default() -> Self {
-        GrammarLimits { max_rules: 200_000, max_terminals: 20_000, max_rhs_symbols: 2_000_000, max_items_per_set: 100_000, max_nesting: 200 }
+        GrammarLimits {
+            max_rules: 200_000,
+            max_terminals: 20_000,
+            max_rhs_symbols: 2_000_000,
+            max_items_per_set: 100_000,
+            max_nesting: 200,
+        }
     }
 }
 
@@ -95,7 +101,10 @@ impl GrammarBuilder {
             return t;
         }
         let t = self.terminals.len() as u32;
-        self.terminals.push(Terminal { name: name.to_string(), regex: regex.to_string() });
+        self.terminals.push(Terminal {
+            name: name.to_string(),
+            regex: regex.to_string(),
+        });
         self.term_by_regex.insert(regex.to_string(), t);
         self.term_by_name.insert(name.to_string(), t);
         t
@@ -185,15 +194,27 @@ impl GrammarBuilder {
         for r in &self.rules {
             defined[r.lhs as usize] = true;
         }
-        self.nonterminals.iter().zip(defined).filter(|(_, d)| !d).map(|(n, _)| n.clone()).collect()
+        self.nonterminals
+            .iter()
+            .zip(defined)
+            .filter(|(_, d)| !d)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn finish(self, start: &str) -> Result<Grammar> {
-        let start = *self
-            .nt_by_name
-            .get(start)
-            .ok_or_else(|| Error::Grammar { line: 0, column: 0, message: format!("start rule {start:?} is not defined") })?;
-        let g = Grammar { terminals: self.terminals, nonterminals: self.nonterminals, rules: self.rules, start, ignore: self.ignore };
+        let start = *self.nt_by_name.get(start).ok_or_else(|| Error::Grammar {
+            line: 0,
+            column: 0,
+            message: format!("start rule {start:?} is not defined"),
+        })?;
+        let g = Grammar {
+            terminals: self.terminals,
+            nonterminals: self.nonterminals,
+            rules: self.rules,
+            start,
+            ignore: self.ignore,
+        };
         g.validate()?;
         Ok(g)
     }
@@ -208,14 +229,22 @@ impl Grammar {
             defined[r.lhs as usize] = true;
         }
         if let Some(i) = defined.iter().position(|d| !d) {
-            return Err(Error::Grammar { line: 0, column: 0, message: format!("undefined symbol {:?}", self.nonterminals[i]) });
+            return Err(Error::Grammar {
+                line: 0,
+                column: 0,
+                message: format!("undefined symbol {:?}", self.nonterminals[i]),
+            });
         }
         // Productive nonterminals (derive some terminal string): fixpoint.
         let mut productive = vec![false; n];
         loop {
             let mut changed = false;
             for r in &self.rules {
-                if !productive[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::T(_)) || matches!(s, Sym::N(m) if productive[*m as usize])) {
+                if !productive[r.lhs as usize]
+                    && r.rhs
+                        .iter()
+                        .all(|s| matches!(s, Sym::T(_)) || matches!(s, Sym::N(m) if productive[*m as usize]))
+                {
                     productive[r.lhs as usize] = true;
                     changed = true;
                 }
@@ -225,7 +254,10 @@ impl Grammar {
             }
         }
         if !productive[self.start as usize] {
-            return Err(Error::EmptyLanguage(format!("the grammar's start symbol {:?} derives no string", self.nonterminals[self.start as usize])));
+            return Err(Error::EmptyLanguage(format!(
+                "the grammar's start symbol {:?} derives no string",
+                self.nonterminals[self.start as usize]
+            )));
         }
         Ok(())
     }

@@ -2,8 +2,8 @@
 
 use crate::bitmask::{ones, words_for};
 use crate::error::Error;
-use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv};
 use crate::grammar::GrammarLimits;
+use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv};
 use crate::regex::RegexLimits;
 use crate::vocab::{Spelling, Vocabulary as CoreVocab};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
@@ -119,7 +119,12 @@ impl PyVocabulary {
 
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
-        format!("Vocabulary(size={}, eos_token_ids={:?}, spelling={:?})", v.size(), v.eos_token_ids(), self.spelling())
+        format!(
+            "Vocabulary(size={}, eos_token_ids={:?}, spelling={:?})",
+            v.size(),
+            v.eos_token_ids(),
+            self.spelling()
+        )
     }
 }
 
@@ -176,7 +181,11 @@ impl PyConstraint {
     }
 
     fn __repr__(&self) -> String {
-        format!("Constraint(num_states={}, vocab_size={})", self.inner.num_states(), self.inner.vocab().size())
+        format!(
+            "Constraint(num_states={}, vocab_size={})",
+            self.inner.num_states(),
+            self.inner.vocab().size()
+        )
     }
 }
 
@@ -217,7 +226,11 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
     let ws = match whitespace {
         "flexible" => Whitespace::Flexible,
         "compact" => Whitespace::Compact,
-        other => return Err(PyValueError::new_err(format!("whitespace must be \"flexible\" or \"compact\", got {other:?}"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "whitespace must be \"flexible\" or \"compact\", got {other:?}"
+            )))
+        }
     };
     if max_depth > 100_000 {
         return Err(PyValueError::new_err(format!("max_depth {max_depth} is too large (limit 100000)")));
@@ -309,7 +322,11 @@ fn bitmask_info(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bo
     }
     let info = bitmask_info_uncached(obj)?;
     if info.2 && info.3 && obj.hasattr("__array_interface__")? {
-        *LAST_BITMASK.lock().unwrap() = Some(LastBitmask { obj: obj.clone().unbind(), ptr: info.0, shape: info.1.clone() });
+        *LAST_BITMASK.lock().unwrap() = Some(LastBitmask {
+            obj: obj.clone().unbind(),
+            ptr: info.0,
+            shape: info.1.clone(),
+        });
     }
     Ok(info)
 }
@@ -368,7 +385,9 @@ fn bitmask_info_uncached(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>,
 impl PyMatcher {
     #[new]
     fn new(constraint: &PyConstraint) -> Self {
-        PyMatcher { inner: CoreMatcher::new(constraint.inner.clone()) }
+        PyMatcher {
+            inner: CoreMatcher::new(constraint.inner.clone()),
+        }
     }
 
     /// Fill row `index` of an int32 bitmask of shape (batch, ceil(vocab_size/32)):

@@ -97,8 +97,7 @@ fn resample_into(
     uniforms_ptr: Option<usize>,
     uniforms_len: usize,
 ) -> PyResult<()> {
-    let scheme = Scheme::from_code(kind)
-        .ok_or_else(|| value_error(format_args!("unknown resampling scheme code {kind}")))?;
+    let scheme = Scheme::from_code(kind).ok_or_else(|| value_error(format_args!("unknown resampling scheme code {kind}")))?;
     // SAFETY: the caller contract above (upheld by tokensieve.resample,
     // which keeps the arrays referenced for the duration of the call).
     let lw = unsafe { slice_ref::<f64>(logw_ptr, len, "log_weights")? };
@@ -118,11 +117,7 @@ fn resample_into(
         };
         resample::resample_into(scheme, lw, out, src)
     };
-    let result = if len.saturating_add(n) >= DETACH_MIN {
-        py.detach(run)
-    } else {
-        run()
-    };
+    let result = if len.saturating_add(n) >= DETACH_MIN { py.detach(run) } else { run() };
     result.map_err(value_error)
 }
 
@@ -250,9 +245,7 @@ fn seed_from_py(py: Python<'_>, seed: Option<&Bound<'_, PyAny>>) -> PyResult<u64
         return seed.call_method1(intern!(py, "integers"), (0u64, 1u64 << 63))?.extract();
     }
     if seed.is_instance_of::<PyBool>() || seed.hasattr(intern!(py, "__index__")).ok() != Some(true) {
-        return Err(PyTypeError::new_err(
-            "seed must be None, a non-negative int or a numpy.random.Generator",
-        ));
+        return Err(PyTypeError::new_err("seed must be None, a non-negative int or a numpy.random.Generator"));
     }
     seed.extract::<u64>()
         .map_err(|_| value_error(format_args!("seed must be in [0, 2**64), got {seed}")))
@@ -290,13 +283,7 @@ impl PyPopulation {
         signature = (n, ess_threshold=0.5, resampler="systematic".to_owned(), seed=None),
         text_signature = "(n, ess_threshold=0.5, resampler='systematic', seed=None)"
     )]
-    fn new(
-        py: Python<'_>,
-        n: i64,
-        ess_threshold: f64,
-        resampler: String,
-        seed: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyPopulation> {
+    fn new(py: Python<'_>, n: i64, ess_threshold: f64, resampler: String, seed: Option<&Bound<'_, PyAny>>) -> PyResult<PyPopulation> {
         if n < 1 {
             return Err(value_error(format_args!("n must be at least 1, got {n}")));
         }
