@@ -9,13 +9,15 @@ import numpy as np
 from . import _core
 
 _SHIFTS: Dict[Any, Any] = {}
-_CPU_DTYPES: Dict[Any, str] = {}
-try:  # torch is optional: only needed to apply masks
-    import torch as _torch
+_CPU_DTYPES: Dict[Any, str] = {}  # torch dtype -> name; filled on first use (torch imports lazily)
 
-    _CPU_DTYPES = {_torch.float32: "float32", _torch.float16: "float16", _torch.bfloat16: "bfloat16"}
-except ImportError:  # pragma: no cover
-    pass
+
+def _cpu_dtypes() -> Dict[Any, str]:
+    if not _CPU_DTYPES:
+        import torch
+
+        _CPU_DTYPES.update({torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"})
+    return _CPU_DTYPES
 
 
 def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
@@ -88,12 +90,12 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         logits.device.type == "cpu"
         and logits.is_contiguous()
         and bitmask.device.type == "cpu"
-        and logits.dtype in _CPU_DTYPES
+        and logits.dtype in _cpu_dtypes()
     ):
         bm = bitmask.contiguous()
         rows = 1 if logits.dim() == 1 else logits.shape[0]
         _core._apply_bitmask_cpu(
-            logits.data_ptr(), _CPU_DTYPES[logits.dtype], rows, vocab, bm.data_ptr(), bm.shape[-1]
+            logits.data_ptr(), _cpu_dtypes()[logits.dtype], rows, vocab, bm.data_ptr(), bm.shape[-1]
         )
         return
     bm = bitmask.to(logits.device, non_blocking=True)

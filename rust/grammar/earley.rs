@@ -543,29 +543,22 @@ impl GrammarState {
 
     /// The bytes so far form a complete string of the language.
     pub fn is_accepting(&mut self, g: &CompiledGrammar) -> bool {
-        let pw = g.pwords;
-        let s = *self.lex.last().unwrap();
         if self.lex.len() == 1 {
             return g.chart_accepts(&self.chart);
         }
-        let m = g.lexer.matches(s);
-        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
-        if scan.iter().any(|&w| w != 0) {
-            match g.scan(&mut self.chart, &scan) {
-                Ok(true) => {
-                    let acc = g.chart_accepts(&self.chart);
-                    self.chart.pop_set(pw);
-                    if acc {
-                        return true;
-                    }
+        // End the lexeme in progress exactly as a following byte would
+        // (expected terminals win over %ignore), then ask the parser.
+        let s = *self.lex.last().unwrap();
+        match self.end_lexeme(g, s) {
+            None => false,
+            Some(scanned) => {
+                let acc = g.chart_accepts(&self.chart);
+                if scanned {
+                    self.chart.pop_set(g.pwords);
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                }
+                acc
             }
         }
-        intersects(m, &g.ignore) && g.chart_accepts(&self.chart)
     }
 
     /// Some byte can follow.
