@@ -12,6 +12,15 @@
 //! byte cannot extend it; `%ignore` terminals may appear between any two
 //! lexemes. When a lexeme matches both an expected terminal and an ignored
 //! one, the expected terminal wins.
+//!
+//! Masks are exact for these semantics with one caveat inherent to greedy
+//! lexing: a lexeme prefix counts as viable when some allowed terminal can
+//! still match it, which for pathological grammars (`s: A B` with
+//! `A: /a+/`, `B: /a/`: greedy `A` swallows every `a`, so no text is
+//! accepted) can allow a token no complete text follows. Grammars whose
+//! adjacent terminals cannot run into each other (JSON, SQL, the usual
+//! Lark and GBNF grammars) are not affected; GBNF terminals are single
+//! characters and never are.
 
 pub mod earley;
 pub mod gbnf;
