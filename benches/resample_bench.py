@@ -15,22 +15,31 @@ returns N ancestor indices, so normalisation is timed for everyone:
 Times are medians over interleaved rounds (every implementation runs one
 batch per round, after an untimed warm-up call, so slow drifts in machine
 load hit all of them alike but each is timed in its own steady state). Two
-clocks: wall time (``perf_counter``) and the calling thread's CPU time
-(``thread_time``, user + system, so page faults count). On a shared or
-loaded machine the CPU-time table is the one to trust: wall time then
-mostly measures the scheduler. All implementations here are single
-threaded (tokensieve releases the GIL but does not spawn threads).
+clocks: wall time (``perf_counter``) and the process's CPU time
+(``process_time``: user + system of *all* threads, so page faults and the
+work of tokensieve's worker threads count). numpy and particles are
+single-threaded. tokensieve's systematic and residual kernels run on
+rayon's thread pool (one thread per CPU, or ``RAYON_NUM_THREADS``;
+``--threads`` sets it) from N = 262,144 on, with output bit-identical
+whatever the thread count; its other two kernels are single-threaded. So
+for those two at large N, wall time is the latency and CPU time the total
+work (idle pool threads spinning included); with one thread
+(``--threads 1``) the two agree. On a shared or loaded machine, wall time
+of a multi-threaded call also measures the scheduler (a pool thread
+descheduled mid-task holds up the whole pass).
 
 Usage::
 
     python benches/resample_bench.py                  # all sizes, markdown to stdout
     python benches/resample_bench.py --sizes 256 4096 --kernels systematic
     python benches/resample_bench.py --markdown benches/README_resample.md
+    python benches/resample_bench.py --threads 1      # tokensieve single-threaded
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -158,11 +167,11 @@ def bench_one(impls, lw, rounds, target_s):
             # and the first call would pay their page faults. Each batch is
             # then timed in its own steady state, as if run alone.
             f(lw, seed)
-            c0, w0 = time.thread_time(), time.perf_counter()
+            c0, w0 = time.process_time(), time.perf_counter()
             for _ in range(k):
                 f(lw, seed)
                 seed += 1
-            w1, c1 = time.perf_counter(), time.thread_time()
+            w1, c1 = time.perf_counter(), time.process_time()
             wall[name].append((w1 - w0) / k)
             cpu[name].append((c1 - c0) / k)
     return {n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()}
@@ -205,7 +214,15 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
     ap.add_argument("--target", type=float, default=0.02, help="seconds per timed batch")
     ap.add_argument("--markdown", help="also write the tables to this file")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="size of tokensieve's rayon pool (sets RAYON_NUM_THREADS; must come before its first parallel call)",
+    )
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+    threads = os.environ.get("RAYON_NUM_THREADS") or str(os.cpu_count())
 
     results = {}
     names = None
@@ -220,17 +237,17 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
 
     try:
-        load = " ".join(f"{x:.1f}" for x in __import__("os").getloadavg())
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:  # pragma: no cover
         load = "n/a"
     env = (
         f"Python {platform.python_version()}, numpy {np.__version__}"
         + (f", particles {_dist_version('particles')}" if pr is not None else ", particles not installed")
-        + f"; {platform.machine()}, {__import__('os').cpu_count()} logical CPUs, load average {load}; "
+        + f"; {platform.machine()}, {os.cpu_count()} logical CPUs, tokensieve rayon threads: {threads}, load average {load}; "
         + f"median of {args.rounds} interleaved rounds; log weights ~ N(0, 3^2), n = N draws."
     )
     out = [
-        "### Thread CPU time (user + system) per call",
+        "### Process CPU time (user + system, all threads) per call",
         "",
         table(results, "cpu", names),
         "",

@@ -97,12 +97,41 @@
 //! contraction; fixed accumulator lanes), so a given seed gives
 //! bit-identical output on every machine, whichever path runs (no libm
 //! transcendental is involved in any kernel).
+//!
+//! # Threads
+//!
+//! The systematic and residual kernels, from `PAR_MIN` (262,144)
+//! particles on (and when rayon's current pool has more than one thread),
+//! run every pass on that pool, in tasks of whole blocks, with
+//! **bit-identical** output to the sequential passes, so results never
+//! depend on the number of threads:
+//!
+//! * validate + max and the `exp` pass: the max is exact in any order, and
+//!   the total `S` is the block sums added in block order by one thread,
+//!   exactly the sequential additions;
+//! * the systematic walk (`systematic_walk_par`): a block's running sum
+//!   ends at `base` plus its four quarter sums, added in order, so every
+//!   block's starting sum is a cheap sequential fold over the quarter
+//!   sums, and since a systematic count depends only on the cumulative
+//!   weight, so is every task's first output slot; tasks then write
+//!   disjoint ranges of the output;
+//! * the residual totals and walk (`residual_walk_par`), the same way,
+//!   except that the walk's state also holds the extras given so far,
+//!   which is speculated per task and checked afterwards (a wrong guess,
+//!   possible only through round-off, redoes the rest sequentially).
+//!
+//! The multinomial merge and the stratified walk (which draws one uniform
+//! per particle, in order, from one generator) stay sequential, and so do
+//! their first two passes: parallel, those measured no faster overall (the
+//! sequential walk then reads weights that sit in other cores' caches).
+//! The parallel passes in the tests are forced on for all four kernels.
 
 use std::fmt;
 use std::str::FromStr;
 
 use rand_xoshiro::rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 
 /// The random number generator used by every kernel and by
 /// [`crate::smc::Population`]: xoshiro256++, seeded through SplitMix64.
@@ -143,12 +172,7 @@ pub enum Scheme {
 
 impl Scheme {
     /// All schemes, in the order of their [`Scheme::code`].
-    pub const ALL: [Scheme; 4] = [
-        Scheme::Multinomial,
-        Scheme::Systematic,
-        Scheme::Stratified,
-        Scheme::Residual,
-    ];
+    pub const ALL: [Scheme; 4] = [Scheme::Multinomial, Scheme::Systematic, Scheme::Stratified, Scheme::Residual];
 
     /// The lowercase name (`"systematic"`, ...), as accepted by `FromStr`.
     pub fn name(self) -> &'static str {
@@ -317,6 +341,12 @@ mod scratch {
         v
     }
 
+    /// Put `v` in slot `slot` as is (no size bound) and return what was
+    /// there: lends a buffer to another thread for one call.
+    pub fn swap(slot: usize, v: Vec<f64>) -> Vec<f64> {
+        SLOTS.try_with(|s| s[slot].replace(v)).unwrap_or_default()
+    }
+
     /// Hand a buffer back to slot `slot` for the next call.
     pub fn give(slot: usize, v: Vec<f64>) {
         if v.capacity() <= SCRATCH_KEEP {
@@ -366,6 +396,35 @@ struct Summary {
 /// block read by one loop is still in L1 for the next, large enough that
 /// per-block overhead (ISA dispatch, online rescaling) is negligible.
 const BLOCK: usize = 256;
+
+/// Fewest particles for which the systematic and residual kernels run on
+/// rayon's pool (see "Threads" in the module docs). Below it the calling
+/// thread does everything. Handing a call to the pool costs tens of
+/// microseconds when its threads are awake, and (in a VM) up to a few
+/// hundred when they sleep, as they do between resampling steps of an SMC
+/// loop. Measured on 2 vCPUs (systematic, `n = N`, two threads against
+/// one; `benches/README_resample.md`): in a tight loop 2x and 1.4x slower
+/// at 2^14 and 2^15 particles, 1.2x, 1.4x and 1.6x faster at 2^16, 2^17
+/// and 2^18; in the interleaved benchmark no faster at 2^16 and 2^17,
+/// 1.3x faster at 2^18, 1.2x at 2^20; for a call after 5 ms of idling
+/// 1.2-1.5x slower at 2^16 and 2^17, even at 2^18, 1.3-1.6x faster at
+/// 2^20. Residual gains a little more.
+const PAR_MIN: usize = 1 << 18;
+
+/// Blocks per parallel task (64 blocks = 16,384 particles = 128 KiB of
+/// weights): enough tasks to balance a 2^20-particle population over many
+/// cores, few enough that the sequential per-task bookkeeping is nothing.
+const PAR_TASK_BLOCKS: usize = 64;
+
+/// How the passes of one call run: `None` on one thread, `Some(t)` on
+/// rayon's current pool in tasks of `t` blocks. The output is
+/// bit-identical either way, for any `t` and any number of threads.
+type Par = Option<usize>;
+
+/// The plan for `len` particles on the current pool.
+fn par_plan(len: usize) -> Par {
+    (len >= PAR_MIN && rayon::current_num_threads() > 1).then_some(PAR_TASK_BLOCKS)
+}
 
 /// Below this, `exp_nonpos` returns 0. `e^-708` is just above the smallest
 /// normal double; flushing subnormal weights to zero keeps the bit tricks in
@@ -499,7 +558,7 @@ impl Isa {
 /// instruction, or libm's `fma` on a baseline x86-64 CPU without one; slow,
 /// but such CPUs predate 2013). So results are bit-identical everywhere.
 macro_rules! dispatch {
-    ($isa:expr, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {{
+    ($isa:expr, fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {{
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
@@ -614,21 +673,56 @@ fn exponentials_body(u: &mut [f64]) {
 
 fn block_sums<const SQ: bool>(isa: Isa, lw: &[f64], m: f64) -> (f64, f64) {
     if SQ {
-        dispatch!(isa, fn generic(lw: &[f64], m: f64) -> (f64, f64) { sums_body::<true>(lw, m) })
+        dispatch!(
+            isa,
+            fn generic(lw: &[f64], m: f64) -> (f64, f64) {
+                sums_body::<true>(lw, m)
+            }
+        )
     } else {
-        dispatch!(isa, fn generic(lw: &[f64], m: f64) -> (f64, f64) { sums_body::<false>(lw, m) })
+        dispatch!(
+            isa,
+            fn generic(lw: &[f64], m: f64) -> (f64, f64) {
+                sums_body::<false>(lw, m)
+            }
+        )
     }
 }
 
 fn exp_store(isa: Isa, lw: &[f64], m: f64, dst: &mut [f64]) -> f64 {
-    dispatch!(isa, fn generic(lw: &[f64], m: f64, dst: &mut [f64]) -> f64 { exp_store_body(lw, m, dst) })
+    dispatch!(
+        isa,
+        fn generic(lw: &[f64], m: f64, dst: &mut [f64]) -> f64 {
+            exp_store_body(lw, m, dst)
+        }
+    )
 }
 
-fn max_checked(isa: Isa, lw: &[f64]) -> Result<f64, ResampleError> {
+/// Validate and find the max. In parallel, tasks' maxima are combined in
+/// a different order from the lanes of one sequential pass, which can only
+/// change the result's sign when the max is zero: `lw - (+0)` and
+/// `lw - (-0)` then differ only for `lw = -0`, giving `exp(-0)` and
+/// `exp(+0)`, both exactly 1. So the weights never depend on the order.
+fn max_checked(isa: Isa, lw: &[f64], par: Par) -> Result<f64, ResampleError> {
     if lw.is_empty() {
         return Err(ResampleError::Empty);
     }
-    let (m, ok) = dispatch!(isa, fn generic(lw: &[f64]) -> (f64, bool) { max_body(lw) });
+    let max = |c: &[f64]| {
+        dispatch!(
+            isa,
+            fn generic(c: &[f64]) -> (f64, bool) {
+                max_body(c)
+            }
+        )
+    };
+    let (m, ok) = match par {
+        None => max(lw),
+        Some(t) => lw
+            .par_chunks(t * BLOCK)
+            .with_max_len(1)
+            .map(max)
+            .reduce(|| (f64::NEG_INFINITY, true), |(a, oa), (b, ob)| (if b > a { b } else { a }, oa & ob)),
+    };
     if !ok {
         return Err(first_bad(lw));
     }
@@ -639,7 +733,12 @@ fn max_checked(isa: Isa, lw: &[f64]) -> Result<f64, ResampleError> {
 }
 
 fn exponentials(isa: Isa, u: &mut [f64]) {
-    dispatch!(isa, fn generic(u: &mut [f64]) -> () { exponentials_body(u) })
+    dispatch!(
+        isa,
+        fn generic(u: &mut [f64]) -> () {
+            exponentials_body(u)
+        }
+    )
 }
 
 /// The first NaN or `+inf` (cold path, only after a pass reported one).
@@ -657,14 +756,55 @@ fn first_bad(lw: &[f64]) -> ResampleError {
 
 /// Pass 1 validates and finds the max (no `exp`: cheap); pass 2 stores
 /// `w_i = exp(lw_i - max)` and sums them, block by block.
-fn weights(isa: Isa, lw: &[f64]) -> Result<Weights, ResampleError> {
-    let m = max_checked(isa, lw)?;
+///
+/// In parallel, pass 2's tasks store each block's sum, and the calling
+/// thread then adds them up in block order: the same additions, in the
+/// same order, as the sequential `sum += block sum`, so the same bits.
+fn weights(isa: Isa, lw: &[f64], par: Par) -> Result<Weights, ResampleError> {
+    let m = max_checked(isa, lw, par)?;
     let mut w = scratch::take(0, lw.len());
     let mut sum = 0.0;
-    for (chunk, dst) in lw.chunks(BLOCK).zip(w.chunks_mut(BLOCK)) {
-        sum += exp_store(isa, chunk, m, dst);
-    }
-    let last = w.iter().rposition(|&x| x > 0.0).expect("the maximum has weight 1");
+    let last = match par {
+        None => {
+            for (chunk, dst) in lw.chunks(BLOCK).zip(w.chunks_mut(BLOCK)) {
+                sum += exp_store(isa, chunk, m, dst);
+            }
+            w.iter().rposition(|&x| x > 0.0)
+        }
+        Some(t) => {
+            let span = t * BLOCK;
+            let mut sums = vec![0.0f64; lw.len().div_ceil(BLOCK)];
+            lw.par_chunks(span)
+                .zip(w.par_chunks_mut(span))
+                .zip(sums.par_chunks_mut(t))
+                .with_max_len(1)
+                .for_each(|((l, d), s)| {
+                    dispatch!(
+                        isa,
+                        fn generic(l: &[f64], m: f64, d: &mut [f64], s: &mut [f64]) -> () {
+                            for ((lc, dc), sv) in l.chunks(BLOCK).zip(d.chunks_mut(BLOCK)).zip(s.iter_mut()) {
+                                *sv = exp_store_body(lc, m, dc);
+                            }
+                        }
+                    )
+                });
+            for &b in &sums {
+                sum += b;
+            }
+            // Usually the very last weight; a long zero tail is searched
+            // in parallel.
+            match w.last() {
+                Some(&x) if x > 0.0 => Some(w.len() - 1),
+                _ => w
+                    .par_chunks(span)
+                    .enumerate()
+                    .with_max_len(1)
+                    .filter_map(|(i, c)| c.iter().rposition(|&x| x > 0.0).map(|j| i * span + j))
+                    .max(),
+            }
+        }
+    };
+    let last = last.expect("the maximum has weight 1");
     Ok(Weights { w, sum, last })
 }
 
@@ -680,7 +820,12 @@ fn summarize<const SQ: bool>(isa: Isa, lw: &[f64]) -> Result<Summary, ResampleEr
     let mut s = 0.0;
     let mut q = 0.0;
     for chunk in lw.chunks(BLOCK) {
-        let (bm, ok) = dispatch!(isa, fn generic(chunk: &[f64]) -> (f64, bool) { max_body(chunk) });
+        let (bm, ok) = dispatch!(
+            isa,
+            fn generic(chunk: &[f64]) -> (f64, bool) {
+                max_body(chunk)
+            }
+        );
         if !ok {
             return Err(first_bad(lw));
         }
@@ -756,10 +901,7 @@ fn strata_below(x: f64, u_at: impl FnOnce(i64) -> f64) -> i64 {
 /// Check supplied uniforms: each in `[0, 1)`.
 fn check_uniforms(u: &[f64]) -> Result<(), ResampleError> {
     match u.iter().position(|&v| !(0.0..1.0).contains(&v)) {
-        Some(index) => Err(ResampleError::BadUniform {
-            index,
-            value: u[index],
-        }),
+        Some(index) => Err(ResampleError::BadUniform { index, value: u[index] }),
         None => Ok(()),
     }
 }
@@ -803,7 +945,7 @@ fn sorted_copy(u: &[f64]) -> Vec<f64> {
     v
 }
 
-fn systematic_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>) -> Result<(), ResampleError> {
+fn systematic_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>, par: Par) -> Result<(), ResampleError> {
     let u = match src {
         Uniforms::Rng(rng) => next_uniform(rng),
         Uniforms::Given(g) => {
@@ -811,7 +953,7 @@ fn systematic_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>)
             g[0]
         }
     };
-    systematic_walk(isa, ws, out, u);
+    systematic_walk(isa, ws, out, u, par);
     Ok(())
 }
 
@@ -879,24 +1021,62 @@ fn block_prefix(src: Option<&[f64]>, c: &mut [f64], base: f64) -> f64 {
     }
 }
 
-/// Systematic points below each cumulative weight of a block
-/// ([`strata_below`] with one shared `u`), vectorised: the block's
-/// cumulative sums, then `k[j]` for all of them. Returns the block's end.
+/// The four quarter sums `acc` of a full block, accumulated exactly as
+/// [`block_prefix`] does, so that [`block_end`] of them is that block's
+/// end, bit for bit, without the cumulative sums themselves.
 #[inline(always)]
-fn systematic_counts_body(w: &[f64], base: f64, scale: f64, u: f64, c: &mut [f64], k: &mut [i32]) -> f64 {
+fn quarter_sums(w: &[f64]) -> [f64; 4] {
+    const Q: usize = BLOCK / 4;
+    let w = &w[..BLOCK];
+    let mut acc = [0.0f64; 4];
+    for j in 0..Q {
+        for s in 0..4 {
+            acc[s] += w[s * Q + j];
+        }
+    }
+    acc
+}
+
+/// The end of a full block that starts at `base` and has quarter sums `q`
+/// (the `start += a` additions of [`block_prefix`], in its order).
+#[inline(always)]
+fn block_end(base: f64, q: &[f64; 4]) -> f64 {
+    let mut start = base;
+    for &a in q {
+        start += a;
+    }
+    start
+}
+
+/// Systematic points below the cumulative weight `c` ([`strata_below`]
+/// with one shared `u`, points scaled by `scale = n / S`), as the blocked
+/// walk computes it: in `i32`, with `c * scale` clamped into
+/// `[0, 2 BLOCKED_MAX_N]`. Non-decreasing in `c`.
+#[inline(always)]
+fn systematic_count(c: f64, scale: f64, u: f64) -> i32 {
     const LIMIT: f64 = (2 * BLOCKED_MAX_N) as f64;
+    let y = c * scale;
+    // Clamp with compare-selects (single max/min instructions, and
+    // NaN-proof), so the conversion below is always in range.
+    let y = if y > 0.0 { y } else { 0.0 };
+    let y = if y < LIMIT { y } else { LIMIT };
+    // SAFETY: 0 <= y <= LIMIT < 2^31, not NaN. (`y as i32` would add a
+    // saturation check that defeats vectorisation.)
+    let f = unsafe { y.to_int_unchecked::<i32>() }; // floor, y >= 0
+    f + (u < y - f as f64) as i32
+}
+
+/// Systematic points below each cumulative weight of a block, minus `off`
+/// (the output position where the caller's slice of `out` starts),
+/// vectorised: the block's cumulative sums, then `k[j]` for all of them.
+/// Returns the block's end.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn systematic_counts_body(w: &[f64], base: f64, scale: f64, u: f64, off: i32, c: &mut [f64], k: &mut [i32]) -> f64 {
     let c = &mut c[..w.len()];
     let end = block_prefix(Some(w), c, base);
     for (kj, &cj) in k.iter_mut().zip(c.iter()) {
-        let y = cj * scale;
-        // Clamp with compare-selects (single max/min instructions, and
-        // NaN-proof), so the conversion below is always in range.
-        let y = if y > 0.0 { y } else { 0.0 };
-        let y = if y < LIMIT { y } else { LIMIT };
-        // SAFETY: 0 <= y <= LIMIT < 2^31, not NaN. (`y as i32` would add a
-        // saturation check that defeats vectorisation.)
-        let f = unsafe { y.to_int_unchecked::<i32>() }; // floor, y >= 0
-        *kj = f + (u < y - f as f64) as i32;
+        *kj = systematic_count(cj, scale, u) - off;
     }
     end
 }
@@ -905,37 +1085,141 @@ fn systematic_counts_body(w: &[f64], base: f64, scale: f64, u: f64, c: &mut [f64
 /// counts `K_i` for the whole block (vectorised, see
 /// [`systematic_counts_body`]), then the runs `out[K_{i-1}..K_i] = i`. The
 /// fused scalar walk spends ~30 instructions per particle; this ~15.
-fn systematic_walk(isa: Isa, ws: &Weights, out: &mut [i64], u: f64) {
+/// With `par`, see [`systematic_walk_par`].
+fn systematic_walk(isa: Isa, ws: &Weights, out: &mut [i64], u: f64, par: Par) {
     let n = out.len();
     let scale = n as f64 / ws.sum;
     if n > BLOCKED_MAX_N {
         walk(ws, out, |c| strata_below(c * scale, |_| u));
         return;
     }
+    let walked = &ws.w[..ws.last];
+    if let Some(t) = par {
+        if walked.len() > t * BLOCK {
+            systematic_walk_par(isa, walked, ws.last, out, scale, u, t);
+            return;
+        }
+    }
+    let pos = systematic_blocks(isa, walked, 0, 0.0, scale, u, 0, out);
+    out[pos..].fill(ws.last as i64);
+}
+
+/// The blocked systematic walk over `w` (the weights of particles
+/// `first..first + w.len()`, starting at cumulative weight `base`),
+/// writing into `out`, which starts at output position `off`: the runs of
+/// every particle until `out` is full. Returns the position reached in
+/// `out`.
+#[allow(clippy::too_many_arguments)]
+fn systematic_blocks(isa: Isa, w: &[f64], first: usize, mut base: f64, scale: f64, u: f64, off: i32, out: &mut [i64]) -> usize {
+    let n = out.len();
     let mut k = [0i32; BLOCK];
     let mut c = [0.0f64; BLOCK];
-    let mut base = 0.0f64;
     let mut pos = 0usize;
-    for (b, chunk) in ws.w[..ws.last].chunks(BLOCK).enumerate() {
+    for (b, chunk) in w.chunks(BLOCK).enumerate() {
         let k = &mut k[..chunk.len()];
         let c = &mut c[..];
-        let first = (b * BLOCK) as i64;
+        let first = (first + b * BLOCK) as i64;
         // One dispatched call per block: counts, then runs (so the runs'
         // four-copy stores are single vector stores under AVX2).
-        let (b_end, p_end) = dispatch!(isa, fn generic(
-            chunk: &[f64], base: f64, scale: f64, u: f64, c: &mut [f64], k: &mut [i32],
-            out: &mut [i64], pos: usize, first: i64
-        ) -> (f64, usize) {
-            let e = systematic_counts_body(chunk, base, scale, u, c, k);
-            (e, fill_block(out, k, pos, first))
-        });
+        let (b_end, p_end) = dispatch!(
+            isa,
+            fn generic(
+                chunk: &[f64],
+                base: f64,
+                scale: f64,
+                u: f64,
+                off: i32,
+                c: &mut [f64],
+                k: &mut [i32],
+                out: &mut [i64],
+                pos: usize,
+                first: i64,
+            ) -> (f64, usize) {
+                let e = systematic_counts_body(chunk, base, scale, u, off, c, k);
+                (e, fill_block(out, k, pos, first))
+            }
+        );
         base = b_end;
         pos = p_end;
         if pos == n {
             break;
         }
     }
-    out[pos..].fill(ws.last as i64);
+    pos
+}
+
+/// [`systematic_walk`] on rayon's pool, bit-identical to the sequential
+/// walk. Particles are cut into tasks of `t` blocks (block boundaries as
+/// in the sequential walk, so every block sums exactly the same numbers).
+///
+/// 1. In parallel, the [`quarter_sums`] of every full block.
+/// 2. On one thread, each task's starting cumulative weight, by
+///    folding the quarter sums in block order with [`block_end`]: the
+///    very additions that give the sequential walk's block ends (four per
+///    block). A task's output starts at the number of points below its
+///    starting weight, `systematic_count(start)` (clamped to `n`): the
+///    sequential walk's position there, since its counts are clamped and
+///    non-decreasing and a block's last cumulative weight is its end.
+///    `out` is split into those disjoint ranges.
+/// 3. In parallel, each task runs [`systematic_blocks`] on its range, with
+///    counts offset by the range's start. A task that is not the last
+///    ends exactly at the next one's start (its last count is that
+///    start), and every write, the four-copy stores included, stays
+///    inside its range; the last task fills what is left of `out` with
+///    `last`, as the sequential walk does.
+fn systematic_walk_par(isa: Isa, walked: &[f64], last: usize, out: &mut [i64], scale: f64, u: f64, t: usize) {
+    let span = t * BLOCK;
+    let full = walked.len() / BLOCK;
+    let mut qs = vec![[0.0f64; 4]; full];
+    walked[..full * BLOCK]
+        .par_chunks(span)
+        .zip(qs.par_chunks_mut(t))
+        .with_max_len(1)
+        .for_each(|(wc, qc)| {
+            dispatch!(
+                isa,
+                fn generic(wc: &[f64], qc: &mut [[f64; 4]]) -> () {
+                    for (b, q) in wc.chunks_exact(BLOCK).zip(qc.iter_mut()) {
+                        *q = quarter_sums(b);
+                    }
+                }
+            )
+        });
+    let n = out.len();
+    let tasks = walked.len().div_ceil(span);
+    let mut jobs = Vec::with_capacity(tasks);
+    let mut rest: &mut [i64] = out;
+    let (mut base, mut p0) = (0.0f64, 0usize);
+    for task in 0..tasks {
+        let start = base;
+        // Only the last task can hold a partial block; its end is never
+        // needed.
+        for q in &qs[(task * t).min(full)..((task + 1) * t).min(full)] {
+            base = block_end(base, q);
+        }
+        let p1 = if task + 1 == tasks {
+            n
+        } else {
+            (systematic_count(base, scale, u).max(0) as usize).min(n)
+        };
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(p1 - p0);
+        rest = tail;
+        jobs.push((task, start, p0, mine));
+        p0 = p1;
+    }
+    jobs.into_par_iter().with_max_len(1).for_each(|(task, start, p0, dst)| {
+        if dst.is_empty() {
+            return;
+        }
+        let lo = task * span;
+        let hi = (lo + span).min(walked.len());
+        let pos = systematic_blocks(isa, &walked[lo..hi], lo, start, scale, u, p0 as i32, dst);
+        if task + 1 == tasks {
+            dst[pos..].fill(last as i64);
+        } else {
+            debug_assert_eq!(pos, dst.len(), "task {task} ends before the next one starts");
+        }
+    });
 }
 
 /// Write the runs `out[k[j-1]..k[j]] = first + j` of one block (with
@@ -1049,13 +1333,16 @@ fn merge_walk(isa: Isa, w: &mut [f64], last: usize, out: &mut [i64], pts: &[f64]
     let th = &mut w[..=last];
     let mut base = 0.0f64;
     for c in th[..last].chunks_mut(BLOCK) {
-        base = dispatch!(isa, fn generic(c: &mut [f64], base: f64, factor: f64) -> f64 {
-            let end = block_prefix(None, c, base);
-            for v in c.iter_mut() {
-                *v *= factor;
+        base = dispatch!(
+            isa,
+            fn generic(c: &mut [f64], base: f64, factor: f64) -> f64 {
+                let end = block_prefix(None, c, base);
+                for v in c.iter_mut() {
+                    *v *= factor;
+                }
+                end
             }
-            end
-        });
+        );
     }
     th[last] = f64::INFINITY;
     // Chain k covers points [bounds[k], bounds[k + 1]), starting at the
@@ -1113,7 +1400,7 @@ fn merge_walk(isa: Isa, w: &mut [f64], last: usize, out: &mut [i64], pts: &[f64]
 /// cumulative remainder is exactly `sum r_i`), then the walk. Both are
 /// blocked and vectorised like the systematic walk, for `n` up to
 /// [`BLOCKED_MAX_N`]; above that, plain scalar loops.
-fn residual_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>) -> Result<(), ResampleError> {
+fn residual_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>, par: Par) -> Result<(), ResampleError> {
     let u = match src {
         Uniforms::Rng(rng) => next_uniform(rng),
         // One value, or (backwards compatibility with the former
@@ -1128,19 +1415,24 @@ fn residual_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>) -
     let scale = n as f64 / ws.sum;
     let w = &ws.w[..=ws.last];
     let blocked = n <= BLOCKED_MAX_N;
-    let (floors, rem_sum) = if blocked {
-        residual_totals_blocked(isa, w, scale)
-    } else {
-        residual_totals_scalar(w, scale)
+    let tasks = match par {
+        Some(t) if blocked && w.len() > t * BLOCK => Some(t),
+        _ => None,
+    };
+    let mut starts = Vec::new();
+    let (floors, rem_sum) = match tasks {
+        Some(t) => residual_totals_par(isa, w, scale, t, &mut starts),
+        None if blocked => residual_totals_blocked(isa, w, scale),
+        None => residual_totals_scalar(w, scale),
     };
     // Round-off cannot push the floors past n for any realistic n (their
     // sum is at most n (1 + N eps)), but saturate so it could not matter.
     let draws = n.saturating_sub(floors);
     let factor = if draws > 0 && rem_sum > 0.0 { draws as f64 / rem_sum } else { 0.0 };
-    if blocked {
-        residual_walk_blocked(isa, w, scale, out, draws, factor, u);
-    } else {
-        residual_walk_scalar(w, scale, out, draws, factor, u);
+    match tasks {
+        Some(t) => residual_walk_par(isa, w, scale, out, draws, factor, u, t, &starts),
+        None if blocked => residual_walk_blocked(isa, w, scale, out, draws, factor, u),
+        None => residual_walk_scalar(w, scale, out, draws, factor, u),
     }
     Ok(())
 }
@@ -1196,23 +1488,69 @@ fn residual_split_body(w: &[f64], scale: f64, r: &mut [f64], fl: &mut [i32]) -> 
 /// by [`block_prefix`], exactly as [`residual_walk_blocked`] accumulates
 /// them.
 fn residual_totals_blocked(isa: Isa, w: &[f64], scale: f64) -> (usize, f64) {
+    let (floors, rem_sum) = residual_totals_from(isa, w, scale, 0, 0.0);
+    (floors.max(0) as usize, rem_sum)
+}
+
+/// The loop of [`residual_totals_blocked`], from given running totals.
+fn residual_totals_from(isa: Isa, w: &[f64], scale: f64, mut floors: i64, mut base: f64) -> (i64, f64) {
     let mut r = [0.0f64; BLOCK];
     let mut fl = [0i32; BLOCK];
-    let mut floors = 0i64;
-    let mut base = 0.0f64;
     for chunk in w.chunks(BLOCK) {
         let (r, fl) = (&mut r[..], &mut fl[..]);
-        let (f, end) = dispatch!(isa, fn generic(
-            chunk: &[f64], scale: f64, base: f64, r: &mut [f64], fl: &mut [i32]
-        ) -> (i64, f64) {
-            let r = &mut r[..chunk.len()];
-            let f = residual_split_body(chunk, scale, r, &mut fl[..chunk.len()]);
-            (f, block_prefix(None, r, base))
-        });
+        let (f, end) = dispatch!(
+            isa,
+            fn generic(chunk: &[f64], scale: f64, base: f64, r: &mut [f64], fl: &mut [i32]) -> (i64, f64) {
+                let r = &mut r[..chunk.len()];
+                let f = residual_split_body(chunk, scale, r, &mut fl[..chunk.len()]);
+                (f, block_prefix(None, r, base))
+            }
+        );
         floors += f;
         base = end;
     }
-    (floors.max(0) as usize, base)
+    (floors, base)
+}
+
+/// [`residual_totals_blocked`] on rayon's pool, bit-identical: in parallel,
+/// every full block's floor sum and remainder [`quarter_sums`]; then, on
+/// one thread, the floor sums added up (integers: any order) and
+/// the remainder sums folded in block order by [`block_end`], as in
+/// [`systematic_walk_par`]; the last, partial block (if any) by the
+/// sequential loop. Also pushes to `starts`, for each task of `t` blocks,
+/// its starting cumulative remainder and the floors before it (what
+/// [`residual_walk_par`] starts from).
+fn residual_totals_par(isa: Isa, w: &[f64], scale: f64, t: usize, starts: &mut Vec<(f64, i64)>) -> (usize, f64) {
+    let span = t * BLOCK;
+    let full = w.len() / BLOCK;
+    let mut blocks = vec![(0i64, [0.0f64; 4]); full];
+    w[..full * BLOCK]
+        .par_chunks(span)
+        .zip(blocks.par_chunks_mut(t))
+        .with_max_len(1)
+        .for_each(|(wc, bc)| {
+            dispatch!(
+                isa,
+                fn generic(wc: &[f64], scale: f64, bc: &mut [(i64, [f64; 4])]) -> () {
+                    let mut r = [0.0f64; BLOCK];
+                    let mut fl = [0i32; BLOCK];
+                    for (b, o) in wc.chunks_exact(BLOCK).zip(bc.iter_mut()) {
+                        let f = residual_split_body(b, scale, &mut r, &mut fl);
+                        *o = (f, quarter_sums(&r));
+                    }
+                }
+            )
+        });
+    let (mut floors, mut base) = (0i64, 0.0f64);
+    for task in 0..w.len().div_ceil(span) {
+        starts.push((base, floors));
+        for (f, q) in &blocks[(task * t).min(full)..((task + 1) * t).min(full)] {
+            floors += f;
+            base = block_end(base, q);
+        }
+    }
+    let (floors, rem_sum) = residual_totals_from(isa, &w[full * BLOCK..], scale, floors, base);
+    (floors.max(0) as usize, rem_sum)
 }
 
 /// The walk of [`residual_kernel`], fused with writing the output: for
@@ -1263,18 +1601,26 @@ fn residual_walk_scalar(w: &[f64], scale: f64, out: &mut [i64], draws: usize, fa
     }
 }
 
+/// Residual points below the cumulative remainder `c`:
+/// `#{k : k + u < c * factor}` ([`strata_below`], in `i32` with
+/// `c * factor` clamped into `[0, RESIDUAL_LIMIT]`, as in
+/// [`systematic_count`]). Non-decreasing in `c`.
+#[inline(always)]
+fn residual_count(c: f64, factor: f64, u: f64) -> i32 {
+    let y = c * factor;
+    let y = if y > 0.0 { y } else { 0.0 };
+    let y = if y < RESIDUAL_LIMIT { y } else { RESIDUAL_LIMIT };
+    // SAFETY: 0 <= y <= RESIDUAL_LIMIT < 2^31, not NaN.
+    let f = unsafe { y.to_int_unchecked::<i32>() };
+    f + (u < y - f as f64) as i32
+}
+
 /// Counts of residual points below each scaled cumulative remainder of a
-/// block: `kk[j] = #{k : k + u < c[j] * factor}` ([`strata_below`],
-/// vectorised as in [`systematic_counts_body`]).
+/// block: `kk[j] = residual_count(c[j])`, vectorised.
 #[inline(always)]
 fn residual_counts_body(c: &[f64], factor: f64, u: f64, kk: &mut [i32]) {
     for (kj, &cj) in kk.iter_mut().zip(c) {
-        let y = cj * factor;
-        let y = if y > 0.0 { y } else { 0.0 };
-        let y = if y < RESIDUAL_LIMIT { y } else { RESIDUAL_LIMIT };
-        // SAFETY: 0 <= y <= RESIDUAL_LIMIT < 2^31, not NaN.
-        let f = unsafe { y.to_int_unchecked::<i32>() };
-        *kj = f + (u < y - f as f64) as i32;
+        *kj = residual_count(cj, factor, u);
     }
 }
 
@@ -1288,26 +1634,137 @@ fn residual_counts_body(c: &[f64], factor: f64, u: f64, kk: &mut [i32]) {
 fn residual_walk_blocked(isa: Isa, w: &[f64], scale: f64, out: &mut [i64], draws: usize, factor: f64, u: f64) {
     let n = out.len();
     debug_assert!(n <= BLOCKED_MAX_N);
+    let (_, pos, _) = residual_blocks(isa, w, 0, scale, factor, u, 0.0, out, 0, 0, draws);
+    if pos < n {
+        residual_repair(w, scale, out, pos);
+    }
+}
+
+/// The loop of [`residual_walk_blocked`] over `w`, the weights of
+/// particles `first..first + w.len()`, from the state `(base, pos, k)`
+/// (cumulative remainder, output position, extras given so far) to the
+/// state after the last of them, which it returns.
+#[allow(clippy::too_many_arguments)]
+fn residual_blocks(
+    isa: Isa,
+    w: &[f64],
+    first: usize,
+    scale: f64,
+    factor: f64,
+    u: f64,
+    mut base: f64,
+    out: &mut [i64],
+    mut pos: usize,
+    mut k: usize,
+    draws: usize,
+) -> (f64, usize, usize) {
     let mut c = [0.0f64; BLOCK];
     let mut fl = [0i32; BLOCK];
     let mut el = [0i32; BLOCK];
     let mut kk = [0i32; BLOCK];
-    let mut base = 0.0f64;
-    let mut pos = 0usize;
-    let mut k = 0usize;
     for (b, chunk) in w.chunks(BLOCK).enumerate() {
-        let first = (b * BLOCK) as i64;
+        let first = (first + b * BLOCK) as i64;
         let (c, fl, el, kk) = (&mut c[..], &mut fl[..], &mut el[..], &mut kk[..]);
-        // One dispatched call per block, as in systematic_walk.
-        (base, pos, k) = dispatch!(isa, fn generic(
-            chunk: &[f64], scale: f64, factor: f64, u: f64, base: f64, c: &mut [f64],
-            fl: &mut [i32], el: &mut [i32], kk: &mut [i32], out: &mut [i64], pos: usize,
-            k: usize, draws: usize, first: i64
-        ) -> (f64, usize, usize) {
-            residual_block_body(
-                chunk, scale, factor, u, base, c, fl, el, kk, out, pos, k, draws, first,
-            )
-        });
+        // One dispatched call per block, as in systematic_blocks.
+        (base, pos, k) = dispatch!(
+            isa,
+            fn generic(
+                chunk: &[f64],
+                scale: f64,
+                factor: f64,
+                u: f64,
+                base: f64,
+                c: &mut [f64],
+                fl: &mut [i32],
+                el: &mut [i32],
+                kk: &mut [i32],
+                out: &mut [i64],
+                pos: usize,
+                k: usize,
+                draws: usize,
+                first: i64,
+            ) -> (f64, usize, usize) {
+                residual_block_body(chunk, scale, factor, u, base, c, fl, el, kk, out, pos, k, draws, first)
+            }
+        );
+    }
+    (base, pos, k)
+}
+
+/// [`residual_walk_blocked`] on rayon's pool, bit-identical. Unlike the
+/// systematic walk, the walk's state at a particle is not a function of
+/// its cumulative remainder alone: besides the position (the floors so
+/// far, known from [`residual_totals_par`], plus the extras so far) it
+/// carries `k`, the extras given so far, and the extra-copy rule only
+/// *usually* keeps `k = min(K, draws)`, `K` the count of points below the
+/// cumulative remainder. (It does whenever `K` never grows by two within
+/// one particle, nor at a zero remainder, i.e. unless round-off puts two
+/// points in one remainder interval; then `k` lags until the next
+/// positive remainder catches it up.)
+///
+/// So each task of `t` blocks starts from that speculated state,
+/// `k = min(K(start), draws)` and `pos = min(floors before + k, n)`,
+/// writes its runs into the disjoint range of `out` between its
+/// speculated start and the next task's, and returns its final `k`. Then,
+/// in task order, each task's final `k` is checked against the next
+/// task's speculated one. If all agree, every task started from the
+/// sequential walk's state, so wrote exactly its runs (positions being
+/// floors plus extras, a task that ends in the right state ends at the
+/// next one's start). At the first disagreement, the walk is redone on
+/// one thread from the start of that task (whose start state was
+/// right) to the end. Either way, [`residual_repair`] finishes as in the
+/// sequential walk. Once a task's verified start is `n`, the rest writes
+/// nothing, whatever its `k`.
+#[allow(clippy::too_many_arguments)]
+fn residual_walk_par(isa: Isa, w: &[f64], scale: f64, out: &mut [i64], draws: usize, factor: f64, u: f64, t: usize, starts: &[(f64, i64)]) {
+    let n = out.len();
+    let span = t * BLOCK;
+    // (start base, start k, start position) of each task.
+    let spec: Vec<(f64, usize, usize)> = starts
+        .iter()
+        .map(|&(base, floors)| {
+            let k = (residual_count(base, factor, u).max(0) as usize).min(draws);
+            (base, k, (floors.max(0) as usize).saturating_add(k).min(n))
+        })
+        .collect();
+    let tasks = spec.len();
+    let mut jobs = Vec::with_capacity(tasks);
+    let mut rest: &mut [i64] = out;
+    for task in 0..tasks {
+        let p1 = if task + 1 == tasks { n } else { spec[task + 1].2 };
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(p1 - spec[task].2);
+        rest = tail;
+        jobs.push((task, mine));
+    }
+    let ends: Vec<(usize, usize)> = jobs
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|(task, dst)| {
+            let (base, k, p0) = spec[task];
+            if p0 == n {
+                return (0, 0);
+            }
+            let lo = task * span;
+            let hi = (lo + span).min(w.len());
+            let (_, pos, k) = residual_blocks(isa, &w[lo..hi], lo, scale, factor, u, base, dst, 0, k, draws);
+            (pos, k)
+        })
+        .collect();
+    let mut pos = n;
+    for task in 0..tasks {
+        let (base, k, p0) = spec[task];
+        if p0 == n {
+            break;
+        }
+        if task + 1 == tasks {
+            pos = p0 + ends[task].0;
+        } else if ends[task].1 != spec[task + 1].1 {
+            let lo = task * span;
+            pos = residual_blocks(isa, &w[lo..], lo, scale, factor, u, base, out, p0, k, draws).1;
+        } else {
+            continue;
+        }
+        break;
     }
     if pos < n {
         residual_repair(w, scale, out, pos);
@@ -1401,14 +1858,42 @@ fn residual_repair(w: &[f64], scale: f64, out: &mut [i64], pos: usize) {
 /// weights `-inf`, an empty `out`, and on supplied uniforms of the wrong
 /// count or outside `[0, 1)` (see [`Uniforms::Given`]). On error `out` may
 /// have been partially written.
-pub fn resample_into(
-    scheme: Scheme,
-    log_weights: &[f64],
-    out: &mut [i64],
-    uniforms: Uniforms<'_>,
-) -> Result<(), ResampleError> {
+///
+/// Systematic and residual resampling of at least 262,144 particles run on
+/// rayon's current thread pool (see "Threads" in the module docs); the
+/// output is the same, bit for bit, for any number of threads.
+pub fn resample_into(scheme: Scheme, log_weights: &[f64], out: &mut [i64], uniforms: Uniforms<'_>) -> Result<(), ResampleError> {
+    // Only the systematic and residual walks parallelise. For the other
+    // two a parallel `exp` pass alone measured no faster: what it saves,
+    // their sequential walk loses fetching the weights from other cores'
+    // caches.
+    let par = match scheme {
+        Scheme::Systematic | Scheme::Residual => par_plan(log_weights.len()),
+        Scheme::Stratified | Scheme::Multinomial => None,
+    };
+    if par.is_some() && rayon::current_thread_index().is_none() {
+        // Hand the whole call to one pool thread, so that its parallel
+        // passes are forked locally there rather than each injected into
+        // the pool (and waited for) from outside. It borrows this thread's
+        // scratch buffer for the weights, so that whichever pool thread
+        // runs the call, the same (warm) buffer serves, and pool threads
+        // keep none.
+        let buf = scratch::take(0, log_weights.len());
+        let (r, buf) = rayon::scope(move |_| {
+            let own = scratch::swap(0, buf);
+            let r = resample_with(scheme, log_weights, out, uniforms, par);
+            (r, scratch::swap(0, own))
+        });
+        scratch::give(0, buf);
+        return r;
+    }
+    resample_with(scheme, log_weights, out, uniforms, par)
+}
+
+/// [`resample_into`] with an explicit [`Par`] plan (the tests force both).
+fn resample_with(scheme: Scheme, log_weights: &[f64], out: &mut [i64], uniforms: Uniforms<'_>, par: Par) -> Result<(), ResampleError> {
     let isa = Isa::detect();
-    let ws = weights(isa, log_weights)?;
+    let ws = weights(isa, log_weights, par)?;
     if out.is_empty() {
         return Err(ResampleError::NoDraws);
     }
@@ -1416,20 +1901,15 @@ pub fn resample_into(
         check_uniforms(u)?;
     }
     match scheme {
-        Scheme::Systematic => systematic_kernel(isa, &ws, out, uniforms),
+        Scheme::Systematic => systematic_kernel(isa, &ws, out, uniforms, par),
         Scheme::Stratified => stratified_kernel(&ws, out, uniforms),
         Scheme::Multinomial => multinomial_kernel(isa, ws, out, uniforms),
-        Scheme::Residual => residual_kernel(isa, &ws, out, uniforms),
+        Scheme::Residual => residual_kernel(isa, &ws, out, uniforms, par),
     }
 }
 
 /// [`resample_into`] into a fresh vector of `n` indices, drawing from `rng`.
-pub fn resample(
-    scheme: Scheme,
-    log_weights: &[f64],
-    n: usize,
-    rng: &mut ResampleRng,
-) -> Result<Vec<i64>, ResampleError> {
+pub fn resample(scheme: Scheme, log_weights: &[f64], n: usize, rng: &mut ResampleRng) -> Result<Vec<i64>, ResampleError> {
     let mut out = vec![0i64; n];
     resample_into(scheme, log_weights, &mut out, Uniforms::Rng(rng))?;
     Ok(out)
@@ -1534,7 +2014,11 @@ mod tests {
         let mut rng = rng_from_seed(1);
         let mut worst = 0.0f64;
         for i in 0..200_000 {
-            let x = if i < 1000 { -(i as f64) * 0.708 } else { -708.0 * next_uniform(&mut rng) };
+            let x = if i < 1000 {
+                -(i as f64) * 0.708
+            } else {
+                -708.0 * next_uniform(&mut rng)
+            };
             let want = x.exp();
             let got = exp_nonpos(x);
             worst = worst.max(((got - want) / want).abs());
@@ -1598,10 +2082,7 @@ mod tests {
             long[2 * BLOCK + 9] = f64::NAN;
             assert_eq!(run(&long), Err(ResampleError::PosInf { index: 2 * BLOCK + 7 }));
             let mut empty: [i64; 0] = [];
-            assert_eq!(
-                resample_into(k, &[0.0], &mut empty, Uniforms::Rng(&mut rng)),
-                Err(ResampleError::NoDraws)
-            );
+            assert_eq!(resample_into(k, &[0.0], &mut empty, Uniforms::Rng(&mut rng)), Err(ResampleError::NoDraws));
         }
         assert_eq!(ess(&[]), Err(ResampleError::Empty));
         assert_eq!(ess(&[f64::NAN]), Err(ResampleError::NaN { index: 0 }));
@@ -1784,7 +2265,13 @@ mod tests {
         let lw = logs(&w);
         let mids: Vec<f64> = {
             let mut c = 0.0;
-            w.iter().map(|&x| { let m = c + x / 2.0; c += x; m }).collect()
+            w.iter()
+                .map(|&x| {
+                    let m = c + x / 2.0;
+                    c += x;
+                    m
+                })
+                .collect()
         };
         let n = 3;
         let mut law = std::collections::HashMap::<Vec<usize>, f64>::new();
@@ -1859,10 +2346,14 @@ mod tests {
         let w = [0.3, 0.1, 0.45, 0.15];
         let lw = logs(&w);
         let n = 3;
-        let cum: Vec<f64> = w.iter().scan(0.0, |c, &x| { *c += x; Some(*c) }).collect();
-        let steps: Vec<Vec<(f64, f64)>> = (0..n)
-            .map(|k| pieces(cum.iter().map(|&c| c * n as f64 - k as f64).collect()))
+        let cum: Vec<f64> = w
+            .iter()
+            .scan(0.0, |c, &x| {
+                *c += x;
+                Some(*c)
+            })
             .collect();
+        let steps: Vec<Vec<(f64, f64)>> = (0..n).map(|k| pieces(cum.iter().map(|&c| c * n as f64 - k as f64).collect())).collect();
         let mut mean = vec![0.0; w.len()];
         let mut total = 0.0;
         for &(u0, l0) in &steps[0] {
@@ -1870,8 +2361,7 @@ mod tests {
                 for &(u2, l2) in &steps[2] {
                     let u = [u0, u1, u2];
                     let out = given(Scheme::Stratified, &lw, n, &u);
-                    let want: Vec<i64> =
-                        (0..n).map(|k| naive_pick(&w, (k as f64 + u[k]) / n as f64)).collect();
+                    let want: Vec<i64> = (0..n).map(|k| naive_pick(&w, (k as f64 + u[k]) / n as f64)).collect();
                     assert_eq!(out, want);
                     let p = l0 * l1 * l2;
                     total += p;
@@ -1902,7 +2392,13 @@ mod tests {
             // Inverse CDF of the point k + u on the residual ruler.
             let p = (k as f64 + u) / r_total as f64 * rem_sum;
             let mut c = 0.0;
-            let i = rem.iter().position(|&r| { c += r; p < c }).expect("point beyond total");
+            let i = rem
+                .iter()
+                .position(|&r| {
+                    c += r;
+                    p < c
+                })
+                .expect("point beyond total");
             cnt[i] += 1;
         }
         cnt.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat(i as i64).take(c)).collect()
@@ -1921,8 +2417,8 @@ mod tests {
         let w = [0.45, 0.1, 0.3, 0.15];
         let lw = logs(&w);
         let n = 4; // n w = (1.8, 0.4, 1.2, 0.6): floors (1, 0, 1, 0), R = 2
-        // Cumulative remainders (0.8, 1.2, 1.4, 2.0): breakpoints of u at
-        // 0.2, 0.4, 0.8; points u and 1 + u.
+                   // Cumulative remainders (0.8, 1.2, 1.4, 2.0): breakpoints of u at
+                   // 0.2, 0.4, 0.8; points u and 1 + u.
         let want_law: [(&[usize], f64); 4] = [
             (&[2, 1, 1, 0], 0.2), // u in [0, 0.2): u -> 0, 1 + u -> 1
             (&[2, 0, 2, 0], 0.2), // u in [0.2, 0.4): 1 + u -> 2
@@ -1954,7 +2450,13 @@ mod tests {
             for n in [1usize, 3, 4, 6, 8, 9, 13] {
                 let nw: Vec<f64> = w.iter().map(|&x| n as f64 * x).collect();
                 let mut c = 0.0;
-                let br: Vec<f64> = nw.iter().map(|&x| { c += x - x.floor(); c - c.floor() }).collect();
+                let br: Vec<f64> = nw
+                    .iter()
+                    .map(|&x| {
+                        c += x - x.floor();
+                        c - c.floor()
+                    })
+                    .collect();
                 let mut mean = vec![0.0; w.len()];
                 let mut sq = vec![0.0; w.len()];
                 for (u, len) in pieces(br) {
@@ -2082,7 +2584,7 @@ mod tests {
             cases.push((0..len).map(|_| -8.0 * next_uniform(&mut rng)).collect());
         }
         for lw in &cases {
-            let ws = weights(isa, lw).unwrap();
+            let ws = weights(isa, lw, None).unwrap();
             for n in [1, 2, 7, lw.len(), 3 * lw.len() + 1] {
                 let scale = n as f64 / ws.sum;
                 for u in [0.0, 0.5, ONE_MINUS, next_uniform(&mut rng)] {
@@ -2158,8 +2660,16 @@ mod tests {
         }
         let rf = reps as f64;
         let mean: Vec<f64> = all.iter().map(|v| v.iter().sum::<f64>() / rf).collect();
-        let var = all.iter().zip(&mean).map(|(v, m)| v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (rf - 1.0)).collect();
-        let m4 = all.iter().zip(&mean).map(|(v, m)| v.iter().map(|x| (x - m).powi(4)).sum::<f64>() / rf).collect();
+        let var = all
+            .iter()
+            .zip(&mean)
+            .map(|(v, m)| v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (rf - 1.0))
+            .collect();
+        let m4 = all
+            .iter()
+            .zip(&mean)
+            .map(|(v, m)| v.iter().map(|x| (x - m).powi(4)).sum::<f64>() / rf)
+            .collect();
         (mean, var, m4)
     }
 
@@ -2242,11 +2752,212 @@ mod tests {
                 let exact = exact_var(k, &w, n);
                 for i in 0..n {
                     let se = ((m4[i] - var[i] * var[i]).max(0.0) / reps as f64).sqrt();
-                    assert!((var[i] - exact[i]).abs() <= 5.0 * se + 1e-3, "{k} i={i}: sample var {} vs exact {}", var[i], exact[i]);
+                    assert!(
+                        (var[i] - exact[i]).abs() <= 5.0 * se + 1e-3,
+                        "{k} i={i}: sample var {} vs exact {}",
+                        var[i],
+                        exact[i]
+                    );
                     assert!(var[i] <= mv[i] + 5.0 * se + 1e-3, "{k} i={i}: {} > multinomial {}", var[i], mv[i]);
                 }
             }
         }
+    }
+
+    // ------------------------------------------------------ parallel paths
+
+    fn seeded_par(scheme: Scheme, lw: &[f64], n: usize, seed: u64, par: Par) -> Vec<i64> {
+        let mut out = vec![-1i64; n];
+        resample_with(scheme, lw, &mut out, Uniforms::Rng(&mut rng_from_seed(seed)), par).unwrap();
+        out
+    }
+
+    fn given_par(scheme: Scheme, lw: &[f64], n: usize, u: &[f64], par: Par) -> Vec<i64> {
+        let mut out = vec![-1i64; n];
+        resample_with(scheme, lw, &mut out, Uniforms::Given(u), par).unwrap();
+        out
+    }
+
+    /// A standard normal (Box-Muller), for test data.
+    fn normal(rng: &mut ResampleRng) -> f64 {
+        let (a, b) = (next_uniform(rng), next_uniform(rng));
+        (-2.0 * (1.0 - a).ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+    }
+
+    /// Log weights of length `len` that stress the parallel paths: random
+    /// spreads, `-inf` entries, extreme dynamic range (weights flushed to
+    /// zero, huge shifts), long zero tails, one dominant particle at
+    /// either end (so the output fills up early or late), equal weights.
+    fn par_cases(len: usize, rng: &mut ResampleRng) -> Vec<(&'static str, Vec<f64>)> {
+        let mut v: Vec<(&'static str, Vec<f64>)> = Vec::new();
+        v.push(("normal", (0..len).map(|_| 3.0 * normal(rng)).collect()));
+        v.push((
+            "wide-inf-shifted",
+            (0..len)
+                .map(|_| {
+                    if next_uniform(rng) < 0.3 {
+                        -INF
+                    } else {
+                        1e6 - 800.0 * next_uniform(rng)
+                    }
+                })
+                .collect(),
+        ));
+        v.push(("underflow", (0..len).map(|_| -720.0 * next_uniform(rng).sqrt()).collect()));
+        let mut tail: Vec<f64> = (0..len).map(|_| normal(rng)).collect();
+        tail[len / 3..].fill(-INF);
+        v.push(("zero-tail", tail));
+        let mut first: Vec<f64> = (0..len).map(|i| if i % 5 == 0 { -INF } else { -700.0 + normal(rng) }).collect();
+        first[0] = 0.0;
+        v.push(("dominant-first", first));
+        let mut lastw: Vec<f64> = (0..len).map(|_| 3.0 * normal(rng)).collect();
+        lastw[len - 1] = 50.0;
+        v.push(("dominant-last", lastw));
+        v.push(("equal", vec![-3.5; len]));
+        v.push((
+            "sparse",
+            (0..len).map(|_| if next_uniform(rng) < 0.99 { -INF } else { normal(rng) }).collect(),
+        ));
+        v
+    }
+
+    /// Every kernel gives the same output, bit for bit, sequentially and
+    /// in parallel with any task size (tasks of 1 and 3 blocks put task
+    /// boundaries everywhere; 64 is the real plan), seeded and with given
+    /// uniforms, on large inputs.
+    #[test]
+    fn parallel_paths_are_bit_identical() {
+        let mut rng = rng_from_seed(2024);
+        for len in [20_000usize, (1 << 16) + 77] {
+            for (name, lw) in par_cases(len, &mut rng) {
+                for n in [1, 7, len / 3 + 1, len, 2 * len + 5] {
+                    for k in Scheme::ALL {
+                        for seed in [0u64, 1] {
+                            let want = seeded_par(k, &lw, n, seed, None);
+                            check_output(&lw, &want);
+                            for t in [1, 3, PAR_TASK_BLOCKS] {
+                                assert!(
+                                    seeded_par(k, &lw, n, seed, Some(t)) == want,
+                                    "{name} len={len} n={n} {k} seed={seed} t={t}"
+                                );
+                            }
+                        }
+                    }
+                    for k in [Scheme::Systematic, Scheme::Residual] {
+                        for u in [0.0, 0.5, ONE_MINUS] {
+                            let want = given_par(k, &lw, n, &[u], None);
+                            for t in [1, 3, PAR_TASK_BLOCKS] {
+                                assert!(given_par(k, &lw, n, &[u], Some(t)) == want, "{name} len={len} n={n} {k} u={u} t={t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The number of threads never changes the output: the same call on
+    /// pools of 1 (the sequential path), 2 and 4 threads.
+    #[test]
+    fn thread_count_does_not_change_output() {
+        let mut rng = rng_from_seed(77);
+        let len = PAR_MIN + 5;
+        let some = ["normal", "wide-inf-shifted", "zero-tail", "dominant-first"];
+        for (name, lw) in par_cases(len, &mut rng).into_iter().filter(|(name, _)| some.contains(name)) {
+            let run = || {
+                let mut outs = Vec::new();
+                for k in Scheme::ALL {
+                    for (seed, n) in [(3u64, len), (4, len / 2 + 3)] {
+                        outs.push(resample(k, &lw, n, &mut rng_from_seed(seed)).unwrap());
+                    }
+                }
+                outs
+            };
+            let want: Vec<Vec<i64>> = {
+                let mut outs = Vec::new();
+                for k in Scheme::ALL {
+                    for (seed, n) in [(3u64, len), (4, len / 2 + 3)] {
+                        outs.push(seeded_par(k, &lw, n, seed, None));
+                    }
+                }
+                outs
+            };
+            for threads in [1, 2, 4] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (plan, got) = pool.install(|| (par_plan(len), run()));
+                assert_eq!(plan.is_some(), threads > 1);
+                assert!(got == want, "{name}: {threads} threads");
+            }
+        }
+    }
+
+    /// The parallel sums' building blocks reproduce the sequential ones
+    /// bit for bit, and a zero max of either sign gives the same weights.
+    #[test]
+    fn quarter_sums_match_block_prefix() {
+        let mut rng = rng_from_seed(5);
+        for _ in 0..200 {
+            let w: Vec<f64> = (0..BLOCK).map(|_| exp_nonpos(-30.0 * next_uniform(&mut rng))).collect();
+            let base = 1e3 * next_uniform(&mut rng);
+            let mut c = [0.0f64; BLOCK];
+            let end = block_prefix(Some(&w), &mut c, base);
+            assert_eq!(end.to_bits(), block_end(base, &quarter_sums(&w)).to_bits());
+            assert_eq!(c[BLOCK - 1].to_bits(), end.to_bits());
+            let mut r = w.clone();
+            assert_eq!(block_prefix(None, &mut r, base).to_bits(), end.to_bits());
+        }
+        assert_eq!(exp_nonpos(-0.0 - 0.0).to_bits(), 1.0f64.to_bits());
+        assert_eq!(exp_nonpos(-0.0 + 0.0).to_bits(), 1.0f64.to_bits());
+        let lw = [0.0, -0.0, -1.0];
+        assert_eq!(max_checked(Isa::detect(), &lw, None).unwrap(), 0.0);
+    }
+
+    /// The parallel residual walk speculates each task's starting state;
+    /// factors off by round-off-like and by gross amounts (which put two
+    /// points in one interval, breaking the speculation) must still give
+    /// exactly the sequential walk's output.
+    #[test]
+    fn residual_walk_par_recovers_from_misspeculation() {
+        let isa = Isa::detect();
+        let mut rng = rng_from_seed(29);
+        let near1 = 1.0 - 1e-15;
+        let mut missed = 0usize;
+        for len in [700usize, 3000] {
+            let cases: Vec<Vec<f64>> = vec![
+                (0..len).map(|_| 2.0 * next_uniform(&mut rng)).collect(),
+                (0..len).map(|i| [near1, 0.0, 1.0 + near1, 0.3, 2.0][i % 5]).collect(),
+                (0..len).map(|i| ((i * 37) % 101) as f64 / 50.5).collect(),
+            ];
+            for x in &cases {
+                let n = x.iter().sum::<f64>().round() as usize;
+                let (floors, rem_sum) = residual_totals_blocked(isa, x, 1.0);
+                let draws = n.saturating_sub(floors);
+                let exact = if draws > 0 { draws as f64 / rem_sum } else { 0.0 };
+                for t in [1, 2] {
+                    let mut starts = Vec::new();
+                    let totals = residual_totals_par(isa, x, 1.0, t, &mut starts);
+                    assert_eq!((totals.0, totals.1.to_bits()), (floors, rem_sum.to_bits()));
+                    for factor in [exact, exact * (1.0 - 1e-12), exact * (1.0 + 1e-12), exact * 0.5, exact * 1.7, 0.0, 1e6] {
+                        for u in [0.0, 0.3, ONE_MINUS] {
+                            let mut want = vec![-1i64; n];
+                            residual_walk_blocked(isa, x, 1.0, &mut want, draws, factor, u);
+                            let mut got = vec![-1i64; n];
+                            residual_walk_par(isa, x, 1.0, &mut got, draws, factor, u, t, &starts);
+                            assert!(got == want, "len={len} t={t} factor={factor} u={u}");
+                            // Count the task starts where speculation fails.
+                            for task in 1..starts.len() {
+                                let mut scratch = vec![0i64; n];
+                                let head = &x[..task * t * BLOCK];
+                                let (_, _, k) = residual_blocks(isa, head, 0, 1.0, factor, u, 0.0, &mut scratch, 0, 0, draws);
+                                let spec = (residual_count(starts[task].0, factor, u).max(0) as usize).min(draws);
+                                missed += (k != spec) as usize;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(missed > 0, "no case exercised the redo path");
     }
 
     #[test]
@@ -2364,6 +3075,21 @@ mod tests {
             check_output(&lw, &out);
             prop_assert_eq!(&out, &residual_reference(&w, n, u));
             prop_assert_eq!(&out, &given(Scheme::Systematic, &lw, n, &[u]));
+        }
+
+        /// Parallel (tasks of 1 or 2 blocks, so several tasks even for
+        /// short inputs) equals sequential, bit for bit, for every kernel.
+        #[test]
+        fn parallel_matches_sequential(
+            parts in prop::collection::vec(log_weights_strategy(), 1..8),
+            n in 1usize..3000,
+            seed in any::<u64>(),
+            t in 1usize..3,
+        ) {
+            let lw: Vec<f64> = parts.concat();
+            for k in Scheme::ALL {
+                prop_assert_eq!(seeded_par(k, &lw, n, seed, Some(t)), seeded_par(k, &lw, n, seed, None), "{}", k);
+            }
         }
 
         #[test]

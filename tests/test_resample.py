@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -431,6 +434,78 @@ def test_round_off_never_indexes_past_the_end():
     lw = np.array([0.0, -745.0, -np.inf])
     for kind, f in KERNELS.items():
         assert f(lw, 1, uniforms=[ONE_MINUS])[0] in (0, 1), kind
+
+
+# ------------------------------------------------ large N (thread pool)
+
+# Systematic and residual resampling of N >= 262,144 particles run on rayon's
+# thread pool; their output must not depend on the number of threads (nor
+# differ from the sequential path, which RAYON_NUM_THREADS=1 selects).
+LARGE_N = 300_007
+
+
+def large_cases(size: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(size)
+    cases = [rng.normal(scale=3.0, size=size)]
+    lw = rng.normal(scale=200.0, size=size) + 1e5  # extreme range, huge shift
+    lw[rng.random(size) < 0.3] = -np.inf
+    cases.append(lw)
+    lw = np.full(size, -np.inf)  # long zero tail
+    lw[: size // 3] = rng.normal(size=size // 3)
+    cases.append(lw)
+    lw = np.full(size, -700.0)  # one dominant particle: output full early
+    lw[0] = 0.0
+    lw[1::7] = -np.inf
+    cases.append(lw)
+    return cases
+
+
+_THREADS_SCRIPT = f"""
+import hashlib
+import numpy as np
+from tokensieve import resample as rs
+from test_resample import LARGE_N, large_cases
+h = hashlib.sha256()
+for lw in large_cases(LARGE_N):
+    for kind in ("systematic", "stratified", "multinomial", "residual"):
+        for n, seed in ((LARGE_N, 1), (LARGE_N // 3 + 1, 2), (2 * LARGE_N + 5, 3)):
+            h.update(getattr(rs, kind)(lw, n, seed=seed).tobytes())
+    for u in (0.0, 0.5, {ONE_MINUS!r}):
+        h.update(rs.systematic(lw, uniforms=u).tobytes())
+        h.update(rs.residual(lw, uniforms=u).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_large_outputs_do_not_depend_on_thread_count():
+    digests = {}
+    for threads in (1, 2, 4):
+        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(__file__), env.get("PYTHONPATH")]))
+        r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        digests[threads] = r.stdout.strip()
+    assert len(set(digests.values())) == 1, digests
+
+
+@pytest.mark.parametrize("kind", ["systematic", "residual"])
+def test_large_outputs_valid_and_within_floor_and_ceil(kind):
+    """The (parallel) large-N path keeps every guarantee: sorted, complete,
+    no zero-weight particle, every count floor(n w_i) or ceil(n w_i)."""
+    f = KERNELS[kind]
+    for lw in large_cases(LARGE_N):
+        w = normalised(lw)
+        for n in (LARGE_N, LARGE_N // 3 + 1, 2 * LARGE_N + 5):
+            nw = n * w
+            lo, hi = np.floor(nw - 1e-9), np.ceil(nw + 1e-9)
+            for kw in ({"seed": 11}, {"uniforms": 0.0}, {"uniforms": ONE_MINUS}):
+                out = f(lw, n, **kw)
+                assert out.shape == (n,)
+                assert np.all(np.diff(out) >= 0)
+                assert out.min() >= 0 and out.max() < LARGE_N
+                c = np.bincount(out, minlength=LARGE_N)
+                assert np.all((c >= lo) & (c <= hi)), (kind, n, kw)
+                assert np.all(c[w == 0] == 0)
 
 
 # ----------------------------------------------------------- statistics
