@@ -68,7 +68,7 @@ pub fn parse_gbnf_with_start(text: &str, start: &str, limits: &GrammarLimits) ->
     if !p.defined.contains_key(start) {
         return Err(gerr(Pos::default(), format!("the grammar has no {start:?} rule (the start rule)")));
     }
-    p.em.b.finish(start)
+    p.em.b.finish(start).map_err(|e| super::locate_empty_language(e, text, start))
 }
 
 fn is_word(c: char) -> bool {
@@ -696,7 +696,10 @@ mod tests {
         assert!(m.contains("root"), "{m}");
         let (l, c, m) = gbnf_err("\n\n  ::= \"a\"\n");
         assert_eq!((l, c), (3, 3), "{m}");
-        assert!(matches!(parse_gbnf("root ::= root \"a\"\n", &lim()), Err(Error::EmptyLanguage(_))));
+        match parse_gbnf("x ::= \"b\"\nroot ::= root \"a\"\n", &lim()) {
+            Err(Error::Grammar { line: 2, column: 1, message }) => assert!(message.contains("empty"), "{message}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

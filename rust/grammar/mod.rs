@@ -229,6 +229,24 @@ impl GrammarBuilder {
     }
 }
 
+/// Attach the position of rule `name`'s definition in `text` to an
+/// empty-language error, so front ends can name line and column for it too.
+pub(crate) fn locate_empty_language(e: Error, text: &str, name: &str) -> Error {
+    let Error::EmptyLanguage(message) = e else { return e };
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let body = trimmed.trim_start_matches(['?', '!']);
+        if let Some(rest) = body.strip_prefix(name) {
+            let rest = rest.trim_start();
+            if rest.starts_with(':') || rest.starts_with("::=") || rest.starts_with('.') {
+                let column = line.len() - body.len() + 1;
+                return Error::Grammar { line: i + 1, column, message };
+            }
+        }
+    }
+    Error::EmptyLanguage(message)
+}
+
 impl Grammar {
     /// Undefined nonterminals and an empty language are errors.
     pub fn validate(&self) -> Result<()> {
@@ -263,9 +281,15 @@ impl Grammar {
             }
         }
         if !productive[self.start as usize] {
+            let mut dead: Vec<&str> = (0..n)
+                .filter(|&i| !productive[i] && !self.nonterminals[i].starts_with("__"))
+                .map(|i| self.nonterminals[i].as_str())
+                .collect();
+            dead.truncate(5);
             return Err(Error::EmptyLanguage(format!(
-                "the grammar's start symbol {:?} derives no string",
-                self.nonterminals[self.start as usize]
+                "the grammar's language is empty: start symbol {:?} derives no finite string (rules that never terminate: {})",
+                self.nonterminals[self.start as usize],
+                dead.join(", ")
             )));
         }
         Ok(())
