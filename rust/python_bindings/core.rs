@@ -12,11 +12,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use rayon::prelude::*;
 use std::sync::Arc;
 
+/// Every core error is bad input from the caller's point of view.
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
-    match e {
-        Error::TokenOutOfRange { .. } => PyValueError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
+    PyValueError::new_err(e.to_string())
 }
 
 /// A tokenizer's vocabulary: for every token id, the exact bytes it adds to
@@ -273,7 +271,7 @@ pub struct PyMatcher {
 }
 
 /// Writable int32 row pointer of a bitmask (numpy array or CPU torch tensor).
-fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyResult<(usize, usize)> {
+fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyResult<usize> {
     let (ptr, shape, ok_dtype, contiguous) = bitmask_info(bitmask)?;
     if !ok_dtype {
         return Err(PyTypeError::new_err("bitmask must have dtype int32"));
@@ -294,7 +292,7 @@ fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyRe
     if index < 0 || index as usize >= rows {
         return Err(PyIndexError::new_err(format!("bitmask row index {index} out of range for {rows} rows")));
     }
-    Ok((ptr + index as usize * words * 4, rows))
+    Ok(ptr + index as usize * words * 4)
 }
 
 /// The last numpy bitmask validated, kept alive so its identity stays
@@ -395,7 +393,7 @@ impl PyMatcher {
     #[pyo3(signature = (bitmask, index=0))]
     fn fill_next_token_bitmask(&mut self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
         let words = self.inner.constraint().env().mask_words();
-        let (ptr, _) = bitmask_row_ptr(bitmask, index, words)?;
+        let ptr = bitmask_row_ptr(bitmask, index, words)?;
         let m = &mut self.inner;
         py.detach(|| {
             // SAFETY: `ptr` addresses `words` writable, contiguous int32s of a
@@ -535,7 +533,7 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
         if !seen.insert(idx) {
             return Err(PyValueError::new_err(format!("row index {idx} given twice")));
         }
-        rows.push(bitmask_row_ptr(bitmask, idx, words)?.0);
+        rows.push(bitmask_row_ptr(bitmask, idx, words)?);
     }
     let mut cores: Vec<&mut CoreMatcher> = refs.iter_mut().map(|r| &mut r.inner).collect();
     py.detach(|| {
