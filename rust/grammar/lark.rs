@@ -260,7 +260,7 @@ impl<'l> Emitter<'l> {
                     self.rule(h, vec![Sym::N(h), x])?;
                     out.push(Sym::N(h));
                 } else {
-                    out.extend(std::iter::repeat(x).take(min as usize - 1));
+                    out.extend(std::iter::repeat_n(x, min as usize - 1));
                     let h = self.b.fresh("plus");
                     self.rule(h, vec![x])?;
                     self.rule(h, vec![Sym::N(h), x])?;
@@ -268,7 +268,7 @@ impl<'l> Emitter<'l> {
                 }
             }
             Some(mx) => {
-                out.extend(std::iter::repeat(x).take(min as usize));
+                out.extend(std::iter::repeat_n(x, min as usize));
                 let extra = mx - min;
                 if extra > self.limits.max_rules as u64 {
                     return Err(self.too_large("rules (max_rules)", self.limits.max_rules));
