@@ -20,8 +20,9 @@ use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::TokTrie;
 use crate::vocab::Vocabulary;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A vocabulary with its token trie, shared by all constraints over it.
 #[derive(Debug)]
@@ -83,20 +84,45 @@ impl MaskCache {
     }
 }
 
+/// What a [`Constraint`] compiled to. Each variant is shared (`Arc`) with
+/// the [`State`] of every matcher over it, so that a matcher's state always
+/// comes with the automaton it belongs to: a regex state can never be paired
+/// with a grammar, and no method needs a "can't happen" arm.
 #[derive(Debug)]
 enum Kind {
-    Regex { dfa: Dfa, cache: MaskCache },
-    Grammar { g: CompiledGrammar, cache: GrammarMaskCache },
+    Regex(Arc<RegexKind>),
+    Grammar(Arc<GrammarKind>),
+}
+
+/// A compiled regex and its per-state mask memo.
+#[derive(Debug)]
+struct RegexKind {
+    dfa: Dfa,
+    cache: MaskCache,
+}
+
+/// A compiled grammar and its mask memos.
+#[derive(Debug)]
+struct GrammarKind {
+    g: CompiledGrammar,
+    cache: GrammarMaskCache,
 }
 
 /// Masks of grammar states keyed by [`GrammarState::mask_key`], and the
 /// lexer layer ([`LexEntry`]) keyed by (lexer state, in progress, allowed).
 #[derive(Debug, Default)]
 struct GrammarMaskCache {
-    map: std::sync::Mutex<std::collections::HashMap<(u32, bool, u128), Arc<[u32]>>>,
-    lex: std::sync::Mutex<std::collections::HashMap<(u32, bool, Vec<u64>), Arc<LexEntry>>>,
+    map: Mutex<MaskMap>,
+    lex: Mutex<LexMap>,
     used: AtomicUsize,
 }
+
+/// Full masks by [`GrammarState::mask_key`].
+type MaskMap = HashMap<(u32, bool, u128), Arc<[u32]>>;
+
+/// Lexer-layer entries by (lexer state, lexeme in progress, allowed
+/// terminals reachable from that state).
+type LexMap = HashMap<(u32, bool, Vec<u64>), Arc<LexEntry>>;
 
 impl GrammarMaskCache {
     /// Account for `bytes` more; false (nothing reserved) once over budget.
@@ -124,7 +150,7 @@ impl Constraint {
         let cache = MaskCache::new(dfa.num_states(), DEFAULT_MASK_CACHE_BYTES);
         Ok(Arc::new(Constraint {
             env,
-            kind: Kind::Regex { dfa, cache },
+            kind: Kind::Regex(Arc::new(RegexKind { dfa, cache })),
         }))
     }
 
@@ -134,10 +160,10 @@ impl Constraint {
         env.shapes();
         Ok(Arc::new(Constraint {
             env,
-            kind: Kind::Grammar {
+            kind: Kind::Grammar(Arc::new(GrammarKind {
                 g,
                 cache: GrammarMaskCache::default(),
-            },
+            })),
         }))
     }
 
@@ -149,75 +175,152 @@ impl Constraint {
         &self.env.vocab
     }
 
-    /// Number of automaton states (regex) — a size indicator for users.
-    /// Number of automaton states (regex) or lexer states (grammar).
+    /// Number of automaton states (regex) or lexer states (grammar): a
+    /// size indicator for users.
     pub fn num_states(&self) -> usize {
         match &self.kind {
-            Kind::Regex { dfa, .. } => dfa.num_states(),
-            Kind::Grammar { g, .. } => g.lexer.num_states(),
+            Kind::Regex(rx) => rx.dfa.num_states(),
+            Kind::Grammar(gr) => gr.g.lexer.num_states(),
         }
     }
 
     fn initial_state(&self) -> State {
         match &self.kind {
-            Kind::Regex { dfa, .. } => State::Regex {
-                state: dfa.start(),
+            Kind::Regex(rx) => State::Regex {
+                state: rx.dfa.start(),
                 history: Vec::new(),
+                rx: rx.clone(),
             },
-            Kind::Grammar { g, .. } => State::Grammar {
-                st: Box::new(GrammarState::new(g).expect("checked at compile time")),
+            Kind::Grammar(gr) => State::Grammar {
+                st: Box::new(GrammarState::new(&gr.g).expect("checked at compile time")),
                 token_lens: Vec::new(),
                 accepting: None,
+                gr: gr.clone(),
             },
-        }
-    }
-
-    /// Mask of allowed tokens in a regex `state`, EOS included iff accepting.
-    fn fill_regex_mask(&self, state: u32, out: &mut [u32]) {
-        match &self.kind {
-            Kind::Grammar { .. } => unreachable!(),
-            Kind::Regex { dfa, cache } => {
-                let slot = &cache.slots[state as usize];
-                if let Some(m) = slot.get() {
-                    out.copy_from_slice(m);
-                    return;
-                }
-                out.fill(0);
-                let trie = self.env.trie();
-                trie.walk_states(
-                    state,
-                    |s, b| dfa.next(s, b),
-                    |i, _| {
-                        for &t in trie.node_tokens(i) {
-                            set_bit(out, t);
-                        }
-                    },
-                );
-                if dfa.is_accepting(state) {
-                    for &e in self.vocab().eos_token_ids() {
-                        set_bit(out, e);
-                    }
-                }
-                let bytes = std::mem::size_of_val(out);
-                if cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= cache.budget {
-                    let _ = slot.set(out.to_vec().into_boxed_slice());
-                } else {
-                    cache.used.fetch_sub(bytes, Ordering::Relaxed);
-                }
-            }
         }
     }
 }
 
-/// The mutable part of a matcher.
+impl RegexKind {
+    /// Mask of allowed tokens in `state`, EOS included iff accepting.
+    fn fill_mask(&self, env: &TokEnv, state: u32, out: &mut [u32]) {
+        let slot = &self.cache.slots[state as usize];
+        if let Some(m) = slot.get() {
+            out.copy_from_slice(m);
+            return;
+        }
+        out.fill(0);
+        let trie = env.trie();
+        trie.walk_states(
+            state,
+            |s, b| self.dfa.next(s, b),
+            |i, _| {
+                for &t in trie.node_tokens(i) {
+                    set_bit(out, t);
+                }
+            },
+        );
+        if self.dfa.is_accepting(state) {
+            for &e in env.vocab().eos_token_ids() {
+                set_bit(out, e);
+            }
+        }
+        let bytes = std::mem::size_of_val(out);
+        if self.cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.cache.budget {
+            let _ = slot.set(out.to_vec().into_boxed_slice());
+        } else {
+            self.cache.used.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+impl GrammarKind {
+    /// Mask of allowed tokens at `st` (EOS iff `accepting`), from the
+    /// per-state memo or the lexer layer plus a walk of the boundary
+    /// subtrees. An error the parser hit on the way (a size limit) is
+    /// returned rather than a partial mask.
+    fn fill_mask(&self, env: &TokEnv, st: &mut GrammarState, accepting: bool, out: &mut [u32]) -> Result<()> {
+        let (g, cache) = (&self.g, &self.cache);
+        let key = st.mask_key(g);
+        if let Some(m) = cache.map.lock().unwrap().get(&key) {
+            out.copy_from_slice(m);
+            return Ok(());
+        }
+        let trie = env.trie();
+        let (ls, in_progress, allowed) = st.lexer_view(g);
+        // Only terminals still reachable from `ls` matter, so keys
+        // from different parser contexts (an object key, a string
+        // value) coincide inside the same lexeme.
+        let reach = g.lexer.reach(ls);
+        let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
+        let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
+        let entry = match found {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
+                if cache.reserve(e.bytes()) {
+                    cache.lex.lock().unwrap().insert(lex_key, e.clone());
+                }
+                e
+            }
+        };
+        fill_from_entry(g, trie, env.shapes(), st, &entry, out);
+        if let Some(e) = st.error.take() {
+            return Err(e);
+        }
+        if accepting {
+            for &e in env.vocab().eos_token_ids() {
+                set_bit(out, e);
+            }
+        }
+        if cache.reserve(std::mem::size_of_val(out)) {
+            cache.map.lock().unwrap().insert(key, out.to_vec().into());
+        }
+        Ok(())
+    }
+
+    /// Bytes every continuation of `st` shares, up to `limit` (empty at a
+    /// branch or once the text may end); `st` is left as it was.
+    fn forced_bytes(&self, st: &mut GrammarState, limit: usize) -> Vec<u8> {
+        let g = &self.g;
+        let mut out = Vec::new();
+        while out.len() < limit && !st.is_accepting(g) {
+            let mut only = None;
+            let mut count = 0;
+            for b in 0..=255u8 {
+                if st.push_byte(g, b) {
+                    st.pop_bytes(g, 1);
+                    count += 1;
+                    only = Some(b);
+                    if count > 1 {
+                        break;
+                    }
+                }
+            }
+            match (count, only) {
+                (1, Some(b)) => {
+                    st.push_byte(g, b);
+                    out.push(b);
+                }
+                _ => break,
+            }
+        }
+        st.pop_bytes(g, out.len());
+        out
+    }
+}
+
+/// The mutable part of a matcher, with the automaton it runs on.
 #[derive(Debug, Clone)]
 enum State {
     Regex {
+        rx: Arc<RegexKind>,
         state: u32,
         /// State before each consumed (non-EOS) token, for `rollback`.
         history: Vec<u32>,
     },
     Grammar {
+        gr: Arc<GrammarKind>,
         st: Box<GrammarState>,
         /// Bytes of each consumed (non-EOS) token, for `rollback`.
         token_lens: Vec<u32>,
@@ -234,6 +337,9 @@ pub struct Matcher {
     /// EOS has been consumed (it is always the last token).
     eos: bool,
 }
+
+/// Longest forced-byte run reported by [`Matcher::forced_bytes`].
+const FORCED_LIMIT: usize = 1 << 16;
 
 impl Matcher {
     pub fn new(constraint: Arc<Constraint>) -> Self {
@@ -261,49 +367,14 @@ impl Matcher {
             return Ok(());
         }
         let accepting = self.is_accepting();
-        let c = self.constraint.clone();
+        let env = &self.constraint.env;
         match &mut self.state {
-            State::Regex { state, .. } => c.fill_regex_mask(*state, out),
-            State::Grammar { st, .. } => {
-                let Kind::Grammar { g, cache } = &c.kind else { unreachable!() };
-                let key = st.mask_key(g);
-                if let Some(m) = cache.map.lock().unwrap().get(&key) {
-                    out.copy_from_slice(m);
-                    return Ok(());
-                }
-                let trie = c.env.trie();
-                let (ls, in_progress, allowed) = st.lexer_view(g);
-                // Only terminals still reachable from `ls` matter, so keys
-                // from different parser contexts (an object key, a string
-                // value) coincide inside the same lexeme.
-                let reach = g.lexer.reach(ls);
-                let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
-                let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
-                let entry = match found {
-                    Some(e) => e,
-                    None => {
-                        let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
-                        if cache.reserve(e.bytes()) {
-                            cache.lex.lock().unwrap().insert(lex_key, e.clone());
-                        }
-                        e
-                    }
-                };
-                fill_from_entry(g, trie, c.env.shapes(), st, &entry, out);
-                if let Some(e) = st.error.take() {
-                    return Err(e);
-                }
-                if accepting {
-                    for &e in c.vocab().eos_token_ids() {
-                        set_bit(out, e);
-                    }
-                }
-                if cache.reserve(std::mem::size_of_val(out)) {
-                    cache.map.lock().unwrap().insert(key, out.to_vec().into());
-                }
+            State::Regex { rx, state, .. } => {
+                rx.fill_mask(env, *state, out);
+                Ok(())
             }
+            State::Grammar { gr, st, .. } => gr.fill_mask(env, st, accepting, out),
         }
-        Ok(())
     }
 
     /// Whether token `t` is allowed now, without changing state.
@@ -337,9 +408,8 @@ impl Matcher {
         }
         let bytes = vocab.token_bytes(t);
         match &mut self.state {
-            State::Regex { state, history } => {
-                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
-                let s = dfa.run(*state, bytes);
+            State::Regex { rx, state, history } => {
+                let s = rx.dfa.run(*state, bytes);
                 if s == DEAD {
                     return Ok(false);
                 }
@@ -347,8 +417,13 @@ impl Matcher {
                 *state = s;
                 Ok(true)
             }
-            State::Grammar { st, token_lens, accepting } => {
-                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+            State::Grammar {
+                gr,
+                st,
+                token_lens,
+                accepting,
+            } => {
+                let g = &gr.g;
                 for (i, &b) in bytes.iter().enumerate() {
                     if !st.push_byte(g, b) {
                         st.pop_bytes(g, i);
@@ -389,19 +464,22 @@ impl Matcher {
         if n == 0 {
             return Ok(());
         }
-        let c = self.constraint.clone();
         match &mut self.state {
-            State::Regex { state, history } => {
+            State::Regex { state, history, .. } => {
                 let keep = history.len() - n;
                 *state = history[keep];
                 history.truncate(keep);
             }
-            State::Grammar { st, token_lens, accepting } => {
-                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
+            State::Grammar {
+                gr,
+                st,
+                token_lens,
+                accepting,
+            } => {
                 let keep = token_lens.len() - n;
                 let bytes: usize = token_lens[keep..].iter().map(|&l| l as usize).sum();
                 token_lens.truncate(keep);
-                st.pop_bytes(g, bytes);
+                st.pop_bytes(&gr.g, bytes);
                 *accepting = None;
             }
         }
@@ -425,16 +503,9 @@ impl Matcher {
         if self.eos {
             return true;
         }
-        let c = self.constraint.clone();
         match &mut self.state {
-            State::Regex { state, .. } => {
-                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
-                dfa.is_accepting(*state)
-            }
-            State::Grammar { st, accepting, .. } => {
-                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
-                *accepting.get_or_insert_with(|| st.is_accepting(g))
-            }
+            State::Regex { rx, state, .. } => rx.dfa.is_accepting(*state),
+            State::Grammar { gr, st, accepting, .. } => *accepting.get_or_insert_with(|| st.is_accepting(&gr.g)),
         }
     }
 
@@ -443,16 +514,9 @@ impl Matcher {
         if self.eos {
             return true;
         }
-        let c = self.constraint.clone();
         match &mut self.state {
-            State::Regex { state, .. } => {
-                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
-                dfa.is_terminal(*state)
-            }
-            State::Grammar { st, .. } => {
-                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
-                !st.can_continue(g)
-            }
+            State::Regex { rx, state, .. } => rx.dfa.is_terminal(*state),
+            State::Grammar { gr, st, .. } => !st.can_continue(&gr.g),
         }
     }
 
@@ -493,39 +557,9 @@ impl Matcher {
         if self.eos {
             return Vec::new();
         }
-        let c = self.constraint.clone();
         match &mut self.state {
-            State::Regex { state, .. } => {
-                let Kind::Regex { dfa, .. } = &c.kind else { unreachable!() };
-                dfa.forced_bytes(*state, 1 << 16)
-            }
-            State::Grammar { st, .. } => {
-                let Kind::Grammar { g, .. } = &c.kind else { unreachable!() };
-                let mut out = Vec::new();
-                while out.len() < (1 << 16) && !st.is_accepting(g) {
-                    let mut only = None;
-                    let mut count = 0;
-                    for b in 0..=255u8 {
-                        if st.push_byte(g, b) {
-                            st.pop_bytes(g, 1);
-                            count += 1;
-                            only = Some(b);
-                            if count > 1 {
-                                break;
-                            }
-                        }
-                    }
-                    match (count, only) {
-                        (1, Some(b)) => {
-                            st.push_byte(g, b);
-                            out.push(b);
-                        }
-                        _ => break,
-                    }
-                }
-                st.pop_bytes(g, out.len());
-                out
-            }
+            State::Regex { rx, state, .. } => rx.dfa.forced_bytes(*state, FORCED_LIMIT),
+            State::Grammar { gr, st, .. } => gr.forced_bytes(st, FORCED_LIMIT),
         }
     }
 }
@@ -603,7 +637,8 @@ mod tests {
         let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
         let g = crate::grammar::lark::parse_lark(&lark, &GrammarLimits::default()).unwrap();
         let c = Constraint::grammar(env.clone(), &g, &GrammarLimits::default()).unwrap();
-        let Kind::Grammar { g: cg, .. } = &c.kind else { unreachable!() };
+        let Kind::Grammar(gr) = &c.kind else { panic!("a grammar constraint") };
+        let cg = &gr.g;
         let docs = [
             r#"[1, 2, [3, 4], {"a": [5, 6, 7]}, {"a": [8]}, [[], [9]], "x", "y", true]"#,
             r#"{"k1": {"k2": [1, {"k3": "v"}]}, "k4": [[1, 2], [3, 4]], "k5": null}"#,
