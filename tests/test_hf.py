@@ -213,6 +213,31 @@ def test_sampling_is_reproducible_with_seed():
     assert not torch.equal(results[0], results[2])
 
 
+@pytest.mark.parametrize("name,pattern", [("gpt2", PHONE), ("gpt2", JSONISH), ("llama3", DATE)])
+def test_beam_search(name, pattern):
+    # Beam search reorders and duplicates rows between steps; every returned
+    # beam must still be a full match.
+    e = env(name)
+    proc = e.processor(pattern)
+    enc, out = e.generate(proc, do_sample=False, num_beams=4, num_return_sequences=2, max_new_tokens=30)
+    assert out.shape[0] == 2 * len(PROMPTS)
+    ended, cut = check_rows(e, pattern, out, enc["input_ids"].shape[1], 30)
+    assert ended == 2 * len(PROMPTS) and cut == 0
+    assert len(proc.matchers) == 4 * len(PROMPTS)  # one per running beam
+    # One processor call per step: the generation was never restarted.
+    assert proc.prompt_length == enc["input_ids"].shape[1]
+
+
+def test_beam_sample_and_limit():
+    e = env("gpt2")
+    proc = e.processor(WORDS)
+    torch.manual_seed(11)
+    enc, out = e.generate(proc, do_sample=True, num_beams=3, max_new_tokens=8)
+    ended, cut = check_rows(e, WORDS, out, enc["input_ids"].shape[1], 8)
+    assert ended + cut == len(PROMPTS)
+    assert proc.prompt_length == enc["input_ids"].shape[1]
+
+
 @pytest.mark.parametrize("name,do_sample", [("gpt2", False), ("gpt2", True), ("llama3", True)])
 def test_cut_off_rows_are_viable_prefixes(name, do_sample):
     e = env(name)
@@ -376,6 +401,35 @@ def test_direct_calls_mask_and_consume(small):
     assert allowed(scores[0]) == [10]  # '-'
     assert allowed(scores[1]) == list(range(10))  # one more digit; '12' would be one too many
     assert [m.num_consumed for m in proc.matchers] == [1, 1]
+
+
+def test_reordered_rows_follow_their_history(small):
+    # What beam search does between steps: rows permuted, one duplicated,
+    # one dropped. Each row must get the state of the row it extends.
+    vocab, c = small
+    proc = LogitsProcessor(c, eos_token_ids=[13], pad_token_id=14)
+    ids = torch.tensor([[7, 1], [7, 2], [7, 3]])
+    proc(ids, torch.zeros(3, 15))
+    ids = torch.cat([ids, torch.tensor([[12], [4], [5]])], dim=1)  # "12" | "4" | "5"
+    proc(ids, torch.zeros(3, 15))
+    # Rows now extend old rows 2, 0, 2 (row 1 dropped): "5"+"6", "12"+"-", "5"+"7".
+    ids = torch.cat([ids[[2, 0, 2]], torch.tensor([[6], [10], [7]])], dim=1)
+    scores = torch.zeros(3, 15)
+    proc(ids, scores)
+    assert proc.prompt_length == 2, "the generation was restarted"
+    assert [m.num_consumed for m in proc.matchers] == [2, 2, 2]
+    assert len({id(m) for m in proc.matchers}) == 3, "a duplicated row shares its matcher"
+    for r, gen in enumerate([[5, 6], [12, 10], [5, 7]]):
+        fresh = ts.Matcher(c)
+        assert fresh.consume_tokens(gen) == 2
+        want = [t for t in range(15) if fresh.is_allowed(t)]
+        assert allowed(scores[r]) == want, f"row {r}"
+    # Continue the duplicated rows independently.
+    ids = torch.cat([ids, torch.tensor([[10], [3], [10]])], dim=1)
+    scores = torch.zeros(3, 15)
+    proc(ids, scores)
+    assert proc.matchers[0].num_consumed == proc.matchers[2].num_consumed == 3
+    assert proc.matchers[1].is_accepting()
 
 
 def test_finished_rows_are_padded_not_nan(small):

@@ -18,9 +18,11 @@ at once (in parallel, in Rust) and sets the logits of disallowed tokens to
 ``-inf``. A row that ends with EOS is a full match of the pattern; a row cut
 off by ``max_new_tokens`` is a prefix of one.
 
-Works with greedy search and sampling, batches, left-padded prompts and
-``num_return_sequences``. Beam search and assisted (speculative) decoding
-reorder or rewind rows behind the processor's back and are not supported.
+Works with greedy search, sampling, beam search (rows reordered, duplicated
+or dropped between steps are followed by their token history), batches,
+left-padded prompts and ``num_return_sequences``. Assisted (speculative)
+decoding rewinds rows behind the processor's back and is not supported: a
+call that does not extend the previous one starts a new generation.
 """
 
 from __future__ import annotations
@@ -72,10 +74,14 @@ class LogitsProcessor(_HFLogitsProcessor):
 
     The processor keeps per-row state: on the first call of a
     ``generate()`` it records the prompt length and creates one matcher per
-    row; on later calls it consumes the last token of every row. A call that
-    does not continue the previous one (another batch size, a sequence length
-    other than one more than before, or other tokens in the previous
-    position) starts afresh automatically, so one processor can serve many
+    row; on later calls it consumes the last token of every row. Each row
+    of a call must extend some row of the previous call by one token; beam
+    search reorders and duplicates rows between steps, so when the rows are
+    not simply extended in place, each is matched to the previous row with
+    the same token history and takes (a copy of) its matcher. A call that
+    does not continue the previous one (a sequence length other than one
+    more than before, or a row whose history is not among the previous
+    rows) starts afresh automatically, so one processor can serve many
     ``generate()`` calls in turn. Use one processor per concurrent
     generation.
     """
@@ -159,7 +165,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._finished: List[bool] = []
         self._bitmask: Optional[np.ndarray] = None
         self._prompt_length: Optional[int] = None
-        self._seq_length: Optional[int] = None
+        self._prev_ids: Optional["torch.Tensor"] = None
         self._last_tokens: List[int] = []
         self.mask_times = []
 
@@ -190,15 +196,42 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._bitmask = allocate_token_bitmask(batch, self._vocab_size)
         self._prompt_length = length
 
-    def _continues(self, input_ids: "torch.Tensor") -> Optional[List[int]]:
-        """The new last tokens if ``input_ids`` extends the previous call's by one token, else None."""
-        batch, length = input_ids.shape
-        if self._seq_length is None or batch != len(self._matchers) or length != self._seq_length + 1:
+    def _parents(self, input_ids: "torch.Tensor") -> Optional[List[int]]:
+        """For each row, the row of the previous call that it extends by one token.
+
+        ``None`` when this call does not continue the previous one (a new
+        generation). Greedy search and sampling extend every row in place,
+        checked with one comparison on the device; beam search reorders,
+        duplicates and drops rows, which are then matched by their whole
+        token history.
+        """
+        prev = self._prev_ids
+        if prev is None or input_ids.shape[1] != prev.shape[1] + 1 or input_ids.device != prev.device:
             return None
-        last_two = input_ids[:, -2:].tolist()  # one device->host transfer
-        if any(row[0] != prev for row, prev in zip(last_two, self._last_tokens)):
+        head = input_ids[:, :-1]
+        if head.shape[0] == prev.shape[0] and torch.equal(head, prev):
+            return list(range(prev.shape[0]))
+        index = {tuple(r): j for j, r in enumerate(prev.tolist())}
+        parents = [index.get(tuple(r)) for r in head.tolist()]
+        if any(p is None for p in parents):
             return None
-        return [row[1] for row in last_two]
+        return parents
+
+    def _reorder(self, parents: List[int]) -> None:
+        """Give row ``i`` the state of previous row ``parents[i]`` (copies where a row is reused)."""
+        if parents == list(range(len(self._matchers))):
+            return
+        taken = set()
+        matchers = []
+        for p in parents:
+            m = self._matchers[p]
+            matchers.append(m.copy() if p in taken else m)
+            taken.add(p)
+        self._matchers = matchers
+        self._finished = [self._finished[p] for p in parents]
+        self._last_tokens = [self._last_tokens[p] for p in parents]
+        # Finished rows keep their EOS/pad-only mask; the others are refilled.
+        self._bitmask = np.ascontiguousarray(self._bitmask[parents])
 
     def _finish_row(self, i: int, token: Optional[int]) -> None:
         """Mark row ``i`` done; from now on only EOS/pad (and ``token``) are allowed, so no row is all -inf."""
@@ -230,7 +263,7 @@ class LogitsProcessor(_HFLogitsProcessor):
                 f"tokensieve.hf.LogitsProcessor: row {i} generated token {t} at step {step}, "
                 f"which its constraint does not allow (after {m.num_consumed} consumed tokens). "
                 "Is another logits processor or warper changing scores after this one, "
-                "or is the processor shared between generations or used with beam search?"
+                "or is the processor shared between generations or used with assisted decoding?"
             )
 
     def _fill(self) -> None:
@@ -283,14 +316,18 @@ class LogitsProcessor(_HFLogitsProcessor):
                 f"expected input_ids (rows, length) and scores (rows, vocab), got "
                 f"{tuple(input_ids.shape)} and {tuple(scores.shape)}"
             )
-        new = self._continues(input_ids)
-        if new is None:
+        parents = self._parents(input_ids)
+        if parents is None:
             self._start(int(input_ids.shape[0]), int(input_ids.shape[1]))
             self._last_tokens = input_ids[:, -1].tolist()
         else:
+            self._reorder(parents)
+            new = input_ids[:, -1].tolist()
             self._last_tokens = new
             self._consume(new, int(input_ids.shape[1]) - self._prompt_length)
-        self._seq_length = int(input_ids.shape[1])
+        # generate() builds a new ids tensor every step, but beam search may
+        # write into a buffer it hands out as a view: keep our own copy.
+        self._prev_ids = input_ids.detach().clone()
         self._fill()
         apply_token_bitmask_inplace(scores, self._bitmask)
         self.mask_times.append(time.perf_counter() - t0)
