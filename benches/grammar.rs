@@ -28,7 +28,9 @@ fn root() -> PathBuf {
 
 fn env() -> Option<Arc<TokEnv>> {
     let p = root().join("../shared/tokenizers/llama-3-8b-instruct/tokenizer.json");
-    let json = std::fs::read_to_string(&p).map_err(|_| eprintln!("skipping grammar benches: {} not found", p.display())).ok()?;
+    let json = std::fs::read_to_string(&p)
+        .map_err(|_| eprintln!("skipping grammar benches: {} not found", p.display()))
+        .ok()?;
     let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
     env.trie();
     env.shapes();

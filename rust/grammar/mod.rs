@@ -240,7 +240,11 @@ pub(crate) fn locate_empty_language(e: Error, text: &str, name: &str) -> Error {
             let rest = rest.trim_start();
             if rest.starts_with(':') || rest.starts_with("::=") || rest.starts_with('.') {
                 let column = line.len() - body.len() + 1;
-                return Error::Grammar { line: i + 1, column, message };
+                return Error::Grammar {
+                    line: i + 1,
+                    column,
+                    message,
+                };
             }
         }
     }
