@@ -238,6 +238,28 @@ def test_beam_sample_and_limit():
     assert proc.prompt_length == enc["input_ids"].shape[1]
 
 
+@pytest.mark.parametrize("pattern", [PHONE, JSONISH])
+def test_assisted_decoding_matches_plain_greedy(pattern):
+    # A draft model proposes several tokens, the main model verifies them:
+    # the processor sees rows rewound and advanced by several tokens (and
+    # is called by the draft model's generate() in between). Greedy
+    # assisted decoding must give exactly the plain greedy output.
+    e = env("gpt2")
+    torch.manual_seed(99)
+    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=e.model_vocab, n_positions=256)
+    draft = GPT2LMHeadModel(cfg).eval()
+    for c in (draft.config, draft.generation_config):
+        c.eos_token_id = c.pad_token_id = c.bos_token_id = e.eos_id
+    for prompt in PROMPTS[:2]:
+        proc = e.processor(pattern)
+        enc, plain = e.generate(proc, prompts=[prompt], do_sample=False, max_new_tokens=30)
+        proc = e.processor(pattern)
+        _, assisted = e.generate(proc, prompts=[prompt], do_sample=False, max_new_tokens=30, assistant_model=draft)
+        assert torch.equal(assisted, plain), (e.tokenizer.decode(assisted[0]), e.tokenizer.decode(plain[0]))
+        ended, _ = check_rows(e, pattern, assisted, enc["input_ids"].shape[1], 30)
+        assert ended == 1
+
+
 @pytest.mark.parametrize("name,do_sample", [("gpt2", False), ("gpt2", True), ("llama3", True)])
 def test_cut_off_rows_are_viable_prefixes(name, do_sample):
     e = env(name)
@@ -430,6 +452,36 @@ def test_reordered_rows_follow_their_history(small):
     proc(ids, scores)
     assert proc.matchers[0].num_consumed == proc.matchers[2].num_consumed == 3
     assert proc.matchers[1].is_accepting()
+
+
+def test_rewound_and_advanced_rows_resync(small):
+    # What assisted decoding does: the same row rewound to a common prefix,
+    # advanced by several tokens at once, and rewound across an EOS.
+    vocab, c = small
+    proc = LogitsProcessor(c, eos_token_ids=[13], pad_token_id=14)
+
+    def call(gen):
+        scores = torch.zeros(1, 15)
+        proc(torch.tensor([[7, 7] + gen]), scores)
+        return allowed(scores[0])
+
+    def expect(gen):
+        fresh = ts.Matcher(c)
+        assert fresh.consume_tokens(gen) == len(gen)
+        return [t for t in range(15) if fresh.is_allowed(t)]
+
+    for gen in ([], [1], [1, 2], [1, 5], [1, 5, 10, 3], [1, 5, 10, 3, 13], [1, 5, 10, 4], [2], [2, 3, 10]):
+        got = call(gen)
+        assert proc.prompt_length == 2, f"restarted at {gen}"
+        if gen and gen[-1] == 13:
+            assert proc.finished == [True] and set(got) <= {13, 14}
+        else:
+            assert got == expect(gen), gen
+            assert proc.finished == [False]
+            assert proc.matchers[0].num_consumed == len(gen)
+    # Another prompt, same shape: a new generation, not a resync.
+    proc(torch.tensor([[8, 8, 1, 2]]), torch.zeros(1, 15))
+    assert proc.prompt_length == 4 and proc.matchers[0].num_consumed == 0
 
 
 def test_finished_rows_are_padded_not_nan(small):

@@ -19,10 +19,10 @@ at once (in parallel, in Rust) and sets the logits of disallowed tokens to
 off by ``max_new_tokens`` is a prefix of one.
 
 Works with greedy search, sampling, beam search (rows reordered, duplicated
-or dropped between steps are followed by their token history), batches,
-left-padded prompts and ``num_return_sequences``. Assisted (speculative)
-decoding rewinds rows behind the processor's back and is not supported: a
-call that does not extend the previous one starts a new generation.
+or dropped between steps are followed by their token history), assisted
+(speculative) decoding (rows rewound or advanced by several tokens are
+resynchronised by rolling their matchers back), batches, left-padded prompts
+and ``num_return_sequences``.
 """
 
 from __future__ import annotations
@@ -78,12 +78,15 @@ class LogitsProcessor(_HFLogitsProcessor):
     of a call must extend some row of the previous call by one token; beam
     search reorders and duplicates rows between steps, so when the rows are
     not simply extended in place, each is matched to the previous row with
-    the same token history and takes (a copy of) its matcher. A call that
-    does not continue the previous one (a sequence length other than one
-    more than before, or a row whose history is not among the previous
-    rows) starts afresh automatically, so one processor can serve many
-    ``generate()`` calls in turn. Use one processor per concurrent
-    generation.
+    the same token history and takes (a copy of) its matcher. Assisted
+    decoding rewinds rows to the accepted part of a draft and advances them
+    by several tokens at once; a call with the same rows and the same prompt
+    that does so is resynchronised row by row (matchers rolled back to the
+    longest common prefix with what they consumed, then fed the rest). Any
+    other call (another prompt, another number of rows, or a sequence no
+    longer than the prompt) starts a new generation, so one processor can
+    serve many ``generate()`` calls in turn. Use one processor per
+    concurrent generation.
     """
 
     #: Continuous batching calls processors with a changing set of rows.
@@ -233,6 +236,45 @@ class LogitsProcessor(_HFLogitsProcessor):
         # Finished rows keep their EOS/pad-only mask; the others are refilled.
         self._bitmask = np.ascontiguousarray(self._bitmask[parents])
 
+    def _resync(self, input_ids: "torch.Tensor") -> bool:
+        """Bring every row's matcher to the row's tokens after a rewind or a jump.
+
+        Only for the same rows over the same prompt (assisted decoding);
+        returns False, touching nothing, otherwise.
+        """
+        prev, plen = self._prev_ids, self._prompt_length
+        if prev is None or plen is None or input_ids.device != prev.device:
+            return False
+        if input_ids.shape[0] != prev.shape[0] or input_ids.shape[1] <= plen:
+            return False
+        if not torch.equal(input_ids[:, :plen], prev[:, :plen]):
+            return False
+        step = int(input_ids.shape[1]) - plen
+        last_tokens = input_ids[:, -1].tolist()
+        for i, (new, old) in enumerate(zip(input_ids[:, plen:].tolist(), prev[:, plen:].tolist())):
+            m = self._matchers[i]
+            k = m.num_consumed  # the matcher has consumed old[:k]
+            common = 0
+            for a, b in zip(old[:k], new):
+                if a != b:
+                    break
+                common += 1
+            if self._finished[i] and common == k:
+                continue  # a finished row, padded further
+            if common < k:
+                m.rollback(k - common)
+                self._finished[i] = False
+            for t in new[common:]:
+                self._consume_one(i, t, step)
+                if m.eos_consumed:
+                    # What follows EOS is padding; _fill finishes the row.
+                    last_tokens[i] = t
+                    break
+                if self._finished[i]:
+                    break  # stopped elsewhere and padded
+        self._last_tokens = last_tokens
+        return True
+
     def _finish_row(self, i: int, token: Optional[int]) -> None:
         """Mark row ``i`` done; from now on only EOS/pad (and ``token``) are allowed, so no row is all -inf."""
         self._finished[i] = True
@@ -251,19 +293,21 @@ class LogitsProcessor(_HFLogitsProcessor):
         for i, t in enumerate(tokens):
             if self._finished[i]:
                 continue  # transformers pads finished rows
-            m = self._matchers[i]
-            ok = 0 <= t < self._vocab_size and m.consume_token(t)
-            if ok:
-                continue
+            self._consume_one(i, t, step)
+
+    def _consume_one(self, i: int, t: int, step: int) -> None:
+        m = self._matchers[i]
+        ok = 0 <= t < self._vocab_size and m.consume_token(t)
+        if not ok:
             if self.pad_token_id is not None and t == self.pad_token_id:
                 # Stopped by some other stopping criterion and now padded.
                 self._finish_row(i, None)
-                continue
+                return
             raise RuntimeError(
                 f"tokensieve.hf.LogitsProcessor: row {i} generated token {t} at step {step}, "
                 f"which its constraint does not allow (after {m.num_consumed} consumed tokens). "
                 "Is another logits processor or warper changing scores after this one, "
-                "or is the processor shared between generations or used with assisted decoding?"
+                "or is the processor shared between concurrent generations?"
             )
 
     def _fill(self) -> None:
@@ -318,8 +362,9 @@ class LogitsProcessor(_HFLogitsProcessor):
             )
         parents = self._parents(input_ids)
         if parents is None:
-            self._start(int(input_ids.shape[0]), int(input_ids.shape[1]))
-            self._last_tokens = input_ids[:, -1].tolist()
+            if not self._resync(input_ids):
+                self._start(int(input_ids.shape[0]), int(input_ids.shape[1]))
+                self._last_tokens = input_ids[:, -1].tolist()
         else:
             self._reorder(parents)
             new = input_ids[:, -1].tolist()
