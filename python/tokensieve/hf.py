@@ -169,6 +169,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._bitmask: Optional[np.ndarray] = None
         self._prompt_length: Optional[int] = None
         self._prev_ids: Optional["torch.Tensor"] = None
+        self._weights: Optional["torch.Tensor"] = None
         self._last_tokens: List[int] = []
         self.mask_times = []
 
@@ -214,11 +215,24 @@ class LogitsProcessor(_HFLogitsProcessor):
         head = input_ids[:, :-1]
         if head.shape[0] == prev.shape[0] and torch.equal(head, prev):
             return list(range(prev.shape[0]))
-        index = {tuple(r): j for j, r in enumerate(prev.tolist())}
-        parents = [index.get(tuple(r)) for r in head.tolist()]
-        if any(p is None for p in parents):
+        # Match rows by a hash computed on the device (only `rows` numbers
+        # cross to the host), then confirm the whole histories at once.
+        weights = self._hash_weights(head.shape[1], head.device)
+        index = {k: j for j, k in enumerate((prev * weights).sum(-1).tolist())}
+        parents = [index.get(k) for k in (head * weights).sum(-1).tolist()]
+        if any(p is None for p in parents) or not torch.equal(head, prev[parents]):
             return None
         return parents
+
+    def _hash_weights(self, length: int, device: Any) -> "torch.Tensor":
+        """Random odd int64 weights: ``(row * w).sum()`` (wrapping) tells rows apart."""
+        w = self._weights
+        if w is None or w.shape[0] < length or w.device != device:
+            g = torch.Generator().manual_seed(0x70CE5)
+            n = max(length, 2 * (0 if w is None else w.shape[0]), 64)
+            w = torch.randint(-(2**62), 2**62, (n,), generator=g, dtype=torch.int64).mul_(2).add_(1).to(device)
+            self._weights = w
+        return w[:length]
 
     def _reorder(self, parents: List[int]) -> None:
         """Give row ``i`` the state of previous row ``parents[i]`` (copies where a row is reused)."""
