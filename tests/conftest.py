@@ -92,3 +92,18 @@ def _tokenizers_dir_fixture() -> Path:
 @pytest.fixture(name="load_vocab", scope="session")
 def _load_vocab_fixture():
     return load_vocab
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread, restored afterwards.
+
+    Tiny models gain nothing from intra-op threads; on a busy CI machine
+    their hand-offs dominate the run time. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,15 +19,7 @@ PHONE = r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}"
 SHIPPED_GPT2 = Path(ts.__file__).parent / "data" / "gpt2_tokenizer.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy CI machine their
-    hand-offs dominate the run time. Restored after the module."""
-    torch = pytest.importorskip("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_module(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
