@@ -372,9 +372,10 @@ struct Weights {
     /// The last `i` with `w_i > 0`: the particle that absorbs points lost
     /// to round-off (see the module docs).
     last: usize,
-    /// In parallel only, the [`quarter_sums`] of every full block (the
-    /// parallel systematic walk needs them; computing them while the block
-    /// is still in L1 saves re-reading all the weights). Empty otherwise.
+    /// In parallel and when asked for, the [`quarter_sums`] of every full
+    /// block (the parallel systematic walk needs them; computing them while
+    /// the block is still in L1 saves re-reading all the weights). Empty
+    /// otherwise.
     quarters: Vec<[f64; 4]>,
 }
 
@@ -532,7 +533,7 @@ fn neg_ln_unit(y: f64) -> f64 {
 }
 
 /// Which instruction-set build of the block loops to run.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 struct Isa {
     /// AVX2 and FMA both available.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -801,10 +802,10 @@ fn first_bad(lw: &[f64]) -> ResampleError {
 /// thread then adds them up in block order: the same additions, in the
 /// same order, as the sequential `sum += block sum`, so the same bits.
 ///
-/// In parallel, the tasks also store the [`quarter_sums`] of every full
-/// block, for the parallel systematic walk (a few percent of the pass,
-/// against re-reading every weight later).
-fn weights(isa: Isa, lw: &[f64], par: Par) -> Result<Weights, ResampleError> {
+/// In parallel and with `quarters`, the tasks also store the
+/// [`quarter_sums`] of every full block, for the parallel systematic walk
+/// (cheaper while the block is in L1 than re-reading every weight later).
+fn weights(isa: Isa, lw: &[f64], par: Par, quarters: bool) -> Result<Weights, ResampleError> {
     let m = max_checked(isa, lw, par)?;
     let mut w = scratch::take(0, lw.len());
     let mut sum = 0.0;
@@ -818,32 +819,31 @@ fn weights(isa: Isa, lw: &[f64], par: Par) -> Result<Weights, ResampleError> {
         }
         Some(t) => {
             let span = t * BLOCK;
-            let blocks = lw.len().div_ceil(BLOCK);
-            let mut sums = vec![0.0f64; blocks];
-            // One entry per block (the last one unused if partial), so
-            // that the three slices split into tasks alike.
-            qs = vec![[0.0f64; 4]; blocks];
+            // Per block: its sum and (with `quarters`, full blocks only)
+            // its quarter sums.
+            let mut stats = vec![(0.0f64, [0.0f64; 4]); lw.len().div_ceil(BLOCK)];
             lw.par_chunks(span)
                 .zip(w.par_chunks_mut(span))
-                .zip(sums.par_chunks_mut(t))
-                .zip(qs.par_chunks_mut(t))
+                .zip(stats.par_chunks_mut(t))
                 .with_max_len(1)
-                .for_each(|(((l, d), s), q)| {
+                .for_each(|((l, d), st)| {
                     dispatch!(
                         isa,
-                        fn generic(l: &[f64], m: f64, d: &mut [f64], s: &mut [f64], q: &mut [[f64; 4]]) -> () {
-                            for (((lc, dc), sv), qv) in l.chunks(BLOCK).zip(d.chunks_mut(BLOCK)).zip(s.iter_mut()).zip(q.iter_mut()) {
+                        fn generic(l: &[f64], m: f64, d: &mut [f64], st: &mut [(f64, [f64; 4])], quarters: bool) -> () {
+                            for ((lc, dc), (sv, qv)) in l.chunks(BLOCK).zip(d.chunks_mut(BLOCK)).zip(st.iter_mut()) {
                                 *sv = exp_store_body(lc, m, dc);
-                                if dc.len() == BLOCK {
+                                if quarters && dc.len() == BLOCK {
                                     *qv = quarter_sums(dc);
                                 }
                             }
                         }
                     )
                 });
-            qs.truncate(lw.len() / BLOCK);
-            for &b in &sums {
+            for &(b, _) in &stats {
                 sum += b;
+            }
+            if quarters {
+                qs = stats[..lw.len() / BLOCK].iter().map(|&(_, q)| q).collect();
             }
             // Usually the very last weight; a long zero tail is searched
             // in parallel.
@@ -1934,7 +1934,7 @@ pub fn resample_into(scheme: Scheme, log_weights: &[f64], out: &mut [i64], unifo
 /// [`resample_into`] with an explicit ISA and [`Par`] plan (the tests
 /// force every combination).
 fn resample_with(isa: Isa, scheme: Scheme, log_weights: &[f64], out: &mut [i64], uniforms: Uniforms<'_>, par: Par) -> Result<(), ResampleError> {
-    let ws = weights(isa, log_weights, par)?;
+    let ws = weights(isa, log_weights, par, scheme == Scheme::Systematic)?;
     if out.is_empty() {
         return Err(ResampleError::NoDraws);
     }
@@ -2628,7 +2628,7 @@ mod tests {
             cases.push((0..len).map(|_| -8.0 * next_uniform(&mut rng)).collect());
         }
         for lw in &cases {
-            let ws = weights(isa, lw, None).unwrap();
+            let ws = weights(isa, lw, None, false).unwrap();
             for n in [1, 2, 7, lw.len(), 3 * lw.len() + 1] {
                 let scale = n as f64 / ws.sum;
                 for u in [0.0, 0.5, ONE_MINUS, next_uniform(&mut rng)] {
