@@ -18,21 +18,13 @@ import numpy as np
 import pytest
 
 import tokensieve as ts
-from conftest import load_tokenizer_json, load_vocab, tokenizer_path
+from conftest import SHARED_TOKENIZERS, load_tokenizer_json, load_vocab, tokenizer_path
 
 tokenizers = pytest.importorskip("tokenizers")
 
 # t5-small (SentencePiece Unigram, no byte fallback) maps emoji/CJK/braces to
 # <unk> and collapses whitespace: no round trip is possible, by design.
-LOSSLESS = (
-    "gpt2",
-    "llama-3-8b-instruct",
-    "qwen3",
-    "mistral-7b-v0.1",
-    "phi-3-mini",
-    "gemma-3",
-    "deepseek-v3",
-)
+LOSSLESS = tuple(name for name in SHARED_TOKENIZERS if name != "t5-small")
 
 STRINGS_PER_TOKENIZER = 2500
 
