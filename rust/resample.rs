@@ -1017,9 +1017,9 @@ fn systematic_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>,
 /// far from `i32::MAX`.
 const BLOCKED_MAX_N: usize = 1 << 30;
 
-/// Cumulative weights of one block: `c[j] = base + w[0] + ... + w[j]` (up
-/// to rounding), where `w` is `src` or, if `src` is `None`, `c` itself
-/// (in place). Returns the block's end (its last sum).
+/// Cumulative weights of one block, in place: `c[j] = base + w[0] + ...
+/// + w[j]` (up to rounding) where `w` is what `c` held on entry. Returns
+/// the block's end (its last sum).
 ///
 /// A single running sum is latency-bound (one dependent add per 3-4
 /// cycles), so a full block is summed as four interleaved chains over its
@@ -1027,28 +1027,19 @@ const BLOCKED_MAX_N: usize = 1 << 30;
 /// computed by the very addition that gives the last sum of quarter `s`.
 /// So the sums are deterministic, non-decreasing, unchanged by zero
 /// weights, and the next block starts exactly where this one ended.
+///
+/// The chains read four places 512 bytes apart at once; callers whose
+/// weights are not already in L1 copy the block into `c` first (see
+/// [`systematic_counts_body`]).
 #[inline(always)]
-fn block_prefix(src: Option<&[f64]>, c: &mut [f64], base: f64) -> f64 {
+fn block_prefix(c: &mut [f64], base: f64) -> f64 {
     const Q: usize = BLOCK / 4;
     if c.len() == BLOCK {
         let mut acc = [0.0f64; 4];
-        match src {
-            Some(w) => {
-                let w = &w[..BLOCK];
-                for j in 0..Q {
-                    for s in 0..4 {
-                        acc[s] += w[s * Q + j];
-                        c[s * Q + j] = acc[s];
-                    }
-                }
-            }
-            None => {
-                for j in 0..Q {
-                    for s in 0..4 {
-                        acc[s] += c[s * Q + j];
-                        c[s * Q + j] = acc[s];
-                    }
-                }
+        for j in 0..Q {
+            for s in 0..4 {
+                acc[s] += c[s * Q + j];
+                c[s * Q + j] = acc[s];
             }
         }
         let mut start = base;
@@ -1060,9 +1051,6 @@ fn block_prefix(src: Option<&[f64]>, c: &mut [f64], base: f64) -> f64 {
         }
         start
     } else {
-        if let Some(w) = src {
-            c.copy_from_slice(&w[..c.len()]);
-        }
         let mut acc = 0.0f64;
         for v in c.iter_mut() {
             acc += *v;
@@ -1128,7 +1116,13 @@ fn systematic_count(c: f64, scale: f64, u: f64) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn systematic_counts_body(w: &[f64], base: f64, scale: f64, u: f64, off: i32, c: &mut [f64], k: &mut [i32]) -> f64 {
     let c = &mut c[..w.len()];
-    let end = block_prefix(Some(w), c, base);
+    // Copy first, then sum in place: at 2^20 particles, where the weights
+    // come from L3, running the four chains straight off `w` measured
+    // ~1.5 ns per particle against ~0.8 for copy-then-sum (the contiguous
+    // copy streams; the four interleaved strided reads do not). Same
+    // additions either way.
+    c.copy_from_slice(w);
+    let end = block_prefix(c, base);
     for (kj, &cj) in k.iter_mut().zip(c.iter()) {
         *kj = systematic_count(cj, scale, u) - off;
     }
@@ -1377,7 +1371,7 @@ fn merge_walk(isa: Isa, w: &mut [f64], last: usize, out: &mut [i64], pts: &[f64]
         base = dispatch!(
             isa,
             fn generic(c: &mut [f64], base: f64, factor: f64) -> f64 {
-                let end = block_prefix(None, c, base);
+                let end = block_prefix(c, base);
                 for v in c.iter_mut() {
                     *v *= factor;
                 }
@@ -1544,7 +1538,7 @@ fn residual_totals_from(isa: Isa, w: &[f64], scale: f64, mut floors: i64, mut ba
             fn generic(chunk: &[f64], scale: f64, base: f64, r: &mut [f64], fl: &mut [i32]) -> (i64, f64) {
                 let r = &mut r[..chunk.len()];
                 let f = residual_split_body(chunk, scale, r, &mut fl[..chunk.len()]);
-                (f, block_prefix(None, r, base))
+                (f, block_prefix(r, base))
             }
         );
         floors += f;
@@ -1840,7 +1834,7 @@ fn residual_block_body(
     for (e, &r) in el.iter_mut().zip(c.iter()) {
         *e = (r > 0.0) as i32;
     }
-    let end = block_prefix(None, c, base);
+    let end = block_prefix(c, base);
     residual_counts_body(c, factor, u, kk);
     for j in 0..len {
         // kk >= 0 and fl >= 0 (clamped above).
@@ -2983,12 +2977,10 @@ mod tests {
         for _ in 0..200 {
             let w: Vec<f64> = (0..BLOCK).map(|_| exp_nonpos(-30.0 * next_uniform(&mut rng))).collect();
             let base = 1e3 * next_uniform(&mut rng);
-            let mut c = [0.0f64; BLOCK];
-            let end = block_prefix(Some(&w), &mut c, base);
+            let mut c = w.clone();
+            let end = block_prefix(&mut c, base);
             assert_eq!(end.to_bits(), block_end(base, &quarter_sums(&w)).to_bits());
             assert_eq!(c[BLOCK - 1].to_bits(), end.to_bits());
-            let mut r = w.clone();
-            assert_eq!(block_prefix(None, &mut r, base).to_bits(), end.to_bits());
         }
         assert_eq!(exp_nonpos(-0.0 - 0.0).to_bits(), 1.0f64.to_bits());
         assert_eq!(exp_nonpos(-0.0 + 0.0).to_bits(), 1.0f64.to_bits());
