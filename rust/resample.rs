@@ -1017,9 +1017,9 @@ fn systematic_kernel(isa: Isa, ws: &Weights, out: &mut [i64], src: Uniforms<'_>,
 /// far from `i32::MAX`.
 const BLOCKED_MAX_N: usize = 1 << 30;
 
-/// Cumulative weights of one block, in place: `c[j] = base + w[0] + ...
-/// + w[j]` (up to rounding) where `w` is what `c` held on entry. Returns
-/// the block's end (its last sum).
+/// Cumulative weights of one block, in place: `c[j] = base + w[0] + ... + w[j]`
+/// (up to rounding) where `w` is what `c` held on entry. Returns the
+/// block's end (its last sum).
 ///
 /// A single running sum is latency-bound (one dependent add per 3-4
 /// cycles), so a full block is summed as four interleaved chains over its
