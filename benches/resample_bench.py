@@ -13,8 +13,9 @@ returns N ancestor indices, so normalisation is timed for everyone:
   ``inverse_cdf`` is numba-compiled.
 
 Times are medians over interleaved rounds (every implementation runs one
-batch per round, after an untimed warm-up call, so slow drifts in machine
-load hit all of them alike but each is timed in its own steady state). Two
+batch of at least ``--min-calls`` calls per round, after ``--warmup``
+untimed calls, so slow drifts in machine load hit all of them alike but
+each is timed in its own steady state). Two
 clocks: wall time (``perf_counter``) and the process's CPU time
 (``process_time``: user + system of *all* threads, so page faults and the
 work of tokensieve's worker threads count). numpy and particles are
@@ -141,7 +142,7 @@ def check(name, out, lw):
         raise AssertionError(f"{name}: invalid output")
 
 
-def bench_one(impls, lw, rounds, target_s):
+def bench_one(impls, lw, rounds, target_s, min_calls=3, warmup=2):
     # Calls per timed batch, so that a batch lasts about target_s.
     batch = {}
     for name, f in impls.items():
@@ -155,18 +156,23 @@ def bench_one(impls, lw, rounds, target_s):
             if t >= target_s / 4 or k >= 1 << 20:
                 break
             k *= 4
-        batch[name] = max(1, int(k * target_s / max(t, 1e-9)))
+        batch[name] = max(min_calls, int(k * target_s / max(t, 1e-9)))
     wall = {name: [] for name in impls}
     cpu = {name: [] for name in impls}
     seed = 1
     for _ in range(rounds):
         for name, f in impls.items():
             k = batch[name]
-            # One untimed call first: the previous implementation's large
+            # Untimed calls first: the previous implementation's large
             # temporaries can leave the allocator handing out fresh pages,
-            # and the first call would pay their page faults. Each batch is
-            # then timed in its own steady state, as if run alone.
-            f(lw, seed)
+            # and the first calls would pay their page faults (at N = 2**20
+            # particles' second call after numpy's still took ~2x its
+            # steady-state time, so one warm-up call and one-call batches
+            # measured it at ~20 ms or ~10 ms depending on what ran
+            # before). Each batch is then timed in its own steady state, as
+            # if run alone, and has at least `min_calls` calls.
+            for _ in range(warmup):
+                f(lw, seed)
             c0, w0 = time.process_time(), time.perf_counter()
             for _ in range(k):
                 f(lw, seed)
@@ -213,6 +219,8 @@ def main(argv=None):
     ap.add_argument("--kernels", nargs="+", default=list(KERNELS), choices=KERNELS)
     ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (median taken)")
     ap.add_argument("--target", type=float, default=0.02, help="seconds per timed batch")
+    ap.add_argument("--min-calls", type=int, default=3, help="fewest timed calls per batch")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each batch")
     ap.add_argument("--markdown", help="also write the tables to this file")
     ap.add_argument(
         "--threads",
@@ -231,7 +239,7 @@ def main(argv=None):
         for kernel in args.kernels:
             impls = implementations(kernel)
             names = list(impls)
-            wall, cpu = bench_one(impls, lw, args.rounds, args.target)
+            wall, cpu = bench_one(impls, lw, args.rounds, args.target, args.min_calls, args.warmup)
             results[(size, kernel)] = {"wall": wall, "cpu": cpu}
             print(f"N={size:>8} {kernel:<12} " + "  ".join(f"{n}: {fmt_time(cpu[n])} cpu / {fmt_time(wall[n])} wall" for n in names),
                   file=sys.stderr, flush=True)
@@ -244,7 +252,8 @@ def main(argv=None):
         f"Python {platform.python_version()}, numpy {np.__version__}"
         + (f", particles {_dist_version('particles')}" if pr is not None else ", particles not installed")
         + f"; {platform.machine()}, {os.cpu_count()} logical CPUs, tokensieve rayon threads: {threads}, load average {load}; "
-        + f"median of {args.rounds} interleaved rounds; log weights ~ N(0, 3^2), n = N draws."
+        + f"median of {args.rounds} interleaved rounds (batches of >= {args.min_calls} calls after {args.warmup} warm-up calls); "
+        + "log weights ~ N(0, 3^2), n = N draws."
     )
     out = [
         "### Process CPU time (user + system, all threads) per call",
