@@ -85,11 +85,11 @@ def bench_overhead(args) -> None:
     prompt = [128000, 791, 4320, 374, 25]  # "<|begin_of_text|>The answer is:"
     constraints = {
         # Free text: 77,566 allowed tokens (60%) at every step, no particle
-        # finishes before the step limit; dense path.
+        # finishes before the step limit.
         "`[A-Za-z ,.']+`": r"[A-Za-z ,.']+",
-        # Lowercase text: 43,763 allowed tokens (34%); sparse path.
+        # Lowercase text: 43,763 allowed tokens (34%).
         "`[a-z ]+`": r"[a-z ]+",
-        # Narrow: digits only (1,110 allowed tokens); sparse path.
+        # Narrow: digits only (1,110 allowed tokens; most mask bytes zero).
         "`[0-9]+`": r"[0-9]+",
     }
     clock = "wall-clock" if args.wall else "CPU time"

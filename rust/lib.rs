@@ -12,6 +12,8 @@
 //! - [`regex`]: regexes compiled to a byte DFA with live-state analysis.
 //! - [`matcher`]: per-sequence state over a compiled constraint (consume,
 //!   rollback, masks, mask cache).
+//! - [`masked`]: per-row allowed probability mass and draws from a batch of
+//!   log-probs and token bitmasks (the numerical core of an SMC step).
 //! - [`resample`]: resampling kernels (multinomial, systematic, stratified,
 //!   residual), ESS and log-normalisation.
 //! - [`smc`]: particle population bookkeeping for SMC.
@@ -19,6 +21,7 @@
 pub mod bitmask;
 pub mod error;
 pub mod grammar;
+pub mod masked;
 pub mod matcher;
 pub mod regex;
 pub mod resample;

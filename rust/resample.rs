@@ -536,20 +536,20 @@ fn neg_ln_unit(y: f64) -> f64 {
 
 /// Which instruction-set build of the block loops to run.
 #[derive(Clone, Copy, Debug)]
-struct Isa {
+pub(crate) struct Isa {
     /// AVX2 and FMA both available.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    avx2: bool,
+    pub(crate) avx2: bool,
     /// AVX-512 F/DQ/VL/BW available too (with `avx2`). The vectorised `exp`
     /// runs ~25% faster built for it (eight lanes per instruction, fewer
     /// instructions per weight), even on cores that split 512-bit
     /// operations in two, and the walk ~10%.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    avx512: bool,
+    pub(crate) avx512: bool,
 }
 
 impl Isa {
-    fn detect() -> Isa {
+    pub(crate) fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
@@ -571,7 +571,7 @@ impl Isa {
     /// Every build this CPU can run, baseline first (for the tests that
     /// check they agree bit for bit).
     #[cfg(test)]
-    fn all() -> Vec<Isa> {
+    pub(crate) fn all() -> Vec<Isa> {
         let best = Isa::detect();
         let mut v = vec![Isa { avx2: false, avx512: false }];
         if best.avx2 {
@@ -623,6 +623,8 @@ macro_rules! dispatch {
         }
     }};
 }
+
+pub(crate) use dispatch;
 
 /// Combine eight accumulator lanes in a fixed order.
 #[inline(always)]

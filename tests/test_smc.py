@@ -477,25 +477,24 @@ def _random_case(rows, v, density, seed):
     return logp, bits, pack_bits(bits)
 
 
-@pytest.mark.parametrize("density", [0.01, 0.3, 0.9])
-def test_sparse_and_dense_paths_agree(density, monkeypatch):
-    monkeypatch.setattr(smc, "_CHUNK_ROWS", 4)  # 6 rows: two chunks
-    monkeypatch.setattr(smc, "_BLOCK", 64)  # 16 blocks, the last one padded
-    rows, v = 6, 1000
-    logp, bits, bm = _random_case(rows, v, density, seed=int(density * 100))
-    dense = smc._DenseMasked(logp.clone(), bm)
-    assert dense.buf3.shape == (6, 16, 64)
-    torch_path = smc._DenseMasked(logp.clone(), bm, use_torch=True)  # the GPU code, on CPU
-    sparse = smc._SparseMasked(logp.numpy(), bm)
+@pytest.mark.parametrize("density", [0.001, 0.01, 0.3, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_and_torch_paths_agree(density, dtype):
+    # 6 rows of 3000 tokens: three blocks of the Rust kernel, the last one partial.
+    rows, v = 6, 3000
+    logp, bits, bm = _random_case(rows, v, density, seed=int(density * 1000))
+    logp = logp.to(dtype)
+    cpu = smc._masked_dist(logp.clone(), bm)
+    assert isinstance(cpu, smc._CpuMasked)
+    torch_path = smc._DenseMasked(logp.clone(), bm)  # the GPU code, on CPU
     assert np.array_equal(smc._unpack_bits(bm, v).astype(bool), bits)
     want = torch.logsumexp(torch.where(torch.from_numpy(bits), logp.double(), torch.tensor(-math.inf, dtype=torch.float64)), -1)
-    assert np.allclose(dense.log_z, want.numpy(), rtol=1e-5) and dense.log_z[0] == -math.inf
+    assert np.allclose(cpu.log_z, want.numpy(), rtol=1e-12 if dtype == torch.float64 else 1e-9) and cpu.log_z[0] == -math.inf
     assert np.allclose(torch_path.log_z, want.numpy(), rtol=1e-5) and torch_path.log_z[0] == -math.inf
-    assert np.allclose(sparse.log_z, want.numpy(), rtol=1e-9) and sparse.log_z[0] == -math.inf
     # Row 3 drawn 20000 times by each path: only allowed tokens, right frequencies.
     src = np.full(20000, 3)
     p = torch.softmax(torch.where(torch.from_numpy(bits[3]), logp[3].double(), torch.tensor(-math.inf, dtype=torch.float64)), -1).numpy()
-    for dist in (dense, torch_path, sparse):
+    for dist in (cpu, torch_path):
         g = torch.Generator().manual_seed(0)
         tok = dist.sample(src, g)
         assert bits[3, tok].all()
@@ -503,16 +502,54 @@ def test_sparse_and_dense_paths_agree(density, monkeypatch):
         assert 0.5 * np.abs(freq - p).sum() < 0.05
     # Mixed rows, repeated and reordered.
     src = np.array([5, 1, 1, 2, 4, 3])
-    for dist in (dense, torch_path, sparse):
+    for dist in (cpu, torch_path):
         tok = dist.sample(src, torch.Generator().manual_seed(1))
         assert all(bits[r, t] for r, t in zip(src, tok))
+    # Drawing from the dead row is an error, not a token.
+    with pytest.raises(ValueError, match="row 0 has no allowed token"):
+        cpu.sample(np.array([0]), torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("path", ["dense", "sparse", "torch"])
+def test_cpu_path_rejects_nan_where_allowed():
+    logp, bits, bm = _random_case(3, 100, 0.5, seed=7)
+    t = int(np.flatnonzero(bits[2])[1])
+    bad = logp.clone()
+    bad[2, t] = float("nan")
+    with pytest.raises(ValueError, match=f"allowed token {t} in row 2 is NaN"):
+        smc._masked_dist(bad, bm)
+    bad = logp.clone()
+    off = int(np.flatnonzero(~bits[2])[0])
+    bad[2, off] = float("nan")  # not allowed: ignored
+    assert np.allclose(smc._masked_dist(bad, bm).log_z[1:], smc._masked_dist(logp, bm).log_z[1:])
+
+
+def test_cpu_path_bitmask_narrower_or_wider_than_logits():
+    # Logits wider than the constraint's vocabulary (a model whose vocab_size
+    # is padded): columns past the bitmask are never allowed; bits past the
+    # logits are ignored.
+    rng = np.random.default_rng(3)
+    logp = torch.log_softmax(torch.from_numpy(rng.normal(size=(2, 70))), -1)
+    bits = np.zeros((2, 64), dtype=bool)
+    bits[:, [3, 40, 63]] = True
+    narrow = pack_bits(bits)  # 2 words: tokens 64..69 not covered
+    d = smc._masked_dist(logp, narrow)
+    want = torch.logsumexp(logp[:, [3, 40, 63]], -1).numpy()
+    assert np.allclose(d.log_z, want)
+    tok = d.sample(np.zeros(2000, dtype=np.int64), torch.Generator().manual_seed(0))
+    assert set(tok) == {3, 40, 63}
+    wide = np.zeros((2, 4), dtype=np.int32)  # 128 bits for 70 logits
+    wide[:, :2] = narrow
+    wide.view(np.uint32)[:, 2] = 0xFFFFFFFF  # tokens 64..95: only 64..69 exist
+    d = smc._masked_dist(logp, wide)
+    want = torch.logsumexp(logp[:, [3, 40, 63, 64, 65, 66, 67, 68, 69]], -1).numpy()
+    assert np.allclose(d.log_z, want)
+    assert max(d.sample(np.ones(2000, dtype=np.int64), torch.Generator().manual_seed(0))) <= 69
+
+
+@pytest.mark.parametrize("path", ["cpu", "torch"])
 def test_generate_exact_on_every_path(path, monkeypatch):
-    monkeypatch.setattr(smc, "SPARSE_MAX_FRACTION", 1.0 if path == "sparse" else 0.0)
     if path == "torch":  # the code that runs on GPUs, here on CPU
-        monkeypatch.setattr(smc, "_masked_dist", lambda lp, bm, work=None: smc._DenseMasked(lp, bm, use_torch=True))
+        monkeypatch.setattr(smc, "_masked_dist", lambda lp, bm: smc._DenseMasked(lp, bm))
     lm = why_smc_lm()
     exact, _ = exact_posterior(lm, "ab|b")
     res = smc.generate(lm, None, None, "ab|b", n_particles=N, seed=11)
@@ -543,8 +580,7 @@ def test_masked_cdf_allowed_mass_far_below_the_top(dtype):
     want = torch.logsumexp(torch.where(allowed, logp, torch.tensor(-math.inf, dtype=dtype)), -1)
     assert torch.allclose(lz.double(), want.double(), rtol=1e-6)
     g = torch.Generator().manual_seed(0)
-    for use_torch in (False, True):
-        dist = smc._DenseMasked(logp, pack_bits(allowed.numpy()), use_torch=use_torch)
+    for dist in (smc._masked_dist(logp, pack_bits(allowed.numpy())), smc._DenseMasked(logp, pack_bits(allowed.numpy()))):
         assert np.allclose(dist.log_z, want.double().numpy(), rtol=1e-6)
         tok = dist.sample(np.array([0] * 4000 + [1, 2]), g)
         assert set(tok[:4000]) == {10, 11} and tok[4000] == 20 and tok[4001] in (5, 6)

@@ -136,6 +136,23 @@ def ess_of_ptr(logw_ptr: int, len: int) -> float:
 def log_normalize_into(logw_ptr: int, len: int, out_ptr: int) -> float:
     """Write normalised log weights; returns the log normaliser."""
 
+# ---- masked distributions back end (used by tokensieve.smc's CPU path) ----
+
+MASKED_BLOCK: int
+
+def masked_rows_into(
+    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
+    log_z_ptr: int, max_ptr: int, cum_ptr: int,
+) -> None:
+    """Per row: log of the allowed probability mass, the allowed maximum and the
+    cumulative block sums (``ceil(vocab / MASKED_BLOCK)`` per row)."""
+
+def masked_draw_into(
+    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
+    max_ptr: int, cum_ptr: int, src_ptr: int, u_ptr: int, k: int, out_ptr: int,
+) -> None:
+    """``out[j]``: a token of row ``src[j]`` drawn by inverse CDF at ``u[j]``."""
+
 class Population:
     """Particle weights, ESS-triggered resampling and the running log Z estimate."""
 

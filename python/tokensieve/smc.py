@@ -27,8 +27,9 @@ One step, for the ``L`` live particles (all in one batched forward):
 2. the particles' matchers fill a packed bitmask (Rust, in parallel);
 3. ``log Z_t`` = logsumexp of the allowed log-probs (EOS included when the
    text so far is in the language), with the running sums that serve as
-   each row's CDF (dense torch tensors, or on CPU with at most 1% of the
-   entries allowed, numpy over the allowed entries only);
+   each row's CDF (on CPU one pass of the Rust kernel behind
+   ``_core.masked_rows_into``, rows in parallel; on other devices dense
+   torch tensors);
 4. the weights get ``+ log Z_t`` (the Rust :class:`tokensieve._core.Population`
    keeps them); a row whose allowed mass is 0 is dead (weight 0);
 5. if ``ESS < ess_threshold * N`` and some particle is live, the population
@@ -303,92 +304,16 @@ def _masked_sample(logp: Any, allowed: Any, generator: Any) -> Tuple[Any, Any]:
 
 
 class _DenseMasked:
-    """The masked next-token distributions of all rows over the full vocabulary.
+    """The masked next-token distributions of all rows, in torch, on the
+    logits' device (the path for GPUs): one full-width CDF per row, from
+    :func:`_masked_cdf`, and draws by ``searchsorted``."""
 
-    GPU (or any non-CPU device): torch, one full-width CDF per row.
-
-    CPU: numpy in row chunks of ``_CHUNK_ROWS`` (each chunk's unpacked mask
-    stays small and cache-resident), into ``work``, a zero-padded buffer the
-    driver reuses across steps (a fresh ``(rows, V)`` array per step costs
-    more in page faults than the arithmetic). Instead of a full running sum,
-    the row is cut into blocks of ``_BLOCK`` tokens: one pass computes the
-    allowed weights ``exp(logp - m) * allowed`` and their block sums; a draw
-    then picks a block from the (short) cumulative block sums and a token
-    from the running sum of that one block. ``m`` is the row's overall
-    maximum; rows whose allowed mass underflows (below ``1e-30`` of the top
-    token's) are redone with the allowed maximum.
-    """
-
-    def __init__(self, logp: Any, bitmask: np.ndarray, work: Optional["_Workspace"] = None, use_torch: bool = False):
-        rows, vocab = logp.shape
-        self.vocab = vocab
-        if not use_torch and logp.device.type == "cpu" and sys.byteorder == "little":
-            self._init_cpu(logp, bitmask, work)
-        else:
-            self.cdf, lz = _masked_cdf(logp, _allowed_mask(bitmask, vocab, logp.device))
-            self.log_z = lz.double().cpu().numpy()
-
-    def _init_cpu(self, logp: Any, bitmask: np.ndarray, work: Optional["_Workspace"]) -> None:
-        import torch
-
-        self.cdf = None
-        rows, vocab = logp.shape
-        lp = (logp if logp.dtype in (torch.float32, torch.float64) else logp.float()).detach().numpy()
-        if work is None:
-            work = _Workspace(rows)
-        buf = work.get(rows, vocab, lp.dtype)  # (rows, nb * B), zero beyond vocab
-        nb, bs = buf.shape[1] // work.block, work.block
-        e = buf[:, :vocab]
-        mx = lp.max(axis=1, keepdims=True)
-        mx[~np.isfinite(mx)] = 0.0
-        bsum = np.empty((rows, nb), dtype=np.float64)
-        for a in range(0, rows, _CHUNK_ROWS):
-            b = min(rows, a + _CHUNK_ROWS)
-            ec = e[a:b]
-            np.subtract(lp[a:b], mx[a:b], out=ec)
-            np.exp(ec, out=ec)
-            np.multiply(ec, _unpack_bits(bitmask[a:b], vocab), out=ec)
-            bsum[a:b] = buf[a:b].reshape(b - a, nb, bs).sum(axis=2)
-        total = bsum.sum(axis=1)
-        for r in np.flatnonzero(total < 1e-30):  # allowed mass underflowed (or is 0)
-            ok = _unpack_bits(bitmask[r:r + 1], vocab)[0].astype(bool)
-            vals = np.where(ok, lp[r], -np.inf)
-            m = vals.max()
-            if not np.isfinite(m):
-                m = 0.0
-            np.exp(vals - m, out=e[r])
-            mx[r] = m
-            bsum[r] = buf[r].reshape(nb, bs).sum(axis=1)
-            total[r] = bsum[r].sum()
-        with np.errstate(divide="ignore"):
-            self.log_z = mx[:, 0].astype(np.float64) + np.log(total)
-        self.buf3 = buf.reshape(rows, nb, bs)
-        self.bcum = np.cumsum(bsum, axis=1)
+    def __init__(self, logp: Any, bitmask: np.ndarray):
+        self.vocab = logp.shape[1]
+        self.cdf, lz = _masked_cdf(logp, _allowed_mask(bitmask, self.vocab, logp.device))
+        self.log_z = lz.double().cpu().numpy()
 
     def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
-        import torch
-
-        if self.cdf is not None:
-            return self._sample_torch(src, generator)
-        u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
-        bcum = self.bcum[src]  # (k, nb)
-        u = u01 * bcum[:, -1]
-        nb = bcum.shape[1]
-        blk = np.minimum((bcum <= u[:, None]).sum(axis=1), nb - 1)
-        lo = np.where(blk > 0, bcum[np.arange(src.size), blk - 1], 0.0)
-        w = self.buf3[src, blk].astype(np.float64)  # (k, B)
-        c = np.cumsum(w, axis=1)
-        t = (c <= (u - lo)[:, None]).sum(axis=1)
-        bs = w.shape[1]
-        for j in np.flatnonzero((t >= bs) | (w[np.arange(src.size), np.minimum(t, bs - 1)] <= 0)):
-            # Rounding put u at or past the end of its block (or its row):
-            # take the last token with positive weight of the row.
-            row = self.buf3[src[j]].reshape(-1)
-            pos = np.flatnonzero(row > 0)
-            t[j], blk[j] = pos[-1] % bs, pos[-1] // bs
-        return blk.astype(np.int64) * bs + t
-
-    def _sample_torch(self, src: np.ndarray, generator: Any) -> np.ndarray:
         import torch
 
         cdf = self.cdf
@@ -407,117 +332,66 @@ class _DenseMasked:
         return tok
 
 
-class _Workspace:
-    """The CPU dense path's reusable buffer: ``(n, nb * block)``, zero in the
-    columns beyond the vocabulary (so whole blocks can be summed)."""
+class _CpuMasked:
+    """The masked next-token distributions of all rows of CPU log-probs, by
+    the Rust kernel (``tokensieve._core.masked_rows_into``; semantics in the
+    crate's ``masked`` module): one pass over the ``rows x V`` log-probs, rows
+    in parallel with the GIL released, gives per row ``log Z`` (shifted by
+    the row's *allowed* maximum, so it never underflows), that maximum and
+    cumulative sums over blocks of ``_core.MASKED_BLOCK`` tokens; a draw
+    finds its block and recomputes that block's weights only. Allowed
+    positions holding NaN or ``+inf`` raise ``ValueError``. Keeps references
+    to the log-probs and bitmask it was built on (the draws read them)."""
 
-    def __init__(self, n: int):
-        self.n = n
-        self.block = _BLOCK
-        self.buf: Optional[np.ndarray] = None
+    cdf = None
 
-    def get(self, rows: int, vocab: int, dtype: Any) -> np.ndarray:
-        self.block = min(_BLOCK, vocab)
-        width = -(-vocab // self.block) * self.block
-        if self.buf is None or self.buf.dtype != dtype or self.buf.shape[1] != width or self.buf.shape[0] < rows:
-            self.buf = np.zeros((max(self.n, rows), width), dtype=dtype)
-        return self.buf[:rows]
+    def __init__(self, logp: Any, bitmask: np.ndarray):
+        import torch
 
-
-#: Tokens per block of the CPU dense path.
-_BLOCK = 1024
-
-#: Rows per chunk of the CPU dense path.
-_CHUNK_ROWS = 8
-
-
-class _EmptyRow(Exception):
-    pass
-
-
-class _SparseMasked:
-    """The same over the allowed entries only (numpy, CPU): the allowed
-    tokens of all rows are concatenated (row-major), so every pass touches
-    ``K`` entries instead of ``rows * V``, and only the nonzero words of the
-    packed bitmask are ever unpacked.
-
-    One float64 running sum over all rows serves as every row's CDF (row
-    ``r`` owns ``c[start_r:end_r]``, its entries are ``exp(logp - m_r) <= 1``
-    so all sums stay below ``K`` and float64 keeps them exact to ~1e-16 K).
-    """
-
-    def __init__(self, logp: np.ndarray, bitmask: np.ndarray):
-        rows, vocab = logp.shape
-        words_per_row = bitmask.shape[1]
-        nzw = np.flatnonzero(bitmask)  # nonzero words, row-major
-        bits = np.unpackbits(bitmask.reshape(-1)[nzw].view(np.uint8), bitorder="little")
-        idx = np.flatnonzero(bits)  # over (word, bit), sorted
-        wi, bi = idx >> 5, idx & 31
-        w = nzw[wi]
-        row = w // words_per_row
-        tok = (w - row * words_per_row) * 32 + bi
-        if tok.size and tok.max() >= vocab:  # columns the logits do not have
-            keep = tok < vocab
-            row, tok = row[keep], tok[keep]
-        flat = row * vocab + tok
-        bounds = np.searchsorted(flat, np.arange(rows + 1, dtype=np.int64) * vocab)
-        starts, ends = bounds[:-1], bounds[1:]
-        if np.any(ends == starts):
-            raise _EmptyRow
-        vals = logp.reshape(-1)[flat].astype(np.float64)
-        mx = np.maximum.reduceat(vals, starts)
-        mx[~np.isfinite(mx)] = 0.0
-        e = np.exp(vals - np.repeat(mx, ends - starts))
-        tot = np.add.reduceat(e, starts)
-        with np.errstate(divide="ignore"):
-            self.log_z = mx + np.log(tot)
-        c = np.cumsum(e)
-        before = np.concatenate(([0.0], c))
-        self.c, self.e, self.flat, self.vocab = c, e, flat, vocab
-        self.starts, self.ends = starts, ends
-        self.lo, self.hi = before[starts], before[ends]
+        lp = logp.detach()
+        if lp.dtype not in (torch.float32, torch.float64):
+            lp = lp.float()
+        lp = lp.contiguous().numpy()
+        bm = np.ascontiguousarray(bitmask, dtype=np.int32)
+        rows, vocab = lp.shape
+        if bm.ndim != 2 or bm.shape[0] != rows:
+            raise ValueError(f"bitmask of shape {bm.shape} for {rows} rows of log-probs")
+        nb = -(-vocab // _core.MASKED_BLOCK)
+        self.log_z = np.empty(rows)
+        self._max = np.empty(rows)
+        self._cum = np.empty((rows, nb))
+        self._lp, self._bm = lp, bm
+        self._args = (_address(lp), lp.dtype == np.float64, rows, vocab, _address(bm), bm.shape[1])
+        _core.masked_rows_into(*self._args, _address(self.log_z), _address(self._max), _address(self._cum))
 
     def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
         import torch
 
         u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
-        lo = self.lo[src]
-        u = lo + u01 * (self.hi[src] - lo)
-        pos = np.searchsorted(self.c, u, side="right")
-        for j in np.flatnonzero(pos >= self.ends[src]):  # u rounded up to the row's end
-            r = src[j]
-            nz = np.flatnonzero(self.e[self.starts[r]:self.ends[r]])
-            pos[j] = self.starts[r] + nz[-1]
-        return self.flat[pos] - src.astype(np.int64) * self.vocab
+        src = np.ascontiguousarray(src, dtype=np.int64)
+        out = np.empty(src.size, dtype=np.int64)
+        _core.masked_draw_into(
+            *self._args, _address(self._max), _address(self._cum), _address(src), _address(u01), src.size, _address(out)
+        )
+        return out
 
 
-#: Use the sparse path on CPU when at most this fraction of entries is allowed.
-SPARSE_MAX_FRACTION = 0.01
+def _address(a: np.ndarray) -> int:
+    # An empty array may have a null or dangling data pointer; the kernels
+    # never read a zero-length buffer, but reject null, so pass 8 instead.
+    return _core.data_address(a) if a.size else 8
 
 
-def _masked_dist(logp: Any, bitmask: np.ndarray, work: Optional[_Workspace] = None) -> Any:
-    """The masked distributions of all rows (``log_z`` and ``sample``):
-    sparse on CPU when few tokens are allowed, dense otherwise. ``work``:
-    the reusable buffer of the CPU dense path."""
+def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
+    """The masked distributions of all rows (``log_z`` and ``sample``): the
+    Rust kernel on CPU, torch on other devices."""
     import torch
 
-    vocab = logp.shape[-1]
     if logp.dtype not in (torch.float32, torch.float64):
         logp = logp.float()  # half-precision running sums would be too coarse
-    if logp.device.type == "cpu" and sys.byteorder == "little":
-        counts = _popcount_rows(bitmask)
-        if counts.min() > 0 and counts.sum() <= SPARSE_MAX_FRACTION * bitmask.shape[0] * vocab:
-            try:
-                return _SparseMasked(logp.detach().numpy(), bitmask)
-            except _EmptyRow:  # every allowed token of a row is beyond the logits
-                pass
-    return _DenseMasked(logp, bitmask, work)
-
-
-def _popcount_rows(bitmask: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(bitmask.view(np.uint32)).sum(axis=1, dtype=np.int64)
-    return np.unpackbits(bitmask.view(np.uint8), axis=1).sum(axis=1, dtype=np.int64)
+    if logp.device.type == "cpu":
+        return _CpuMasked(logp, bitmask)
+    return _DenseMasked(logp, bitmask)
 
 
 def _seeds(seed: Optional[int]) -> Tuple[int, int]:
@@ -598,7 +472,6 @@ def generate(
     # (resampling resets every log weight to log_z, so log_z is invariant).
     pop = _core.Population(n, ess_threshold=float(ess_threshold), resampler=resampler, seed=pop_seed)
     generators: Dict[Any, Any] = {}
-    work = _Workspace(n)  # reusable buffer of the CPU dense path
 
     timings = {k: 0.0 for k in _TIMING_KEYS}
     clock = _clock
@@ -635,7 +508,7 @@ def generate(
         t1b = clock()
         if logp.dim() == 2 and not logp.is_contiguous():
             logp = logp.contiguous()
-        dist = _masked_dist(logp, bm, work)
+        dist = _masked_dist(logp, bm)
         del logp
         lz_np = dist.log_z
         sync()
@@ -683,7 +556,7 @@ def generate(
             timings["weights"] += t2 - t1b
             timings["resample"] += t3 - t2
             break
-        dev = dist.cdf.device if isinstance(dist, _DenseMasked) and dist.cdf is not None else torch.device("cpu")
+        dev = dist.cdf.device if dist.cdf is not None else torch.device("cpu")
         generator = generators.get(dev)
         if generator is None:
             generator = generators[dev] = torch.Generator(device=dev)

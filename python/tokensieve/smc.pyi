@@ -9,7 +9,6 @@ LIVE: int
 EOS: int
 MAX_TOKENS: int
 DEAD: int
-SPARSE_MAX_FRACTION: float
 
 class SMCResult:
     token_ids: List[List[int]]

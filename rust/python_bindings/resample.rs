@@ -1,9 +1,10 @@
-//! Bindings for [`crate::resample`] and [`crate::smc`].
+//! Bindings for [`crate::resample`], [`crate::smc`] and [`crate::masked`].
 //!
 //! Two layers, for two kinds of caller:
 //!
 //! * The kernel functions (`resample_into`, `ess_of_ptr`,
-//!   `log_normalize_into`) take raw buffer addresses. They are the private
+//!   `log_normalize_into`, `masked_rows_into`, `masked_draw_into`) take raw
+//!   buffer addresses. They are the private
 //!   back end of `tokensieve.resample`, which validates dtype, shape and
 //!   contiguity with numpy, allocates the output, and passes
 //!   `arr.ctypes.data`-style addresses. That keeps the per-call overhead to
@@ -23,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyTuple};
 
+use crate::masked::{self, Logits, Shape};
 use crate::resample::{self, Scheme, Uniforms};
 use crate::smc::Population;
 
@@ -66,7 +68,7 @@ fn check_address<T>(ptr: usize, what: &str) -> PyResult<()> {
     if ptr == 0 {
         return Err(value_error(format_args!("{what}: null data address")));
     }
-    if ptr % std::mem::align_of::<T>() != 0 {
+    if !ptr.is_multiple_of(std::mem::align_of::<T>()) {
         return Err(value_error(format_args!("{what}: data address {ptr:#x} is not aligned")));
     }
     Ok(())
@@ -151,6 +153,88 @@ fn log_normalize_into(py: Python<'_>, logw_ptr: usize, len: usize, out_ptr: usiz
         resample::log_normalize_into(lw, out)
     };
     result.map_err(value_error)
+}
+
+/// Log-probs at `ptr`: `len` float32 (`is_f64` false) or float64 values.
+///
+/// # Safety
+/// As [`slice_ref`].
+unsafe fn logits_ref<'a>(ptr: usize, len: usize, is_f64: bool) -> PyResult<Logits<'a>> {
+    Ok(if is_f64 {
+        Logits::F64(slice_ref(ptr, len, "logits")?)
+    } else {
+        Logits::F32(slice_ref(ptr, len, "logits")?)
+    })
+}
+
+/// Per-row allowed mass of a batch. Private back end of the CPU path of
+/// `tokensieve.smc`; see `crate::masked` for the semantics.
+///
+/// `lp_ptr` addresses `rows * vocab` contiguous float32 or float64
+/// log-probs, `mask_ptr` `rows * words` contiguous int32 bitmask words;
+/// the float64 outputs `log_z_ptr` and `max_ptr` have `rows` elements and
+/// `cum_ptr` `rows * ceil(vocab / MASKED_BLOCK)`. Same contract as
+/// `resample_into`. Raises ValueError for a NaN or +inf allowed log-prob.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn masked_rows_into(
+    py: Python<'_>,
+    lp_ptr: usize,
+    is_f64: bool,
+    rows: usize,
+    vocab: usize,
+    mask_ptr: usize,
+    words: usize,
+    log_z_ptr: usize,
+    max_ptr: usize,
+    cum_ptr: usize,
+) -> PyResult<()> {
+    let shape = Shape { rows, vocab, words };
+    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
+    // SAFETY: caller contract, see `resample_into`; the outputs are
+    // distinct numpy allocations.
+    let lp = unsafe { logits_ref(lp_ptr, n, is_f64)? };
+    let mask = unsafe { slice_ref::<u32>(mask_ptr, rows * words, "mask")? };
+    let log_z = unsafe { slice_mut::<f64>(log_z_ptr, rows, "log_z")? };
+    let max = unsafe { slice_mut::<f64>(max_ptr, rows, "max")? };
+    let cum = unsafe { slice_mut::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
+    let mut run = move || masked::masked_rows(lp, mask, shape, log_z, max, cum);
+    let result = if n >= DETACH_MIN { py.detach(run) } else { run() };
+    result.map_err(value_error)
+}
+
+/// Draws from rows processed by `masked_rows_into`: `out[k]` is a token of
+/// row `rows[k]` drawn with uniform `u[k]`. `src_ptr` addresses `k` int64
+/// row indices, `u_ptr` `k` float64 uniforms in [0, 1), `out_ptr` `k` int64
+/// outputs; the other buffers are those given to `masked_rows_into`. Same
+/// contract. Raises ValueError for a bad row, uniform or a dead row.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn masked_draw_into(
+    lp_ptr: usize,
+    is_f64: bool,
+    rows: usize,
+    vocab: usize,
+    mask_ptr: usize,
+    words: usize,
+    max_ptr: usize,
+    cum_ptr: usize,
+    src_ptr: usize,
+    u_ptr: usize,
+    k: usize,
+    out_ptr: usize,
+) -> PyResult<()> {
+    let shape = Shape { rows, vocab, words };
+    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
+    // SAFETY: caller contract, see `resample_into`.
+    let lp = unsafe { logits_ref(lp_ptr, n, is_f64)? };
+    let mask = unsafe { slice_ref::<u32>(mask_ptr, rows * words, "mask")? };
+    let max = unsafe { slice_ref::<f64>(max_ptr, rows, "max")? };
+    let cum = unsafe { slice_ref::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
+    let src = unsafe { slice_ref::<i64>(src_ptr, k, "rows")? };
+    let u = unsafe { slice_ref::<f64>(u_ptr, k, "uniforms")? };
+    let out = unsafe { slice_mut::<i64>(out_ptr, k, "out")? };
+    masked::draw_many(lp, mask, shape, max, cum, src, u, out).map_err(value_error)
 }
 
 // ------------------------------------------------------------ numpy glue
@@ -389,13 +473,16 @@ impl PyPopulation {
     }
 }
 
-/// Add the resampling functions, `RESAMPLE_SCHEMES` (scheme names indexed
+/// Add the resampling and masked-distribution functions, `MASKED_BLOCK`, `RESAMPLE_SCHEMES` (scheme names indexed
 /// by the `kind` code of `resample_into`) and `Population` to `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resample_into, m)?)?;
     m.add_function(wrap_pyfunction!(data_address, m)?)?;
     m.add_function(wrap_pyfunction!(ess_of_ptr, m)?)?;
     m.add_function(wrap_pyfunction!(log_normalize_into, m)?)?;
+    m.add_function(wrap_pyfunction!(masked_rows_into, m)?)?;
+    m.add_function(wrap_pyfunction!(masked_draw_into, m)?)?;
+    m.add("MASKED_BLOCK", masked::BLOCK_TOKENS)?;
     m.add_class::<PyPopulation>()?;
     let names = Scheme::ALL.map(Scheme::name);
     m.add("RESAMPLE_SCHEMES", PyTuple::new(m.py(), names)?)?;
