@@ -1173,22 +1173,12 @@ fn systematic_blocks(isa: Isa, w: &[f64], first: usize, mut base: f64, scale: f6
         let c = &mut c[..];
         let first = (first + b * BLOCK) as i64;
         // One dispatched call per block: counts, then runs (so the runs'
-        // four-copy stores are single vector stores under AVX2). With
-        // AVX-512 the runs have their own writer, `fill_block_avx512`.
-        #[cfg(target_arch = "x86_64")]
-        if isa.avx512 {
-            // SAFETY: only taken when the CPU reports these features.
-            let (b_end, p_end) = unsafe { systematic_block_avx512(chunk, base, scale, u, off, c, k, out, pos, first) };
-            base = b_end;
-            pos = p_end;
-            if pos == n {
-                break;
-            }
-            continue;
-        }
+        // four-copy stores are single vector stores under AVX2). The
+        // AVX-512 build writes the runs with `fill_block_avx512`.
         let (b_end, p_end) = dispatch!(
             isa,
             fn generic(
+                isa: Isa,
                 chunk: &[f64],
                 base: f64,
                 scale: f64,
@@ -1201,6 +1191,15 @@ fn systematic_blocks(isa: Isa, w: &[f64], first: usize, mut base: f64, scale: f6
                 first: i64,
             ) -> (f64, usize) {
                 let e = systematic_counts_body(chunk, base, scale, u, off, c, k);
+                #[cfg(target_arch = "x86_64")]
+                if isa.avx512 {
+                    // SAFETY: `dispatch!` runs the AVX-512 build exactly
+                    // when `isa.avx512`, i.e. when the CPU has these
+                    // features; the other builds never take this branch.
+                    #[allow(unused_unsafe)] // needed in the builds without AVX-512
+                    let end = unsafe { fill_block_avx512(out, k, pos, first) };
+                    return (e, end);
+                }
                 (e, fill_block(out, k, pos, first))
             }
         );
@@ -1235,27 +1234,6 @@ fn prefetch_block(w: &[f64], b: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (w, b);
-}
-
-/// One block of [`systematic_blocks`] built for AVX-512: the same counts
-/// (so the same output), then [`fill_block_avx512`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f,avx512dq,avx512vl,avx512bw")]
-#[allow(clippy::too_many_arguments)]
-fn systematic_block_avx512(
-    chunk: &[f64],
-    base: f64,
-    scale: f64,
-    u: f64,
-    off: i32,
-    c: &mut [f64],
-    k: &mut [i32],
-    out: &mut [i64],
-    pos: usize,
-    first: i64,
-) -> (f64, usize) {
-    let e = systematic_counts_body(chunk, base, scale, u, off, c, k);
-    (e, fill_block_avx512(out, k, pos, first))
 }
 
 /// [`systematic_walk`] on rayon's pool, bit-identical to the sequential

@@ -155,16 +155,28 @@ fn log_normalize_into(py: Python<'_>, logw_ptr: usize, len: usize, out_ptr: usiz
     result.map_err(value_error)
 }
 
-/// Log-probs at `ptr`: `len` float32 (`is_f64` false) or float64 values.
+/// A batch of log-probs and bitmask rows: `rows * vocab` float32
+/// (`is_f64` false) or float64 values at `lp_ptr`, `rows * words` mask
+/// words at `mask_ptr`.
 ///
 /// # Safety
-/// As [`slice_ref`].
-unsafe fn logits_ref<'a>(ptr: usize, len: usize, is_f64: bool) -> PyResult<Logits<'a>> {
-    Ok(if is_f64 {
-        Logits::F64(slice_ref(ptr, len, "logits")?)
+/// As [`slice_ref`], for both buffers.
+unsafe fn batch_ref<'a>(
+    lp_ptr: usize,
+    is_f64: bool,
+    rows: usize,
+    vocab: usize,
+    mask_ptr: usize,
+    words: usize,
+) -> PyResult<(Shape, Logits<'a>, &'a [u32])> {
+    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
+    let nw = rows.checked_mul(words).ok_or_else(|| value_error("rows * words overflows"))?;
+    let lp = if is_f64 {
+        Logits::F64(slice_ref(lp_ptr, n, "logits")?)
     } else {
-        Logits::F32(slice_ref(ptr, len, "logits")?)
-    })
+        Logits::F32(slice_ref(lp_ptr, n, "logits")?)
+    };
+    Ok((Shape { rows, vocab, words }, lp, slice_ref::<u32>(mask_ptr, nw, "mask")?))
 }
 
 /// Per-row allowed mass of a batch. Private back end of the CPU path of
@@ -189,17 +201,14 @@ fn masked_rows_into(
     max_ptr: usize,
     cum_ptr: usize,
 ) -> PyResult<()> {
-    let shape = Shape { rows, vocab, words };
-    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
     // SAFETY: caller contract, see `resample_into`; the outputs are
     // distinct numpy allocations.
-    let lp = unsafe { logits_ref(lp_ptr, n, is_f64)? };
-    let mask = unsafe { slice_ref::<u32>(mask_ptr, rows * words, "mask")? };
+    let (shape, lp, mask) = unsafe { batch_ref(lp_ptr, is_f64, rows, vocab, mask_ptr, words)? };
     let log_z = unsafe { slice_mut::<f64>(log_z_ptr, rows, "log_z")? };
     let max = unsafe { slice_mut::<f64>(max_ptr, rows, "max")? };
     let cum = unsafe { slice_mut::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
     let mut run = move || masked::masked_rows(lp, mask, shape, log_z, max, cum);
-    let result = if n >= DETACH_MIN { py.detach(run) } else { run() };
+    let result = if rows * vocab >= DETACH_MIN { py.detach(run) } else { run() };
     result.map_err(value_error)
 }
 
@@ -224,11 +233,8 @@ fn masked_draw_into(
     k: usize,
     out_ptr: usize,
 ) -> PyResult<()> {
-    let shape = Shape { rows, vocab, words };
-    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
     // SAFETY: caller contract, see `resample_into`.
-    let lp = unsafe { logits_ref(lp_ptr, n, is_f64)? };
-    let mask = unsafe { slice_ref::<u32>(mask_ptr, rows * words, "mask")? };
+    let (shape, lp, mask) = unsafe { batch_ref(lp_ptr, is_f64, rows, vocab, mask_ptr, words)? };
     let max = unsafe { slice_ref::<f64>(max_ptr, rows, "max")? };
     let cum = unsafe { slice_ref::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
     let src = unsafe { slice_ref::<i64>(src_ptr, k, "rows")? };
