@@ -452,6 +452,9 @@ def generate(
     model's ``vocabulary`` attribute, else built from ``tokenizer``).
     ``profile``: synchronise the device between phases so that
     ``SMCResult.timings`` are exact on GPUs (slower).
+
+    Raises ``ValueError`` for bad arguments, and (log-probs on CPU) when the
+    model returns NaN or ``+inf`` for a token the constraint allows.
     """
     import torch
 
