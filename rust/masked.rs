@@ -401,8 +401,10 @@ fn draw_with(isa: Isa, logits: Logits<'_>, mask: &[u32], shape: Shape, max: &[f6
         block_weights(isa, logits, lo_idx + start, &mask[(start / 32).min(mask.len())..], m, w);
         // Scan the block's groups of eight by their sums, then the one
         // group where the target falls (a token-by-token scan is a chain
-        // of 1024 dependent additions). A token is returned only where the
-        // running sum crosses the target, so it has positive weight.
+        // of 1024 dependent additions). Only a token of positive weight is
+        // returned: if round-off put the group sum past the target but not
+        // the running sum inside it, the target is taken to be in the next
+        // group, whose first positive token is then drawn.
         let mut acc = if b == 0 { 0.0 } else { cum[b - 1] };
         for (k, g) in w.chunks(8).enumerate() {
             let s: f64 = g.iter().sum();
@@ -410,7 +412,7 @@ fn draw_with(isa: Isa, logits: Logits<'_>, mask: &[u32], shape: Shape, max: &[f6
                 let mut a = acc;
                 for (j, &x) in g.iter().enumerate() {
                     a += x;
-                    if a > target {
+                    if x > 0.0 && a > target {
                         return Ok(start + 8 * k + j);
                     }
                 }
