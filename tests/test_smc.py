@@ -489,7 +489,10 @@ def test_cpu_and_torch_paths_agree(density, dtype):
     torch_path = smc._DenseMasked(logp.clone(), bm)  # the GPU code, on CPU
     assert np.array_equal(smc._unpack_bits(bm, v).astype(bool), bits)
     want = torch.logsumexp(torch.where(torch.from_numpy(bits), logp.double(), torch.tensor(-math.inf, dtype=torch.float64)), -1)
-    assert np.allclose(cpu.log_z, want.numpy(), rtol=1e-12 if dtype == torch.float64 else 1e-9) and cpu.log_z[0] == -math.inf
+    # float64 log-probs: f64 arithmetic; float32: the f32 exp (the inputs
+    # carry ~1e-7 relative error themselves).
+    tol = dict(rtol=1e-12, atol=0) if dtype == torch.float64 else dict(rtol=0, atol=2e-6)
+    assert np.allclose(cpu.log_z, want.numpy(), **tol) and cpu.log_z[0] == -math.inf
     assert np.allclose(torch_path.log_z, want.numpy(), rtol=1e-5) and torch_path.log_z[0] == -math.inf
     # Row 3 drawn 20000 times by each path: only allowed tokens, right frequencies.
     src = np.full(20000, 3)

@@ -339,8 +339,10 @@ class _CpuMasked:
     in parallel with the GIL released, gives per row ``log Z`` (shifted by
     the row's *allowed* maximum, so it never underflows), that maximum and
     cumulative sums over blocks of ``_core.MASKED_BLOCK`` tokens; a draw
-    finds its block and recomputes that block's weights only. Allowed
-    positions holding NaN or ``+inf`` raise ``ValueError``. Keeps references
+    finds its block and recomputes that block's weights only. float32
+    log-probs are exponentiated in float32 (their own precision), float64
+    in float64. Allowed positions holding NaN or ``+inf`` raise
+    ``ValueError``. Keeps references
     to the log-probs and bitmask it was built on (the draws read them)."""
 
     cdf = None
