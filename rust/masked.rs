@@ -4,7 +4,7 @@
 //!
 //! This is the per-step numerical core of SMC decoding (the incremental log
 //! weight of a particle is its row's `log Z`, and its next token is a draw
-//! from that row), and it is one pass over `rows x vocab` numbers per step:
+//! from that row), and it is two passes over `rows x vocab` numbers per step:
 //! on a 128k-token vocabulary it is most of what SMC adds to the model's
 //! forward pass on a CPU. So it is written like the resampling kernels:
 //! blocked, vectorised (the block loops are compiled for the baseline,
@@ -102,23 +102,25 @@ impl Shape {
     }
 
     fn check(&self, logits: Logits<'_>, mask: &[u32]) -> Result<(), MaskedError> {
-        let want = self.rows.saturating_mul(self.vocab);
-        if logits.len() != want {
-            return Err(MaskedError::Shape {
-                what: "logits",
-                got: logits.len(),
-                want,
-            });
-        }
-        let want = self.rows.saturating_mul(self.words);
-        if mask.len() != want {
-            return Err(MaskedError::Shape {
-                what: "mask",
-                got: mask.len(),
-                want,
-            });
-        }
-        Ok(())
+        lengths(&[
+            ("logits", logits.len(), self.rows.saturating_mul(self.vocab)),
+            ("mask", mask.len(), self.rows.saturating_mul(self.words)),
+        ])
+    }
+
+    /// [`Shape::check`], and the per-row outputs of [`masked_rows`] that a
+    /// draw reads.
+    fn check_rows(&self, logits: Logits<'_>, mask: &[u32], max: &[f64], cum: &[f64]) -> Result<(), MaskedError> {
+        self.check(logits, mask)?;
+        lengths(&[("max", max.len(), self.rows), ("cum", cum.len(), self.rows * self.blocks())])
+    }
+}
+
+/// `Err(Shape)` for the first `(what, got, want)` whose lengths differ.
+fn lengths(checks: &[(&'static str, usize, usize)]) -> Result<(), MaskedError> {
+    match checks.iter().find(|&&(_, got, want)| got != want) {
+        Some(&(what, got, want)) => Err(MaskedError::Shape { what, got, want }),
+        None => Ok(()),
     }
 }
 
@@ -378,17 +380,9 @@ fn masked_rows_with(
     max: &mut [f64],
     cum: &mut [f64],
 ) -> Result<(), MaskedError> {
-    shape.check(logits, mask)?;
+    shape.check_rows(logits, mask, max, cum)?;
+    lengths(&[("log_z", log_z.len(), shape.rows)])?;
     let nb = shape.blocks();
-    for (what, got, want) in [
-        ("log_z", log_z.len(), shape.rows),
-        ("max", max.len(), shape.rows),
-        ("cum", cum.len(), shape.rows * nb),
-    ] {
-        if got != want {
-            return Err(MaskedError::Shape { what, got, want });
-        }
-    }
     if nb == 0 {
         // An empty vocabulary: nothing is allowed anywhere.
         log_z.fill(f64::NEG_INFINITY);
@@ -429,13 +423,25 @@ pub fn draw(logits: Logits<'_>, mask: &[u32], shape: Shape, max: &[f64], cum: &[
 
 #[allow(clippy::too_many_arguments)]
 fn draw_with(isa: Isa, logits: Logits<'_>, mask: &[u32], shape: Shape, max: &[f64], cum: &[f64], row: usize, u: f64) -> Result<usize, MaskedError> {
-    shape.check(logits, mask)?;
+    shape.check_rows(logits, mask, max, cum)?;
+    draw_checked(isa, logits, mask, shape, max, cum, row, u)
+}
+
+/// [`draw`] once the buffers' lengths are known to match `shape`.
+#[allow(clippy::too_many_arguments)]
+fn draw_checked(
+    isa: Isa,
+    logits: Logits<'_>,
+    mask: &[u32],
+    shape: Shape,
+    max: &[f64],
+    cum: &[f64],
+    row: usize,
+    u: f64,
+) -> Result<usize, MaskedError> {
     let nb = shape.blocks();
-    if row >= shape.rows || max.len() != shape.rows || cum.len() != shape.rows * nb {
-        return Err(MaskedError::NoSuchRow {
-            row,
-            rows: shape.rows.min(max.len()),
-        });
+    if row >= shape.rows {
+        return Err(MaskedError::NoSuchRow { row, rows: shape.rows });
     }
     if !(0.0..1.0).contains(&u) {
         return Err(MaskedError::BadUniform { value: u });
@@ -508,27 +514,15 @@ pub fn draw_many(
     u: &[f64],
     out: &mut [i64],
 ) -> Result<(), MaskedError> {
-    if u.len() != rows.len() {
-        return Err(MaskedError::Shape {
-            what: "uniforms",
-            got: u.len(),
-            want: rows.len(),
-        });
-    }
-    if out.len() != rows.len() {
-        return Err(MaskedError::Shape {
-            what: "out",
-            got: out.len(),
-            want: rows.len(),
-        });
-    }
+    shape.check_rows(logits, mask, max, cum)?;
+    lengths(&[("uniforms", u.len(), rows.len()), ("out", out.len(), rows.len())])?;
     let isa = Isa::detect();
     for ((&r, &uk), o) in rows.iter().zip(u).zip(out.iter_mut()) {
         let row = usize::try_from(r).map_err(|_| MaskedError::NoSuchRow {
             row: usize::MAX,
             rows: shape.rows,
         })?;
-        *o = draw_with(isa, logits, mask, shape, max, cum, row, uk)? as i64;
+        *o = draw_checked(isa, logits, mask, shape, max, cum, row, uk)? as i64;
     }
     Ok(())
 }

@@ -62,6 +62,7 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
+from .resample import _address
 
 __all__ = [
     "RESAMPLERS",
@@ -376,12 +377,6 @@ class _CpuMasked:
             *self._args, _address(self._max), _address(self._cum), _address(src), _address(u01), src.size, _address(out)
         )
         return out
-
-
-def _address(a: np.ndarray) -> int:
-    # An empty array may have a null or dangling data pointer; the kernels
-    # never read a zero-length buffer, but reject null, so pass 8 instead.
-    return _core.data_address(a) if a.size else 8
 
 
 def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
