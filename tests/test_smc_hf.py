@@ -134,6 +134,24 @@ def test_reordered_cache_equals_recomputation(arch):
         assert (ref[0] - ref[-1]).abs().max() > 1e-2 or hist[0] == hist[-1]
 
 
+@pytest.mark.parametrize("arch, positions", [("llama", 1), ("gpt2", 1), ("legacy-tuple", 17)])
+def test_prompt_forward_computes_last_logits_only(arch, positions):
+    """The prompt's forward asks for the last position's logits only
+    (``logits_to_keep=1``) where the model's forward takes it; a model
+    without that keyword is called as before. Either way the first
+    log-probs are those of the prompt."""
+    model = MODELS[arch](50)
+    hf = HFModel(model)
+    shapes = []
+    hook = model.register_forward_hook(lambda mod, args, out: shapes.append(tuple(out.logits.shape)))
+    prompt = list(range(3, 20))
+    st = hf.start(prompt, 2)
+    hook.remove()
+    assert shapes == [(1, positions, 50)]
+    lp = hf.next_logprobs(st, None)
+    assert torch.allclose(lp, logprobs_from_scratch(model, [prompt, prompt]), atol=ATOL)
+
+
 def test_reorder_before_first_step_and_errors():
     model = tiny_llama(40)
     hf = HFModel(model)

@@ -32,6 +32,7 @@ Two implementations ship here:
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import (
@@ -114,6 +115,24 @@ class HFState:
     pending: Any = None
 
 
+def _keep_last_logits_kwargs(model: Any) -> Dict[str, int]:
+    """The keyword that makes ``model``'s forward compute the logits of the
+    last position only, if it has one: ``logits_to_keep`` (transformers >=
+    4.48) or ``num_logits_to_keep`` (4.45-4.47). Only the prompt's forward
+    has more than one position; without it, a prompt of P tokens costs a
+    (P, V) logits tensor (a 1,000-token prompt and a 128k vocabulary: 513
+    MB in float32) and the matching part of the output projection."""
+    forward = getattr(model, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters if forward is not None else {}
+    except (TypeError, ValueError):
+        return {}
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
 class HFModel:
     """A Hugging Face causal LM (``AutoModelForCausalLM``-like) behind the
     :class:`LanguageModel` protocol.
@@ -138,12 +157,13 @@ class HFModel:
             import torch
 
             self.device = torch.device("cpu")
+        self._keep_last = _keep_last_logits_kwargs(model)
 
     def _forward(self, input_ids: Any, past: Any) -> Tuple[Any, Any]:
         import torch
 
         with torch.no_grad():
-            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True, **self._keep_last)
         logits = out.logits[:, -1, :].float()
         return torch.log_softmax(logits, dim=-1), out.past_key_values
 
