@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 import tokensieve as ts  # noqa: E402
 from tokensieve import smc  # noqa: E402
-from tokensieve.models import TableLM  # noqa: E402
+from tokensieve.models import TableLM, keep_large_allocations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "tokenizers"
@@ -80,6 +80,7 @@ def bench_overhead(args) -> None:
     if not args.wall:
         torch.set_num_threads(1)
         smc._clock = time.process_time
+    kept = args.keep_large_allocations and keep_large_allocations()
     vocab = ts.Vocabulary.from_tokenizer_file(tok_dir)
     model = tiny_llama(vocab.size)
     prompt = [128000, 791, 4320, 374, 25]  # "<|begin_of_text|>The answer is:"
@@ -94,7 +95,8 @@ def bench_overhead(args) -> None:
     }
     clock = "wall-clock" if args.wall else "CPU time"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}, vocab {vocab.size}, "
-          f"steps {args.steps}, reps {args.reps}, load avg {os.getloadavg()[0]:.1f}")
+          f"steps {args.steps}, reps {args.reps}, load avg {os.getloadavg()[0]:.1f}, "
+          f"large allocations {'kept in the heap' if kept else 'malloc defaults'}")
     header = "| constraint | N | resampling | forward ms/step | overhead ms/step | " + " | ".join(PHASES) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
@@ -209,6 +211,8 @@ def main(argv=None) -> None:
     o.add_argument("--steps", type=int, default=32)
     o.add_argument("--reps", type=int, default=5)
     o.add_argument("--wall", action="store_true", help="wall-clock time, default torch threads")
+    o.add_argument("--keep-large-allocations", action="store_true",
+                   help="tokensieve.models.keep_large_allocations() first (glibc: no mmap/munmap per step)")
     k = sub.add_parser("kv")
     k.add_argument("--particles", type=int, nargs="+", default=[16, 128])
     k.add_argument("--seq-len", type=int, default=128)

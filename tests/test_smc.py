@@ -588,3 +588,75 @@ def test_masked_cdf_allowed_mass_far_below_the_top(dtype):
         tok = dist.sample(np.array([0] * 4000 + [1, 2]), g)
         assert set(tok[:4000]) == {10, 11} and tok[4000] == 20 and tok[4001] in (5, 6)
         assert np.mean(tok[:4000] == 10) == pytest.approx(1 / (1 + math.exp(-1)), abs=0.03)
+
+
+# --------------------------------------------------------------------------
+# keep_large_allocations (glibc malloc for CPU decoding loops)
+# --------------------------------------------------------------------------
+
+_MALLINFO_SCRIPT = """
+import ctypes, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from tokensieve.models import keep_large_allocations
+    assert keep_large_allocations()
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+for _ in range(3):
+    a = np.ones(8 << 20)  # 64 MiB
+    mapped = mallinfo2().hblkhd  # bytes in blocks mmap-ed on their own
+    del a
+    print(mapped, mallinfo2().fordblks)  # free bytes kept in the heap
+"""
+
+
+def _glibc_with_mallinfo2() -> bool:
+    import ctypes
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    return hasattr(ctypes.CDLL(None), "mallinfo2")  # glibc >= 2.33
+
+
+@pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="glibc's malloc (>= 2.33) only")
+def test_keep_large_allocations_serves_and_keeps_large_blocks_in_the_heap():
+    """By default a 64 MiB array is a block mapped on its own and handed
+    back to the OS when freed (so the next one is page-faulted and zeroed
+    again); once kept, it comes from the heap and stays there, free for the
+    next one. Read from glibc's own counters, in fresh interpreters (the
+    setting is process-wide)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))}
+
+    def rounds(mode: str):
+        out = subprocess.run([sys.executable, "-c", _MALLINFO_SCRIPT, mode], env=env, capture_output=True,
+                             text=True, timeout=120, check=True)
+        return [tuple(int(v) for v in line.split()) for line in out.stdout.split("\n") if line.strip()]
+
+    mib = 1 << 20
+    for mapped, kept in rounds("default"):
+        assert mapped >= 64 * mib and kept < 64 * mib
+    for mapped, kept in rounds("keep"):
+        assert mapped < 64 * mib and kept >= 64 * mib
+
+
+def test_keep_large_allocations_arguments_and_user_settings(monkeypatch):
+    from tokensieve.models import keep_large_allocations
+
+    for bad in ("1", 1.5, True, None):
+        with pytest.raises(TypeError, match="threshold_bytes"):
+            keep_large_allocations(bad)  # type: ignore[arg-type]
+    for bad in (0, -1, 2**31):
+        with pytest.raises(ValueError, match="threshold_bytes"):
+            keep_large_allocations(bad)
+    # A user who configured glibc's malloc keeps their settings.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_large_allocations() is False

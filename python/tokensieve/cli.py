@@ -286,6 +286,22 @@ def _load_model(name: str, verbose: bool) -> Tuple[Any, Any, Any]:
     return tokenizer, gen_config, model
 
 
+def _keep_large_allocations_on_cpu(model: Any, verbose: bool) -> None:
+    """For a model on the CPU, stop glibc from mapping and unmapping every
+    step's logits (:func:`tokensieve.models.keep_large_allocations`)."""
+    from .models import keep_large_allocations
+
+    try:
+        on_cpu = next(model.parameters()).device.type == "cpu"
+    except (AttributeError, StopIteration):
+        on_cpu = True
+    if on_cpu:
+        applied = keep_large_allocations()
+        if verbose:
+            state = "kept in the heap" if applied else "left to the allocator's defaults"
+            print(f"[tokensieve] large CPU allocations {state}", file=sys.stderr)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """``tokensieve generate``: constrained generation with a local model."""
     _check_model_path(args.model)
@@ -303,6 +319,7 @@ def _run_generate(args: argparse.Namespace, torch: Any, transformers: Any) -> in
         raise CLIError("--greedy gives a single output; use --sample with --num-samples > 1")
 
     tokenizer, gen_config, model = _load_model(args.model, args.verbose)
+    _keep_large_allocations_on_cpu(model, args.verbose)
     eos = _eos_ids(tokenizer, gen_config or model.generation_config)
     try:
         vocab = ts.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos or None)
