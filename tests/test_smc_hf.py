@@ -279,6 +279,41 @@ def test_generate_end_to_end_real_tokenizer(name):
     smc.format_result(res2)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama-3-8b-instruct"])
+def test_generate_with_grammar_constraints(name):
+    """Grammar constraints drive SMC like regexes: a bounded Lark grammar
+    (every particle ends with EOS, each output parses as the JSON it
+    describes) and the built-in JSON grammar (complete outputs parse;
+    outputs cut at the token limit are viable prefixes: a fresh matcher
+    accepts their tokens)."""
+    import json
+
+    tok = load_hf_tokenizer(name)
+    model = tiny_llama(len(tok), init=0.1)
+    vocab = ts.Vocabulary.from_huggingface(tok)
+    lark = r"""
+        start: "{\"ok\": " BOOL ", \"n\": " DIGIT "}"
+        BOOL: "true" | "false"
+        DIGIT: /[0-9]/
+    """
+    g = ts.compile_grammar(lark, vocab)
+    res = smc.generate(model, tok, "JSON:", g, n_particles=16, max_new_tokens=24, seed=0, vocab=vocab)
+    assert res.status.count("eos") == 16
+    for text in res.texts:
+        obj = json.loads(text)
+        assert set(obj) == {"ok", "n"} and isinstance(obj["ok"], bool) and 0 <= obj["n"] <= 9
+    assert np.isfinite(res.log_z) and res.log_z < 0
+
+    j = ts.compile_json(vocab, whitespace="compact")
+    res2 = smc.generate(model, tok, "JSON:", j, n_particles=16, max_new_tokens=8, seed=1, vocab=vocab)
+    assert set(res2.status) <= {"eos", "max_new_tokens"}
+    for ids, text, st in zip(res2.token_ids, res2.texts, res2.status):
+        if st == "eos":
+            json.loads(text)
+        m = ts.Matcher(j)
+        assert all(m.consume_token(t) for t in ids), text
+
+
 def test_generate_with_tokenizers_tokenizer_and_raw_ids():
     tokenizers = pytest.importorskip("tokenizers")
     path = tokenizer_path("gpt2")
