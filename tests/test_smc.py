@@ -54,14 +54,17 @@ def why_smc_lm() -> TableLM:
     return TableLM.bigram([b"a", b"b", None], init, trans, eos_token_id=2, max_len=6)
 
 
-def bigram_lm(seed: int = 1234, max_len: int = 8) -> TableLM:
+BIGRAM_TOKENS = (b"a", b"b", b"c", b"ab", b"bc", b"ca")
+
+
+def bigram_lm(seed: int = 1234, max_len: int = 8, tokens=BIGRAM_TOKENS, p_eos: float = 0.35) -> TableLM:
     """Random bigram over overlapping multi-byte tokens (so most strings have
-    several tokenizations): Dirichlet(1) rows over [a, b, c, ab, bc, ca],
-    EOS with probability 0.35 after every token (never first), and a forced
-    EOS after ``max_len - 1`` tokens so the support is finite."""
-    toks = [b"a", b"b", b"c", b"ab", b"bc", b"ca", None]
+    several tokenizations): Dirichlet(1) rows over ``tokens`` (by default
+    [a, b, c, ab, bc, ca]), EOS with probability ``p_eos`` after every token
+    (never first), and a forced EOS after ``max_len - 1`` tokens so the
+    support is finite."""
+    toks = [*tokens, None]
     v = len(toks)
-    p_eos = 0.35
     rng = np.random.default_rng(seed)
     init = np.append(rng.dirichlet(np.ones(v - 1)), 0.0)
     trans = np.hstack([rng.dirichlet(np.ones(v - 1), size=v) * (1 - p_eos), np.full((v, 1), p_eos)])
@@ -269,18 +272,11 @@ def test_masked_decoding_is_biased(case):
 NESTED_GRAMMAR = 'start: "a" start "b" | "c"'
 
 
-def nested_lm(seed: int = 8, max_len: int = 8) -> TableLM:
-    """Random bigram over tokens that cut a^n c b^n in several ways (aa, bb,
-    cb), EOS with probability 0.1 after every token, forced after
-    ``max_len - 1`` tokens (finite support). Seed 8 puts 0.57 / 0.32 /
+def nested_lm(seed: int = 8) -> TableLM:
+    """A bigram (:func:`bigram_lm`) over tokens that cut a^n c b^n in several
+    ways (aa, bb, cb), EOS with probability 0.1. Seed 8 puts 0.57 / 0.32 /
     0.08 / 0.01 on c / aacbb / acb / aaacbbb given the language."""
-    toks = [b"a", b"b", b"c", b"aa", b"bb", b"cb", None]
-    v = len(toks)
-    p_eos = 0.1
-    rng = np.random.default_rng(seed)
-    init = np.append(rng.dirichlet(np.ones(v - 1)), 0.0)
-    trans = np.hstack([rng.dirichlet(np.ones(v - 1), size=v) * (1 - p_eos), np.full((v, 1), p_eos)])
-    return TableLM.bigram(toks, init, trans, eos_token_id=v - 1, max_len=max_len)
+    return bigram_lm(seed, tokens=(b"a", b"b", b"c", b"aa", b"bb", b"cb"), p_eos=0.1)
 
 
 def in_nested(text: bytes) -> bool:
