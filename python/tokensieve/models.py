@@ -233,14 +233,16 @@ def keep_large_allocations(threshold_bytes: int = 1 << 30) -> bool:
     block afresh from the OS and unmapping it when freed. Process-wide;
     returns whether it was applied.
 
-    By default glibc maps any block above at most 32 MiB with ``mmap`` and
-    unmaps it on ``free``, so every such tensor is page-faulted in and
+    By default glibc maps every block above its mmap threshold (128 KiB,
+    raised as such blocks are freed, but never above 32 MiB) with ``mmap``
+    and unmaps it on ``free``, so every such tensor is page-faulted in and
     zeroed by the kernel again. A CPU decoding loop allocates several per
     step: at 128 rows of a 128k vocabulary the logits alone are 65 MiB.
     Measured on 2 vCPUs with a tiny random Llama and the Llama 3
-    vocabulary (``benches/README_smc.md``): the forward pass 120 -> 55 ms
-    per step and SMC's overhead outside it 20 -> 12 ms at N = 128. The
-    cost is memory: freed blocks stay in the process (up to its peak use).
+    vocabulary (``benches/README_smc.md``): the forward pass 120-130 ->
+    60-65 ms per step and SMC's overhead outside it 20-22 -> 12-13 ms at
+    N = 128. The cost is memory: freed blocks stay in the process (up to
+    its peak use).
     The ``tokensieve generate`` command calls this for models on the CPU.
 
     Does nothing and returns ``False`` when the C library is not glibc,
