@@ -260,10 +260,9 @@ fn weight_of<T: Value>(v: T, on: bool, max: f64) -> f64 {
 
 /// The first allowed token whose log-prob is NaN or `+inf` (the cold path
 /// of the row passes, taken only after they saw one).
-#[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(v < inf)`: NaN or +inf in one compare
 fn first_bad<T: Value>(x: &[T], mask: &[u32]) -> usize {
     (0..x.len())
-        .find(|&t| (word_at(mask, t / 32) >> (t % 32)) & 1 != 0 && !(x[t].f64() < f64::INFINITY))
+        .find(|&t| (word_at(mask, t / 32) >> (t % 32)) & 1 != 0 && x[t].not_below_inf())
         .unwrap_or(0)
 }
 
@@ -383,7 +382,6 @@ macro_rules! row_body {
 }
 
 /// [`row_body!`] for row `r`, built for `isa`.
-#[allow(clippy::neg_cmp_op_on_partial_ord)] // `!(v < inf)`: NaN or +inf in one compare
 fn one_row(isa: Isa, logits: Logits<'_>, shape: Shape, r: usize, mask: &[u32], cum: &mut [f64]) -> Result<f64, MaskedError> {
     let lo = r * shape.vocab;
     let hi = lo + shape.vocab;

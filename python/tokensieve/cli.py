@@ -289,13 +289,9 @@ def _load_model(name: str, verbose: bool) -> Tuple[Any, Any, Any]:
 def _keep_large_allocations_on_cpu(model: Any, verbose: bool) -> None:
     """For a model on the CPU, stop glibc from mapping and unmapping every
     step's logits (:func:`tokensieve.models.keep_large_allocations`)."""
-    from .models import keep_large_allocations
+    from .models import _device_of, keep_large_allocations
 
-    try:
-        on_cpu = next(model.parameters()).device.type == "cpu"
-    except (AttributeError, StopIteration):
-        on_cpu = True
-    if on_cpu:
+    if _device_of(model).type == "cpu":
         applied = keep_large_allocations()
         if verbose:
             state = "kept in the heap" if applied else "left to the allocator's defaults"

@@ -124,6 +124,17 @@ class HFState:
     pending: Any = None
 
 
+def _device_of(model: Any) -> Any:
+    """The device of ``model``'s first parameter; the CPU for a model without
+    parameters (or without ``parameters()``)."""
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        import torch
+
+        return torch.device("cpu")
+
+
 def _keep_last_logits_kwargs(model: Any) -> Dict[str, int]:
     """The keyword that makes ``model``'s forward compute the logits of the
     last position only, if it has one: ``logits_to_keep`` (transformers >=
@@ -160,12 +171,7 @@ class HFModel:
         if bos_token_id is None and config is not None:
             bos_token_id = getattr(config, "bos_token_id", None)
         self.bos_token_id = bos_token_id
-        try:
-            self.device = next(model.parameters()).device
-        except (AttributeError, StopIteration):
-            import torch
-
-            self.device = torch.device("cpu")
+        self.device = _device_of(model)
         self._keep_last = _keep_last_logits_kwargs(model)
 
     def _forward(self, input_ids: Any, past: Any) -> Tuple[Any, Any]:
