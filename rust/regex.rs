@@ -86,6 +86,19 @@ impl Dfa {
         self.start
     }
 
+    /// The equivalence class of byte `b`: bytes of one class lead every
+    /// state to the same state, so anything that depends on a byte only
+    /// through this DFA can be memoised per class.
+    #[inline(always)]
+    pub fn byte_class(&self, b: u8) -> usize {
+        self.classes[b as usize] as usize
+    }
+
+    /// Number of byte classes (an upper bound on [`Dfa::byte_class`] + 1).
+    pub fn num_classes(&self) -> usize {
+        self.stride
+    }
+
     pub fn num_states(&self) -> usize {
         self.terminal.len()
     }

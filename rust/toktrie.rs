@@ -243,6 +243,18 @@ impl TokTrie {
         &self.token_ids[n.tok_start as usize..n.tok_start as usize + n.ntok as usize]
     }
 
+    /// Length of the byte string node `i` spells (root: 0).
+    #[inline]
+    pub fn node_depth(&self, i: usize) -> usize {
+        self.nodes[i].depth as usize
+    }
+
+    /// One past the last node of `i`'s subtree (preorder).
+    #[inline]
+    pub fn subtree_end(&self, i: usize) -> usize {
+        self.nodes[i].subtree_end as usize
+    }
+
     #[inline]
     pub fn node_byte(&self, i: usize) -> u8 {
         self.nodes[i].byte

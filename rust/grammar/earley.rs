@@ -168,7 +168,20 @@ pub struct Chart {
     seen: std::collections::HashSet<Item, BuildFx>,
     /// Memoised structural fingerprints of sets (see [`Chart::fingerprint`]).
     canon: Vec<u128>,
+    /// Completion index of large sets: (awaited symbol, item) sorted by
+    /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
+    /// which are scanned instead.
+    waits: Vec<(u32, Item)>,
+    waits_at: Vec<(u32, u32)>,
 }
+
+/// Sets with at least this many items get a completion index. Completing a
+/// nonterminal reads its origin set for the items waiting on it; on an
+/// ambiguous grammar sets grow with the text (`(. .+)*` has one item per
+/// earlier position) and a scan per completion would make each step
+/// quadratic in the text. Small sets, the common case, are cheaper to scan
+/// than to index.
+const INDEX_MIN_ITEMS: usize = 48;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct BuildFx;
@@ -259,6 +272,9 @@ impl Chart {
 
     fn pop_set(&mut self, pwords: usize) {
         self.canon.truncate(self.sets.len() - 1);
+        if let Some((ws, _)) = self.waits_at.pop() {
+            self.waits.truncate(ws as usize);
+        }
         let s = self.sets.pop().expect("pop on empty chart") as usize;
         self.items.truncate(s);
         let l = self.expect.len() - 2 * pwords;
@@ -321,20 +337,38 @@ impl CompiledGrammar {
                 // Complete: advance items in the origin set waiting on lhs.
                 let lhs = self.rule_lhs[(sym & !END_FLAG) as usize];
                 let want = NT_FLAG | lhs;
-                let range = if it.origin == k {
-                    start..c.items.len()
-                } else {
-                    c.set_range(it.origin as usize)
-                };
-                for j in range {
-                    let w = c.items[j];
-                    if self.rhs[w.dot as usize] == want {
+                let (ws, we) = if it.origin == k { (0, 0) } else { c.waits_at[it.origin as usize] };
+                if ws < we {
+                    let idx = &c.waits[ws as usize..we as usize];
+                    let from = idx.partition_point(|&(sym, _)| sym < want);
+                    let mut j = ws as usize + from;
+                    while j < we as usize && c.waits[j].0 == want {
+                        let w = c.waits[j].1;
+                        j += 1;
                         let adv = Item {
                             dot: w.dot + 1,
                             origin: w.origin,
                         };
                         if c.seen.insert(adv) {
                             c.items.push(adv);
+                        }
+                    }
+                } else {
+                    let range = if it.origin == k {
+                        start..c.items.len()
+                    } else {
+                        c.set_range(it.origin as usize)
+                    };
+                    for j in range {
+                        let w = c.items[j];
+                        if self.rhs[w.dot as usize] == want {
+                            let adv = Item {
+                                dot: w.dot + 1,
+                                origin: w.origin,
+                            };
+                            if c.seen.insert(adv) {
+                                c.items.push(adv);
+                            }
                         }
                     }
                 }
@@ -366,6 +400,17 @@ impl CompiledGrammar {
             c.sets.pop();
             return Ok(false);
         }
+        let ws = c.waits.len();
+        if c.items.len() - start >= INDEX_MIN_ITEMS {
+            for &it in &c.items[start..] {
+                let sym = self.rhs[it.dot as usize];
+                if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
+                    c.waits.push((sym, it));
+                }
+            }
+            c.waits[ws..].sort_unstable_by_key(|&(sym, _)| sym);
+        }
+        c.waits_at.push((ws as u32, c.waits.len() as u32));
         c.expect.extend_from_slice(&expected);
         for (w, e) in expected.iter().enumerate() {
             c.expect.push(e | self.ignore[w]);
@@ -530,6 +575,51 @@ impl GrammarState {
                 None
             }
         }
+    }
+
+    /// Number of chart sets (parser steps taken so far).
+    pub fn chart_height(&self) -> usize {
+        self.chart.num_sets()
+    }
+
+    /// Lexer state and whether a lexeme is in progress.
+    pub fn lexer_position(&self) -> (u32, bool) {
+        (*self.lex.last().unwrap(), self.lex.len() > 1)
+    }
+
+    /// Canonical form of the top chart set for a walk that started at chart
+    /// height `h0`, written into `out` (cleared first).
+    ///
+    /// Two parser configurations whose top sets have the same canonical
+    /// form accept exactly the same continuations: the future reads the
+    /// top set's items that wait on a symbol (scans, and completions of
+    /// later items that originate here), their origin sets recursively, and
+    /// whether the start rule is complete. Completed items are never read
+    /// again once a set is built, so they are left out. Origins below `h0`
+    /// are the walk's fixed base and are named by index; origins at or above
+    /// it are named by their own canonical id (`ids[origin - h0]`, computed
+    /// when that set was pushed), so configurations reached by different
+    /// byte paths collapse into one state whenever their structure agrees.
+    pub fn canonical_top(&self, g: &CompiledGrammar, h0: usize, ids: &[u32], out: &mut Vec<u64>) {
+        out.clear();
+        let top = self.chart.num_sets() - 1;
+        debug_assert!(top >= h0 && ids.len() == top - h0);
+        for it in &self.chart.items[self.chart.set_range(top)] {
+            if g.rhs[it.dot as usize] & END_FLAG != 0 {
+                continue;
+            }
+            let o = it.origin as usize;
+            let code = if o == top {
+                u32::MAX
+            } else if o < h0 {
+                o as u32
+            } else {
+                (1 << 31) | ids[o - h0]
+            };
+            out.push((it.dot as u64) << 32 | code as u64);
+        }
+        out.sort_unstable();
+        out.push(g.chart_accepts(&self.chart) as u64);
     }
 
     pub fn leave_after_lexeme(&mut self, g: &CompiledGrammar, saved: (Vec<u32>, Vec<u32>, bool)) {

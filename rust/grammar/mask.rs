@@ -14,7 +14,7 @@
 //! shape give equal answers from the same parser state, so each shape is
 //! walked once per mask and its result replayed by offset.
 
-use super::earley::{can_end, extends, CompiledGrammar, GrammarState, GrammarWalker};
+use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::toktrie::TokTrie;
 use std::collections::HashMap;
@@ -76,6 +76,7 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
         let allowed = allowed.to_vec();
         if let Some(saved) = st.enter_after_lexeme(g, ls) {
             memo.clear();
+            let mut walk = LazyWalk::new(g, st);
             for &(node, _) in &b[i..j] {
                 for c in trie.children(node as usize) {
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
@@ -83,11 +84,7 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
                     }
                     let offs = memo.entry(shapes[c]).or_insert_with(|| {
                         let mut v = Vec::new();
-                        trie.walk_subtree(c, &mut GrammarWalker { g, st }, |k, _| {
-                            if !trie.node_tokens(k).is_empty() {
-                                v.push((k - c) as u32)
-                            }
-                        });
+                        walk.walk_subtree(g, trie, st, c, &mut v);
                         v
                     });
                     for &o in offs.iter() {
@@ -103,10 +100,159 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
     }
 }
 
+/// Transition-table entry not computed yet.
+const UNKNOWN: u32 = u32::MAX;
+/// Transition to "no string of the language continues this way".
+const DEAD: u32 = 0;
+
+/// A trie walk over one parser configuration (the "base") that builds the
+/// automaton of the configurations it reaches lazily, as a DFA.
+///
+/// Why: a grammar whose lexemes are short (GBNF's are single characters)
+/// makes the parser take a step at nearly every byte of every token, and an
+/// Earley step costs the size of a chart set. But below one base the walk
+/// reaches few distinct configurations: inside an identifier, a string or
+/// a number the set after each byte has the same structure. So each
+/// configuration is named by its canonical form
+/// ([`GrammarState::canonical_top`]) plus the lexer state, transitions are
+/// memoised per (configuration, byte), and the parser only runs for a
+/// transition seen for the first time. Every other trie node costs a table
+/// lookup. The parser state itself is advanced lazily: it trails the walk
+/// and replays the path bytes when an unknown transition needs it.
+pub struct LazyWalk {
+    /// Chart height at the base: sets below it are fixed for the walk.
+    h0: usize,
+    /// Canonical ids of the chart sets pushed above the base, bottom up.
+    set_ids: Vec<u32>,
+    sets: HashMap<Vec<u64>, u32>,
+    states: HashMap<(u32, bool, u32), u32>,
+    /// `trans[stride * s + c]`: the state after a byte of lexer class `c`
+    /// in state `s` (the parser sees a byte only through the lexer, so
+    /// bytes of one class move every configuration alike).
+    trans: Vec<u32>,
+    stride: usize,
+    base: u32,
+    scratch: Vec<u64>,
+}
+
+impl LazyWalk {
+    pub fn new(g: &CompiledGrammar, st: &GrammarState) -> LazyWalk {
+        let stride = g.lexer.num_classes();
+        let mut w = LazyWalk {
+            h0: st.chart_height(),
+            set_ids: Vec::new(),
+            sets: HashMap::new(),
+            states: HashMap::new(),
+            trans: vec![UNKNOWN; stride], // state 0 is DEAD
+            stride,
+            base: 0,
+            scratch: Vec::new(),
+        };
+        let (ls, ip) = st.lexer_position();
+        w.base = w.state_id(ls, ip, 0);
+        w
+    }
+
+    fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
+        let next = (self.trans.len() / self.stride) as u32;
+        let id = *self.states.entry((ls, ip, set)).or_insert(next);
+        if id == next {
+            self.trans.resize(self.trans.len() + self.stride, UNKNOWN);
+        }
+        id
+    }
+
+    /// The state of `st` after a successful push (the chart may have grown
+    /// by one set or, after pops, shrunk to where `set_ids` must follow).
+    fn state_of(&mut self, g: &CompiledGrammar, st: &GrammarState) -> u32 {
+        let h = st.chart_height();
+        let above = h - self.h0;
+        if above > self.set_ids.len() {
+            debug_assert_eq!(above, self.set_ids.len() + 1);
+            let mut buf = std::mem::take(&mut self.scratch);
+            st.canonical_top(g, self.h0, &self.set_ids, &mut buf);
+            let next = self.sets.len() as u32 + 1; // 0 names the base's top set
+            let id = match self.sets.get(&buf) {
+                Some(&id) => id,
+                None => {
+                    self.sets.insert(buf.clone(), next);
+                    next
+                }
+            };
+            self.scratch = buf;
+            self.set_ids.push(id);
+        }
+        let set = if above == 0 { 0 } else { self.set_ids[above - 1] };
+        let (ls, ip) = st.lexer_position();
+        self.state_id(ls, ip, set)
+    }
+
+    fn pop(&mut self, g: &CompiledGrammar, st: &mut GrammarState, n: usize) {
+        if n > 0 {
+            st.pop_bytes(g, n);
+            self.set_ids.truncate(st.chart_height() - self.h0);
+        }
+    }
+
+    /// Walk the subtree of trie node `root` from the base (`st` must be in
+    /// the base configuration, and is left in it), pushing the offset from
+    /// `root` of every accepted node where a token ends into `out`.
+    pub fn walk_subtree(&mut self, g: &CompiledGrammar, trie: &TokTrie, st: &mut GrammarState, root: usize, out: &mut Vec<u32>) {
+        let d0 = trie.node_depth(root) - 1;
+        let end = trie.subtree_end(root);
+        // ids[k]: state after k bytes below the base on the current path;
+        // path[k]: the k-th byte. `st` has actually taken `real` bytes, of
+        // which the first `valid` are still a prefix of the current path.
+        let mut ids = vec![self.base];
+        let mut path: Vec<u8> = Vec::new();
+        let (mut real, mut valid) = (0usize, 0usize);
+        let mut i = root;
+        while i < end {
+            let d = trie.node_depth(i) - d0; // 1-based depth below the base
+            let b = trie.node_byte(i);
+            ids.truncate(d);
+            path.truncate(d - 1);
+            valid = valid.min(d - 1);
+            let slot = ids[d - 1] as usize * self.stride + g.lexer.byte_class(b);
+            let mut t = self.trans[slot];
+            if t == UNKNOWN {
+                self.pop(g, st, real - valid);
+                real = valid;
+                while real < d - 1 {
+                    let ok = st.push_byte(g, path[real]);
+                    debug_assert!(ok, "replaying a known transition");
+                    real += 1;
+                    self.state_of(g, st);
+                }
+                valid = real;
+                t = if st.push_byte(g, b) {
+                    real += 1;
+                    valid = real;
+                    self.state_of(g, st)
+                } else {
+                    DEAD
+                };
+                self.trans[slot] = t;
+            }
+            if t == DEAD {
+                i = trie.subtree_end(i);
+                continue;
+            }
+            ids.push(t);
+            path.push(b);
+            if !trie.node_tokens(i).is_empty() {
+                out.push((i - root) as u32);
+            }
+            i += 1;
+        }
+        self.pop(g, st, real);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grammar::earley::GrammarState;
+    use crate::grammar::earley::{GrammarState, GrammarWalker};
     use crate::grammar::json::{json_grammar, Whitespace};
     use crate::grammar::GrammarLimits;
     use crate::matcher::TokEnv;
