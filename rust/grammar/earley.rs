@@ -61,12 +61,20 @@ impl CompiledGrammar {
             return Err(Error::TooLarge(format!("grammar has {total} symbols (limit {})", limits.max_rhs_symbols)));
         }
         g.validate()?;
+        // A rule with a symbol that derives no finite string can never be
+        // completed. Kept, it would still be predicted and its first
+        // terminals allowed, leading into a text that cannot end
+        // (`root ::= "a" | "(" r1`, `r1 ::= r1`): masks would allow `(`.
+        // Dropping such rules leaves the language as it is and makes every
+        // live item completable.
+        let productive = g.productive();
+        let rules: Vec<&super::Rule> = g.rules.iter().filter(|r| g.rule_is_productive(r, &productive)).collect();
         let n_nt = g.nonterminals.len();
         let mut rhs = Vec::with_capacity(total + 2);
         let mut rule_start = Vec::with_capacity(g.rules.len() + 1);
         let mut rule_lhs = Vec::with_capacity(g.rules.len() + 1);
         let mut rules_of = vec![Vec::new(); n_nt + 1];
-        for (r, rule) in g.rules.iter().enumerate() {
+        for (r, rule) in rules.iter().enumerate() {
             rule_start.push(rhs.len() as u32);
             rule_lhs.push(rule.lhs);
             rules_of[rule.lhs as usize].push(r as u32);
@@ -79,7 +87,7 @@ impl CompiledGrammar {
             rhs.push(END_FLAG | r as u32);
         }
         // Augmented start S' -> S (S' is nonterminal n_nt).
-        let start_rule = g.rules.len() as u32;
+        let start_rule = rules.len() as u32;
         rule_start.push(rhs.len() as u32);
         rule_lhs.push(n_nt as u32);
         rules_of[n_nt].push(start_rule);
@@ -89,7 +97,7 @@ impl CompiledGrammar {
         let mut nullable = vec![false; n_nt + 1];
         loop {
             let mut changed = false;
-            for rule in &g.rules {
+            for rule in &rules {
                 if !nullable[rule.lhs as usize] && rule.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
                     nullable[rule.lhs as usize] = true;
                     changed = true;

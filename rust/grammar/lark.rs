@@ -1777,6 +1777,24 @@ impl RuleCompiler<'_, '_> {
     }
 
     fn repeat(&mut self, inner: &Expr, min: u64, max: Option<u64>) -> Result<Vec<Sym>> {
+        // A repeated optional or star is the same language as a repetition
+        // of its body from zero: (y?){m,n} = y{0,n} and (y*){m,n} = y* for
+        // n >= 1. Desugared as written, every copy could match the empty
+        // string, so the parser would track which copies took each `y`:
+        // `["a"]~1..1000` made Earley sets of 100,000+ items. Said this way
+        // the repetition is unambiguous.
+        if let Expr::Repeat {
+            inner: y,
+            min: 0,
+            max: inner_max,
+            ..
+        } = inner
+        {
+            if max != Some(0) && matches!(inner_max, Some(1) | None) {
+                let outer_max = if inner_max.is_none() { None } else { max };
+                return self.repeat(y, 0, outer_max);
+            }
+        }
         Ok({
             {
                 let a = self.alts(inner)?;

@@ -258,18 +258,86 @@ mod tests {
     use crate::matcher::TokEnv;
     use crate::vocab::Vocabulary;
 
+    fn load_env(name: &str) -> Option<std::sync::Arc<TokEnv>> {
+        let path = format!("{}/../shared/tokenizers/{name}/tokenizer.json", env!("CARGO_MANIFEST_DIR"));
+        let Ok(json) = std::fs::read_to_string(&path) else {
+            eprintln!("skipping: {path} not found");
+            return None;
+        };
+        Some(TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap()))
+    }
+
+    /// Feed `doc` byte by byte; before every `stride`-th byte (and at the
+    /// end) the layered mask must equal a plain trie walk with the full
+    /// parser.
+    fn check_doc(env: &TokEnv, g: &CompiledGrammar, doc: &str, stride: usize) {
+        let (trie, shapes, words) = (env.trie(), env.shapes(), env.mask_words());
+        let mut st = GrammarState::new(g).unwrap();
+        let n = doc.len();
+        for (i, byte) in doc.bytes().chain(std::iter::once(0)).enumerate() {
+            if i % stride == 0 || i == n {
+                let (ls, ip, allowed) = st.lexer_view(g);
+                let allowed = allowed.to_vec();
+                let entry = LexEntry::build(g, trie, ls, ip, &allowed, words);
+                let mut fast = vec![0u32; words];
+                fill_from_entry(g, trie, shapes, &mut st, &entry, &mut fast);
+                let mut slow = vec![0u32; words];
+                trie.add_allowed(&mut GrammarWalker { g, st: &mut st }, &mut slow);
+                assert_eq!(
+                    crate::bitmask::ones(&fast),
+                    crate::bitmask::ones(&slow),
+                    "{:?} before byte {i}",
+                    String::from_utf8_lossy(&doc.as_bytes()[..i.min(n)])
+                );
+            }
+            if i == n {
+                break;
+            }
+            assert!(st.push_byte(g, byte), "{doc:?} rejected at byte {i}");
+        }
+        assert!(st.is_accepting(g), "{doc:?} not accepted");
+    }
+
+    /// The real grammars and samples of ../shared/grammars (llama.cpp GBNF,
+    /// Lark, SynCode) on GPT-2 and Llama 3: the cold path (lexer layer +
+    /// lazy walk) equals the plain walk at every 5th byte.
+    #[test]
+    fn lazy_walk_equals_plain_walk_on_real_grammars() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/grammars");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            eprintln!("skipping: {dir} not found");
+            return;
+        };
+        let mut files: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "gbnf" || x == "lark"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        for vname in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(vname) else { return };
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap();
+                let sample = std::fs::read_to_string(f.with_extension("1.txt")).unwrap();
+                let lim = GrammarLimits::default();
+                let g = if f.extension().unwrap() == "gbnf" {
+                    crate::grammar::gbnf::parse_gbnf(&text, &lim)
+                } else {
+                    crate::grammar::lark::parse_lark(&text, &lim)
+                }
+                .unwrap();
+                let g = CompiledGrammar::new(&g, &lim).unwrap();
+                check_doc(&env, &g, &sample, 5);
+            }
+        }
+    }
+
     /// The layered mask equals a plain trie walk with the full parser, at
     /// every byte of some JSON documents, on the real GPT-2 vocabulary.
     #[test]
     fn layered_mask_equals_plain_walk() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt2/tokenizer.json");
-        let Ok(json) = std::fs::read_to_string(path) else {
-            eprintln!("skipping: {path} not found");
-            return;
-        };
-        let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
-        let trie = env.trie();
-        let shapes = env.shapes();
+        let Some(env) = load_env("gpt2") else { return };
         for ws in [Whitespace::Flexible, Whitespace::Compact] {
             let g = CompiledGrammar::new(&json_grammar(ws, 8).unwrap(), &GrammarLimits::default()).unwrap();
             let docs: &[&str] = if ws == Whitespace::Flexible {
@@ -278,25 +346,7 @@ mod tests {
                 &[r#"{"a":[1,2.5e-3,"x\"y",true],"b":{"c":null}}"#]
             };
             for doc in docs {
-                let mut st = GrammarState::new(&g).unwrap();
-                for &byte in doc.as_bytes() {
-                    let words = env.mask_words();
-                    let (ls, ip, allowed) = st.lexer_view(&g);
-                    let allowed = allowed.to_vec();
-                    let entry = LexEntry::build(&g, trie, ls, ip, &allowed, words);
-                    let mut fast = vec![0u32; words];
-                    fill_from_entry(&g, trie, shapes, &mut st, &entry, &mut fast);
-                    let mut slow = vec![0u32; words];
-                    trie.add_allowed(&mut GrammarWalker { g: &g, st: &mut st }, &mut slow);
-                    assert_eq!(
-                        crate::bitmask::ones(&fast),
-                        crate::bitmask::ones(&slow),
-                        "doc {doc:?} before byte {:?}",
-                        byte as char
-                    );
-                    assert!(st.push_byte(&g, byte), "{doc:?} rejected at {:?}", byte as char);
-                }
-                assert!(st.is_accepting(&g));
+                check_doc(&env, &g, doc, 1);
             }
         }
     }

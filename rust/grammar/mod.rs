@@ -252,6 +252,31 @@ pub(crate) fn locate_empty_language(e: Error, text: &str, name: &str) -> Error {
 }
 
 impl Grammar {
+    /// Which nonterminals derive some finite terminal string (a fixpoint).
+    pub fn productive(&self) -> Vec<bool> {
+        let mut productive = vec![false; self.nonterminals.len()];
+        loop {
+            let mut changed = false;
+            for r in &self.rules {
+                if !productive[r.lhs as usize] && self.rule_is_productive(r, &productive) {
+                    productive[r.lhs as usize] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return productive;
+            }
+        }
+    }
+
+    /// Every symbol of `r`'s right-hand side is a terminal or productive.
+    pub fn rule_is_productive(&self, r: &Rule, productive: &[bool]) -> bool {
+        r.rhs.iter().all(|s| match s {
+            Sym::T(_) => true,
+            Sym::N(m) => productive[*m as usize],
+        })
+    }
+
     /// Undefined nonterminals and an empty language are errors.
     pub fn validate(&self) -> Result<()> {
         let n = self.nonterminals.len();
@@ -266,24 +291,7 @@ impl Grammar {
                 message: format!("undefined symbol {:?}", self.nonterminals[i]),
             });
         }
-        // Productive nonterminals (derive some terminal string): fixpoint.
-        let mut productive = vec![false; n];
-        loop {
-            let mut changed = false;
-            for r in &self.rules {
-                if !productive[r.lhs as usize]
-                    && r.rhs
-                        .iter()
-                        .all(|s| matches!(s, Sym::T(_)) || matches!(s, Sym::N(m) if productive[*m as usize]))
-                {
-                    productive[r.lhs as usize] = true;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        let productive = self.productive();
         if !productive[self.start as usize] {
             let mut dead: Vec<&str> = (0..n)
                 .filter(|&i| !productive[i] && !self.nonterminals[i].starts_with("__"))
