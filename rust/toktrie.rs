@@ -29,15 +29,15 @@ pub trait Recognizer {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Node {
+pub struct Node {
     /// Index one past this node's last descendant.
-    subtree_end: u32,
+    pub subtree_end: u32,
     /// Tokens whose bytes end exactly here: `token_ids[tok_start..tok_start+ntok]`.
     tok_start: u32,
-    ntok: u16,
+    pub ntok: u16,
     /// Length of the byte string this node spells (root: 0).
-    depth: u16,
-    byte: u8,
+    pub depth: u16,
+    pub byte: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +241,12 @@ impl TokTrie {
     pub fn node_tokens(&self, i: usize) -> &[u32] {
         let n = self.nodes[i];
         &self.token_ids[n.tok_start as usize..n.tok_start as usize + n.ntok as usize]
+    }
+
+    /// Node `i` (for walks that keep their own per-depth state).
+    #[inline]
+    pub fn node(&self, i: usize) -> Node {
+        self.nodes[i]
     }
 
     /// Length of the byte string node `i` spells (root: 0).

@@ -468,12 +468,22 @@ fn intersects(a: &[u64], b: &[u64]) -> bool {
     a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
+/// Stands in [`GrammarState`]'s lexer stack for "no lexeme in progress
+/// after this byte": the byte completed a lexeme that no byte can extend
+/// (every GBNF character, most punctuation), so it was ended at once.
+///
+/// Why at once rather than when the next byte comes: the state is then
+/// the same whichever character it was (`"ab` and `"ay` both sit inside a
+/// string body), so masks memoised by state are found again at the next
+/// character of the same context instead of being keyed by the last one.
+const FRESH: u32 = u32::MAX;
+
 /// Parser + lexer state of one sequence: a chart and, per pushed byte, the
 /// lexer state and the chart height at that byte.
 #[derive(Debug, Clone)]
 pub struct GrammarState {
     chart: Chart,
-    /// Lexer state after each byte; `lex[0]` is the lexer start.
+    /// Lexer state after each byte (or [`FRESH`]); `lex[0]` is the lexer start.
     lex: Vec<u32>,
     /// Chart height (number of sets) after each byte.
     height: Vec<u32>,
@@ -499,21 +509,20 @@ impl GrammarState {
     /// Key under which this state's mask can be memoised: the lexer state,
     /// whether a lexeme is in progress, and the chart's fingerprint.
     pub fn mask_key(&mut self, g: &CompiledGrammar) -> (u32, bool, u128) {
-        (*self.lex.last().unwrap(), self.lex.len() == 1, self.chart.fingerprint(g))
+        let (s, ip) = self.lexer_position(g);
+        (s, ip, self.chart.fingerprint(g))
     }
 
     /// Push one byte under greedy contextual lexing; `false` (state
     /// unchanged) if no string of the language continues with it.
     pub fn push_byte(&mut self, g: &CompiledGrammar, b: u8) -> bool {
         let pw = g.pwords;
-        let s = *self.lex.last().unwrap();
+        let (s, in_progress) = self.lexer_position(g);
         let s2 = g.lexer.next(s, b);
         if s2 != DEAD && intersects(g.lexer.reach(s2), self.chart.allowed(pw)) {
-            self.lex.push(s2);
-            self.height.push(self.chart.num_sets() as u32);
-            return true;
+            return self.push_lexer_state(g, s2);
         }
-        if self.lex.len() == 1 {
+        if !in_progress {
             return false; // no lexeme in progress: nothing to end
         }
         // End the current lexeme at `s`, then start a new one with `b`.
@@ -521,16 +530,30 @@ impl GrammarState {
             return false;
         };
         let s3 = g.lexer.next(g.lexer.start(), b);
-        if s3 != DEAD && intersects(g.lexer.reach(s3), self.chart.allowed(pw)) {
-            self.lex.push(s3);
-            self.height.push(self.chart.num_sets() as u32);
-            true
-        } else {
-            if scanned {
-                self.chart.pop_set(pw);
-            }
-            false
+        if s3 != DEAD && intersects(g.lexer.reach(s3), self.chart.allowed(pw)) && self.push_lexer_state(g, s3) {
+            return true;
         }
+        if scanned {
+            self.chart.pop_set(pw);
+        }
+        false
+    }
+
+    /// Record lexer state `s` for the byte just taken; a lexeme that no
+    /// byte can extend is ended at once (see [`FRESH`]). `false` (nothing
+    /// recorded, chart as it was) if that end fails.
+    fn push_lexer_state(&mut self, g: &CompiledGrammar, s: u32) -> bool {
+        let s = if g.lexer.is_terminal(s) {
+            if self.end_lexeme(g, s).is_none() {
+                return false;
+            }
+            FRESH
+        } else {
+            s
+        };
+        self.lex.push(s);
+        self.height.push(self.chart.num_sets() as u32);
+        true
     }
 
     pub fn pop_bytes(&mut self, g: &CompiledGrammar, n: usize) {
@@ -546,7 +569,8 @@ impl GrammarState {
     /// Current lexer state, whether a lexeme is in progress, and the
     /// terminals the lexer may match now (expected plus `%ignore`).
     pub fn lexer_view(&self, g: &CompiledGrammar) -> (u32, bool, &[u64]) {
-        (*self.lex.last().unwrap(), self.lex.len() > 1, self.chart.allowed(g.pwords))
+        let (s, ip) = self.lexer_position(g);
+        (s, ip, self.chart.allowed(g.pwords))
     }
 
     /// Move to the state right after the current lexeme ends in lexer state
@@ -591,11 +615,16 @@ impl GrammarState {
     }
 
     /// Lexer state and whether a lexeme is in progress.
-    pub fn lexer_position(&self) -> (u32, bool) {
-        (*self.lex.last().unwrap(), self.lex.len() > 1)
+    pub fn lexer_position(&self, g: &CompiledGrammar) -> (u32, bool) {
+        let s = *self.lex.last().unwrap();
+        if self.lex.len() == 1 || s == FRESH {
+            (g.lexer.start(), false)
+        } else {
+            (s, true)
+        }
     }
 
-    /// Canonical form of the top chart set for a walk that started at chart
+    /// Canonical form of chart set `top` for a walk that started at chart
     /// height `h0`, written into `out` (cleared first).
     ///
     /// Two parser configurations whose top sets have the same canonical
@@ -608,9 +637,8 @@ impl GrammarState {
     /// it are named by their own canonical id (`ids[origin - h0]`, computed
     /// when that set was pushed), so configurations reached by different
     /// byte paths collapse into one state whenever their structure agrees.
-    pub fn canonical_top(&self, g: &CompiledGrammar, h0: usize, ids: &[u32], out: &mut Vec<u64>) {
+    pub fn canonical_set(&self, g: &CompiledGrammar, top: usize, h0: usize, ids: &[u32], out: &mut Vec<u64>) {
         out.clear();
-        let top = self.chart.num_sets() - 1;
         debug_assert!(top >= h0 && ids.len() == top - h0);
         for it in &self.chart.items[self.chart.set_range(top)] {
             if g.rhs[it.dot as usize] & END_FLAG != 0 {
@@ -627,7 +655,11 @@ impl GrammarState {
             out.push((it.dot as u64) << 32 | code as u64);
         }
         out.sort_unstable();
-        out.push(g.chart_accepts(&self.chart) as u64);
+        let end = END_FLAG | g.start_rule;
+        let accepts = self.chart.items[self.chart.set_range(top)]
+            .iter()
+            .any(|it| it.origin == 0 && g.rhs[it.dot as usize] == end);
+        out.push(accepts as u64);
     }
 
     pub fn leave_after_lexeme(&mut self, g: &CompiledGrammar, saved: (Vec<u32>, Vec<u32>, bool)) {
@@ -641,12 +673,12 @@ impl GrammarState {
 
     /// The bytes so far form a complete string of the language.
     pub fn is_accepting(&mut self, g: &CompiledGrammar) -> bool {
-        if self.lex.len() == 1 {
+        let (s, in_progress) = self.lexer_position(g);
+        if !in_progress {
             return g.chart_accepts(&self.chart);
         }
         // End the lexeme in progress exactly as a following byte would
         // (expected terminals win over %ignore), then ask the parser.
-        let s = *self.lex.last().unwrap();
         match self.end_lexeme(g, s) {
             None => false,
             Some(scanned) => {

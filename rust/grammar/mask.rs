@@ -63,7 +63,10 @@ impl LexEntry {
 /// Complete a mask for grammar state `st` from its lexer entry.
 pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: &mut GrammarState, entry: &LexEntry, out: &mut [u32]) {
     out.copy_from_slice(&entry.inner);
-    let mut memo: HashMap<u32, Vec<u32>> = HashMap::new();
+    // Per shape: a range of `arena`, the offsets of the accepted token nodes.
+    let mut memo: HashMap<u32, (u32, u32)> = HashMap::new();
+    let mut arena: Vec<u32> = Vec::new();
+    let mut walk = LazyWalk::default();
     let mut i = 0;
     let b = &entry.boundaries;
     while i < b.len() {
@@ -76,18 +79,19 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
         let allowed = allowed.to_vec();
         if let Some(saved) = st.enter_after_lexeme(g, ls) {
             memo.clear();
-            let mut walk = LazyWalk::new(g, st);
+            arena.clear();
+            walk.reset(g, st);
             for &(node, _) in &b[i..j] {
                 for c in trie.children(node as usize) {
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
                         continue; // handled by the lexer layer
                     }
-                    let offs = memo.entry(shapes[c]).or_insert_with(|| {
-                        let mut v = Vec::new();
-                        walk.walk_subtree(g, trie, st, c, &mut v);
-                        v
+                    let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
+                        let from = arena.len() as u32;
+                        walk.walk_subtree(g, trie, st, c, &mut arena);
+                        (from, arena.len() as u32)
                     });
-                    for &o in offs.iter() {
+                    for &o in &arena[from as usize..to as usize] {
                         for &t in trie.node_tokens(c + o as usize) {
                             set_bit(out, t);
                         }
@@ -114,11 +118,12 @@ const DEAD: u32 = 0;
 /// reaches few distinct configurations: inside an identifier, a string or
 /// a number the set after each byte has the same structure. So each
 /// configuration is named by its canonical form
-/// ([`GrammarState::canonical_top`]) plus the lexer state, transitions are
+/// ([`GrammarState::canonical_set`]) plus the lexer state, transitions are
 /// memoised per (configuration, byte), and the parser only runs for a
 /// transition seen for the first time. Every other trie node costs a table
 /// lookup. The parser state itself is advanced lazily: it trails the walk
 /// and replays the path bytes when an unknown transition needs it.
+#[derive(Debug, Default)]
 pub struct LazyWalk {
     /// Chart height at the base: sets below it are fixed for the walk.
     h0: usize,
@@ -133,24 +138,30 @@ pub struct LazyWalk {
     stride: usize,
     base: u32,
     scratch: Vec<u64>,
+    /// Per depth below the base on the current trie path: the state there
+    /// and the byte that led to it (kept between walks to save allocations).
+    ids: Vec<u32>,
+    path: Vec<u8>,
 }
 
 impl LazyWalk {
     pub fn new(g: &CompiledGrammar, st: &GrammarState) -> LazyWalk {
-        let stride = g.lexer.num_classes();
-        let mut w = LazyWalk {
-            h0: st.chart_height(),
-            set_ids: Vec::new(),
-            sets: HashMap::new(),
-            states: HashMap::new(),
-            trans: vec![UNKNOWN; stride], // state 0 is DEAD
-            stride,
-            base: 0,
-            scratch: Vec::new(),
-        };
-        let (ls, ip) = st.lexer_position();
-        w.base = w.state_id(ls, ip, 0);
+        let mut w = LazyWalk::default();
+        w.reset(g, st);
         w
+    }
+
+    /// Start over from base `st`, keeping the buffers.
+    pub fn reset(&mut self, g: &CompiledGrammar, st: &GrammarState) {
+        self.stride = g.lexer.num_classes();
+        self.h0 = st.chart_height();
+        self.set_ids.clear();
+        self.sets.clear();
+        self.states.clear();
+        self.trans.clear();
+        self.trans.resize(self.stride, UNKNOWN); // state 0 is DEAD
+        let (ls, ip) = st.lexer_position(g);
+        self.base = self.state_id(ls, ip, 0);
     }
 
     fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
@@ -163,14 +174,14 @@ impl LazyWalk {
     }
 
     /// The state of `st` after a successful push (the chart may have grown
-    /// by one set or, after pops, shrunk to where `set_ids` must follow).
+    /// by a set or two: a lexeme ended, and another that no byte can extend
+    /// ended at once).
     fn state_of(&mut self, g: &CompiledGrammar, st: &GrammarState) -> u32 {
         let h = st.chart_height();
         let above = h - self.h0;
-        if above > self.set_ids.len() {
-            debug_assert_eq!(above, self.set_ids.len() + 1);
+        while above > self.set_ids.len() {
             let mut buf = std::mem::take(&mut self.scratch);
-            st.canonical_top(g, self.h0, &self.set_ids, &mut buf);
+            st.canonical_set(g, self.h0 + self.set_ids.len(), self.h0, &self.set_ids, &mut buf);
             let next = self.sets.len() as u32 + 1; // 0 names the base's top set
             let id = match self.sets.get(&buf) {
                 Some(&id) => id,
@@ -183,7 +194,7 @@ impl LazyWalk {
             self.set_ids.push(id);
         }
         let set = if above == 0 { 0 } else { self.set_ids[above - 1] };
-        let (ls, ip) = st.lexer_position();
+        let (ls, ip) = st.lexer_position(g);
         self.state_id(ls, ip, set)
     }
 
@@ -200,47 +211,49 @@ impl LazyWalk {
     pub fn walk_subtree(&mut self, g: &CompiledGrammar, trie: &TokTrie, st: &mut GrammarState, root: usize, out: &mut Vec<u32>) {
         let d0 = trie.node_depth(root) - 1;
         let end = trie.subtree_end(root);
+        let need = trie.max_depth() + 2;
+        if self.ids.len() < need {
+            self.ids.resize(need, 0);
+            self.path.resize(need, 0);
+        }
         // ids[k]: state after k bytes below the base on the current path;
-        // path[k]: the k-th byte. `st` has actually taken `real` bytes, of
-        // which the first `valid` are still a prefix of the current path.
-        let mut ids = vec![self.base];
-        let mut path: Vec<u8> = Vec::new();
+        // path[k]: the (k+1)-th byte. `st` has actually taken `real` bytes,
+        // of which the first `valid` are still a prefix of the current path.
+        self.ids[0] = self.base;
         let (mut real, mut valid) = (0usize, 0usize);
         let mut i = root;
         while i < end {
-            let d = trie.node_depth(i) - d0; // 1-based depth below the base
-            let b = trie.node_byte(i);
-            ids.truncate(d);
-            path.truncate(d - 1);
+            let node = trie.node(i);
+            let d = node.depth as usize - d0; // 1-based depth below the base
+            let b = node.byte;
             valid = valid.min(d - 1);
-            let slot = ids[d - 1] as usize * self.stride + g.lexer.byte_class(b);
+            let slot = self.ids[d - 1] as usize * self.stride + g.lexer.byte_class(b);
             let mut t = self.trans[slot];
             if t == UNKNOWN {
                 self.pop(g, st, real - valid);
                 real = valid;
                 while real < d - 1 {
-                    let ok = st.push_byte(g, path[real]);
+                    let ok = st.push_byte(g, self.path[real]);
                     debug_assert!(ok, "replaying a known transition");
                     real += 1;
                     self.state_of(g, st);
                 }
-                valid = real;
                 t = if st.push_byte(g, b) {
                     real += 1;
-                    valid = real;
                     self.state_of(g, st)
                 } else {
                     DEAD
                 };
+                valid = real;
                 self.trans[slot] = t;
             }
             if t == DEAD {
-                i = trie.subtree_end(i);
+                i = node.subtree_end as usize;
                 continue;
             }
-            ids.push(t);
-            path.push(b);
-            if !trie.node_tokens(i).is_empty() {
+            self.ids[d] = t;
+            self.path[d - 1] = b;
+            if node.ntok != 0 {
                 out.push((i - root) as u32);
             }
             i += 1;
