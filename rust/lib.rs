@@ -20,6 +20,7 @@
 
 pub mod bitmask;
 pub mod error;
+pub mod fxhash;
 pub mod grammar;
 pub mod masked;
 pub mod matcher;

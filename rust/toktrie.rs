@@ -14,6 +14,7 @@
 //! [`crate::matcher`].
 
 use crate::bitmask::set_bit;
+use crate::fxhash::FxMap;
 use crate::vocab::Vocabulary;
 
 /// The constraint side of a trie walk.
@@ -285,14 +286,29 @@ impl TokTrie {
     /// identical preorder layouts, so a walk's result over one, expressed as
     /// offsets from its root, holds for all of them.
     pub fn shape_ids(&self) -> Vec<u32> {
+        // A subtree is (byte, has tokens, its list of children); a list of
+        // children is (first child's subtree, the list of its later
+        // siblings). Interning both bottom-up (children follow their parent
+        // in preorder, so a reverse scan sees them first) keys every node
+        // by a few integers, with no per-node allocation.
+        const NONE: u32 = u32::MAX;
         let n = self.nodes.len();
         let mut ids = vec![0u32; n];
-        let mut intern: std::collections::HashMap<(u8, bool, Vec<u32>), u32> = std::collections::HashMap::new();
+        // Per node: the interned list of itself and its later siblings.
+        let mut lists = vec![NONE; n];
+        let mut nodes: FxMap<(u8, bool, u32), u32> = FxMap::with_capacity_and_hasher(n, Default::default());
+        let mut chains: FxMap<(u32, u32), u32> = FxMap::with_capacity_and_hasher(n, Default::default());
         for i in (0..n).rev() {
-            let kids: Vec<u32> = self.children(i).map(|c| ids[c]).collect();
-            let key = (self.nodes[i].byte, self.nodes[i].ntok > 0, kids);
-            let next = intern.len() as u32;
-            ids[i] = *intern.entry(key).or_insert(next);
+            let end = self.nodes[i].subtree_end as usize;
+            let kids = if i + 1 < end { lists[i + 1] } else { NONE };
+            let next = nodes.len() as u32;
+            ids[i] = *nodes.entry((self.nodes[i].byte, self.nodes[i].ntok > 0, kids)).or_insert(next);
+            // The next sibling starts where this subtree ends, if the parent
+            // (the nearest shallower node) still continues there.
+            let d = self.nodes[i].depth;
+            let sib = if end < n && self.nodes[end].depth == d { lists[end] } else { NONE };
+            let next = chains.len() as u32;
+            lists[i] = *chains.entry((ids[i], sib)).or_insert(next);
         }
         ids
     }
@@ -347,7 +363,34 @@ mod tests {
         assert_eq!(ones(&mask), expect);
     }
 
+    /// Two nodes get the same shape id iff their subtrees are equal
+    /// (bytes and token ends), checked against the definition itself.
+    fn check_shapes(trie: &TokTrie) {
+        fn spell(t: &TokTrie, i: usize) -> String {
+            let kids: Vec<String> = t.children(i).map(|c| spell(t, c)).collect();
+            format!(
+                "{}{}({})",
+                t.node_byte(i),
+                if t.node_tokens(i).is_empty() { "" } else { "*" },
+                kids.join(",")
+            )
+        }
+        let ids = trie.shape_ids();
+        let spelled: Vec<String> = (0..trie.num_nodes()).map(|i| spell(trie, i)).collect();
+        for i in 0..ids.len() {
+            for j in 0..ids.len() {
+                assert_eq!(ids[i] == ids[j], spelled[i] == spelled[j], "{} vs {}", spelled[i], spelled[j]);
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn prop_shape_ids_name_equal_subtrees(toks in proptest::collection::vec("[ab]{1,4}", 1..30)) {
+            let refs: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
+            check_shapes(&TokTrie::new(&vocab(&refs)));
+        }
+
         #[test]
         fn prop_walk_equals_brute_force(
             toks in proptest::collection::vec("[abc]{1,4}", 1..40),

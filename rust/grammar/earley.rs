@@ -16,6 +16,7 @@
 
 use super::{Grammar, GrammarLimits, Sym};
 use crate::error::{Error, Result};
+use crate::fxhash::FxSet;
 use crate::regex::{Dfa, RegexLimits, DEAD};
 
 const NT_FLAG: u32 = 1 << 30;
@@ -173,7 +174,7 @@ pub struct Chart {
     /// Per set: terminals expected next, then those plus `%ignore` (2 × pwords).
     expect: Vec<u64>,
     /// Scratch: dedup table for the set under construction.
-    seen: std::collections::HashSet<Item, BuildFx>,
+    seen: FxSet<Item>,
     /// Memoised structural fingerprints of sets (see [`Chart::fingerprint`]).
     canon: Vec<u128>,
     /// Completion index of large sets: (awaited symbol, item) sorted by
@@ -190,34 +191,6 @@ pub struct Chart {
 /// quadratic in the text. Small sets, the common case, are cheaper to scan
 /// than to index.
 const INDEX_MIN_ITEMS: usize = 48;
-
-#[derive(Debug, Clone, Copy, Default)]
-struct BuildFx;
-impl std::hash::BuildHasher for BuildFx {
-    type Hasher = Fx;
-    fn build_hasher(&self) -> Fx {
-        Fx(0)
-    }
-}
-/// A small multiplicative hasher: items are two u32s, SipHash is overkill.
-#[derive(Debug, Clone, Copy)]
-struct Fx(u64);
-impl std::hash::Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u32(&mut self, x: u32) {
-        self.write_u64(x as u64)
-    }
-    fn write_u64(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
 
 impl Chart {
     fn set_range(&self, k: usize) -> std::ops::Range<usize> {

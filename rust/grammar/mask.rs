@@ -16,8 +16,8 @@
 
 use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
+use crate::fxhash::FxMap;
 use crate::toktrie::TokTrie;
-use std::collections::HashMap;
 
 /// Lexer-only part of a mask for one (lexer state, allowed set).
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl LexEntry {
 pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: &mut GrammarState, entry: &LexEntry, out: &mut [u32]) {
     out.copy_from_slice(&entry.inner);
     // Per shape: a range of `arena`, the offsets of the accepted token nodes.
-    let mut memo: HashMap<u32, (u32, u32)> = HashMap::new();
+    let mut memo: FxMap<u32, (u32, u32)> = FxMap::default();
     let mut arena: Vec<u32> = Vec::new();
     let mut walk = LazyWalk::default();
     let mut i = 0;
@@ -129,8 +129,8 @@ pub struct LazyWalk {
     h0: usize,
     /// Canonical ids of the chart sets pushed above the base, bottom up.
     set_ids: Vec<u32>,
-    sets: HashMap<Vec<u64>, u32>,
-    states: HashMap<(u32, bool, u32), u32>,
+    sets: FxMap<Vec<u64>, u32>,
+    states: FxMap<(u32, bool, u32), u32>,
     /// `trans[stride * s + c]`: the state after a byte of lexer class `c`
     /// in state `s` (the parser sees a byte only through the lexer, so
     /// bytes of one class move every configuration alike).
