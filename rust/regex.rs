@@ -73,6 +73,22 @@ pub struct Dfa {
 
 pub const DEAD: u32 = 0;
 
+/// Whether `pattern` has a lazy (non-greedy) repetition whose count is not
+/// fixed (`*?`, `+?`, `??`, `{m,n}?`). `false` for a pattern that does not
+/// parse (compiling it reports the error).
+pub fn has_lazy_repetition(pattern: &str) -> bool {
+    fn walk(h: &regex_syntax::hir::Hir) -> bool {
+        use regex_syntax::hir::HirKind;
+        match h.kind() {
+            HirKind::Repetition(r) => (!r.greedy && r.max != Some(r.min)) || walk(&r.sub),
+            HirKind::Capture(c) => walk(&c.sub),
+            HirKind::Concat(v) | HirKind::Alternation(v) => v.iter().any(walk),
+            _ => false,
+        }
+    }
+    regex_syntax::Parser::new().parse(pattern).is_ok_and(|h| walk(&h))
+}
+
 impl Dfa {
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
@@ -186,6 +202,16 @@ impl Dfa {
     /// Compile several patterns into one DFA (pattern `i` is bit `i`).
     /// Unlike [`Dfa::compile`], a DFA matching nothing is not an error here.
     pub fn compile_many<P: AsRef<str>>(patterns: &[P], limits: &RegexLimits) -> Result<Dfa> {
+        Self::compile_many_first_match(patterns, &[], limits)
+    }
+
+    /// [`Dfa::compile_many`] where pattern `i` with `first_match[i]` set
+    /// matches only strings none of whose proper prefixes it matches: once
+    /// it has matched, no further byte keeps it alive. That is how a lexer
+    /// that takes a lazy regex's first match (Lark's, with Python's `re`)
+    /// ends `/".*?"/` at the first closing quote, where maximal munch over
+    /// the pattern's full language would run on to the last.
+    pub fn compile_many_first_match<P: AsRef<str>>(patterns: &[P], first_match: &[bool], limits: &RegexLimits) -> Result<Dfa> {
         let mut hirs = Vec::with_capacity(patterns.len());
         for p in patterns {
             let pattern = p.as_ref();
@@ -231,10 +257,19 @@ impl Dfa {
                     Error::TooLarge(format!("DFA exceeds {} bytes ({msg})", limits.dfa_size))
                 }
             })?;
-        Self::from_dense(&dfa, limits, patterns.len())
+        let pwords = patterns.len().div_ceil(64).max(1);
+        let mut first = vec![0u64; pwords];
+        for (i, _) in first_match.iter().enumerate().filter(|(_, &f)| f) {
+            first[i / 64] |= 1 << (i % 64);
+        }
+        Self::from_dense(&dfa, limits, patterns.len(), &first)
     }
 
-    fn from_dense(dfa: &dense::DFA<Vec<u32>>, limits: &RegexLimits, npatterns: usize) -> Result<Dfa> {
+    /// Our DFA from regex-automata's. States are pairs (its state, the
+    /// first-match patterns already matched on the way), the latter masked
+    /// out of the state's matches; without first-match patterns the second
+    /// part is always empty and this is a plain renumbering.
+    fn from_dense(dfa: &dense::DFA<Vec<u32>>, limits: &RegexLimits, npatterns: usize, first: &[u64]) -> Result<Dfa> {
         let start_cfg = start::Config::new().anchored(Anchored::Yes);
         let start_id = dfa
             .start_state(&start_cfg)
@@ -255,12 +290,26 @@ impl Dfa {
         }
         let stride = reps.len();
 
+        let pwords = npatterns.div_ceil(64).max(1);
+        let raw_matches = |sid: StateID| -> Vec<u64> {
+            let mut m = vec![0u64; pwords];
+            let e = dfa.next_eoi_state(sid);
+            if dfa.is_match_state(e) {
+                for k in 0..dfa.match_len(e) {
+                    let p = dfa.match_pattern(e, k).as_usize();
+                    m[p / 64] |= 1u64 << (p % 64);
+                }
+            }
+            m
+        };
         // BFS over reachable states; index 0 reserved for dead.
-        let mut ids: std::collections::HashMap<StateID, u32> = std::collections::HashMap::new();
-        let mut order: Vec<StateID> = vec![StateID::ZERO]; // placeholder for dead
+        type Key = (StateID, Vec<u64>);
+        let mut ids: std::collections::HashMap<Key, u32> = std::collections::HashMap::new();
+        let mut order: Vec<Key> = vec![(StateID::ZERO, vec![])]; // placeholder for dead
         let mut trans: Vec<u32> = vec![DEAD; stride];
         let mut queue = std::collections::VecDeque::new();
-        let mut intern = |sid: StateID, order: &mut Vec<StateID>, queue: &mut std::collections::VecDeque<StateID>| -> Result<u32> {
+        let mut intern = |sid: Key, order: &mut Vec<Key>, queue: &mut std::collections::VecDeque<Key>| -> Result<u32> {
+            let (sid, done) = sid;
             if dfa.is_dead_state(sid) {
                 return Ok(DEAD);
             }
@@ -269,39 +318,38 @@ impl Dfa {
                     "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
                 ));
             }
-            if let Some(&i) = ids.get(&sid) {
+            let key = (sid, done);
+            if let Some(&i) = ids.get(&key) {
                 return Ok(i);
             }
             let i = order.len() as u32;
             if order.len() > limits.max_states {
                 return Err(Error::TooLarge(format!("more than {} DFA states", limits.max_states)));
             }
-            ids.insert(sid, i);
-            order.push(sid);
-            queue.push_back(sid);
+            ids.insert(key.clone(), i);
+            order.push(key.clone());
+            queue.push_back(key);
             Ok(i)
         };
-        let start = intern(start_id, &mut order, &mut queue)?;
+        let start = intern((start_id, vec![0u64; pwords]), &mut order, &mut queue)?;
         let mut from = 0usize;
-        while let Some(sid) = queue.pop_front() {
+        while let Some((sid, done)) = queue.pop_front() {
             from += 1;
             trans.resize((from + 1) * stride, DEAD);
+            // First-match patterns matched here are over for every successor.
+            let m = raw_matches(sid);
+            let done2: Vec<u64> = done.iter().zip(&m).zip(first).map(|((d, m), f)| d | (m & f)).collect();
             for (c, &b) in reps.iter().enumerate() {
                 let t = dfa.next_state(sid, b);
-                trans[from * stride + c] = intern(t, &mut order, &mut queue)?;
+                trans[from * stride + c] = intern((t, done2.clone()), &mut order, &mut queue)?;
             }
         }
         let n = order.len();
         trans.resize(n * stride, DEAD);
-        let pwords = npatterns.div_ceil(64).max(1);
         let mut matches = vec![0u64; n * pwords];
-        for (i, &sid) in order.iter().enumerate().skip(1) {
-            let e = dfa.next_eoi_state(sid);
-            if dfa.is_match_state(e) {
-                for k in 0..dfa.match_len(e) {
-                    let p = dfa.match_pattern(e, k).as_usize();
-                    matches[i * pwords + p / 64] |= 1u64 << (p % 64);
-                }
+        for (i, (sid, done)) in order.iter().enumerate().skip(1) {
+            for (w, (m, d)) in raw_matches(*sid).iter().zip(done).enumerate() {
+                matches[i * pwords + w] = m & !d;
             }
         }
         Ok(prune_and_renumber(classes, stride, trans, matches, pwords, start, npatterns))

@@ -9,6 +9,7 @@ here).
 
 from __future__ import annotations
 
+import itertools
 from typing import List
 
 import pytest
@@ -134,3 +135,38 @@ def test_repeated_optional_language(src: str, texts_ok: List[str], texts_bad: Li
 
 def _text_vocab() -> ts.Vocabulary:
     return ts.Vocabulary(token_bytes=[bytes([ord("a") + i]) for i in range(26)] + [b"<eos>"], eos_token_ids=[26])
+
+
+LAZY = [
+    'start: STR ")"\nSTR: /".*?"/\n',
+    'start: (C | W)+\nC: /\\/\\*(.|\\n)*?\\*\\//\nW: /[a-z ]+/\n',
+    "start: X \"b\"\nX: /a+?/\n",
+]
+ALPHABET = {LAZY[0]: '"a)', LAZY[1]: "/*a ", LAZY[2]: "ab"}
+
+
+@pytest.mark.parametrize("src", LAZY)
+def test_lazy_terminals_end_at_their_first_match_as_in_lark(src: str) -> None:
+    """A terminal with a lazy quantifier ends at its first complete match,
+    as Lark's lexer (Python ``re``) does: ``/".*?"/`` then ``")"`` accepts
+    ``"a")``. Every string up to length 6 over a small alphabet is accepted
+    by tokensieve iff Lark parses it."""
+    lark = pytest.importorskip("lark")
+    parser = lark.Lark(src, parser="lalr")
+    alphabet = ALPHABET[src]
+    v = ts.Vocabulary(token_bytes=[c.encode() for c in alphabet] + [b"<eos>"], eos_token_ids=[len(alphabet)])
+    c = ts.compile_grammar(src, v)
+    disagreements = []
+    for n in range(1, 7):
+        for chars in itertools.product(range(len(alphabet)), repeat=n):
+            text = "".join(alphabet[i] for i in chars)
+            try:
+                parser.parse(text)
+                ok = True
+            except lark.exceptions.LarkError:
+                ok = False
+            m = ts.Matcher(c)
+            mine = m.consume_tokens(list(chars)) == n and m.is_accepting()
+            if mine != ok:
+                disagreements.append((text, ok))
+    assert not disagreements, disagreements[:10]

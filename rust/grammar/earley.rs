@@ -111,7 +111,8 @@ impl CompiledGrammar {
         nullable[n_nt] = nullable[g.start as usize];
 
         let patterns: Vec<&str> = g.terminals.iter().map(|t| t.regex.as_str()).collect();
-        let lexer = Dfa::compile_many(&patterns, &RegexLimits::default()).map_err(|e| match e {
+        let first_match: Vec<bool> = g.terminals.iter().map(|t| t.first_match).collect();
+        let lexer = Dfa::compile_many_first_match(&patterns, &first_match, &RegexLimits::default()).map_err(|e| match e {
             Error::RegexSyntax { message, .. } => Error::Grammar {
                 line: 0,
                 column: 0,

@@ -202,7 +202,11 @@ impl<'l> Emitter<'l> {
 
     pub fn terminal(&mut self, name: &str, regex: &str) -> Result<u32> {
         let t = self.b.terminal(name, regex);
-        self.check_terminal(t)
+        let t = self.check_terminal(t)?;
+        if crate::regex::has_lazy_repetition(regex) {
+            self.b.set_first_match(t);
+        }
+        Ok(t)
     }
 
     pub fn literal(&mut self, lit: &str) -> Result<u32> {

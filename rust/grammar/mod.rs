@@ -13,6 +13,19 @@
 //! lexemes. When a lexeme matches both an expected terminal and an ignored
 //! one, the expected terminal wins.
 //!
+//! A terminal may instead end at its first complete match
+//! ([`Terminal::first_match`]): Lark terminals whose regex has a lazy
+//! quantifier (`/".*?"/` ends at the first closing quote, as with Lark's
+//! own lexer). For the usual idioms (a lazy body before a delimiter) that
+//! is exactly Python's backtracking match; where a greedy part follows a
+//! lazy one (`/\d+?\.\d+/`) it is the shortest match, not Python's.
+//!
+//! Unlike Lark's lexer, a lexeme that runs into a dead end after a shorter
+//! complete match (`%ignore " "` beside `COMMENT: " //" /[^\n]*/`, text
+//! `a /b`) does not fall back to that match: the fallback is a lookahead of
+//! unbounded length, and with it a byte's viability would depend on bytes
+//! not yet seen.
+//!
 //! Masks are exact for these semantics with one caveat inherent to greedy
 //! lexing: a lexeme prefix counts as viable when some allowed terminal can
 //! still match it, which for pathological grammars (`s: A B` with
@@ -43,6 +56,9 @@ pub struct Terminal {
     pub name: String,
     /// Rust regex syntax; the lexeme must match it in full.
     pub regex: String,
+    /// The lexeme ends at the terminal's first complete match (no byte
+    /// extends a match): Lark's reading of a regex with lazy quantifiers.
+    pub first_match: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -113,10 +129,16 @@ impl GrammarBuilder {
         self.terminals.push(Terminal {
             name: name.to_string(),
             regex: regex.to_string(),
+            first_match: false,
         });
         self.term_by_regex.insert(regex.to_string(), t);
         self.term_by_name.insert(name.to_string(), t);
         t
+    }
+
+    /// Give terminal `t` first-match semantics (see [`Terminal::first_match`]).
+    pub fn set_first_match(&mut self, t: u32) {
+        self.terminals[t as usize].first_match = true;
     }
 
     /// A terminal matching `lit` exactly.
