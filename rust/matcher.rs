@@ -627,27 +627,50 @@ mod tests {
     /// real GPT-2 vocabulary and a Lark JSON grammar with EBNF helpers.
     #[test]
     fn cached_grammar_masks_equal_plain_walk() {
+        let lark = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grammars/json.lark")).unwrap();
+        let g = crate::grammar::lark::parse_lark(&lark, &GrammarLimits::default()).unwrap();
+        check_cached_masks(
+            &g,
+            &[
+                r#"[1, 2, [3, 4], {"a": [5, 6, 7]}, {"a": [8]}, [[], [9]], "x", "y", true]"#,
+                r#"{"k1": {"k2": [1, {"k3": "v"}]}, "k4": [[1, 2], [3, 4]], "k5": null}"#,
+            ],
+        );
+    }
+
+    /// The same for llama.cpp's json_arr.gbnf (character-level, where the
+    /// cache key must see through items left over from earlier elements)
+    /// on a few elements of the bench sample.
+    #[test]
+    fn cached_gbnf_masks_equal_plain_walk() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/grammars/");
+        let text = std::fs::read_to_string(format!("{dir}llamacpp-json_arr.gbnf")).unwrap();
+        let sample = std::fs::read_to_string(format!("{dir}llamacpp-json_arr.1.txt")).unwrap();
+        // The first eight elements, closed.
+        let cut = sample.match_indices(",\n").nth(7).unwrap().0;
+        let doc = format!("{}]", &sample[..cut]);
+        let g = crate::grammar::gbnf::parse_gbnf(&text, &GrammarLimits::default()).unwrap();
+        check_cached_masks(&g, &[&doc]);
+    }
+
+    /// Feed each doc byte by byte (GPT-2 has a token per byte): the
+    /// matcher's masks (mask cache, lexer layer, lazy walk) equal a plain
+    /// trie walk with the full parser before every byte.
+    fn check_cached_masks(g: &crate::grammar::Grammar, docs: &[&str]) {
         use crate::grammar::earley::{GrammarState, GrammarWalker};
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt2/tokenizer.json");
         let Ok(json) = std::fs::read_to_string(root) else {
             eprintln!("skipping: {root} not found");
             return;
         };
-        let lark = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grammars/json.lark")).unwrap();
         let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
-        let g = crate::grammar::lark::parse_lark(&lark, &GrammarLimits::default()).unwrap();
-        let c = Constraint::grammar(env.clone(), &g, &GrammarLimits::default()).unwrap();
+        let c = Constraint::grammar(env.clone(), g, &GrammarLimits::default()).unwrap();
         let Kind::Grammar(gr) = &c.kind else { panic!("a grammar constraint") };
         let cg = &gr.g;
-        let docs = [
-            r#"[1, 2, [3, 4], {"a": [5, 6, 7]}, {"a": [8]}, [[], [9]], "x", "y", true]"#,
-            r#"{"k1": {"k2": [1, {"k3": "v"}]}, "k4": [[1, 2], [3, 4]], "k5": null}"#,
-        ];
         let words = env.mask_words();
         for doc in docs {
             let mut m = Matcher::new(c.clone());
             let mut plain = GrammarState::new(cg).unwrap();
-            // Feed single-byte tokens (GPT-2 has one per byte).
             let trie = env.trie();
             for &byte in doc.as_bytes() {
                 let mut fast = vec![0u32; words];

@@ -29,6 +29,8 @@ pub struct CompiledGrammar {
     rhs: Vec<u32>,
     rule_start: Vec<u32>,
     rule_lhs: Vec<u32>,
+    /// Left-hand side of the rule each `rhs` position belongs to.
+    dot_lhs: Vec<u32>,
     /// Rules of each nonterminal.
     rules_of: Vec<Vec<u32>>,
     nullable: Vec<bool>,
@@ -95,6 +97,11 @@ impl CompiledGrammar {
         rhs.push(NT_FLAG | g.start);
         rhs.push(END_FLAG | start_rule);
 
+        let mut dot_lhs = Vec::with_capacity(rhs.len());
+        for (r, &st) in rule_start.iter().enumerate() {
+            let end = rule_start.get(r + 1).map_or(rhs.len(), |&e| e as usize);
+            dot_lhs.extend(std::iter::repeat_n(rule_lhs[r], end - st as usize));
+        }
         let mut nullable = vec![false; n_nt + 1];
         loop {
             let mut changed = false;
@@ -148,6 +155,7 @@ impl CompiledGrammar {
             rhs,
             rule_start,
             rule_lhs,
+            dot_lhs,
             rules_of,
             nullable,
             start_rule,
@@ -176,12 +184,12 @@ pub struct Chart {
     expect: Vec<u64>,
     /// Scratch: dedup table for the set under construction.
     seen: FxSet<Item>,
-    /// Memoised structural fingerprints of sets (see [`Chart::fingerprint`]).
-    canon: Vec<u128>,
-    /// Completion index of large sets: (awaited symbol, item) sorted by
+    /// Per set: memoised contexts by nonterminal (see [`Chart::context`]).
+    ctx: Vec<Vec<(u32, u128)>>,
+    /// Completion index of large sets: (awaited symbol, item index) sorted by
     /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
     /// which are scanned instead.
-    waits: Vec<(u32, Item)>,
+    waits: Vec<(u32, u32)>,
     waits_at: Vec<(u32, u32)>,
 }
 
@@ -208,52 +216,129 @@ impl Chart {
     /// so masks can be memoised by it even though set indices differ (the
     /// third key of an object looks like the second).
     ///
-    /// What the future reads: in the top set, items waiting on a terminal
-    /// (scans) and whether the start rule is complete (acceptance); in any
-    /// set, items waiting on a nonterminal (completion of a later item whose
-    /// origin it is). Completed items are never read again once their set is
-    /// built, so they are left out; that keeps fingerprints of long lists
-    /// from chaining through every earlier element. Each item contributes
-    /// its dot and, recursively, its origin's fingerprint; origins precede
-    /// their set, so origin fingerprints are computed bottom-up and memoised.
+    /// What the future reads: the top set's items waiting on a terminal
+    /// (scans), whether the start rule is complete (acceptance), and, for
+    /// each item, what its completion will advance: the *context* of its
+    /// rule's left-hand side at its origin ([`Chart::context`]). Nothing
+    /// else of the chart is ever read again, so an item left over from the
+    /// previous list element (a `ws` that might have followed it) does not
+    /// make the next element's fingerprint differ.
     pub fn fingerprint(&mut self, g: &CompiledGrammar) -> u128 {
-        while self.canon.len() < self.sets.len() {
-            let k = self.canon.len();
-            let h = self.hash_items(g, k, |sym| sym & NT_FLAG != 0 && sym & END_FLAG == 0);
-            self.canon.push(h);
-        }
         let top = self.sets.len() - 1;
-        let scans = self.hash_items(g, top, |sym| sym & (NT_FLAG | END_FLAG) == 0);
-        let accepts = g.chart_accepts(self) as u64;
-        let origin_part = self.canon[top];
-        let hi = mix((origin_part >> 64) as u64 ^ mix((scans >> 64) as u64 ^ accepts));
-        let lo = mix(origin_part as u64 ^ mix(scans as u64).rotate_left(29) ^ accepts);
-        ((hi as u128) << 64) | lo as u128
-    }
-
-    /// Order-independent hash of the items of set `k` whose next symbol
-    /// passes `keep`, each as (dot, fingerprint of its origin).
-    fn hash_items(&self, g: &CompiledGrammar, k: usize, keep: impl Fn(u32) -> bool) -> u128 {
         let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
-        for it in &self.items[self.set_range(k)] {
-            if !keep(g.rhs[it.dot as usize]) {
+        for i in self.set_range(top) {
+            let it = self.items[i];
+            if g.rhs[it.dot as usize] & (NT_FLAG | END_FLAG) != 0 {
                 continue;
             }
-            let o = if it.origin as usize == k {
-                0x5bd1_e995u128
-            } else {
-                self.canon[it.origin as usize]
-            };
-            let x = mix(it.dot as u64 ^ (o as u64).rotate_left(17));
-            let y = mix((it.dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((o >> 64) as u64));
-            a = a.wrapping_add(x);
-            b ^= y.wrapping_mul(x | 1);
+            let c = self.context(g, it.origin as usize, g.dot_lhs[it.dot as usize]);
+            fold_item(&mut a, &mut b, it.dot, c);
         }
-        ((mix(a) as u128) << 64) | mix(b ^ a) as u128
+        let accepts = g.chart_accepts(self) as u64;
+        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(7) ^ accepts) as u128
+    }
+
+    /// Fingerprint of what completing nonterminal `nt` from set `k` leads
+    /// to: the items of set `k` waiting on it, and on every nonterminal
+    /// whose rules were predicted at `k` and wait on it (the closure `R`:
+    /// completing `nt` may complete those too, in the same set), each item
+    /// with the context of its own origin. Origins below `k` recurse into
+    /// earlier sets; contexts are memoised per (set, nonterminal) and
+    /// computed with an explicit stack, so deep nesting cannot overflow the
+    /// call stack.
+    fn context(&mut self, g: &CompiledGrammar, k: usize, nt: u32) -> u128 {
+        let mut stack = vec![(k, nt)];
+        let mut closure = Vec::new();
+        while let Some(&(k, nt)) = stack.last() {
+            if self.memo_context(k, nt).is_some() {
+                stack.pop();
+                continue;
+            }
+            self.closure(g, k, nt, &mut closure);
+            let before = stack.len();
+            for &x in &closure {
+                for j in self.waiting(g, k, x) {
+                    let it = self.items[j];
+                    let o = it.origin as usize;
+                    if o < k {
+                        let l = g.dot_lhs[it.dot as usize];
+                        if self.memo_context(o, l).is_none() {
+                            stack.push((o, l));
+                        }
+                    }
+                }
+            }
+            if stack.len() > before {
+                continue;
+            }
+            let mut h = 0x51_7c_c1_b7_27_22_0a_95u128;
+            for &x in &closure {
+                let (mut a, mut b) = (x as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4fu64);
+                for j in self.waiting(g, k, x) {
+                    let it = self.items[j];
+                    let o = it.origin as usize;
+                    let c = if o < k {
+                        self.memo_context(o, g.dot_lhs[it.dot as usize]).unwrap()
+                    } else {
+                        0x5bd1_e995
+                    };
+                    fold_item(&mut a, &mut b, it.dot, c);
+                }
+                let lo = mix(a ^ (h as u64));
+                let hi = mix(b ^ ((h >> 64) as u64) ^ lo);
+                h = ((hi as u128) << 64) | lo as u128;
+            }
+            self.ctx[k].push((nt, h));
+            stack.pop();
+        }
+        self.memo_context(k, nt).unwrap()
+    }
+
+    fn memo_context(&self, k: usize, nt: u32) -> Option<u128> {
+        self.ctx[k].iter().find(|&&(x, _)| x == nt).map(|&(_, h)| h)
+    }
+
+    /// `nt` and every nonterminal with a rule predicted at `k` that waits
+    /// there on a member, sorted.
+    fn closure(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>) {
+        out.clear();
+        out.push(nt);
+        let mut i = 0;
+        while i < out.len() {
+            let x = out[i];
+            i += 1;
+            for j in self.waiting(g, k, x) {
+                let it = self.items[j];
+                if it.origin as usize == k {
+                    let l = g.dot_lhs[it.dot as usize];
+                    if !out.contains(&l) {
+                        out.push(l);
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+    }
+
+    /// Indices (into `items`) of the items of set `k` waiting on `nt`.
+    fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32) -> Vec<usize> {
+        let want = NT_FLAG | nt;
+        let (ws, we) = self.waits_at[k];
+        if ws < we {
+            let idx = &self.waits[ws as usize..we as usize];
+            let from = idx.partition_point(|&(sym, _)| sym < want);
+            idx[from..]
+                .iter()
+                .take_while(|&&(sym, _)| sym == want)
+                .map(|&(_, j)| j as usize)
+                .collect()
+        } else {
+            self.set_range(k).filter(|&j| g.rhs[self.items[j].dot as usize] == want).collect()
+        }
     }
 
     fn pop_set(&mut self, pwords: usize) {
-        self.canon.truncate(self.sets.len() - 1);
+        self.ctx.truncate(self.sets.len() - 1);
         if let Some((ws, _)) = self.waits_at.pop() {
             self.waits.truncate(ws as usize);
         }
@@ -325,7 +410,7 @@ impl CompiledGrammar {
                     let from = idx.partition_point(|&(sym, _)| sym < want);
                     let mut j = ws as usize + from;
                     while j < we as usize && c.waits[j].0 == want {
-                        let w = c.waits[j].1;
+                        let w = c.items[c.waits[j].1 as usize];
                         j += 1;
                         let adv = Item {
                             dot: w.dot + 1,
@@ -384,15 +469,16 @@ impl CompiledGrammar {
         }
         let ws = c.waits.len();
         if c.items.len() - start >= INDEX_MIN_ITEMS {
-            for &it in &c.items[start..] {
+            for (j, it) in c.items.iter().enumerate().skip(start) {
                 let sym = self.rhs[it.dot as usize];
                 if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
-                    c.waits.push((sym, it));
+                    c.waits.push((sym, j as u32));
                 }
             }
             c.waits[ws..].sort_unstable_by_key(|&(sym, _)| sym);
         }
         c.waits_at.push((ws as u32, c.waits.len() as u32));
+        c.ctx.push(Vec::new());
         c.expect.extend_from_slice(&expected);
         for (w, e) in expected.iter().enumerate() {
             c.expect.push(e | self.ignore[w]);
@@ -425,6 +511,15 @@ impl CompiledGrammar {
             .iter()
             .any(|it| it.origin == 0 && self.rhs[it.dot as usize] == end)
     }
+}
+
+/// Fold item (dot, context) into an order-independent pair of accumulators.
+#[inline]
+fn fold_item(a: &mut u64, b: &mut u64, dot: u32, c: u128) {
+    let x = mix(dot as u64 ^ (c as u64).rotate_left(17));
+    let y = mix((dot as u64).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ ((c >> 64) as u64));
+    *a = a.wrapping_add(x);
+    *b ^= y.wrapping_mul(x | 1);
 }
 
 /// splitmix64 finaliser.

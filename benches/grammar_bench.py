@@ -1,0 +1,265 @@
+"""Cold grammar masks on real third-party grammars: tokensieve, llguidance, XGrammar.
+
+What a user hits: one generation visits most parser states once. So for each
+grammar and engine, in a fresh child process (nothing warm, nothing shared),
+single thread, with the Llama 3 tokenizer:
+
+* TTFM: grammar text -> compiled constraint -> first mask (per-vocabulary
+  setup -- loading the tokenizer, each engine's token trie -- is done
+  before the clock starts);
+* then, token by token over a realistic valid sample (a plain encode, no
+  BOS): the time of each mask; the token is then committed (not timed);
+* total mask time, p50 / p99 / max per token; peak RSS of the child.
+
+An engine that rejects the valid sample (or fails to compile, or runs out
+of time) is recorded with how far it got; ratios are computed on the token
+positions every engine processed.
+
+Grammars: ``benches/grammars/`` (sources and licenses in SOURCES.md there)
+plus ``../shared/grammars/``; each ``NAME.gbnf`` / ``NAME.lark`` comes with
+``NAME.1.txt``. XGrammar reads GBNF-style EBNF, so it runs the GBNF ones.
+
+Usage::
+
+    python benches/grammar_bench.py [--engines tokensieve,llguidance,xgrammar]
+        [--grammar SUBSTRING] [--timeout 120] [--json OUT.json] [--out TABLE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TOKENIZER = SHARED / "tokenizers" / "llama-3-8b-instruct" / "tokenizer.json"
+DIRS = [ROOT / "benches" / "grammars", SHARED / "grammars"]
+ENGINES = ("tokensieve", "llguidance", "xgrammar")
+
+
+def grammars(filt: Optional[str]) -> List[Path]:
+    out = []
+    for d in DIRS:
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if p.suffix in (".gbnf", ".lark") and p.with_suffix(".1.txt").is_file():
+                    if filt is None or filt in p.name:
+                        out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Child: one engine, one grammar, cold.
+
+
+def _child(engine: str, path: Path) -> Dict[str, object]:
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    from tokenizers import Tokenizer
+
+    text = path.read_text(encoding="utf-8")
+    sample = path.with_suffix(".1.txt").read_text(encoding="utf-8")
+    syntax = "gbnf" if path.suffix == ".gbnf" else "lark"
+    ids = Tokenizer.from_file(str(TOKENIZER)).encode(sample, add_special_tokens=False).ids
+    res: Dict[str, object] = {"tokens": len(ids)}
+
+    if engine == "tokensieve":
+        import tokensieve as ts
+
+        vocab = ts.Vocabulary.from_tokenizer_file(TOKENIZER)
+        bm = ts.allocate_token_bitmask(1, vocab.size)
+        # Per-vocabulary data (token trie, subtree shapes) is built once per
+        # vocabulary and shared by every constraint over it, as llguidance's
+        # tokenizer and XGrammar's TokenizerInfo are: build it before the clock.
+        ts.compile_grammar('start: "a"', vocab)
+
+        def start():
+            m = ts.Matcher(ts.compile_grammar(text, vocab, syntax=syntax))
+            m.fill_next_token_bitmask(bm)
+            return m
+
+        def mask(m):
+            m.fill_next_token_bitmask(bm)
+
+        def allowed(t: int) -> bool:
+            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
+
+        def commit(m, t: int) -> bool:
+            return m.consume_token(t)
+
+    elif engine == "llguidance":
+        import llguidance
+        import llguidance.hf
+        import llguidance.numpy as lnp
+        from transformers import PreTrainedTokenizerFast
+
+        lt = llguidance.hf.from_tokenizer(PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER)))
+        bm = lnp.allocate_token_bitmask(1, lt.vocab_size)
+
+        def start():
+            m = llguidance.LLMatcher(lt, llguidance.grammar_from(syntax, text))
+            if m.is_error():
+                raise RuntimeError(m.get_error())
+            lnp.fill_next_token_bitmask(m, bm, 0)
+            return m
+
+        def mask(m):
+            lnp.fill_next_token_bitmask(m, bm, 0)
+
+        def allowed(t: int) -> bool:
+            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
+
+        def commit(m, t: int) -> bool:
+            return bool(m.consume_token(t))
+
+    elif engine == "xgrammar":
+        if syntax != "gbnf":
+            return {"tokens": len(ids), "error": "n/a (XGrammar reads EBNF, not Lark)"}
+        import torch
+        import xgrammar as xgr
+        from transformers import PreTrainedTokenizerFast
+
+        torch.set_num_threads(1)
+        info = xgr.TokenizerInfo.from_huggingface(PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER)))
+        bm = xgr.allocate_token_bitmask(1, info.vocab_size)
+
+        def start():
+            compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+            m = xgr.GrammarMatcher(compiler.compile_grammar(text))
+            m.fill_next_token_bitmask(bm)
+            return m
+
+        def mask(m):
+            m.fill_next_token_bitmask(bm)
+
+        def allowed(t: int) -> bool:
+            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
+
+        def commit(m, t: int) -> bool:
+            return bool(m.accept_token(t))
+
+    else:
+        raise ValueError(engine)
+
+    t0 = time.perf_counter()
+    try:
+        m = start()
+    except Exception as e:  # noqa: BLE001 - a peer's refusal is a result
+        res["error"] = f"compile: {type(e).__name__}: {str(e)[:160]}"
+        return res
+    res["ttfm_ms"] = (time.perf_counter() - t0) * 1e3
+    times: List[float] = []
+    done = 0
+    for i, t in enumerate(ids):
+        if i > 0:
+            s = time.perf_counter()
+            mask(m)
+            times.append(time.perf_counter() - s)
+        if not allowed(t) or not commit(m, t):
+            res["error"] = f"rejected token {i} of {len(ids)}"
+            break
+        done = i + 1
+    res["done"] = done
+    res["mask_us"] = [x * 1e6 for x in times]
+    res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+# --------------------------------------------------------------------------
+# Parent: run the children, print the table.
+
+
+def run_one(engine: str, path: Path, timeout: float) -> Dict[str, object]:
+    cmd = [sys.executable, __file__, "--child", engine, str(path)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:.0f} s"}
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        err = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"crash (exit {out.returncode}): {err[:160]}"}
+    return json.loads(lines[-1])
+
+
+def pct(xs: List[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(math.ceil(q / 100 * len(s))) - 1)]
+
+
+def geomean(xs: List[float]) -> float:
+    xs = [x for x in xs if x > 0 and math.isfinite(x)]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--grammar", default=None, help="only grammars whose file name contains this")
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--json", default=None, help="write raw results here")
+    ap.add_argument("--out", default=None, help="write the markdown table here")
+    ap.add_argument("--child", nargs=2, metavar=("ENGINE", "GRAMMAR"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(_child(a.child[0], Path(a.child[1]))))
+        return
+    engines = [e for e in a.engines.split(",") if e]
+    raw: Dict[str, Dict[str, Dict[str, object]]] = {}
+    for p in grammars(a.grammar):
+        raw[p.name] = {e: run_one(e, p, a.timeout) for e in engines}
+        print(p.name, {e: raw[p.name][e].get("error", "ok") for e in engines}, file=sys.stderr, flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(raw))
+
+    head = "| grammar | tokens | engine | TTFM ms | total ms | p50 us | p99 us | max ms | RSS MB | note |"
+    rows = [head, "|" + "---|" * 10]
+    ratios: Dict[str, List[float]] = {"total vs llguidance": [], "total vs faster peer": [], "ttfm vs llguidance": []}
+    for name, per in raw.items():
+        # Positions every engine that ran processed (ratios are taken on these).
+        common = min((len(r.get("mask_us", [])) for r in per.values() if "ttfm_ms" in r), default=0)
+        totals = {}
+        for e, r in per.items():
+            xs = r.get("mask_us", [])
+            if "ttfm_ms" not in r:
+                rows.append(f"| {name} | {r.get('tokens', '')} | {e} | | | | | | | {r.get('error', '')} |")
+                continue
+            totals[e] = sum(xs[:common]) / 1e3
+            note = r.get("error", "")
+            rows.append(
+                f"| {name} | {r['tokens']} | {e} | {r['ttfm_ms']:.2f} | {sum(xs) / 1e3:.1f} | {statistics.median(xs) if xs else float('nan'):.1f} "
+                f"| {pct(xs, 99):.0f} | {max(xs) / 1e3 if xs else float('nan'):.2f} | {r.get('rss_mb', 0):.0f} | {note} |"
+            )
+        ts_r = per.get("tokensieve", {})
+        if "tokensieve" in totals and "llguidance" in totals and totals["llguidance"] > 0:
+            ratios["total vs llguidance"].append(totals["tokensieve"] / totals["llguidance"])
+            ratios["ttfm vs llguidance"].append(ts_r["ttfm_ms"] / per["llguidance"]["ttfm_ms"])
+        peers = [v for k, v in totals.items() if k != "tokensieve" and v > 0]
+        if "tokensieve" in totals and peers:
+            ratios["total vs faster peer"].append(totals["tokensieve"] / min(peers))
+    table = "\n".join(rows)
+    summary = "\n".join(
+        f"- tokensieve / {k.split(' vs ')[1]}, {k.split(' vs ')[0]} (on common positions), geometric mean over {len(v)} grammars: "
+        f"**{geomean(v):.2f}x** (below 1 = tokensieve faster; per grammar: {', '.join(f'{x:.2f}' for x in v)})"
+        for k, v in ratios.items()
+        if v
+    )
+    print(table)
+    print()
+    print(summary)
+    if a.out:
+        Path(a.out).write_text(table + "\n\n" + summary + "\n")
+
+
+if __name__ == "__main__":
+    main()
