@@ -110,6 +110,12 @@ impl Dfa {
         self.classes[b as usize] as usize
     }
 
+    /// The byte-class table ([`Dfa::byte_class`] for every byte).
+    #[inline(always)]
+    pub fn classes(&self) -> &[u8; 256] {
+        &self.classes
+    }
+
     /// Number of byte classes (an upper bound on [`Dfa::byte_class`] + 1).
     pub fn num_classes(&self) -> usize {
         self.stride

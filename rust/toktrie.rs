@@ -244,6 +244,12 @@ impl TokTrie {
         &self.token_ids[n.tok_start as usize..n.tok_start as usize + n.ntok as usize]
     }
 
+    /// All nodes in preorder (for walks that keep their own per-depth state).
+    #[inline]
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     /// Node `i` (for walks that keep their own per-depth state).
     #[inline]
     pub fn node(&self, i: usize) -> Node {

@@ -357,6 +357,16 @@ impl Chart {
         let l = self.expect.len();
         &self.expect[l - pwords..]
     }
+
+    /// [`Chart::allowed`] of set `k`.
+    fn allowed_at(&self, k: usize, pwords: usize) -> &[u64] {
+        &self.expect[(2 * k + 1) * pwords..(2 * k + 2) * pwords]
+    }
+
+    /// [`Chart::expected`] of set `k`.
+    fn expected_at(&self, k: usize, pwords: usize) -> &[u64] {
+        &self.expect[2 * k * pwords..(2 * k + 1) * pwords]
+    }
 }
 
 impl CompiledGrammar {
@@ -679,6 +689,17 @@ impl GrammarState {
     }
 
     /// Number of chart sets (parser steps taken so far).
+    /// Terminals the lexer may match after chart set `k` (expected there
+    /// plus `%ignore`).
+    pub fn allowed_at(&self, g: &CompiledGrammar, k: usize) -> &[u64] {
+        self.chart.allowed_at(k, g.pwords)
+    }
+
+    /// Terminals the parser expects after chart set `k`.
+    pub fn expected_at(&self, g: &CompiledGrammar, k: usize) -> &[u64] {
+        self.chart.expected_at(k, g.pwords)
+    }
+
     pub fn chart_height(&self) -> usize {
         self.chart.num_sets()
     }

@@ -60,13 +60,21 @@ impl LexEntry {
     }
 }
 
+/// A lazy walk from one base configuration, with its per-shape results:
+/// offsets of the accepted token nodes, as ranges of one arena.
+type SharedWalk = (LazyWalk, FxMap<u32, (u32, u32)>, Vec<u32>);
+
 /// Complete a mask for grammar state `st` from its lexer entry.
 pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: &mut GrammarState, entry: &LexEntry, out: &mut [u32]) {
     out.copy_from_slice(&entry.inner);
-    // Per shape: a range of `arena`, the offsets of the accepted token nodes.
-    let mut memo: FxMap<u32, (u32, u32)> = FxMap::default();
-    let mut arena: Vec<u32> = Vec::new();
-    let mut walk = LazyWalk::default();
+    // Lexemes ending in different lexer states often leave the parser in
+    // the same configuration (an identifier ended after "re" or after "ret"
+    // scans the same NAME), so walks are shared by the canonical form of the
+    // configuration after the scan: its transitions and its per-shape
+    // results (offsets of accepted token nodes in `arena`) hold for both.
+    let mut walks: Vec<SharedWalk> = Vec::new();
+    let mut by_base: FxMap<Vec<u64>, usize> = FxMap::default();
+    let mut key = Vec::new();
     let mut i = 0;
     let b = &entry.boundaries;
     while i < b.len() {
@@ -77,10 +85,18 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
         }
         let (_, _, allowed) = st.lexer_view(g);
         let allowed = allowed.to_vec();
+        let h = st.chart_height();
         if let Some(saved) = st.enter_after_lexeme(g, ls) {
-            memo.clear();
-            arena.clear();
-            walk.reset(g, st);
+            if st.chart_height() > h {
+                st.canonical_set(g, h, h, &[], &mut key);
+            } else {
+                key.clear(); // only %ignore matched: the parser is where it was
+            }
+            let w = *by_base.entry(key.clone()).or_insert_with(|| {
+                walks.push((LazyWalk::new(g, st), FxMap::default(), Vec::new()));
+                walks.len() - 1
+            });
+            let (walk, memo, arena) = &mut walks[w];
             for &(node, _) in &b[i..j] {
                 for c in trie.children(node as usize) {
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
@@ -88,7 +104,7 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
                     }
                     let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
                         let from = arena.len() as u32;
-                        walk.walk_subtree(g, trie, st, c, &mut arena);
+                        walk.walk_subtree(g, trie, st, c, arena);
                         (from, arena.len() as u32)
                     });
                     for &o in &arena[from as usize..to as usize] {
@@ -142,6 +158,15 @@ pub struct LazyWalk {
     /// and the byte that led to it (kept between walks to save allocations).
     ids: Vec<u32>,
     path: Vec<u8>,
+    /// Per state: (lexer state, lexeme in progress, set id); per set id
+    /// (0: the base's top set): the terminals the lexer may match there.
+    info: Vec<(u32, bool, u32)>,
+    set_allowed: Vec<Vec<u64>>,
+    set_expected: Vec<Vec<u64>>,
+    /// (set id, terminals scanned) -> id of the set the scan pushes. Many
+    /// lexer states end a lexeme the same way (every prefix of a keyword
+    /// that is also a NAME), so the parser runs once per distinct scan.
+    scans: FxMap<(u32, Vec<u64>), u32>,
 }
 
 impl LazyWalk {
@@ -160,6 +185,13 @@ impl LazyWalk {
         self.states.clear();
         self.trans.clear();
         self.trans.resize(self.stride, UNKNOWN); // state 0 is DEAD
+        self.info.clear();
+        self.info.push((0, false, 0));
+        self.set_allowed.clear();
+        self.set_allowed.push(st.lexer_view(g).2.to_vec());
+        self.set_expected.clear();
+        self.set_expected.push(st.expected_at(g, self.h0 - 1).to_vec());
+        self.scans.clear();
         let (ls, ip) = st.lexer_position(g);
         self.base = self.state_id(ls, ip, 0);
     }
@@ -169,6 +201,7 @@ impl LazyWalk {
         let id = *self.states.entry((ls, ip, set)).or_insert(next);
         if id == next {
             self.trans.resize(self.trans.len() + self.stride, UNKNOWN);
+            self.info.push((ls, ip, set));
         }
         id
     }
@@ -187,6 +220,8 @@ impl LazyWalk {
                 Some(&id) => id,
                 None => {
                     self.sets.insert(buf.clone(), next);
+                    self.set_allowed.push(st.allowed_at(g, self.h0 + self.set_ids.len()).to_vec());
+                    self.set_expected.push(st.expected_at(g, self.h0 + self.set_ids.len()).to_vec());
                     next
                 }
             };
@@ -205,6 +240,28 @@ impl LazyWalk {
         }
     }
 
+    /// The transition from state `from` on byte `b` when the lexer alone
+    /// decides it: the byte extends the lexeme in progress (and does not
+    /// complete one no byte can extend), or no lexeme is in progress and
+    /// the byte starts none. `UNKNOWN` when a lexeme ends, which needs the
+    /// parser.
+    fn lexer_step(&mut self, g: &CompiledGrammar, from: u32, b: u8) -> u32 {
+        let (ls, ip, set) = self.info[from as usize];
+        let s2 = g.lexer.next(ls, b);
+        let allowed = &self.set_allowed[set as usize];
+        if s2 != crate::regex::DEAD && g.lexer.reach(s2).iter().zip(allowed).any(|(x, y)| x & y != 0) {
+            if g.lexer.is_terminal(s2) {
+                return UNKNOWN;
+            }
+            return self.state_id(s2, true, set);
+        }
+        if ip {
+            UNKNOWN
+        } else {
+            DEAD
+        }
+    }
+
     /// Walk the subtree of trie node `root` from the base (`st` must be in
     /// the base configuration, and is left in it), pushing the offset from
     /// `root` of every accepted node where a token ends into `out`.
@@ -216,19 +273,76 @@ impl LazyWalk {
             self.ids.resize(need, 0);
             self.path.resize(need, 0);
         }
+        let nodes = trie.nodes();
+        let classes = g.lexer.classes();
+        let stride = self.stride;
         // ids[k]: state after k bytes below the base on the current path;
         // path[k]: the (k+1)-th byte. `st` has actually taken `real` bytes,
         // of which the first `valid` are still a prefix of the current path.
         self.ids[0] = self.base;
         let (mut real, mut valid) = (0usize, 0usize);
         let mut i = root;
-        while i < end {
-            let node = trie.node(i);
-            let d = node.depth as usize - d0; // 1-based depth below the base
+        loop {
+            // Fast path: known transitions only (a table lookup per node).
+            {
+                let (trans, ids, path) = (&self.trans[..], &mut self.ids[..], &mut self.path[..]);
+                while i < end {
+                    let node = nodes[i];
+                    let d = node.depth as usize - d0; // 1-based depth below the base
+                    let t = trans[ids[d - 1] as usize * stride + classes[node.byte as usize] as usize];
+                    if t == UNKNOWN {
+                        break;
+                    }
+                    valid = valid.min(d - 1);
+                    if t == DEAD {
+                        i = node.subtree_end as usize;
+                        continue;
+                    }
+                    ids[d] = t;
+                    path[d - 1] = node.byte;
+                    if node.ntok != 0 {
+                        out.push((i - root) as u32);
+                    }
+                    i += 1;
+                }
+            }
+            if i >= end {
+                break;
+            }
+            // Slow path: a transition seen for the first time.
+            let node = nodes[i];
+            let d = node.depth as usize - d0;
             let b = node.byte;
             valid = valid.min(d - 1);
-            let slot = self.ids[d - 1] as usize * self.stride + g.lexer.byte_class(b);
-            let mut t = self.trans[slot];
+            let slot = self.ids[d - 1] as usize * stride + classes[b as usize] as usize;
+            let from = self.ids[d - 1];
+            let mut t = self.lexer_step(g, from, b);
+            let mut scan_key = None;
+            if t == UNKNOWN {
+                // A lexeme ends here: if the same scan from the same set
+                // was seen, the new lexeme starts on its known result.
+                let (ls, _, set) = self.info[from as usize];
+                let m = g.lexer.matches(ls);
+                let allowed = &self.set_allowed[set as usize];
+                if extends(&g.lexer, ls, b, allowed) {
+                    // `b` completes a lexeme no byte extends: the parser runs.
+                } else if !m.iter().zip(allowed).any(|(x, y)| x & y != 0) {
+                    t = DEAD;
+                } else {
+                    let scan: Vec<u64> = m.iter().zip(&self.set_expected[set as usize]).map(|(x, y)| x & y).collect();
+                    let after = if scan.iter().all(|&w| w == 0) {
+                        Some(set)
+                    } else {
+                        self.scans.get(&(set, scan.clone())).copied()
+                    };
+                    if let Some(after) = after {
+                        let fresh = self.state_id(g.lexer.start(), false, after);
+                        t = self.lexer_step(g, fresh, b);
+                    } else {
+                        scan_key = Some((set, scan));
+                    }
+                }
+            }
             if t == UNKNOWN {
                 self.pop(g, st, real - valid);
                 real = valid;
@@ -236,8 +350,16 @@ impl LazyWalk {
                     let ok = st.push_byte(g, self.path[real]);
                     debug_assert!(ok, "replaying a known transition");
                     real += 1;
-                    self.state_of(g, st);
+                    // The state reached is known: take its set's id rather
+                    // than canonicalising the set again.
+                    let above = st.chart_height() - self.h0;
+                    if above == self.set_ids.len() + 1 {
+                        self.set_ids.push(self.info[self.ids[real] as usize].2);
+                    } else if above > self.set_ids.len() {
+                        self.state_of(g, st);
+                    }
                 }
+                let before = self.set_ids.len();
                 t = if st.push_byte(g, b) {
                     real += 1;
                     self.state_of(g, st)
@@ -245,18 +367,16 @@ impl LazyWalk {
                     DEAD
                 };
                 valid = real;
-                self.trans[slot] = t;
+                if let Some(key) = scan_key {
+                    // The scan pushed set `before` (when the push went through).
+                    if t != DEAD && self.set_ids.len() > before {
+                        let id = self.set_ids[before];
+                        self.scans.insert(key, id);
+                    }
+                }
             }
-            if t == DEAD {
-                i = node.subtree_end as usize;
-                continue;
-            }
-            self.ids[d] = t;
-            self.path[d - 1] = b;
-            if node.ntok != 0 {
-                out.push((i - root) as u32);
-            }
-            i += 1;
+            self.trans[slot] = t;
+            // The fast path now takes this node with the known transition.
         }
         self.pop(g, st, real);
     }
