@@ -225,17 +225,18 @@ def main() -> None:
     head = "| grammar | tokens | engine | TTFM ms | total ms | p50 us | p99 us | max ms | RSS MB | note |"
     rows = [head, "|" + "---|" * 10]
     ratios: Dict[str, List[float]] = {"total vs llguidance": [], "total vs faster peer": [], "ttfm vs llguidance": []}
+    names: Dict[str, List[str]] = {k: [] for k in ratios}
     for name, per in raw.items():
         # Positions every engine that ran processed (ratios are taken on these).
         common = min((len(r.get("mask_us", [])) for r in per.values() if "ttfm_ms" in r), default=0)
         totals = {}
         for e, r in per.items():
             xs = r.get("mask_us", [])
+            note = " ".join(str(r.get("error", "")).split())[:110].replace("|", "/")
             if "ttfm_ms" not in r:
-                rows.append(f"| {name} | {r.get('tokens', '')} | {e} | | | | | | | {r.get('error', '')} |")
+                rows.append(f"| {name} | {r.get('tokens', '')} | {e} | | | | | | | {note} |")
                 continue
             totals[e] = sum(xs[:common]) / 1e3
-            note = r.get("error", "")
             rows.append(
                 f"| {name} | {r['tokens']} | {e} | {r['ttfm_ms']:.2f} | {sum(xs) / 1e3:.1f} | {statistics.median(xs) if xs else float('nan'):.1f} "
                 f"| {pct(xs, 99):.0f} | {max(xs) / 1e3 if xs else float('nan'):.2f} | {r.get('rss_mb', 0):.0f} | {note} |"
@@ -244,13 +245,17 @@ def main() -> None:
         if "tokensieve" in totals and "llguidance" in totals and totals["llguidance"] > 0:
             ratios["total vs llguidance"].append(totals["tokensieve"] / totals["llguidance"])
             ratios["ttfm vs llguidance"].append(ts_r["ttfm_ms"] / per["llguidance"]["ttfm_ms"])
+            names["total vs llguidance"].append(name)
+            names["ttfm vs llguidance"].append(name)
         peers = [v for k, v in totals.items() if k != "tokensieve" and v > 0]
         if "tokensieve" in totals and peers:
             ratios["total vs faster peer"].append(totals["tokensieve"] / min(peers))
+            names["total vs faster peer"].append(name)
     table = "\n".join(rows)
     summary = "\n".join(
         f"- tokensieve / {k.split(' vs ')[1]}, {k.split(' vs ')[0]} (on common positions), geometric mean over {len(v)} grammars: "
-        f"**{geomean(v):.2f}x** (below 1 = tokensieve faster; per grammar: {', '.join(f'{x:.2f}' for x in v)})"
+        f"**{geomean(v):.2f}x** (below 1 = tokensieve faster; per grammar: "
+        f"{', '.join(f'{n.rsplit(chr(46), 1)[0]} {x:.2f}' for n, x in zip(names[k], v))})"
         for k, v in ratios.items()
         if v
     )

@@ -114,7 +114,17 @@ struct GrammarKind {
 struct GrammarMaskCache {
     map: Mutex<MaskMap>,
     lex: Mutex<LexMap>,
+    classes: Mutex<LexerClasses>,
     used: AtomicUsize,
+    /// [`GrammarLimits::mask_cache_bytes`].
+    budget: usize,
+}
+
+/// Memo of [`GrammarMaskCache::lexer_class`].
+#[derive(Debug, Default)]
+struct LexerClasses {
+    by_state: HashMap<(u32, Vec<u64>), u32>,
+    by_signature: HashMap<Vec<u64>, u32>,
 }
 
 /// Full masks by [`GrammarState::mask_key`].
@@ -124,10 +134,34 @@ type MaskMap = HashMap<(u32, bool, u128), Arc<[u32]>>;
 /// terminals reachable from that state).
 type LexMap = HashMap<(u32, bool, Vec<u64>), Arc<LexEntry>>;
 
+/// Lexer states reachable from a state in progress beyond which no
+/// signature is computed (the state keys masks as itself).
+const MAX_SIGNATURE_STATES: usize = 64;
+
 impl GrammarMaskCache {
+    /// A name for lexer state `ls` under `allowed` that is shared by every
+    /// state that behaves the same there ([`Dfa::signature`]), tagged with
+    /// the top bit so it never equals a raw state id.
+    fn lexer_class(&self, g: &CompiledGrammar, ls: u32, allowed: &[u64]) -> u32 {
+        let mut classes = self.classes.lock().unwrap();
+        let key = (ls, allowed.to_vec());
+        if let Some(&c) = classes.by_state.get(&key) {
+            return c;
+        }
+        let mut sig = Vec::new();
+        let c = if g.lexer.signature(ls, allowed, MAX_SIGNATURE_STATES, &mut sig) {
+            let next = classes.by_signature.len() as u32 | 1 << 31;
+            *classes.by_signature.entry(sig).or_insert(next)
+        } else {
+            ls
+        };
+        classes.by_state.insert(key, c);
+        c
+    }
+
     /// Account for `bytes` more; false (nothing reserved) once over budget.
     fn reserve(&self, bytes: usize) -> bool {
-        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= DEFAULT_MASK_CACHE_BYTES {
+        if self.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.budget {
             true
         } else {
             self.used.fetch_sub(bytes, Ordering::Relaxed);
@@ -162,7 +196,10 @@ impl Constraint {
             env,
             kind: Kind::Grammar(Arc::new(GrammarKind {
                 g,
-                cache: GrammarMaskCache::default(),
+                cache: GrammarMaskCache {
+                    budget: limits.mask_cache_bytes,
+                    ..Default::default()
+                },
             })),
         }))
     }
@@ -241,7 +278,10 @@ impl GrammarKind {
     /// returned rather than a partial mask.
     fn fill_mask(&self, env: &TokEnv, st: &mut GrammarState, accepting: bool, out: &mut [u32]) -> Result<()> {
         let (g, cache) = (&self.g, &self.cache);
-        let key = st.mask_key(g);
+        let mut key = st.mask_key(g);
+        if key.1 {
+            key.0 = cache.lexer_class(g, key.0, st.lexer_view(g).2);
+        }
         if let Some(m) = cache.map.lock().unwrap().get(&key) {
             out.copy_from_slice(m);
             return Ok(());

@@ -140,6 +140,94 @@ impl Dfa {
         &self.matches[s as usize * self.pwords..(s as usize + 1) * self.pwords]
     }
 
+    /// A canonical description of what state `s` can still do when only
+    /// the patterns in `allowed` count: the minimal automaton of the states
+    /// reachable from `s` through states that can still match an allowed
+    /// pattern, each labelled with the allowed patterns it matches, in
+    /// breadth-first order over byte classes. Two states with the same
+    /// signature accept the same continuations and end lexemes with the same
+    /// matches, so anything computed from one holds for the other (`"c"`
+    /// and `"b"` are the same NAME in progress when the keyword `char` is
+    /// not allowed). `false` (no signature) past `max_states` reachable
+    /// states.
+    pub fn signature(&self, s: u32, allowed: &[u64], max_states: usize, out: &mut Vec<u64>) -> bool {
+        out.clear();
+        let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
+        // Reachable live states, breadth first (index 0 is `s`).
+        let mut states = vec![s];
+        let mut index: std::collections::HashMap<u32, usize> = std::collections::HashMap::from([(s, 0)]);
+        let mut i = 0;
+        while i < states.len() {
+            let q = states[i];
+            i += 1;
+            for c in 0..self.stride {
+                let t = self.trans[q as usize * self.stride + c];
+                if live(t) && !index.contains_key(&t) {
+                    if states.len() >= max_states {
+                        return false;
+                    }
+                    index.insert(t, states.len());
+                    states.push(t);
+                }
+            }
+        }
+        let n = states.len();
+        let succ = |q: usize, c: usize| -> Option<usize> {
+            let t = self.trans[states[q] as usize * self.stride + c];
+            if live(t) {
+                Some(index[&t])
+            } else {
+                None
+            }
+        };
+        // Moore's refinement: blocks by label, then by successors' blocks.
+        let label = |q: usize| -> Vec<u64> { self.matches(states[q]).iter().zip(allowed).map(|(m, a)| m & a).collect() };
+        let mut block = vec![0usize; n];
+        let mut ids: std::collections::HashMap<Vec<u64>, usize> = std::collections::HashMap::new();
+        for (q, b) in block.iter_mut().enumerate() {
+            let next = ids.len();
+            *b = *ids.entry(label(q)).or_insert(next);
+        }
+        loop {
+            let mut ids: std::collections::HashMap<Vec<u64>, usize> = std::collections::HashMap::new();
+            let mut refined = vec![0usize; n];
+            for (q, r) in refined.iter_mut().enumerate() {
+                let mut key = vec![block[q] as u64];
+                key.extend((0..self.stride).map(|c| succ(q, c).map_or(u64::MAX, |t| block[t] as u64)));
+                let next = ids.len();
+                *r = *ids.entry(key).or_insert(next);
+            }
+            let stable = ids.len() == block.iter().collect::<std::collections::HashSet<_>>().len();
+            block = refined;
+            if stable {
+                break;
+            }
+        }
+        // Encode the quotient breadth first from `s`'s block.
+        let mut order: std::collections::HashMap<usize, usize> = std::collections::HashMap::from([(block[0], 0)]);
+        let mut rep = vec![0usize]; // a state of each numbered block
+        let mut k = 0;
+        while k < rep.len() {
+            let q = rep[k];
+            k += 1;
+            out.extend(label(q));
+            for c in 0..self.stride {
+                match succ(q, c) {
+                    None => out.push(u64::MAX),
+                    Some(t) => {
+                        let next = rep.len();
+                        let o = *order.entry(block[t]).or_insert(next);
+                        if o == next {
+                            rep.push(t);
+                        }
+                        out.push(o as u64);
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Patterns some continuation from `s` can still match.
     #[inline]
     pub fn reach(&self, s: u32) -> &[u64] {
@@ -502,6 +590,26 @@ mod tests {
         } else {
             Some(d.is_accepting(st))
         }
+    }
+
+    /// Lexer states that behave alike under the allowed patterns share a
+    /// signature; allowing a pattern that tells them apart separates them.
+    #[test]
+    fn signatures_name_states_equal_under_allowed_patterns() {
+        let d = Dfa::compile_many(&["[a-z]+", "char", "[0-9]+"], &RegexLimits::default()).unwrap();
+        let (c, b, x) = (d.run(d.start(), b"c"), d.run(d.start(), b"b"), d.run(d.start(), b"xy"));
+        assert_ne!(c, b);
+        let sig = |s: u32, allowed: u64| {
+            let mut out = Vec::new();
+            assert!(d.signature(s, &[allowed], 64, &mut out));
+            out
+        };
+        assert_eq!(sig(c, 0b001), sig(b, 0b001));
+        assert_eq!(sig(x, 0b101), sig(b, 0b101));
+        assert_ne!(sig(c, 0b011), sig(b, 0b011));
+        // A state past the bound gets no signature.
+        let mut out = Vec::new();
+        assert!(!d.signature(d.start(), &[0b111], 2, &mut out));
     }
 
     #[test]

@@ -170,3 +170,27 @@ def test_lazy_terminals_end_at_their_first_match_as_in_lark(src: str) -> None:
             if mine != ok:
                 disagreements.append((text, ok))
     assert not disagreements, disagreements[:10]
+
+
+def test_mask_cache_budget_bounds_memory_not_masks() -> None:
+    """With no memory for memoised masks every mask is computed afresh; the
+    masks along a real grammar's sample are the same as with the cache."""
+    from conftest import tokenizer_path
+
+    v = load_vocab("gpt2")
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path("gpt2")))
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "benches" / "grammars"
+    text = (root / "llamacpp-json_arr.gbnf").read_text(encoding="utf-8")
+    sample = (root / "llamacpp-json_arr.1.txt").read_text(encoding="utf-8")
+    doc = sample[: sample.index(",\n", 400)] + "]"
+    ids = tok.encode(doc, add_special_tokens=False).ids
+    cached = ts.Matcher(ts.compile_grammar(text, v, syntax="gbnf"))
+    uncached = ts.Matcher(ts.compile_grammar(text, v, syntax="gbnf", mask_cache_bytes=0))
+    for t in ids:
+        assert cached.allowed_tokens() == uncached.allowed_tokens()
+        assert cached.consume_token(t) and uncached.consume_token(t)
+    assert cached.is_accepting() and uncached.is_accepting()
+    with pytest.raises((OverflowError, TypeError, ValueError)):
+        ts.compile_grammar(text, v, syntax="gbnf", mask_cache_bytes=-1)

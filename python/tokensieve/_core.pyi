@@ -70,11 +70,23 @@ def compile_regex(
 ) -> Constraint:
     """Compile a regex (Rust syntax, full match over UTF-8 bytes)."""
 
-def compile_json(vocab: Vocabulary, *, whitespace: str = "flexible", max_depth: int = 64) -> Constraint:
-    """The built-in JSON grammar; ``whitespace`` is "flexible" or "compact"."""
+def compile_json(
+    vocab: Vocabulary, *, whitespace: str = "flexible", max_depth: int = 64, mask_cache_bytes: int = 268435456
+) -> Constraint:
+    """The built-in JSON grammar; ``whitespace`` is "flexible" or "compact".
+    ``mask_cache_bytes`` bounds the memory of memoised masks."""
 
-def compile_grammar(text: str, vocab: Vocabulary, *, syntax: str = "lark", start: Optional[str] = None) -> Constraint:
-    """Compile a Lark (``syntax="lark"``) or GBNF (``syntax="gbnf"``) grammar."""
+def compile_grammar(
+    text: str,
+    vocab: Vocabulary,
+    *,
+    syntax: str = "lark",
+    start: Optional[str] = None,
+    mask_cache_bytes: int = 268435456,
+) -> Constraint:
+    """Compile a Lark (``syntax="lark"``) or GBNF (``syntax="gbnf"``) grammar.
+    ``mask_cache_bytes`` bounds the memory of memoised masks (once spent,
+    masks are recomputed each time)."""
 
 class Matcher:
     """Follows one sequence through a constraint."""

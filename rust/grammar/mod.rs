@@ -86,6 +86,10 @@ pub struct GrammarLimits {
     pub max_items_per_set: usize,
     /// Recursion depth of front-end parsers (nested groups).
     pub max_nesting: usize,
+    /// Memory for memoised masks of one compiled grammar (full masks and
+    /// the lexer layer). Once spent, further masks are computed each time
+    /// they are asked for: a long generation cannot grow memory past it.
+    pub mask_cache_bytes: usize,
 }
 
 impl Default for GrammarLimits {
@@ -96,6 +100,7 @@ impl Default for GrammarLimits {
             max_rhs_symbols: 2_000_000,
             max_items_per_set: 100_000,
             max_nesting: 200,
+            mask_cache_bytes: crate::matcher::DEFAULT_MASK_CACHE_BYTES,
         }
     }
 }

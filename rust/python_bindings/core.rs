@@ -3,7 +3,7 @@
 use crate::bitmask::{ones, words_for};
 use crate::error::Error;
 use crate::grammar::GrammarLimits;
-use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv};
+use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv, DEFAULT_MASK_CACHE_BYTES};
 use crate::regex::RegexLimits;
 use crate::vocab::{Spelling, Vocabulary as CoreVocab};
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
@@ -218,8 +218,8 @@ fn compile_regex(
 /// "flexible" (any JSON whitespace between tokens) or "compact" (none), and
 /// arrays/objects nested at most `max_depth` deep.
 #[pyfunction]
-#[pyo3(signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH))]
-fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize) -> PyResult<PyConstraint> {
+#[pyo3(signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES))]
+fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize, mask_cache_bytes: usize) -> PyResult<PyConstraint> {
     use crate::grammar::json::{json_grammar, Whitespace};
     let ws = match whitespace {
         "flexible" => Whitespace::Flexible,
@@ -237,7 +237,11 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
     let inner = py
         .detach(|| {
             let g = json_grammar(ws, max_depth)?;
-            CoreConstraint::grammar(env, &g, &GrammarLimits::default())
+            let limits = GrammarLimits {
+                mask_cache_bytes,
+                ..GrammarLimits::default()
+            };
+            CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
     Ok(PyConstraint { inner })
@@ -246,10 +250,20 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
 /// Compile a context-free grammar: `syntax="lark"` (Lark EBNF, start rule
 /// `start`) or `syntax="gbnf"` (llama.cpp GBNF, start rule `root`).
 #[pyfunction]
-#[pyo3(signature = (text, vocab, *, syntax="lark", start=None))]
-fn compile_grammar(py: Python<'_>, text: &str, vocab: &PyVocabulary, syntax: &str, start: Option<&str>) -> PyResult<PyConstraint> {
+#[pyo3(signature = (text, vocab, *, syntax="lark", start=None, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES))]
+fn compile_grammar(
+    py: Python<'_>,
+    text: &str,
+    vocab: &PyVocabulary,
+    syntax: &str,
+    start: Option<&str>,
+    mask_cache_bytes: usize,
+) -> PyResult<PyConstraint> {
     use crate::grammar::{gbnf, lark};
-    let limits = GrammarLimits::default();
+    let limits = GrammarLimits {
+        mask_cache_bytes,
+        ..GrammarLimits::default()
+    };
     let env = vocab.env.clone();
     let inner = py
         .detach(|| {
