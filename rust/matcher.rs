@@ -15,10 +15,10 @@
 use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_from_entry, LexEntry};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, LexEntry};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
-use crate::toktrie::TokTrie;
+use crate::toktrie::{SubtreeBytes, TokTrie};
 use crate::vocab::Vocabulary;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +30,7 @@ pub struct TokEnv {
     vocab: Vocabulary,
     trie: OnceLock<TokTrie>,
     shapes: OnceLock<Vec<u32>>,
+    below: OnceLock<SubtreeBytes>,
 }
 
 impl TokEnv {
@@ -38,6 +39,7 @@ impl TokEnv {
             vocab,
             trie: OnceLock::new(),
             shapes: OnceLock::new(),
+            below: OnceLock::new(),
         })
     }
 
@@ -55,6 +57,12 @@ impl TokEnv {
     /// first use by a grammar.
     pub fn shapes(&self) -> &[u32] {
         self.shapes.get_or_init(|| self.trie().shape_ids())
+    }
+
+    /// Bytes below the trie's larger subtrees (see
+    /// [`TokTrie::subtree_bytes`]); built on first use by a grammar.
+    pub fn subtree_bytes(&self) -> &SubtreeBytes {
+        self.below.get_or_init(|| self.trie().subtree_bytes(8))
     }
 
     pub fn mask_words(&self) -> usize {
@@ -192,6 +200,7 @@ impl Constraint {
         let g = CompiledGrammar::new(grammar, limits)?;
         GrammarState::new(&g)?; // the initial set must exist
         env.shapes();
+        env.subtree_bytes();
         Ok(Arc::new(Constraint {
             env,
             kind: Kind::Grammar(Arc::new(GrammarKind {
@@ -288,6 +297,21 @@ impl GrammarKind {
         }
         let trie = env.trie();
         let (ls, in_progress, allowed) = st.lexer_view(g);
+        if !in_progress && g.prefix_free_lexemes {
+            fill_by_walk(g, trie, env.shapes(), env.subtree_bytes(), st, out);
+            if let Some(e) = st.error.take() {
+                return Err(e);
+            }
+            if accepting {
+                for &e in env.vocab().eos_token_ids() {
+                    set_bit(out, e);
+                }
+            }
+            if cache.reserve(std::mem::size_of_val(out)) {
+                cache.map.lock().unwrap().insert(key, out.to_vec().into());
+            }
+            return Ok(());
+        }
         // Only terminals still reachable from `ls` matter, so keys
         // from different parser contexts (an object key, a string
         // value) coincide inside the same lexeme.
@@ -304,7 +328,7 @@ impl GrammarKind {
                 e
             }
         };
-        fill_from_entry(g, trie, env.shapes(), st, &entry, out);
+        fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, out);
         if let Some(e) = st.error.take() {
             return Err(e);
         }

@@ -41,6 +41,21 @@ pub struct Node {
     pub byte: u8,
 }
 
+/// Bytes below large subtrees, from [`TokTrie::subtree_bytes`].
+#[derive(Debug, Clone, Default)]
+pub struct SubtreeBytes {
+    index: Vec<u32>,
+    sets: Vec<[u64; 4]>,
+}
+
+impl SubtreeBytes {
+    /// The bytes below node `i`, if its subtree is large enough to be kept.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&[u64; 4]> {
+        self.sets.get(*self.index.get(i)? as usize)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TokTrie {
     nodes: Vec<Node>,
@@ -285,6 +300,35 @@ impl TokTrie {
             c = self.nodes[cur].subtree_end as usize;
             Some(cur)
         })
+    }
+
+    /// For every node with a subtree of at least `min_nodes` nodes, the set
+    /// of bytes on its strict descendants (a 256-bit set). A walk in a state
+    /// that every one of those bytes leads back to (a string body, a run of
+    /// letters) accepts the whole subtree without visiting it.
+    pub fn subtree_bytes(&self, min_nodes: usize) -> SubtreeBytes {
+        let n = self.nodes.len();
+        let mut all = vec![[0u64; 4]; n];
+        for i in (0..n).rev() {
+            let mut set = [0u64; 4];
+            for c in self.children(i) {
+                let b = self.nodes[c].byte as usize;
+                set[b / 64] |= 1 << (b % 64);
+                for (w, x) in set.iter_mut().zip(&all[c]) {
+                    *w |= x;
+                }
+            }
+            all[i] = set;
+        }
+        let mut index = vec![u32::MAX; n];
+        let mut sets = Vec::new();
+        for (i, set) in all.into_iter().enumerate() {
+            if self.nodes[i].subtree_end as usize - i >= min_nodes {
+                index[i] = sets.len() as u32;
+                sets.push(set);
+            }
+        }
+        SubtreeBytes { index, sets }
     }
 
     /// For every node, an id equal for two nodes iff their subtrees have the

@@ -41,6 +41,11 @@ pub struct CompiledGrammar {
     ignore: Vec<u64>,
     pwords: usize,
     max_items_per_set: usize,
+    /// No lexeme extends another (every complete match is a lexer state no
+    /// byte leads on from): GBNF's single characters. Such grammars get
+    /// their masks from one lazy walk of the whole trie (see
+    /// [`crate::grammar::mask::fill_by_walk`]).
+    pub(crate) prefix_free_lexemes: bool,
 }
 
 impl CompiledGrammar {
@@ -147,6 +152,7 @@ impl CompiledGrammar {
             }
         }
         let pwords = lexer.pattern_words();
+        let prefix_free_lexemes = (0..lexer.num_states() as u32).all(|s| lexer.matches(s).iter().all(|&w| w == 0) || lexer.is_terminal(s));
         let mut ignore = vec![0u64; pwords];
         for &t in &g.ignore {
             ignore[t as usize / 64] |= 1 << (t % 64);
@@ -163,6 +169,7 @@ impl CompiledGrammar {
             ignore,
             pwords,
             max_items_per_set: limits.max_items_per_set,
+            prefix_free_lexemes,
         })
     }
 }

@@ -17,7 +17,7 @@
 use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::fxhash::FxMap;
-use crate::toktrie::TokTrie;
+use crate::toktrie::{SubtreeBytes, TokTrie};
 
 /// Lexer-only part of a mask for one (lexer state, allowed set).
 #[derive(Debug)]
@@ -60,12 +60,44 @@ impl LexEntry {
     }
 }
 
+/// The mask of `st` (no lexeme in progress) by one lazy walk of the whole
+/// trie from it: the lexer layer is skipped. Where lexemes are single
+/// characters (GBNF) every token byte ends one, so that layer would split
+/// the walk into a group per first character, each with its own parser
+/// step and walk; one walk shares its transitions, scans and loops.
+pub fn fill_by_walk(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], below: &SubtreeBytes, st: &mut GrammarState, out: &mut [u32]) {
+    out.fill(0);
+    let mut walk = LazyWalk::new(g, st);
+    let mut memo: FxMap<u32, (u32, u32)> = FxMap::default();
+    let mut arena = Vec::new();
+    for c in trie.children(0) {
+        let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
+            let from = arena.len() as u32;
+            walk.walk_subtree(g, trie, below, st, c, &mut arena);
+            (from, arena.len() as u32)
+        });
+        for &o in &arena[from as usize..to as usize] {
+            for &t in trie.node_tokens(c + o as usize) {
+                set_bit(out, t);
+            }
+        }
+    }
+}
+
 /// A lazy walk from one base configuration, with its per-shape results:
 /// offsets of the accepted token nodes, as ranges of one arena.
 type SharedWalk = (LazyWalk, FxMap<u32, (u32, u32)>, Vec<u32>);
 
 /// Complete a mask for grammar state `st` from its lexer entry.
-pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: &mut GrammarState, entry: &LexEntry, out: &mut [u32]) {
+pub fn fill_from_entry(
+    g: &CompiledGrammar,
+    trie: &TokTrie,
+    shapes: &[u32],
+    below: &SubtreeBytes,
+    st: &mut GrammarState,
+    entry: &LexEntry,
+    out: &mut [u32],
+) {
     out.copy_from_slice(&entry.inner);
     // Lexemes ending in different lexer states often leave the parser in
     // the same configuration (an identifier ended after "re" or after "ret"
@@ -104,7 +136,7 @@ pub fn fill_from_entry(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], st: 
                     }
                     let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
                         let from = arena.len() as u32;
-                        walk.walk_subtree(g, trie, st, c, arena);
+                        walk.walk_subtree(g, trie, below, st, c, arena);
                         (from, arena.len() as u32)
                     });
                     for &o in &arena[from as usize..to as usize] {
@@ -167,6 +199,11 @@ pub struct LazyWalk {
     /// lexer states end a lexeme the same way (every prefix of a keyword
     /// that is also a NAME), so the parser runs once per distinct scan.
     scans: FxMap<(u32, Vec<u64>), u32>,
+    /// Per state: the bytes known to lead straight back to it, and whether
+    /// a transition learned since makes that set stale.
+    loops: Vec<([u64; 4], bool)>,
+    /// Per lexer byte class: its bytes.
+    class_bytes: Vec<[u64; 4]>,
 }
 
 impl LazyWalk {
@@ -192,6 +229,14 @@ impl LazyWalk {
         self.set_expected.clear();
         self.set_expected.push(st.expected_at(g, self.h0 - 1).to_vec());
         self.scans.clear();
+        self.loops.clear();
+        self.loops.push(([0; 4], false));
+        self.class_bytes.clear();
+        self.class_bytes.resize(self.stride, [0; 4]);
+        for b in 0..=255u8 {
+            let c = g.lexer.byte_class(b);
+            self.class_bytes[c][b as usize / 64] |= 1 << (b % 64);
+        }
         let (ls, ip) = st.lexer_position(g);
         self.base = self.state_id(ls, ip, 0);
     }
@@ -202,6 +247,7 @@ impl LazyWalk {
         if id == next {
             self.trans.resize(self.trans.len() + self.stride, UNKNOWN);
             self.info.push((ls, ip, set));
+            self.loops.push(([0; 4], false));
         }
         id
     }
@@ -265,7 +311,15 @@ impl LazyWalk {
     /// Walk the subtree of trie node `root` from the base (`st` must be in
     /// the base configuration, and is left in it), pushing the offset from
     /// `root` of every accepted node where a token ends into `out`.
-    pub fn walk_subtree(&mut self, g: &CompiledGrammar, trie: &TokTrie, st: &mut GrammarState, root: usize, out: &mut Vec<u32>) {
+    pub fn walk_subtree(
+        &mut self,
+        g: &CompiledGrammar,
+        trie: &TokTrie,
+        below: &SubtreeBytes,
+        st: &mut GrammarState,
+        root: usize,
+        out: &mut Vec<u32>,
+    ) {
         let d0 = trie.node_depth(root) - 1;
         let end = trie.subtree_end(root);
         let need = trie.max_depth() + 2;
@@ -286,6 +340,7 @@ impl LazyWalk {
             // Fast path: known transitions only (a table lookup per node).
             {
                 let (trans, ids, path) = (&self.trans[..], &mut self.ids[..], &mut self.path[..]);
+                let (loops, class_bytes) = (&mut self.loops[..], &self.class_bytes[..]);
                 while i < end {
                     let node = nodes[i];
                     let d = node.depth as usize - d0; // 1-based depth below the base
@@ -302,6 +357,34 @@ impl LazyWalk {
                     path[d - 1] = node.byte;
                     if node.ntok != 0 {
                         out.push((i - root) as u32);
+                    }
+                    if let Some(bytes) = below.get(i) {
+                        // Every byte below leads back to `t`: the whole
+                        // subtree is accepted.
+                        let (set, stale) = &mut loops[t as usize];
+                        if *stale {
+                            *set = [0; 4];
+                            let row = &trans[t as usize * stride..(t as usize + 1) * stride];
+                            for (c, &to) in row.iter().enumerate() {
+                                if to == t {
+                                    for (w, x) in set.iter_mut().zip(&class_bytes[c]) {
+                                        *w |= x;
+                                    }
+                                }
+                            }
+                            *stale = false;
+                        }
+                        if bytes.iter().zip(set.iter()).all(|(b, l)| b & !l == 0) {
+                            let sub = &nodes[i + 1..node.subtree_end as usize];
+                            out.extend(
+                                sub.iter()
+                                    .enumerate()
+                                    .filter(|(_, n)| n.ntok != 0)
+                                    .map(|(k, _)| (i + 1 + k - root) as u32),
+                            );
+                            i = node.subtree_end as usize;
+                            continue;
+                        }
                     }
                     i += 1;
                 }
@@ -376,6 +459,9 @@ impl LazyWalk {
                 }
             }
             self.trans[slot] = t;
+            if t != UNKNOWN {
+                self.loops[self.ids[d - 1] as usize].1 = true;
+            }
             // The fast path now takes this node with the known transition.
         }
         self.pop(g, st, real);
@@ -413,7 +499,7 @@ mod tests {
                 let allowed = allowed.to_vec();
                 let entry = LexEntry::build(g, trie, ls, ip, &allowed, words);
                 let mut fast = vec![0u32; words];
-                fill_from_entry(g, trie, shapes, &mut st, &entry, &mut fast);
+                fill_from_entry(g, trie, shapes, env.subtree_bytes(), &mut st, &entry, &mut fast);
                 let mut slow = vec![0u32; words];
                 trie.add_allowed(&mut GrammarWalker { g, st: &mut st }, &mut slow);
                 assert_eq!(
@@ -422,6 +508,11 @@ mod tests {
                     "{:?} before byte {i}",
                     String::from_utf8_lossy(&doc.as_bytes()[..i.min(n)])
                 );
+                if !ip {
+                    let mut whole = vec![0u32; words];
+                    fill_by_walk(g, trie, shapes, env.subtree_bytes(), &mut st, &mut whole);
+                    assert_eq!(crate::bitmask::ones(&whole), crate::bitmask::ones(&slow), "one walk, before byte {i}");
+                }
             }
             if i == n {
                 break;
