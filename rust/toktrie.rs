@@ -283,6 +283,15 @@ impl TokTrie {
         self.nodes[i].subtree_end as usize
     }
 
+    /// Tokens whose bytes end at node `i` or below it: a contiguous run,
+    /// since tokens are stored in the nodes' preorder.
+    #[inline]
+    pub fn subtree_tokens(&self, i: usize) -> &[u32] {
+        let end = self.nodes[i].subtree_end as usize;
+        let to = self.nodes.get(end).map_or(self.token_ids.len(), |n| n.tok_start as usize);
+        &self.token_ids[self.nodes[i].tok_start as usize..to]
+    }
+
     #[inline]
     pub fn node_byte(&self, i: usize) -> u8 {
         self.nodes[i].byte
@@ -438,7 +447,23 @@ mod tests {
         #[test]
         fn prop_shape_ids_name_equal_subtrees(toks in proptest::collection::vec("[ab]{1,4}", 1..30)) {
             let refs: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();
-            check_shapes(&TokTrie::new(&vocab(&refs)));
+            let trie = TokTrie::new(&vocab(&refs));
+            check_shapes(&trie);
+            // A subtree's tokens, and the bytes below it, by their definitions.
+            let below = trie.subtree_bytes(1);
+            for i in 0..trie.num_nodes() {
+                let mut toks: Vec<u32> = (i..trie.subtree_end(i)).flat_map(|k| trie.node_tokens(k).to_vec()).collect();
+                let mut got = trie.subtree_tokens(i).to_vec();
+                toks.sort_unstable();
+                got.sort_unstable();
+                proptest::prop_assert_eq!(got, toks);
+                let mut bytes = [0u64; 4];
+                for k in i + 1..trie.subtree_end(i) {
+                    let b = trie.node_byte(k) as usize;
+                    bytes[b / 64] |= 1 << (b % 64);
+                }
+                proptest::prop_assert_eq!(below.get(i), Some(&bytes));
+            }
         }
 
         #[test]

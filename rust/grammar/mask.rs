@@ -60,6 +60,25 @@ impl LexEntry {
     }
 }
 
+/// Marks a walk result that stands for a whole subtree: every token at or
+/// below that node is accepted.
+const WHOLE: u32 = 1 << 31;
+
+/// Set the bits of the tokens a subtree walk from node `c` accepted
+/// (offsets from `c`, some standing for whole subtrees).
+fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
+    for &o in offsets {
+        let toks = if o & WHOLE != 0 {
+            trie.subtree_tokens(c + (o & !WHOLE) as usize)
+        } else {
+            trie.node_tokens(c + o as usize)
+        };
+        for &t in toks {
+            set_bit(out, t);
+        }
+    }
+}
+
 /// The mask of `st` (no lexeme in progress) by one lazy walk of the whole
 /// trie from it: the lexer layer is skipped. Where lexemes are single
 /// characters (GBNF) every token byte ends one, so that layer would split
@@ -76,11 +95,7 @@ pub fn fill_by_walk(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], below: 
             walk.walk_subtree(g, trie, below, st, c, &mut arena);
             (from, arena.len() as u32)
         });
-        for &o in &arena[from as usize..to as usize] {
-            for &t in trie.node_tokens(c + o as usize) {
-                set_bit(out, t);
-            }
-        }
+        set_accepted(trie, c, &arena[from as usize..to as usize], out);
     }
 }
 
@@ -139,11 +154,7 @@ pub fn fill_from_entry(
                         walk.walk_subtree(g, trie, below, st, c, arena);
                         (from, arena.len() as u32)
                     });
-                    for &o in &arena[from as usize..to as usize] {
-                        for &t in trie.node_tokens(c + o as usize) {
-                            set_bit(out, t);
-                        }
-                    }
+                    set_accepted(trie, c, &arena[from as usize..to as usize], out);
                 }
             }
             st.leave_after_lexeme(g, saved);
@@ -310,7 +321,8 @@ impl LazyWalk {
 
     /// Walk the subtree of trie node `root` from the base (`st` must be in
     /// the base configuration, and is left in it), pushing the offset from
-    /// `root` of every accepted node where a token ends into `out`.
+    /// `root` of every accepted node where a token ends into `out` (with
+    /// [`WHOLE`] set for a subtree accepted whole).
     pub fn walk_subtree(
         &mut self,
         g: &CompiledGrammar,
@@ -355,9 +367,6 @@ impl LazyWalk {
                     }
                     ids[d] = t;
                     path[d - 1] = node.byte;
-                    if node.ntok != 0 {
-                        out.push((i - root) as u32);
-                    }
                     if let Some(bytes) = below.get(i) {
                         // Every byte below leads back to `t`: the whole
                         // subtree is accepted.
@@ -375,16 +384,13 @@ impl LazyWalk {
                             *stale = false;
                         }
                         if bytes.iter().zip(set.iter()).all(|(b, l)| b & !l == 0) {
-                            let sub = &nodes[i + 1..node.subtree_end as usize];
-                            out.extend(
-                                sub.iter()
-                                    .enumerate()
-                                    .filter(|(_, n)| n.ntok != 0)
-                                    .map(|(k, _)| (i + 1 + k - root) as u32),
-                            );
+                            out.push((i - root) as u32 | WHOLE);
                             i = node.subtree_end as usize;
                             continue;
                         }
+                    }
+                    if node.ntok != 0 {
+                        out.push((i - root) as u32);
                     }
                     i += 1;
                 }
