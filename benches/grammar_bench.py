@@ -89,9 +89,6 @@ def _child(engine: str, path: Path) -> Dict[str, object]:
         def mask(m):
             m.fill_next_token_bitmask(bm)
 
-        def allowed(t: int) -> bool:
-            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
-
         def commit(m, t: int) -> bool:
             return m.consume_token(t)
 
@@ -113,9 +110,6 @@ def _child(engine: str, path: Path) -> Dict[str, object]:
 
         def mask(m):
             lnp.fill_next_token_bitmask(m, bm, 0)
-
-        def allowed(t: int) -> bool:
-            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
 
         def commit(m, t: int) -> bool:
             return bool(m.consume_token(t))
@@ -140,14 +134,15 @@ def _child(engine: str, path: Path) -> Dict[str, object]:
         def mask(m):
             m.fill_next_token_bitmask(bm)
 
-        def allowed(t: int) -> bool:
-            return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
-
         def commit(m, t: int) -> bool:
             return bool(m.accept_token(t))
 
     else:
         raise ValueError(engine)
+
+    def allowed(t: int) -> bool:
+        # Every engine fills an int32 (1, ceil(V / 32)) bitmask, bit t % 32 of word t // 32.
+        return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
 
     t0 = time.perf_counter()
     try:

@@ -299,36 +299,25 @@ impl GrammarKind {
         let (ls, in_progress, allowed) = st.lexer_view(g);
         if !in_progress && g.prefix_free_lexemes {
             fill_by_walk(g, trie, env.shapes(), env.subtree_bytes(), st, out);
-            if let Some(e) = st.error.take() {
-                return Err(e);
-            }
-            if accepting {
-                for &e in env.vocab().eos_token_ids() {
-                    set_bit(out, e);
+        } else {
+            // Only terminals still reachable from `ls` matter, so keys
+            // from different parser contexts (an object key, a string
+            // value) coincide inside the same lexeme.
+            let reach = g.lexer.reach(ls);
+            let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
+            let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
+            let entry = match found {
+                Some(e) => e,
+                None => {
+                    let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
+                    if cache.reserve(e.bytes()) {
+                        cache.lex.lock().unwrap().insert(lex_key, e.clone());
+                    }
+                    e
                 }
-            }
-            if cache.reserve(std::mem::size_of_val(out)) {
-                cache.map.lock().unwrap().insert(key, out.to_vec().into());
-            }
-            return Ok(());
+            };
+            fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, out);
         }
-        // Only terminals still reachable from `ls` matter, so keys
-        // from different parser contexts (an object key, a string
-        // value) coincide inside the same lexeme.
-        let reach = g.lexer.reach(ls);
-        let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
-        let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
-        let entry = match found {
-            Some(e) => e,
-            None => {
-                let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
-                if cache.reserve(e.bytes()) {
-                    cache.lex.lock().unwrap().insert(lex_key, e.clone());
-                }
-                e
-            }
-        };
-        fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, out);
         if let Some(e) = st.error.take() {
             return Err(e);
         }
