@@ -69,10 +69,13 @@ pub struct TokTrie {
 pub const MAX_TOKEN_LEN: usize = 1024;
 
 impl TokTrie {
-    /// Build the trie over every non-special token of `vocab`.
+    /// Build the trie over every token of `vocab` that stands for text: not
+    /// special tokens, and not EOS ids, which always mean "end of sequence"
+    /// (even when the tokenizer also gives them a spelling): masks, `is_allowed`
+    /// and `consume_token` then agree on what an EOS id means.
     pub fn new(vocab: &Vocabulary) -> Self {
         let mut toks: Vec<(&[u8], u32)> = (0..vocab.size() as u32)
-            .filter(|&t| !vocab.is_special(t))
+            .filter(|&t| !vocab.is_special(t) && !vocab.is_eos(t))
             .map(|t| (vocab.token_bytes(t), t))
             .filter(|(b, _)| !b.is_empty() && b.len() <= MAX_TOKEN_LEN)
             .collect();
