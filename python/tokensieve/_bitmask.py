@@ -26,11 +26,19 @@ def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
     Bit ``t % 32`` of word ``t // 32`` in a row stands for token ``t``.
     ``torch.from_numpy`` views it as a tensor without copying.
     """
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(vocab_size, int) or vocab_size <= 0:
-        raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
+    batch_size = _positive_int(batch_size, "batch_size")
+    vocab_size = _positive_int(vocab_size, "vocab_size")
     return np.zeros((batch_size, _core.bitmask_words(vocab_size)), dtype=np.int32)
+
+
+def _positive_int(x: Any, name: str) -> int:
+    """``x`` as a Python int (numpy integers included, bools not): a
+    TypeError for anything else, a ValueError unless it is positive."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    if x <= 0:
+        raise ValueError(f"{name} must be positive, got {int(x)}")
+    return int(x)
 
 
 def _shifts(device: Any):

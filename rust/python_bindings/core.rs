@@ -133,6 +133,11 @@ pub(crate) struct TokenId(i64);
 impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
     type Error = PyErr;
     fn extract(ob: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        // `True` is an int to Python but never a token id: a bool here is a
+        // bug in the caller (a mask value passed where an id was meant).
+        if ob.is_instance_of::<pyo3::types::PyBool>() {
+            return Err(PyTypeError::new_err("token id must be an int, got bool"));
+        }
         match ob.extract::<i64>() {
             Ok(v) => Ok(TokenId(v)),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(ob.py()) => Ok(TokenId(i64::MAX)),
@@ -214,6 +219,9 @@ fn compile_regex(
     Ok(PyConstraint { inner })
 }
 
+/// Deepest nesting `compile_json` accepts.
+const MAX_JSON_DEPTH: usize = 10_000;
+
 /// Compile the built-in JSON grammar: any JSON value, with `whitespace`
 /// "flexible" (any JSON whitespace between tokens) or "compact" (none), and
 /// arrays/objects nested at most `max_depth` deep.
@@ -230,8 +238,12 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
             )))
         }
     };
-    if max_depth > 100_000 {
-        return Err(PyValueError::new_err(format!("max_depth {max_depth} is too large (limit 100000)")));
+    // 14 rules per level: the deepest grammar that fits the default rule
+    // limit, so the documented limit is the one that holds.
+    if max_depth > MAX_JSON_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "max_depth {max_depth} is too large (limit {MAX_JSON_DEPTH})"
+        )));
     }
     let env = vocab.env.clone();
     let inner = py

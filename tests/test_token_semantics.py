@@ -1,7 +1,8 @@
-"""One meaning for an EOS id: end of sequence, even when the tokenizer also
-gives it a spelling (``Vocabulary(token_bytes=[b"a", b"b"], eos_token_ids=[0])``,
-or GPT-2 loaded with a custom EOS id). The mask, ``is_allowed`` and
-``consume_token`` must agree on it at every state."""
+"""What a token id means at the API: an EOS id is end of sequence, even when
+the tokenizer also gives it a spelling (``Vocabulary(token_bytes=[b"a", b"b"],
+eos_token_ids=[0])``, or GPT-2 loaded with a custom EOS id), and the mask,
+``is_allowed`` and ``consume_token`` agree on it at every state; ids and
+sizes are integers (numpy's included), never bools."""
 
 from __future__ import annotations
 
@@ -55,3 +56,32 @@ def test_gpt2_with_a_text_token_as_eos() -> None:
     assert m.consume_token(aa)
     assert a in m.allowed_tokens() and m.is_allowed(a) and m.consume_token(a)
     assert m.eos_consumed
+
+
+def test_token_ids_and_sizes_take_integers_not_bools() -> None:
+    """``consume_token(True)`` is a bug in the caller, not token 1; numpy
+    integers are integers (``allocate_token_bitmask(np.int64(2), V)``)."""
+    import numpy as np
+
+    m = ts.Matcher(ts.compile_regex("b", SPELLED_EOS))
+    for bad in (True, False, np.bool_(True)):
+        with pytest.raises(TypeError, match="int"):
+            m.consume_token(bad)
+        with pytest.raises(TypeError, match="int"):
+            m.is_allowed(bad)
+    assert m.consume_token(np.int64(1))
+    bm = ts.allocate_token_bitmask(np.int64(2), np.int32(40))
+    assert bm.shape == (2, 2) and bm.dtype == np.int32
+    with pytest.raises(TypeError, match="batch_size"):
+        ts.allocate_token_bitmask(True, 40)
+    with pytest.raises(TypeError, match="vocab_size"):
+        ts.allocate_token_bitmask(1, 40.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ts.allocate_token_bitmask(np.int64(0), 40)
+
+
+def test_compile_json_depth_limit_is_the_documented_one() -> None:
+    v = SPELLED_EOS
+    ts.compile_json(v, max_depth=10_000)
+    with pytest.raises(ValueError, match="limit 10000"):
+        ts.compile_json(v, max_depth=10_001)
