@@ -85,3 +85,16 @@ def test_compile_json_depth_limit_is_the_documented_one() -> None:
     ts.compile_json(v, max_depth=10_000)
     with pytest.raises(ValueError, match="limit 10000"):
         ts.compile_json(v, max_depth=10_001)
+
+
+def test_reprs_read_as_python() -> None:
+    import ast
+
+    c = ts.compile_regex("b", SPELLED_EOS)
+    m = ts.Matcher(c)
+    for obj in (SPELLED_EOS, c, m):
+        call = ast.parse(repr(obj), mode="eval").body
+        assert isinstance(call, ast.Call), repr(obj)
+        for kw in call.keywords:
+            ast.literal_eval(kw.value)  # every field is a Python literal
+    assert "accepting=False" in repr(m)

@@ -118,7 +118,7 @@ impl PyVocabulary {
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
-            "Vocabulary(size={}, eos_token_ids={:?}, spelling={:?})",
+            "Vocabulary(size={}, eos_token_ids={:?}, spelling='{}')",
             v.size(),
             v.eos_token_ids(),
             self.spelling()
@@ -521,11 +521,13 @@ impl PyMatcher {
     }
 
     fn __repr__(&mut self) -> String {
+        // Python's spelling of booleans, so the repr reads as Python.
+        let py_bool = |b: bool| if b { "True" } else { "False" };
         format!(
             "Matcher(consumed={}, accepting={}, terminated={})",
             self.inner.num_consumed(),
-            self.inner.is_accepting(),
-            self.inner.is_terminated()
+            py_bool(self.inner.is_accepting()),
+            py_bool(self.inner.is_terminated())
         )
     }
 }
