@@ -62,7 +62,7 @@ impl TokEnv {
     /// Bytes below the trie's larger subtrees (see
     /// [`TokTrie::subtree_bytes`]); built on first use by a grammar.
     pub fn subtree_bytes(&self) -> &SubtreeBytes {
-        self.below.get_or_init(|| self.trie().subtree_bytes(8))
+        self.below.get_or_init(|| self.trie().subtree_bytes(2))
     }
 
     pub fn mask_words(&self) -> usize {
@@ -309,7 +309,7 @@ impl GrammarKind {
             let entry = match found {
                 Some(e) => e,
                 None => {
-                    let e = Arc::new(LexEntry::build(g, trie, ls, in_progress, &lex_key.2, out.len()));
+                    let e = Arc::new(LexEntry::build(g, trie, env.subtree_bytes(), ls, in_progress, &lex_key.2, out.len()));
                     if cache.reserve(e.bytes()) {
                         cache.lex.lock().unwrap().insert(lex_key, e.clone());
                     }

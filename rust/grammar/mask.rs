@@ -30,26 +30,63 @@ pub struct LexEntry {
 }
 
 impl LexEntry {
-    pub fn build(g: &CompiledGrammar, trie: &TokTrie, s: u32, in_progress: bool, allowed: &[u64], words: usize) -> LexEntry {
+    pub fn build(g: &CompiledGrammar, trie: &TokTrie, below: &SubtreeBytes, s: u32, in_progress: bool, allowed: &[u64], words: usize) -> LexEntry {
         let lexer = &g.lexer;
         let mut inner = vec![0u32; words].into_boxed_slice();
         let mut boundaries = Vec::new();
         if in_progress && can_end(lexer, s, allowed) {
             boundaries.push((0u32, s));
         }
+        // Per lexer state met: the bytes that extend the lexeme and lead
+        // back to the same state (a string body's characters).
+        let mut loops: FxMap<u32, [u64; 4]> = FxMap::default();
         // Visit every accepted node (not only token ends) to find boundaries.
-        trie.walk_states_all(
-            s,
-            |ls, b| if extends(lexer, ls, b, allowed) { lexer.next(ls, b) } else { 0 },
-            |i, ls| {
-                for &t in trie.node_tokens(i) {
-                    set_bit(&mut inner, t);
+        let nodes = trie.nodes();
+        let mut states = vec![0u32; trie.max_depth() + 1];
+        states[0] = s;
+        let mut i = 1;
+        while i < nodes.len() {
+            let node = nodes[i];
+            let d = node.depth as usize;
+            let from = states[d - 1];
+            if !extends(lexer, from, node.byte, allowed) {
+                i = node.subtree_end as usize;
+                continue;
+            }
+            let ls = lexer.next(from, node.byte);
+            states[d] = ls;
+            for &t in trie.node_tokens(i) {
+                set_bit(&mut inner, t);
+            }
+            if can_end(lexer, ls, allowed) {
+                boundaries.push((i as u32, ls));
+            }
+            if let Some(bytes) = below.get(i) {
+                let set = loops.entry(ls).or_insert_with(|| {
+                    let mut set = [0u64; 4];
+                    for b in 0..=255u8 {
+                        if lexer.next(ls, b) == ls && extends(lexer, ls, b, allowed) {
+                            set[b as usize / 64] |= 1 << (b % 64);
+                        }
+                    }
+                    set
+                });
+                if bytes.iter().zip(set.iter()).all(|(b, l)| b & !l == 0) {
+                    // Every node below is reached in `ls` itself: all its
+                    // tokens extend the lexeme, and a node there is a
+                    // boundary only if some child does not extend: none.
+                    for &t in trie.subtree_tokens(i) {
+                        set_bit(&mut inner, t);
+                    }
+                    if can_end(lexer, ls, allowed) {
+                        boundaries.pop(); // node `i`'s children all extend
+                    }
+                    i = node.subtree_end as usize;
+                    continue;
                 }
-                if can_end(lexer, ls, allowed) {
-                    boundaries.push((i as u32, ls));
-                }
-            },
-        );
+            }
+            i += 1;
+        }
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
         boundaries.sort_by_key(|&(_, ls)| ls);
         LexEntry { inner, boundaries }
@@ -503,7 +540,7 @@ mod tests {
             if i % stride == 0 || i == n {
                 let (ls, ip, allowed) = st.lexer_view(g);
                 let allowed = allowed.to_vec();
-                let entry = LexEntry::build(g, trie, ls, ip, &allowed, words);
+                let entry = LexEntry::build(g, trie, env.subtree_bytes(), ls, ip, &allowed, words);
                 let mut fast = vec![0u32; words];
                 fill_from_entry(g, trie, shapes, env.subtree_bytes(), &mut st, &entry, &mut fast);
                 let mut slow = vec![0u32; words];
