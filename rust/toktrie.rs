@@ -193,27 +193,6 @@ impl TokTrie {
         }
     }
 
-    /// Like [`TokTrie::walk_states`] but calls `on_visit(node, state)` for
-    /// every accepted node, token end or not.
-    pub fn walk_states_all<S: Fn(u32, u8) -> u32, F: FnMut(usize, u32)>(&self, start: u32, step: S, mut on_visit: F) {
-        let nodes = &self.nodes[..];
-        let mut states = vec![0u32; self.max_depth + 1];
-        states[0] = start;
-        let mut i = 1usize;
-        while i < nodes.len() {
-            let node = nodes[i];
-            let d = node.depth as usize;
-            let s = step(states[d - 1], node.byte);
-            if s == 0 {
-                i = node.subtree_end as usize;
-                continue;
-            }
-            states[d] = s;
-            on_visit(i, s);
-            i += 1;
-        }
-    }
-
     /// The preorder walk with subtree skipping shared by all entry points.
     #[inline(always)]
     fn walk_range<R: Recognizer, F: FnMut(usize, &R)>(&self, start: usize, end: usize, base: usize, r: &mut R, mut on_accept: F) {
@@ -266,12 +245,6 @@ impl TokTrie {
     #[inline]
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
-    }
-
-    /// Node `i` (for walks that keep their own per-depth state).
-    #[inline]
-    pub fn node(&self, i: usize) -> Node {
-        self.nodes[i]
     }
 
     /// Length of the byte string node `i` spells (root: 0).
