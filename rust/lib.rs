@@ -17,7 +17,9 @@
 //! - [`resample`]: resampling kernels (multinomial, systematic, stratified,
 //!   residual), ESS and log-normalisation.
 //! - [`smc`]: particle population bookkeeping for SMC.
+//! - [`awrs`]: adaptive weighted rejection sampling for opaque constraints.
 
+pub mod awrs;
 pub mod bitmask;
 pub mod error;
 pub mod fxhash;

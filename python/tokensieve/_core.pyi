@@ -190,3 +190,21 @@ class Population:
     @property
     def resampler(self) -> str: ...
     def __len__(self) -> int: ...
+
+def awrs_sample(
+    logp: Any,
+    accept: Any,
+    sampler: str = "awrs",
+    max_calls: int = 1000,
+    seed: int = 0,
+) -> tuple[Optional[int], float, int, bool]:
+    """One draw from softmax(logp) (1-D float32/float64 numpy array) restricted
+    to the tokens ``accept(list_of_ids) -> list_of_bools`` allows.
+
+    ``sampler``: "awrs" (without replacement, adaptive), "rejection" (with
+    replacement) or "full" (every token evaluated, exact). Returns
+    ``(token or None, log_weight, calls, fell_back)``; ``exp(log_weight)`` is
+    an unbiased estimate of the allowed mass. After ``max_calls`` evaluations
+    the remaining tokens are evaluated at once (weights stay unbiased).
+    The GIL is released except while ``accept`` runs; its exceptions propagate.
+    """

@@ -7,11 +7,13 @@
 
 use pyo3::prelude::*;
 
+mod awrs;
 mod core;
 mod resample;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    awrs::register(m)?;
     core::register(m)?;
     resample::register(m)?;
     Ok(())

@@ -1,0 +1,153 @@
+"""Constraints written as Python functions: potentials.
+
+A *potential* scores decoded text: ``prefix(text)`` is the log weight of a
+text that may still grow (``-inf`` = no continuation can be accepted) and
+``complete(text)`` the log weight of a finished text. Boolean functions
+are the common case (``True`` -> ``0.0``, ``False`` -> ``-inf``).
+
+Why a protocol rather than a grammar: many real constraints (SQL that runs,
+code that passes tests, text without an "e") are easy to *check* and hard
+to compile. :func:`accept_function` turns a prefix potential into the
+accept callable of :func:`tokensieve._core.awrs_sample`, which asks it only
+about the tokens the model actually proposes.
+
+Potentials multiply: ``a * b`` scores with the sum of log weights and stops
+at the first factor that returns ``-inf`` (put the cheap factor first).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Callable, List, Optional, Sequence, Union
+
+__all__ = ["Potential", "FunctionPotential", "Product", "potential", "complete_only", "accept_function"]
+
+Score = Union[bool, float]
+
+
+def _as_log_weight(value: object, where: str) -> float:
+    """A potential's return value as a log weight; TypeError when unusable."""
+    if isinstance(value, bool):
+        return 0.0 if value else -math.inf
+    if isinstance(value, Real):
+        x = float(value)
+        if math.isnan(x):
+            raise TypeError(f"{where} returned NaN (expected a bool or a log weight)")
+        return x
+    raise TypeError(f"{where} returned {type(value).__name__} (expected a bool or a log weight)")
+
+
+class Potential:
+    """Base class: override :meth:`prefix` and :meth:`complete`; the batch
+    variants loop over them unless a subclass has something faster."""
+
+    name: str = "potential"
+
+    def prefix(self, text: bytes) -> float:
+        """Log weight of ``text`` as a prefix (``-inf`` = impossible)."""
+        return 0.0
+
+    def complete(self, text: bytes) -> float:
+        """Log weight of ``text`` as a finished string."""
+        return self.prefix(text)
+
+    def batch_prefix(self, texts: Sequence[bytes]) -> List[float]:
+        """:meth:`prefix` of each text."""
+        return [self.prefix(t) for t in texts]
+
+    def batch_complete(self, texts: Sequence[bytes]) -> List[float]:
+        """:meth:`complete` of each text."""
+        return [self.complete(t) for t in texts]
+
+    def __mul__(self, other: "Potential") -> "Product":
+        if not isinstance(other, Potential):
+            return NotImplemented
+        return Product([self, other])
+
+
+class FunctionPotential(Potential):
+    """A potential from a plain function of the decoded text."""
+
+    def __init__(self, fn: Callable[[bytes], Score], *, prefix: bool = True) -> None:
+        if not callable(fn):
+            raise TypeError(f"potential: expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.on_prefix = prefix
+        self.name = getattr(fn, "__name__", type(fn).__name__)
+
+    def prefix(self, text: bytes) -> float:
+        """``fn(text)`` when the function applies to prefixes, else ``0.0``."""
+        if not self.on_prefix:
+            return 0.0
+        return _as_log_weight(self.fn(text), f"potential {self.name!r}")
+
+    def complete(self, text: bytes) -> float:
+        """``fn(text)`` on the finished text."""
+        return _as_log_weight(self.fn(text), f"potential {self.name!r}")
+
+
+class Product(Potential):
+    """The product of potentials (sum of log weights), short-circuiting at
+    the first factor that gives ``-inf``."""
+
+    def __init__(self, factors: Sequence[Potential]) -> None:
+        flat: List[Potential] = []
+        for f in factors:
+            flat.extend(f.factors if isinstance(f, Product) else [f])
+        self.factors = flat
+        self.name = " * ".join(f.name for f in flat)
+
+    def _score(self, text: bytes, complete: bool) -> float:
+        total = 0.0
+        for f in self.factors:
+            total += f.complete(text) if complete else f.prefix(text)
+            if total == -math.inf:
+                break
+        return total
+
+    def prefix(self, text: bytes) -> float:
+        """Sum of the factors' prefix log weights."""
+        return self._score(text, False)
+
+    def complete(self, text: bytes) -> float:
+        """Sum of the factors' complete log weights."""
+        return self._score(text, True)
+
+
+def potential(fn: Callable[[bytes], Score], *, prefix: bool = True) -> FunctionPotential:
+    """A potential from ``fn(text: bytes) -> bool | float`` (Boolean or log
+    weight). ``prefix=False`` makes it complete-only (checked only on
+    finished texts)."""
+    return FunctionPotential(fn, prefix=prefix)
+
+
+def complete_only(fn: Callable[[bytes], Score]) -> FunctionPotential:
+    """A potential checked only on finished texts (e.g. "passes the tests")."""
+    return FunctionPotential(fn, prefix=False)
+
+
+def accept_function(
+    pot: Potential,
+    context: bytes,
+    token_bytes: Sequence[bytes],
+    *,
+    particle: Optional[int] = None,
+    step: Optional[int] = None,
+) -> Callable[[List[int]], List[bool]]:
+    """The accept callable for :func:`tokensieve._core.awrs_sample`: token
+    ``t`` is accepted when ``pot.prefix(context + token_bytes[t]) > -inf``.
+    An exception from the potential is re-raised with the particle and step
+    in its message."""
+
+    def accept(tokens: List[int]) -> List[bool]:
+        texts = [context + token_bytes[t] for t in tokens]
+        try:
+            scores = pot.batch_prefix(texts)
+        except TypeError:
+            raise
+        except Exception as e:
+            raise type(e)(f"{e} (potential {pot.name!r}, particle {particle}, step {step})") from e
+        return [s > -math.inf for s in scores]
+
+    return accept

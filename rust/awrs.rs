@@ -1,0 +1,651 @@
+//! Adaptive weighted rejection sampling (AWRS) for constraints that are
+//! opaque functions: draw the next token from one step's log-probs `p`
+//! subject to a Boolean constraint `c` that can only be *asked* about single
+//! tokens (a Python function, a database, a test suite), with an importance
+//! weight whose expectation is the allowed mass `Z_c = sum_x p(x) c(x)`.
+//!
+//! Evaluating `c` on every token of a 128k vocabulary is what we avoid: when
+//! the model mostly respects the constraint, a handful of calls suffice.
+//!
+//! # The three samplers (same interface, see [`sample`])
+//! - [`Sampler::Awrs`]: round 1 draws tokens *without replacement* in the
+//!   model's order (sequentially from the renormalised remaining mass, via a
+//!   sum tree: O(V) setup, O(log V) per draw, never a sort of V) and stops at
+//!   the first accepted token `x`. Given the sequence of rejected tokens,
+//!   `x` is distributed exactly as `p(x) c(x) / Z_c` (removing rejected
+//!   tokens does not change the ratios between allowed ones), so `x` is
+//!   independent of the rejections and any weight built from the
+//!   rejections plus fresh randomness with expectation `Z_c` is proper.
+//!   Round 2 builds that weight: it continues without replacement from
+//!   `V \ R1` with fresh draws `y_1, y_2, ...`. With `M_j` the mass left
+//!   before draw `j`, `T_j = sum_{i<j} c(y_i) p(y_i) + c(y_j) M_j` has
+//!   conditional expectation `Z_c` given the first `j - 1` draws (a
+//!   sequential Horvitz-Thompson estimator). Stopping at a time decided by
+//!   the past keeps it unbiased, so round 2 stops one draw *after* its first
+//!   acceptance `J`: weight `p(y_J) + c(y_{J+1}) M_{J+1}`. It is never
+//!   zero when `Z_c > 0` (unlike genlm-control's estimator, which collapses
+//!   to `-inf` at tiny allowed mass). Cost: about twice the calls of round 1
+//!   plus one.
+//! - [`Sampler::Rejection`]: the same two rounds *with* replacement (i.i.d.
+//!   draws from `p`); with `K` rejections over both rounds the weight is
+//!   `1 / (K + 1)`, Haldane's unbiased estimator of a success probability
+//!   from the trials up to the second success.
+//! - [`Sampler::Full`]: evaluate every token of positive probability (one
+//!   batched call), draw from `p c / Z_c` exactly, weight `Z_c` exactly.
+//!
+//! # Bounded calls and the fallback
+//! `max_calls` bounds the tokens evaluated per step. When it is reached the
+//! sampler evaluates all remaining live tokens at once (the full sampler on
+//! what is left). The switch depends only on the past, and the value that
+//! replaces the stopped estimator is its exact conditional expectation (the
+//! remaining allowed mass for AWRS; `E[1/(K+1)]` under the now known
+//! geometric law for rejection), so weights stay unbiased. The same fallback
+//! handles tokens whose probability underflows `f64` relative to the most
+//! likely token (log-space, so exact at any allowed mass, even `1e-300`).
+//!
+//! All weights are relative to `softmax(logp)`: unnormalised log-probs are
+//! fine.
+
+use crate::resample::{next_uniform, ResampleRng};
+
+/// Which sampler [`sample`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sampler {
+    /// Adaptive weighted rejection sampling (without replacement).
+    Awrs,
+    /// Plain rejection sampling (with replacement), Haldane weight.
+    Rejection,
+    /// Evaluate every token of positive probability; exact `Z_c`.
+    Full,
+}
+
+impl std::str::FromStr for Sampler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "awrs" => Ok(Self::Awrs),
+            "rejection" => Ok(Self::Rejection),
+            "full" => Ok(Self::Full),
+            _ => Err(format!("unknown sampler {s:?} (expected 'awrs', 'rejection' or 'full')")),
+        }
+    }
+}
+
+/// The outcome of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Draw {
+    /// The accepted token; `None` when no token is allowed (`Z_c = 0`).
+    pub token: Option<u32>,
+    /// Log of the importance weight (an unbiased estimate of `Z_c`);
+    /// `-inf` exactly when `token` is `None`.
+    pub log_weight: f64,
+    /// Tokens passed to the accept function.
+    pub calls: usize,
+    /// Whether the `max_calls` / underflow fallback ran.
+    pub fell_back: bool,
+}
+
+/// Why [`sample`] failed: bad log-probs, or the accept function's error.
+#[derive(Debug, PartialEq)]
+pub enum SampleError<E> {
+    /// The log-probs are empty or contain NaN / `+inf`.
+    Input(String),
+    /// The accept function returned an error (passed through untouched).
+    Accept(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for SampleError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Input(m) => f.write_str(m),
+            Self::Accept(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Binary sum tree over the unnormalised probabilities. Parents are
+/// recomputed from their children on every update (never by subtraction), so
+/// the remaining mass stays accurate to relative rounding even after almost
+/// all of it has been removed.
+struct SumTree {
+    size: usize,
+    node: Vec<f64>,
+}
+
+impl SumTree {
+    fn new(values: &[f64]) -> Self {
+        let size = values.len().next_power_of_two();
+        let mut node = vec![0.0; 2 * size];
+        node[size..size + values.len()].copy_from_slice(values);
+        for i in (1..size).rev() {
+            node[i] = node[2 * i] + node[2 * i + 1];
+        }
+        Self { size, node }
+    }
+
+    fn total(&self) -> f64 {
+        self.node[1]
+    }
+
+    fn get(&self, i: usize) -> f64 {
+        self.node[self.size + i]
+    }
+
+    fn remove(&mut self, i: usize) {
+        let mut k = self.size + i;
+        self.node[k] = 0.0;
+        while k > 1 {
+            k /= 2;
+            self.node[k] = self.node[2 * k] + self.node[2 * k + 1];
+        }
+    }
+
+    /// The leaf whose cumulative interval holds `u * total`. Never returns a
+    /// zero-mass leaf while the total is positive (rounding at a boundary
+    /// steers to the non-empty side).
+    fn find(&self, u: f64) -> usize {
+        let mut target = u * self.total();
+        let mut k = 1;
+        while k < self.size {
+            let (l, r) = (self.node[2 * k], self.node[2 * k + 1]);
+            if (target < l && l > 0.0) || r <= 0.0 {
+                k *= 2;
+            } else {
+                target -= l;
+                k = 2 * k + 1;
+            }
+        }
+        k - self.size
+    }
+}
+
+fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = xs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + xs.map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    if m == f64::NEG_INFINITY {
+        return m;
+    }
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// Per-step state shared by the samplers.
+struct Step<'a, F> {
+    logp: Vec<f64>,
+    /// `log sum exp(logp)`: weights are relative to the normalised `p`.
+    log_norm: f64,
+    /// `exp(logp - max)`, the scale of the sum tree.
+    log_scale: f64,
+    accept: &'a mut F,
+    calls: usize,
+}
+
+impl<F, E> Step<'_, F>
+where
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    fn ask(&mut self, toks: &[u32]) -> Result<Vec<bool>, SampleError<E>> {
+        self.calls += toks.len();
+        let ok = (self.accept)(toks).map_err(SampleError::Accept)?;
+        if ok.len() != toks.len() {
+            return Err(SampleError::Input(format!(
+                "accept function returned {} answers for {} tokens",
+                ok.len(),
+                toks.len()
+            )));
+        }
+        Ok(ok)
+    }
+
+    fn ask_one(&mut self, tok: usize) -> Result<bool, SampleError<E>> {
+        Ok(self.ask(&[tok as u32])?[0])
+    }
+
+    /// Unnormalised tree value -> log of normalised probability.
+    fn log_mass(&self, v: f64) -> f64 {
+        v.ln() + self.log_scale - self.log_norm
+    }
+
+    /// Evaluate every candidate in one batch; draw one allowed token from
+    /// `p c` restricted to them and return it with the log of their allowed
+    /// (normalised) mass. `(None, -inf)` when none is allowed.
+    fn full(&mut self, cands: Vec<u32>, rng: &mut ResampleRng) -> Result<(Option<u32>, f64), SampleError<E>> {
+        let ok = self.ask(&cands)?;
+        let allowed: Vec<u32> = cands.into_iter().zip(ok).filter_map(|(t, a)| a.then_some(t)).collect();
+        Ok(self.full_known(allowed, rng))
+    }
+
+    /// Draw from `p` restricted to `allowed` (answers already known) and
+    /// return the log of their normalised mass.
+    fn full_known(&self, allowed: Vec<u32>, rng: &mut ResampleRng) -> (Option<u32>, f64) {
+        let lz = log_sum_exp(allowed.iter().map(|&t| self.logp[t as usize]));
+        if lz == f64::NEG_INFINITY {
+            return (None, lz);
+        }
+        let mut target = next_uniform(rng);
+        let mut tok = *allowed.last().unwrap();
+        for &t in &allowed {
+            target -= (self.logp[t as usize] - lz).exp();
+            if target < 0.0 {
+                tok = t;
+                break;
+            }
+        }
+        (Some(tok), lz - self.log_norm)
+    }
+}
+
+/// Draw one token from `softmax(logp)` restricted to the tokens `accept`
+/// allows, with an unbiased importance weight for the allowed mass.
+///
+/// `accept` receives a batch of token ids and returns one Boolean per id;
+/// AWRS and rejection ask one token at a time, the full sampler and the
+/// fallback ask all remaining live tokens in one batch. `max_calls` bounds
+/// the tokens evaluated before the fallback (see the module docs); `0` means
+/// full evaluation at once.
+pub fn sample<L, F, E>(logp: &[L], sampler: Sampler, max_calls: usize, rng: &mut ResampleRng, mut accept: F) -> Result<Draw, SampleError<E>>
+where
+    L: Copy + Into<f64>,
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    if logp.is_empty() {
+        return Err(SampleError::Input("log-probs are empty".into()));
+    }
+    if logp.len() > u32::MAX as usize {
+        return Err(SampleError::Input("vocabulary larger than 2^32".into()));
+    }
+    let logp: Vec<f64> = logp.iter().map(|&x| x.into()).collect();
+    if let Some(i) = logp.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
+        return Err(SampleError::Input(format!(
+            "log-prob of token {i} is {} (expected a finite number or -inf)",
+            logp[i]
+        )));
+    }
+    let max = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let none = Draw {
+        token: None,
+        log_weight: f64::NEG_INFINITY,
+        calls: 0,
+        fell_back: false,
+    };
+    if max == f64::NEG_INFINITY {
+        return Ok(none);
+    }
+    let log_norm = log_sum_exp(logp.iter().copied());
+    let mut step = Step {
+        logp,
+        log_norm,
+        log_scale: max,
+        accept: &mut accept,
+        calls: 0,
+    };
+    let live = |logp: &[f64], dead: &[bool]| -> Vec<u32> {
+        (0..logp.len())
+            .filter(|&i| logp[i] > f64::NEG_INFINITY && !dead[i])
+            .map(|i| i as u32)
+            .collect()
+    };
+    let finish = |step: &Step<'_, F>, token: Option<u32>, lw: f64, fell_back: bool| Draw {
+        token,
+        log_weight: if token.is_some() { lw } else { f64::NEG_INFINITY },
+        calls: step.calls,
+        fell_back,
+    };
+    let n = step.logp.len();
+    let mut dead = vec![false; n];
+    if sampler == Sampler::Full || max_calls == 0 {
+        let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+        return Ok(finish(&step, tok, lz, sampler != Sampler::Full));
+    }
+    let values: Vec<f64> = step.logp.iter().map(|&x| (x - max).exp()).collect();
+    let mut tree = SumTree::new(&values);
+    match sampler {
+        Sampler::Awrs => {
+            // Round 1: without replacement until the first acceptance.
+            let x = loop {
+                if step.calls >= max_calls || tree.total() <= 0.0 {
+                    let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    return Ok(finish(&step, tok, lz, true));
+                }
+                let i = tree.find(next_uniform(rng));
+                if step.ask_one(i)? {
+                    break i as u32;
+                }
+                tree.remove(i);
+                dead[i] = true;
+            };
+            // Round 2: fresh draws from V \ R1, stopped one draw after the
+            // first acceptance; `first` holds p(y_J) once it is found.
+            let mut first: Option<f64> = None;
+            loop {
+                let m = tree.total();
+                let base = first.map_or(f64::NEG_INFINITY, |v| step.log_mass(v));
+                if m <= 0.0 && first.is_some() {
+                    // Nothing left with representable mass: c(y) M = 0.
+                    return Ok(finish(&step, Some(x), base, false));
+                }
+                if step.calls >= max_calls || m <= 0.0 {
+                    let (_, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    return Ok(finish(&step, Some(x), log_add_exp(base, lz), true));
+                }
+                let i = tree.find(next_uniform(rng));
+                let ok = step.ask_one(i)?;
+                if first.is_some() {
+                    let lw = if ok { log_add_exp(base, step.log_mass(m)) } else { base };
+                    return Ok(finish(&step, Some(x), lw, false));
+                }
+                if ok {
+                    first = Some(tree.get(i));
+                }
+                tree.remove(i);
+                dead[i] = true;
+            }
+        }
+        Sampler::Rejection => {
+            // Known answers, so the fallback asks only about the unknown.
+            let mut known: Vec<Option<bool>> = vec![None; n];
+            let mut rejects = 0usize;
+            let mut draws = 0usize;
+            let mut x: Option<u32> = None;
+            loop {
+                // Draws, not calls, are bounded: repeats of a known token
+                // cost no call but must not loop forever at tiny `Z_c`.
+                if draws >= max_calls {
+                    // Evaluate the rest, then weigh by the exact law of what
+                    // the stopped draws would have done.
+                    let cands: Vec<u32> = live(&step.logp, &dead).into_iter().filter(|&t| known[t as usize].is_none()).collect();
+                    let ok = step.ask(&cands)?;
+                    for (&t, a) in cands.iter().zip(ok) {
+                        known[t as usize] = Some(a);
+                    }
+                    let allowed: Vec<u32> = (0..n as u32).filter(|&t| known[t as usize] == Some(true)).collect();
+                    let (tok, lz) = step.full_known(allowed, rng);
+                    // Haldane's 1/(K+1) is unbiased only unconditionally:
+                    // replace it by its expectation given what was seen.
+                    // Round 2 pending: K = rejects + G, G geometric.
+                    // Round 1 pending: K = rejects + G1 + G2, and
+                    // E[1/(a+G1+G2)] = Z - Z^2 (a-1) S(a) with S as in
+                    // `log_haldane_tail` (a = rejects + 1).
+                    let a = rejects + 1;
+                    let lt = log_haldane_tail(lz, a);
+                    return Ok(match x {
+                        None => {
+                            let r = (a as f64 - 1.0) * (lz + lt).exp();
+                            finish(&step, tok, lz + (-r).ln_1p(), true)
+                        }
+                        Some(x) => finish(&step, Some(x), lz + lt, true),
+                    });
+                }
+                let i = tree.find(next_uniform(rng));
+                draws += 1;
+                let ok = match known[i] {
+                    Some(a) => {
+                        // A repeat costs nothing: the answer is known.
+                        a
+                    }
+                    None => {
+                        let a = step.ask_one(i)?;
+                        known[i] = Some(a);
+                        a
+                    }
+                };
+                if !ok {
+                    rejects += 1;
+                    continue;
+                }
+                match x {
+                    None => x = Some(i as u32),
+                    Some(x) => {
+                        return Ok(finish(&step, Some(x), -((rejects + 1) as f64).ln(), false));
+                    }
+                }
+            }
+        }
+        Sampler::Full => unreachable!("handled above"),
+    }
+}
+
+/// `ln sum_{j>=0} q^j / (a + j)` with `q = 1 - Z`, `Z = exp(log_z)`: times
+/// `Z` it is `E[1 / (a + G)]` for `G` geometric (failures before a success
+/// of probability `Z`), the Haldane weight's conditional expectation once
+/// the rejection sampler stopped after `a - 1` rejections.
+fn log_haldane_tail(log_z: f64, a: usize) -> f64 {
+    let z = log_z.exp();
+    let a = a as f64;
+    if z * a <= 5.0 && z < 1e-3 {
+        // Closed form for integer a: q^-a (-ln(1-q) - sum_{i<a} q^i / i);
+        // the bracket loses at most a factor e^5 of relative precision here.
+        let q = -z; // ln q = ln_1p(-z)
+        let ln_q = q.ln_1p();
+        let mut partial = 0.0;
+        let mut qi = 1.0;
+        let mut i = 1.0;
+        while i < a {
+            qi *= 1.0 - z;
+            partial += qi / i;
+            i += 1.0;
+        }
+        let bracket = -log_z - partial;
+        if bracket > 0.0 {
+            return -a * ln_q + bracket.ln();
+        }
+    }
+    // Direct series: converges geometrically with ratio 1 - z.
+    let q = 1.0 - z;
+    let (mut sum, mut qj, mut j) = (0.0f64, 1.0f64, 0.0f64);
+    loop {
+        let term = qj / (a + j);
+        sum += term;
+        if term < 1e-18 * sum || qj == 0.0 {
+            return sum.ln();
+        }
+        qj *= q;
+        j += 1.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resample::rng_from_seed;
+    use std::convert::Infallible;
+
+    const P: [f64; 5] = [0.4, 0.25, 0.2, 0.1, 0.05];
+
+    fn run(logp: &[f64], allowed: &[bool], sampler: Sampler, max_calls: usize, seed: u64) -> Draw {
+        let mut rng = rng_from_seed(seed);
+        sample(logp, sampler, max_calls, &mut rng, |t: &[u32]| {
+            Ok::<_, Infallible>(t.iter().map(|&i| allowed[i as usize]).collect())
+        })
+        .unwrap()
+    }
+
+    /// Monte Carlo over seeds: mean of w / Z_c within 3 SE of 1, and a
+    /// chi-square test of the token frequencies against p c / Z_c.
+    fn check(logp: &[f64], allowed: &[bool], sampler: Sampler, max_calls: usize) {
+        let n = 40_000u64;
+        let log_norm = log_sum_exp(logp.iter().copied());
+        let lz = log_sum_exp(logp.iter().zip(allowed).filter(|(_, &a)| a).map(|(&l, _)| l)) - log_norm;
+        let mut counts = vec![0f64; logp.len()];
+        let (mut s, mut s2) = (0.0, 0.0);
+        for seed in 0..n {
+            let d = run(logp, allowed, sampler, max_calls, seed);
+            let r = (d.log_weight - lz).exp();
+            s += r;
+            s2 += r * r;
+            counts[d.token.unwrap() as usize] += 1.0;
+        }
+        let nf = n as f64;
+        let mean = s / nf;
+        let se = ((s2 / nf - mean * mean).max(0.0) / nf).sqrt();
+        assert!(
+            (mean - 1.0).abs() <= 3.0 * se + 1e-8,
+            "{sampler:?} max_calls={max_calls}: E[w]/Z = {mean} (SE {se})"
+        );
+        let mut chi2 = 0.0;
+        let mut df: f64 = -1.0;
+        for i in 0..logp.len() {
+            if allowed[i] {
+                let e = nf * (logp[i] - log_norm - lz).exp();
+                chi2 += (counts[i] - e).powi(2) / e;
+                df += 1.0;
+            } else {
+                assert_eq!(counts[i], 0.0, "disallowed token {i} drawn");
+            }
+        }
+        // 99.9% quantile bound, loose for df <= 4: df + 6 sqrt(2 df) + 10.
+        assert!(chi2 <= df + 6.0 * (2.0 * df).sqrt() + 10.0, "{sampler:?}: chi2 {chi2} df {df}");
+    }
+
+    fn lp(p: &[f64]) -> Vec<f64> {
+        p.iter().map(|x| x.ln()).collect()
+    }
+
+    #[test]
+    fn unbiased_and_exact_distribution_all_samplers() {
+        let allowed = [false, true, true, false, true];
+        for s in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            for cap in [1, 2, 3, 1000] {
+                check(&lp(&P), &allowed, s, cap);
+            }
+        }
+    }
+
+    #[test]
+    fn exact_at_tiny_allowed_mass() {
+        // Allowed mass 1e-12 and (underflowing f64 against the max) 1e-400.
+        for tiny in [-12.0 * 10f64.ln(), -400.0 * 10f64.ln()] {
+            let logp = vec![0.0, -0.5, tiny, tiny - 1.0, -1.0];
+            let allowed = [false, false, true, true, false];
+            for s in [Sampler::Awrs, Sampler::Rejection] {
+                check(&logp, &allowed, s, 20);
+            }
+        }
+    }
+
+    #[test]
+    fn awrs_weight_expectation_by_enumeration() {
+        // Exact expectation over all rejection orders for a 5-token
+        // vocabulary: enumerate round 1 and round 2 paths with their
+        // probabilities (the rng is replaced by exhaustive branching).
+        let p = P;
+        let c = [false, true, false, true, false];
+        let z: f64 = p.iter().zip(c).filter(|(_, a)| *a).map(|(x, _)| x).sum();
+        // E[w] = sum over round-1 reject sets R1 (prob of reaching an
+        // acceptance after exactly R1) of E[T | R1].
+        fn round2(p: &[f64], c: &[bool], live: &mut Vec<bool>, first: Option<f64>) -> f64 {
+            let m: f64 = (0..p.len()).filter(|&i| live[i]).map(|i| p[i]).sum();
+            let mut e = 0.0;
+            for i in 0..p.len() {
+                if !live[i] {
+                    continue;
+                }
+                let pr = p[i] / m;
+                match first {
+                    Some(pj) => e += pr * (pj + if c[i] { m } else { 0.0 }),
+                    None => {
+                        live[i] = false;
+                        let v = if c[i] {
+                            round2(p, c, live, Some(p[i]))
+                        } else {
+                            round2(p, c, live, None)
+                        };
+                        live[i] = true;
+                        e += pr * v;
+                    }
+                }
+            }
+            if m == 0.0 {
+                return first.unwrap_or(0.0);
+            }
+            e
+        }
+        fn round1(p: &[f64], c: &[bool], live: &mut Vec<bool>, acc: &mut [f64]) -> f64 {
+            let m: f64 = (0..p.len()).filter(|&i| live[i]).map(|i| p[i]).sum();
+            let mut e = 0.0;
+            for i in 0..p.len() {
+                if !live[i] {
+                    continue;
+                }
+                let pr = p[i] / m;
+                if c[i] {
+                    let w = round2(p, c, live, None);
+                    acc[i] += pr * w; // E[w 1{x = i}] contribution (before path prob)
+                    e += pr * w;
+                } else {
+                    live[i] = false;
+                    let mut sub = vec![0.0; p.len()];
+                    e += pr * round1(p, c, live, &mut sub);
+                    for k in 0..p.len() {
+                        acc[k] += pr * sub[k];
+                    }
+                    live[i] = true;
+                }
+            }
+            e
+        }
+        let mut acc = vec![0.0; 5];
+        let e = round1(&p, &c, &mut vec![true; 5], &mut acc);
+        assert!((e - z).abs() < 1e-14, "E[w] = {e}, Z = {z}");
+        // Properness: E[w 1{x = i}] = p(i) c(i) for every token.
+        for i in 0..5 {
+            let want = if c[i] { p[i] } else { 0.0 };
+            assert!((acc[i] - want).abs() < 1e-14, "token {i}: {} vs {want}", acc[i]);
+        }
+    }
+
+    #[test]
+    fn nothing_allowed_is_minus_inf_not_a_hang() {
+        for s in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            let d = run(&lp(&P), &[false; 5], s, 3, 7);
+            assert_eq!(d.token, None);
+            assert_eq!(d.log_weight, f64::NEG_INFINITY);
+        }
+        let d = run(&[f64::NEG_INFINITY; 3], &[true; 3], Sampler::Awrs, 3, 7);
+        assert_eq!((d.token, d.calls), (None, 0));
+    }
+
+    #[test]
+    fn bad_input_and_callback_errors() {
+        let mut rng = rng_from_seed(0);
+        let ok = |t: &[u32]| Ok::<_, String>(vec![true; t.len()]);
+        let e = sample(&[0.0f32, f32::NAN], Sampler::Awrs, 5, &mut rng, ok).unwrap_err();
+        assert!(matches!(e, SampleError::Input(m) if m.contains("token 1")));
+        let e = sample::<f64, _, String>(&[], Sampler::Awrs, 5, &mut rng, ok).unwrap_err();
+        assert!(matches!(e, SampleError::Input(_)));
+        let e = sample(&[0.0f64, 0.0], Sampler::Awrs, 5, &mut rng, |_: &[u32]| {
+            Err::<Vec<bool>, _>("boom".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e, SampleError::Accept("boom".into()));
+    }
+
+    #[test]
+    fn awrs_calls_are_few_when_the_model_agrees() {
+        // 4096 tokens, 90% of the mass allowed: mean calls stay small.
+        let v = 4096;
+        let logp: Vec<f64> = (0..v).map(|i| -(i as f64) * 0.01).collect();
+        let allowed: Vec<bool> = (0..v).map(|i| i % 10 != 3).collect();
+        let mut calls = 0;
+        for seed in 0..200 {
+            calls += run(&logp, &allowed, Sampler::Awrs, 1000, seed).calls;
+        }
+        let mean = calls as f64 / 200.0;
+        assert!(mean < 5.0, "mean calls {mean} at |V| = {v}");
+    }
+
+    #[test]
+    fn haldane_tail_matches_series() {
+        for (z, a) in [(1e-4f64, 3usize), (0.5, 7), (1e-6, 100), (0.01, 2000)] {
+            let direct: f64 = (0..5_000_000).map(|j| (1.0 - z).powi(j) / (a as f64 + j as f64)).sum();
+            let got = log_haldane_tail(z.ln(), a).exp();
+            assert!((got / direct - 1.0).abs() < 1e-6 || z < 1e-5, "{z} {a}: {got} vs {direct}");
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Binding for [`crate::awrs`]: one step of AWRS / rejection / full
+//! evaluation with a Python accept callable. The GIL is released for the
+//! sampling and reacquired only around each call of the callable.
+
+use numpy::PyReadonlyArray1;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::awrs::{sample, SampleError, Sampler};
+use crate::resample::rng_from_seed;
+
+/// Call `accept(list_of_token_ids)` and read one truth value per id.
+fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
+    Python::attach(|py| {
+        let out = accept.bind(py).call1((toks.to_vec(),))?;
+        let mut answers = Vec::with_capacity(toks.len());
+        for item in out
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("awrs_sample: accept must return an iterable of booleans"))?
+        {
+            answers.push(item?.is_truthy()?);
+        }
+        Ok(answers)
+    })
+}
+
+/// One constrained draw from `softmax(logp)`.
+///
+/// Returns `(token or None, log_weight, calls, fell_back)`.
+#[pyfunction]
+#[pyo3(signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0))]
+fn awrs_sample(
+    py: Python<'_>,
+    logp: &Bound<'_, PyAny>,
+    accept: Py<PyAny>,
+    sampler: &str,
+    max_calls: usize,
+    seed: u64,
+) -> PyResult<(Option<u32>, f64, usize, bool)> {
+    let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
+    // float64 is read in place; float32 is widened once (O(V), cheap next
+    // to the model's forward pass).
+    let f64_arr = logp.extract::<PyReadonlyArray1<'_, f64>>().ok();
+    let owned: Vec<f64> = match &f64_arr {
+        Some(a) if a.as_slice().is_ok() => Vec::new(),
+        Some(a) => a.as_array().to_vec(),
+        None => {
+            let a: PyReadonlyArray1<'_, f32> = logp
+                .extract()
+                .map_err(|_| PyTypeError::new_err("awrs_sample: logp must be a 1-D numpy array of float32 or float64"))?;
+            a.as_array().iter().map(|&x| x as f64).collect()
+        }
+    };
+    let slice: &[f64] = match &f64_arr {
+        Some(a) if a.as_slice().is_ok() => a.as_slice().unwrap(),
+        _ => &owned,
+    };
+    let r = py.detach(|| {
+        let mut rng = rng_from_seed(seed);
+        sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+    });
+    match r {
+        Ok(d) => Ok((d.token, d.log_weight, d.calls, d.fell_back)),
+        Err(SampleError::Accept(e)) => Err(e),
+        Err(SampleError::Input(m)) => Err(PyValueError::new_err(format!("awrs_sample: {m}"))),
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(awrs_sample, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,90 @@
+"""AWRS through the Python binding, and Python potentials: exactness on a
+5-token vocabulary (fixed seeds, tolerances from the number of draws) and
+bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tokensieve import _core
+from tokensieve.potentials import accept_function, complete_only, potential
+
+P = np.array([0.4, 0.25, 0.2, 0.1, 0.05])
+ALLOWED = [False, True, True, False, True]
+Z = float(P[ALLOWED].sum())
+
+
+def _accept(tokens: list) -> list:
+    return [ALLOWED[t] for t in tokens]
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_distribution_and_unbiased_weight(sampler: str, dtype: type) -> None:
+    n = 6000
+    logp = np.log(P).astype(dtype)
+    counts = np.zeros(5)
+    w = np.empty(n)
+    calls = 0
+    for seed in range(n):
+        tok, lw, c, _ = _core.awrs_sample(logp, _accept, sampler, 1000, seed)
+        counts[tok] += 1
+        w[seed] = math.exp(lw)
+        calls += c
+    p32 = np.exp(logp.astype(np.float64))
+    z = float(p32[ALLOWED].sum() / p32.sum())
+    assert abs(w.mean() - z) <= 3 * w.std() / math.sqrt(n) + 1e-12
+    exp = n * p32 / p32.sum() / z
+    idx = [i for i in range(5) if ALLOWED[i]]
+    assert counts[[i for i in range(5) if not ALLOWED[i]]].sum() == 0
+    chi2 = float((((counts[idx] - exp[idx]) ** 2) / exp[idx]).sum())
+    assert chi2 < 16.3  # chi-square df=2, p = 0.0003
+    print(f"{sampler}: mean calls per step {calls / n:.2f} vs |V| = 5")
+
+
+def test_nothing_allowed_and_bad_input() -> None:
+    tok, lw, _, _ = _core.awrs_sample(np.log(P), lambda t: [False] * len(t))
+    assert tok is None and lw == -math.inf
+    with pytest.raises(ValueError, match="token 1"):
+        _core.awrs_sample(np.array([0.0, np.nan]), _accept)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _core.awrs_sample(np.zeros(3, dtype=np.int64), _accept)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        _core.awrs_sample(np.log(P), _accept, "nope")
+
+    def boom(tokens: list) -> list:
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError, match="inside"):
+        _core.awrs_sample(np.log(P), boom)
+
+
+def test_potentials_and_accept_function() -> None:
+    no_e = potential(lambda s: b"e" not in s)
+    short = potential(lambda s: -0.5 * len(s))
+    prod = no_e * short
+    assert prod.prefix(b"abc") == -1.5
+    assert prod.prefix(b"abe") == -math.inf
+    final = complete_only(lambda s: s.endswith(b"."))
+    assert final.prefix(b"abc") == 0.0 and final.complete(b"abc") == -math.inf
+    toks = [b"a", b"e", b"x", b"ee", b"."]
+    acc = accept_function(no_e, b"th", toks, particle=3, step=7)
+    assert acc([0, 1, 2, 3]) == [True, False, True, False]
+    tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, "awrs", 1000, 1)
+    assert tok in (0, 2, 4) and lw > -math.inf
+
+
+def test_potential_errors_name_particle_and_step() -> None:
+    def bad(s: bytes) -> bool:
+        raise ValueError("db down")
+
+    acc = accept_function(potential(bad), b"", [b"a"], particle=3, step=7)
+    with pytest.raises(ValueError, match="particle 3, step 7"):
+        _core.awrs_sample(np.zeros(1), acc)
+    with pytest.raises(TypeError, match="NaN"):
+        potential(lambda s: float("nan")).prefix(b"x")
+    with pytest.raises(TypeError, match="str"):
+        potential(lambda s: "yes").prefix(b"x")  # type: ignore[arg-type, return-value]
