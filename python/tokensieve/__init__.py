@@ -22,16 +22,20 @@ from ._core import (
     fill_next_token_bitmasks,
 )
 from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+from .potentials import Potential, complete_only, potential
 
 __all__ = [
     "Constraint",
     "Matcher",
+    "Potential",
     "Vocabulary",
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
     "compile_grammar",
     "compile_json",
     "compile_regex",
+    "complete_only",
     "fill_next_token_bitmasks",
+    "potential",
 ]
 __version__ = "0.1.0"
