@@ -45,7 +45,13 @@ pub struct Vocabulary {
 impl Vocabulary {
     /// Build from explicit token byte strings (tests, custom tokenizers).
     /// `None` marks a special token or an unused id.
-    pub fn from_token_bytes(tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
+    ///
+    /// An EOS id means "end of text" and nothing else, even when the
+    /// tokenizer also gives it a spelling (a custom EOS id on an ordinary
+    /// token): it gets no bytes and is special, so the mask, `is_allowed`
+    /// and `consume_token` all agree that it is allowed exactly when the
+    /// text so far is complete.
+    pub fn from_token_bytes(mut tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
         let n = tokens.len();
         if n > MAX_VOCAB_SIZE || size.is_some_and(|s| s > MAX_VOCAB_SIZE) {
             return Err(Error::Tokenizer(format!(
@@ -53,7 +59,18 @@ impl Vocabulary {
                 size.unwrap_or(n).max(n)
             )));
         }
-        let size = size.unwrap_or(n).max(n);
+        if let Some(s) = size.filter(|&s| s < n) {
+            return Err(Error::Tokenizer(format!(
+                "vocab_size {s} is smaller than the tokenizer's {n} ids; pass the model's embedding width or leave it unset"
+            )));
+        }
+        let size = size.unwrap_or(n);
+        Self::check_eos(&eos, size)?;
+        for &e in &eos {
+            if let Some(t) = tokens.get_mut(e as usize) {
+                *t = None;
+            }
+        }
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(size + 1);
         let mut special = Vec::with_capacity(size);
@@ -72,7 +89,6 @@ impl Vocabulary {
             special.push(true);
             offsets.push(bytes.len() as u32);
         }
-        Self::check_eos(&eos, size)?;
         Ok(Vocabulary {
             bytes,
             offsets,

@@ -1,6 +1,7 @@
 """Type stubs for the Rust extension ``tokensieve._core``."""
 
 from os import PathLike
+import numpy as np
 from typing import Any, List, Optional, Sequence, Union
 
 class Vocabulary:
@@ -122,36 +123,34 @@ def bitmask_words(vocab_size: int) -> int:
 RESAMPLE_SCHEMES: tuple
 
 def resample_into(
-    kind: int, logw_ptr: int, len: int, out_ptr: int, n: int, seed: int,
-    uniforms_ptr: Optional[int] = None, uniforms_len: int = 0,
+    kind: int, log_weights: np.ndarray, out: np.ndarray, seed: int, uniforms: Optional[np.ndarray] = None
 ) -> None:
-    """Write ``n`` sorted ancestor indices (scheme code ``kind``) into ``out_ptr``."""
+    """Write ``len(out)`` sorted ancestor indices (scheme code ``kind``) into ``out`` (int64)."""
 
-def data_address(arr: Any) -> int:
-    """Address of a numpy array's data (checked against ``arr.ctypes.data`` at import)."""
+def ess(log_weights: np.ndarray) -> float:
+    """Effective sample size of unnormalised float64 log weights."""
 
-def ess_of_ptr(logw_ptr: int, len: int) -> float:
-    """Effective sample size of unnormalised log weights."""
-
-def log_normalize_into(logw_ptr: int, len: int, out_ptr: int) -> float:
-    """Write normalised log weights; returns the log normaliser."""
+def log_normalize_into(log_weights: np.ndarray, out: np.ndarray) -> float:
+    """Write normalised log weights into ``out``; returns the log normaliser."""
 
 # ---- masked distributions back end (used by tokensieve.smc's CPU path) ----
 
 MASKED_BLOCK: int
 
 def masked_rows_into(
-    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
-    log_z_ptr: int, max_ptr: int, cum_ptr: int,
+    logits: np.ndarray, bitmask: np.ndarray, log_z: np.ndarray, max: np.ndarray, cum: np.ndarray
 ) -> None:
     """Per row: log of the allowed probability mass, the allowed maximum and the
     cumulative block sums (``ceil(vocab / MASKED_BLOCK)`` per row)."""
 
 def masked_draw_into(
-    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
-    max_ptr: int, cum_ptr: int, src_ptr: int, u_ptr: int, k: int, out_ptr: int,
+    logits: np.ndarray, bitmask: np.ndarray, max: np.ndarray, cum: np.ndarray,
+    rows: np.ndarray, u: np.ndarray, out: np.ndarray,
 ) -> None:
-    """``out[j]``: a token of row ``src[j]`` drawn by inverse CDF at ``u[j]``."""
+    """``out[j]``: a token of row ``rows[j]`` drawn by inverse CDF at ``u[j]``."""
+
+def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
+    """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""
 
 class Population:
     """Particle weights, ESS-triggered resampling and the running log Z estimate."""

@@ -388,7 +388,13 @@ class LogitsProcessor(_HFLogitsProcessor):
         # write into a buffer it hands out as a view: keep our own copy.
         self._prev_ids = input_ids.detach().clone()
         self._fill()
-        apply_token_bitmask_inplace(scores, self._bitmask)
+        bm = self._bitmask
+        covered = bm.shape[1] * 32
+        if scores.shape[1] > covered:  # embedding rows past the vocabulary: never allowed
+            scores[:, covered:] = float("-inf")
+            apply_token_bitmask_inplace(scores[:, :covered], bm)
+        else:
+            apply_token_bitmask_inplace(scores, bm)
         self.mask_times.append(time.perf_counter() - t0)
         return scores
 
