@@ -304,3 +304,11 @@ def test_no_warning_or_panic_escapes():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resample.ess(np.zeros(4)) == pytest.approx(4.0)
+
+
+def test_determinization_work_is_bounded(tiny):
+    # Once 22 s of CPU before the memory limit said no; now the work bound
+    # trips first (no timing assert here: benches measure time).
+    with pytest.raises(ValueError, match="work bound"):
+        ts.compile_regex(r"\d(?:(?-u:é??)){65535}", tiny)
+    ts.compile_regex(r"\d(?:(?-u:é??)){200}", tiny)  # the same shape, smaller, still compiles
