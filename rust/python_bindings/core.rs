@@ -7,7 +7,7 @@ use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEn
 use crate::regex::RegexLimits;
 use crate::vocab::{Spelling, Vocabulary as CoreVocab};
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyIndexError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -49,16 +49,47 @@ impl PyVocabulary {
         Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 
-    /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file. EOS ids come
-    /// from `eos_token_ids`, else from a `tokenizer_config.json` beside the
-    /// file, else from well-known end-of-text special tokens.
+    /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file, or the one in
+    /// a directory. EOS ids come from `eos_token_ids`, else from the
+    /// `eos_token` of a `tokenizer_config.json` beside the file, else from
+    /// well-known end-of-text special tokens. FileNotFoundError if there is
+    /// no such file.
     #[staticmethod]
     #[pyo3(signature = (path, *, eos_token_ids=None, vocab_size=None))]
     fn from_tokenizer_file(py: Python<'_>, path: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
-        let io = py.import("tokensieve._vocab_io")?;
-        let res = io.call_method1("read_tokenizer_file", (path, eos_token_ids))?;
-        let (json, eos): (String, Option<Vec<u32>>) = res.extract()?;
-        Self::new(py, Some(json), None, eos, vocab_size)
+        let path: std::path::PathBuf = py.import(intern!(py, "os"))?.call_method1(intern!(py, "fspath"), (path,))?.extract()?;
+        let file = if path.is_dir() {
+            ["tokenizer.json", "tokenizer.json.gz"]
+                .iter()
+                .map(|n| path.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| PyFileNotFoundError::new_err(format!("no tokenizer.json in directory {}", path.display())))?
+        } else {
+            path
+        };
+        let raw = std::fs::read(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(format!("tokenizer file not found: {}", file.display())),
+            _ => PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())),
+        })?;
+        let raw = if file.extension().is_some_and(|x| x == "gz") {
+            // gzip through the standard library's zlib: no extra crate.
+            let gz = py.import(intern!(py, "gzip"))?;
+            match gz.call_method1(intern!(py, "decompress"), (PyBytes::new(py, &raw),)) {
+                Ok(b) => b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
+                Err(e) => return Err(PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display()))),
+            }
+        } else {
+            raw
+        };
+        let text = String::from_utf8(raw).map_err(|e| PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())))?;
+        let eos_name = match eos_token_ids {
+            Some(_) => None,
+            None => file.parent().and_then(|d| eos_name_from_config(&d.join("tokenizer_config.json"))),
+        };
+        let vocab = py
+            .detach(|| CoreVocab::from_tokenizer_json_named(&text, eos_token_ids, eos_name.as_deref(), vocab_size))
+            .map_err(to_pyerr)?;
+        Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 
     /// From a `transformers` fast tokenizer. `vocab_size` is the model's
@@ -126,6 +157,16 @@ impl PyVocabulary {
             self.spelling()
         )
     }
+}
+
+/// The `eos_token` text of a `tokenizer_config.json` (a string, or an
+/// object with a `content` string); None if the file is absent or says
+/// nothing usable.
+fn eos_name_from_config(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let eos = cfg.get("eos_token")?;
+    eos.as_str().or_else(|| eos.get("content")?.as_str()).map(str::to_owned)
 }
 
 /// A token id argument: any Python int (huge ones are out of range, not
