@@ -10,6 +10,10 @@ Quick start::
     bitmask = ts.allocate_token_bitmask(1, vocab.size)
     m.fill_next_token_bitmask(bitmask)      # row 0: allowed next tokens
     ts.apply_token_bitmask_inplace(logits, bitmask)
+
+Submodules: :mod:`tokensieve.resample` (SMC resampling kernels),
+:mod:`tokensieve.smc` (sequential Monte Carlo generation), and, with the
+``hf`` extra, :mod:`tokensieve.hf` (a transformers logits processor).
 """
 
 from ._core import (
@@ -22,6 +26,7 @@ from ._core import (
     fill_next_token_bitmasks,
 )
 from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+from . import resample, smc  # documented submodules (neither imports torch)
 
 __all__ = [
     "Constraint",
@@ -33,5 +38,7 @@ __all__ = [
     "compile_json",
     "compile_regex",
     "fill_next_token_bitmasks",
+    "resample",
+    "smc",
 ]
 __version__ = "0.1.0"

@@ -332,6 +332,10 @@ class LogitsProcessor(_HFLogitsProcessor):
             rows = [i for i, f in enumerate(self._finished) if not f]
             if rows:
                 _core.fill_next_token_bitmasks([self._matchers[i] for i in rows], bm, rows)
+        # Rows that just consumed EOS (their mask allows only EOS again).
+        for i, m in enumerate(self._matchers):
+            if not self._finished[i] and m.eos_consumed:
+                self._finish_row(i, self._last_tokens[i])
         # Rows with no allowed token (finished rows always allow EOS/pad).
         for i in np.flatnonzero(np.bitwise_or.reduce(bm, axis=1) == 0).tolist():
             m = self._matchers[i]

@@ -31,9 +31,9 @@ a ``numpy.random.Generator`` (one seed is drawn from it with
 ``n`` always give the same output, on any machine. Tests can bypass the
 generator with ``uniforms=`` (see each function).
 
-:class:`Population` (from ``tokensieve._core``) keeps SMC log weights,
-resamples when the effective sample size drops, and tracks the log
-marginal likelihood estimate.
+The SMC driver (:mod:`tokensieve.smc`) keeps its particle weights in an
+internal Rust population (``tokensieve._core.Population``, not part of the
+public API).
 """
 
 from __future__ import annotations
@@ -48,10 +48,8 @@ import numpy as np
 
 from tokensieve import _core
 from tokensieve._bitmask import _positive_int
-from tokensieve._core import Population
 
 __all__ = [
-    "Population",
     "ess",
     "log_normalize",
     "multinomial",

@@ -568,7 +568,7 @@ def generate(
             m = matchers[i]
             if not m.consume_token(t):  # pragma: no cover - the mask forbids this
                 raise RuntimeError(f"sampled token {t} is not allowed by the constraint")
-            if m.is_terminated() and not m.allowed_tokens():
+            if m.eos_consumed or (m.is_terminated() and not m.allowed_tokens()):
                 status[i] = EOS  # EOS consumed
                 still[r] = False
             else:

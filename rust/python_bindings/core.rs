@@ -151,7 +151,7 @@ impl PyVocabulary {
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
-            "Vocabulary(size={}, eos_token_ids={:?}, spelling={:?})",
+            "Vocabulary(size={}, eos_token_ids={:?}, spelling='{}')",
             v.size(),
             v.eos_token_ids(),
             self.spelling()
@@ -167,6 +167,15 @@ fn eos_name_from_config(path: &std::path::Path) -> Option<String> {
     let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;
     let eos = cfg.get("eos_token")?;
     eos.as_str().or_else(|| eos.get("content")?.as_str()).map(str::to_owned)
+}
+
+/// `True`/`False`, as Python spells them in a repr.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
 }
 
 /// A token id argument: any Python int (huge ones are out of range, not
@@ -531,8 +540,8 @@ impl PyMatcher {
         format!(
             "Matcher(consumed={}, accepting={}, terminated={})",
             self.inner.num_consumed(),
-            self.inner.is_accepting(),
-            self.inner.is_terminated()
+            py_bool(self.inner.is_accepting()),
+            py_bool(self.inner.is_terminated())
         )
     }
 }

@@ -408,7 +408,7 @@ impl PyPopulation {
 
     fn __repr__(&self) -> String {
         format!(
-            "Population(n={}, ess_threshold={:?}, resampler={:?}, log_z={:?}, ess={:?})",
+            "Population(n={}, ess_threshold={:?}, resampler='{}', log_z={:?}, ess={:?})",
             self.inner.len(),
             self.inner.ess_threshold(),
             self.inner.scheme().name(),
