@@ -2,22 +2,45 @@
 
 from os import PathLike
 import numpy as np
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union, final
 
+from typing_extensions import Self
+
+__all__ = [
+    "Vocabulary",
+    "Constraint",
+    "Matcher",
+    "compile_regex",
+    "compile_json",
+    "compile_grammar",
+    "fill_next_token_bitmasks",
+    "bitmask_words",
+    "_apply_bitmask_cpu",
+    "resample_into",
+    "ess",
+    "log_normalize_into",
+    "masked_rows_into",
+    "masked_draw_into",
+    "MASKED_BLOCK",
+    "Population",
+    "RESAMPLE_SCHEMES",
+]
+
+@final
 class Vocabulary:
     """A tokenizer's vocabulary: for every token id, the exact bytes it adds."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         tokenizer_json: Optional[str] = None,
         *,
         token_bytes: Optional[Sequence[Optional[bytes]]] = None,
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
-    ) -> None: ...
+    ) -> Self: ...
     @staticmethod
     def from_tokenizer_file(
-        path: Union[str, PathLike],
+        path: Union[str, "PathLike[str]"],
         *,
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
@@ -49,6 +72,7 @@ class Vocabulary:
     def spelling(self) -> str:
         """``"byte_level"``, ``"sentencepiece"`` or ``"plain"``."""
 
+@final
 class Constraint:
     """A compiled constraint; immutable, shared by matchers and threads."""
 
@@ -77,10 +101,11 @@ def compile_json(vocab: Vocabulary, *, whitespace: str = "flexible", max_depth: 
 def compile_grammar(text: str, vocab: Vocabulary, *, syntax: str = "lark", start: Optional[str] = None) -> Constraint:
     """Compile a Lark (``syntax="lark"``) or GBNF (``syntax="gbnf"``) grammar."""
 
+@final
 class Matcher:
     """Follows one sequence through a constraint."""
 
-    def __init__(self, constraint: Constraint) -> None: ...
+    def __new__(cls, constraint: Constraint) -> Self: ...
     def fill_next_token_bitmask(self, bitmask: Any, index: int = 0) -> None:
         """Fill row ``index`` of an int32 bitmask (numpy or CPU torch)."""
     def allowed_tokens(self) -> List[int]:
@@ -120,7 +145,7 @@ def bitmask_words(vocab_size: int) -> int:
 
 # ---- resampling back end (used by tokensieve.resample / tokensieve.smc) ----
 
-RESAMPLE_SCHEMES: tuple
+RESAMPLE_SCHEMES: tuple[str, ...]
 
 def resample_into(
     kind: int, log_weights: np.ndarray, out: np.ndarray, seed: int, uniforms: Optional[np.ndarray] = None
@@ -152,10 +177,11 @@ def masked_draw_into(
 def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
     """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""
 
+@final
 class Population:
     """Particle weights, ESS-triggered resampling and the running log Z estimate."""
 
-    def __init__(self, n: int, ess_threshold: float = 0.5, resampler: str = "systematic", seed: Optional[Any] = None) -> None: ...
+    def __new__(cls, n: int, ess_threshold: float = 0.5, resampler: str = "systematic", seed: Optional[Any] = None) -> Self: ...
     def add_log_weights(self, increments: Any) -> None:
         """Add per-particle log-weight increments (length n)."""
     def maybe_resample(self) -> Optional[Any]:

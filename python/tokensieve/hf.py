@@ -219,8 +219,9 @@ class LogitsProcessor(_HFLogitsProcessor):
         # cross to the host), then confirm the whole histories at once.
         weights = self._hash_weights(head.shape[1], head.device)
         index = {k: j for j, k in enumerate((prev * weights).sum(-1).tolist())}
-        parents = [index.get(k) for k in (head * weights).sum(-1).tolist()]
-        if any(p is None for p in parents) or not torch.equal(head, prev[parents]):
+        found = [index.get(k) for k in (head * weights).sum(-1).tolist()]
+        parents = [p for p in found if p is not None]
+        if len(parents) != len(found) or not torch.equal(head, prev[parents]):
             return None
         return parents
 
@@ -248,7 +249,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._finished = [self._finished[p] for p in parents]
         self._last_tokens = [self._last_tokens[p] for p in parents]
         # Finished rows keep their EOS/pad-only mask; the others are refilled.
-        self._bitmask = np.ascontiguousarray(self._bitmask[parents])
+        self._bitmask = np.ascontiguousarray(self._rows()[parents])
 
     def _resync(self, input_ids: "torch.Tensor") -> bool:
         """Bring every row's matcher to the row's tokens after a rewind or a jump.
@@ -297,7 +298,7 @@ class LogitsProcessor(_HFLogitsProcessor):
             allowed.add(token)
         if self.pad_token_id is not None:
             allowed.add(self.pad_token_id)
-        row = self._bitmask.view(np.uint32)[i]
+        row = self._rows().view(np.uint32)[i]
         row[:] = 0
         for t in allowed:
             if 0 <= t < self._vocab_size:
@@ -324,8 +325,14 @@ class LogitsProcessor(_HFLogitsProcessor):
                 "or is the processor shared between concurrent generations?"
             )
 
+    def _rows(self) -> np.ndarray:
+        """The bitmask, allocated by the first call."""
+        if self._bitmask is None:
+            raise RuntimeError("tokensieve.hf.LogitsProcessor: no bitmask before the first call")
+        return self._bitmask
+
     def _fill(self) -> None:
-        bm = self._bitmask
+        bm = self._rows()
         if not any(self._finished):
             _core.fill_next_token_bitmasks(self._matchers, bm)
         else:
@@ -387,12 +394,12 @@ class LogitsProcessor(_HFLogitsProcessor):
             self._reorder(parents)
             new = input_ids[:, -1].tolist()
             self._last_tokens = new
-            self._consume(new, int(input_ids.shape[1]) - self._prompt_length)
+            self._consume(new, int(input_ids.shape[1]) - (self._prompt_length or 0))
         # generate() builds a new ids tensor every step, but beam search may
         # write into a buffer it hands out as a view: keep our own copy.
         self._prev_ids = input_ids.detach().clone()
         self._fill()
-        bm = self._bitmask
+        bm = self._rows()
         covered = bm.shape[1] * 32
         if scores.shape[1] > covered:  # embedding rows past the vocabulary: never allowed
             scores[:, covered:] = float("-inf")

@@ -42,7 +42,7 @@ import operator
 import os
 import random as _random
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -101,7 +101,7 @@ def _as_vector(x: Any, what: str) -> np.ndarray:
     return a
 
 
-def _seed(seed):
+def _seed(seed: Any) -> int:
     if seed is None:
         return _entropy.getrandbits(64)
     if type(seed) is int and 0 <= seed < 18446744073709551616:  # fast path
@@ -125,7 +125,7 @@ def _draws(n: Any, size: int) -> int:
     return size if n is None else _positive_int(n, "n")
 
 
-def _resample(kind, log_weights, n, seed, uniforms):
+def _resample(kind: int, log_weights: Any, n: Any, seed: Any, uniforms: Any) -> np.ndarray:
     lw = _as_vector(log_weights, "log_weights")
     size = lw.shape[0]
     if size == 0:
@@ -142,7 +142,7 @@ def _resample(kind, log_weights, n, seed, uniforms):
     return out
 
 
-def systematic(log_weights, n=None, seed=None, *, uniforms=None):
+def systematic(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Systematic resampling: ``n`` ancestor indices, sorted.
 
     One uniform ``u`` places the points ``(k + u) / n``, ``k = 0..n-1``, on
@@ -168,7 +168,7 @@ def systematic(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_SYSTEMATIC, log_weights, n, seed, uniforms)
 
 
-def stratified(log_weights, n=None, seed=None, *, uniforms=None):
+def stratified(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Stratified resampling: ``n`` ancestor indices, sorted.
 
     One uniform per stratum places the points ``(k + u_k) / n``; each
@@ -191,7 +191,7 @@ def stratified(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_STRATIFIED, log_weights, n, seed, uniforms)
 
 
-def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
+def multinomial(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Multinomial resampling: ``n`` i.i.d. draws from the weights, returned
     sorted (counts are ``Multinomial(n, w)``).
 
@@ -217,7 +217,7 @@ def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_MULTINOMIAL, log_weights, n, seed, uniforms)
 
 
-def residual(log_weights, n=None, seed=None, *, uniforms=None):
+def residual(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Residual(-systematic) resampling: ``n`` ancestor indices, sorted.
 
     Particle ``i`` first gets ``floor(n w_i)`` copies; the remaining
@@ -256,7 +256,7 @@ def residual(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_RESIDUAL, log_weights, n, seed, uniforms)
 
 
-def ess(log_weights):
+def ess(log_weights: Any) -> float:
     """Effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log
     weights, in ``[1, N]``; one stable pass.
 
@@ -266,7 +266,7 @@ def ess(log_weights):
     return _core.ess(_as_vector(log_weights, "log_weights"))
 
 
-def log_normalize(log_weights):
+def log_normalize(log_weights: Any) -> np.ndarray:
     """``log_weights - logsumexp(log_weights)`` as a new float64 numpy array
     (so its ``exp`` sums to 1; ``-inf`` stays ``-inf``).
 

@@ -471,7 +471,7 @@ def generate(
 
     timings = {k: 0.0 for k in _TIMING_KEYS}
     clock = _clock
-    sync = (lambda: None)
+    sync: Any = lambda: None
 
     proto = _core.Matcher(constraint)
     matchers = [proto] + [proto.copy() for _ in range(n - 1)]

@@ -280,7 +280,10 @@ const MAX_JSON_DEPTH: usize = 10_000;
 /// "flexible" (any JSON whitespace between tokens) or "compact" (none), and
 /// arrays/objects nested at most `max_depth` deep.
 #[pyfunction]
-#[pyo3(signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH))]
+#[pyo3(
+    signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH),
+    text_signature = "(vocab, *, whitespace='flexible', max_depth=64)"
+)]
 fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize) -> PyResult<PyConstraint> {
     use crate::grammar::json::{json_grammar, Whitespace};
     let ws = match whitespace {
