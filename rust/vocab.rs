@@ -220,6 +220,15 @@ impl Vocabulary {
         Ok(vocab)
     }
 
+    /// The same vocabulary with its spelling and prefix-space flag set
+    /// explicitly: rebuilding one from its token bytes (unpickling) keeps
+    /// what the tokenizer.json said.
+    pub fn with_spelling(mut self, spelling: Spelling, adds_prefix_space: bool) -> Self {
+        self.spelling = spelling;
+        self.adds_prefix_space = adds_prefix_space;
+        self
+    }
+
     /// Number of ids a bitmask covers.
     #[inline]
     pub fn size(&self) -> usize {

@@ -65,3 +65,15 @@ def test_torch_needed_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     with pytest.raises(ImportError, match=r"pip install 'tokensieve\[hf\]'"):
         _bitmask.unpack_bitmask(np.zeros((1, 1), np.int32), 4)
+
+
+def test_vocabulary_pickles(load_vocab):
+    import pickle
+
+    tiny = ts.Vocabulary(token_bytes=[b"a", b"", None, b"b"], eos_token_ids=[3], vocab_size=40)
+    for v in (tiny, load_vocab("gpt2")):
+        w = pickle.loads(pickle.dumps(v))
+        assert repr(w) == repr(v) and w.size == v.size and w.adds_prefix_space == v.adds_prefix_space
+        assert all(w.token_bytes(i) == v.token_bytes(i) and w.is_special(i) == v.is_special(i) for i in range(v.size))
+        c, d = ts.compile_regex("[a-z ]+", v), ts.compile_regex("[a-z ]+", w)
+        assert ts.Matcher(c).allowed_tokens() == ts.Matcher(d).allowed_tokens()

@@ -16,6 +16,7 @@ __all__ = [
     "fill_next_token_bitmasks",
     "bitmask_words",
     "_apply_bitmask_cpu",
+    "_vocabulary_from_parts",
     "resample_into",
     "ess",
     "log_normalize_into",
@@ -173,6 +174,11 @@ def masked_draw_into(
     rows: np.ndarray, u: np.ndarray, out: np.ndarray,
 ) -> None:
     """``out[j]``: a token of row ``rows[j]`` drawn by inverse CDF at ``u[j]``."""
+
+def _vocabulary_from_parts(
+    token_bytes: Sequence[Optional[bytes]], eos_token_ids: Sequence[int], spelling: str, adds_prefix_space: bool
+) -> Vocabulary:
+    """Unpickle a Vocabulary."""
 
 def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
     """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""

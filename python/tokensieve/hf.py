@@ -28,7 +28,7 @@ and ``num_return_sequences``.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import numpy as np
 
@@ -41,7 +41,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
     ) from _e
 
 from . import _core
-from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+from ._bitmask import _positive_int, allocate_token_bitmask, apply_token_bitmask_inplace
 
 __all__ = ["LogitsProcessor"]
 
@@ -146,9 +146,68 @@ class LogitsProcessor(_HFLogitsProcessor):
                 string of tokens can match.
             TypeError: ``tokenizer`` is not a fast tokenizer.
         """
+        return cls._compile_for(lambda v: _core.compile_regex(pattern, v), tokenizer, vocab_size, eos_token_ids, pad_token_id)
+
+    @classmethod
+    def from_grammar(
+        cls,
+        grammar: str,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        syntax: str = "lark",
+        start: Optional[str] = None,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for a context-free grammar: ``syntax="lark"``
+        (start rule ``start``) or ``"gbnf"`` (start rule ``root``); the
+        other arguments as :meth:`from_regex`.
+
+        Raises:
+            ValueError: invalid or too large grammar.
+            TypeError: ``tokenizer`` is not a fast tokenizer.
+        """
+        return cls._compile_for(
+            lambda v: _core.compile_grammar(grammar, v, syntax=syntax, start=start),
+            tokenizer, vocab_size, eos_token_ids, pad_token_id,
+        )
+
+    @classmethod
+    def from_json(
+        cls,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        whitespace: str = "flexible",
+        max_depth: int = 64,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for any JSON value (the built-in grammar, see
+        :func:`tokensieve.compile_json`); the other arguments as
+        :meth:`from_regex`."""
+        return cls._compile_for(
+            lambda v: _core.compile_json(v, whitespace=whitespace, max_depth=max_depth),
+            tokenizer, vocab_size, eos_token_ids, pad_token_id,
+        )
+
+    @classmethod
+    def _compile_for(
+        cls,
+        compile: Callable[[_core.Vocabulary], _core.Constraint],
+        tokenizer: Any,
+        vocab_size: Any,
+        eos_token_ids: Optional[Iterable[int]],
+        pad_token_id: Optional[int],
+    ) -> "LogitsProcessor":
+        """The vocabulary of ``tokenizer`` (``vocab_size`` any int type, not
+        below the tokenizer's), a constraint compiled against it, and EOS
+        and pad ids as ``generate`` uses them."""
         eos = None if eos_token_ids is None else [int(e) for e in eos_token_ids]
-        vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=vocab_size)
-        constraint = _core.compile_regex(pattern, vocab)
+        size = None if vocab_size is None else _positive_int(vocab_size, "vocab_size")
+        vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=size)
+        constraint = compile(vocab)
         eos = list(vocab.eos_token_ids)
         if pad_token_id is None:
             pad_token_id = getattr(tokenizer, "pad_token_id", None)

@@ -148,6 +148,24 @@ impl PyVocabulary {
         }
     }
 
+    /// Pickle support (multiprocessing, serving frameworks): rebuilt from
+    /// its token bytes (None for special ids), EOS ids, size and spelling.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Vec<Option<Bound<'py, PyBytes>>>, Vec<u32>, String, bool))> {
+        let v = self.env.vocab();
+        let tokens = (0..v.size() as u32)
+            .map(|i| (!v.is_special(i)).then(|| PyBytes::new(py, v.token_bytes(i))))
+            .collect();
+        let spelling = match v.spelling() {
+            Spelling::Metaspace { byte_fallback: true } => "sentencepiece+byte_fallback".to_owned(),
+            _ => self.spelling().to_owned(),
+        };
+        let rebuild = py
+            .import(intern!(py, "tokensieve._core"))?
+            .getattr(intern!(py, "_vocabulary_from_parts"))?;
+        Ok((rebuild, (tokens, v.eos_token_ids().to_vec(), spelling, v.adds_prefix_space())))
+    }
+
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
@@ -242,6 +260,29 @@ impl PyConstraint {
             self.inner.vocab().size()
         )
     }
+}
+
+/// Unpickle a `Vocabulary` (see `Vocabulary.__reduce__`).
+#[pyfunction]
+fn _vocabulary_from_parts(
+    py: Python<'_>,
+    token_bytes: Vec<Option<Vec<u8>>>,
+    eos_token_ids: Vec<u32>,
+    spelling: &str,
+    adds_prefix_space: bool,
+) -> PyResult<PyVocabulary> {
+    let spelling = match spelling {
+        "byte_level" => Spelling::ByteLevel,
+        "sentencepiece" => Spelling::Metaspace { byte_fallback: false },
+        "sentencepiece+byte_fallback" => Spelling::Metaspace { byte_fallback: true },
+        "plain" => Spelling::Plain,
+        other => return Err(PyValueError::new_err(format!("unknown spelling {other:?}"))),
+    };
+    let vocab = py
+        .detach(|| CoreVocab::from_token_bytes(token_bytes, eos_token_ids, None))
+        .map_err(to_pyerr)?
+        .with_spelling(spelling, adds_prefix_space);
+    Ok(PyVocabulary { env: TokEnv::new(vocab) })
 }
 
 /// Compile a regex (Rust `regex` syntax, full match over the UTF-8 bytes of
@@ -676,5 +717,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fill_next_token_bitmasks, m)?)?;
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
     m.add_function(wrap_pyfunction!(_apply_bitmask_cpu, m)?)?;
+    m.add_function(wrap_pyfunction!(_vocabulary_from_parts, m)?)?;
     Ok(())
 }
