@@ -17,9 +17,11 @@
 //! - [`resample`]: resampling kernels (multinomial, systematic, stratified,
 //!   residual), ESS and log-normalisation.
 //! - [`smc`]: particle population bookkeeping for SMC.
+//! - [`fastmath`]: branch-free `exp`/`ln` shared by `resample` and `masked`.
 
 pub mod bitmask;
 pub mod error;
+pub mod fastmath;
 pub mod grammar;
 pub mod masked;
 pub mod matcher;
