@@ -77,3 +77,8 @@ def test_vocabulary_pickles(load_vocab):
         assert all(w.token_bytes(i) == v.token_bytes(i) and w.is_special(i) == v.is_special(i) for i in range(v.size))
         c, d = ts.compile_regex("[a-z ]+", v), ts.compile_regex("[a-z ]+", w)
         assert ts.Matcher(c).allowed_tokens() == ts.Matcher(d).allowed_tokens()
+
+
+def test_one_name_for_the_vocabulary_size(tiny):
+    c = ts.compile_regex("a", tiny)
+    assert tiny.vocab_size == tiny.size == c.vocab_size == ts.Matcher(c).vocab_size == 3

@@ -7,7 +7,7 @@ Quick start::
     vocab = ts.Vocabulary.from_tokenizer_file("tokenizer.json")
     constraint = ts.compile_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", vocab)
     m = ts.Matcher(constraint)
-    bitmask = ts.allocate_token_bitmask(1, vocab.size)
+    bitmask = ts.allocate_token_bitmask(1, vocab.vocab_size)
     m.fill_next_token_bitmask(bitmask)      # row 0: allowed next tokens
     ts.apply_token_bitmask_inplace(logits, bitmask)
 

@@ -56,6 +56,9 @@ class Vocabulary:
     ) -> "Vocabulary":
         """From a ``transformers`` fast tokenizer; ``vocab_size``: model embedding width."""
     @property
+    def vocab_size(self) -> int:
+        """Number of token ids a bitmask covers (as on Constraint and Matcher)."""
+    @property
     def size(self) -> int:
         """Number of token ids a bitmask covers."""
     def __len__(self) -> int: ...

@@ -104,7 +104,14 @@ impl PyVocabulary {
         Self::new(py, Some(json), None, eos, vocab_size)
     }
 
-    /// Number of token ids a bitmask covers.
+    /// Number of token ids a bitmask covers: the one name for it on
+    /// `Vocabulary`, `Constraint` and `Matcher`.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.env.vocab().size()
+    }
+
+    /// Alias of `vocab_size`.
     #[getter]
     fn size(&self) -> usize {
         self.env.vocab().size()
