@@ -18,10 +18,12 @@
 //!   residual), ESS and log-normalisation.
 //! - [`smc`]: particle population bookkeeping for SMC.
 //! - [`awrs`]: adaptive weighted rejection sampling for opaque constraints.
+//! - [`fastmath`]: branch-free `exp`/`ln` shared by `resample` and `masked`.
 
 pub mod awrs;
 pub mod bitmask;
 pub mod error;
+pub mod fastmath;
 pub mod fxhash;
 pub mod grammar;
 pub mod masked;

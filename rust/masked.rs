@@ -38,7 +38,8 @@
 
 use rayon::prelude::*;
 
-use crate::resample::{dispatch, exp_nonpos, Isa};
+use crate::fastmath::{exp_nonpos, exp_nonpos_f32};
+use crate::resample::{dispatch, Isa};
 
 /// Tokens per block (32 mask words): a draw recomputes at most this many
 /// weights, and a row of a 128k vocabulary has ~125 blocks to search.
@@ -179,47 +180,6 @@ macro_rules! impl_value {
 }
 impl_value!(f32, u32, exp_nonpos_f32);
 impl_value!(f64, u64, exp_nonpos);
-
-/// Below this, [`exp_nonpos_f32`] returns 0: `e^-87` is just above the
-/// smallest normal f32.
-const EXP_CUTOFF_F32: f32 = -87.0;
-
-/// `exp(x)` in f32 for `x <= 0` (including `-inf`), branch-free so that
-/// loops over it vectorise; relative error below ~2e-7. The f32 twin of
-/// [`exp_nonpos`]: `x = k ln2 + r`, `|r| <= ln2 / 2`, the degree-7 Taylor
-/// polynomial of `e^r` (truncation `< 0.347^8 / 8! ~ 5e-9`) by Estrin's
-/// scheme, `2^k` built in the exponent bits, `k` from the `1.5 * 2^23`
-/// shift trick.
-#[inline(always)]
-pub fn exp_nonpos_f32(x: f32) -> f32 {
-    const SHIFT32: f32 = 12_582_912.0; // 1.5 * 2^23
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75; // 0x3f317200: k * LN2_HI exact for |k| < 2^8
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let in_range = x >= EXP_CUTOFF_F32;
-    let xc = if in_range { x } else { EXP_CUTOFF_F32 };
-    let t = xc.mul_add(LOG2E, SHIFT32);
-    let kf = t - SHIFT32;
-    let r = (-kf).mul_add(LN2_LO, (-kf).mul_add(LN2_HI, xc));
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let p01 = r + 1.0;
-    let p23 = r.mul_add(1.0 / 6.0, 0.5);
-    let p45 = r.mul_add(1.0 / 120.0, 1.0 / 24.0);
-    let p67 = r.mul_add(1.0 / 5040.0, 1.0 / 720.0);
-    let q0 = r2.mul_add(p23, p01);
-    let q1 = r2.mul_add(p67, p45);
-    let p = r4.mul_add(q1, q0);
-    // k = t.bits - SHIFT32.bits, in [-126, 0] here; biased exponent k + 127.
-    let k_bits = t.to_bits().wrapping_sub(SHIFT32.to_bits());
-    let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
-    let y = p * scale;
-    if in_range {
-        y
-    } else {
-        0.0
-    }
-}
 
 /// Word `w` of a row's mask (tokens `32 w .. 32 w + 32`), 0 past its end.
 #[inline(always)]

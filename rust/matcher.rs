@@ -409,7 +409,9 @@ impl Matcher {
     }
 
     /// Write the mask of allowed next tokens into `out`
-    /// (`words_for(vocab.size())` words). After EOS nothing is allowed.
+    /// (`words_for(vocab.size())` words). After EOS only EOS is allowed
+    /// (never an all-zero row, which would turn a sampler's logits into
+    /// all `-inf`); consuming it again is a no-op that returns true.
     pub fn fill_mask(&mut self, out: &mut [u32]) -> Result<()> {
         let words = self.constraint.env.mask_words();
         if out.len() != words {
@@ -417,6 +419,9 @@ impl Matcher {
         }
         if self.eos {
             out.fill(0);
+            for &e in self.constraint.vocab().eos_token_ids() {
+                set_bit(out, e);
+            }
             return Ok(());
         }
         let accepting = self.is_accepting();
@@ -432,6 +437,10 @@ impl Matcher {
 
     /// Whether token `t` is allowed now, without changing state.
     pub fn is_allowed(&mut self, t: u32) -> Result<bool> {
+        if self.eos {
+            // Consuming EOS again is a no-op: nothing to roll back.
+            return self.consume_token(t);
+        }
         if self.consume_token(t)? {
             self.rollback(1)?;
             Ok(true)
@@ -447,7 +456,7 @@ impl Matcher {
         let vocab = c.vocab();
         vocab.check_token(t)?;
         if self.eos {
-            return Ok(false);
+            return Ok(vocab.is_eos(t));
         }
         if vocab.is_eos(t) {
             if self.is_accepting() {
@@ -649,7 +658,9 @@ mod tests {
         assert_eq!(ones(&mask), vec![6]);
         assert!(m.consume_token(6).unwrap());
         m.fill_mask(&mut mask).unwrap();
-        assert!(ones(&mask).is_empty());
+        assert_eq!(ones(&mask), vec![6], "after EOS only EOS, never an all-zero row");
+        assert!(m.is_allowed(6).unwrap() && !m.is_allowed(0).unwrap());
+        assert!(m.consume_token(6).unwrap(), "EOS again is a no-op");
         assert_eq!(m.num_consumed(), 4);
         m.rollback(2).unwrap();
         assert_eq!(m.num_consumed(), 2);

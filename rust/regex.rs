@@ -35,7 +35,20 @@ pub struct RegexLimits {
     pub max_states: usize,
     /// Maximum nesting depth of the pattern.
     pub nest_limit: u32,
+    /// Bound on determinization work, in bytes of builder memory times
+    /// byte classes. The memory limit alone bounds space, not time: each
+    /// DFA state costs a pass over every byte class, so a pattern with
+    /// many classes and huge NFA state sets (`\d(?:(?-u:é??)){65535}`)
+    /// ran for 22 s before `dfa_size` said no. Dividing this budget by
+    /// the alphabet size makes the size limit trip after about the same
+    /// amount of work whatever the alphabet.
+    pub determinize_work: usize,
 }
+
+/// Default [`RegexLimits::determinize_work`]: 64 MiB of builder memory at
+/// 16 byte classes (about two seconds of one core on the worst patterns
+/// measured).
+pub const DEFAULT_DETERMINIZE_WORK: usize = (64 << 20) * 16;
 
 impl Default for RegexLimits {
     fn default() -> Self {
@@ -44,6 +57,7 @@ impl Default for RegexLimits {
             dfa_size: 64 << 20,
             max_states: 200_000,
             nest_limit: 200,
+            determinize_work: DEFAULT_DETERMINIZE_WORK,
         }
     }
 }
@@ -330,6 +344,8 @@ impl Dfa {
             )
             .build_many_from_hir(&hirs)
             .map_err(|e| Error::TooLarge(format!("NFA exceeds {} bytes ({e})", limits.nfa_size)))?;
+        let alphabet = nfa.byte_classes().alphabet_len().max(1);
+        let determinize_limit = limits.dfa_size.min(limits.determinize_work / alphabet);
         let dfa = dense::Builder::new()
             .configure(
                 dense::Config::new()
@@ -338,7 +354,7 @@ impl Dfa {
                     .byte_classes(true)
                     .minimize(false)
                     .dfa_size_limit(Some(limits.dfa_size))
-                    .determinize_size_limit(Some(limits.dfa_size)),
+                    .determinize_size_limit(Some(determinize_limit)),
             )
             .build_from_nfa(&nfa)
             .map_err(|e| {
@@ -346,6 +362,10 @@ impl Dfa {
                 if msg.contains("unsupported") {
                     Error::Usage(format!(
                         "unsupported regex feature ({msg}); Unicode word boundaries need ASCII mode: use (?-u:\\b)"
+                    ))
+                } else if msg.contains("determinization") {
+                    Error::TooLarge(format!(
+                        "DFA construction exceeds its work bound ({determinize_limit} bytes at {alphabet} byte classes; {msg})"
                     ))
                 } else {
                     Error::TooLarge(format!("DFA exceeds {} bytes ({msg})", limits.dfa_size))

@@ -45,7 +45,13 @@ pub struct Vocabulary {
 impl Vocabulary {
     /// Build from explicit token byte strings (tests, custom tokenizers).
     /// `None` marks a special token or an unused id.
-    pub fn from_token_bytes(tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
+    ///
+    /// An EOS id means "end of text" and nothing else, even when the
+    /// tokenizer also gives it a spelling (a custom EOS id on an ordinary
+    /// token): it gets no bytes and is special, so the mask, `is_allowed`
+    /// and `consume_token` all agree that it is allowed exactly when the
+    /// text so far is complete.
+    pub fn from_token_bytes(mut tokens: Vec<Option<Vec<u8>>>, eos: Vec<u32>, size: Option<usize>) -> Result<Self> {
         let n = tokens.len();
         if n > MAX_VOCAB_SIZE || size.is_some_and(|s| s > MAX_VOCAB_SIZE) {
             return Err(Error::Tokenizer(format!(
@@ -53,7 +59,18 @@ impl Vocabulary {
                 size.unwrap_or(n).max(n)
             )));
         }
-        let size = size.unwrap_or(n).max(n);
+        if let Some(s) = size.filter(|&s| s < n) {
+            return Err(Error::Tokenizer(format!(
+                "vocab_size {s} is smaller than the tokenizer's {n} ids; pass the model's embedding width or leave it unset"
+            )));
+        }
+        let size = size.unwrap_or(n);
+        Self::check_eos(&eos, size)?;
+        for &e in &eos {
+            if let Some(t) = tokens.get_mut(e as usize) {
+                *t = None;
+            }
+        }
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(size + 1);
         let mut special = Vec::with_capacity(size);
@@ -72,7 +89,6 @@ impl Vocabulary {
             special.push(true);
             offsets.push(bytes.len() as u32);
         }
-        Self::check_eos(&eos, size)?;
         Ok(Vocabulary {
             bytes,
             offsets,
@@ -99,23 +115,36 @@ impl Vocabulary {
     /// well-known end-of-text name). `size` is the model's embedding width if
     /// larger than the tokenizer.
     pub fn from_tokenizer_json(json: &str, eos: Option<Vec<u32>>, size: Option<usize>) -> Result<Self> {
-        let v: Value = serde_json::from_str(json).map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        Self::from_tokenizer_json_named(json, eos, None, size)
+    }
+
+    /// [`Vocabulary::from_tokenizer_json`], with the EOS given by the text
+    /// of its token (`eos_token` of a `tokenizer_config.json`) when `eos`
+    /// is None; an unknown name falls back to the well-known EOS names.
+    pub fn from_tokenizer_json_named(json: &str, eos: Option<Vec<u32>>, eos_name: Option<&str>, size: Option<usize>) -> Result<Self> {
+        let (v, vocab_map) = parse_skipping_merges(json)?;
         let model = v.get("model").ok_or_else(|| Error::Tokenizer("missing \"model\"".into()))?;
         let spelling = detect_spelling(&v, model);
         let adds_prefix_space = detect_prefix_space(&v);
 
         // (id, vocabulary string) pairs from the model.
         let mut entries: Vec<(u32, String)> = Vec::new();
-        match model.get("vocab") {
-            Some(Value::Object(map)) => {
-                for (k, id) in map {
+        match (vocab_map, model.get("vocab")) {
+            (Some(map), _) => {
+                for (k, id) in &map {
                     let id = id
                         .as_u64()
                         .ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
-                    entries.push((check_id(id, &format!("vocab entry {k:?}"))?, k.clone()));
+                    // The message is built only on error: formatting it for
+                    // every entry was a fifth of a Llama 3 load.
+                    let id = u32::try_from(id)
+                        .ok()
+                        .filter(|&i| (i as usize) < MAX_VOCAB_SIZE)
+                        .map_or_else(|| check_id(id, &format!("vocab entry {k:?}")), Ok)?;
+                    entries.push((id, k.clone()));
                 }
             }
-            Some(Value::Array(items)) => {
+            (None, Some(Value::Array(items))) => {
                 // Unigram: [[piece, score], ...], the id is the position.
                 if items.len() > MAX_VOCAB_SIZE {
                     return Err(Error::Tokenizer(format!("unigram vocabulary has more than {MAX_VOCAB_SIZE} entries")));
@@ -177,11 +206,27 @@ impl Vocabulary {
                 *t = None;
             }
         }
-        let eos = eos.unwrap_or(eos_guess);
+        let named = eos_name.and_then(|name| {
+            added
+                .iter()
+                .find(|a| a.1 == name)
+                .map(|a| a.0)
+                .or_else(|| entries.iter().find(|e| e.1 == name).map(|e| e.0))
+        });
+        let eos = eos.or(named.map(|id| vec![id])).unwrap_or(eos_guess);
         let mut vocab = Self::from_token_bytes(tokens, eos, size)?;
         vocab.spelling = spelling;
         vocab.adds_prefix_space = adds_prefix_space;
         Ok(vocab)
+    }
+
+    /// The same vocabulary with its spelling and prefix-space flag set
+    /// explicitly: rebuilding one from its token bytes (unpickling) keeps
+    /// what the tokenizer.json said.
+    pub fn with_spelling(mut self, spelling: Spelling, adds_prefix_space: bool) -> Self {
+        self.spelling = spelling;
+        self.adds_prefix_space = adds_prefix_space;
+        self
     }
 
     /// Number of ids a bitmask covers.
@@ -230,6 +275,53 @@ impl Vocabulary {
         }
     }
 }
+
+/// The parts of a `tokenizer.json` the vocabulary reads, as a `Value`,
+/// without the model's `merges`: they are half of a BPE file (280,000
+/// strings for Llama 3) and say nothing about what a token spells, so
+/// they are only checked to be JSON, never built.
+fn parse_skipping_merges(json: &str) -> Result<(Value, Option<VocabMap>)> {
+    use serde_json::value::RawValue;
+    use std::collections::HashMap;
+    let bad = |e: serde_json::Error| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}"));
+    let top: HashMap<String, &RawValue> = serde_json::from_str(json).map_err(bad)?;
+    let mut out = serde_json::Map::new();
+    let mut vocab = None;
+    for (k, raw) in top {
+        let value = if k == "model" {
+            let parts: HashMap<String, &RawValue> = match serde_json::from_str(raw.get()) {
+                Ok(p) => p,
+                Err(_) => {
+                    out.insert(k, serde_json::from_str(raw.get()).map_err(bad)?);
+                    continue;
+                }
+            };
+            let mut model = serde_json::Map::new();
+            for (mk, mraw) in parts {
+                match mk.as_str() {
+                    "merges" => {}
+                    // A BPE vocabulary straight into a hash map: a `Value`
+                    // object is a BTreeMap, several times slower to build.
+                    "vocab" if mraw.get().starts_with('{') => vocab = Some(serde_json::from_str(mraw.get()).map_err(bad)?),
+                    _ => {
+                        model.insert(mk, serde_json::from_str(mraw.get()).map_err(bad)?);
+                    }
+                }
+            }
+            if vocab.is_some() {
+                model.insert("vocab".into(), Value::Object(serde_json::Map::new()));
+            }
+            Value::Object(model)
+        } else {
+            serde_json::from_str(raw.get()).map_err(bad)?
+        };
+        out.insert(k, value);
+    }
+    Ok((Value::Object(out), vocab))
+}
+
+/// A BPE/WordPiece `model.vocab`: piece -> id (ids checked by the caller).
+type VocabMap = std::collections::HashMap<String, Value>;
 
 /// Largest number of token ids accepted (real vocabularies have < 2^19);
 /// the bound keeps a corrupt file from requesting gigabytes.
@@ -311,26 +403,39 @@ fn detect_prefix_space(v: &Value) -> bool {
 
 /// Inverse of GPT-2's `bytes_to_unicode`: printable bytes stand for
 /// themselves, the other 68 are shifted to U+0100.. in byte order.
-fn byte_level_decoder_table() -> std::collections::HashMap<char, u8> {
+fn byte_level_decoder_table() -> ByteDecoder {
     let mut printable: Vec<u8> = Vec::new();
     printable.extend(b'!'..=b'~');
     printable.extend(0xA1u8..=0xAC);
     printable.extend(0xAEu8..=0xFF);
-    let mut map = std::collections::HashMap::with_capacity(256);
-    let mut shifted = 0u32;
+    let mut table = [None; BYTE_ALPHABET_END];
+    let mut shifted = 0usize;
     for b in 0u16..=255 {
         let b = b as u8;
         if printable.contains(&b) {
-            map.insert(b as char, b);
+            table[b as usize] = Some(b);
         } else {
-            map.insert(char::from_u32(256 + shifted).unwrap(), b);
+            table[256 + shifted] = Some(b);
             shifted += 1;
         }
     }
-    map
+    ByteDecoder(table)
 }
 
-fn decode_piece(s: &str, spelling: Spelling, table: &std::collections::HashMap<char, u8>) -> Vec<u8> {
+/// One past the largest char of the byte-level alphabet (U+0100 + 68).
+const BYTE_ALPHABET_END: usize = 256 + 68;
+
+/// The byte-level alphabet as a table indexed by char: a lookup per char
+/// of 128k pieces, where a hash map's hashing was a tenth of a load.
+struct ByteDecoder([Option<u8>; BYTE_ALPHABET_END]);
+
+impl ByteDecoder {
+    fn get(&self, c: &char) -> Option<&u8> {
+        self.0.get(*c as usize).and_then(Option::as_ref)
+    }
+}
+
+fn decode_piece(s: &str, spelling: Spelling, table: &ByteDecoder) -> Vec<u8> {
     match spelling {
         Spelling::ByteLevel => {
             let mut out = Vec::with_capacity(s.len());
@@ -374,14 +479,15 @@ mod tests {
     #[test]
     fn byte_level_table_is_a_bijection() {
         let t = byte_level_decoder_table();
-        assert_eq!(t.len(), 256);
+        assert_eq!(t.0.iter().flatten().count(), 256);
         let mut seen = [false; 256];
-        for &b in t.values() {
+        for &b in t.0.iter().flatten() {
             seen[b as usize] = true;
         }
         assert!(seen.iter().all(|&x| x));
-        assert_eq!(t[&'Ġ'], b' ');
-        assert_eq!(t[&'Ċ'], b'\n');
+        assert_eq!(t.get(&'Ġ'), Some(&b' '));
+        assert_eq!(t.get(&'Ċ'), Some(&b'\n'));
+        assert_eq!(t.get(&'€'), None);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 """Shared test helpers.
 
 The real tokenizer files live outside the repository, in ``../shared/tokenizers``
-(the CI clones the repository with ``shared`` beside it). Tests that need one
-skip cleanly when it is missing.
+(the CI clones the repository with ``shared`` beside it). Without it, GPT-2
+falls back to the tokenizer the package ships
+(``python/tokensieve/data/gpt2_tokenizer.json``, the same file), so most
+tests still run on a fresh clone; tests that need another tokenizer skip.
 
 Two ways to use the helpers:
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -39,25 +42,37 @@ SHARED_TOKENIZERS = (
 
 
 def tokenizers_dir() -> Path:
-    """``<repo>/../shared/tokenizers`` (may not exist)."""
+    """``<repo>/../shared/tokenizers`` (may not exist), or
+    ``$TOKENSIEVE_TEST_TOKENIZERS`` (set it to a missing path to run the
+    suite as on a fresh clone without ``shared``)."""
+    override = os.environ.get("TOKENSIEVE_TEST_TOKENIZERS")
+    if override:
+        return Path(override)
     return Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
+
+
+#: Tokenizers the package itself ships, used when ``../shared`` is absent.
+SHIPPED = {"gpt2": Path(ts.__file__).parent / "data" / "gpt2_tokenizer.json"}
 
 
 def tokenizer_path(name: str) -> Path:
     """The tokenizer file (``tokenizer.json`` or ``tokenizer.json.gz``) of a
-    shared tokenizer; skips the calling test if it is absent."""
+    shared tokenizer, else the shipped copy; skips the calling test if
+    neither exists."""
     d = tokenizers_dir() / name
     for fname in ("tokenizer.json", "tokenizer.json.gz"):
         p = d / fname
         if p.is_file():
             return p
+    if name in SHIPPED and SHIPPED[name].is_file():
+        return SHIPPED[name]
     pytest.skip(f"shared tokenizer {name!r} not found under {tokenizers_dir()}")
 
 
 @functools.lru_cache(maxsize=None)
 def _load_vocab_cached(name: str, vocab_size: Optional[int], eos: Optional[Tuple[int, ...]]) -> ts.Vocabulary:
     return ts.Vocabulary.from_tokenizer_file(
-        tokenizer_path(name).parent,
+        tokenizer_path(name),
         vocab_size=vocab_size,
         eos_token_ids=None if eos is None else list(eos),
     )

@@ -377,10 +377,28 @@ def test_vocabulary_eos_out_of_range():
 
 
 def test_missing_tokenizer_file(tmp_path):
-    with pytest.raises(ValueError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="not found"):
         ts.Vocabulary.from_tokenizer_file(tmp_path / "nope" / "tokenizer.json")
-    with pytest.raises(ValueError, match="no tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
         ts.Vocabulary.from_tokenizer_file(tmp_path)  # empty directory
+    with pytest.raises(TypeError):
+        ts.Vocabulary.from_tokenizer_file(3)
+
+
+def test_eos_from_tokenizer_config_beside_the_file(tmp_path):
+    tok = {
+        "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "<x>": 2}, "merges": ["a b"]},
+        "added_tokens": [{"id": 3, "content": "<stop>", "special": True}],
+    }
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tok))
+    assert ts.Vocabulary.from_tokenizer_file(tmp_path).eos_token_ids == []
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<stop>"}}))
+    assert ts.Vocabulary.from_tokenizer_file(tmp_path).eos_token_ids == [3]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<x>"}))
+    assert ts.Vocabulary.from_tokenizer_file(tmp_path).eos_token_ids == [2]
+    assert ts.Vocabulary.from_tokenizer_file(tmp_path, eos_token_ids=[1]).eos_token_ids == [1]
+    (tmp_path / "tokenizer_config.json").write_text("not json")
+    assert ts.Vocabulary.from_tokenizer_file(tmp_path).eos_token_ids == []
 
 
 def test_garbage_tokenizer_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import datetime
 import json
 import re
 import shutil
@@ -60,6 +61,8 @@ def test_demo_every_string_matches(capsys):
     assert {p for p, *_ in results} == {p for _, p in cli.DEMO_PATTERNS}
     for pattern, text, n_tokens, mask_us in results:
         assert re.fullmatch(pattern, text), f"{text!r} does not match {pattern!r}"
+        if "(19|20)" in pattern:  # the ISO date pattern admits only real dates
+            datetime.date.fromisoformat(text)
         assert 1 <= n_tokens <= cli.DEMO_MAX_NEW_TOKENS
         assert mask_us > 0
     assert f"{len(results)} of {len(results)} strings fully match" in out
@@ -249,6 +252,8 @@ def test_generate_with_gbnf_and_json(local_model, tmp_path, capsys):
     text = out.rstrip("\n")
     if "note:" not in err:  # finished: must be a complete JSON value
         json.loads(text)
+    outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    assert not re.search(r"\s", outside_strings), text
 
 
 def test_generate_bad_grammar(local_model, tmp_path, capsys):
@@ -275,3 +280,15 @@ def test_generate_smc(local_model, capsys):
     for s in quoted:
         assert regex.fullmatch(r"(yes|no|maybe)!", s, partial=True), (s, out)
     assert "log" in out.lower()
+
+
+def test_demo_date_pattern_admits_exactly_the_real_dates_of_a_common_year():
+    pattern = dict(cli.DEMO_PATTERNS)["ISO date"]
+    admitted = set()
+    for m in range(100):
+        for d in range(100):
+            s = f"2001-{m:02d}-{d:02d}"
+            if re.fullmatch(pattern, s):
+                admitted.add(s)
+    real = {str(datetime.date(2001, 1, 1) + datetime.timedelta(days=k)) for k in range(365)}
+    assert admitted == real

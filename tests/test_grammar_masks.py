@@ -292,8 +292,8 @@ def _check_history(cname, vname, m: ts.Matcher, tokens: List[int], masks: List[n
 
 
 def _finish_with_eos(cname, vname, m: ts.Matcher, state, mask):
-    """If EOS is allowed, consume it: nothing is allowed afterwards, and
-    rolling it back restores the mask."""
+    """If EOS is allowed, consume it: only EOS is allowed afterwards (never an
+    all-zero row), and rolling it back restores the mask."""
     v, _, _, eos = _env(vname)
     c, rm = _compiled(cname, vname)
     if not rm.accepts(state):
@@ -302,8 +302,8 @@ def _finish_with_eos(cname, vname, m: ts.Matcher, state, mask):
     e = min(eos)
     assert m.consume_token(e)
     assert m.is_terminated() and m.is_accepting()
-    assert not _ids(_engine_mask(m, v.size), v.size)
-    assert m.allowed_tokens() == []
+    assert _ids(_engine_mask(m, v.size), v.size) == sorted(eos)
+    assert m.allowed_tokens() == sorted(eos)
     m.rollback(1)
     assert np.array_equal(_engine_mask(m, v.size), mask)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -576,3 +577,29 @@ def test_constructor_validation(small):
     assert isinstance(proc, HFLogitsProcessor)
     with pytest.raises(ValueError, match="rows"):
         proc(torch.zeros(2, 3, dtype=torch.long), torch.zeros(3, 15))
+
+
+def test_from_grammar_from_json_and_compiled_constraint():
+    e = env("gpt2")
+    tok = e.tokenizer
+    size = np.int64(e.model_vocab)  # any integer type
+    for proc, check in [
+        (LogitsProcessor.from_grammar('start: ("yes" | "no") "!"', tok, size), lambda t: t in ("yes!", "no!")),
+        (LogitsProcessor.from_grammar('root ::= ("yes" | "no") "!"', tok, size, syntax="gbnf"), lambda t: t in ("yes!", "no!")),
+        (LogitsProcessor.from_json(tok, size, whitespace="compact", max_depth=2), lambda t: t == "" or t[0] in '{["-0123456789tfn'),
+        (LogitsProcessor(ts.compile_regex("(yes|no)!", e.vocab), eos_token_ids=[e.eos_id], pad_token_id=e.pad_id),
+         lambda t: t in ("yes!", "no!")),
+    ]:
+        torch.manual_seed(0)
+        enc, out = e.generate(proc, do_sample=True, max_new_tokens=8)
+        for row in out[:, enc["input_ids"].shape[1]:]:
+            text = e.tokenizer.decode(row, skip_special_tokens=True)
+            assert check(text), text
+
+
+def test_vocab_size_smaller_than_the_tokenizer_is_an_error():
+    e = env("gpt2")
+    with pytest.raises(ValueError, match="smaller than"):
+        LogitsProcessor.from_regex("a", e.tokenizer, vocab_size=100)
+    with pytest.raises(TypeError, match="vocab_size"):
+        LogitsProcessor.from_regex("a", e.tokenizer, vocab_size=True)

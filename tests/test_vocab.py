@@ -379,7 +379,7 @@ def test_eos_override():
     assert m.consume_token(64)  # "a"
     assert m.is_allowed(198) and m.is_allowed(50256)
     assert m.consume_token(198)
-    assert m.allowed_tokens() == []
+    assert m.allowed_tokens() == [198, 50256]  # after EOS only EOS
 
 
 # ---------------------------------------------------------------------------

@@ -7,9 +7,13 @@ Quick start::
     vocab = ts.Vocabulary.from_tokenizer_file("tokenizer.json")
     constraint = ts.compile_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", vocab)
     m = ts.Matcher(constraint)
-    bitmask = ts.allocate_token_bitmask(1, vocab.size)
+    bitmask = ts.allocate_token_bitmask(1, vocab.vocab_size)
     m.fill_next_token_bitmask(bitmask)      # row 0: allowed next tokens
     ts.apply_token_bitmask_inplace(logits, bitmask)
+
+Submodules: :mod:`tokensieve.resample` (SMC resampling kernels),
+:mod:`tokensieve.smc` (sequential Monte Carlo generation), and, with the
+``hf`` extra, :mod:`tokensieve.hf` (a transformers logits processor).
 """
 
 from ._core import (
@@ -23,6 +27,7 @@ from ._core import (
 )
 from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
 from .potentials import Potential, complete_only, potential
+from . import resample, smc  # documented submodules (neither imports torch)
 
 __all__ = [
     "Constraint",
@@ -37,5 +42,7 @@ __all__ = [
     "complete_only",
     "fill_next_token_bitmasks",
     "potential",
+    "resample",
+    "smc",
 ]
 __version__ = "0.1.0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+import sys
 from typing import Any, Dict
 
 import numpy as np
@@ -14,10 +16,24 @@ _CPU_DTYPES: Dict[Any, str] = {}  # torch dtype -> name; filled on first use (to
 
 def _cpu_dtypes() -> Dict[Any, str]:
     if not _CPU_DTYPES:
-        import torch
+        torch = _require_torch()
 
         _CPU_DTYPES.update({torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"})
     return _CPU_DTYPES
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as a positive Python int: any integer type (numpy ints
+    included), not ``bool``; a TypeError or ValueError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, got {v}")
+    return v
 
 
 def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
@@ -31,18 +47,19 @@ def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
     return np.zeros((batch_size, _core.bitmask_words(vocab_size)), dtype=np.int32)
 
 
-def _positive_int(x: Any, name: str) -> int:
-    """``x`` as a Python int (numpy integers included, bools not): a
-    TypeError for anything else, a ValueError unless it is positive."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if x <= 0:
-        raise ValueError(f"{name} must be positive, got {int(x)}")
-    return int(x)
+def _require_torch() -> Any:
+    """Import torch, or explain which extra provides it."""
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "this needs PyTorch; install it with pip install 'tokensieve[hf]' (numpy logits work without it)"
+        ) from None
+    return torch
 
 
-def _shifts(device: Any):
-    import torch
+def _shifts(device: Any) -> Any:
+    torch = _require_torch()
 
     s = _SHIFTS.get(device)
     if s is None:
@@ -51,9 +68,9 @@ def _shifts(device: Any):
     return s
 
 
-def unpack_bitmask(bitmask: Any, vocab_size: int):
+def unpack_bitmask(bitmask: Any, vocab_size: int) -> Any:
     """Boolean torch tensor ``(..., vocab_size)`` of allowed tokens from a packed bitmask."""
-    import torch
+    torch = _require_torch()
 
     bm = torch.from_numpy(bitmask) if isinstance(bitmask, np.ndarray) else bitmask
     bits = (bm.unsqueeze(-1) >> _shifts(bm.device)) & 1
@@ -64,18 +81,56 @@ def unpack_bitmask(bitmask: Any, vocab_size: int):
     return allowed[..., :vocab_size]
 
 
+def _check_bitmask_dims(logits_shape: Any, bitmask_shape: Any) -> None:
+    """Both 1-D or both 2-D with as many rows, the bitmask covering every
+    logit column (a narrower bitmask would silently leave columns
+    unmasked: build the vocabulary with the model's ``vocab_size``)."""
+    if len(logits_shape) not in (1, 2) or len(bitmask_shape) != len(logits_shape):
+        raise ValueError(
+            f"logits {tuple(logits_shape)} and bitmask {tuple(bitmask_shape)} must both be 1-D or both 2-D"
+        )
+    if len(logits_shape) == 2 and logits_shape[0] != bitmask_shape[0]:
+        raise ValueError(f"logits have {logits_shape[0]} rows but bitmask has {bitmask_shape[0]}")
+    if bitmask_shape[-1] * 32 < logits_shape[-1]:
+        raise ValueError(
+            f"bitmask covers {bitmask_shape[-1] * 32} tokens but logits have {logits_shape[-1]} columns; "
+            f"build the vocabulary with vocab_size={logits_shape[-1]}"
+        )
+
+
+def _apply_numpy(logits: np.ndarray, bitmask: Any) -> None:
+    if not isinstance(bitmask, np.ndarray):
+        raise TypeError(f"bitmask for numpy logits must be a numpy array, got {type(bitmask).__name__}")
+    if bitmask.dtype != np.int32:
+        raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
+    if logits.dtype.kind != "f":
+        raise TypeError(f"logits must be a floating-point array, got dtype {logits.dtype}")
+    _check_bitmask_dims(logits.shape, bitmask.shape)
+    if logits.dtype == np.float32 and logits.flags.c_contiguous:
+        _core._apply_bitmask_cpu(logits, bitmask, "float32")
+        return
+    if not logits.flags.writeable:
+        raise ValueError("logits are read-only")
+    bits = np.unpackbits(np.ascontiguousarray(bitmask).view(np.uint8), axis=-1, bitorder="little")
+    logits[~bits[..., : logits.shape[-1]].astype(bool)] = -np.inf
+
+
 def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
     """Set disallowed logits to ``-inf`` in place.
 
-    ``logits``: float torch tensor ``(batch, V)`` or ``(V,)`` on any device.
+    ``logits``: float numpy array, or float torch tensor on any device,
+    ``(batch, V)`` or ``(V,)``.
     ``bitmask``: int32 numpy array or torch tensor ``(batch, W)`` or ``(W,)``
-    (moved to ``logits.device``). Columns of ``logits`` beyond ``32 * W``
-    (an embedding matrix wider than the vocabulary) are masked too.
+    (moved to ``logits.device``) with ``32 * W >= V``: a narrower bitmask is
+    a ValueError (build the vocabulary with the model's ``vocab_size``).
+    numpy logits need no torch.
     """
-    import torch
-
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if isinstance(logits, np.ndarray):
+        _apply_numpy(logits, bitmask)
+        return
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a numpy array or torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
     if isinstance(bitmask, np.ndarray):
@@ -87,12 +142,7 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
             raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
     else:
         raise TypeError(f"bitmask must be a numpy array or torch tensor, got {type(bitmask).__name__}")
-    if logits.dim() not in (1, 2) or bitmask.dim() != logits.dim():
-        raise ValueError(
-            f"logits {tuple(logits.shape)} and bitmask {tuple(bitmask.shape)} must both be 1-D or both 2-D"
-        )
-    if logits.dim() == 2 and logits.shape[0] != bitmask.shape[0]:
-        raise ValueError(f"logits have {logits.shape[0]} rows but bitmask has {bitmask.shape[0]}")
+    _check_bitmask_dims(tuple(logits.shape), tuple(bitmask.shape))
     vocab = logits.shape[-1]
     if (
         logits.device.type == "cpu"
@@ -100,15 +150,12 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         and bitmask.device.type == "cpu"
         and logits.dtype in _cpu_dtypes()
     ):
-        bm = bitmask.contiguous()
-        rows = 1 if logits.dim() == 1 else logits.shape[0]
-        _core._apply_bitmask_cpu(
-            logits.data_ptr(), _cpu_dtypes()[logits.dtype], rows, vocab, bm.data_ptr(), bm.shape[-1]
-        )
+        name = _cpu_dtypes()[logits.dtype]
+        # 16-bit floats as their bit patterns (numpy has no bfloat16); the
+        # Rust side checks both arrays again.
+        view = logits.detach() if name == "float32" else logits.detach().view(torch.int16)
+        _core._apply_bitmask_cpu(view.numpy(), bitmask.contiguous().numpy(), name)
         return
     bm = bitmask.to(logits.device, non_blocking=True)
-    covered = min(vocab, bm.shape[-1] * 32)
-    allowed = unpack_bitmask(bm, covered)
-    logits[..., :covered].masked_fill_(~allowed, float("-inf"))
-    if vocab > covered:
-        logits[..., covered:] = float("-inf")
+    allowed = unpack_bitmask(bm, vocab)
+    logits.masked_fill_(~allowed, float("-inf"))

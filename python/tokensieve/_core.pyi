@@ -1,22 +1,48 @@
 """Type stubs for the Rust extension ``tokensieve._core``."""
 
 from os import PathLike
-from typing import Any, List, Optional, Sequence, Union
+import numpy as np
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union, final
 
+from typing_extensions import Self
+
+__all__ = [
+    "Vocabulary",
+    "Constraint",
+    "Matcher",
+    "compile_regex",
+    "compile_json",
+    "compile_grammar",
+    "fill_next_token_bitmasks",
+    "bitmask_words",
+    "_apply_bitmask_cpu",
+    "_vocabulary_from_parts",
+    "resample_into",
+    "ess",
+    "log_normalize_into",
+    "masked_rows_into",
+    "masked_draw_into",
+    "MASKED_BLOCK",
+    "Population",
+    "RESAMPLE_SCHEMES",
+    "awrs_sample",
+]
+
+@final
 class Vocabulary:
     """A tokenizer's vocabulary: for every token id, the exact bytes it adds."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         tokenizer_json: Optional[str] = None,
         *,
         token_bytes: Optional[Sequence[Optional[bytes]]] = None,
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
-    ) -> None: ...
+    ) -> Self: ...
     @staticmethod
     def from_tokenizer_file(
-        path: Union[str, PathLike],
+        path: Union[str, "PathLike[str]"],
         *,
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
@@ -30,6 +56,9 @@ class Vocabulary:
         vocab_size: Optional[int] = None,
     ) -> "Vocabulary":
         """From a ``transformers`` fast tokenizer; ``vocab_size``: model embedding width."""
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids a bitmask covers (as on Constraint and Matcher)."""
     @property
     def size(self) -> int:
         """Number of token ids a bitmask covers."""
@@ -48,6 +77,7 @@ class Vocabulary:
     def spelling(self) -> str:
         """``"byte_level"``, ``"sentencepiece"`` or ``"plain"``."""
 
+@final
 class Constraint:
     """A compiled constraint; immutable, shared by matchers and threads."""
 
@@ -88,10 +118,11 @@ def compile_grammar(
     ``mask_cache_bytes`` bounds the memory of memoised masks (once spent,
     masks are recomputed each time)."""
 
+@final
 class Matcher:
     """Follows one sequence through a constraint."""
 
-    def __init__(self, constraint: Constraint) -> None: ...
+    def __new__(cls, constraint: Constraint) -> Self: ...
     def fill_next_token_bitmask(self, bitmask: Any, index: int = 0) -> None:
         """Fill row ``index`` of an int32 bitmask (numpy or CPU torch)."""
     def allowed_tokens(self) -> List[int]:
@@ -131,44 +162,48 @@ def bitmask_words(vocab_size: int) -> int:
 
 # ---- resampling back end (used by tokensieve.resample / tokensieve.smc) ----
 
-RESAMPLE_SCHEMES: tuple
+RESAMPLE_SCHEMES: tuple[str, ...]
 
 def resample_into(
-    kind: int, logw_ptr: int, len: int, out_ptr: int, n: int, seed: int,
-    uniforms_ptr: Optional[int] = None, uniforms_len: int = 0,
+    kind: int, log_weights: np.ndarray, out: np.ndarray, seed: int, uniforms: Optional[np.ndarray] = None
 ) -> None:
-    """Write ``n`` sorted ancestor indices (scheme code ``kind``) into ``out_ptr``."""
+    """Write ``len(out)`` sorted ancestor indices (scheme code ``kind``) into ``out`` (int64)."""
 
-def data_address(arr: Any) -> int:
-    """Address of a numpy array's data (checked against ``arr.ctypes.data`` at import)."""
+def ess(log_weights: np.ndarray) -> float:
+    """Effective sample size of unnormalised float64 log weights."""
 
-def ess_of_ptr(logw_ptr: int, len: int) -> float:
-    """Effective sample size of unnormalised log weights."""
-
-def log_normalize_into(logw_ptr: int, len: int, out_ptr: int) -> float:
-    """Write normalised log weights; returns the log normaliser."""
+def log_normalize_into(log_weights: np.ndarray, out: np.ndarray) -> float:
+    """Write normalised log weights into ``out``; returns the log normaliser."""
 
 # ---- masked distributions back end (used by tokensieve.smc's CPU path) ----
 
 MASKED_BLOCK: int
 
 def masked_rows_into(
-    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
-    log_z_ptr: int, max_ptr: int, cum_ptr: int,
+    logits: np.ndarray, bitmask: np.ndarray, log_z: np.ndarray, max: np.ndarray, cum: np.ndarray
 ) -> None:
     """Per row: log of the allowed probability mass, the allowed maximum and the
     cumulative block sums (``ceil(vocab / MASKED_BLOCK)`` per row)."""
 
 def masked_draw_into(
-    lp_ptr: int, is_f64: bool, rows: int, vocab: int, mask_ptr: int, words: int,
-    max_ptr: int, cum_ptr: int, src_ptr: int, u_ptr: int, k: int, out_ptr: int,
+    logits: np.ndarray, bitmask: np.ndarray, max: np.ndarray, cum: np.ndarray,
+    rows: np.ndarray, u: np.ndarray, out: np.ndarray,
 ) -> None:
-    """``out[j]``: a token of row ``src[j]`` drawn by inverse CDF at ``u[j]``."""
+    """``out[j]``: a token of row ``rows[j]`` drawn by inverse CDF at ``u[j]``."""
 
+def _vocabulary_from_parts(
+    token_bytes: Sequence[Optional[bytes]], eos_token_ids: Sequence[int], spelling: str, adds_prefix_space: bool
+) -> Vocabulary:
+    """Unpickle a Vocabulary."""
+
+def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
+    """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""
+
+@final
 class Population:
     """Particle weights, ESS-triggered resampling and the running log Z estimate."""
 
-    def __init__(self, n: int, ess_threshold: float = 0.5, resampler: str = "systematic", seed: Optional[Any] = None) -> None: ...
+    def __new__(cls, n: int, ess_threshold: float = 0.5, resampler: str = "systematic", seed: Optional[Any] = None) -> Self: ...
     def add_log_weights(self, increments: Any) -> None:
         """Add per-particle log-weight increments (length n)."""
     def maybe_resample(self) -> Optional[Any]:

@@ -26,7 +26,9 @@ from . import __version__
 #: (it always completes within the demo's token budget) and means the same in
 #: Python's ``re`` and in tokensieve's Rust regex syntax.
 DEMO_PATTERNS: List[Tuple[str, str]] = [
-    ("ISO date", r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"),
+    # Only real dates: 30-day months stop at 30, February at 28 (a regex
+    # cannot tell leap years apart, so 29 February is left out).
+    ("ISO date", r"(19|20)[0-9]{2}-(02-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(0[1-9]|[12][0-9]|30)|(0[13578]|1[02])-31)"),
     ("e-mail address", r"[a-z][a-z0-9]{2,9}(\.[a-z]{2,8})?@[a-z]{3,10}\.(com|org|net|io)"),
     ("US phone number", r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}"),
     ("24-hour time", r"([01][0-9]|2[0-3]):[0-5][0-9]"),
@@ -145,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return args.func(args)
+        return int(args.func(args))
     except CLIError as e:
         print(f"tokensieve: error: {e}", file=sys.stderr)
         return 2
@@ -210,7 +212,7 @@ def _build_constraint(args: argparse.Namespace, vocab: Any) -> Any:
         except ValueError as e:
             raise CLIError(f"--grammar {args.grammar!r}: {e}") from None
     if getattr(args, "json", False):
-        return ts.compile_json(vocab)
+        return ts.compile_json(vocab, whitespace="compact")  # no stray whitespace in the output
     raise CLIError("no constraint given")  # pragma: no cover - argparse requires one
 
 

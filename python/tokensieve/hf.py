@@ -28,7 +28,7 @@ and ``num_return_sequences``.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 import numpy as np
 
@@ -41,7 +41,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
     ) from _e
 
 from . import _core
-from ._bitmask import allocate_token_bitmask, apply_token_bitmask_inplace
+from ._bitmask import _positive_int, allocate_token_bitmask, apply_token_bitmask_inplace
 
 __all__ = ["LogitsProcessor"]
 
@@ -146,9 +146,68 @@ class LogitsProcessor(_HFLogitsProcessor):
                 string of tokens can match.
             TypeError: ``tokenizer`` is not a fast tokenizer.
         """
+        return cls._compile_for(lambda v: _core.compile_regex(pattern, v), tokenizer, vocab_size, eos_token_ids, pad_token_id)
+
+    @classmethod
+    def from_grammar(
+        cls,
+        grammar: str,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        syntax: str = "lark",
+        start: Optional[str] = None,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for a context-free grammar: ``syntax="lark"``
+        (start rule ``start``) or ``"gbnf"`` (start rule ``root``); the
+        other arguments as :meth:`from_regex`.
+
+        Raises:
+            ValueError: invalid or too large grammar.
+            TypeError: ``tokenizer`` is not a fast tokenizer.
+        """
+        return cls._compile_for(
+            lambda v: _core.compile_grammar(grammar, v, syntax=syntax, start=start),
+            tokenizer, vocab_size, eos_token_ids, pad_token_id,
+        )
+
+    @classmethod
+    def from_json(
+        cls,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        whitespace: str = "flexible",
+        max_depth: int = 64,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for any JSON value (the built-in grammar, see
+        :func:`tokensieve.compile_json`); the other arguments as
+        :meth:`from_regex`."""
+        return cls._compile_for(
+            lambda v: _core.compile_json(v, whitespace=whitespace, max_depth=max_depth),
+            tokenizer, vocab_size, eos_token_ids, pad_token_id,
+        )
+
+    @classmethod
+    def _compile_for(
+        cls,
+        compile: Callable[[_core.Vocabulary], _core.Constraint],
+        tokenizer: Any,
+        vocab_size: Any,
+        eos_token_ids: Optional[Iterable[int]],
+        pad_token_id: Optional[int],
+    ) -> "LogitsProcessor":
+        """The vocabulary of ``tokenizer`` (``vocab_size`` any int type, not
+        below the tokenizer's), a constraint compiled against it, and EOS
+        and pad ids as ``generate`` uses them."""
         eos = None if eos_token_ids is None else [int(e) for e in eos_token_ids]
-        vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=vocab_size)
-        constraint = _core.compile_regex(pattern, vocab)
+        size = None if vocab_size is None else _positive_int(vocab_size, "vocab_size")
+        vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=size)
+        constraint = compile(vocab)
         eos = list(vocab.eos_token_ids)
         if pad_token_id is None:
             pad_token_id = getattr(tokenizer, "pad_token_id", None)
@@ -219,8 +278,9 @@ class LogitsProcessor(_HFLogitsProcessor):
         # cross to the host), then confirm the whole histories at once.
         weights = self._hash_weights(head.shape[1], head.device)
         index = {k: j for j, k in enumerate((prev * weights).sum(-1).tolist())}
-        parents = [index.get(k) for k in (head * weights).sum(-1).tolist()]
-        if any(p is None for p in parents) or not torch.equal(head, prev[parents]):
+        found = [index.get(k) for k in (head * weights).sum(-1).tolist()]
+        parents = [p for p in found if p is not None]
+        if len(parents) != len(found) or not torch.equal(head, prev[parents]):
             return None
         return parents
 
@@ -248,7 +308,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._finished = [self._finished[p] for p in parents]
         self._last_tokens = [self._last_tokens[p] for p in parents]
         # Finished rows keep their EOS/pad-only mask; the others are refilled.
-        self._bitmask = np.ascontiguousarray(self._bitmask[parents])
+        self._bitmask = np.ascontiguousarray(self._rows()[parents])
 
     def _resync(self, input_ids: "torch.Tensor") -> bool:
         """Bring every row's matcher to the row's tokens after a rewind or a jump.
@@ -297,7 +357,7 @@ class LogitsProcessor(_HFLogitsProcessor):
             allowed.add(token)
         if self.pad_token_id is not None:
             allowed.add(self.pad_token_id)
-        row = self._bitmask.view(np.uint32)[i]
+        row = self._rows().view(np.uint32)[i]
         row[:] = 0
         for t in allowed:
             if 0 <= t < self._vocab_size:
@@ -324,14 +384,24 @@ class LogitsProcessor(_HFLogitsProcessor):
                 "or is the processor shared between concurrent generations?"
             )
 
+    def _rows(self) -> np.ndarray:
+        """The bitmask, allocated by the first call."""
+        if self._bitmask is None:
+            raise RuntimeError("tokensieve.hf.LogitsProcessor: no bitmask before the first call")
+        return self._bitmask
+
     def _fill(self) -> None:
-        bm = self._bitmask
+        bm = self._rows()
         if not any(self._finished):
             _core.fill_next_token_bitmasks(self._matchers, bm)
         else:
             rows = [i for i, f in enumerate(self._finished) if not f]
             if rows:
                 _core.fill_next_token_bitmasks([self._matchers[i] for i in rows], bm, rows)
+        # Rows that just consumed EOS (their mask allows only EOS again).
+        for i, m in enumerate(self._matchers):
+            if not self._finished[i] and m.eos_consumed:
+                self._finish_row(i, self._last_tokens[i])
         # Rows with no allowed token (finished rows always allow EOS/pad).
         for i in np.flatnonzero(np.bitwise_or.reduce(bm, axis=1) == 0).tolist():
             m = self._matchers[i]
@@ -383,12 +453,18 @@ class LogitsProcessor(_HFLogitsProcessor):
             self._reorder(parents)
             new = input_ids[:, -1].tolist()
             self._last_tokens = new
-            self._consume(new, int(input_ids.shape[1]) - self._prompt_length)
+            self._consume(new, int(input_ids.shape[1]) - (self._prompt_length or 0))
         # generate() builds a new ids tensor every step, but beam search may
         # write into a buffer it hands out as a view: keep our own copy.
         self._prev_ids = input_ids.detach().clone()
         self._fill()
-        apply_token_bitmask_inplace(scores, self._bitmask)
+        bm = self._rows()
+        covered = bm.shape[1] * 32
+        if scores.shape[1] > covered:  # embedding rows past the vocabulary: never allowed
+            scores[:, covered:] = float("-inf")
+            apply_token_bitmask_inplace(scores[:, :covered], bm)
+        else:
+            apply_token_bitmask_inplace(scores, bm)
         self.mask_times.append(time.perf_counter() - t0)
         return scores
 

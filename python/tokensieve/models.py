@@ -52,6 +52,7 @@ from typing import (
     Optional,
     Protocol,
     Sequence,
+    cast,
     Tuple,
     runtime_checkable,
 )
@@ -364,8 +365,9 @@ class TableLM:
         if init.shape != (v,) or trans.shape != (v, v):
             raise ValueError(f"initial must have shape ({v},) and transition ({v}, {v})")
 
-        def next_probs(prefix: Tuple[int, ...]) -> np.ndarray:
-            return init if not prefix else trans[prefix[-1]]
+        def next_probs(prefix: Tuple[int, ...]) -> Sequence[float]:
+            row = init if not prefix else trans[prefix[-1]]
+            return cast("Sequence[float]", row)  # a float64 row: indexable floats
 
         return cls(token_bytes, next_probs, eos_token_id, max_len=max_len)
 

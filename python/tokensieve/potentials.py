@@ -95,7 +95,7 @@ class Product(Potential):
         flat: List[Potential] = []
         for f in factors:
             flat.extend(f.factors if isinstance(f, Product) else [f])
-        self.factors = flat
+        self.factors: List[Potential] = flat
         self.name = " * ".join(f.name for f in flat)
 
     def _score(self, text: bytes, complete: bool) -> float:

@@ -31,9 +31,9 @@ a ``numpy.random.Generator`` (one seed is drawn from it with
 ``n`` always give the same output, on any machine. Tests can bypass the
 generator with ``uniforms=`` (see each function).
 
-:class:`Population` (from ``tokensieve._core``) keeps SMC log weights,
-resamples when the effective sample size drops, and tracks the log
-marginal likelihood estimate.
+The SMC driver (:mod:`tokensieve.smc`) keeps its particle weights in an
+internal Rust population (``tokensieve._core.Population``, not part of the
+public API).
 """
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ import operator
 import os
 import random as _random
 import sys
+from typing import Any, Optional
 
 import numpy as np
 
 from tokensieve import _core
-from tokensieve._core import Population
+from tokensieve._bitmask import _positive_int
 
 __all__ = [
-    "Population",
     "ess",
     "log_normalize",
     "multinomial",
@@ -80,26 +80,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _entropy.seed(int.from_bytes(os.urandom(32), "little")))
 
 
-def _check_address_helper():
-    """``_core.data_address`` reads numpy's array struct directly (it is
-    ~20x cheaper than ``arr.ctypes.data``); verify it once and fall back to
-    ctypes if it ever disagrees."""
-    probe = np.arange(5, dtype=np.float64)[1:]
-    try:
-        if _core.data_address(probe) == probe.ctypes.data:
-            return _core.data_address
-    except Exception:  # pragma: no cover - defensive
-        pass
-    return lambda a: a.ctypes.data  # pragma: no cover
-
-
-_address = _check_address_helper()
-
-
-def _as_vector(x, what):
-    """``(a, address)``: ``x`` as a C-contiguous, aligned 1-D float64 numpy
-    array (no copy if it already is one) and its data address. Torch tensors
-    go through ``.detach().cpu().double().numpy()``."""
+def _as_vector(x: Any, what: str) -> np.ndarray:
+    """``x`` as a C-contiguous, aligned 1-D float64 numpy array (no copy if
+    it already is one). Torch tensors go through
+    ``.detach().cpu().double().numpy()``. The Rust kernels check the result
+    again (dtype, shape, contiguity, alignment) through rust-numpy."""
     if type(x) is not _ndarray:
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(x, torch.Tensor):
@@ -111,14 +96,12 @@ def _as_vector(x, what):
     if x.dtype is not _F64 and x.dtype.kind not in "fiu":
         raise ValueError(f"{what} must be real numbers, got dtype {x.dtype}")
     a = _ascontiguousarray(x, _F64)
-    addr = _address(a)
-    if addr & 7:  # a misaligned view (np.frombuffer at an odd offset)
+    if not a.flags.aligned:  # a misaligned view (np.frombuffer at an odd offset)
         a = a.copy()
-        addr = _address(a)
-    return a, addr
+    return a
 
 
-def _seed(seed):
+def _seed(seed: Any) -> int:
     if seed is None:
         return _entropy.getrandbits(64)
     if type(seed) is int and 0 <= seed < 18446744073709551616:  # fast path
@@ -138,33 +121,28 @@ def _seed(seed):
     return s
 
 
-def _draws(n, size):
-    if n is None:
-        return size
-    n = operator.index(n)
-    if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
-    return n
+def _draws(n: Any, size: int) -> int:
+    return size if n is None else _positive_int(n, "n")
 
 
-def _resample(kind, log_weights, n, seed, uniforms):
-    lw, lw_addr = _as_vector(log_weights, "log_weights")
+def _resample(kind: int, log_weights: Any, n: Any, seed: Any, uniforms: Any) -> np.ndarray:
+    lw = _as_vector(log_weights, "log_weights")
     size = lw.shape[0]
     if size == 0:
         raise ValueError("log_weights is empty")
     n = _draws(n, size)
     out = _empty(n, _I64)
     if uniforms is None:
-        _resample_into(kind, lw_addr, size, _address(out), n, _seed(seed))
+        _resample_into(kind, lw, out, _seed(seed))
     else:
         if seed is not None:
             raise ValueError("pass either seed or uniforms, not both")
-        u, u_addr = _as_vector(np.reshape(uniforms, -1) if np.ndim(uniforms) == 0 else uniforms, "uniforms")
-        _resample_into(kind, lw_addr, size, _address(out), n, 0, u_addr, u.shape[0])
+        u = _as_vector(np.reshape(uniforms, -1) if np.ndim(uniforms) == 0 else uniforms, "uniforms")
+        _resample_into(kind, lw, out, 0, u)
     return out
 
 
-def systematic(log_weights, n=None, seed=None, *, uniforms=None):
+def systematic(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Systematic resampling: ``n`` ancestor indices, sorted.
 
     One uniform ``u`` places the points ``(k + u) / n``, ``k = 0..n-1``, on
@@ -190,7 +168,7 @@ def systematic(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_SYSTEMATIC, log_weights, n, seed, uniforms)
 
 
-def stratified(log_weights, n=None, seed=None, *, uniforms=None):
+def stratified(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Stratified resampling: ``n`` ancestor indices, sorted.
 
     One uniform per stratum places the points ``(k + u_k) / n``; each
@@ -213,7 +191,7 @@ def stratified(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_STRATIFIED, log_weights, n, seed, uniforms)
 
 
-def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
+def multinomial(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Multinomial resampling: ``n`` i.i.d. draws from the weights, returned
     sorted (counts are ``Multinomial(n, w)``).
 
@@ -239,7 +217,7 @@ def multinomial(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_MULTINOMIAL, log_weights, n, seed, uniforms)
 
 
-def residual(log_weights, n=None, seed=None, *, uniforms=None):
+def residual(log_weights: Any, n: Optional[int] = None, seed: Any = None, *, uniforms: Any = None) -> np.ndarray:
     """Residual(-systematic) resampling: ``n`` ancestor indices, sorted.
 
     Particle ``i`` first gets ``floor(n w_i)`` copies; the remaining
@@ -278,25 +256,24 @@ def residual(log_weights, n=None, seed=None, *, uniforms=None):
     return _resample(_RESIDUAL, log_weights, n, seed, uniforms)
 
 
-def ess(log_weights):
+def ess(log_weights: Any) -> float:
     """Effective sample size ``(sum w)^2 / sum w^2`` of unnormalised log
     weights, in ``[1, N]``; one stable pass.
 
     Raises:
         ValueError: empty, NaN, ``+inf`` or all ``-inf`` log weights; not 1-D.
     """
-    lw, addr = _as_vector(log_weights, "log_weights")
-    return _core.ess_of_ptr(addr, lw.shape[0])
+    return _core.ess(_as_vector(log_weights, "log_weights"))
 
 
-def log_normalize(log_weights):
+def log_normalize(log_weights: Any) -> np.ndarray:
     """``log_weights - logsumexp(log_weights)`` as a new float64 numpy array
     (so its ``exp`` sums to 1; ``-inf`` stays ``-inf``).
 
     Raises:
         ValueError: empty, NaN, ``+inf`` or all ``-inf`` log weights; not 1-D.
     """
-    lw, addr = _as_vector(log_weights, "log_weights")
+    lw = _as_vector(log_weights, "log_weights")
     out = _empty(lw.shape[0], _F64)
-    _core.log_normalize_into(addr, lw.shape[0], _address(out))
+    _core.log_normalize_into(lw, out)
     return out

@@ -62,7 +62,6 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
-from .resample import _address
 
 __all__ = [
     "RESAMPLERS",
@@ -364,8 +363,7 @@ class _CpuMasked:
         self._max = np.empty(rows)
         self._cum = np.empty((rows, nb))
         self._lp, self._bm = lp, bm
-        self._args = (_address(lp), lp.dtype == np.float64, rows, vocab, _address(bm), bm.shape[1])
-        _core.masked_rows_into(*self._args, _address(self.log_z), _address(self._max), _address(self._cum))
+        _core.masked_rows_into(lp, bm, self.log_z, self._max, self._cum)
 
     def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
         import torch
@@ -373,9 +371,7 @@ class _CpuMasked:
         u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
         src = np.ascontiguousarray(src, dtype=np.int64)
         out = np.empty(src.size, dtype=np.int64)
-        _core.masked_draw_into(
-            *self._args, _address(self._max), _address(self._cum), _address(src), _address(u01), src.size, _address(out)
-        )
+        _core.masked_draw_into(self._lp, self._bm, self._max, self._cum, src, u01, out)
         return out
 
 
@@ -475,7 +471,7 @@ def generate(
 
     timings = {k: 0.0 for k in _TIMING_KEYS}
     clock = _clock
-    sync = (lambda: None)
+    sync: Any = lambda: None
 
     proto = _core.Matcher(constraint)
     matchers = [proto] + [proto.copy() for _ in range(n - 1)]
@@ -572,7 +568,7 @@ def generate(
             m = matchers[i]
             if not m.consume_token(t):  # pragma: no cover - the mask forbids this
                 raise RuntimeError(f"sampled token {t} is not allowed by the constraint")
-            if m.is_terminated() and not m.allowed_tokens():
+            if m.eos_consumed or (m.is_terminated() and not m.allowed_tokens()):
                 status[i] = EOS  # EOS consumed
                 still[r] = False
             else:

@@ -28,7 +28,10 @@ fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
 ///
 /// Returns `(token or None, log_weight, calls, fell_back)`.
 #[pyfunction]
-#[pyo3(signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0))]
+#[pyo3(
+    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0),
+    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0)"
+)]
 fn awrs_sample(
     py: Python<'_>,
     logp: &Bound<'_, PyAny>,

@@ -6,9 +6,11 @@ use crate::grammar::GrammarLimits;
 use crate::matcher::{Constraint as CoreConstraint, Matcher as CoreMatcher, TokEnv, DEFAULT_MASK_CACHE_BYTES};
 use crate::regex::RegexLimits;
 use crate::vocab::{Spelling, Vocabulary as CoreVocab};
-use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyFileNotFoundError, PyIndexError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -47,16 +49,47 @@ impl PyVocabulary {
         Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 
-    /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file. EOS ids come
-    /// from `eos_token_ids`, else from a `tokenizer_config.json` beside the
-    /// file, else from well-known end-of-text special tokens.
+    /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file, or the one in
+    /// a directory. EOS ids come from `eos_token_ids`, else from the
+    /// `eos_token` of a `tokenizer_config.json` beside the file, else from
+    /// well-known end-of-text special tokens. FileNotFoundError if there is
+    /// no such file.
     #[staticmethod]
     #[pyo3(signature = (path, *, eos_token_ids=None, vocab_size=None))]
     fn from_tokenizer_file(py: Python<'_>, path: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
-        let io = py.import("tokensieve._vocab_io")?;
-        let res = io.call_method1("read_tokenizer_file", (path, eos_token_ids))?;
-        let (json, eos): (String, Option<Vec<u32>>) = res.extract()?;
-        Self::new(py, Some(json), None, eos, vocab_size)
+        let path: std::path::PathBuf = py.import(intern!(py, "os"))?.call_method1(intern!(py, "fspath"), (path,))?.extract()?;
+        let file = if path.is_dir() {
+            ["tokenizer.json", "tokenizer.json.gz"]
+                .iter()
+                .map(|n| path.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| PyFileNotFoundError::new_err(format!("no tokenizer.json in directory {}", path.display())))?
+        } else {
+            path
+        };
+        let raw = std::fs::read(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(format!("tokenizer file not found: {}", file.display())),
+            _ => PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())),
+        })?;
+        let raw = if file.extension().is_some_and(|x| x == "gz") {
+            // gzip through the standard library's zlib: no extra crate.
+            let gz = py.import(intern!(py, "gzip"))?;
+            match gz.call_method1(intern!(py, "decompress"), (PyBytes::new(py, &raw),)) {
+                Ok(b) => b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
+                Err(e) => return Err(PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display()))),
+            }
+        } else {
+            raw
+        };
+        let text = String::from_utf8(raw).map_err(|e| PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())))?;
+        let eos_name = match eos_token_ids {
+            Some(_) => None,
+            None => file.parent().and_then(|d| eos_name_from_config(&d.join("tokenizer_config.json"))),
+        };
+        let vocab = py
+            .detach(|| CoreVocab::from_tokenizer_json_named(&text, eos_token_ids, eos_name.as_deref(), vocab_size))
+            .map_err(to_pyerr)?;
+        Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 
     /// From a `transformers` fast tokenizer. `vocab_size` is the model's
@@ -71,7 +104,14 @@ impl PyVocabulary {
         Self::new(py, Some(json), None, eos, vocab_size)
     }
 
-    /// Number of token ids a bitmask covers.
+    /// Number of token ids a bitmask covers: the one name for it on
+    /// `Vocabulary`, `Constraint` and `Matcher`.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.env.vocab().size()
+    }
+
+    /// Alias of `vocab_size`.
     #[getter]
     fn size(&self) -> usize {
         self.env.vocab().size()
@@ -115,6 +155,24 @@ impl PyVocabulary {
         }
     }
 
+    /// Pickle support (multiprocessing, serving frameworks): rebuilt from
+    /// its token bytes (None for special ids), EOS ids, size and spelling.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (Vec<Option<Bound<'py, PyBytes>>>, Vec<u32>, String, bool))> {
+        let v = self.env.vocab();
+        let tokens = (0..v.size() as u32)
+            .map(|i| (!v.is_special(i)).then(|| PyBytes::new(py, v.token_bytes(i))))
+            .collect();
+        let spelling = match v.spelling() {
+            Spelling::Metaspace { byte_fallback: true } => "sentencepiece+byte_fallback".to_owned(),
+            _ => self.spelling().to_owned(),
+        };
+        let rebuild = py
+            .import(intern!(py, "tokensieve._core"))?
+            .getattr(intern!(py, "_vocabulary_from_parts"))?;
+        Ok((rebuild, (tokens, v.eos_token_ids().to_vec(), spelling, v.adds_prefix_space())))
+    }
+
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
@@ -126,6 +184,25 @@ impl PyVocabulary {
     }
 }
 
+/// The `eos_token` text of a `tokenizer_config.json` (a string, or an
+/// object with a `content` string); None if the file is absent or says
+/// nothing usable.
+fn eos_name_from_config(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let eos = cfg.get("eos_token")?;
+    eos.as_str().or_else(|| eos.get("content")?.as_str()).map(str::to_owned)
+}
+
+/// `True`/`False`, as Python spells them in a repr.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
 /// A token id argument: any Python int (huge ones are out of range, not
 /// an OverflowError).
 pub(crate) struct TokenId(i64);
@@ -133,9 +210,9 @@ pub(crate) struct TokenId(i64);
 impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
     type Error = PyErr;
     fn extract(ob: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        // `True` is an int to Python but never a token id: a bool here is a
-        // bug in the caller (a mask value passed where an id was meant).
-        if ob.is_instance_of::<pyo3::types::PyBool>() {
+        // bool is an int subclass (and numpy's bool_ has __index__ on old
+        // numpy): `consume_token(True)` is a bug, not token 1.
+        if ob.is_instance_of::<pyo3::types::PyBool>() || ob.get_type().name()?.extract::<String>()?.starts_with("bool") {
             return Err(PyTypeError::new_err("token id must be an int, got bool"));
         }
         match ob.extract::<i64>() {
@@ -192,6 +269,29 @@ impl PyConstraint {
     }
 }
 
+/// Unpickle a `Vocabulary` (see `Vocabulary.__reduce__`).
+#[pyfunction]
+fn _vocabulary_from_parts(
+    py: Python<'_>,
+    token_bytes: Vec<Option<Vec<u8>>>,
+    eos_token_ids: Vec<u32>,
+    spelling: &str,
+    adds_prefix_space: bool,
+) -> PyResult<PyVocabulary> {
+    let spelling = match spelling {
+        "byte_level" => Spelling::ByteLevel,
+        "sentencepiece" => Spelling::Metaspace { byte_fallback: false },
+        "sentencepiece+byte_fallback" => Spelling::Metaspace { byte_fallback: true },
+        "plain" => Spelling::Plain,
+        other => return Err(PyValueError::new_err(format!("unknown spelling {other:?}"))),
+    };
+    let vocab = py
+        .detach(|| CoreVocab::from_token_bytes(token_bytes, eos_token_ids, None))
+        .map_err(to_pyerr)?
+        .with_spelling(spelling, adds_prefix_space);
+    Ok(PyVocabulary { env: TokEnv::new(vocab) })
+}
+
 /// Compile a regex (Rust `regex` syntax, full match over the UTF-8 bytes of
 /// the generated text) against a vocabulary.
 #[pyfunction]
@@ -219,14 +319,19 @@ fn compile_regex(
     Ok(PyConstraint { inner })
 }
 
-/// Deepest nesting `compile_json` accepts.
+/// The deepest JSON nesting `compile_json` accepts: the grammar unrolls one
+/// level per depth (about 14 rules each), and this keeps it well inside
+/// `GrammarLimits::max_rules`, so the documented limit is the real one.
 const MAX_JSON_DEPTH: usize = 10_000;
 
 /// Compile the built-in JSON grammar: any JSON value, with `whitespace`
 /// "flexible" (any JSON whitespace between tokens) or "compact" (none), and
 /// arrays/objects nested at most `max_depth` deep.
 #[pyfunction]
-#[pyo3(signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES))]
+#[pyo3(
+    signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES),
+    text_signature = "(vocab, *, whitespace='flexible', max_depth=64, mask_cache_bytes=268435456)"
+)]
 fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize, mask_cache_bytes: usize) -> PyResult<PyConstraint> {
     use crate::grammar::json::{json_grammar, Whitespace};
     let ws = match whitespace {
@@ -238,8 +343,6 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
             )))
         }
     };
-    // 14 rules per level: the deepest grammar that fits the default rule
-    // limit, so the documented limit is the one that holds.
     if max_depth > MAX_JSON_DEPTH {
         return Err(PyValueError::new_err(format!(
             "max_depth {max_depth} is too large (limit {MAX_JSON_DEPTH})"
@@ -262,7 +365,10 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
 /// Compile a context-free grammar: `syntax="lark"` (Lark EBNF, start rule
 /// `start`) or `syntax="gbnf"` (llama.cpp GBNF, start rule `root`).
 #[pyfunction]
-#[pyo3(signature = (text, vocab, *, syntax="lark", start=None, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES))]
+#[pyo3(
+    signature = (text, vocab, *, syntax="lark", start=None, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES),
+    text_signature = "(text, vocab, *, syntax='lark', start=None, mask_cache_bytes=268435456)"
+)]
 fn compile_grammar(
     py: Python<'_>,
     text: &str,
@@ -296,15 +402,68 @@ pub struct PyMatcher {
     pub(crate) inner: CoreMatcher,
 }
 
-/// Writable int32 row pointer of a bitmask (numpy array or CPU torch tensor).
-fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyResult<usize> {
-    let (ptr, shape, ok_dtype, contiguous) = bitmask_info(bitmask)?;
-    if !ok_dtype {
-        return Err(PyTypeError::new_err("bitmask must have dtype int32"));
+/// int32 bitmask words as the `u32` words the core reads.
+pub(crate) fn words_of(w: &[i32]) -> &[u32] {
+    // SAFETY: i32 and u32 have the same size and alignment, and every bit
+    // pattern is valid for both.
+    unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<u32>(), w.len()) }
+}
+
+/// As [`words_of`], writable.
+fn words_of_mut(w: &mut [i32]) -> &mut [u32] {
+    // SAFETY: as `words_of`; the borrow is exclusive.
+    unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u32>(), w.len()) }
+}
+
+/// `obj` if it is a `torch.Tensor` (torch already imported), else None.
+/// Duck typing is not enough: an object with a `data_ptr` method could
+/// point anywhere.
+fn as_torch_tensor<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let modules = py.import(intern!(py, "sys"))?.getattr(intern!(py, "modules"))?;
+    let Some(torch) = modules.cast::<PyDict>()?.get_item(intern!(py, "torch"))? else {
+        return Ok(None);
+    };
+    let tensor = torch.getattr(intern!(py, "Tensor"))?;
+    Ok(if obj.is_instance(&tensor)? { Some(obj.clone()) } else { None })
+}
+
+/// An array argument `what` of element type `T` (`dtype` names it): a
+/// numpy array, or a CPU torch tensor viewed through `.numpy()` (no copy;
+/// torch checks the device and layout). Anything else is a TypeError.
+pub(crate) fn array_arg<'py, T: numpy::Element>(obj: &Bound<'py, PyAny>, what: &str, dtype: &str) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<T>>() {
+        return Ok(a.clone());
     }
-    if !contiguous {
-        return Err(PyValueError::new_err("bitmask must be C-contiguous"));
+    if let Ok(a) = obj.cast::<PyUntypedArray>() {
+        return Err(PyTypeError::new_err(format!("{what} must have dtype {dtype}, got {}", a.dtype())));
     }
+    if let Some(t) = as_torch_tensor(obj)? {
+        let py = obj.py();
+        let device: String = t.getattr(intern!(py, "device"))?.getattr(intern!(py, "type"))?.extract()?;
+        if device != "cpu" {
+            return Err(PyValueError::new_err(format!("{what} must be on the CPU (got device {device:?})")));
+        }
+        let arr = t.call_method0(intern!(py, "detach"))?.call_method0(intern!(py, "numpy"))?;
+        return match arr.cast::<PyArrayDyn<T>>() {
+            Ok(a) => Ok(a.clone()),
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "{what} must have dtype {dtype}, got {}",
+                t.getattr(intern!(py, "dtype"))?.str()?
+            ))),
+        };
+    }
+    Err(PyTypeError::new_err(format!(
+        "{what} must be a numpy array or torch tensor of {dtype}, got {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// A writable view of a 1-D `(words,)` or 2-D `(rows, words)` int32
+/// bitmask, checked on every call (dtype, dimensions, contiguity,
+/// alignment, writeability, and no other borrow), and its row count.
+fn bitmask_rows<'a>(bm: &'a mut PyReadwriteArrayDyn<'_, i32>, words: usize) -> PyResult<(usize, &'a mut [u32])> {
+    let shape = bm.shape().to_vec();
     let (rows, cols) = match shape.as_slice() {
         [c] => (1usize, *c),
         [r, c] => (*r, *c),
@@ -315,94 +474,22 @@ fn bitmask_row_ptr(bitmask: &Bound<'_, PyAny>, index: i64, words: usize) -> PyRe
             "bitmask has {cols} columns, expected {words} (= ceil(vocab_size / 32)); use allocate_token_bitmask"
         )));
     }
-    if index < 0 || index as usize >= rows {
+    let data = super::resample::rw_slice(bm, "bitmask")?;
+    Ok((rows, words_of_mut(data)))
+}
+
+/// A writable int32 bitmask argument.
+fn writable_bitmask<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadwriteArrayDyn<'py, i32>> {
+    array_arg::<i32>(obj, "bitmask", "int32")?
+        .try_readwrite()
+        .map_err(|e| super::resample::borrow_error("bitmask", e))
+}
+
+fn row_index(index: i64, rows: usize) -> PyResult<usize> {
+    if index < 0 || index as u64 >= rows as u64 {
         return Err(PyIndexError::new_err(format!("bitmask row index {index} out of range for {rows} rows")));
     }
-    Ok(ptr + index as usize * words * 4)
-}
-
-/// The last numpy bitmask validated, kept alive so its identity stays
-/// meaningful: `__array_interface__` builds a dict on every access (~1.5 us,
-/// most of a warm mask's cost), while a decoding loop passes the same
-/// array every step. A hit re-checks only the shape.
-struct LastBitmask {
-    obj: Py<PyAny>,
-    ptr: usize,
-    shape: Vec<usize>,
-}
-
-static LAST_BITMASK: std::sync::Mutex<Option<LastBitmask>> = std::sync::Mutex::new(None);
-
-/// (data address, shape, dtype is int32, C-contiguous) of a numpy array or
-/// CPU torch tensor; anything else is a TypeError.
-fn bitmask_info(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bool)> {
-    if let Some(last) = LAST_BITMASK.lock().unwrap().as_ref() {
-        if last.obj.is(obj) {
-            let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
-            if shape == last.shape {
-                return Ok((last.ptr, shape, true, true));
-            }
-        }
-    }
-    let info = bitmask_info_uncached(obj)?;
-    if info.2 && info.3 && obj.hasattr("__array_interface__")? {
-        *LAST_BITMASK.lock().unwrap() = Some(LastBitmask {
-            obj: obj.clone().unbind(),
-            ptr: info.0,
-            shape: info.1.clone(),
-        });
-    }
-    Ok(info)
-}
-
-fn bitmask_info_uncached(obj: &Bound<'_, PyAny>) -> PyResult<(usize, Vec<usize>, bool, bool)> {
-    if let Ok(ai) = obj.getattr("__array_interface__") {
-        let ai = ai.cast_into::<PyDict>().map_err(|_| PyTypeError::new_err("bad __array_interface__"))?;
-        let data: Bound<'_, PyTuple> = ai.get_item("data")?.ok_or_else(|| PyTypeError::new_err("no data"))?.cast_into()?;
-        let ptr: usize = data.get_item(0)?.extract()?;
-        let readonly: bool = data.get_item(1)?.extract()?;
-        if readonly {
-            return Err(PyValueError::new_err("bitmask is read-only"));
-        }
-        let shape: Vec<usize> = ai.get_item("shape")?.ok_or_else(|| PyTypeError::new_err("no shape"))?.extract()?;
-        let typestr: String = ai.get_item("typestr")?.ok_or_else(|| PyTypeError::new_err("no typestr"))?.extract()?;
-        let strides = ai.get_item("strides")?;
-        let contiguous = match strides {
-            None => true,
-            Some(s) if s.is_none() => true,
-            Some(s) => {
-                let st: Vec<isize> = s.extract()?;
-                let mut expect = 4isize;
-                let mut ok = true;
-                for (d, &n) in shape.iter().enumerate().rev() {
-                    if n > 1 && st[d] != expect {
-                        ok = false;
-                    }
-                    expect *= n as isize;
-                }
-                ok
-            }
-        };
-        let ok_dtype = typestr == "<i4" || typestr == "|i4" || (typestr == "=i4");
-        return Ok((ptr, shape, ok_dtype, contiguous));
-    }
-    if obj.hasattr("data_ptr")? {
-        let device: String = obj.getattr("device")?.getattr("type")?.extract()?;
-        if device != "cpu" {
-            return Err(PyValueError::new_err(format!(
-                "bitmask must be on the CPU to be filled (got device {device:?}); fill a CPU bitmask and move it"
-            )));
-        }
-        let ptr: usize = obj.call_method0("data_ptr")?.extract()?;
-        let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
-        let dtype: String = obj.getattr("dtype")?.str()?.extract()?;
-        let contiguous: bool = obj.call_method0("is_contiguous")?.extract()?;
-        return Ok((ptr, shape, dtype == "torch.int32", contiguous));
-    }
-    Err(PyTypeError::new_err(format!(
-        "bitmask must be a numpy array or torch tensor of int32, got {}",
-        obj.get_type().name()?
-    )))
+    Ok(index as usize)
 }
 
 #[pymethods]
@@ -419,15 +506,12 @@ impl PyMatcher {
     #[pyo3(signature = (bitmask, index=0))]
     fn fill_next_token_bitmask(&mut self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
         let words = self.inner.constraint().env().mask_words();
-        let ptr = bitmask_row_ptr(bitmask, index, words)?;
+        let mut bm = writable_bitmask(bitmask)?;
+        let (rows, data) = bitmask_rows(&mut bm, words)?;
+        let i = row_index(index, rows)?;
+        let row = &mut data[i * words..(i + 1) * words];
         let m = &mut self.inner;
-        py.detach(|| {
-            // SAFETY: `ptr` addresses `words` writable, contiguous int32s of a
-            // live array (validated above); `bitmask` keeps it alive.
-            let row = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u32, words) };
-            m.fill_mask(row)
-        })
-        .map_err(to_pyerr)
+        py.detach(|| m.fill_mask(row)).map_err(to_pyerr)
     }
 
     /// Allowed next token ids as a list (debugging; use bitmasks when decoding).
@@ -521,8 +605,6 @@ impl PyMatcher {
     }
 
     fn __repr__(&mut self) -> String {
-        // Python's spelling of booleans, so the repr reads as Python.
-        let py_bool = |b: bool| if b { "True" } else { "False" };
         format!(
             "Matcher(consumed={}, accepting={}, terminated={})",
             self.inner.num_consumed(),
@@ -551,60 +633,95 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
         return Ok(());
     }
     let words = refs[0].inner.constraint().env().mask_words();
+    let mut bm = writable_bitmask(bitmask)?;
+    let (nrows, data) = bitmask_rows(&mut bm, words)?;
+    // Each row handed out at most once, so the rows are disjoint borrows.
+    let mut slots: Vec<Option<&mut [u32]>> = data.chunks_mut(words.max(1)).map(Some).collect();
     let mut rows = Vec::with_capacity(n);
-    let mut seen = std::collections::HashSet::new();
     for (i, m) in refs.iter().enumerate() {
         if m.inner.constraint().env().mask_words() != words {
             return Err(PyValueError::new_err("all matchers must share one vocabulary size"));
         }
         let idx = indices.as_ref().map_or(i as i64, |ix| ix[i]);
-        if !seen.insert(idx) {
-            return Err(PyValueError::new_err(format!("row index {idx} given twice")));
-        }
-        rows.push(bitmask_row_ptr(bitmask, idx, words)?);
+        let r = row_index(idx, nrows)?;
+        let row = slots[r]
+            .take()
+            .ok_or_else(|| PyValueError::new_err(format!("row index {idx} given twice")))?;
+        rows.push(row);
     }
     let mut cores: Vec<&mut CoreMatcher> = refs.iter_mut().map(|r| &mut r.inner).collect();
-    py.detach(|| {
-        cores.par_iter_mut().zip(rows.par_iter()).try_for_each(|(m, &ptr)| {
-            // SAFETY: distinct rows of a validated, live int32 array.
-            let row = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u32, words) };
-            m.fill_mask(row)
-        })
-    })
-    .map_err(to_pyerr)
+    py.detach(|| cores.par_iter_mut().zip(rows.par_iter_mut()).try_for_each(|(m, row)| m.fill_mask(row)))
+        .map_err(to_pyerr)
 }
 
-/// Mask CPU logits in place: `logits_ptr` addresses `rows` rows of `vocab`
-/// contiguous elements of `dtype` ("float32", "float16", "bfloat16"),
-/// `mask_ptr` `rows` rows of `words` int32 (both validated by the caller).
+/// CPU logits to mask in place: float32, or the 16-bit patterns of
+/// float16/bfloat16 (the Python side passes `logits.view(torch.int16)`).
+#[derive(FromPyObject)]
+enum LogitsMut<'py> {
+    F32(PyReadwriteArrayDyn<'py, f32>),
+    Bits16(PyReadwriteArrayDyn<'py, i16>),
+}
+
+/// Mask CPU logits in place: `logits` (1-D `(V,)` or 2-D `(rows, V)`,
+/// float32 or int16 bit patterns of `dtype` "float16"/"bfloat16"), `bitmask`
+/// int32 of the same number of dimensions and rows, covering at least `V`
+/// tokens. Private back end of `apply_token_bitmask_inplace`; every array
+/// is checked here (dtype, shape, contiguity, writeability).
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn _apply_bitmask_cpu(py: Python<'_>, logits_ptr: usize, dtype: &str, rows: usize, vocab: usize, mask_ptr: usize, words: usize) -> PyResult<()> {
+fn _apply_bitmask_cpu(py: Python<'_>, logits: LogitsMut<'_>, bitmask: &Bound<'_, PyAny>, dtype: &str) -> PyResult<()> {
     use crate::bitmask::apply_mask;
-    let kind = match dtype {
+    let neg_inf: i16 = match dtype {
         "float32" => 0,
-        "float16" => 1,
-        "bfloat16" => 2,
+        "float16" => 0xFC00u16 as i16,
+        "bfloat16" => 0xFF80u16 as i16,
         other => return Err(PyTypeError::new_err(format!("unsupported logits dtype {other}"))),
     };
-    py.detach(|| {
-        // SAFETY: the Python caller checked device, dtype, shape and
-        // contiguity of both tensors, which it keeps alive for this call.
-        let mask = unsafe { std::slice::from_raw_parts(mask_ptr as *const u32, rows * words) };
-        for r in 0..rows {
-            let m = &mask[r * words..(r + 1) * words];
-            match kind {
-                0 => {
-                    let row = unsafe { std::slice::from_raw_parts_mut((logits_ptr as *mut f32).add(r * vocab), vocab) };
-                    apply_mask(row, m, f32::NEG_INFINITY);
-                }
-                k => {
-                    let row = unsafe { std::slice::from_raw_parts_mut((logits_ptr as *mut u16).add(r * vocab), vocab) };
-                    apply_mask(row, m, if k == 1 { 0xFC00u16 } else { 0xFF80u16 });
-                }
-            }
+    let bm = array_arg::<i32>(bitmask, "bitmask", "int32")?
+        .try_readonly()
+        .map_err(|e| super::resample::borrow_error("bitmask", e))?;
+    let lshape = match &logits {
+        LogitsMut::F32(a) => a.shape().to_vec(),
+        LogitsMut::Bits16(a) => a.shape().to_vec(),
+    };
+    let bshape = bm.shape().to_vec();
+    let (rows, vocab, words) = match (lshape.as_slice(), bshape.as_slice()) {
+        ([v], [w]) => (1, *v, *w),
+        ([r, v], [br, w]) if r == br => (*r, *v, *w),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "logits {lshape:?} and bitmask {bshape:?} must both be 1-D or both 2-D with the same number of rows"
+            )))
         }
-    });
+    };
+    if words.saturating_mul(32) < vocab {
+        return Err(PyValueError::new_err(format!(
+            "bitmask covers {} tokens but logits have {vocab} columns; build the vocabulary with vocab_size={vocab}",
+            words * 32
+        )));
+    }
+    let mask = words_of(super::resample::ro_slice(&bm, "bitmask")?);
+    let rows_of = |r: usize| &mask[r * words..(r + 1) * words];
+    match logits {
+        LogitsMut::F32(mut a) => {
+            let x = super::resample::rw_slice(&mut a, "logits")?;
+            py.detach(|| {
+                for (r, row) in x.chunks_mut(vocab.max(1)).enumerate().take(rows) {
+                    apply_mask(row, rows_of(r), f32::NEG_INFINITY);
+                }
+            })
+        }
+        LogitsMut::Bits16(mut a) => {
+            if dtype == "float32" {
+                return Err(PyTypeError::new_err("float32 logits passed as 16-bit patterns"));
+            }
+            let x = super::resample::rw_slice(&mut a, "logits")?;
+            py.detach(|| {
+                for (r, row) in x.chunks_mut(vocab.max(1)).enumerate().take(rows) {
+                    apply_mask(row, rows_of(r), neg_inf);
+                }
+            })
+        }
+    }
     Ok(())
 }
 
@@ -624,5 +741,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fill_next_token_bitmasks, m)?)?;
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
     m.add_function(wrap_pyfunction!(_apply_bitmask_cpu, m)?)?;
+    m.add_function(wrap_pyfunction!(_vocabulary_from_parts, m)?)?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! All Python bindings. The rest of the crate knows nothing of Python.
 //!
-//! Buffers (bitmasks, log weights, ancestor arrays) cross the boundary as raw
-//! addresses plus lengths that the Python layer has already validated (dtype,
-//! shape, contiguity, device). That keeps the extension on the stable ABI
-//! (one abi3 wheel for CPython >= 3.9) without depending on numpy's C API.
+//! Buffers (bitmasks, logits, log weights, ancestor arrays) cross the
+//! boundary as numpy arrays through rust-numpy, which checks dtype,
+//! dimensions, contiguity, alignment, writeability and aliasing on every
+//! call; CPU torch tensors are viewed as numpy arrays first (`.numpy()`, no
+//! copy). No raw address ever comes from Python: a bad argument is a
+//! TypeError or ValueError, never a crash.
 
 use pyo3::prelude::*;
 

@@ -2,22 +2,22 @@
 //!
 //! Two layers, for two kinds of caller:
 //!
-//! * The kernel functions (`resample_into`, `ess_of_ptr`,
-//!   `log_normalize_into`, `masked_rows_into`, `masked_draw_into`) take raw
-//!   buffer addresses. They are the private
-//!   back end of `tokensieve.resample`, which validates dtype, shape and
-//!   contiguity with numpy, allocates the output, and passes
-//!   `arr.ctypes.data`-style addresses. That keeps the per-call overhead to
-//!   a few integer conversions (it matters at N = 256, where the whole
-//!   resampling step costs about a microsecond) and needs neither rust-numpy
-//!   nor the non-stable numpy C API. `data_address` gives the Python side a
-//!   cheap way to get those addresses.
-//! * `Population` is a user-facing class, so it accepts arrays (numpy,
-//!   CPU or CUDA torch tensors, sequences) and returns numpy arrays itself,
-//!   by calling `numpy.ascontiguousarray` / `numpy.empty` through the
-//!   interpreter. It is called once per decoding step, where those few
-//!   microseconds are noise.
+//! * The kernel functions (`resample_into`, `ess`, `log_normalize_into`,
+//!   `masked_rows_into`, `masked_draw_into`) are the private back end of
+//!   `tokensieve.resample` and `tokensieve.smc`. They take numpy arrays
+//!   through rust-numpy, which checks type, dtype, dimensions, alignment,
+//!   contiguity, writeability and aliasing (an array borrowed mutably twice)
+//!   on every call; anything else is a TypeError or ValueError, never a
+//!   crash. The Python side allocates the outputs (numpy raises
+//!   MemoryError for an impossible size instead of aborting the process).
+//! * `Population` accepts arrays (numpy, CPU or CUDA torch tensors,
+//!   sequences) and returns numpy arrays itself, by calling
+//!   `numpy.ascontiguousarray` through the interpreter. It is called once
+//!   per decoding step, where those few microseconds are noise.
 
+use numpy::{
+    PyArray1, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray, PyReadwriteArray1, PyReadwriteArray2, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -33,81 +33,72 @@ use crate::smc::Population;
 /// the kernel itself.
 const DETACH_MIN: usize = 1 << 14;
 
+/// The most particles a `Population` holds: far beyond any SMC run, and
+/// small enough that its buffers (a few words per particle) are an
+/// ordinary allocation rather than an abort.
+const MAX_PARTICLES: i64 = 1 << 26;
+
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-/// A shared slice over a caller-provided buffer.
-///
-/// # Safety
-/// `ptr` must address `len` initialised, properly aligned `T`s that stay
-/// alive and are not written by anyone else while the slice is in use.
-/// (Null and misaligned addresses are rejected rather than trusted.)
-unsafe fn slice_ref<'a, T>(ptr: usize, len: usize, what: &str) -> PyResult<&'a [T]> {
-    if len == 0 {
-        return Ok(&[]);
+/// A clear ValueError for an array `what` that cannot be borrowed.
+pub(crate) fn borrow_error(what: &str, e: numpy::BorrowError) -> PyErr {
+    match e {
+        numpy::BorrowError::NotWriteable => value_error(format_args!("{what} is read-only")),
+        _ => value_error(format_args!("{what} is already in use (the same array passed twice?)")),
     }
-    check_address::<T>(ptr, what)?;
-    Ok(std::slice::from_raw_parts(ptr as *const T, len))
 }
 
-/// A mutable slice over a caller-provided buffer.
-///
-/// # Safety
-/// As [`slice_ref`], and nothing else may read or write the buffer while the
-/// slice is in use.
-unsafe fn slice_mut<'a, T>(ptr: usize, len: usize, what: &str) -> PyResult<&'a mut [T]> {
-    if len == 0 {
-        return Ok(&mut []);
+/// The elements of a read-only array argument `what`, in C order.
+/// ValueError unless it is C-contiguous and aligned (an F-ordered 2-D
+/// array is contiguous too, but in the wrong order).
+pub(crate) fn ro_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(a: &'a PyReadonlyArray<'_, T, D>, what: &str) -> PyResult<&'a [T]> {
+    if !a.is_c_contiguous() {
+        return Err(value_error(format_args!("{what} must be C-contiguous")));
     }
-    check_address::<T>(ptr, what)?;
-    Ok(std::slice::from_raw_parts_mut(ptr as *mut T, len))
+    a.as_slice()
+        .map_err(|_| value_error(format_args!("{what} must be C-contiguous and aligned")))
 }
 
-fn check_address<T>(ptr: usize, what: &str) -> PyResult<()> {
-    if ptr == 0 {
-        return Err(value_error(format_args!("{what}: null data address")));
+/// As [`ro_slice`], for a writable array argument.
+pub(crate) fn rw_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &'a mut PyReadwriteArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a mut [T]> {
+    if !a.is_c_contiguous() {
+        return Err(value_error(format_args!("{what} must be C-contiguous")));
     }
-    if !ptr.is_multiple_of(std::mem::align_of::<T>()) {
-        return Err(value_error(format_args!("{what}: data address {ptr:#x} is not aligned")));
-    }
-    Ok(())
+    a.as_slice_mut()
+        .map_err(|_| value_error(format_args!("{what} must be C-contiguous and aligned")))
 }
 
-/// Resample into a caller-allocated int64 buffer. Private back end of
+/// Resample into a caller-allocated int64 array `out` (its length is the
+/// number of draws). Private back end of
 /// `tokensieve.resample.{multinomial, systematic, stratified, residual}`;
 /// call those instead.
 ///
-/// `kind` indexes `RESAMPLE_SCHEMES`. `logw_ptr`/`len` address a contiguous
-/// float64 array, `out_ptr`/`n` a contiguous int64 array, and
-/// `uniforms_ptr`/`uniforms_len` (if `uniforms_ptr` is not None) a
-/// contiguous float64 array of supplied uniforms, in which case `seed` is
-/// ignored. The addresses must stay valid for the call: passing anything
-/// else is undefined behaviour. Raises ValueError for bad weights,
-/// uniforms or n.
+/// `kind` indexes `RESAMPLE_SCHEMES`; `log_weights` and `uniforms` are
+/// 1-D float64 arrays. With `uniforms`, `seed` is ignored. Raises
+/// ValueError for bad weights, uniforms or n.
 #[pyfunction]
-#[pyo3(signature = (kind, logw_ptr, len, out_ptr, n, seed, uniforms_ptr=None, uniforms_len=0))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (kind, log_weights, out, seed, uniforms=None))]
 fn resample_into(
     py: Python<'_>,
     kind: u8,
-    logw_ptr: usize,
-    len: usize,
-    out_ptr: usize,
-    n: usize,
+    log_weights: PyReadonlyArray1<'_, f64>,
+    mut out: PyReadwriteArray1<'_, i64>,
     seed: u64,
-    uniforms_ptr: Option<usize>,
-    uniforms_len: usize,
+    uniforms: Option<PyReadonlyArray1<'_, f64>>,
 ) -> PyResult<()> {
     let scheme = Scheme::from_code(kind).ok_or_else(|| value_error(format_args!("unknown resampling scheme code {kind}")))?;
-    // SAFETY: the caller contract above (upheld by tokensieve.resample,
-    // which keeps the arrays referenced for the duration of the call).
-    let lw = unsafe { slice_ref::<f64>(logw_ptr, len, "log_weights")? };
-    let out = unsafe { slice_mut::<i64>(out_ptr, n, "out")? };
-    let given = match uniforms_ptr {
-        Some(p) => Some(unsafe { slice_ref::<f64>(p, uniforms_len, "uniforms")? }),
+    let lw = ro_slice(&log_weights, "log_weights")?;
+    let out = rw_slice(&mut out, "out")?;
+    let given = match &uniforms {
+        Some(u) => Some(ro_slice(u, "uniforms")?),
         None => None,
     };
+    let work = lw.len().saturating_add(out.len());
     let mut run = move || {
         let mut rng;
         let src = match given {
@@ -119,18 +110,16 @@ fn resample_into(
         };
         resample::resample_into(scheme, lw, out, src)
     };
-    let result = if len.saturating_add(n) >= DETACH_MIN { py.detach(run) } else { run() };
+    let result = if work >= DETACH_MIN { py.detach(run) } else { run() };
     result.map_err(value_error)
 }
 
-/// Effective sample size of the float64 log weights at `logw_ptr` (length
-/// `len`). Private back end of `tokensieve.resample.ess`; same contract as
-/// `resample_into`.
+/// Effective sample size of 1-D float64 log weights. Private back end of
+/// `tokensieve.resample.ess`.
 #[pyfunction]
-fn ess_of_ptr(py: Python<'_>, logw_ptr: usize, len: usize) -> PyResult<f64> {
-    // SAFETY: caller contract, see `resample_into`.
-    let lw = unsafe { slice_ref::<f64>(logw_ptr, len, "log_weights")? };
-    let result = if len >= DETACH_MIN {
+fn ess(py: Python<'_>, log_weights: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
+    let lw = ro_slice(&log_weights, "log_weights")?;
+    let result = if lw.len() >= DETACH_MIN {
         py.detach(|| resample::ess(lw))
     } else {
         resample::ess(lw)
@@ -138,16 +127,17 @@ fn ess_of_ptr(py: Python<'_>, logw_ptr: usize, len: usize) -> PyResult<f64> {
     result.map_err(value_error)
 }
 
-/// Write `log_weights - logsumexp(log_weights)` into the float64 buffer at
-/// `out_ptr` (same length) and return the logsumexp. Private back end of
-/// `tokensieve.resample.log_normalize`; same contract as `resample_into`.
+/// Write `log_weights - logsumexp(log_weights)` into `out` (float64, same
+/// length) and return the logsumexp. Private back end of
+/// `tokensieve.resample.log_normalize`.
 #[pyfunction]
-fn log_normalize_into(py: Python<'_>, logw_ptr: usize, len: usize, out_ptr: usize) -> PyResult<f64> {
-    // SAFETY: caller contract, see `resample_into`; the two buffers are
-    // distinct numpy allocations.
-    let lw = unsafe { slice_ref::<f64>(logw_ptr, len, "log_weights")? };
-    let out = unsafe { slice_mut::<f64>(out_ptr, len, "out")? };
-    let result = if len >= DETACH_MIN {
+fn log_normalize_into(py: Python<'_>, log_weights: PyReadonlyArray1<'_, f64>, mut out: PyReadwriteArray1<'_, f64>) -> PyResult<f64> {
+    let lw = ro_slice(&log_weights, "log_weights")?;
+    let out = rw_slice(&mut out, "out")?;
+    if out.len() != lw.len() {
+        return Err(value_error(format_args!("out has {} elements, log_weights {}", out.len(), lw.len())));
+    }
+    let result = if lw.len() >= DETACH_MIN {
         py.detach(|| resample::log_normalize_into(lw, out))
     } else {
         resample::log_normalize_into(lw, out)
@@ -155,137 +145,100 @@ fn log_normalize_into(py: Python<'_>, logw_ptr: usize, len: usize, out_ptr: usiz
     result.map_err(value_error)
 }
 
-/// A batch of log-probs and bitmask rows: `rows * vocab` float32
-/// (`is_f64` false) or float64 values at `lp_ptr`, `rows * words` mask
-/// words at `mask_ptr`.
-///
-/// # Safety
-/// As [`slice_ref`], for both buffers.
-unsafe fn batch_ref<'a>(
-    lp_ptr: usize,
-    is_f64: bool,
-    rows: usize,
-    vocab: usize,
-    mask_ptr: usize,
-    words: usize,
-) -> PyResult<(Shape, Logits<'a>, &'a [u32])> {
-    let n = rows.checked_mul(vocab).ok_or_else(|| value_error("rows * vocab overflows"))?;
-    let nw = rows.checked_mul(words).ok_or_else(|| value_error("rows * words overflows"))?;
-    let lp = if is_f64 {
-        Logits::F64(slice_ref(lp_ptr, n, "logits")?)
-    } else {
-        Logits::F32(slice_ref(lp_ptr, n, "logits")?)
-    };
-    Ok((Shape { rows, vocab, words }, lp, slice_ref::<u32>(mask_ptr, nw, "mask")?))
+/// 2-D float32 or float64 log-probs.
+#[derive(FromPyObject)]
+enum LogitsArg<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F64(PyReadonlyArray2<'py, f64>),
 }
 
-/// Per-row allowed mass of a batch. Private back end of the CPU path of
-/// `tokensieve.smc`; see `crate::masked` for the semantics.
-///
-/// `lp_ptr` addresses `rows * vocab` contiguous float32 or float64
-/// log-probs, `mask_ptr` `rows * words` contiguous int32 bitmask words;
-/// the float64 outputs `log_z_ptr` and `max_ptr` have `rows` elements and
-/// `cum_ptr` `rows * ceil(vocab / MASKED_BLOCK)`. Same contract as
-/// `resample_into`. Raises ValueError for a NaN or +inf allowed log-prob.
+/// A batch of log-probs and int32 bitmask rows, checked and viewed.
+fn batch<'a>(logits: &'a LogitsArg<'_>, bitmask: &'a PyReadonlyArray2<'_, i32>) -> PyResult<(Shape, Logits<'a>, &'a [u32])> {
+    let (dims, lp) = match logits {
+        LogitsArg::F32(a) => (a.shape(), Logits::F32(ro_slice(a, "logits")?)),
+        LogitsArg::F64(a) => (a.shape(), Logits::F64(ro_slice(a, "logits")?)),
+    };
+    let (rows, vocab) = (dims[0], dims[1]);
+    let bshape = bitmask.shape();
+    if bshape[0] != rows {
+        return Err(value_error(format_args!("logits have {rows} rows but bitmask has {}", bshape[0])));
+    }
+    let mask = crate::python_bindings::core::words_of(ro_slice(bitmask, "bitmask")?);
+    Ok((
+        Shape {
+            rows,
+            vocab,
+            words: bshape[1],
+        },
+        lp,
+        mask,
+    ))
+}
+
+/// Per-row allowed mass of a batch of `logits` (2-D float32 or float64)
+/// under `bitmask` (2-D int32), into the float64 outputs `log_z` and `max`
+/// (one per row) and `cum` (rows x ceil(vocab / MASKED_BLOCK)). Private
+/// back end of the CPU path of `tokensieve.smc`; see `crate::masked` for
+/// the semantics. Raises ValueError for a NaN or +inf allowed log-prob.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn masked_rows_into(
     py: Python<'_>,
-    lp_ptr: usize,
-    is_f64: bool,
-    rows: usize,
-    vocab: usize,
-    mask_ptr: usize,
-    words: usize,
-    log_z_ptr: usize,
-    max_ptr: usize,
-    cum_ptr: usize,
+    logits: LogitsArg<'_>,
+    bitmask: PyReadonlyArray2<'_, i32>,
+    mut log_z: PyReadwriteArray1<'_, f64>,
+    mut max: PyReadwriteArray1<'_, f64>,
+    mut cum: PyReadwriteArray2<'_, f64>,
 ) -> PyResult<()> {
-    // SAFETY: caller contract, see `resample_into`; the outputs are
-    // distinct numpy allocations.
-    let (shape, lp, mask) = unsafe { batch_ref(lp_ptr, is_f64, rows, vocab, mask_ptr, words)? };
-    let log_z = unsafe { slice_mut::<f64>(log_z_ptr, rows, "log_z")? };
-    let max = unsafe { slice_mut::<f64>(max_ptr, rows, "max")? };
-    let cum = unsafe { slice_mut::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
+    let (shape, lp, mask) = batch(&logits, &bitmask)?;
+    let log_z = rw_slice(&mut log_z, "log_z")?;
+    let max = rw_slice(&mut max, "max")?;
+    let cum = rw_slice(&mut cum, "cum")?;
     let mut run = move || masked::masked_rows(lp, mask, shape, log_z, max, cum);
-    let result = if rows * vocab >= DETACH_MIN { py.detach(run) } else { run() };
+    let result = if shape.rows.saturating_mul(shape.vocab) >= DETACH_MIN {
+        py.detach(run)
+    } else {
+        run()
+    };
     result.map_err(value_error)
 }
 
 /// Draws from rows processed by `masked_rows_into`: `out[k]` is a token of
-/// row `rows[k]` drawn with uniform `u[k]`. `src_ptr` addresses `k` int64
-/// row indices, `u_ptr` `k` float64 uniforms in [0, 1), `out_ptr` `k` int64
-/// outputs; the other buffers are those given to `masked_rows_into`. Same
-/// contract. Raises ValueError for a bad row, uniform or a dead row.
+/// row `rows[k]` drawn with uniform `u[k]` (int64, float64 and int64 1-D
+/// arrays of one length); the other arrays are those given to
+/// `masked_rows_into`. Raises ValueError for a bad row, uniform or a dead
+/// row.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn masked_draw_into(
-    lp_ptr: usize,
-    is_f64: bool,
-    rows: usize,
-    vocab: usize,
-    mask_ptr: usize,
-    words: usize,
-    max_ptr: usize,
-    cum_ptr: usize,
-    src_ptr: usize,
-    u_ptr: usize,
-    k: usize,
-    out_ptr: usize,
+    logits: LogitsArg<'_>,
+    bitmask: PyReadonlyArray2<'_, i32>,
+    max: PyReadonlyArray1<'_, f64>,
+    cum: PyReadonlyArray2<'_, f64>,
+    rows: PyReadonlyArray1<'_, i64>,
+    u: PyReadonlyArray1<'_, f64>,
+    mut out: PyReadwriteArray1<'_, i64>,
 ) -> PyResult<()> {
-    // SAFETY: caller contract, see `resample_into`.
-    let (shape, lp, mask) = unsafe { batch_ref(lp_ptr, is_f64, rows, vocab, mask_ptr, words)? };
-    let max = unsafe { slice_ref::<f64>(max_ptr, rows, "max")? };
-    let cum = unsafe { slice_ref::<f64>(cum_ptr, rows * shape.blocks(), "cum")? };
-    let src = unsafe { slice_ref::<i64>(src_ptr, k, "rows")? };
-    let u = unsafe { slice_ref::<f64>(u_ptr, k, "uniforms")? };
-    let out = unsafe { slice_mut::<i64>(out_ptr, k, "out")? };
+    let (shape, lp, mask) = batch(&logits, &bitmask)?;
+    let max = ro_slice(&max, "max")?;
+    let cum = ro_slice(&cum, "cum")?;
+    let src = ro_slice(&rows, "rows")?;
+    let u = ro_slice(&u, "u")?;
+    let out = rw_slice(&mut out, "out")?;
     masked::draw_many(lp, mask, shape, max, cum, src, u, out).map_err(value_error)
 }
 
 // ------------------------------------------------------------ numpy glue
 
 static NP_ASCONTIGUOUSARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static NP_EMPTY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-static NP_NDARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static NP_GENERATOR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-
-/// The address of a numpy array's data buffer: what `arr.ctypes.data`
-/// returns, in ~50 ns instead of ~1 us (building the ctypes helper object,
-/// or the `__array_interface__` dict, costs more than resampling 256
-/// particles). TypeError if `arr` is not a numpy.ndarray (or subclass).
-///
-/// It reads the `data` field that follows the object header in numpy's
-/// `PyArrayObject_fields`. That layout is part of numpy's binary interface
-/// (the `PyArray_DATA` accessor is an inline field access compiled into
-/// every numpy extension) and is the same in numpy 1.x and 2.x;
-/// `tokensieve.resample` also checks it against `arr.ctypes.data` once at
-/// import and falls back to the latter if they ever disagree.
-#[pyfunction]
-fn data_address(arr: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let ndarray = NP_NDARRAY.import(arr.py(), "numpy", "ndarray")?;
-    if !arr.is_instance(ndarray)? {
-        return Err(PyTypeError::new_err("expected a numpy.ndarray"));
-    }
-    // SAFETY: `arr` is a live ndarray (or subclass, which extends the same
-    // struct), so a pointer-sized `data` field directly follows its
-    // PyObject header (abi3 builds always have the plain 2-word header).
-    let data = unsafe {
-        let base = arr.as_ptr() as *const u8;
-        std::ptr::read(base.add(std::mem::size_of::<pyo3::ffi::PyObject>()) as *const usize)
-    };
-    Ok(data)
-}
 
 /// `obj` as a contiguous, aligned 1-D float64 numpy array (torch tensors on
 /// any device go through `.detach().cpu().double().numpy()`).
-fn as_f64_vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyAny>> {
+fn as_f64_vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArray1<'py, f64>> {
     let py = obj.py();
-    let ndarray = NP_NDARRAY.import(py, "numpy", "ndarray")?;
     let mut obj = obj.clone();
-    if !obj.is_instance(ndarray)? {
+    if obj.cast::<PyArray1<f64>>().is_err() {
         let module = obj.get_type().getattr(intern!(py, "__module__"))?;
-        if module.extract::<String>().is_ok_and(|m| m.starts_with("torch")) {
+        if module.extract::<String>().is_ok_and(|m| m.starts_with("torch")) && obj.hasattr(intern!(py, "detach"))? {
             obj = obj
                 .call_method0(intern!(py, "detach"))?
                 .call_method0(intern!(py, "cpu"))?
@@ -300,24 +253,12 @@ fn as_f64_vector<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py
     if ndim != 1 {
         return Err(value_error(format_args!("{what} must be 1-dimensional, got {ndim} dimensions")));
     }
+    let ro: PyReadonlyArray1<'py, f64> = arr.extract()?;
+    if ro.is_aligned() {
+        return Ok(ro);
+    }
     // A misaligned view (np.frombuffer at an odd offset) gets an aligned copy.
-    if data_address(&arr)? % std::mem::align_of::<f64>() != 0 {
-        return arr.call_method0(intern!(py, "copy"));
-    }
-    Ok(arr)
-}
-
-/// A new numpy array of `dtype` (whose item size must be that of `T`)
-/// holding a copy of `data`.
-fn new_array<'py, T: Copy>(py: Python<'py>, data: &[T], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
-    let arr = NP_EMPTY.import(py, "numpy", "empty")?.call1((data.len(), dtype))?;
-    if !data.is_empty() {
-        let ptr = data_address(&arr)?;
-        // SAFETY: a fresh, aligned, contiguous array of data.len() items of
-        // the same size as T, not yet visible to any other code.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), ptr as *mut T, data.len()) };
-    }
-    Ok(arr)
+    arr.call_method0(intern!(py, "copy"))?.extract()
 }
 
 /// A u64 seed from `None` (fresh OS entropy), a non-negative int below
@@ -377,6 +318,9 @@ impl PyPopulation {
         if n < 1 {
             return Err(value_error(format_args!("n must be at least 1, got {n}")));
         }
+        if n > MAX_PARTICLES {
+            return Err(value_error(format_args!("n must be at most {MAX_PARTICLES}, got {n}")));
+        }
         let scheme: Scheme = resampler.parse().map_err(value_error)?;
         let seed = seed_from_py(py, seed)?;
         let inner = Population::new(n as usize, ess_threshold, scheme, seed).map_err(value_error)?;
@@ -390,12 +334,7 @@ impl PyPopulation {
     /// are then left unchanged.
     fn add_log_weights(&mut self, increments: &Bound<'_, PyAny>) -> PyResult<()> {
         let arr = as_f64_vector(increments, "increments")?;
-        let len: usize = arr.len()?;
-        let ptr = if len == 0 { 0 } else { data_address(&arr)? };
-        // SAFETY: `arr` is a live contiguous float64 array of `len` items
-        // that we hold a reference to until the end of this function.
-        let inc = unsafe { slice_ref::<f64>(ptr, len, "increments")? };
-        self.inner.add_log_weights(inc).map_err(value_error)
+        self.inner.add_log_weights(ro_slice(&arr, "increments")?).map_err(value_error)
     }
 
     /// Record the current ESS in ess_history and, if ESS < ess_threshold *
@@ -405,7 +344,7 @@ impl PyPopulation {
     /// weights -inf) and ess_threshold > 0.
     fn maybe_resample<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         match self.inner.maybe_resample().map_err(value_error)? {
-            Some(anc) => Ok(Some(new_array(py, anc, "int64")?)),
+            Some(anc) => Ok(Some(PyArray1::from_slice(py, anc).into_any())),
             None => Ok(None),
         }
     }
@@ -413,7 +352,7 @@ impl PyPopulation {
     /// Current unnormalised log weights (float64 numpy array, a copy).
     #[getter]
     fn log_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        new_array(py, self.inner.log_weights(), "float64")
+        Ok(PyArray1::from_slice(py, self.inner.log_weights()).into_any())
     }
 
     /// logsumexp(log_weights) - log(n): the running SMC estimate of the log
@@ -442,7 +381,7 @@ impl PyPopulation {
     /// float64 numpy array summing to 1. ValueError if every particle is dead.
     fn normalized_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let w = self.inner.normalized_weights().map_err(value_error)?;
-        new_array(py, &w, "float64")
+        Ok(PyArray1::from_slice(py, &w).into_any())
     }
 
     /// Number of particles.
@@ -469,7 +408,7 @@ impl PyPopulation {
 
     fn __repr__(&self) -> String {
         format!(
-            "Population(n={}, ess_threshold={:?}, resampler={:?}, log_z={:?}, ess={:?})",
+            "Population(n={}, ess_threshold={:?}, resampler='{}', log_z={:?}, ess={:?})",
             self.inner.len(),
             self.inner.ess_threshold(),
             self.inner.scheme().name(),
@@ -483,8 +422,7 @@ impl PyPopulation {
 /// by the `kind` code of `resample_into`) and `Population` to `_core`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resample_into, m)?)?;
-    m.add_function(wrap_pyfunction!(data_address, m)?)?;
-    m.add_function(wrap_pyfunction!(ess_of_ptr, m)?)?;
+    m.add_function(wrap_pyfunction!(ess, m)?)?;
     m.add_function(wrap_pyfunction!(log_normalize_into, m)?)?;
     m.add_function(wrap_pyfunction!(masked_rows_into, m)?)?;
     m.add_function(wrap_pyfunction!(masked_draw_into, m)?)?;
