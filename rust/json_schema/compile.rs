@@ -39,7 +39,7 @@ const ALL: u8 = 127;
 
 /// Strings up to this many characters are one regex terminal; longer
 /// bounds are counted by the parser in chunks.
-const MAX_REGEX_COUNT: u64 = 128;
+const MAX_REGEX_COUNT: u64 = 32;
 /// Largest length / item / property count enforced.
 const MAX_COUNT: u64 = 10_000_000;
 /// Most enum values or multiples enumerated into one terminal.
@@ -900,7 +900,7 @@ impl<'a> Compiler<'a> {
     /// characters and a closing chunk of fewer, counted by the parser.
     fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
         let big = max.map_or(min, |m| m.max(min));
-        let k = big.div_ceil(4096).clamp(64, 2048);
+        let k = big.div_ceil(4096).clamp(16, 2048);
         let states = match max {
             Some(n) => n / k,
             None => min.div_ceil(k).max(1),
