@@ -206,3 +206,21 @@ def test_two_token_vocabulary_with_eos_agrees_everywhere():
             if not allowed:
                 break
             m.consume_token(allowed[-1])
+
+
+def test_llama3_vocabulary_loads_quickly():
+    """One streaming pass over tokenizer.json (merges skipped): ~20 ms for
+    Llama 3 on a busy 2-core machine; the bound only catches a regression
+    to building the merges or a `Value` of the vocabulary (~100+ ms)."""
+    import time
+
+    from conftest import tokenizer_path
+
+    path = tokenizer_path("llama-3-8b-instruct")
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        v = ts.Vocabulary.from_tokenizer_file(path)
+        best = min(best, time.perf_counter() - t0)
+    assert v.vocab_size == 128256 and v.eos_token_ids == [128009]
+    assert best < 0.1, f"Llama 3 vocabulary took {best * 1e3:.0f} ms"
