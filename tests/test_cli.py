@@ -292,3 +292,19 @@ def test_demo_date_pattern_admits_exactly_the_real_dates_of_a_common_year():
                 admitted.add(s)
     real = {str(datetime.date(2001, 1, 1) + datetime.timedelta(days=k)) for k in range(365)}
     assert admitted == real
+
+
+def test_help_starts_without_torch_or_transformers():
+    """``tokensieve --help`` (and parsing any command line) imports neither
+    torch nor transformers: start-up stays well under 0.5 s (~0.1 s idle)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from tokensieve import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['--help']) == 0\n"
+        "    assert cli.main(['generate', '--help']) == 0\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
