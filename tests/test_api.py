@@ -29,7 +29,7 @@ def test_reprs_read_as_python(tiny):
     assert repr(m) == "Matcher(consumed=0, accepting=False, terminated=False)"
     m.consume_token(0)
     assert "accepting=True" in repr(m)
-    assert repr(tiny) == "Vocabulary(size=3, eos_token_ids=[2], spelling='plain')"
+    assert repr(tiny) == "Vocabulary(vocab_size=3, eos_token_ids=[2], spelling='plain')"
     assert "resampler='systematic'" in repr(ts._core.Population(2))
 
 

@@ -223,7 +223,7 @@ def _decode(vocab: Any, ids: List[int], eos_ids: Sequence[int]) -> Tuple[str, bo
         if t in eos_ids:
             ids, ended = ids[:k], True
             break
-    data = b"".join(vocab.token_bytes(t) for t in ids if t < vocab.size)
+    data = b"".join(vocab.token_bytes(t) for t in ids if t < vocab.vocab_size)
     return data.decode("utf-8", errors="replace"), ended
 
 
@@ -427,7 +427,7 @@ def _run_demo(args: argparse.Namespace, torch: Any, transformers: Any) -> int:
     vocab = ts.Vocabulary.from_tokenizer_file(path, eos_token_ids=[eos])
     torch.manual_seed(args.seed)
     config = transformers.GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, vocab_size=vocab.size, n_positions=128,
+        n_layer=2, n_embd=64, n_head=4, vocab_size=vocab.vocab_size, n_positions=128,
         bos_token_id=eos, eos_token_id=eos,
     )
     model = transformers.GPT2LMHeadModel(config).eval()
@@ -438,7 +438,7 @@ def _run_demo(args: argparse.Namespace, torch: Any, transformers: Any) -> int:
     w = out.write
     w("tokensieve demo: regex-constrained generation with a Hugging Face model\n\n")
     w(f"  model      tiny GPT-2 (2 layers, 64-dim, 4 heads) with RANDOM weights (seed {args.seed})\n")
-    w(f"  tokenizer  the real GPT-2 tokenizer ({vocab.size} tokens), shipped with tokensieve\n")
+    w(f"  tokenizer  the real GPT-2 tokenizer ({vocab.vocab_size} tokens), shipped with tokensieve\n")
     w(f"  decoding   sampling, at most {DEMO_MAX_NEW_TOKENS} new tokens, prompt {DEMO_PROMPT!r},\n")
     w("             through tokensieve.hf.LogitsProcessor\n\n")
     w("The model is untrained, so what it writes is random. But before every step the\n")

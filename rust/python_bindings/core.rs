@@ -247,7 +247,7 @@ impl PyVocabulary {
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
-            "Vocabulary(size={}, eos_token_ids={:?}, spelling='{}')",
+            "Vocabulary(vocab_size={}, eos_token_ids={:?}, spelling='{}')",
             v.size(),
             v.eos_token_ids(),
             self.spelling()
