@@ -224,3 +224,25 @@ def test_llama3_vocabulary_loads_quickly():
         best = min(best, time.perf_counter() - t0)
     assert v.vocab_size == 128256 and v.eos_token_ids == [128009]
     assert best < 0.1, f"Llama 3 vocabulary took {best * 1e3:.0f} ms"
+
+
+def test_without_torch_the_hf_module_says_which_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "import tokensieve as ts, tokensieve.resample, tokensieve.smc\n"
+        "try:\n"
+        "    import tokensieve.hf\n"
+        "except ImportError as e:\n"
+        "    assert \"pip install 'tokensieve[hf]'\" in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('tokensieve.hf imported without torch')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("eos", [[-1], [2**40]])
+def test_out_of_range_ids_in_lists_name_the_parameter(eos):
+    with pytest.raises(ValueError, match="^eos_token_ids"):
+        ts.Vocabulary(token_bytes=[b"a"], eos_token_ids=eos)

@@ -33,8 +33,12 @@ where
 {
     obj.extract::<T>().map_err(|e| {
         let e: PyErr = e.into();
-        if e.is_instance_of::<PyTypeError>(obj.py()) {
+        let py = obj.py();
+        if e.is_instance_of::<PyTypeError>(py) {
             PyTypeError::new_err(format!("{name} must be {expected}, got {}", type_name(obj)))
+        } else if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) {
+            // e.g. a negative or huge token id in a list of u32
+            PyValueError::new_err(format!("{name}: {}", e.value(py)))
         } else {
             e
         }
