@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
-__all__ = ["Potential", "FunctionPotential", "Product", "potential", "complete_only", "accept_function"]
+__all__ = ["Potential", "FunctionPotential", "Product", "potential", "complete_only", "accept_function", "score"]
 
 Score = Union[bool, float]
 
@@ -127,6 +127,57 @@ def complete_only(fn: Callable[[bytes], Score]) -> FunctionPotential:
     return FunctionPotential(fn, prefix=False)
 
 
+def _with_context(e: BaseException, name: str, particle: Optional[int], step: Optional[int]) -> BaseException:
+    """``e`` again, of the same type when it can be rebuilt from a message,
+    with the potential, particle and step appended to its message (a
+    ``RuntimeError`` carrying them when the type cannot be rebuilt)."""
+    msg = f"{e} (potential {name!r}, particle {particle}, step {step})"
+    try:
+        new = type(e)(msg)
+    except Exception:
+        new = RuntimeError(f"{type(e).__name__}: {msg}")
+    if not isinstance(new, Exception):  # pragma: no cover - BaseException subclasses
+        return e
+    return new
+
+
+def score(
+    pot: Potential,
+    texts: Sequence[bytes],
+    *,
+    complete: bool = False,
+    particles: Optional[Sequence[int]] = None,
+    step: Optional[int] = None,
+) -> List[float]:
+    """``pot.batch_prefix(texts)`` (or ``batch_complete``), checked: one log
+    weight per text, each a number that is not NaN (``TypeError``
+    otherwise). An exception from the potential is re-raised, with the same
+    type where possible, naming the potential, the particle (``particles[i]``
+    for ``texts[i]``; found by rerunning the texts one at a time) and
+    ``step``."""
+    if not texts:
+        return []
+    fn = pot.batch_complete if complete else pot.batch_prefix
+    try:
+        raw = fn(list(texts))
+        if not isinstance(raw, (list, tuple)) and not hasattr(raw, "__len__"):
+            raise TypeError(f"potential {pot.name!r} returned {type(raw).__name__} from a batch call (expected a list)")
+        if len(raw) != len(texts):
+            raise TypeError(f"potential {pot.name!r} returned {len(raw)} scores for {len(texts)} texts")
+        return [_as_log_weight(v, f"potential {pot.name!r}") for v in raw]
+    except Exception as e:
+        who: Optional[int] = particles[0] if particles is not None and len(particles) == 1 else None
+        if particles is not None and len(texts) > 1:
+            one = pot.complete if complete else pot.prefix
+            for t, p in zip(texts, particles):  # find the particle that fails
+                try:
+                    _as_log_weight(one(t), f"potential {pot.name!r}")
+                except Exception:
+                    who = p
+                    break
+        raise _with_context(e, pot.name, who, step) from e
+
+
 def accept_function(
     pot: Potential,
     context: bytes,
@@ -134,20 +185,29 @@ def accept_function(
     *,
     particle: Optional[int] = None,
     step: Optional[int] = None,
+    eos_token_ids: Sequence[int] = (),
+    cache: Optional[Dict[int, float]] = None,
 ) -> Callable[[List[int]], List[bool]]:
     """The accept callable for :func:`tokensieve._core.awrs_sample`: token
-    ``t`` is accepted when ``pot.prefix(context + token_bytes[t]) > -inf``.
-    An exception from the potential is re-raised with the particle and step
-    in its message."""
+    ``t`` is accepted when ``pot.prefix(context + token_bytes[t]) > -inf``;
+    an EOS id (``eos_token_ids``) when ``pot.complete(context) > -inf``.
+    The log weights are stored in ``cache`` (token -> log weight) when one is
+    given. An exception from the potential is re-raised with the particle
+    and step in its message; a NaN or non-number return is a ``TypeError``."""
+    eos = frozenset(int(e) for e in eos_token_ids)
 
     def accept(tokens: List[int]) -> List[bool]:
-        texts = [context + token_bytes[t] for t in tokens]
-        try:
-            scores = pot.batch_prefix(texts)
-        except TypeError:
-            raise
-        except Exception as e:
-            raise type(e)(f"{e} (potential {pot.name!r}, particle {particle}, step {step})") from e
-        return [s > -math.inf for s in scores]
+        body = [t for t in tokens if t not in eos]
+        got: Dict[int, float] = {}
+        if body:
+            ps = [particle] if particle is not None else None
+            vals = score(pot, [context + token_bytes[t] for t in body], particles=ps and ps * len(body), step=step)
+            got.update(zip(body, vals))
+        if len(body) < len(tokens):
+            got.update((t, v) for t in tokens if t in eos for v in score(
+                pot, [context], complete=True, particles=[particle] if particle is not None else None, step=step))
+        if cache is not None:
+            cache.update(got)
+        return [got[t] > -math.inf for t in tokens]
 
     return accept
