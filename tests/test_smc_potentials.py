@@ -33,7 +33,7 @@ torch = pytest.importorskip("torch")
 
 from tokensieve import _core, smc  # noqa: E402
 from tokensieve.models import TableLM  # noqa: E402
-from tokensieve.potentials import Potential, complete_only, potential  # noqa: E402
+from tokensieve.potentials import Mask, Potential, complete_only, potential  # noqa: E402
 
 TOKENS: List[Optional[bytes]] = [b"a", b"b", b"e", b"ab", None]
 EOS = 4
@@ -125,8 +125,12 @@ def test_grammar_in_the_potentials_list_and_constraint_argument_agree() -> None:
     pot = NoE()
     a = smc.generate(lm, None, None, g, potentials=[pot], n_particles=64, seed=3)
     b = smc.generate(lm, None, None, potentials=[g, pot], n_particles=64, seed=3)
-    c = smc.generate(lm, None, None, potentials=[g * pot if False else pot, g], n_particles=64, seed=3)
-    assert a.texts == b.texts == c.texts and a.log_z == b.log_z == c.log_z
+    c = smc.generate(lm, None, None, potentials=[pot * g], n_particles=64, seed=3)
+    d = smc.generate(lm, None, None, potentials=[Mask(g) * pot], n_particles=64, seed=3)
+    assert a.texts == b.texts == c.texts == d.texts and a.log_z == b.log_z == c.log_z == d.log_z
+    assert isinstance((pot * g).factors[0], Mask)
+    with pytest.raises(TypeError, match="token mask"):
+        (pot * g).prefix(b"a")
     with pytest.raises(ValueError, match="at most one compiled constraint"):
         smc.generate(lm, None, None, g, potentials=[g, pot], n_particles=4)
 

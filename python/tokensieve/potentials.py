@@ -21,7 +21,9 @@ import math
 from numbers import Real
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-__all__ = ["Potential", "FunctionPotential", "Product", "potential", "complete_only", "accept_function", "score"]
+from . import _core
+
+__all__ = ["Potential", "FunctionPotential", "Mask", "Product", "potential", "complete_only", "accept_function", "score"]
 
 Score = Union[bool, float]
 
@@ -60,7 +62,9 @@ class Potential:
         """:meth:`complete` of each text."""
         return [self.complete(t) for t in texts]
 
-    def __mul__(self, other: "Potential") -> "Product":
+    def __mul__(self, other: object) -> "Product":
+        if isinstance(other, _core.Constraint):
+            return Product([Mask(other), self])  # the mask always goes first
         if not isinstance(other, Potential):
             return NotImplemented
         return Product([self, other])
@@ -87,6 +91,28 @@ class FunctionPotential(Potential):
         return _as_log_weight(self.fn(text), f"potential {self.name!r}")
 
 
+class Mask(Potential):
+    """A compiled constraint (regex / grammar / JSON) as a factor of a
+    :class:`Product`: ``potential * constraint`` or ``Mask(constraint) *
+    potential``. :func:`tokensieve.smc.generate` applies it as the token
+    mask, before any Python function is asked; on its own it cannot score
+    bytes (its :meth:`prefix` raises ``TypeError``)."""
+
+    def __init__(self, constraint: "_core.Constraint") -> None:
+        if not isinstance(constraint, _core.Constraint):
+            raise TypeError(f"Mask: expected a compiled Constraint, got {type(constraint).__name__}")
+        self.constraint = constraint
+        self.name = "mask"
+
+    def prefix(self, text: bytes) -> float:
+        """Not available: a constraint works on token ids, as a mask."""
+        raise TypeError("a compiled constraint is applied as a token mask by smc.generate; it does not score bytes")
+
+    def complete(self, text: bytes) -> float:
+        """Not available (see :meth:`prefix`)."""
+        return self.prefix(text)
+
+
 class Product(Potential):
     """The product of potentials (sum of log weights), short-circuiting at
     the first factor that gives ``-inf``."""
@@ -95,6 +121,8 @@ class Product(Potential):
         flat: List[Potential] = []
         for f in factors:
             flat.extend(f.factors if isinstance(f, Product) else [f])
+        masks = [f for f in flat if isinstance(f, Mask)]
+        flat = masks + [f for f in flat if not isinstance(f, Mask)]  # masks first
         self.factors: List[Potential] = flat
         self.name = " * ".join(f.name for f in flat)
 

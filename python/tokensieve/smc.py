@@ -63,7 +63,7 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
-from .potentials import FunctionPotential, Potential, Product, accept_function, score
+from .potentials import FunctionPotential, Mask, Potential, Product, accept_function, score
 
 __all__ = [
     "RESAMPLERS",
@@ -695,10 +695,10 @@ def _split_potentials(
     factors: List[Potential] = []
     for item in list(potentials or []):
         for f in item.factors if isinstance(item, Product) else [item]:
-            if isinstance(f, (_core.Constraint, str)):
+            if isinstance(f, (_core.Constraint, str, Mask)):
                 if mask is not None:
                     raise ValueError("at most one compiled constraint (regex / grammar / JSON) per generate() call")
-                mask = f
+                mask = f.constraint if isinstance(f, Mask) else f
             elif isinstance(f, Potential):
                 factors.append(f)
             elif callable(f):
