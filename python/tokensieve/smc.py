@@ -969,7 +969,7 @@ def _generate_potentials(
         timings["resample"] += t5 - t4
         timings["reorder"] += t6 - t5
 
-    return _finish(pop, status, tokens, vocab, ess_hist, resampled, steps, n, timings,
+    return _finish(pop, status, tokens, vocab, ess_hist, resampled, steps, n, timings, stacklevel=4,
                    potential_calls=calls_total, particle_steps=particle_steps, fell_back=fell_back)
 
 
@@ -983,6 +983,7 @@ def _finish(
     steps: int,
     n: int,
     timings: Dict[str, float],
+    stacklevel: int = 3,
     **extra: int,
 ) -> SMCResult:
     """The :class:`SMCResult` of a finished run; warns when every particle
@@ -998,7 +999,7 @@ def _finish(
             "SMC: every particle ended with weight 0 (the constraint or a potential rejected every "
             "continuation the model could produce): the posterior is empty and log Z = -inf",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     complete_mass = float(weights[status == EOS].sum())
     log_z_complete = log_z + math.log(complete_mass) if complete_mass > 0 else -math.inf
