@@ -46,7 +46,8 @@
 //! All weights are relative to `softmax(logp)`: unnormalised log-probs are
 //! fine.
 
-use crate::resample::{next_uniform, ResampleRng};
+use crate::fastmath::exp_nonpos;
+use crate::resample::{dispatch, next_uniform, Isa, ResampleRng};
 
 /// Which sampler [`sample`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,16 +108,22 @@ impl<E: std::fmt::Display> std::fmt::Display for SampleError<E> {
 /// recomputed from their children on every update (never by subtraction), so
 /// the remaining mass stays accurate to relative rounding even after almost
 /// all of it has been removed.
-struct SumTree {
+struct SumTree<'a> {
     size: usize,
-    node: Vec<f64>,
+    node: &'a mut Vec<f64>,
 }
 
-impl SumTree {
-    fn new(values: &[f64]) -> Self {
-        let size = values.len().next_power_of_two();
-        let mut node = vec![0.0; 2 * size];
-        node[size..size + values.len()].copy_from_slice(values);
+impl<'a> SumTree<'a> {
+    /// The tree of `exp(logp - max)` in `node` (a reused buffer: after the
+    /// first call of a thread no page is freshly mapped, which at |V| =
+    /// 128k costs more than the arithmetic). `exp_nonpos` flushes values
+    /// below `e^-708` to 0; such tokens are reached by the log-space
+    /// fallback like any other zero-mass token.
+    fn build(node: &'a mut Vec<f64>, logp: &[f64], max: f64) -> Self {
+        let size = logp.len().next_power_of_two();
+        node.clear();
+        node.resize(2 * size, 0.0);
+        fill_leaves(Isa::detect(), &mut node[size..size + logp.len()], logp, max);
         for i in (1..size).rev() {
             node[i] = node[2 * i] + node[2 * i + 1];
         }
@@ -159,6 +166,19 @@ impl SumTree {
     }
 }
 
+/// `leaves[i] = exp(logp[i] - max)`, vectorised (AVX2 + FMA / AVX-512
+/// builds chosen at run time: without them `mul_add` is a libm call).
+fn fill_leaves(isa: Isa, leaves: &mut [f64], logp: &[f64], max: f64) {
+    dispatch!(
+        isa,
+        fn generic(leaves: &mut [f64], logp: &[f64], max: f64) -> () {
+            for (o, &x) in leaves.iter_mut().zip(logp) {
+                *o = exp_nonpos(x - max);
+            }
+        }
+    )
+}
+
 fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
     let m = xs.clone().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
@@ -177,7 +197,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
 
 /// Per-step state shared by the samplers.
 struct Step<'a, F> {
-    logp: Vec<f64>,
+    logp: &'a [f64],
     /// `log sum exp(logp)`: weights are relative to the normalised `p`.
     log_norm: f64,
     /// `exp(logp - max)`, the scale of the sum tree.
@@ -260,8 +280,44 @@ where
     if logp.len() > u32::MAX as usize {
         return Err(SampleError::Input("vocabulary larger than 2^32".into()));
     }
-    let logp: Vec<f64> = logp.iter().map(|&x| x.into()).collect();
-    if let Some(i) = logp.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
+    // Reused buffers (see `SumTree::build`); taken out of the thread-local
+    // slot, so a nested call from inside `accept` just gets fresh ones.
+    let mut scratch = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let r = sample_in(&mut scratch, logp, sampler, max_calls, rng, &mut accept);
+    SCRATCH.with(|c| *c.borrow_mut() = scratch);
+    r
+}
+
+/// Buffers reused across calls on one thread.
+#[derive(Default)]
+struct Scratch {
+    logp: Vec<f64>,
+    node: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+fn sample_in<L, F, E>(
+    scratch: &mut Scratch,
+    input: &[L],
+    sampler: Sampler,
+    max_calls: usize,
+    rng: &mut ResampleRng,
+    accept: &mut F,
+) -> Result<Draw, SampleError<E>>
+where
+    L: Copy + Into<f64>,
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    let Scratch { logp: logp_buf, node } = scratch;
+    logp_buf.clear();
+    logp_buf.extend(input.iter().map(|&x| x.into()));
+    let logp: &[f64] = logp_buf;
+    // `!(x < inf)`: NaN or +inf, in one vectorisable pass.
+    if logp.iter().fold(false, |bad, &x| bad | !(x < f64::INFINITY)) {
+        let i = logp.iter().position(|x| !(*x < f64::INFINITY)).unwrap_or(0);
         return Err(SampleError::Input(format!(
             "log-prob of token {i} is {} (expected a finite number or -inf)",
             logp[i]
@@ -277,12 +333,18 @@ where
     if max == f64::NEG_INFINITY {
         return Ok(none);
     }
-    let log_norm = log_sum_exp(logp.iter().copied());
+    let full_only = sampler == Sampler::Full || max_calls == 0;
+    let mut tree = if full_only { None } else { Some(SumTree::build(node, logp, max)) };
+    // With the tree: its root is sum exp(logp - max) (pairwise sums).
+    let log_norm = match &tree {
+        Some(t) => max + t.total().ln(),
+        None => log_sum_exp(logp.iter().copied()),
+    };
     let mut step = Step {
         logp,
         log_norm,
         log_scale: max,
-        accept: &mut accept,
+        accept,
         calls: 0,
     };
     let live = |logp: &[f64], dead: &[bool]| -> Vec<u32> {
@@ -299,18 +361,16 @@ where
     };
     let n = step.logp.len();
     let mut dead = vec![false; n];
-    if sampler == Sampler::Full || max_calls == 0 {
-        let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+    let Some(tree) = tree.as_mut() else {
+        let (tok, lz) = step.full(live(step.logp, &dead), rng)?;
         return Ok(finish(&step, tok, lz, sampler != Sampler::Full));
-    }
-    let values: Vec<f64> = step.logp.iter().map(|&x| (x - max).exp()).collect();
-    let mut tree = SumTree::new(&values);
+    };
     match sampler {
         Sampler::Awrs => {
             // Round 1: without replacement until the first acceptance.
             let x = loop {
                 if step.calls >= max_calls || tree.total() <= 0.0 {
-                    let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    let (tok, lz) = step.full(live(step.logp, &dead), rng)?;
                     return Ok(finish(&step, tok, lz, true));
                 }
                 let i = tree.find(next_uniform(rng));
@@ -331,7 +391,7 @@ where
                     return Ok(finish(&step, Some(x), base, false));
                 }
                 if step.calls >= max_calls || m <= 0.0 {
-                    let (_, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    let (_, lz) = step.full(live(step.logp, &dead), rng)?;
                     return Ok(finish(&step, Some(x), log_add_exp(base, lz), true));
                 }
                 let i = tree.find(next_uniform(rng));
@@ -359,7 +419,7 @@ where
                 if draws >= max_calls {
                     // Evaluate the rest, then weigh by the exact law of what
                     // the stopped draws would have done.
-                    let cands: Vec<u32> = live(&step.logp, &dead).into_iter().filter(|&t| known[t as usize].is_none()).collect();
+                    let cands: Vec<u32> = live(step.logp, &dead).into_iter().filter(|&t| known[t as usize].is_none()).collect();
                     let ok = step.ask(&cands)?;
                     for (&t, a) in cands.iter().zip(ok) {
                         known[t as usize] = Some(a);

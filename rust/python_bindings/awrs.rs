@@ -41,27 +41,34 @@ fn awrs_sample(
     seed: u64,
 ) -> PyResult<(Option<u32>, f64, usize, bool)> {
     let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
-    // float64 is read in place; float32 is widened once (O(V), cheap next
-    // to the model's forward pass).
-    let f64_arr = logp.extract::<PyReadonlyArray1<'_, f64>>().ok();
-    let owned: Vec<f64> = match &f64_arr {
-        Some(a) if a.as_slice().is_ok() => Vec::new(),
-        Some(a) => a.as_array().to_vec(),
-        None => {
-            let a: PyReadonlyArray1<'_, f32> = logp
-                .extract()
-                .map_err(|_| PyTypeError::new_err("awrs_sample: logp must be a 1-D numpy array of float32 or float64"))?;
-            a.as_array().iter().map(|&x| x as f64).collect()
+    // float64 and float32 are read in place when contiguous (no O(V) copy
+    // here; the sampler widens float32 into its reused buffer).
+    let run = |slice: &[f64]| {
+        py.detach(|| {
+            let mut rng = rng_from_seed(seed);
+            sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+        })
+    };
+    let run32 = |slice: &[f32]| {
+        py.detach(|| {
+            let mut rng = rng_from_seed(seed);
+            sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+        })
+    };
+    let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
+        match a.as_slice() {
+            Ok(s) => run(s),
+            Err(_) => run(&a.as_array().to_vec()),
+        }
+    } else {
+        let a: PyReadonlyArray1<'_, f32> = logp
+            .extract()
+            .map_err(|_| PyTypeError::new_err("awrs_sample: logp must be a 1-D numpy array of float32 or float64"))?;
+        match a.as_slice() {
+            Ok(s) => run32(s),
+            Err(_) => run32(&a.as_array().to_vec()),
         }
     };
-    let slice: &[f64] = match &f64_arr {
-        Some(a) if a.as_slice().is_ok() => a.as_slice().unwrap(),
-        _ => &owned,
-    };
-    let r = py.detach(|| {
-        let mut rng = rng_from_seed(seed);
-        sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
-    });
     match r {
         Ok(d) => Ok((d.token, d.log_weight, d.calls, d.fell_back)),
         Err(SampleError::Accept(e)) => Err(e),
