@@ -269,7 +269,28 @@ where
 /// fallback ask all remaining live tokens in one batch. `max_calls` bounds
 /// the tokens evaluated before the fallback (see the module docs); `0` means
 /// full evaluation at once.
-pub fn sample<L, F, E>(logp: &[L], sampler: Sampler, max_calls: usize, rng: &mut ResampleRng, mut accept: F) -> Result<Draw, SampleError<E>>
+pub fn sample<L, F, E>(logp: &[L], sampler: Sampler, max_calls: usize, rng: &mut ResampleRng, accept: F) -> Result<Draw, SampleError<E>>
+where
+    L: Copy + Into<f64>,
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    sample_masked(logp, None, sampler, max_calls, rng, accept)
+}
+
+/// [`sample`] from `softmax(logp)` restricted to the tokens of a packed
+/// bitmask first (bit `t % 32` of word `t / 32`; tokens past its end are
+/// excluded): the accept function is never asked about a masked-out token,
+/// and the weight estimates the allowed mass relative to the *masked*
+/// distribution (multiply by the mask's allowed mass for the mass under
+/// `softmax(logp)`).
+pub fn sample_masked<L, F, E>(
+    logp: &[L],
+    mask: Option<&[u32]>,
+    sampler: Sampler,
+    max_calls: usize,
+    rng: &mut ResampleRng,
+    mut accept: F,
+) -> Result<Draw, SampleError<E>>
 where
     L: Copy + Into<f64>,
     F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
@@ -283,7 +304,7 @@ where
     // Reused buffers (see `SumTree::build`); taken out of the thread-local
     // slot, so a nested call from inside `accept` just gets fresh ones.
     let mut scratch = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
-    let r = sample_in(&mut scratch, logp, sampler, max_calls, rng, &mut accept);
+    let r = sample_in(&mut scratch, logp, mask, sampler, max_calls, rng, &mut accept);
     SCRATCH.with(|c| *c.borrow_mut() = scratch);
     r
 }
@@ -302,6 +323,7 @@ thread_local! {
 fn sample_in<L, F, E>(
     scratch: &mut Scratch,
     input: &[L],
+    mask: Option<&[u32]>,
     sampler: Sampler,
     max_calls: usize,
     rng: &mut ResampleRng,
@@ -314,10 +336,24 @@ where
     let Scratch { logp: logp_buf, node } = scratch;
     logp_buf.clear();
     logp_buf.extend(input.iter().map(|&x| x.into()));
+    if let Some(words) = mask {
+        for (w, chunk) in logp_buf.chunks_mut(32).enumerate() {
+            let bits = words.get(w).copied().unwrap_or(0);
+            if bits == u32::MAX {
+                continue;
+            }
+            for (j, x) in chunk.iter_mut().enumerate() {
+                if (bits >> j) & 1 == 0 {
+                    *x = f64::NEG_INFINITY;
+                }
+            }
+        }
+    }
     let logp: &[f64] = logp_buf;
-    // `!(x < inf)`: NaN or +inf, in one vectorisable pass.
-    if logp.iter().fold(false, |bad, &x| bad | !(x < f64::INFINITY)) {
-        let i = logp.iter().position(|x| !(*x < f64::INFINITY)).unwrap_or(0);
+    // NaN or +inf, in one vectorisable pass (masked-out tokens are -inf by now).
+    let bad = |x: f64| x.is_nan() | (x == f64::INFINITY);
+    if logp.iter().fold(false, |acc, &x| acc | bad(x)) {
+        let i = logp.iter().position(|&x| bad(x)).unwrap_or(0);
         return Err(SampleError::Input(format!(
             "log-prob of token {i} is {} (expected a finite number or -inf)",
             logp[i]
@@ -657,6 +693,31 @@ mod tests {
         for i in 0..5 {
             let want = if c[i] { p[i] } else { 0.0 };
             assert!((acc[i] - want).abs() < 1e-14, "token {i}: {} vs {want}", acc[i]);
+        }
+    }
+
+    #[test]
+    fn mask_excludes_tokens_and_renormalises() {
+        // Tokens 0 and 3 masked out; the accept function rejects token 1.
+        let p = [0.4, 0.25, 0.2, 0.1, 0.05];
+        let logp = lp(&p);
+        let mask = [0b10110u32];
+        for sampler in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            let mut sum = 0.0;
+            let reps = 4000;
+            for seed in 0..reps {
+                let mut rng = rng_from_seed(seed);
+                let d = sample_masked(&logp, Some(&mask), sampler, 1000, &mut rng, |t: &[u32]| -> Result<Vec<bool>, ()> {
+                    assert!(t.iter().all(|&x| x != 0 && x != 3), "asked about a masked-out token");
+                    Ok(t.iter().map(|&x| x != 1).collect())
+                })
+                .unwrap();
+                assert!(matches!(d.token, Some(2) | Some(4)));
+                sum += d.log_weight.exp();
+            }
+            // Allowed mass under the masked distribution: (0.2 + 0.05) / 0.5.
+            let mean = sum / reps as f64;
+            assert!((mean - 0.5).abs() < 0.03, "{sampler:?}: {mean}");
         }
     }
 

@@ -88,3 +88,28 @@ def test_potential_errors_name_particle_and_step() -> None:
         potential(lambda s: float("nan")).prefix(b"x")
     with pytest.raises(TypeError, match="str"):
         potential(lambda s: "yes").prefix(b"x")  # type: ignore[arg-type, return-value]
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+def test_mask_argument(sampler: str) -> None:
+    """``mask``: a packed int32 bitmask row applied before the accept
+    function, which is never asked about masked-out tokens; the weight is
+    relative to the masked distribution."""
+    mask = np.array([0b10110], dtype=np.int32)  # tokens 1, 2, 4
+    asked = set()
+
+    def acc(tokens: list) -> list:
+        asked.update(tokens)
+        return [t != 1 for t in tokens]
+
+    n = 4000
+    w = np.empty(n)
+    for seed in range(n):
+        tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, sampler, 1000, seed, mask)
+        assert tok in (2, 4)
+        w[seed] = math.exp(lw)
+    assert asked <= {1, 2, 4}
+    z = (P[2] + P[4]) / (P[1] + P[2] + P[4])
+    assert abs(w.mean() - z) <= 3 * w.std() / math.sqrt(n) + 1e-12
+    tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, sampler, 1000, 0, np.zeros(1, dtype=np.int32))
+    assert tok is None and lw == -math.inf

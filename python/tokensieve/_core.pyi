@@ -232,6 +232,7 @@ def awrs_sample(
     sampler: str = "awrs",
     max_calls: int = 1000,
     seed: int = 0,
+    mask: Optional[Any] = None,
 ) -> tuple[Optional[int], float, int, bool]:
     """One draw from softmax(logp) (1-D float32/float64 numpy array) restricted
     to the tokens ``accept(list_of_ids) -> list_of_bools`` allows.
@@ -242,4 +243,8 @@ def awrs_sample(
     an unbiased estimate of the allowed mass. After ``max_calls`` evaluations
     the remaining tokens are evaluated at once (weights stay unbiased).
     The GIL is released except while ``accept`` runs; its exceptions propagate.
+    ``mask``: a packed int32 bitmask row (bit ``t % 32`` of word ``t // 32``;
+    tokens past its end excluded) applied first: ``accept`` is never asked
+    about a masked-out token, and the weight is relative to the masked,
+    renormalised distribution.
     """

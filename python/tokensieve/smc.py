@@ -781,14 +781,17 @@ def _generate_potentials(
     tb = [vocab.token_bytes(t) for t in range(int(vocab.vocab_size))]
     eos_ids = sorted(int(e) for e in vocab.eos_token_ids)
     eos_set = frozenset(eos_ids)
-    static_allowed: Optional[np.ndarray] = None
     matchers: List[Any] = []
+    bitmask = np.zeros((n, _core.bitmask_words(vsize)), dtype=np.int32)
     if mask is None:
         static_allowed = np.array([not vocab.is_special(t) or t in eos_set for t in range(vocab.vocab_size)], dtype=bool)
+        row = np.packbits(static_allowed, bitorder="little")
+        row = np.pad(row, (0, bitmask.shape[1] * 4 - row.size))
+        bitmask[:] = row.view("<i4").astype(np.int32)[None, :]
     else:
         proto = _core.Matcher(mask)
         matchers = [proto] + [proto.copy() for _ in range(n - 1)]
-        bitmask = np.zeros((n, _core.bitmask_words(vsize)), dtype=np.int32)
+    generator = torch.Generator().manual_seed(token_seed)
 
     tokens: List[List[int]] = [[] for _ in range(n)]
     texts: List[bytes] = [b""] * n
@@ -815,22 +818,23 @@ def _generate_potentials(
         logp = lm.next_logprobs(state, last)
         t1 = _clock()
         _check_logp(logp, rows, vsize)
-        lp = logp.detach().to(device="cpu", dtype=torch.float64).numpy()[:, :vsize]
+        lpt = logp.detach()
+        if lpt.device.type != "cpu":
+            lpt = lpt.cpu()
         if mask is not None:
             bm = bitmask[:rows]
             _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
-            allowed = _unpack_bits(bm, vsize).view(bool)
         else:
-            assert static_allowed is not None
-            allowed = np.broadcast_to(static_allowed, lp.shape)
-        bad = allowed & (np.isnan(lp) | (lp == math.inf))
-        if bad.any():
-            r, t = (int(x[0]) for x in np.nonzero(bad))
-            raise ValueError(f"model returned log-prob {lp[r, t]} for allowed token {t} (particle {int(live[r])}, step {step})")
-        masked = np.where(allowed, lp, -math.inf)
-        lz = _logsumexp_rows(masked)
-        with np.errstate(invalid="ignore"):
-            masked -= np.where(np.isfinite(lz), lz, 0.0)[:, None]  # rows normalised over the mask
+            bm = bitmask[:rows]  # the static mask: every non-special token and EOS
+        # log Z of each row's allowed mass (and what the "mask" sampler's
+        # draws need): the Rust kernel, in the log-probs' own precision;
+        # NaN / +inf on an allowed token is a ValueError.
+        try:
+            dist = _CpuMasked(lpt, bm)
+        except ValueError as e:
+            raise ValueError(f"step {step}: {e}") from None
+        lp = dist._lp  # (rows, width) float32/float64, contiguous
+        lz = dist.log_z
         t2 = _clock()
 
         inc = np.zeros(n)
@@ -845,7 +849,7 @@ def _generate_potentials(
                 i = int(live[r])
                 cache: Dict[int, float] = {}
                 acc = accept_function(pot, texts[i], tb, particle=i, step=step, eos_token_ids=eos_ids, cache=cache)
-                tok, lw, c, fb = _core.awrs_sample(masked[r], acc, sampler, max_calls, int(rng.integers(2**63)))
+                tok, lw, c, fb = _core.awrs_sample(lp[r], acc, sampler, max_calls, int(rng.integers(2**63)), bm[r])
                 calls_total += c
                 fell_back += int(fb)
                 particle_steps += 1
@@ -856,7 +860,11 @@ def _generate_potentials(
                 new_phi[r] = cache[tok]
                 inc[i] = lz[r] + lw + new_phi[r] - phi[i]
         elif pot is not None and sampler == "direct":
-            cand = {r: np.flatnonzero(np.isfinite(masked[r])) for r in ok_rows}
+            width = lp.shape[1]
+            cand = {}
+            for r in ok_rows:
+                idx = np.flatnonzero(_unpack_bits(bm[r:r + 1], width)[0])
+                cand[r] = idx[np.isfinite(lp[r, idx])]
             items = [(r, int(t)) for r in ok_rows for t in cand[r]]
             dbody = [(r, t) for r, t in items if t not in eos_set]
             dends = [(r, t) for r, t in items if t in eos_set]
@@ -870,7 +878,7 @@ def _generate_potentials(
                 i = int(live[r])
                 particle_steps += 1
                 s_r = np.array([sc[(r, int(t))] for t in cand[r]])
-                lq = masked[r, cand[r]] + s_r
+                lq = lp[r, cand[r]].astype(np.float64) - lz[r] + s_r
                 lzq = float(_logsumexp_rows(lq[None, :])[0])
                 if not math.isfinite(lzq):
                     inc[i] = -math.inf
@@ -880,8 +888,8 @@ def _generate_potentials(
                 new_phi[r] = s_r[k]
                 inc[i] = lz[r] + lzq - phi[i]
         else:  # "mask" (or no potential): draw from the masked model, score after
-            for r in ok_rows:
-                drawn[r] = _draw(masked[r], rng)
+            if ok_rows:
+                drawn[ok_rows] = dist.sample(np.asarray(ok_rows, dtype=np.int64), generator)
             if pot is not None:
                 particle_steps += len(ok_rows)
                 calls_total += len(ok_rows)

@@ -6,7 +6,7 @@ use numpy::PyReadonlyArray1;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::awrs::{sample, SampleError, Sampler};
+use crate::awrs::{sample_masked, SampleError, Sampler};
 use crate::resample::rng_from_seed;
 
 /// Call `accept(list_of_token_ids)` and read one truth value per id.
@@ -24,13 +24,15 @@ fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
     })
 }
 
-/// One constrained draw from `softmax(logp)`.
+/// One constrained draw from `softmax(logp)` (restricted first to the
+/// packed int32 bitmask row `mask` when given: the weight is then relative
+/// to the masked distribution).
 ///
 /// Returns `(token or None, log_weight, calls, fell_back)`.
 #[pyfunction]
 #[pyo3(
-    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0),
-    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0)"
+    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0, mask = None),
+    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0, mask=None)"
 )]
 fn awrs_sample(
     py: Python<'_>,
@@ -39,20 +41,25 @@ fn awrs_sample(
     sampler: &str,
     max_calls: usize,
     seed: u64,
+    mask: Option<PyReadonlyArray1<'_, i32>>,
 ) -> PyResult<(Option<u32>, f64, usize, bool)> {
     let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
+    // The packed bitmask row (int32 words, as `allocate_token_bitmask` makes
+    // them), reinterpreted as u32.
+    let words: Option<Vec<u32>> = mask.map(|m| m.as_array().iter().map(|&w| w as u32).collect());
+    let words = words.as_deref();
     // float64 and float32 are read in place when contiguous (no O(V) copy
     // here; the sampler widens float32 into its reused buffer).
     let run = |slice: &[f64]| {
         py.detach(|| {
             let mut rng = rng_from_seed(seed);
-            sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+            sample_masked(slice, words, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
         })
     };
     let run32 = |slice: &[f32]| {
         py.detach(|| {
             let mut rng = rng_from_seed(seed);
-            sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+            sample_masked(slice, words, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
         })
     };
     let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
