@@ -113,3 +113,23 @@ def test_mask_argument(sampler: str) -> None:
     assert abs(w.mean() - z) <= 3 * w.std() / math.sqrt(n) + 1e-12
     tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, sampler, 1000, 0, np.zeros(1, dtype=np.int32))
     assert tok is None and lw == -math.inf
+
+
+def test_product_batches_per_factor_and_short_circuits() -> None:
+    from tokensieve.potentials import Potential
+
+    seen = {"a": 0, "b": 0}
+
+    class Counting(Potential):
+        def __init__(self, key: str, bad: bytes) -> None:
+            self.key, self.bad, self.name = key, bad, key
+
+        def batch_prefix(self, texts):  # type: ignore[no-untyped-def]
+            seen[self.key] += 1
+            return [-math.inf if self.bad in t else -1.0 for t in texts]
+
+    prod = Counting("a", b"x") * Counting("b", b"y")
+    assert prod.batch_prefix([b"ab", b"ax", b"ay"]) == [-2.0, -math.inf, -math.inf]
+    assert seen == {"a": 1, "b": 1}  # one batch call per factor
+    with pytest.raises(TypeError, match="NaN"):
+        (potential(lambda s: True) * potential(lambda s: float("nan"))).batch_prefix([b"a"])

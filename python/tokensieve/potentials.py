@@ -129,10 +129,35 @@ class Product(Potential):
     def _score(self, text: bytes, complete: bool) -> float:
         total = 0.0
         for f in self.factors:
-            total += f.complete(text) if complete else f.prefix(text)
+            total += _as_log_weight(f.complete(text) if complete else f.prefix(text), f"potential {f.name!r}")
             if total == -math.inf:
                 break
         return total
+
+    def _batch(self, texts: Sequence[bytes], complete: bool) -> List[float]:
+        """Factor by factor over the texts still possible, each factor's own
+        batch method (so a factor with a fast batch path keeps it)."""
+        totals = [0.0] * len(texts)
+        live = list(range(len(texts)))
+        for f in self.factors:
+            if not live:
+                break
+            sub = [texts[i] for i in live]
+            vals = f.batch_complete(sub) if complete else f.batch_prefix(sub)
+            if len(vals) != len(sub):
+                raise TypeError(f"potential {f.name!r} returned {len(vals)} scores for {len(sub)} texts")
+            for i, v in zip(live, vals):
+                totals[i] += _as_log_weight(v, f"potential {f.name!r}")
+            live = [i for i in live if totals[i] > -math.inf]
+        return totals
+
+    def batch_prefix(self, texts: Sequence[bytes]) -> List[float]:
+        """:meth:`prefix` of each text, one batch call per factor."""
+        return self._batch(texts, False)
+
+    def batch_complete(self, texts: Sequence[bytes]) -> List[float]:
+        """:meth:`complete` of each text, one batch call per factor."""
+        return self._batch(texts, True)
 
     def prefix(self, text: bytes) -> float:
         """Sum of the factors' prefix log weights."""

@@ -47,6 +47,18 @@ One step, for the ``L`` live particles (all in one batched forward):
 The model's batch holds the live particles only (see
 :mod:`tokensieve.models`), so all its rows have the same length.
 
+**Python potentials** (``generate(..., potentials=[...])``, see
+:func:`generate` and :mod:`tokensieve.potentials`) use a second driver: the
+compiled constraint (if any) masks each row first (the same Rust kernel
+gives each row's allowed mass ``Z_t``), then each live particle draws its
+token by AWRS (:func:`tokensieve._core.awrs_sample` on the raw row with the
+packed mask, the potential as accept function), rejection, direct
+evaluation or the plain mask, and its weight gets ``log Z_t`` + the
+sampler's log weight + the change of the potentials' prefix log weight
+(the twist, replaced by the complete log weight at EOS). Since the weight
+depends on the draw, resampling follows the draws (the usual order), and
+the model's rows are reordered once per step as above.
+
 For the CLI: :func:`print_result` / :func:`format_result`.
 """
 
