@@ -325,3 +325,33 @@ def test_bad_arguments() -> None:
         warnings.simplefilter("error")
         res = smc.generate(lm, None, None, n_particles=8, seed=1)  # no constraint: plain SMC over the model
     assert math.isclose(res.log_z, 0.0, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "direct", "mask"])
+def test_logits_wider_than_vocabulary(sampler: str) -> None:
+    """Models often pad their output layer: columns past the vocabulary are
+    never drawn, and the result equals that of the unpadded model."""
+
+    class Padded:
+        def __init__(self, inner: TableLM, extra: int) -> None:
+            self.inner, self.extra, self.vocabulary = inner, extra, inner.vocabulary
+
+        def start(self, prompt_ids: Any, n: int) -> Any:
+            return self.inner.start(prompt_ids, n)
+
+        def next_logprobs(self, state: Any, last: Any) -> Any:
+            lp = self.inner.next_logprobs(state, last)
+            pad = torch.full((lp.shape[0], self.extra), -1.0, dtype=lp.dtype)  # large mass out there
+            return torch.cat([lp, pad], dim=1)
+
+        def reorder(self, state: Any, rows: Any) -> Any:
+            return self.inner.reorder(state, rows)
+
+    lm = table_lm()
+    g = _core.compile_grammar(GRAMMAR, lm.vocabulary)
+    pot = NoE()
+    res = smc.generate(Padded(lm, 37), None, None, g, potentials=[pot], sampler=sampler, n_particles=64, seed=2)
+    assert all(t < len(TOKENS) for ids in res.token_ids for t in ids)
+    ref = smc.generate(lm, None, None, g, potentials=[pot], sampler=sampler, n_particles=64, seed=2)
+    # The allowed log-probs are the same numbers, so the runs coincide.
+    assert res.texts == ref.texts and res.log_z == pytest.approx(ref.log_z, abs=1e-9)
