@@ -21,7 +21,8 @@ cost) and a lipogram potential; compared with one ``torch.logsumexp`` over
 the same ``N x V`` float32 log-probs (the least any exact method must do).
 CPU time of the process (one torch thread), as in ``smc_bench.py``.
 
-``genlm``: whether genlm-control can be installed here for a side-by-side run.
+``genlm``: the ``sampler`` measurement side by side with genlm-control's
+``AWRS`` (when genlm-control is importable; else whether pip can install it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -141,10 +142,102 @@ def bench_driver(particles: Sequence[int], steps: int) -> None:
             print(f"| {n} | {sampler} | {ms:.1f} | {cps:.2f} | {lse_ms:.2f} | {ms / lse_ms:.1f} |")
 
 
-def genlm() -> None:
-    r = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "genlm-control"],
-                       capture_output=True, text=True)
-    print((r.stdout + r.stderr).strip() or f"pip exited with {r.returncode}")
+def genlm(vocabs: Sequence[int], rejections: int, reps: int) -> None:
+    """The same measurement as ``sampler`` with genlm-control's ``AWRS``
+    (a fake LM potential returning the fixed log-probs, a Boolean condition
+    rejecting the first ``rejections`` tokens it is asked about; the time in
+    both is subtracted). Needs ``genlm-control`` importable; otherwise says
+    whether pip can install it."""
+    try:
+        import asyncio
+
+        from genlm.control import AWRS  # type: ignore[import-not-found]
+        from genlm.control.potential import Potential  # type: ignore[import-not-found]
+    except ImportError:
+        r = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "genlm-control"],
+                           capture_output=True, text=True)
+        print("genlm-control is not importable here.", (r.stdout + r.stderr).strip())
+        return
+    import importlib.metadata
+
+    print(f"genlm-control {importlib.metadata.version('genlm-control')}, AWRS(autobatch=False), "
+          f"{rejections} rejections, median of {reps}, CPU time")
+    print("| |V| | genlm-control calls | total us | in LM + condition us | sampler us | tokensieve sampler us |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for v in vocabs:
+        x = rng.standard_normal(v + 1) * 3
+        x[-1] = -30.0  # EOS: negligible mass
+        logw = x - np.log(np.exp(x).sum())
+        vocab = [i.to_bytes(3, "little") for i in range(v)]
+        spent = [0.0]
+        asked = [0]
+
+        class FixedLM(Potential):  # type: ignore[misc]
+            async def complete(self, context: Any) -> float:
+                return 0.0
+
+            async def prefix(self, context: Any) -> float:
+                return 0.0
+
+            async def logw_next(self, context: Any) -> Any:
+                t0 = time.thread_time()
+                out = self.make_lazy_weights(torch.from_numpy(logw))
+                spent[0] += time.thread_time() - t0
+                return out
+
+        class RejectFirst(Potential):  # type: ignore[misc]
+            async def _ans(self) -> float:
+                t0 = time.thread_time()
+                ok = asked[0] >= rejections
+                asked[0] += 1
+                spent[0] += time.thread_time() - t0
+                return 0.0 if ok else float("-inf")
+
+            async def complete(self, context: Any) -> float:
+                return await self._ans()
+
+            async def prefix(self, context: Any) -> float:
+                return await self._ans() if context else 0.0
+
+        lm, cond = FixedLM(vocab), RejectFirst(vocab)
+        sampler = AWRS(lm, cond, seed=0, autobatch=False)
+        ncalls: List[int] = []
+
+        async def run() -> List[Tuple[float, float]]:
+            out = []
+            for _ in range(reps):
+                spent[0], asked[0] = 0.0, 0
+                t0 = time.thread_time()
+                await sampler.sample([])
+                out.append((time.thread_time() - t0, spent[0]))
+                ncalls.append(asked[0])
+            return out
+
+        res = asyncio.run(run())
+        tot = statistics.median(a for a, _ in res) * 1e6
+        inside = statistics.median(b for _, b in res) * 1e6
+        diff = statistics.median(a - b for a, b in res) * 1e6
+        ours = []
+        lp32 = logw[:v].astype(np.float32)
+        for r in range(reps):
+            cnt = [0]
+            sp = [0.0]
+
+            def accept(toks: List[int]) -> List[bool]:
+                t1 = time.thread_time()
+                o = []
+                for _ in toks:
+                    o.append(cnt[0] >= rejections)
+                    cnt[0] += 1
+                sp[0] += time.thread_time() - t1
+                return o
+
+            t0 = time.thread_time()
+            _core.awrs_sample(lp32, accept, "awrs", 1000, r)
+            ours.append(time.thread_time() - t0 - sp[0])
+        print(f"| {v:,} | {statistics.mean(ncalls):.1f} | {tot:.0f} | {inside:.0f} | {diff:.0f} | "
+              f"{statistics.median(ours) * 1e6:.0f} |")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -157,7 +250,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     d = sub.add_parser("driver")
     d.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     d.add_argument("--steps", type=int, default=6)
-    sub.add_parser("genlm")
+    gl = sub.add_parser("genlm")
+    gl.add_argument("--vocab", type=int, nargs="+", default=[1024, 32768, 128256])
+    gl.add_argument("--rejections", type=int, default=10)
+    gl.add_argument("--reps", type=int, default=200)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     smc._clock = time.process_time  # CPU time: the machine may be shared
@@ -166,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     elif a.cmd == "driver":
         bench_driver(a.particles, a.steps)
     else:
-        genlm()
+        genlm(a.vocab, a.rejections, a.reps)
 
 
 if __name__ == "__main__":
