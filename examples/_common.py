@@ -61,7 +61,5 @@ def report(res: smc.SMCResult, out: Any = None, top: int = 8, extra: Sequence[st
 
     out = out or sys.stdout
     print(smc.format_result(res, top=top), file=out)
-    if res.particle_steps:
-        print(f"potential calls per particle-step: {res.calls_per_step():.2f}", file=out)
     for line in extra:
         print(line, file=out)

@@ -37,7 +37,7 @@ def ex() -> Any:
 def test_lipogram(ex: Any, capsys: Any) -> None:
     res = ex("lipogram").main(["--particles", "4", "--max-new-tokens", "6"])
     out = capsys.readouterr().out
-    assert "posterior" in out and "potential calls per particle-step" in out
+    assert "posterior" in out and "potential calls per particle and step" in out
     assert res.posterior()
     for t, w in zip(res.text_bytes, res.weights):
         assert b"e" not in t.lower()

@@ -120,7 +120,8 @@ class SMCResult:
       them (UTF-8-decoded with replacement for ``texts``);
     * ``status[i]``: ``"eos"`` (complete: the string is in the language),
       ``"max_new_tokens"`` (a viable prefix cut at the token limit) or
-      ``"dead"`` (every allowed token had probability 0; weight 0);
+      ``"dead"`` (every allowed token had probability 0, or every one was
+      rejected by a potential; weight 0);
     * ``log_weights[i]`` and ``weights[i]`` (normalised, sum 1).
 
     Population-level:
@@ -496,7 +497,9 @@ def generate(
     token's bytes (``complete`` on the bytes so far for EOS); ``-inf``
     rejects the token, a finite value twists the weights (the potential
     also acts as an SMC critic), and the twist is undone when the particle
-    ends, so the target is unchanged. ``sampler`` chooses how a token is
+    ends with EOS, so the target is unchanged (a particle cut at
+    ``max_new_tokens`` keeps its prefix weight: it is a prefix, not a text
+    of the target). ``sampler`` chooses how a token is
     proposed under the potentials:
 
     * ``"awrs"`` (default): adaptive weighted rejection sampling
@@ -1095,6 +1098,9 @@ def format_result(result: SMCResult, *, top: int = 10) -> str:
     lines.append(f"log Z estimate (log P(constraint)): {lz:.4f}" + (f"  (Z = {math.exp(lz):.4g})" if math.isfinite(lz) else ""))
     if result.ess:
         lines.append(f"ESS after each step's weight update: min {min(result.ess):.1f}, last {result.ess[-1]:.1f}")
+    if result.particle_steps:
+        lines.append(f"potential calls per particle and step: {result.calls_per_step():.2f}"
+                     + (f" ({result.fell_back} fell back to full evaluation)" if result.fell_back else ""))
     lines.append(f"posterior ({len(post)} distinct strings):")
     if not post:
         lines.append("  (none)")
