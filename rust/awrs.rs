@@ -546,6 +546,179 @@ fn log_haldane_tail(log_z: f64, a: usize) -> f64 {
     }
 }
 
+/// One row's question in [`sample_rows`]: row `row` asks about `tokens`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowAsk {
+    /// The row (particle) asking.
+    pub row: usize,
+    /// The token ids it asks about.
+    pub tokens: Vec<u32>,
+}
+
+enum RowMsg {
+    Ask(RowAsk),
+    Done(usize, Result<Draw, Option<String>>),
+}
+
+/// Scratch buffers for the row threads of [`sample_rows`], kept across
+/// calls (a new thread has an empty thread-local slot, and fresh buffers
+/// would be page-faulted in again at every step); at most 64 are kept
+/// (~3 MiB each at |V| = 128k).
+static ROW_SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+
+/// [`sample_masked`] for every row of a `rows x vocab` matrix at once, with
+/// *one* call of `accept_batch` per round: the rows run in their own
+/// threads (so the O(V) set-up of the rows runs in parallel), each row
+/// blocks on its questions, and once every unfinished row is waiting the
+/// caller's thread asks all their questions in one batch and hands the
+/// answers back. Row `r` uses `rng_from_seed(seeds[r])`, so the draws do
+/// not depend on the scheduling and equal those of [`sample_masked`] row by
+/// row. `masks`: `rows` packed bitmask rows of `words` words each.
+///
+/// The first error of `accept_batch` is returned (rows still running are
+/// told that their question failed, and finish); otherwise the first row's
+/// input error, if any.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_rows<L, F, E>(
+    logp: &[L],
+    vocab: usize,
+    masks: Option<(&[u32], usize)>,
+    sampler: Sampler,
+    max_calls: usize,
+    seeds: &[u64],
+    mut accept_batch: F,
+) -> Result<Vec<Draw>, SampleError<E>>
+where
+    L: Copy + Into<f64> + Sync,
+    F: FnMut(&[RowAsk]) -> Result<Vec<Vec<bool>>, E>,
+{
+    let rows = seeds.len();
+    if vocab == 0 || logp.len() != rows * vocab {
+        return Err(SampleError::Input(format!(
+            "log-probs of length {} for {rows} rows of {vocab} tokens",
+            logp.len()
+        )));
+    }
+    if let Some((m, words)) = masks {
+        if m.len() != rows * words {
+            return Err(SampleError::Input(format!("mask of {} words for {rows} rows of {words}", m.len())));
+        }
+    }
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    use std::sync::mpsc;
+    let (to_main, from_rows) = mpsc::channel::<RowMsg>();
+    let mut replies = Vec::with_capacity(rows);
+    let mut inboxes = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let (tx, rx) = mpsc::channel::<Option<Vec<bool>>>();
+        replies.push(tx);
+        inboxes.push(rx);
+    }
+    let mut out: Vec<Option<Draw>> = vec![None; rows];
+    let mut input_err: Option<(usize, String)> = None;
+    let mut call_err: Option<E> = None;
+    std::thread::scope(|scope| {
+        for (r, inbox) in inboxes.into_iter().enumerate() {
+            let to_main = to_main.clone();
+            let row = &logp[r * vocab..(r + 1) * vocab];
+            let mask = masks.map(|(m, words)| &m[r * words..(r + 1) * words]);
+            let seed = seeds[r];
+            std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn_scoped(scope, move || {
+                    let mut scratch = ROW_SCRATCH.lock().map(|mut v| v.pop()).ok().flatten().unwrap_or_default();
+                    let mut rng = crate::resample::rng_from_seed(seed);
+                    let mut ask = |t: &[u32]| -> Result<Vec<bool>, ()> {
+                        let msg = RowMsg::Ask(RowAsk { row: r, tokens: t.to_vec() });
+                        if to_main.send(msg).is_err() {
+                            return Err(());
+                        }
+                        inbox.recv().ok().flatten().ok_or(())
+                    };
+                    let res = sample_in(&mut scratch, row, mask, sampler, max_calls, &mut rng, &mut ask);
+                    if let Ok(mut v) = ROW_SCRATCH.lock() {
+                        if v.len() < 64 {
+                            v.push(scratch);
+                        }
+                    }
+                    let res = res.map_err(|e| match e {
+                        SampleError::Input(m) => Some(m),
+                        SampleError::Accept(()) => None,
+                    });
+                    let _ = to_main.send(RowMsg::Done(r, res));
+                })
+                .expect("spawn an AWRS row thread");
+        }
+        drop(to_main);
+        let mut running = rows;
+        let mut pending: Vec<RowAsk> = Vec::new();
+        while running > 0 {
+            match from_rows.recv() {
+                Ok(RowMsg::Ask(a)) => pending.push(a),
+                Ok(RowMsg::Done(r, res)) => {
+                    running -= 1;
+                    match res {
+                        Ok(d) => out[r] = Some(d),
+                        Err(Some(m)) => {
+                            if input_err.as_ref().is_none_or(|(r0, _)| r < *r0) {
+                                input_err = Some((r, m));
+                            }
+                        }
+                        Err(None) => {}
+                    }
+                }
+                Err(_) => break, // every row thread is gone
+            }
+            if !pending.is_empty() && pending.len() == running {
+                pending.sort_by_key(|a| a.row);
+                let answers = if call_err.is_some() { Err(()) } else { Ok(()) };
+                let answers = answers.and_then(|()| match accept_batch(&pending) {
+                    Ok(v) if v.len() == pending.len() && v.iter().zip(&pending).all(|(a, p)| a.len() == p.tokens.len()) => Ok(v),
+                    Ok(_) => Err(()),
+                    Err(e) => {
+                        call_err = Some(e);
+                        Err(())
+                    }
+                });
+                match answers {
+                    Ok(v) => {
+                        for (a, ans) in pending.drain(..).zip(v) {
+                            let _ = replies[a.row].send(Some(ans));
+                        }
+                    }
+                    Err(()) => {
+                        if call_err.is_none() && input_err.is_none() {
+                            input_err = Some((pending[0].row, "accept function returned the wrong number of answers".into()));
+                        }
+                        for a in pending.drain(..) {
+                            let _ = replies[a.row].send(None);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some(e) = call_err {
+        return Err(SampleError::Accept(e));
+    }
+    if let Some((r, m)) = input_err {
+        return Err(SampleError::Input(format!("row {r}: {m}")));
+    }
+    Ok(out
+        .into_iter()
+        .map(|d| {
+            d.unwrap_or(Draw {
+                token: None,
+                log_weight: f64::NEG_INFINITY,
+                calls: 0,
+                fell_back: false,
+            })
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -719,6 +892,71 @@ mod tests {
             let mean = sum / reps as f64;
             assert!((mean - 0.5).abs() < 0.03, "{sampler:?}: {mean}");
         }
+    }
+
+    #[test]
+    fn rows_batch_equals_row_by_row() {
+        let v = 300;
+        let rows = 7;
+        let mut logp = Vec::new();
+        for r in 0..rows {
+            for i in 0..v {
+                logp.push(-(((i * (r + 3)) % 17) as f64) * 0.4);
+            }
+        }
+        let mut mask = vec![u32::MAX; rows * 10];
+        mask[3 * 10] = 0; // row 3: tokens 0..32 masked out
+        let allowed = |r: usize, t: u32| !(t as usize + r).is_multiple_of(5) && r != 6;
+        let seeds: Vec<u64> = (0..rows as u64).map(|s| 11 * s + 1).collect();
+        for sampler in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            let mut calls = 0;
+            let got = sample_rows(
+                &logp,
+                v,
+                Some((&mask, 10)),
+                sampler,
+                1000,
+                &seeds,
+                |asks: &[RowAsk]| -> Result<Vec<Vec<bool>>, ()> {
+                    calls += 1;
+                    Ok(asks.iter().map(|a| a.tokens.iter().map(|&t| allowed(a.row, t)).collect()).collect())
+                },
+            )
+            .unwrap();
+            for r in 0..rows {
+                let mut rng = rng_from_seed(seeds[r]);
+                let one = sample_masked(
+                    &logp[r * v..(r + 1) * v],
+                    Some(&mask[r * 10..(r + 1) * 10]),
+                    sampler,
+                    1000,
+                    &mut rng,
+                    |t: &[u32]| -> Result<Vec<bool>, ()> { Ok(t.iter().map(|&x| allowed(r, x)).collect()) },
+                )
+                .unwrap();
+                assert_eq!(got[r], one, "{sampler:?} row {r}");
+            }
+            assert_eq!(got[6].token, None);
+            let most = got.iter().map(|d| d.calls).max().unwrap();
+            assert!(calls <= most.max(1) + 1, "{sampler:?}: {calls} batched calls, at most {most} per row");
+        }
+        // An error of the batch function reaches the caller; no hang.
+        let e = sample_rows(
+            &logp,
+            v,
+            None,
+            Sampler::Awrs,
+            1000,
+            &seeds,
+            |_: &[RowAsk]| -> Result<Vec<Vec<bool>>, &str> { Err("boom") },
+        );
+        assert_eq!(e.unwrap_err(), SampleError::Accept("boom"));
+        let mut bad = logp.clone();
+        bad[2 * v + 5] = f64::NAN;
+        let e = sample_rows(&bad, v, None, Sampler::Awrs, 1000, &seeds, |a: &[RowAsk]| -> Result<Vec<Vec<bool>>, ()> {
+            Ok(a.iter().map(|x| vec![true; x.tokens.len()]).collect())
+        });
+        assert!(matches!(e, Err(SampleError::Input(m)) if m.contains("row 2")));
     }
 
     #[test]

@@ -133,3 +133,48 @@ def test_product_batches_per_factor_and_short_circuits() -> None:
     assert seen == {"a": 1, "b": 1}  # one batch call per factor
     with pytest.raises(TypeError, match="NaN"):
         (potential(lambda s: True) * potential(lambda s: float("nan"))).batch_prefix([b"a"])
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_equal_row_by_row_with_one_call_per_round(sampler: str, dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    rows, v = 9, 200
+    logp = (rng.standard_normal((rows, v)) * 2).astype(dtype)
+    mask = np.full((rows, (v + 31) // 32), -1, dtype=np.int32)
+    mask[4, :3] = 0  # row 4: tokens 0..95 masked out
+    ok = lambda r, t: (t * 7 + r) % 3 != 0 and r != 8  # noqa: E731
+    seeds = [3 * r + 1 for r in range(rows)]
+    rounds = []
+
+    def acc_rows(rs: list, toks: list) -> list:
+        rounds.append(len(rs))
+        return [[ok(r, t) for t in ts] for r, ts in zip(rs, toks)]
+
+    got = _core.awrs_sample_rows(logp, acc_rows, seeds, sampler, 1000, mask)
+    for r in range(rows):
+        one = _core.awrs_sample(logp[r], lambda ts: [ok(r, t) for t in ts], sampler, 1000, seeds[r], mask[r])
+        assert got[r] == one
+    assert got[8][0] is None and got[8][1] == -math.inf
+    assert len(rounds) <= max(g[2] for g in got) + 1 and max(rounds) > 1  # batched across rows
+
+
+def test_rows_errors_and_bad_input() -> None:
+    logp = np.log(np.tile(P, (3, 1)))
+
+    def boom(rs: list, toks: list) -> list:
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError, match="inside"):
+        _core.awrs_sample_rows(logp, boom, [1, 2, 3])
+    with pytest.raises(ValueError, match="wrong number"):
+        _core.awrs_sample_rows(logp, lambda rs, toks: [[True]], [1, 2, 3])
+    bad = logp.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="row 1"):
+        _core.awrs_sample_rows(bad, lambda rs, toks: [[True] * len(t) for t in toks], [1, 2, 3])
+    with pytest.raises(TypeError, match="2-D"):
+        _core.awrs_sample_rows(np.zeros((2, 3), dtype=np.int64), lambda rs, toks: [], [1, 2])
+    with pytest.raises(ValueError, match="rows"):
+        _core.awrs_sample_rows(logp, lambda rs, toks: [], [1, 2])
+    assert _core.awrs_sample_rows(np.zeros((0, 5)), lambda rs, toks: [], []) == []

@@ -355,3 +355,39 @@ def test_logits_wider_than_vocabulary(sampler: str) -> None:
     ref = smc.generate(lm, None, None, g, potentials=[pot], sampler=sampler, n_particles=64, seed=2)
     # The allowed log-probs are the same numbers, so the runs coincide.
     assert res.texts == ref.texts and res.log_z == pytest.approx(ref.log_z, abs=1e-9)
+
+
+def test_awrs_asks_all_particles_in_one_batch_per_round() -> None:
+    calls: List[int] = []
+
+    class Counting(Potential):
+        name = "counting"
+
+        def batch_prefix(self, texts: Any) -> List[float]:
+            calls.append(len(texts))
+            return [0.0 if b"e" not in t else -math.inf for t in texts]
+
+        def batch_complete(self, texts: Any) -> List[float]:
+            return self.batch_prefix(texts)
+
+    lm = table_lm()
+    res = smc.generate(lm, None, None, potentials=[Counting()], sampler="awrs", n_particles=64, seed=0)
+    # Each round asks every particle still drawing (up to smc._AWRS_CHUNK = 32
+    # rows per batch) at once: far fewer calls than texts asked about.
+    assert smc._AWRS_CHUNK == 32 and max(calls) == 32
+    assert res.particle_steps >= 64 and len(calls) < res.potential_calls / 8
+    calls.clear()
+    res = smc.generate(lm, None, None, potentials=[Counting()], sampler="awrs", n_particles=64, seed=0,
+                       batch_potentials=False)
+    assert len(calls) >= res.particle_steps  # row by row: at least one call per particle-step
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection"])
+def test_batched_and_row_by_row_agree(sampler: str) -> None:
+    lm = table_lm()
+    g = _core.compile_grammar(GRAMMAR, lm.vocabulary)
+    pot = NoE()
+    a = smc.generate(lm, None, None, g, potentials=[pot], sampler=sampler, n_particles=80, seed=4, batch_potentials=True)
+    b = smc.generate(lm, None, None, g, potentials=[pot], sampler=sampler, n_particles=80, seed=4, batch_potentials=False)
+    assert a.texts == b.texts and a.log_z == b.log_z and a.potential_calls == b.potential_calls
+    assert np.array_equal(a.log_weights, b.log_weights)

@@ -26,6 +26,7 @@ __all__ = [
     "Population",
     "RESAMPLE_SCHEMES",
     "awrs_sample",
+    "awrs_sample_rows",
 ]
 
 @final
@@ -225,6 +226,21 @@ class Population:
     @property
     def resampler(self) -> str: ...
     def __len__(self) -> int: ...
+
+def awrs_sample_rows(
+    logp: Any,
+    accept: Any,
+    seeds: Sequence[int],
+    sampler: str = "awrs",
+    max_calls: int = 1000,
+    mask: Optional[Any] = None,
+) -> List[tuple[Optional[int], float, int, bool]]:
+    """:func:`awrs_sample` for every row of a 2-D C-contiguous float32/float64
+    array ``logp`` (one seed per row, optional 2-D int32 ``mask``), with one
+    call ``accept(rows, tokens) -> one list of bools per row`` per round for
+    all rows still drawing. Rows run in parallel threads (GIL released except
+    during ``accept``); row ``r``'s result equals
+    ``awrs_sample(logp[r], ..., seed=seeds[r], mask=mask[r])``."""
 
 def awrs_sample(
     logp: Any,

@@ -75,7 +75,7 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
-from .potentials import FunctionPotential, Mask, Potential, Product, accept_function, score
+from .potentials import FunctionPotential, Mask, Potential, Product, score
 
 __all__ = [
     "RESAMPLERS",
@@ -97,6 +97,11 @@ SAMPLERS = ("awrs", "rejection", "mask", "direct")
 #: Particle status codes (``SMCResult.status``).
 LIVE, EOS, MAX_TOKENS, DEAD = 0, 1, 2, 3
 _STATUS_NAMES = {LIVE: "live", EOS: "eos", MAX_TOKENS: "max_new_tokens", DEAD: "dead"}
+
+#: Rows per call of ``_core.awrs_sample_rows`` (each row holds an O(V)
+#: sum tree while it waits for its answers: this bounds that memory, and
+#: the threads, to ``_AWRS_CHUNK`` rows at a time).
+_AWRS_CHUNK = 32
 
 #: Clock of ``SMCResult.timings`` (benchmarks may swap in ``time.process_time``).
 _clock = time.perf_counter
@@ -460,6 +465,7 @@ def generate(
     vocab: Any = None,
     profile: bool = False,
     max_calls: int = 1000,
+    batch_potentials: Optional[bool] = None,
 ) -> SMCResult:
     """Sample ``n_particles`` weighted continuations of ``prompt`` under ``constraint``.
 
@@ -515,6 +521,15 @@ def generate(
     * ``"mask"``: draw from the masked model only; the potentials weight the
       particle afterwards (a rejected token kills it).
 
+    ``batch_potentials`` (AWRS / rejection): ask the potential about all
+    particles' candidates in one ``batch_prefix`` call per round (the rows'
+    samplers run in parallel threads, :func:`tokensieve._core.awrs_sample_rows`,
+    ``_AWRS_CHUNK`` rows at a time), rather than one particle after the
+    other. Default: when the potential has its own ``batch_prefix`` /
+    ``batch_complete`` (a model, a process pool, a database round trip);
+    for plain functions the row-by-row path costs less. Both give the same
+    result for a seed.
+
     ``critic``: a further potential used only on the drawn token: its prefix
     log weight twists the weights (``-inf`` kills the particle) and its
     complete log weight joins the target.
@@ -557,6 +572,7 @@ def generate(
             lm, vocab, _encode_prompt(tokenizer, prompt), constraint, pot, crit,
             sampler=sampler, n=int(n_particles), ess_threshold=float(ess_threshold), resampler=resampler,
             max_new_tokens=int(max_new_tokens), seed=seed, max_calls=int(max_calls),
+            batch_rows=_has_batch(pot) if batch_potentials is None else bool(batch_potentials),
         )
     if isinstance(constraint, str):
         if vocab is None:
@@ -736,6 +752,16 @@ def _split_potentials(
     return mask, pot, crit
 
 
+def _has_batch(pot: Optional[Potential]) -> bool:
+    """Whether ``pot`` (or a factor of it) has its own batch methods."""
+    if pot is None:
+        return False
+    if isinstance(pot, Product):
+        return any(_has_batch(f) for f in pot.factors)
+    return (type(pot).batch_prefix is not Potential.batch_prefix
+            or type(pot).batch_complete is not Potential.batch_complete)
+
+
 def _check_logp(logp: Any, rows: int, width: int) -> None:
     """A clear error for log-probs that are not a ``(rows, >= width)``
     floating-point tensor."""
@@ -785,6 +811,7 @@ def _generate_potentials(
     max_new_tokens: int,
     seed: Optional[int],
     max_calls: int,
+    batch_rows: bool,
 ) -> SMCResult:
     """The driver of :func:`generate` with Python potentials (see there)."""
     import torch
@@ -860,20 +887,56 @@ def _generate_potentials(
                 inc[live[r]] = -math.inf
         ok_rows = [r for r in range(rows) if math.isfinite(lz[r])]
         if pot is not None and sampler in ("awrs", "rejection"):
-            for r in ok_rows:
-                i = int(live[r])
-                cache: Dict[int, float] = {}
-                acc = accept_function(pot, texts[i], tb, particle=i, step=step, eos_token_ids=eos_ids, cache=cache)
-                tok, lw, c, fb = _core.awrs_sample(lp[r], acc, sampler, max_calls, int(rng.integers(2**63)), bm[r])
-                calls_total += c
-                fell_back += int(fb)
-                particle_steps += 1
-                if tok is None:
-                    inc[i] = -math.inf
-                    continue
-                drawn[r] = tok
-                new_phi[r] = cache[tok]
-                inc[i] = lz[r] + lw + new_phi[r] - phi[i]
+            # All rows at once: one batched potential call per round for
+            # every particle still drawing (rows in parallel in Rust).
+            caches: List[Dict[int, float]] = [{} for _ in ok_rows]
+
+            def accept_rows(ks: List[int], toks: List[List[int]]) -> List[List[bool]]:
+                body = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t not in eos_set]
+                ends = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t in eos_set]
+                who = [int(live[ok_rows[k]]) for k, _ in body]
+                vals = score(pot, [texts[i] + tb[t] for i, (_, t) in zip(who, body)], particles=who, step=step)
+                for (k, t), v in zip(body, vals):
+                    caches[k][t] = v
+                who = [int(live[ok_rows[k]]) for k, _ in ends]
+                vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
+                for (k, t), v in zip(ends, vals):
+                    caches[k][t] = v
+                return [[caches[k][t] > -math.inf for t in ts_] for k, ts_ in zip(ks, toks)]
+
+            if ok_rows:
+                seeds = [int(rng.integers(2**63)) for _ in ok_rows]
+                if len(ok_rows) == rows:
+                    sub_lp, sub_bm = lp, bm
+                else:
+                    sel = np.asarray(ok_rows, dtype=np.int64)
+                    sub_lp, sub_bm = np.ascontiguousarray(lp[sel]), np.ascontiguousarray(bm[sel])
+                draws = []
+                if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
+                    for k in range(len(ok_rows)):
+                        draws.append(_core.awrs_sample(
+                            sub_lp[k], lambda ts_, k=k: accept_rows([k], [ts_])[0], sampler, max_calls, seeds[k],
+                            sub_bm[k]))
+                for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
+                    c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
+
+                    def acc_chunk(ks: List[int], toks: List[List[int]], c0: int = c0) -> List[List[bool]]:
+                        return accept_rows([k + c0 for k in ks], toks)
+
+                    draws += _core.awrs_sample_rows(sub_lp[c0:c1], acc_chunk, seeds[c0:c1], sampler, max_calls,
+                                                    sub_bm[c0:c1])
+                for k, (tok, lw, c, fb) in enumerate(draws):
+                    r = ok_rows[k]
+                    i = int(live[r])
+                    calls_total += c
+                    fell_back += int(fb)
+                    particle_steps += 1
+                    if tok is None:
+                        inc[i] = -math.inf
+                        continue
+                    drawn[r] = tok
+                    new_phi[r] = caches[k][tok]
+                    inc[i] = lz[r] + lw + new_phi[r] - phi[i]
         elif pot is not None and sampler == "direct":
             width = lp.shape[1]
             cand = {}
