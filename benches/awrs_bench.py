@@ -129,17 +129,19 @@ def bench_driver(particles: Sequence[int], steps: int) -> None:
             torch.logsumexp(x, dim=-1)
             lse.append(time.thread_time() - t0)
         lse_ms = statistics.median(lse) * 1e3
-        for sampler in ("awrs", "mask"):
+        for label in ("awrs", "awrs, batched", "mask"):
+            sampler = label.split(",")[0]
             per: List[float] = []
             cps = 0.0
             for rep in range(3):
                 res = smc.generate(lm, None, None, potentials=[no_e], sampler=sampler, n_particles=n,
-                                   max_new_tokens=steps, seed=rep, vocab=vocab)
+                                   max_new_tokens=steps, seed=rep, vocab=vocab,
+                                   batch_potentials=label.endswith("batched"))
                 t = sum(val for k, val in res.timings.items() if k != "forward")
                 per.append(t / res.num_steps)
                 cps = res.calls_per_step()
             ms = statistics.median(per) * 1e3
-            print(f"| {n} | {sampler} | {ms:.1f} | {cps:.2f} | {lse_ms:.2f} | {ms / lse_ms:.1f} |")
+            print(f"| {n} | {label} | {ms:.1f} | {cps:.2f} | {lse_ms:.2f} | {ms / lse_ms:.1f} |")
 
 
 def genlm(vocabs: Sequence[int], rejections: int, reps: int) -> None:
