@@ -227,9 +227,10 @@ def test_potential_exception_names_particle_and_step() -> None:
             raise DBError("database is locked")
         return True
 
-    for sampler in ("awrs", "direct", "mask"):
+    for sampler, batch in (("awrs", False), ("awrs", True), ("direct", None), ("mask", None)):
         with pytest.raises(DBError, match=r"database is locked \(potential 'boom', particle \d+, step [12]\)"):
-            smc.generate(lm, None, None, potentials=[boom], sampler=sampler, n_particles=8, seed=0)
+            smc.generate(lm, None, None, potentials=[boom], sampler=sampler, n_particles=8, seed=0,
+                         batch_potentials=batch)
 
     class Odd(Exception):
         def __init__(self, a: int, b: int) -> None:
@@ -243,11 +244,12 @@ def test_potential_exception_names_particle_and_step() -> None:
 
 
 @pytest.mark.parametrize("value", [float("nan"), "yes", None, [1.0]])
-@pytest.mark.parametrize("sampler", ["awrs", "direct", "mask"])
+@pytest.mark.parametrize("sampler", ["awrs", "awrs-batched", "direct", "mask"])
 def test_nan_or_non_number_is_type_error(value: Any, sampler: str) -> None:
     lm = table_lm()
     with pytest.raises(TypeError, match=r"potential .* returned .*particle \d+, step 0"):
-        smc.generate(lm, None, None, potentials=[lambda s: value], sampler=sampler, n_particles=4, seed=0)
+        smc.generate(lm, None, None, potentials=[lambda s: value], sampler=sampler.split("-")[0], n_particles=4,
+                     seed=0, batch_potentials=sampler.endswith("batched"))
 
 
 @pytest.mark.parametrize("sampler", ["awrs", "rejection", "direct", "mask"])
