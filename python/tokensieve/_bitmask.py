@@ -68,6 +68,20 @@ def _shifts(device: Any) -> Any:
     return s
 
 
+_BITS: Dict[Any, Any] = {}
+
+
+def _bits(device: Any) -> Any:
+    """``1 << k`` for k in 0..31 as int32 (bit 31 is the sign bit) on ``device``."""
+    torch = _require_torch()
+
+    b = _BITS.get(device)
+    if b is None:
+        b = torch.from_numpy((np.uint32(1) << np.arange(32, dtype=np.uint32)).view(np.int32)).to(device)
+        _BITS[device] = b
+    return b
+
+
 def unpack_bitmask(bitmask: Any, vocab_size: int) -> Any:
     """Boolean torch tensor ``(..., vocab_size)`` of allowed tokens from a packed bitmask."""
     torch = _require_torch()
@@ -157,5 +171,11 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         _core._apply_bitmask_cpu(view.numpy(), bitmask.contiguous().numpy(), name)
         return
     bm = bitmask.to(logits.device, non_blocking=True)
+    if bm.shape[-1] * 32 >= vocab:
+        # Three kernels (and, compare, fill): on a GPU each op costs a
+        # launch, so the unpacking is folded into the comparison.
+        disallowed = (bm.unsqueeze(-1) & _bits(bm.device)) == 0
+        logits.masked_fill_(disallowed.flatten(-2)[..., :vocab], float("-inf"))
+        return
     allowed = unpack_bitmask(bm, vocab)
     logits.masked_fill_(~allowed, float("-inf"))
