@@ -57,9 +57,15 @@ def cuda_time_us(fn: Callable[[], Any], iters: int = 200, warm: int = 20) -> flo
 
 
 def bitmask_section(vocab_size: int) -> None:
-    print("## bitmask application on CUDA, |V| = %d (us per call, CUDA events)" % vocab_size)
-    print("| dtype | batch | apply_token_bitmask_inplace | masked_fill_ (bool mask ready) | bitmask H2D copy |")
-    print("|---|---|---|---|---|")
+    from tokensieve import _bitmask
+
+    torch.ones(1, 64, device="cuda").masked_fill_(torch.zeros(1, 64, dtype=torch.bool, device="cuda"), 0)
+    probe = torch.zeros(1, 64, device="cuda")
+    ts.apply_token_bitmask_inplace(probe, torch.zeros(1, 2, dtype=torch.int32, device="cuda"))
+    path = "fused Triton kernel" if "kernel" in _bitmask._TRITON else "torch ops (no Triton)"
+    print("## bitmask application on CUDA, |V| = %d (us per call, CUDA events; %s)" % (vocab_size, path))
+    print("| dtype | batch | apply_token_bitmask_inplace | same, torch ops only | masked_fill_ (bool mask ready) | bitmask H2D copy |")
+    print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for dtype in (torch.float32, torch.bfloat16):
         for batch in (1, 16, 64, 256):
@@ -76,9 +82,19 @@ def bitmask_section(vocab_size: int) -> None:
                 raise SystemExit(f"MISMATCH: apply_token_bitmask_inplace, {dtype}, batch {batch}")
             host = torch.from_numpy(bm).pin_memory()
             t_apply = cuda_time_us(lambda: ts.apply_token_bitmask_inplace(logits, bm_gpu))
+            saved = dict(_bitmask._TRITON)
+            _bitmask._TRITON.clear()
+            _bitmask._TRITON["missing"] = True
+            got = logits.clone()
+            ts.apply_token_bitmask_inplace(got, bm_gpu)
+            if not torch.equal(got, logits.masked_fill(~allowed, float("-inf"))):
+                raise SystemExit(f"MISMATCH: torch-ops path, {dtype}, batch {batch}")
+            t_torch = cuda_time_us(lambda: ts.apply_token_bitmask_inplace(logits, bm_gpu))
+            _bitmask._TRITON.clear()
+            _bitmask._TRITON.update(saved)
             t_fill = cuda_time_us(lambda: logits.masked_fill_(~allowed, float("-inf")))
             t_copy = cuda_time_us(lambda: bm_gpu.copy_(host, non_blocking=True))
-            print(f"| {str(dtype).split('.')[-1]} | {batch} | {t_apply:.1f} | {t_fill:.1f} | {t_copy:.1f} |")
+            print(f"| {str(dtype).split('.')[-1]} | {batch} | {t_apply:.1f} | {t_torch:.1f} | {t_fill:.1f} | {t_copy:.1f} |")
 
 
 def sync() -> None:
