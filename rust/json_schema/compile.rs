@@ -891,8 +891,20 @@ impl<'a> Compiler<'a> {
                     (Some((p, _)), false) => strings::pattern_body_len(p, s.min_len, s.max_len).ok().flatten(),
                     _ => None,
                 };
+                // A format whose every match already has an allowed length
+                // (date, uuid, ipv4 under maxLength 64) needs no counting.
+                let implied = s.patterns.is_empty() && {
+                    let props = regex_syntax::Parser::new().parse(&b).map(|h| h.properties().clone());
+                    props.is_ok_and(|p| {
+                        let ascii = b.is_ascii();
+                        ascii
+                            && p.minimum_len().is_some_and(|lo| lo as u64 >= s.min_len)
+                            && s.max_len.is_none_or(|m| p.maximum_len().is_some_and(|hi| hi as u64 <= m))
+                    })
+                };
                 match combined {
                     Some(c) => b = c,
+                    None if implied => {}
                     None => self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?,
                 }
             }

@@ -258,3 +258,14 @@ fn universal_pattern_properties() {
         &[r#"{"a": "x"}"#, r#"{"b": null}"#],
     );
 }
+
+#[test]
+fn format_lengths_implied() {
+    check(
+        json!({"type": "string", "format": "uuid", "maxLength": 36}),
+        &[r#""2eb8aa08-aa98-11ea-b4aa-73b441d16380""#],
+        &[r#""x""#],
+    );
+    assert!(compile(&json!({"type": "string", "format": "uuid", "maxLength": 10}), &Options::default()).is_err());
+    assert!(compile(&json!({"type": "string", "format": "email", "maxLength": 254}), &Options::default()).is_err());
+}
