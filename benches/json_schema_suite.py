@@ -73,7 +73,7 @@ class Engine:
     ``accepting(m)`` whether the text so far is a complete instance;
     ``fill_mask(m, bm)`` writes the next-token mask into ``bm`` (an int32
     ``(1, ceil(V / 32))`` array from ``allocate_mask()``, bit ``t % 32`` of
-    word ``t // 32``).
+    word ``t // 32``); ``copy(m)`` an independent matcher in the same state.
     """
 
     name: str
@@ -84,6 +84,7 @@ class Engine:
     accepting: Callable[[Any], bool]
     fill_mask: Callable[[Any, Any], None]
     allocate_mask: Callable[[], Any]
+    copy: Callable[[Any], Any] = lambda m: m.copy()
     version: str = "?"
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -160,6 +161,7 @@ def llguidance_engine(tokenizer_file: Path = TOKENIZER, eos: int = EOS) -> Engin
         vocab_size=lt.vocab_size,
         compile=compile_,
         matcher=lambda c: c.deep_copy(),
+        copy=lambda m: m.deep_copy(),
         consume=consume,
         accepting=lambda m: bool(m.is_accepting()) and not m.is_error(),
         fill_mask=lambda m, bm: lnp.fill_next_token_bitmask(m, bm, 0),
@@ -188,6 +190,7 @@ def xgrammar_engine(tokenizer_file: Path = TOKENIZER, eos: int = EOS) -> Engine:
         vocab_size=info.vocab_size,
         compile=compile_,
         matcher=xgr.GrammarMatcher,
+        copy=lambda m: m.fork(),
         consume=lambda m, t: bool(m.accept_token(t)),
         accepting=lambda m: bool(m.is_completed()),
         fill_mask=lambda m, bm: m.fill_next_token_bitmask(bm),
