@@ -32,6 +32,14 @@ pub enum Error {
     /// A token id outside `0..vocab.size`.
     #[error("token id {id} out of range for vocabulary of size {size}")]
     TokenOutOfRange { id: u32, size: usize },
+    /// A malformed JSON Schema (a keyword of the wrong type, a `$ref` to
+    /// nothing); `pointer` locates it (`#/properties/a/minLength`).
+    #[error("invalid JSON Schema at {pointer}: {message}")]
+    Schema { pointer: String, message: String },
+    /// A JSON Schema keyword the compiler cannot enforce exactly (raised in
+    /// strict mode; otherwise ignored with a warning).
+    #[error("unsupported JSON Schema keyword {keyword:?} at {pointer}: {message} (strict=False ignores it with a warning)")]
+    Unsupported { keyword: String, pointer: String, message: String },
     /// Misuse of the matcher API (e.g. rolling back more than was consumed).
     #[error("{0}")]
     Usage(String),

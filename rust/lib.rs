@@ -26,6 +26,7 @@ pub mod error;
 pub mod fastmath;
 pub mod fxhash;
 pub mod grammar;
+pub mod json_schema;
 pub mod masked;
 pub mod matcher;
 pub mod regex;

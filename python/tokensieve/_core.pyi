@@ -13,6 +13,7 @@ __all__ = [
     "compile_regex",
     "compile_json",
     "compile_grammar",
+    "_compile_json_schema",
     "fill_next_token_bitmasks",
     "bitmask_words",
     "_apply_bitmask_cpu",
@@ -243,3 +244,16 @@ def awrs_sample(
     the remaining tokens are evaluated at once (weights stay unbiased).
     The GIL is released except while ``accept`` runs; its exceptions propagate.
     """
+
+def _compile_json_schema(
+    schema: str,
+    vocab: Vocabulary,
+    *,
+    whitespace: str = "flexible",
+    separators: Optional[Tuple[str, str]] = None,
+    strict: bool = True,
+    max_depth: int = 128,
+    mask_cache_bytes: int = 268435456,
+) -> Tuple[Constraint, List[str]]:
+    """Compile a JSON Schema given as JSON text: ``(constraint, warnings)``
+    (what ``strict=False`` ignored). Use :func:`tokensieve.compile_json_schema`."""

@@ -152,6 +152,11 @@ impl GrammarBuilder {
         self.terminal(&name, &regex_syntax::escape(lit))
     }
 
+    /// The regex of terminal `t`.
+    pub fn terminal_regex(&self, t: u32) -> &str {
+        &self.terminals[t as usize].regex
+    }
+
     pub fn terminal_named(&self, name: &str) -> Option<u32> {
         self.term_by_name.get(name).copied()
     }

@@ -11,12 +11,14 @@ use pyo3::prelude::*;
 
 mod awrs;
 mod core;
+mod json_schema;
 mod resample;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     awrs::register(m)?;
     core::register(m)?;
+    json_schema::register(m)?;
     resample::register(m)?;
     Ok(())
 }

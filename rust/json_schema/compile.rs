@@ -1,0 +1,1447 @@
+//! Schema to grammar: intersect keywords into a [`Shape`], emit BNF.
+//!
+//! A schema position is compiled as the *conjunction* of the subschemas
+//! that apply there (a `Conj`: JSON pointers, sorted). `allOf`, `$ref` and
+//! sibling keywords are folded into one [`Shape`] (the intersection of
+//! their constraints); `anyOf`/`oneOf` stay symbolic until emission, where
+//! each branch becomes its own conjunction (the group's pointer plus a
+//! choice marker), so intersections distribute over unions. Grammar
+//! symbols are memoised per conjunction: a `$ref` back to an ancestor
+//! reaches the same conjunction and the same symbol, which is how
+//! recursive schemas (trees, linked lists) compile to recursive rules.
+//!
+//! Whitespace lives inside the punctuation terminals (`{` followed by
+//! optional whitespace, `,` with optional whitespace around), never as an
+//! ignored terminal: a string may then be split into several lexemes
+//! (long `maxLength` counts) without whitespace slipping in between.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::numbers::{self, Bound, Dec};
+use super::resolve::Doc;
+use super::strings::{self, CH};
+use super::{Options, Whitespace};
+use crate::error::{Error, Result};
+use crate::grammar::{GrammarBuilder, Sym};
+use crate::regex::{Dfa, RegexLimits};
+
+const NULL: u8 = 1;
+const BOOL: u8 = 2;
+const INT: u8 = 4;
+/// Numbers that are not integers.
+const FRAC: u8 = 8;
+const STR: u8 = 16;
+const ARR: u8 = 32;
+const OBJ: u8 = 64;
+const ALL: u8 = 127;
+
+/// Strings up to this many characters are one regex terminal; longer
+/// bounds are counted by the parser in chunks.
+const MAX_REGEX_COUNT: u64 = 128;
+/// Largest length / item / property count enforced.
+const MAX_COUNT: u64 = 10_000_000;
+/// Most enum values or multiples enumerated into one terminal.
+const MAX_ENUMERATED: usize = 10_000;
+
+type Conj = Vec<String>;
+
+/// The intersection of every constraint that applies at one position.
+#[derive(Debug, Clone)]
+struct Shape {
+    never: bool,
+    types: u8,
+    enums: Option<Vec<Value>>,
+    lo: Option<Bound>,
+    hi: Option<Bound>,
+    multiple_of: Vec<(Dec, String)>,
+    min_len: u64,
+    max_len: Option<u64>,
+    patterns: Vec<(String, String)>,
+    formats: Vec<(String, String)>,
+    prefix: Vec<Conj>,
+    /// `items` (and draft-07 `additionalItems`) subschemas with the length
+    /// of the prefix beside them in their own schema object: an `items`
+    /// constrains only the positions past *its* `prefixItems`.
+    items: Vec<(String, usize)>,
+    /// `contains` subschemas and `minContains`.
+    contains: Vec<String>,
+    min_contains: Option<u64>,
+    min_items: u64,
+    max_items: Option<u64>,
+    props: Vec<(String, Conj)>,
+    required: Vec<String>,
+    /// `additionalProperties` subschemas with the property names and
+    /// patterns of their own schema object, the only ones they exempt.
+    additional: Vec<(String, Vec<String>, Vec<String>)>,
+    pattern_props: Vec<(String, Conj, String)>,
+    min_props: u64,
+    max_props: Option<u64>,
+    /// `anyOf` / `oneOf` groups: (group pointer, branch pointers, is oneOf).
+    alts: Vec<(String, Vec<String>, bool)>,
+    /// Pointer of the keyword each structural constraint came from, for
+    /// error messages.
+    structural: Option<String>,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            never: false,
+            types: ALL,
+            enums: None,
+            lo: None,
+            hi: None,
+            multiple_of: Vec::new(),
+            min_len: 0,
+            max_len: None,
+            patterns: Vec::new(),
+            formats: Vec::new(),
+            prefix: Vec::new(),
+            items: Vec::new(),
+            contains: Vec::new(),
+            min_contains: None,
+            min_items: 0,
+            max_items: None,
+            props: Vec::new(),
+            required: Vec::new(),
+            additional: Vec::new(),
+            pattern_props: Vec::new(),
+            min_props: 0,
+            max_props: None,
+            alts: Vec::new(),
+            structural: None,
+        }
+    }
+}
+
+struct Punct {
+    lb: Sym,
+    rb: Sym,
+    lk: Sym,
+    rk: Sym,
+    comma: Sym,
+    colon: Sym,
+    ws: Option<Sym>,
+}
+
+pub struct Compiler<'a> {
+    doc: Doc<'a>,
+    b: GrammarBuilder,
+    opts: &'a Options,
+    pub warnings: Vec<String>,
+    memo: HashMap<Conj, Sym>,
+    p: Punct,
+    never: Sym,
+    any: Option<Sym>,
+    depth: usize,
+}
+
+fn hash_ptr(p: &str) -> String {
+    format!("#{p}")
+}
+
+fn schema_err(ptr: &str, message: impl Into<String>) -> Error {
+    Error::Schema {
+        pointer: hash_ptr(ptr),
+        message: message.into(),
+    }
+}
+
+fn type_bits(v: &Value) -> u8 {
+    match v {
+        Value::Null => NULL,
+        Value::Bool(_) => BOOL,
+        Value::Number(n) => match Dec::from_json(n) {
+            Some(d) if d.frac.is_empty() => INT,
+            _ => FRAC,
+        },
+        Value::String(_) => STR,
+        Value::Array(_) => ARR,
+        Value::Object(_) => OBJ,
+    }
+}
+
+/// JSON Schema equality (numbers by value).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (Dec::from_json(x), Dec::from_json(y)) {
+            (Some(p), Some(q)) => p == q,
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w))),
+        _ => a == b,
+    }
+}
+
+fn count(v: &Value, ptr: &str, kw: &str) -> Result<u64> {
+    let bad = || schema_err(&format!("{ptr}/{kw}"), format!("{kw} must be a non-negative integer, got {v}"));
+    match v {
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                return Ok(u.min(u64::MAX / 2));
+            }
+            match n.as_f64() {
+                Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok((f.min(1e18)) as u64),
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn number(v: &Value, ptr: &str, kw: &str) -> Result<Dec> {
+    match v {
+        Value::Number(n) => Dec::from_json(n).ok_or_else(|| schema_err(&format!("{ptr}/{kw}"), format!("{kw} is not a finite number"))),
+        _ => Err(schema_err(&format!("{ptr}/{kw}"), format!("{kw} must be a number, got {v}"))),
+    }
+}
+
+fn tighter_lo(cur: &mut Option<Bound>, new: Bound) {
+    let replace = match cur {
+        None => true,
+        Some(c) => match new.value.compare(&c.value) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => new.exclusive,
+            std::cmp::Ordering::Less => false,
+        },
+    };
+    if replace {
+        *cur = Some(new);
+    }
+}
+
+fn tighter_hi(cur: &mut Option<Bound>, new: Bound) {
+    let replace = match cur {
+        None => true,
+        Some(c) => match new.value.compare(&c.value) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => new.exclusive,
+            std::cmp::Ordering::Greater => false,
+        },
+    };
+    if replace {
+        *cur = Some(new);
+    }
+}
+
+/// Whether `text` is matched in full by `regex`.
+fn full_match(regex: &str, text: &str) -> Result<bool> {
+    let dfa = Dfa::compile_many(&[regex], &RegexLimits::default())?;
+    let s = dfa.run(dfa.start(), text.as_bytes());
+    Ok(s != crate::regex::DEAD && dfa.is_accepting(s))
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(root: &'a Value, opts: &'a Options) -> Compiler<'a> {
+        let mut b = GrammarBuilder::new();
+        let p = match &opts.whitespace {
+            Whitespace::Flexible => {
+                let ws = r"[ \t\n\r]*";
+                Punct {
+                    lb: Sym::T(b.terminal("{", &format!(r"\{{{ws}"))),
+                    rb: Sym::T(b.terminal("}", &format!(r"{ws}\}}"))),
+                    lk: Sym::T(b.terminal("[", &format!(r"\[{ws}"))),
+                    rk: Sym::T(b.terminal("]", &format!(r"{ws}\]"))),
+                    comma: Sym::T(b.terminal(",", &format!("{ws},{ws}"))),
+                    colon: Sym::T(b.terminal(":", &format!("{ws}:{ws}"))),
+                    ws: Some(Sym::T(b.terminal("WS", r"[ \t\n\r]+"))),
+                }
+            }
+            Whitespace::Compact => Punct {
+                lb: Sym::T(b.literal("{")),
+                rb: Sym::T(b.literal("}")),
+                lk: Sym::T(b.literal("[")),
+                rk: Sym::T(b.literal("]")),
+                comma: Sym::T(b.literal(",")),
+                colon: Sym::T(b.literal(":")),
+                ws: None,
+            },
+            Whitespace::Separators { item, key } => Punct {
+                lb: Sym::T(b.literal("{")),
+                rb: Sym::T(b.literal("}")),
+                lk: Sym::T(b.literal("[")),
+                rk: Sym::T(b.literal("]")),
+                comma: Sym::T(b.literal(item)),
+                colon: Sym::T(b.literal(key)),
+                ws: None,
+            },
+        };
+        let never = b.fresh("never");
+        b.rule(never, vec![Sym::N(never)]);
+        Compiler {
+            doc: Doc::new(root),
+            b,
+            opts,
+            warnings: Vec::new(),
+            memo: HashMap::new(),
+            p,
+            never: Sym::N(never),
+            any: None,
+            depth: 0,
+        }
+    }
+
+    /// Compile the whole document into a grammar with start symbol `start`.
+    pub fn run(mut self) -> Result<(crate::grammar::Grammar, Vec<String>)> {
+        let v = self.emit(vec![String::new()])?;
+        let start = self.b.nonterminal("start");
+        match self.p.ws {
+            Some(ws) => {
+                let wso = self.b.opt(ws);
+                self.b.rule(start, vec![wso, v, wso]);
+            }
+            None => self.b.rule(start, vec![v]),
+        }
+        let g = self.b.finish("start").map_err(|e| match e {
+            Error::EmptyLanguage(_) => Error::EmptyLanguage("the schema admits no JSON value (contradictory or unsatisfiable constraints)".into()),
+            e => e,
+        })?;
+        Ok((g, self.warnings))
+    }
+
+    fn unsupported(&mut self, keyword: &str, ptr: &str, message: &str) -> Result<()> {
+        if self.opts.strict {
+            Err(Error::Unsupported {
+                keyword: keyword.to_string(),
+                pointer: hash_ptr(ptr),
+                message: message.to_string(),
+            })
+        } else {
+            self.warnings
+                .push(format!("ignored JSON Schema keyword {keyword:?} at {}: {message}", hash_ptr(ptr)));
+            Ok(())
+        }
+    }
+
+    // ----- shapes -----
+
+    fn shape_of(&mut self, conj: &Conj) -> Result<Shape> {
+        let mut s = Shape::default();
+        let mut seen = Vec::new();
+        for p in conj {
+            if p.starts_with('@') {
+                continue;
+            }
+            self.apply(&mut s, p, conj, &mut Vec::new(), &mut seen)?;
+        }
+        Ok(s)
+    }
+
+    fn apply(&mut self, s: &mut Shape, ptr: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        if chain.iter().any(|c| c == ptr) {
+            return Err(schema_err(
+                ptr,
+                "$ref cycle with no base case (the schema refers to itself without consuming input)",
+            ));
+        }
+        if seen.iter().any(|c| c == ptr) {
+            return Ok(());
+        }
+        if chain.len() > self.opts.max_depth {
+            return Err(schema_err(
+                ptr,
+                format!("$ref/allOf nesting deeper than max_depth={}", self.opts.max_depth),
+            ));
+        }
+        seen.push(ptr.to_string());
+        let v = self.doc.get(ptr).ok_or_else(|| schema_err(ptr, "no such location"))?;
+        let o = match v {
+            Value::Bool(true) => return Ok(()),
+            Value::Bool(false) => {
+                s.never = true;
+                return Ok(());
+            }
+            Value::Object(o) => o,
+            other => return Err(schema_err(ptr, format!("a schema must be an object or a boolean, got {other}"))),
+        };
+        chain.push(ptr.to_string());
+        let is_tuple = matches!(o.get("items"), Some(Value::Array(_)));
+        for (k, v) in o {
+            let kp = format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1"));
+            match k.as_str() {
+                "$ref" => {
+                    let r = v.as_str().ok_or_else(|| schema_err(&kp, "$ref must be a string"))?;
+                    let target = self.doc.resolve(r, ptr).map_err(|m| schema_err(&kp, m))?;
+                    self.apply(s, &target, conj, chain, seen)?;
+                }
+                "allOf" | "anyOf" | "oneOf" => {
+                    let xs = v
+                        .as_array()
+                        .filter(|x| !x.is_empty())
+                        .ok_or_else(|| schema_err(&kp, format!("{k} must be a non-empty array")))?;
+                    let branches: Vec<String> = (0..xs.len()).map(|i| format!("{kp}/{i}")).collect();
+                    if k == "allOf" {
+                        for b in &branches {
+                            self.apply(s, b, conj, chain, seen)?;
+                        }
+                    } else if let Some(i) = (0..xs.len()).find(|i| conj.contains(&format!("@{i}@{kp}"))) {
+                        self.apply(s, &branches[i], conj, chain, seen)?;
+                    } else if xs.len() == 1 {
+                        self.apply(s, &branches[0], conj, chain, seen)?;
+                    } else {
+                        s.alts.push((kp, branches, k == "oneOf"));
+                    }
+                }
+                "type" => {
+                    let names: Vec<&Value> = match v {
+                        Value::Array(xs) => xs.iter().collect(),
+                        x => vec![x],
+                    };
+                    let mut bits = 0;
+                    for n in names {
+                        bits |= match n.as_str() {
+                            Some("null") => NULL,
+                            Some("boolean") => BOOL,
+                            Some("integer") => INT,
+                            Some("number") => INT | FRAC,
+                            Some("string") => STR,
+                            Some("array") => ARR,
+                            Some("object") => OBJ,
+                            _ => return Err(schema_err(&kp, format!("unknown type {n}"))),
+                        };
+                    }
+                    s.types &= bits;
+                }
+                "enum" | "const" => {
+                    let vals = if k == "const" {
+                        vec![v.clone()]
+                    } else {
+                        v.as_array().ok_or_else(|| schema_err(&kp, "enum must be an array"))?.clone()
+                    };
+                    s.enums = Some(match s.enums.take() {
+                        None => vals,
+                        Some(old) => old.into_iter().filter(|x| vals.iter().any(|y| json_eq(x, y))).collect(),
+                    });
+                }
+                "minimum" => tighter_lo(
+                    &mut s.lo,
+                    Bound {
+                        value: number(v, ptr, k)?,
+                        exclusive: o.get("exclusiveMinimum") == Some(&Value::Bool(true)),
+                    },
+                ),
+                "maximum" => tighter_hi(
+                    &mut s.hi,
+                    Bound {
+                        value: number(v, ptr, k)?,
+                        exclusive: o.get("exclusiveMaximum") == Some(&Value::Bool(true)),
+                    },
+                ),
+                "exclusiveMinimum" | "exclusiveMaximum" => {
+                    if v.is_boolean() {
+                        continue; // draft-04 form, read with minimum/maximum
+                    }
+                    let b = Bound {
+                        value: number(v, ptr, k)?,
+                        exclusive: true,
+                    };
+                    if k == "exclusiveMinimum" {
+                        tighter_lo(&mut s.lo, b)
+                    } else {
+                        tighter_hi(&mut s.hi, b)
+                    }
+                }
+                "multipleOf" => {
+                    let d = number(v, ptr, k)?;
+                    if d.neg || d.int == "0" && d.frac.is_empty() {
+                        return Err(schema_err(&kp, "multipleOf must be positive"));
+                    }
+                    if !s.multiple_of.iter().any(|(x, _)| *x == d) {
+                        s.multiple_of.push((d, kp));
+                    }
+                }
+                "minLength" => s.min_len = s.min_len.max(count(v, ptr, k)?),
+                "maxLength" => {
+                    let c = count(v, ptr, k)?;
+                    s.max_len = Some(s.max_len.map_or(c, |m| m.min(c)));
+                }
+                "pattern" => {
+                    let p = v.as_str().ok_or_else(|| schema_err(&kp, "pattern must be a string"))?;
+                    if !s.patterns.iter().any(|(x, _)| x == p) {
+                        s.patterns.push((p.to_string(), kp));
+                    }
+                }
+                "format" => {
+                    let f = v.as_str().ok_or_else(|| schema_err(&kp, "format must be a string"))?;
+                    if !s.formats.iter().any(|(x, _)| x == f) {
+                        s.formats.push((f.to_string(), kp));
+                    }
+                }
+                "items" | "additionalItems" => {
+                    if k == "additionalItems" && !is_tuple {
+                        continue;
+                    }
+                    match v {
+                        Value::Array(xs) => {
+                            for i in 0..xs.len() {
+                                let p = format!("{kp}/{i}");
+                                match s.prefix.get_mut(i) {
+                                    Some(c) => c.push(p),
+                                    None => s.prefix.push(vec![p]),
+                                }
+                            }
+                        }
+                        _ => {
+                            let local = match (k.as_str(), o.get("prefixItems"), o.get("items")) {
+                                ("additionalItems", _, Some(Value::Array(xs))) => xs.len(),
+                                (_, Some(Value::Array(xs)), _) => xs.len(),
+                                _ => 0,
+                            };
+                            s.items.push((kp.clone(), local));
+                        }
+                    }
+                    s.structural.get_or_insert(kp);
+                }
+                "prefixItems" => {
+                    let xs = v.as_array().ok_or_else(|| schema_err(&kp, "prefixItems must be an array"))?;
+                    for i in 0..xs.len() {
+                        let p = format!("{kp}/{i}");
+                        match s.prefix.get_mut(i) {
+                            Some(c) => c.push(p),
+                            None => s.prefix.push(vec![p]),
+                        }
+                    }
+                    s.structural.get_or_insert(kp);
+                }
+                "minItems" => s.min_items = s.min_items.max(count(v, ptr, k)?),
+                "maxItems" => {
+                    let c = count(v, ptr, k)?;
+                    s.max_items = Some(s.max_items.map_or(c, |m| m.min(c)));
+                }
+                "properties" => {
+                    let m = v.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
+                    for name in m.keys() {
+                        let p = format!("{kp}/{}", name.replace('~', "~0").replace('/', "~1"));
+                        match s.props.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, c)) => c.push(p),
+                            None => s.props.push((name.clone(), vec![p])),
+                        }
+                    }
+                    s.structural.get_or_insert(kp);
+                }
+                "required" => {
+                    let xs = v.as_array().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                    for x in xs {
+                        let n = x.as_str().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                        if !s.required.iter().any(|r| r == n) {
+                            s.required.push(n.to_string());
+                        }
+                    }
+                }
+                "additionalProperties" => {
+                    let keys = |kw: &str| -> Vec<String> {
+                        o.get(kw)
+                            .and_then(|x| x.as_object())
+                            .map(|m| m.keys().cloned().collect())
+                            .unwrap_or_default()
+                    };
+                    s.additional.push((kp.clone(), keys("properties"), keys("patternProperties")));
+                    s.structural.get_or_insert(kp);
+                }
+                "patternProperties" => {
+                    let m = v.as_object().ok_or_else(|| schema_err(&kp, "patternProperties must be an object"))?;
+                    for pat in m.keys() {
+                        let p = format!("{kp}/{}", pat.replace('~', "~0").replace('/', "~1"));
+                        match s.pattern_props.iter_mut().find(|(n, _, _)| n == pat) {
+                            Some((_, c, _)) => c.push(p),
+                            None => s.pattern_props.push((pat.clone(), vec![p], kp.clone())),
+                        }
+                    }
+                    s.structural.get_or_insert(kp);
+                }
+                "minProperties" => s.min_props = s.min_props.max(count(v, ptr, k)?),
+                "maxProperties" => {
+                    let c = count(v, ptr, k)?;
+                    s.max_props = Some(s.max_props.map_or(c, |m| m.min(c)));
+                }
+                "uniqueItems" if v == &Value::Bool(true) => {
+                    self.unsupported(k, &kp, "uniqueItems: true cannot be enforced by a grammar")?;
+                }
+                "not" => self.apply_not(s, v, &kp)?,
+                "if" if o.contains_key("then") || o.contains_key("else") => {
+                    self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
+                }
+                "contains" => {
+                    s.contains.push(kp.clone());
+                    s.structural.get_or_insert(kp);
+                }
+                "minContains" => {
+                    let c = count(v, ptr, k)?;
+                    s.min_contains = Some(s.min_contains.map_or(c, |m| m.max(c)));
+                }
+                "maxContains"
+                | "dependentRequired"
+                | "dependentSchemas"
+                | "dependencies"
+                | "propertyNames"
+                | "unevaluatedProperties"
+                | "unevaluatedItems"
+                | "$dynamicRef"
+                | "$recursiveRef" => {
+                    if k == "unevaluatedProperties" && v == &Value::Bool(true) || k == "unevaluatedItems" && v == &Value::Bool(true) {
+                        continue;
+                    }
+                    self.unsupported(k, &kp, "not supported")?;
+                }
+                _ => {} // annotations and unknown keywords
+            }
+        }
+        chain.pop();
+        Ok(())
+    }
+
+    /// `not` in the forms that have an exact positive reading.
+    fn apply_not(&mut self, s: &mut Shape, v: &Value, kp: &str) -> Result<()> {
+        match v {
+            Value::Bool(true) => s.never = true,
+            Value::Bool(false) => {}
+            Value::Object(o) if o.is_empty() => s.never = true,
+            Value::Object(o) if o.len() == 1 && o.contains_key("type") => {
+                let mut bits = 0;
+                let names: Vec<&Value> = match &o["type"] {
+                    Value::Array(xs) => xs.iter().collect(),
+                    x => vec![x],
+                };
+                for n in names {
+                    bits |= match n.as_str() {
+                        Some("null") => NULL,
+                        Some("boolean") => BOOL,
+                        Some("integer") => INT,
+                        Some("number") => INT | FRAC,
+                        Some("string") => STR,
+                        Some("array") => ARR,
+                        Some("object") => OBJ,
+                        _ => return Err(schema_err(kp, format!("unknown type {n}"))),
+                    };
+                }
+                // `not integer` still allows 1.5 but not 1.0: integral
+                // numbers are exactly INT here.
+                s.types &= !bits;
+            }
+            _ => self.unsupported("not", kp, "only `not` of {}, true or a type is supported")?,
+        }
+        Ok(())
+    }
+
+    // ----- emission -----
+
+    fn emit(&mut self, mut conj: Conj) -> Result<Sym> {
+        conj.sort();
+        conj.dedup();
+        if let Some(&s) = self.memo.get(&conj) {
+            return Ok(s);
+        }
+        if self.depth > self.opts.max_depth {
+            return Err(schema_err(
+                conj.first().map_or("", |s| s.as_str()),
+                format!("schema nesting deeper than max_depth={}", self.opts.max_depth),
+            ));
+        }
+        let nt = self.b.fresh("schema");
+        self.memo.insert(conj.clone(), Sym::N(nt));
+        self.depth += 1;
+        let shape = self.shape_of(&conj);
+        let alts = shape.and_then(|s| self.emit_shape(&conj, s));
+        self.depth -= 1;
+        let alts = alts?;
+        if alts.is_empty() {
+            self.b.rule(nt, vec![self.never]);
+        }
+        for a in alts {
+            self.b.rule(nt, a);
+        }
+        Ok(Sym::N(nt))
+    }
+
+    fn emit_shape(&mut self, conj: &Conj, mut s: Shape) -> Result<Vec<Vec<Sym>>> {
+        if s.never || s.types == 0 {
+            return Ok(vec![]);
+        }
+        if !s.alts.is_empty() {
+            let (gp, branches, one_of) = s.alts.remove(0);
+            if one_of && !self.disjoint(&branches)? {
+                self.unsupported(
+                    "oneOf",
+                    &gp,
+                    "branches that are not provably disjoint (different types or a const/enum discriminator)",
+                )?;
+            }
+            let mut out = Vec::new();
+            for i in 0..branches.len() {
+                let mut c = conj.clone();
+                c.push(format!("@{i}@{gp}"));
+                out.push(vec![self.emit(c)?]);
+            }
+            return Ok(out);
+        }
+        if let Some(vals) = s.enums.take() {
+            return self.emit_enum(&s, vals);
+        }
+        let mut out = Vec::new();
+        if s.types & NULL != 0 {
+            out.push(vec![Sym::T(self.b.literal("null"))]);
+        }
+        if s.types & BOOL != 0 {
+            out.push(vec![Sym::T(self.b.literal("true"))]);
+            out.push(vec![Sym::T(self.b.literal("false"))]);
+        }
+        if s.types & (INT | FRAC) != 0 {
+            if let Some(re) = self.number_regex(&s)? {
+                out.push(vec![Sym::T(self.b.terminal("NUMBER", &re))]);
+            }
+        }
+        if s.types & STR != 0 {
+            if let Some(sym) = self.string(&s)? {
+                out.push(vec![sym]);
+            }
+        }
+        if s.types & ARR != 0 {
+            if let Some(sym) = self.array(&s)? {
+                out.push(vec![sym]);
+            }
+        }
+        if s.types & OBJ != 0 {
+            if let Some(sym) = self.object(&s)? {
+                out.push(vec![sym]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether no value satisfies two of the branches at once, by type or
+    /// by a required property with disjoint `const`/`enum` values.
+    fn disjoint(&mut self, branches: &[String]) -> Result<bool> {
+        let mut info = Vec::new();
+        for b in branches {
+            let s = self.shape_of(&vec![b.clone()])?;
+            let mut types = s.types;
+            if let Some(vals) = &s.enums {
+                types &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
+            }
+            if !s.alts.is_empty() {
+                // Nested unions: their types are the union of the branches'.
+                let mut t = 0;
+                for (_, bs, _) in &s.alts {
+                    for x in bs {
+                        t |= self.shape_of(&vec![x.clone()])?.types;
+                    }
+                }
+                types &= t;
+            }
+            let mut disc = Vec::new();
+            for (name, c) in &s.props {
+                if s.required.contains(name) {
+                    let ps = self.shape_of(c)?;
+                    if let Some(vals) = ps.enums {
+                        disc.push((name.clone(), vals));
+                    }
+                }
+            }
+            info.push((types, disc));
+        }
+        for i in 0..info.len() {
+            for j in i + 1..info.len() {
+                let (ti, di) = &info[i];
+                let (tj, dj) = &info[j];
+                if ti & tj == 0 {
+                    continue;
+                }
+                let by_disc = (ti & tj) == OBJ
+                    && di
+                        .iter()
+                        .any(|(n, vi)| dj.iter().any(|(m, vj)| n == m && !vi.iter().any(|x| vj.iter().any(|y| json_eq(x, y)))));
+                if !by_disc {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    // ----- scalars -----
+
+    fn number_regex(&mut self, s: &Shape) -> Result<Option<String>> {
+        let mut integer = s.types & FRAC == 0;
+        let mut frac_digits = None;
+        if s.types & INT == 0 {
+            // Only non-integral numbers (`not: {type: integer}`).
+            if s.lo.is_some() || s.hi.is_some() || !s.multiple_of.is_empty() {
+                let at = s.multiple_of.first().map(|m| m.1.clone()).unwrap_or_default();
+                self.unsupported("not", &at, "non-integral numbers with bounds or multipleOf")?;
+            }
+            return Ok(Some(r"-?(?:0|[1-9][0-9]*)\.[0-9]*[1-9][0-9]*".to_string()));
+        }
+        // Of several multipleOf, one that is a multiple of all others
+        // implies them.
+        let mult = s
+            .multiple_of
+            .iter()
+            .find(|(k, _)| s.multiple_of.iter().all(|(d, _)| divides(d, k)))
+            .cloned()
+            .or_else(|| s.multiple_of.first().cloned());
+        if s.multiple_of.len() > 1 && !s.multiple_of.iter().all(|(d, _)| mult.as_ref().is_some_and(|(k, _)| divides(d, k))) {
+            let kp = s.multiple_of[1].1.clone();
+            self.unsupported("multipleOf", &kp, "several multipleOf constraints, none a multiple of the others")?;
+        }
+        if let Some((k, kp)) = mult.as_ref() {
+            if k.int == "1" && k.frac.is_empty() {
+                integer = true;
+            } else if k.int == "0" && k.frac.ends_with('1') && k.frac[..k.frac.len() - 1].bytes().all(|c| c == b'0') {
+                frac_digits = Some(k.frac.len());
+            } else if let Some(vals) = enumerate_multiples(k, s.lo.as_ref(), s.hi.as_ref(), integer) {
+                return Ok(if vals.is_empty() { None } else { Some(vals.join("|")) });
+            } else if let (true, None, None) = (k.frac.is_empty(), &s.lo, &s.hi) {
+                match suffix_multiples(&k.int) {
+                    Some(re) => return Ok(Some(re)),
+                    None => self.unsupported(
+                        "multipleOf",
+                        kp,
+                        "multipleOf of an unbounded number is enforced for powers of 2 and 5 times powers of ten only",
+                    )?,
+                }
+            } else {
+                self.unsupported("multipleOf", kp, "multipleOf over a range with more than 10000 multiples")?;
+            }
+        }
+        Ok(numbers::range_regex(s.lo.as_ref(), s.hi.as_ref(), integer, frac_digits))
+    }
+
+    /// The string symbol of `s`, `None` when no string qualifies.
+    fn string(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        if let Some(max) = s.max_len {
+            if max < s.min_len {
+                return Ok(None);
+            }
+        }
+        let mut body: Option<String> = None;
+        let mut body_from = String::new();
+        for (f, kp) in &s.formats {
+            match strings::format_body(f) {
+                Ok(Some(b)) => {
+                    if body.is_some() {
+                        self.unsupported("format", kp, "several formats on one string")?;
+                        continue;
+                    }
+                    body = Some(b);
+                    body_from = kp.clone();
+                }
+                Ok(None) => {}
+                Err(m) => self.unsupported("format", kp, &m)?,
+            }
+        }
+        for (p, kp) in &s.patterns {
+            if body.is_some() {
+                self.unsupported("pattern", kp, "a pattern together with another pattern or a format")?;
+                continue;
+            }
+            match strings::pattern_body(p) {
+                Ok(b) => {
+                    body = Some(b);
+                    body_from = kp.clone();
+                }
+                Err(Error::Usage(m)) => self.unsupported("pattern", kp, &m)?,
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(b) = body {
+            if s.min_len > 0 || s.max_len.is_some() {
+                self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?;
+            }
+            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{b}\"")))));
+        }
+        let (min, max) = (s.min_len, s.max_len);
+        if max.is_some_and(|m| m > MAX_COUNT) || min > MAX_COUNT {
+            return Err(Error::TooLarge(format!("string length bound above {MAX_COUNT}")));
+        }
+        let big = max.map_or(min, |m| m.max(min));
+        if big <= MAX_REGEX_COUNT {
+            let rep = match max {
+                Some(m) if m == min => format!("{{{m}}}"),
+                Some(m) => format!("{{{min},{m}}}"),
+                None if min == 0 => "*".into(),
+                None => format!("{{{min},}}"),
+            };
+            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{CH}{rep}\"")))));
+        }
+        Ok(Some(self.chunked_string(min, max)))
+    }
+
+    /// A string of `min..=max` characters as chunks of exactly `k`
+    /// characters and a closing chunk of fewer, counted by the parser.
+    fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
+        let big = max.map_or(min, |m| m.max(min));
+        let k = big.div_ceil(4096).clamp(64, 2048);
+        let states = match max {
+            Some(n) => n / k,
+            None => min.div_ceil(k).max(1),
+        };
+        let nts: Vec<u32> = (0..=states).map(|_| self.b.fresh("strchunk")).collect();
+        for j in 0..=states {
+            let q = if j == 0 { "\"" } else { "" };
+            let done = j * k;
+            let full_ok = match max {
+                Some(n) => done + k <= n,
+                None => true,
+            };
+            if full_ok {
+                let full = self.b.terminal("STRING_CHUNK", &format!("{q}{CH}{{{k}}}"));
+                let next = if j == states { nts[j as usize] } else { nts[j as usize + 1] };
+                self.b.rule(nts[j as usize], vec![Sym::T(full), Sym::N(next)]);
+            }
+            let a = min.saturating_sub(done);
+            let b = match max {
+                Some(n) => (n - done).min(k - 1),
+                None => k - 1,
+            };
+            if a <= b {
+                let last = self.b.terminal("STRING_END", &format!("{q}{CH}{{{a},{b}}}\""));
+                self.b.rule(nts[j as usize], vec![Sym::T(last)]);
+            }
+        }
+        Sym::N(nts[0])
+    }
+
+    // ----- enums and literals -----
+
+    fn emit_enum(&mut self, s: &Shape, vals: Vec<Value>) -> Result<Vec<Vec<Sym>>> {
+        let structural = s.prefix.len() + s.props.len() + s.pattern_props.len() + s.required.len() > 0
+            || !s.items.is_empty()
+            || !s.contains.is_empty()
+            || !s.additional.is_empty()
+            || s.min_items > 0
+            || s.max_items.is_some()
+            || s.min_props > 0
+            || s.max_props.is_some();
+        let mut out = Vec::new();
+        let mut strs = Vec::new();
+        for v in vals {
+            if type_bits(&v) & s.types == 0 && !(type_bits(&v) == INT && s.types & FRAC != 0) {
+                continue;
+            }
+            match &v {
+                Value::Array(_) | Value::Object(_) if structural => {
+                    let at = s.structural.clone().unwrap_or_default();
+                    self.unsupported("enum", &at, "object or array values together with structural keywords")?;
+                }
+                Value::Number(n) => {
+                    let Some(d) = Dec::from_json(n) else { continue };
+                    if !self.number_ok(s, &d)? {
+                        continue;
+                    }
+                }
+                Value::String(x) => {
+                    if !self.string_ok(s, x)? {
+                        continue;
+                    }
+                    strs.push(regex_syntax::escape(&strings::encode(x)));
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(self.literal(&v));
+        }
+        if !strs.is_empty() {
+            if strs.len() > MAX_ENUMERATED {
+                return Err(Error::TooLarge(format!("enum of more than {MAX_ENUMERATED} strings")));
+            }
+            strs.sort();
+            strs.dedup();
+            out.push(vec![Sym::T(self.b.terminal("STRING_ENUM", &strs.join("|")))]);
+        }
+        Ok(out)
+    }
+
+    fn number_ok(&mut self, s: &Shape, d: &Dec) -> Result<bool> {
+        if s.types & FRAC == 0 && !d.frac.is_empty() {
+            return Ok(false);
+        }
+        let text = format!(
+            "{}{}{}{}",
+            if d.neg { "-" } else { "" },
+            d.int,
+            if d.frac.is_empty() { "" } else { "." },
+            d.frac
+        );
+        let Some(re) = self.number_regex(s)? else { return Ok(false) };
+        full_match(&re, &text)
+    }
+
+    fn string_ok(&mut self, s: &Shape, x: &str) -> Result<bool> {
+        let enc = strings::encode(x);
+        match self.string(s)? {
+            None => Ok(false),
+            Some(Sym::T(t)) => full_match(&self.b_terminal_regex(t), &enc),
+            Some(Sym::N(_)) => {
+                let n = x.chars().count() as u64;
+                Ok(n >= s.min_len && s.max_len.is_none_or(|m| n <= m))
+            }
+        }
+    }
+
+    fn b_terminal_regex(&self, t: u32) -> String {
+        self.b.terminal_regex(t).to_string()
+    }
+
+    /// The symbols spelling one JSON value (any whitespace the mode allows
+    /// between its tokens).
+    fn literal(&mut self, v: &Value) -> Vec<Sym> {
+        match v {
+            Value::Null => vec![Sym::T(self.b.literal("null"))],
+            Value::Bool(true) => vec![Sym::T(self.b.literal("true"))],
+            Value::Bool(false) => vec![Sym::T(self.b.literal("false"))],
+            Value::Number(n) => {
+                let re = match Dec::from_json(n) {
+                    Some(d) => {
+                        let sign = if d.neg {
+                            "-"
+                        } else if d.int == "0" && d.frac.is_empty() {
+                            "-?"
+                        } else {
+                            ""
+                        };
+                        if d.frac.is_empty() {
+                            format!(r"{sign}{}(?:\.0+)?", d.int)
+                        } else {
+                            format!(r"{sign}{}\.{}0*", d.int, d.frac)
+                        }
+                    }
+                    None => regex_syntax::escape(&n.to_string()),
+                };
+                vec![Sym::T(self.b.terminal("NUMBER", &re))]
+            }
+            Value::String(x) => vec![Sym::T(self.b.literal(&strings::encode(x)))],
+            Value::Array(xs) => {
+                let mut out = vec![self.p.lk];
+                for (i, x) in xs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(self.p.comma);
+                    }
+                    out.extend(self.literal(x));
+                }
+                out.push(self.p.rk);
+                out
+            }
+            Value::Object(m) => {
+                let mut out = vec![self.p.lb];
+                for (i, (k, x)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(self.p.comma);
+                    }
+                    out.push(Sym::T(self.b.literal(&strings::encode(k))));
+                    out.push(self.p.colon);
+                    out.extend(self.literal(x));
+                }
+                out.push(self.p.rb);
+                out
+            }
+        }
+    }
+
+    /// Any JSON value (the schema `true`).
+    fn any(&mut self) -> Sym {
+        if let Some(a) = self.any {
+            return a;
+        }
+        let a = self.b.fresh("any");
+        self.any = Some(Sym::N(a));
+        let string = Sym::T(self.b.terminal("STRING", &format!("\"{CH}*\"")));
+        let number = Sym::T(self.b.terminal("NUMBER", numbers::NUMBER_RE));
+        for lit in ["null", "true", "false"] {
+            let t = self.b.literal(lit);
+            self.b.rule(a, vec![Sym::T(t)]);
+        }
+        self.b.rule(a, vec![string]);
+        self.b.rule(a, vec![number]);
+        let Punct {
+            lb,
+            rb,
+            lk,
+            rk,
+            comma,
+            colon,
+            ..
+        } = self.p;
+        let pair = self.b.fresh("pair");
+        self.b.rule(pair, vec![string, colon, Sym::N(a)]);
+        let members = self.b.fresh("members");
+        self.b.rule(members, vec![Sym::N(pair)]);
+        self.b.rule(members, vec![Sym::N(members), comma, Sym::N(pair)]);
+        self.b.rule(a, vec![lb, rb]);
+        self.b.rule(a, vec![lb, Sym::N(members), rb]);
+        let elems = self.b.fresh("elements");
+        self.b.rule(elems, vec![Sym::N(a)]);
+        self.b.rule(elems, vec![Sym::N(elems), comma, Sym::N(a)]);
+        self.b.rule(a, vec![lk, rk]);
+        self.b.rule(a, vec![lk, Sym::N(elems), rk]);
+        Sym::N(a)
+    }
+
+    /// Whether a conjunction is the `false` schema (cheap syntactic check;
+    /// other empty languages are pruned from the grammar anyway).
+    fn is_false(&mut self, c: &Conj) -> Result<bool> {
+        let s = self.shape_of(c)?;
+        Ok(s.never || s.types == 0 || s.enums.as_ref().is_some_and(|e| e.is_empty()))
+    }
+
+    // ----- arrays -----
+
+    fn array(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        // Item conjunction at position j: the prefix's, and each `items`
+        // whose own prefix ends at or before j. Past `tail_from` it is
+        // the same for every position.
+        let plen = s.prefix.len();
+        let tail_from = s.items.iter().map(|(_, l)| *l).max().unwrap_or(0).max(plen);
+        let item_conj = |j: usize| -> Conj {
+            let mut c = s.prefix.get(j).cloned().unwrap_or_default();
+            c.extend(s.items.iter().filter(|(_, l)| *l <= j).map(|(p, _)| p.clone()));
+            c
+        };
+        let tail = item_conj(tail_from);
+        let mut max = s.max_items;
+        if !tail.is_empty() && self.is_false(&tail)? {
+            let k = tail_from as u64;
+            max = Some(max.map_or(k, |m| m.min(k)));
+        }
+        let min = s.min_items;
+        if max.is_some_and(|m| m < min) {
+            return Ok(None);
+        }
+        if max.is_some_and(|m| m > MAX_COUNT) || min > MAX_COUNT {
+            return Err(Error::TooLarge(format!("array length bound above {MAX_COUNT}")));
+        }
+        // `contains`: count matching items up to `need`.
+        if s.contains.len() > 1 {
+            let at = s.contains[1].clone();
+            self.unsupported("contains", &at, "several contains constraints on one array")?;
+        }
+        let need = if s.contains.is_empty() { 0 } else { s.min_contains.unwrap_or(1) };
+        // States j = items so far; the last one loops when unbounded.
+        let last = match max {
+            Some(m) => m,
+            None => min.max(tail_from as u64).max(1),
+        };
+        if (last + 1).saturating_mul(need + 1) > 200_000 {
+            return Err(Error::TooLarge(format!(
+                "array bounds need more than 200000 parser states (up to {last} items)"
+            )));
+        }
+        let mut syms: Vec<Option<Sym>> = Vec::new();
+        let mut csyms: Vec<Option<Sym>> = Vec::new();
+        for j in 0..=tail_from {
+            let c = item_conj(j);
+            syms.push(Some(if c.is_empty() { self.any() } else { self.emit(c.clone())? }));
+            if need > 0 {
+                let mut cc = c;
+                cc.push(s.contains[0].clone());
+                csyms.push(Some(self.emit(cc)?));
+            }
+        }
+        let Punct { lk, rk, comma, .. } = self.p;
+        let nts: Vec<Vec<u32>> = (0..=last).map(|_| (0..=need).map(|_| self.b.fresh("arr")).collect()).collect();
+        for j in 0..=last {
+            let pos = (j as usize).min(tail_from);
+            for k in 0..=need {
+                let nt = nts[j as usize][k as usize];
+                if j >= min && k >= need {
+                    self.b.rule(nt, vec![rk]);
+                }
+                let next_j = if j < last {
+                    j + 1
+                } else if max.is_none() {
+                    j
+                } else {
+                    continue;
+                };
+                let sep = if j > 0 { vec![comma] } else { vec![] };
+                let step = |it: Option<Sym>, k2: u64, b: &mut GrammarBuilder| {
+                    if let Some(it) = it {
+                        let mut rhs = sep.clone();
+                        rhs.extend([it, Sym::N(nts[next_j as usize][k2 as usize])]);
+                        b.rule(nt, rhs);
+                    }
+                };
+                step(syms[pos], k, &mut self.b);
+                if need > 0 {
+                    step(csyms[pos], (k + 1).min(need), &mut self.b);
+                }
+            }
+        }
+        let arr = self.b.fresh("array");
+        self.b.rule(arr, vec![lk, Sym::N(nts[0][0])]);
+        Ok(Some(Sym::N(arr)))
+    }
+
+    // ----- objects -----
+
+    fn object(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        // Value conjunctions of the listed properties, then of required
+        // names not listed (they take patternProperties/additionalProperties).
+        let mut entries: Vec<(String, Conj, bool)> = Vec::new();
+        let mut pats = Vec::new();
+        for (p, c, kp) in &s.pattern_props {
+            let re = match strings::pattern_search_regex(p) {
+                Ok(r) => r,
+                Err(Error::Usage(m)) => {
+                    self.unsupported("patternProperties", kp, &m)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            pats.push((p.clone(), c.clone(), kp.clone(), re));
+        }
+        let names: Vec<String> = s
+            .props
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(s.required.iter().filter(|r| !s.props.iter().any(|(n, _)| n == *r)).cloned())
+            .collect();
+        for name in &names {
+            let mut c = match s.props.iter().find(|(n, _)| n == name) {
+                Some((_, c)) => c.clone(),
+                None => Vec::new(),
+            };
+            for (_, pc, _, re) in &pats {
+                if full_match(re, name)? {
+                    c.extend(pc.iter().cloned());
+                }
+            }
+            // Each additionalProperties applies unless its own object
+            // lists the name or has a pattern matching it.
+            for (ap, local_names, local_pats) in &s.additional {
+                if local_names.contains(name) {
+                    continue;
+                }
+                let mut exempt = false;
+                for lp in local_pats {
+                    if let Ok(re) = strings::pattern_search_regex(lp) {
+                        exempt |= full_match(&re, name)?;
+                    }
+                }
+                if !exempt {
+                    c.push(ap.clone());
+                }
+            }
+            entries.push((name.clone(), c, s.required.contains(name)));
+        }
+        // Keys beyond the listed ones.
+        let mut extras: Vec<(Sym, Sym)> = Vec::new();
+        let additional: Conj = s.additional.iter().map(|(p, _, _)| p.clone()).collect();
+        let additional_false = !additional.is_empty() && self.is_false(&additional)?;
+        if pats.is_empty() {
+            if !additional_false {
+                let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
+                let val = if additional.is_empty() {
+                    self.any()
+                } else {
+                    self.emit(additional.clone())?
+                };
+                extras.push((key, val));
+            }
+        } else {
+            if !additional_false {
+                let kp = pats[0].2.clone();
+                self.unsupported("patternProperties", &kp, "patternProperties with additionalProperties other than false")?;
+            }
+            for (i, (p, pc, kp, re)) in pats.iter().enumerate() {
+                if names.iter().any(|n| full_match(re, n).unwrap_or(true)) {
+                    self.unsupported("patternProperties", kp, &format!("pattern {p:?} also matches a listed property"))?;
+                }
+                let body = match strings::pattern_body(p) {
+                    Ok(b) => b,
+                    Err(Error::Usage(m)) => {
+                        self.unsupported("patternProperties", kp, &m)?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for (q, _, _, _) in &pats[i + 1..] {
+                    if patterns_overlap(p, q)? {
+                        self.unsupported("patternProperties", kp, &format!("patterns {p:?} and {q:?} can match the same key"))?;
+                    }
+                }
+                let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
+                let val = self.emit(pc.clone())?;
+                extras.push((key, val));
+            }
+        }
+        let (min, max) = (s.min_props, s.max_props);
+        if max.is_some_and(|m| m < min) {
+            return Ok(None);
+        }
+        if min > MAX_COUNT || max.is_some_and(|m| m > MAX_COUNT) {
+            return Err(Error::TooLarge(format!("property count bound above {MAX_COUNT}")));
+        }
+        let cap = match max {
+            Some(m) => m,
+            None => min.max(1),
+        };
+        let n = entries.len();
+        if (n as u64 + 1).saturating_mul(cap + 1) > 200_000 {
+            return Err(Error::TooLarge("object bounds need more than 200000 parser states".into()));
+        }
+        let mut vals = Vec::new();
+        let mut keys = Vec::new();
+        for (name, c, _) in &entries {
+            vals.push(self.emit(c.clone())?);
+            keys.push(Sym::T(self.b.literal(&strings::encode(name))));
+        }
+        let Punct { lb, rb, comma, colon, .. } = self.p;
+        let mut states: HashMap<(usize, u64), u32> = HashMap::new();
+        let mut work = vec![(0usize, 0u64)];
+        let root = self.b.fresh("obj");
+        states.insert((0, 0), root);
+        let next_c = |c: u64| if max.is_some() { c + 1 } else { (c + 1).min(cap) };
+        let room = |c: u64| max.is_none_or(|m| c < m);
+        while let Some((i, c)) = work.pop() {
+            let nt = states[&(i, c)];
+            let mut state = |i2: usize, c2: u64, b: &mut GrammarBuilder, work: &mut Vec<(usize, u64)>| -> u32 {
+                *states.entry((i2, c2)).or_insert_with(|| {
+                    work.push((i2, c2));
+                    b.fresh("obj")
+                })
+            };
+            if i < n {
+                if !entries[i].2 {
+                    let skip = state(i + 1, c, &mut self.b, &mut work);
+                    self.b.rule(nt, vec![Sym::N(skip)]);
+                }
+                if room(c) {
+                    let nx = state(i + 1, next_c(c), &mut self.b, &mut work);
+                    let mut rhs = if c > 0 { vec![comma] } else { vec![] };
+                    rhs.extend([keys[i], colon, vals[i], Sym::N(nx)]);
+                    self.b.rule(nt, rhs);
+                }
+            } else {
+                if c >= min {
+                    self.b.rule(nt, vec![rb]);
+                }
+                if room(c) && !extras.is_empty() {
+                    let nx = state(n, next_c(c), &mut self.b, &mut work);
+                    for &(k, v) in &extras {
+                        let mut rhs = if c > 0 { vec![comma] } else { vec![] };
+                        rhs.extend([k, colon, v, Sym::N(nx)]);
+                        self.b.rule(nt, rhs);
+                    }
+                }
+            }
+        }
+        let obj = self.b.fresh("object");
+        self.b.rule(obj, vec![lb, Sym::N(root)]);
+        Ok(Some(Sym::N(obj)))
+    }
+}
+
+/// Whether `d` divides `k` (`k / d` a whole number), both positive decimals.
+fn divides(d: &Dec, k: &Dec) -> bool {
+    let scale = d.frac.len().max(k.frac.len());
+    let scaled = |x: &Dec| -> Option<u128> {
+        if x.int.len() + scale > 36 {
+            return None;
+        }
+        format!("{}{:0<scale$}", x.int, x.frac).parse().ok()
+    };
+    match (scaled(d), scaled(k)) {
+        (Some(a), Some(b)) if a > 0 => b % a == 0,
+        _ => false,
+    }
+}
+
+/// Whether two patterns can match the same key (their DFAs' product has a
+/// state where both match).
+fn patterns_overlap(p: &str, q: &str) -> Result<bool> {
+    let (a, b) = (strings::pattern_search_regex(p)?, strings::pattern_search_regex(q)?);
+    let dfa = Dfa::compile_many(&[a, b], &RegexLimits::default())?;
+    Ok((0..dfa.num_states() as u32).any(|s| dfa.matches(s).first().is_some_and(|w| w & 3 == 3)))
+}
+
+/// Integer digit strings divisible by `k` when `k = 2^a 5^b` (the last
+/// `max(a, b)` digits decide), as a regex of JSON integers.
+fn suffix_multiples(k: &str) -> Option<String> {
+    let mut k: u64 = k.parse().ok()?;
+    let kk = k;
+    let (mut a, mut b) = (0u32, 0u32);
+    while k.is_multiple_of(2) {
+        k /= 2;
+        a += 1;
+    }
+    while k.is_multiple_of(5) {
+        k /= 5;
+        b += 1;
+    }
+    if k != 1 || a.max(b) > 4 {
+        return None;
+    }
+    let m = a.max(b);
+    let modulus = 10u64.pow(m);
+    let mut small = Vec::new();
+    let mut suffixes = Vec::new();
+    let mut x = 0;
+    while x < modulus {
+        small.push(x.to_string());
+        suffixes.push(format!("{x:0width$}", width = m as usize));
+        x += kk;
+    }
+    let body = if m == 0 {
+        "0|[1-9][0-9]*".to_string()
+    } else {
+        format!("{}|[1-9][0-9]*(?:{})", small.join("|"), suffixes.join("|"))
+    };
+    Some(format!(r"-?(?:{body})(?:\.0+)?"))
+}
+
+/// Every multiple of `k` within finite bounds (at most `MAX_ENUMERATED`),
+/// each as the regex of its JSON spellings; `None` when not enumerable.
+fn enumerate_multiples(k: &Dec, lo: Option<&Bound>, hi: Option<&Bound>, integer: bool) -> Option<Vec<String>> {
+    let (lo, hi) = (lo?, hi?);
+    let scale = k.frac.len().max(lo.value.frac.len()).max(hi.value.frac.len());
+    if scale > 12 {
+        return None;
+    }
+    let scaled = |d: &Dec| -> Option<i128> {
+        if d.int.len() > 24 {
+            return None;
+        }
+        let f = format!("{:0<scale$}", d.frac);
+        let v: i128 = format!("{}{}", d.int, f).parse().ok()?;
+        Some(if d.neg { -v } else { v })
+    };
+    let (ks, ls, hs) = (scaled(k)?, scaled(&lo.value)?, scaled(&hi.value)?);
+    let mut first = ls.div_euclid(ks) * ks;
+    while first < ls || (lo.exclusive && first == ls) {
+        first += ks;
+    }
+    let mut out = Vec::new();
+    let mut x = first;
+    while x < hs || (!hi.exclusive && x == hs) {
+        if out.len() >= MAX_ENUMERATED {
+            return None;
+        }
+        let neg = x < 0;
+        let a = x.unsigned_abs();
+        let p = 10u128.pow(scale as u32);
+        let (i, f) = (a / p, a % p);
+        let frac = format!("{f:0scale$}");
+        let frac = frac.trim_end_matches('0');
+        if integer && !frac.is_empty() {
+            x += ks;
+            continue;
+        }
+        let sign = if neg {
+            "-"
+        } else if a == 0 {
+            "-?"
+        } else {
+            ""
+        };
+        out.push(if frac.is_empty() {
+            format!(r"{sign}{i}(?:\.0+)?")
+        } else {
+            format!(r"{sign}{i}\.{frac}0*")
+        });
+        x += ks;
+    }
+    Some(out)
+}

@@ -1,0 +1,100 @@
+//! JSON Schema constraints: a front end that compiles a schema (draft
+//! 2020-12, draft-07 spellings accepted) to the same [`Grammar`] the Lark
+//! and GBNF front ends produce, so masks, caching, rollback and SMC work
+//! unchanged.
+//!
+//! What the language is:
+//! - Values are JSON texts as `json.dumps(value, ensure_ascii=False)`
+//!   writes them (see [`strings`] for the one character encoding), with
+//!   whitespace per [`Whitespace`].
+//! - Properties appear in the order the schema lists them (`properties`,
+//!   then required names not listed), each listed one at most once, then
+//!   any further keys `additionalProperties` / `patternProperties` allow.
+//!   JSON Schema itself does not order keys; fixing the order is what keeps
+//!   the grammar linear in the schema (as llguidance and XGrammar do).
+//! - Bounded numbers are written without exponent ([`numbers`]).
+//! - Counts (`maxLength`, `maxItems`, `minProperties`) are counted by the
+//!   lexer for short strings and by the parser otherwise, never by a regex
+//!   unrolled to the count.
+//!
+//! Strict by default: a keyword whose meaning the grammar cannot enforce
+//! exactly is an [`Error::Unsupported`](crate::error::Error::Unsupported)
+//! naming the keyword and its location; with `strict: false` it is ignored
+//! and reported in [`Compiled::warnings`], so the caller knows the mask
+//! over-approximates.
+
+mod compile;
+pub mod numbers;
+mod resolve;
+pub mod strings;
+
+use crate::error::{Error, Result};
+use crate::grammar::Grammar;
+use serde_json::Value;
+
+/// Whitespace between JSON tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Whitespace {
+    /// Any JSON whitespace between tokens (and around the value).
+    Flexible,
+    /// None at all.
+    Compact,
+    /// Exactly these separators between items and between key and value,
+    /// as `json.dumps(separators=(item, key))`; none elsewhere.
+    Separators { item: String, key: String },
+}
+
+/// Compilation settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub whitespace: Whitespace,
+    /// Refuse keywords that cannot be enforced exactly (else ignore them
+    /// with a warning).
+    pub strict: bool,
+    /// Deepest nesting of subschemas (and of `$ref`/`allOf` chains).
+    pub max_depth: usize,
+}
+
+/// Default [`Options::max_depth`].
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            whitespace: Whitespace::Flexible,
+            strict: true,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// A compiled schema: the grammar, and what non-strict mode ignored.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub grammar: Grammar,
+    pub warnings: Vec<String>,
+}
+
+/// Compile a parsed schema.
+pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(Error::Schema {
+            pointer: "#".into(),
+            message: format!("a schema must be an object or a boolean, got {schema}"),
+        });
+    }
+    let (grammar, warnings) = compile::Compiler::new(schema, opts).run()?;
+    Ok(Compiled { grammar, warnings })
+}
+
+/// Compile a schema given as JSON text.
+pub fn compile_str(text: &str, opts: &Options) -> Result<Compiled> {
+    let v: Value = serde_json::from_str(text).map_err(|e| Error::Schema {
+        pointer: "#".into(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    compile(&v, opts)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,578 @@
+//! JSON strings as regexes: the character encoding, `pattern`, `format`
+//! and "any key but these".
+//!
+//! JSON lets a character be written several ways (`a`, `\u0061`); a
+//! schema constrains characters, so a regex over the encoded text must
+//! follow every encoding or pick one. We pick one, the one
+//! `json.dumps(..., ensure_ascii=False)` and serde_json write: a character
+//! appears raw unless it is `"`, `\` or a control character, which take
+//! their short escape (`\n`) or else `\u00xx` in lowercase hex. With one
+//! encoding per character, `maxLength` counts encodings, a `pattern`'s
+//! character classes map class by class, and "any key except `name`" is a
+//! plain trie complement. Texts with other escapes (`\u0061`, `\/`) are
+//! valid JSON but outside the language; the generic JSON grammar
+//! (`compile_json`) still accepts them.
+
+use crate::error::{Error, Result};
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
+use std::collections::BTreeMap;
+
+/// One character in its canonical encoding.
+pub const CH: &str = r#"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#;
+
+/// The canonical JSON text of `s`, quotes included.
+pub fn encode(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The canonical encoding of `c` (without quotes), as a regex literal.
+fn enc_char(c: char) -> String {
+    let mut buf = [0u8; 4];
+    let e = encode(c.encode_utf8(&mut buf));
+    regex_syntax::escape(&e[1..e.len() - 1])
+}
+
+/// Characters written raw (not escaped).
+fn is_raw(c: u32) -> bool {
+    c >= 0x20 && c != 0x22 && c != 0x5c
+}
+
+/// A regex matching the encoding of any character in `ranges` (inclusive
+/// scalar-value ranges); `None` for the empty set.
+pub fn class_regex(ranges: &[(u32, u32)]) -> Option<String> {
+    let mut raw = String::new();
+    let mut specials = Vec::new();
+    for &(lo, hi) in ranges {
+        // Split off the escaped characters: 0x00-0x1f, '"', '\\'.
+        let mut start = lo;
+        for s in [0x22u32, 0x5c] {
+            if start <= s && s <= hi {
+                if start < s {
+                    push_raw(&mut raw, &mut specials, start, s - 1);
+                }
+                specials.push(s);
+                start = s + 1;
+            }
+        }
+        if start <= hi {
+            push_raw(&mut raw, &mut specials, start, hi);
+        }
+    }
+    let mut alts = Vec::new();
+    if !raw.is_empty() {
+        alts.push(format!("[{raw}]"));
+    }
+    for s in specials {
+        if let Some(c) = char::from_u32(s) {
+            alts.push(enc_char(c));
+        }
+    }
+    match alts.len() {
+        0 => None,
+        1 => Some(alts.pop().unwrap_or_default()),
+        _ => Some(format!("(?:{})", alts.join("|"))),
+    }
+}
+
+fn push_raw(raw: &mut String, specials: &mut Vec<u32>, lo: u32, hi: u32) {
+    let mut lo = lo;
+    while lo < 0x20 && lo <= hi {
+        specials.push(lo);
+        lo += 1;
+    }
+    if lo <= hi && is_raw(lo) {
+        if lo == hi {
+            raw.push_str(&format!("\\x{{{lo:x}}}"));
+        } else {
+            raw.push_str(&format!("\\x{{{lo:x}}}-\\x{{{hi:x}}}"));
+        }
+    }
+}
+
+/// Any key except the given names: the complement of a trie.
+pub fn not_in_set(names: &[String]) -> String {
+    #[derive(Default)]
+    struct Node {
+        end: bool,
+        kids: BTreeMap<char, Node>,
+    }
+    let mut root = Node::default();
+    for n in names {
+        let mut node = &mut root;
+        for c in n.chars() {
+            node = node.kids.entry(c).or_default();
+        }
+        node.end = true;
+    }
+    fn rec(node: &Node) -> String {
+        let mut alts = Vec::new();
+        if !node.end {
+            alts.push(String::new());
+        }
+        // A first character no name continues with: anything may follow.
+        let mut ranges = Vec::new();
+        let mut next = 0u32;
+        for &c in node.kids.keys() {
+            let c = c as u32;
+            if c > next {
+                ranges.push((next, c - 1));
+            }
+            next = c + 1;
+        }
+        if next <= 0x10ffff {
+            ranges.push((next, 0x10ffff));
+        }
+        if let Some(other) = class_regex(&ranges) {
+            alts.push(format!("{other}{CH}*"));
+        }
+        for (&c, kid) in &node.kids {
+            alts.push(format!("{}{}", enc_char(c), rec(kid)));
+        }
+        format!("(?:{})", alts.join("|"))
+    }
+    rec(&root)
+}
+
+/// Why a pattern cannot be enforced.
+fn unsupported(what: &str) -> Error {
+    Error::Usage(format!("pattern uses {what}, which a regular language cannot express"))
+}
+
+/// ECMA-262 pattern text to Rust regex syntax with ECMA's meanings
+/// (`\d` is ASCII, `.` stops at line terminators, `\b` is a word
+/// boundary, which we refuse, inside a class a backspace).
+pub fn ecma_to_rust(p: &str) -> Result<String> {
+    const S: &str = r"\t\n\x0B\x0C\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
+    let cs: Vec<char> = p.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    let mut in_class = false;
+    let hex = |c: char| format!("\\x{{{:x}}}", c as u32);
+    while i < cs.len() {
+        let c = cs[i];
+        match c {
+            '\\' => {
+                let Some(&e) = cs.get(i + 1) else {
+                    return Err(unsupported("a trailing backslash"));
+                };
+                i += 2;
+                match e {
+                    'd' => out.push_str("[0-9]"),
+                    'D' => out.push_str("[^0-9]"),
+                    'w' => out.push_str("[0-9A-Za-z_]"),
+                    'W' => out.push_str("[^0-9A-Za-z_]"),
+                    's' => out.push_str(&format!("[{S}]")),
+                    'S' => out.push_str(&format!("[^{S}]")),
+                    'b' if in_class => out.push_str(r"\x08"),
+                    'b' | 'B' => return Err(unsupported("a word boundary")),
+                    '1'..='9' | 'k' => return Err(unsupported("a backreference")),
+                    '0' => out.push_str(r"\x00"),
+                    'n' => out.push_str(r"\n"),
+                    'r' => out.push_str(r"\r"),
+                    't' => out.push_str(r"\t"),
+                    'f' => out.push_str(r"\x0C"),
+                    'v' => out.push_str(r"\x0B"),
+                    'c' => {
+                        let Some(l) = cs.get(i).filter(|l| l.is_ascii_alphabetic()) else {
+                            return Err(unsupported("a malformed \\c escape"));
+                        };
+                        out.push_str(&format!("\\x{{{:x}}}", (*l as u32) % 32));
+                        i += 1;
+                    }
+                    'x' => {
+                        let h: String = cs.get(i..i + 2).map(|s| s.iter().collect()).unwrap_or_default();
+                        let v = u32::from_str_radix(&h, 16).map_err(|_| unsupported("a malformed \\x escape"))?;
+                        out.push_str(&format!("\\x{{{v:x}}}"));
+                        i += 2;
+                    }
+                    'u' => {
+                        let (v, used) = if cs.get(i) == Some(&'{') {
+                            let end = cs[i..]
+                                .iter()
+                                .position(|&c| c == '}')
+                                .ok_or_else(|| unsupported("a malformed \\u escape"))?;
+                            let h: String = cs[i + 1..i + end].iter().collect();
+                            (u32::from_str_radix(&h, 16).map_err(|_| unsupported("a malformed \\u escape"))?, end + 1)
+                        } else {
+                            let h: String = cs.get(i..i + 4).map(|s| s.iter().collect()).unwrap_or_default();
+                            (u32::from_str_radix(&h, 16).map_err(|_| unsupported("a malformed \\u escape"))?, 4)
+                        };
+                        i += used;
+                        // A surrogate pair spells one character.
+                        let mut v = v;
+                        if (0xD800..0xDC00).contains(&v) && cs.get(i) == Some(&'\\') && cs.get(i + 1) == Some(&'u') {
+                            let h: String = cs.get(i + 2..i + 6).map(|s| s.iter().collect()).unwrap_or_default();
+                            if let Ok(lo) = u32::from_str_radix(&h, 16) {
+                                if (0xDC00..0xE000).contains(&lo) {
+                                    v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
+                                    i += 6;
+                                }
+                            }
+                        }
+                        if (0xD800..0xE000).contains(&v) {
+                            return Err(unsupported("a lone surrogate"));
+                        }
+                        out.push_str(&format!("\\x{{{v:x}}}"));
+                    }
+                    'p' | 'P' => {
+                        // A Unicode property: `\p{Name}` copied whole.
+                        out.push('\\');
+                        out.push(e);
+                        if cs.get(i) == Some(&'{') {
+                            let end = cs[i..]
+                                .iter()
+                                .position(|&c| c == '}')
+                                .ok_or_else(|| unsupported("a malformed \\p escape"))?;
+                            let name: String = cs[i + 1..i + end].iter().collect();
+                            // ECMA's long names (`Letter`) are Rust's too,
+                            // except for a few spellings.
+                            let name = match name.as_str() {
+                                "Letter" => "L".to_string(),
+                                "Lowercase_Letter" => "Ll".to_string(),
+                                "Uppercase_Letter" => "Lu".to_string(),
+                                "Number" => "N".to_string(),
+                                "Decimal_Number" | "digit" => "Nd".to_string(),
+                                "Punctuation" => "P".to_string(),
+                                "Symbol" => "S".to_string(),
+                                _ => name,
+                            };
+                            out.push('{');
+                            out.push_str(&name);
+                            out.push('}');
+                            i += end + 1;
+                        }
+                    }
+                    other => out.push_str(&hex(other)),
+                }
+                continue;
+            }
+            '[' if in_class => out.push_str(r"\["),
+            '[' => {
+                in_class = true;
+                out.push('[');
+                if cs.get(i + 1) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if cs.get(i + 1) == Some(&']') {
+                    return Err(unsupported("an empty character class"));
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '&' | '~' if in_class => out.push_str(&hex(c)),
+            '-' if in_class && cs.get(i + 1) == Some(&'-') => out.push_str(&hex(c)),
+            '.' if !in_class => out.push_str(r"[^\n\r\x{2028}\x{2029}]"),
+            '(' if !in_class && cs.get(i + 1) == Some(&'?') => {
+                let rest: String = cs[i + 2..].iter().take(2).collect();
+                if rest.starts_with('=') || rest.starts_with('!') || rest == "<=" || rest == "<!" {
+                    return Err(unsupported("a lookaround"));
+                }
+                out.push('(');
+            }
+            '{' if !in_class => {
+                // A quantifier only in the form {n}, {n,} or {n,m} (copied
+                // whole); any other brace is a literal, as in ECMA-262.
+                let rest: String = cs[i..].iter().collect();
+                let quant = rest.find('}').map(|end| &rest[..=end]).filter(|q| {
+                    let inner = &q[1..q.len() - 1];
+                    let (a, b) = inner.split_once(',').unwrap_or((inner, "0"));
+                    !a.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+                });
+                match quant {
+                    Some(q) => {
+                        out.push_str(q);
+                        i += q.chars().count();
+                        continue;
+                    }
+                    None => out.push_str(r"\{"),
+                }
+            }
+            '}' if !in_class => out.push_str(r"\}"),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// The regex (over canonically encoded text, without quotes) of the
+/// strings in which `pattern` (ECMA-262) finds a match, as JSON Schema's
+/// `pattern` means it: a search, anchored only where the pattern says.
+pub fn pattern_body(pattern: &str) -> Result<String> {
+    let rust = ecma_to_rust(pattern)?;
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(true)
+        .utf8(true)
+        .nest_limit(100)
+        .build()
+        .parse(&rust)
+        .map_err(|e| {
+            Error::Usage(format!(
+                "pattern {pattern:?} does not parse: {}",
+                e.to_string().lines().last().unwrap_or("")
+            ))
+        })?;
+    let mut alts = Vec::new();
+    for branch in top_branches(&hir) {
+        let (start, mid, end) = peel_anchors(branch);
+        let pre = if start { "" } else { "(?:" };
+        let mut body = String::new();
+        if !start {
+            body.push_str(pre);
+            body.push_str(CH);
+            body.push_str("*)");
+        }
+        for h in mid {
+            body.push_str(&enc_hir(h)?);
+        }
+        if !end {
+            body.push_str(&format!("{CH}*"));
+        }
+        alts.push(body);
+    }
+    Ok(format!("(?:{})", alts.join("|")))
+}
+
+fn top_branches(h: &Hir) -> Vec<&Hir> {
+    match h.kind() {
+        HirKind::Alternation(bs) => bs.iter().collect(),
+        HirKind::Capture(c) => top_branches(&c.sub),
+        _ => vec![h],
+    }
+}
+
+/// Leading `^` / trailing `$` of a branch: (anchored start, the rest,
+/// anchored end).
+fn peel_anchors(h: &Hir) -> (bool, Vec<&Hir>, bool) {
+    let items: Vec<&Hir> = match h.kind() {
+        HirKind::Concat(xs) => xs.iter().collect(),
+        HirKind::Capture(c) => {
+            if let HirKind::Concat(_) | HirKind::Look(_) = c.sub.kind() {
+                return peel_anchors(&c.sub);
+            }
+            vec![h]
+        }
+        _ => vec![h],
+    };
+    let is = |x: &Hir, l: Look| matches!(x.kind(), HirKind::Look(k) if *k == l);
+    let mut lo = 0;
+    let mut hi = items.len();
+    let mut start = false;
+    let mut end = false;
+    while lo < hi && is(items[lo], Look::Start) {
+        start = true;
+        lo += 1;
+    }
+    while hi > lo && is(items[hi - 1], Look::End) {
+        end = true;
+        hi -= 1;
+    }
+    (start, items[lo..hi].to_vec(), end)
+}
+
+/// A pattern's HIR as a regex over the canonical encoding.
+fn enc_hir(h: &Hir) -> Result<String> {
+    Ok(match h.kind() {
+        HirKind::Empty => String::new(),
+        HirKind::Literal(l) => {
+            let s = std::str::from_utf8(&l.0).map_err(|_| unsupported("non-UTF-8 bytes"))?;
+            s.chars().map(enc_char).collect()
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let ranges: Vec<(u32, u32)> = c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect();
+            class_regex(&ranges).unwrap_or_else(|| r"[^\x00-\x{10FFFF}]".into())
+        }
+        HirKind::Class(Class::Bytes(_)) => return Err(unsupported("a byte class")),
+        HirKind::Look(_) => return Err(unsupported("an anchor or boundary inside the pattern")),
+        HirKind::Repetition(r) => {
+            let sub = enc_hir(&r.sub)?;
+            match r.max {
+                Some(m) if m == r.min => format!("(?:{sub}){{{m}}}"),
+                Some(m) => format!("(?:{sub}){{{},{m}}}", r.min),
+                None => format!("(?:{sub}){{{},}}", r.min),
+            }
+        }
+        HirKind::Capture(c) => format!("(?:{})", enc_hir(&c.sub)?),
+        HirKind::Concat(xs) => xs.iter().map(enc_hir).collect::<Result<Vec<_>>>()?.concat(),
+        HirKind::Alternation(xs) => format!("(?:{})", xs.iter().map(enc_hir).collect::<Result<Vec<_>>>()?.join("|")),
+    })
+}
+
+/// A pattern as a plain Rust regex with search semantics, for testing
+/// property names against `patternProperties`.
+pub fn pattern_search_regex(pattern: &str) -> Result<String> {
+    Ok(format!("(?s:.)*(?:{})(?s:.)*", ecma_to_rust(pattern)?))
+}
+
+const DATE: &str = r"(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)";
+const TIME: &str = r"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))";
+const DUR_TIME: &str = r"T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)";
+const IPV4: &str = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+/// A hostname label of at most 62 characters, no hyphen at either end nor
+/// in third position (so never the reserved `??--` form), and at most
+/// four labels (251 characters, inside the 253 limit).
+const LABEL: &str = r"[A-Za-z0-9](?:[A-Za-z0-9]|[A-Za-z0-9-][A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])?)?";
+
+/// RFC 6901: `/`-separated reference tokens, `~` only as `~0` / `~1`.
+const JSON_POINTER: &str = r#"(?:/(?:[^~/"\\\x00-\x1f]|~[01])*)*"#;
+
+/// The body regex (raw ASCII, no escapes needed) of a supported `format`;
+/// `Ok(None)` for a format the specification does not define (ignored as
+/// an annotation); an error for a defined format we cannot enforce.
+pub fn format_body(format: &str) -> std::result::Result<Option<String>, String> {
+    let h4 = "[0-9a-fA-F]{1,4}";
+    Ok(Some(match format {
+        "date" => DATE.to_string(),
+        "time" => TIME.to_string(),
+        "date-time" => format!("{DATE}[Tt]{TIME}"),
+        "duration" => format!(r"P(?:(?:[0-9]+Y(?:[0-9]+M(?:[0-9]+D)?)?|[0-9]+M(?:[0-9]+D)?|[0-9]+D)(?:{DUR_TIME})?|{DUR_TIME}|[0-9]+W)"),
+        "email" => {
+            let atom = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+            format!(r"{atom}(?:\.{atom})*@(?:{LABEL}\.){{0,3}}{LABEL}")
+        }
+        "hostname" => format!(r"(?:{LABEL}\.){{0,3}}{LABEL}"),
+        "ipv4" => IPV4.to_string(),
+        "ipv6" => {
+            let h = h4;
+            let ls32 = format!("(?:{h}:{h}|{IPV4})");
+            [
+                format!("(?:{h}:){{6}}{ls32}"),
+                format!("::(?:{h}:){{5}}{ls32}"),
+                format!("(?:{h})?::(?:{h}:){{4}}{ls32}"),
+                format!("(?:(?:{h}:){{0,1}}{h})?::(?:{h}:){{3}}{ls32}"),
+                format!("(?:(?:{h}:){{0,2}}{h})?::(?:{h}:){{2}}{ls32}"),
+                format!("(?:(?:{h}:){{0,3}}{h})?::{h}:{ls32}"),
+                format!("(?:(?:{h}:){{0,4}}{h})?::{ls32}"),
+                format!("(?:(?:{h}:){{0,5}}{h})?::{h}"),
+                format!("(?:(?:{h}:){{0,6}}{h})?::"),
+            ]
+            .map(|a| format!("(?:{a})"))
+            .join("|")
+        }
+        "uuid" => "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}".to_string(),
+        "uri" | "uri-reference" => {
+            let unres = r"A-Za-z0-9._~\-";
+            let sub = r"!$&'()*+,;=";
+            let pct = "%[0-9A-Fa-f]{2}";
+            let pchar = format!("(?:[{unres}{sub}:@]|{pct})");
+            let reg = format!("(?:[{unres}{sub}]|{pct})*");
+            let user = format!("(?:(?:[{unres}{sub}:]|{pct})*@)?");
+            let auth = format!("//{user}{reg}(?::[0-9]*)?");
+            let abempty = format!("(?:/{pchar}*)*");
+            let tail = format!(r"(?:\?(?:{pchar}|[/?])*)?(?:#(?:{pchar}|[/?])*)?");
+            let scheme = "[A-Za-z][A-Za-z0-9+.-]*:";
+            let hier = format!("(?:{auth}{abempty}|/(?:{pchar}+{abempty})?|{pchar}+{abempty})?");
+            let uri = format!("{scheme}{hier}{tail}");
+            if format == "uri" {
+                uri
+            } else {
+                let seg_nc = format!("(?:[{unres}{sub}@]|{pct})+");
+                let rel = format!("(?:{auth}{abempty}|/(?:{pchar}+{abempty})?|{seg_nc}{abempty})?{tail}");
+                format!("(?:{uri}|{rel})")
+            }
+        }
+        "json-pointer" => JSON_POINTER.to_string(),
+        "relative-json-pointer" => format!("(?:0|[1-9][0-9]*)(?:#|{JSON_POINTER})"),
+        "uri-template" => {
+            let pct = "%[0-9A-Fa-f]{2}";
+            let varchar = format!("(?:[A-Za-z0-9_]|{pct})");
+            let varspec = format!(r"{varchar}(?:\.?{varchar})*(?::[1-9][0-9]{{0,3}}|\*)?");
+            let expr = format!(r"\{{[+#./;?&=,!@|]?{varspec}(?:,{varspec})*\}}");
+            format!(r"(?:[!#$&()*+,\-./0-9:;=?@A-Z\[\]_a-z~]|{pct}|{expr})*")
+        }
+        // ASCII subsets of the internationalised forms: conservative
+        // (everything accepted is valid), not complete.
+        "idn-email" => return format_body("email"),
+        "idn-hostname" => return format_body("hostname"),
+        "iri" => return format_body("uri"),
+        "iri-reference" => return format_body("uri-reference"),
+        "regex" => return Err(format!("format {format:?} (a regex's syntax) is not a regular language")),
+        _ => return Ok(None),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex_automata::dfa::{dense, Automaton};
+    use regex_automata::Input;
+
+    fn m(re: &str, s: &str) -> bool {
+        let d = dense::DFA::new(&format!("^(?:{re})$")).unwrap();
+        d.try_search_fwd(&Input::new(s)).unwrap().is_some()
+    }
+
+    #[test]
+    fn canonical_encoding() {
+        assert!(m(CH, "a") && m(CH, "é") && m(CH, r"\n") && m(CH, r"\u001f") && m(CH, r#"\""#));
+        assert!(!m(CH, r"\u0061") && !m(CH, r"\/") && !m(CH, "\n") && !m(CH, r"\u001F"));
+        assert_eq!(encode("a\"\n\u{1}/é"), r#""a\"\n\u0001/é""#);
+    }
+
+    #[test]
+    fn keys_not_in_set() {
+        let r = format!("\"{}\"", not_in_set(&["ab".into(), "a".into(), "b\"".into()]));
+        for (s, ok) in [
+            ("\"a\"", false),
+            ("\"ab\"", false),
+            (r#""b\"""#, false),
+            ("\"\"", true),
+            ("\"abc\"", true),
+            ("\"b\"", true),
+            ("\"x\"", true),
+            ("\"aa\"", true),
+        ] {
+            assert_eq!(m(&r, s), ok, "{s}");
+        }
+    }
+
+    #[test]
+    fn patterns_are_searches() {
+        let p = |pat: &str, s: &str| m(&format!("\"{}\"", pattern_body(pat).unwrap()), s);
+        assert!(p("^[a-c]+$", "\"abc\"") && !p("^[a-c]+$", "\"abd\""));
+        assert!(p("b", "\"abc\"") && !p("b", "\"ac\""));
+        assert!(p(r"^\d{2}", "\"12x\"") && !p(r"^\d{2}", "\"x12\""));
+        assert!(p("a$", "\"ba\"") && !p("a$", "\"ab\""));
+        assert!(p("^\"", r#""\"x""#));
+        assert!(p(r"^\w+$", "\"a_1\"") && !p(r"^\w+$", "\"é\""));
+        assert!(p("^a.c$", "\"a\\\"c\"") && !p("^a.c$", "\"a\\nc\""));
+        assert!(p("^(?:x|y){2}$", "\"xy\""));
+        assert!(p(r"^[^\s]{1,3}$", "\"ab\"") && !p(r"^[^\s]{1,3}$", "\"a b\""));
+        assert!(p(r"^a{,2}$", "\"a{,2}\""));
+        for bad in ["(?=a)", "(?!a)", r"(a)\1", r"\bfoo", "(?<=a)b"] {
+            assert!(pattern_body(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let f = |name: &str, s: &str| m(&format_body(name).unwrap().unwrap(), s);
+        assert!(
+            f("date", "2020-02-29") && !f("date", "2021-02-29") && !f("date", "1966-09-31") && f("date", "2000-02-29") && !f("date", "1900-02-29")
+        );
+        assert!(f("date-time", "1963-06-19T08:30:06.283185Z") && !f("date-time", "1963-06-19 08:30:06Z"));
+        assert!(f("time", "08:30:06+01:00") && !f("time", "24:00:00Z"));
+        assert!(f("ipv4", "192.168.0.1") && !f("ipv4", "256.1.1.1") && !f("ipv4", "01.1.1.1"));
+        assert!(
+            f("ipv6", "::1")
+                && f("ipv6", "2001:db8::ff00:42:8329")
+                && f("ipv6", "::ffff:192.0.2.1")
+                && !f("ipv6", "12345::")
+                && !f("ipv6", "1:2:3:4:5:6:7:8:9")
+        );
+        assert!(f("uuid", "2eb8aa08-aa98-11ea-b4aa-73b441d16380") && !f("uuid", "2eb8aa08aa9811eab4aa73b441d16380"));
+        assert!(f("email", "joe.bloggs@example.com") && !f("email", "joe..bloggs@example.com") && !f("email", "2962"));
+        assert!(f("hostname", "www.example.com") && !f("hostname", "-a.com") && !f("hostname", "a_b.com"));
+        assert!(f("uri", "http://foo.bar/?baz=qux#quux") && !f("uri", "//foo.bar/?baz=qux") && !f("uri", "http:// shouldfail.com"));
+        assert!(f("duration", "P4DT12H30M5S") && !f("duration", "PT1D") && !f("duration", "P"));
+        assert!(format_body("int32").unwrap().is_none() && format_body("regex").is_err());
+        assert!(
+            f("uri-template", "http://example.com/dictionary/{term:1}/{term}") && !f("uri-template", "http://example.com/dictionary/{term:1}/{term")
+        );
+        assert!(f("relative-json-pointer", "1/foo") && f("relative-json-pointer", "0#") && !f("relative-json-pointer", "/foo"));
+        assert!(f("json-pointer", "/foo/bar~0/baz~1") && !f("json-pointer", "/foo/bar~"));
+    }
+}

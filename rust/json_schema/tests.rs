@@ -1,0 +1,209 @@
+use super::*;
+use crate::grammar::earley::{CompiledGrammar, GrammarState};
+use crate::grammar::GrammarLimits;
+use serde_json::json;
+
+fn build(schema: Value) -> CompiledGrammar {
+    let c = compile(&schema, &Options::default()).unwrap_or_else(|e| panic!("{schema}: {e}"));
+    CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap()
+}
+
+fn accepts(g: &CompiledGrammar, s: &str) -> bool {
+    let mut st = GrammarState::new(g).unwrap();
+    for &b in s.as_bytes() {
+        if !st.push_byte(g, b) {
+            return false;
+        }
+    }
+    st.is_accepting(g)
+}
+
+fn check(schema: Value, good: &[&str], bad: &[&str]) {
+    let g = build(schema.clone());
+    for s in good {
+        assert!(accepts(&g, s), "{schema} should accept {s}");
+    }
+    for s in bad {
+        assert!(!accepts(&g, s), "{schema} should reject {s}");
+    }
+}
+
+#[test]
+fn objects_in_schema_order() {
+    let s = json!({"type": "object", "properties": {"b": {"type": "integer"}, "a": {"type": "string"}}, "required": ["a"], "additionalProperties": false});
+    check(
+        s,
+        &[r#"{"b": 1, "a": "x"}"#, r#"{"a":"x"}"#, r#" { "b" : 1 , "a" : "" } "#],
+        &[r#"{"a": "x", "b": 1}"#, r#"{"b": 1}"#, r#"{"a": 1}"#, r#"{"a": "x", "c": 1}"#, r#"{}"#],
+    );
+}
+
+#[test]
+fn additional_properties_exclude_listed_names() {
+    let s = json!({"properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}});
+    check(
+        s,
+        &[r#"{"a": 1, "b": "x"}"#, r#"{"b": "x", "ab": "y"}"#, "{}", r#""not an object""#],
+        &[r#"{"a": "x"}"#, r#"{"b": 1}"#],
+    );
+}
+
+#[test]
+fn property_counts() {
+    let s = json!({"type": "object", "minProperties": 1, "maxProperties": 2});
+    check(s, &[r#"{"a":1}"#, r#"{"a":1,"b":2}"#], &["{}", r#"{"a":1,"b":2,"c":3}"#]);
+}
+
+#[test]
+fn arrays_with_bounds_and_prefix() {
+    check(
+        json!({"type": "array", "prefixItems": [{"type": "string"}], "items": {"type": "integer"}, "minItems": 2, "maxItems": 3}),
+        &[r#"["a", 1]"#, r#"["a",1,2]"#],
+        &[r#"["a"]"#, r#"[1, 1]"#, r#"["a",1,2,3]"#, r#"["a","b"]"#],
+    );
+    check(
+        json!({"items": false, "prefixItems": [true]}),
+        &["[]", "[1]", r#"[{"x":[]}]"#],
+        &["[1,2]"],
+    );
+    check(json!({"type": "array", "minItems": 3}), &["[1,2,3]", "[1,2,3,4,5]"], &["[1,2]"]);
+}
+
+#[test]
+fn numbers_and_integers() {
+    check(
+        json!({"type": "integer", "minimum": -5, "exclusiveMaximum": 10}),
+        &["-5", "0", "9", "9.0", "-0"],
+        &["-6", "10", "9.5", "1e1"],
+    );
+    check(
+        json!({"type": "number", "minimum": 0.5, "maximum": 2.25}),
+        &["0.5", "1", "2.25", "2.250"],
+        &["0.49", "2.26", "-1"],
+    );
+    check(
+        json!({"type": "integer", "multipleOf": 3, "minimum": 0, "maximum": 20}),
+        &["0", "3", "18"],
+        &["4", "21"],
+    );
+    check(
+        json!({"type": "integer", "multipleOf": 4}),
+        &["0", "8", "-12", "100", "1000"],
+        &["2", "10", "102"],
+    );
+    check(json!({"type": "number", "multipleOf": 0.01}), &["1.25", "3", "0.1"], &["1.255"]);
+    check(json!({"type": "number"}), &["1e5", "-0.5E-3", "3"], &["01", "1.", ".5"]);
+}
+
+#[test]
+fn strings() {
+    check(
+        json!({"type": "string", "minLength": 2, "maxLength": 3}),
+        &[r#""ab""#, r#""é\nx""#],
+        &[r#""a""#, r#""abcd""#],
+    );
+    check(json!({"type": "string", "pattern": "^[a-c]+$"}), &[r#""abc""#], &[r#""abd""#, r#""""#]);
+    check(json!({"type": "string", "format": "date"}), &[r#""2024-02-29""#], &[r#""2023-02-29""#]);
+    // Long bounds: counted in chunks by the parser.
+    let g = build(json!({"type": "string", "minLength": 150, "maxLength": 300}));
+    for n in [149usize, 150, 200, 255, 256, 299, 300, 301] {
+        let s = format!("\"{}\"", "x".repeat(n));
+        assert_eq!(accepts(&g, &s), (150..=300).contains(&n), "length {n}");
+    }
+    let g = build(json!({"type": "string", "maxLength": 65535}));
+    assert!(accepts(&g, &format!("\"{}\"", "ab ".repeat(500))));
+    // No whitespace sneaks in between chunks.
+    assert!(!accepts(&g, &format!("\"{}\n{}\"", "x".repeat(64), "y")));
+    let g = build(json!({"type": "string", "minLength": 1000}));
+    assert!(!accepts(&g, &format!("\"{}\"", "x".repeat(999))));
+    assert!(accepts(&g, &format!("\"{}\"", "x".repeat(1000))));
+    assert!(accepts(&g, &format!("\"{}\"", "x".repeat(5000))));
+}
+
+#[test]
+fn enums_consts_and_unions() {
+    check(
+        json!({"enum": ["a", 1, null, [1, {"x": true}]]}),
+        &[r#""a""#, "1", "1.0", "null", r#"[1, {"x": true}]"#],
+        &[r#""b""#, "2", "[1]"],
+    );
+    check(
+        json!({"const": {"a": [1, 2]}}),
+        &[r#"{"a": [1, 2]}"#, r#"{"a":[1,2]}"#],
+        &[r#"{"a": [2, 1]}"#],
+    );
+    check(
+        json!({"type": "string", "enum": ["a", 1, "bb"], "maxLength": 1}),
+        &[r#""a""#],
+        &["1", r#""bb""#],
+    );
+    check(
+        json!({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 1}]}),
+        &["1", r#""x""#],
+        &[r#""xy""#, "null"],
+    );
+    check(json!({"oneOf": [{"type": "integer"}, {"type": "boolean"}]}), &["1", "true"], &["null"]);
+    check(
+        json!({"type": "object", "properties": {"n": {"type": "integer"}}, "allOf": [{"required": ["n"]}, {"properties": {"n": {"minimum": 3}}}]}),
+        &[r#"{"n": 3}"#],
+        &[r#"{"n": 2}"#, "{}"],
+    );
+}
+
+#[test]
+fn recursive_refs() {
+    let tree = json!({
+        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}, "required": ["v"], "additionalProperties": false}},
+        "$ref": "#/$defs/node"
+    });
+    check(
+        tree,
+        &[r#"{"v": 1, "kids": [{"v": 2}, {"v": 3, "kids": [{"v": 4}]}]}"#],
+        &[r#"{"v": 1, "kids": [{"w": 2}]}"#],
+    );
+    let list = json!({"type": "object", "properties": {"next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}, "additionalProperties": false});
+    check(list, &[r#"{"next": {"next": {"next": null}}}"#, "{}"], &[r#"{"next": 1}"#]);
+}
+
+#[test]
+fn separators_and_compact() {
+    let s = json!({"type": "object", "properties": {"a": {"type": "array"}}});
+    let opts = Options {
+        whitespace: Whitespace::Separators {
+            item: ", ".into(),
+            key: ": ".into(),
+        },
+        ..Options::default()
+    };
+    let g = CompiledGrammar::new(&compile(&s, &opts).unwrap().grammar, &GrammarLimits::default()).unwrap();
+    assert!(accepts(&g, r#"{"a": [1, 2]}"#) && !accepts(&g, r#"{"a":[1,2]}"#));
+    let opts = Options {
+        whitespace: Whitespace::Compact,
+        ..Options::default()
+    };
+    let g = CompiledGrammar::new(&compile(&s, &opts).unwrap().grammar, &GrammarLimits::default()).unwrap();
+    assert!(accepts(&g, r#"{"a":[1,2]}"#) && !accepts(&g, r#"{"a": [1,2]}"#));
+}
+
+#[test]
+fn errors_are_clear() {
+    let err = |s: Value| compile(&s, &Options::default()).unwrap_err().to_string();
+    assert!(err(json!({"minLength": "a"})).contains("minLength"));
+    assert!(err(json!({"$ref": "#/$defs/missing"})).contains("missing"));
+    assert!(err(json!({"$ref": "#"})).contains("cycle"));
+    assert!(err(json!({"$ref": "http://example.com/x.json"})).contains("remote"));
+    assert!(err(json!({"type": "string", "pattern": "(?=a)"})).contains("lookaround"));
+    assert!(err(json!({"type": "integer", "minimum": 5, "maximum": 1})).contains("no JSON value"));
+    assert!(err(json!({"enum": []})).contains("no JSON value"));
+    let e = err(json!({"properties": {"a": {"uniqueItems": true}}}));
+    assert!(e.contains("uniqueItems") && e.contains("#/properties/a/uniqueItems"), "{e}");
+    let lax = compile(
+        &json!({"properties": {"a": {"uniqueItems": true}}}),
+        &Options {
+            strict: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(lax.warnings.len(), 1);
+}

@@ -1,0 +1,66 @@
+//! Binding for [`crate::json_schema`]: schema text in, constraint and the
+//! warnings of non-strict mode out (the Python layer turns them into
+//! `warnings.warn`).
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::core::{to_pyerr, PyConstraint, PyVocabulary};
+use crate::grammar::GrammarLimits;
+use crate::json_schema::{compile_str, Options, Whitespace};
+use crate::matcher::{Constraint as CoreConstraint, DEFAULT_MASK_CACHE_BYTES};
+
+/// Compile a JSON Schema given as JSON text. Returns `(constraint,
+/// warnings)`; `warnings` lists what `strict=False` ignored.
+#[pyfunction]
+#[pyo3(
+    signature = (schema, vocab, *, whitespace="flexible", separators=None, strict=true, max_depth=crate::json_schema::DEFAULT_MAX_DEPTH, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES),
+    text_signature = "(schema, vocab, *, whitespace='flexible', separators=None, strict=True, max_depth=128, mask_cache_bytes=268435456)"
+)]
+#[allow(clippy::too_many_arguments)]
+fn _compile_json_schema(
+    py: Python<'_>,
+    schema: &str,
+    vocab: &PyVocabulary,
+    whitespace: &str,
+    separators: Option<(String, String)>,
+    strict: bool,
+    max_depth: usize,
+    mask_cache_bytes: usize,
+) -> PyResult<(PyConstraint, Vec<String>)> {
+    let ws = match (separators, whitespace) {
+        (Some((item, key)), _) => Whitespace::Separators { item, key },
+        (None, "flexible") => Whitespace::Flexible,
+        (None, "compact") => Whitespace::Compact,
+        (None, other) => {
+            return Err(PyValueError::new_err(format!(
+                "whitespace must be \"flexible\" or \"compact\", got {other:?}"
+            )))
+        }
+    };
+    if max_depth > 10_000 {
+        return Err(PyValueError::new_err(format!("max_depth {max_depth} is too large (limit 10000)")));
+    }
+    let opts = Options {
+        whitespace: ws,
+        strict,
+        max_depth,
+    };
+    let limits = GrammarLimits {
+        mask_cache_bytes,
+        ..GrammarLimits::default()
+    };
+    let env = vocab.env.clone();
+    let (inner, warnings) = py
+        .detach(|| {
+            let c = compile_str(schema, &opts)?;
+            Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
+        })
+        .map_err(to_pyerr)?;
+    Ok((PyConstraint { inner }, warnings))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_compile_json_schema, m)?)?;
+    Ok(())
+}
