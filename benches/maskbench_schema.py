@@ -98,6 +98,8 @@ def bench_file(engine: Engine, schema: str, tests: List[Tuple[bool, List[int]]])
             engine.fill_mask(m, bm)
             ok = engine.consume(m, t)
             tbm.append((pc() - s) / 1e3)
+            if tbm[-1] > res.get("slowest_us", -1.0):
+                res["slowest_us"], res["slowest_at"] = tbm[-1], (i, k)
             if mask_bit(bm, t) != ok:
                 res["mask_disagrees"] += 1
             if not ok:
@@ -181,6 +183,7 @@ def summarize(per_file: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         "ttfm_p50_ms": pct(ttfm, 50), "ttfm_p90_ms": pct(ttfm, 90), "ttfm_p99_ms": pct(ttfm, 99),
         "mask_disagrees": sum(r.get("mask_disagrees", 0) for r in per_file.values()),
         "top_compile_errors": reasons.most_common(12),
+        "slowest_files": sorted(((r["slowest_us"], f, r["slowest_at"]) for f, r in per_file.items() if "slowest_us" in r), reverse=True)[:5],
         "crashes": other.most_common(5),
     }
 
@@ -264,6 +267,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             print(f"  {k:5d}  {reason}")
         for reason, k in summ[n]["crashes"]:
             print(f"  {k:5d}  {reason}")
+        print("  slowest tokens (µs, file, (instance, token)): " + "; ".join(f"{us:,.0f} {f} {at}" for us, f, at in summ[n]["slowest_files"]))
     if ratios:
         print("\nratios on files both engines passed (> 1: the second engine is faster):")
         for k, r in ratios.items():
