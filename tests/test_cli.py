@@ -292,3 +292,18 @@ def test_demo_date_pattern_admits_exactly_the_real_dates_of_a_common_year():
                 admitted.add(s)
     real = {str(datetime.date(2001, 1, 1) + datetime.timedelta(days=k)) for k in range(365)}
     assert admitted == real
+
+
+def test_generate_with_json_schema(local_model, tmp_path, capsys):
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"yes": {"type": "boolean"}}, "required": ["yes"], "additionalProperties": False}))
+    rc = cli.main(["generate", "--model", str(local_model), "--json-schema", str(schema), "--max-new-tokens", "12"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    text = out.rstrip("\n")
+    assert '{"yes": true}'.startswith(text) or '{"yes": false}'.startswith(text) or text in ('{"yes": true}', '{"yes": false}'), text
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": "array", "uniqueItems": true}')
+    rc = cli.main(["generate", "--model", str(local_model), "--json-schema", str(bad)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "uniqueItems" in err and "Traceback" not in err

@@ -8,6 +8,7 @@ row cut off by ``max_new_tokens`` must be a viable prefix (partial match).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -603,3 +604,30 @@ def test_vocab_size_smaller_than_the_tokenizer_is_an_error():
         LogitsProcessor.from_regex("a", e.tokenizer, vocab_size=100)
     with pytest.raises(TypeError, match="vocab_size"):
         LogitsProcessor.from_regex("a", e.tokenizer, vocab_size=True)
+
+
+def test_from_json_schema_generates_valid_instances():
+    """A random tiny model under a JSON Schema: every finished output is a
+    valid instance (checked by jsonschema), every cut-off one a prefix the
+    mask allowed."""
+    jsonschema = pytest.importorskip("jsonschema")
+    e = env("gpt2")
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["ok", "n"],
+        "additionalProperties": False,
+    }
+    proc = LogitsProcessor.from_json_schema(schema, e.tokenizer, e.model_vocab, separators=(", ", ": "))
+    torch.manual_seed(0)
+    enc, out = e.generate(proc, do_sample=True, max_new_tokens=24)
+    finished = 0
+    for row in out[:, enc["input_ids"].shape[1]:]:
+        text = e.tokenizer.decode(row, skip_special_tokens=True)
+        if e.eos_id in row.tolist():
+            jsonschema.validate(json.loads(text), schema)
+            finished += 1
+        else:
+            assert text.startswith("{"), text
+    with pytest.raises(ValueError, match="uniqueItems"):
+        LogitsProcessor.from_json_schema({"uniqueItems": True}, e.tokenizer)

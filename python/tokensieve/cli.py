@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="context-free grammar file: Lark syntax (.lark, start rule 'start') or GBNF (.gbnf, start rule 'root')",
     )
     kinds.add_argument("--json", action="store_true", help="any JSON value (built-in grammar)")
+    kinds.add_argument(
+        "--json-schema",
+        metavar="FILE",
+        help="JSON Schema file (draft 2020-12): the output is one instance of it, written as json.dumps does",
+    )
     cons.add_argument(
         "--grammar-syntax",
         choices=("lark", "gbnf"),
@@ -211,6 +216,15 @@ def _build_constraint(args: argparse.Namespace, vocab: Any) -> Any:
             return ts.compile_grammar(text, vocab, syntax=syntax)
         except ValueError as e:
             raise CLIError(f"--grammar {args.grammar!r}: {e}") from None
+    if getattr(args, "json_schema", None) is not None:
+        try:
+            text = Path(args.json_schema).read_text(encoding="utf-8")
+        except OSError as e:
+            raise CLIError(f"--json-schema {args.json_schema!r}: cannot read it ({e.strerror or e})") from None
+        try:
+            return ts.compile_json_schema(text, vocab, separators=(", ", ": "))
+        except ValueError as e:
+            raise CLIError(f"--json-schema {args.json_schema!r}: {e}") from None
     if getattr(args, "json", False):
         return ts.compile_json(vocab, whitespace="compact")  # no stray whitespace in the output
     raise CLIError("no constraint given")  # pragma: no cover - argparse requires one

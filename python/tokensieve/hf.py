@@ -28,7 +28,7 @@ and ``num_return_sequences``.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -189,6 +189,36 @@ class LogitsProcessor(_HFLogitsProcessor):
         :meth:`from_regex`."""
         return cls._compile_for(
             lambda v: _core.compile_json(v, whitespace=whitespace, max_depth=max_depth),
+            tokenizer, vocab_size, eos_token_ids, pad_token_id,
+        )
+
+    @classmethod
+    def from_json_schema(
+        cls,
+        schema: Any,
+        tokenizer: Any,
+        vocab_size: Optional[int] = None,
+        *,
+        whitespace: str = "flexible",
+        separators: Optional[Tuple[str, str]] = None,
+        strict: bool = True,
+        eos_token_ids: Optional[Iterable[int]] = None,
+        pad_token_id: Optional[int] = None,
+    ) -> "LogitsProcessor":
+        """Build a processor for a JSON Schema (JSON text, a dict, or a
+        pydantic model class; see :func:`tokensieve.compile_json_schema`);
+        the other arguments as :meth:`from_regex`.
+
+        Raises:
+            ValueError: invalid schema, or (``strict=True``) a keyword that
+                cannot be enforced exactly.
+        """
+        from .json_schema import compile_json_schema
+
+        return cls._compile_for(
+            lambda v: compile_json_schema(
+                schema, v, whitespace=whitespace, separators=separators, strict=strict
+            ),
             tokenizer, vocab_size, eos_token_ids, pad_token_id,
         )
 

@@ -39,7 +39,7 @@ const ALL: u8 = 127;
 
 /// Strings up to this many characters are one regex terminal; longer
 /// bounds are counted by the parser in chunks.
-const MAX_REGEX_COUNT: u64 = 128;
+const MAX_REGEX_COUNT: u64 = 32;
 /// Largest length / item / property count enforced.
 const MAX_COUNT: u64 = 10_000_000;
 /// Most enum values or multiples enumerated into one terminal.
@@ -78,6 +78,14 @@ struct Shape {
     pattern_props: Vec<(String, Conj, String)>,
     min_props: u64,
     max_props: Option<u64>,
+    /// What each `properties` / `patternProperties` / `additionalProperties`
+    /// / `prefixItems` / `items` / `contains` evaluates, with the chain of
+    /// schema objects it was applied through: `unevaluated*` at object O
+    /// sees exactly the contributions whose chain passes through O.
+    evaluated: Vec<(Vec<String>, Eval)>,
+    /// `unevaluatedProperties` / `unevaluatedItems`: (subschema, owner O).
+    unevaluated_props: Vec<(String, String)>,
+    unevaluated_items: Vec<(String, String)>,
     /// `anyOf` / `oneOf` groups: (group pointer, branch pointers, is oneOf).
     alts: Vec<(String, Vec<String>, bool)>,
     /// Pointer of the keyword each structural constraint came from, for
@@ -111,9 +119,23 @@ impl Default for Shape {
             min_props: 0,
             max_props: None,
             alts: Vec::new(),
+            evaluated: Vec::new(),
+            unevaluated_props: Vec::new(),
+            unevaluated_items: Vec::new(),
             structural: None,
         }
     }
+}
+
+/// What a keyword marks as evaluated (for `unevaluated*`).
+#[derive(Debug, Clone)]
+enum Eval {
+    Name(String),
+    Pattern(String),
+    AllProps,
+    Prefix(usize),
+    AllItems,
+    Contains,
 }
 
 struct Punct {
@@ -476,6 +498,7 @@ impl<'a> Compiler<'a> {
                     }
                     match v {
                         Value::Array(xs) => {
+                            s.evaluated.push((chain.clone(), Eval::Prefix(xs.len())));
                             for i in 0..xs.len() {
                                 let p = format!("{kp}/{i}");
                                 match s.prefix.get_mut(i) {
@@ -485,6 +508,7 @@ impl<'a> Compiler<'a> {
                             }
                         }
                         _ => {
+                            s.evaluated.push((chain.clone(), Eval::AllItems));
                             let local = match (k.as_str(), o.get("prefixItems"), o.get("items")) {
                                 ("additionalItems", _, Some(Value::Array(xs))) => xs.len(),
                                 (_, Some(Value::Array(xs)), _) => xs.len(),
@@ -497,6 +521,7 @@ impl<'a> Compiler<'a> {
                 }
                 "prefixItems" => {
                     let xs = v.as_array().ok_or_else(|| schema_err(&kp, "prefixItems must be an array"))?;
+                    s.evaluated.push((chain.clone(), Eval::Prefix(xs.len())));
                     for i in 0..xs.len() {
                         let p = format!("{kp}/{i}");
                         match s.prefix.get_mut(i) {
@@ -514,6 +539,7 @@ impl<'a> Compiler<'a> {
                 "properties" => {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
                     for name in m.keys() {
+                        s.evaluated.push((chain.clone(), Eval::Name(name.clone())));
                         let p = format!("{kp}/{}", name.replace('~', "~0").replace('/', "~1"));
                         match s.props.iter_mut().find(|(n, _)| n == name) {
                             Some((_, c)) => c.push(p),
@@ -539,11 +565,13 @@ impl<'a> Compiler<'a> {
                             .unwrap_or_default()
                     };
                     s.additional.push((kp.clone(), keys("properties"), keys("patternProperties")));
+                    s.evaluated.push((chain.clone(), Eval::AllProps));
                     s.structural.get_or_insert(kp);
                 }
                 "patternProperties" => {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "patternProperties must be an object"))?;
                     for pat in m.keys() {
+                        s.evaluated.push((chain.clone(), Eval::Pattern(pat.clone())));
                         let p = format!("{kp}/{}", pat.replace('~', "~0").replace('/', "~1"));
                         match s.pattern_props.iter_mut().find(|(n, _, _)| n == pat) {
                             Some((_, c, _)) => c.push(p),
@@ -565,25 +593,24 @@ impl<'a> Compiler<'a> {
                     self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
                 }
                 "contains" => {
+                    s.evaluated.push((chain.clone(), Eval::Contains));
                     s.contains.push(kp.clone());
+                    s.structural.get_or_insert(kp);
+                }
+                "unevaluatedProperties" | "unevaluatedItems" if v != &Value::Bool(true) => {
+                    let owner = ptr.to_string();
+                    if k == "unevaluatedProperties" {
+                        s.unevaluated_props.push((kp.clone(), owner));
+                    } else {
+                        s.unevaluated_items.push((kp.clone(), owner));
+                    }
                     s.structural.get_or_insert(kp);
                 }
                 "minContains" => {
                     let c = count(v, ptr, k)?;
                     s.min_contains = Some(s.min_contains.map_or(c, |m| m.max(c)));
                 }
-                "maxContains"
-                | "dependentRequired"
-                | "dependentSchemas"
-                | "dependencies"
-                | "propertyNames"
-                | "unevaluatedProperties"
-                | "unevaluatedItems"
-                | "$dynamicRef"
-                | "$recursiveRef" => {
-                    if k == "unevaluatedProperties" && v == &Value::Bool(true) || k == "unevaluatedItems" && v == &Value::Bool(true) {
-                        continue;
-                    }
+                "maxContains" | "dependentRequired" | "dependentSchemas" | "dependencies" | "propertyNames" | "$dynamicRef" | "$recursiveRef" => {
                     self.unsupported(k, &kp, "not supported")?;
                 }
                 _ => {} // annotations and unknown keywords
@@ -873,7 +900,7 @@ impl<'a> Compiler<'a> {
     /// characters and a closing chunk of fewer, counted by the parser.
     fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
         let big = max.map_or(min, |m| m.max(min));
-        let k = big.div_ceil(4096).clamp(64, 2048);
+        let k = big.div_ceil(4096).clamp(16, 2048);
         let states = match max {
             Some(n) => n / k,
             None => min.div_ceil(k).max(1),
@@ -911,6 +938,8 @@ impl<'a> Compiler<'a> {
             || !s.items.is_empty()
             || !s.contains.is_empty()
             || !s.additional.is_empty()
+            || !s.unevaluated_props.is_empty()
+            || !s.unevaluated_items.is_empty()
             || s.min_items > 0
             || s.max_items.is_some()
             || s.min_props > 0
@@ -1093,10 +1122,34 @@ impl<'a> Compiler<'a> {
         // whose own prefix ends at or before j. Past `tail_from` it is
         // the same for every position.
         let plen = s.prefix.len();
-        let tail_from = s.items.iter().map(|(_, l)| *l).max().unwrap_or(0).max(plen);
+        let local_max = s
+            .evaluated
+            .iter()
+            .filter_map(|(_, e)| if let Eval::Prefix(l) = e { Some(*l) } else { None })
+            .max()
+            .unwrap_or(0);
+        let tail_from = s.items.iter().map(|(_, l)| *l).max().unwrap_or(0).max(plen).max(local_max);
+        for (up, owner) in &s.unevaluated_items {
+            if s.evaluated.iter().any(|(ch, e)| matches!(e, Eval::Contains) && ch.contains(owner)) {
+                self.unsupported("unevaluatedItems", up, "unevaluatedItems next to contains")?;
+            }
+        }
         let item_conj = |j: usize| -> Conj {
             let mut c = s.prefix.get(j).cloned().unwrap_or_default();
             c.extend(s.items.iter().filter(|(_, l)| *l <= j).map(|(p, _)| p.clone()));
+            for (up, owner) in &s.unevaluated_items {
+                let seen = s.evaluated.iter().any(|(ch, e)| {
+                    ch.contains(owner)
+                        && match e {
+                            Eval::Prefix(l) => j < *l,
+                            Eval::AllItems => true,
+                            _ => false,
+                        }
+                });
+                if !seen {
+                    c.push(up.clone());
+                }
+            }
             c
         };
         let tail = item_conj(tail_from);
@@ -1224,11 +1277,42 @@ impl<'a> Compiler<'a> {
                     c.push(ap.clone());
                 }
             }
+            for (up, owner) in &s.unevaluated_props {
+                let mut seen = false;
+                for (ch, e) in &s.evaluated {
+                    if !ch.contains(owner) {
+                        continue;
+                    }
+                    seen |= match e {
+                        Eval::Name(n) => n == name,
+                        Eval::AllProps => true,
+                        Eval::Pattern(p) => match strings::pattern_search_regex(p) {
+                            Ok(re) => full_match(&re, name)?,
+                            Err(_) => false,
+                        },
+                        _ => false,
+                    };
+                }
+                if !seen {
+                    c.push(up.clone());
+                }
+            }
             entries.push((name.clone(), c, s.required.contains(name)));
         }
         // Keys beyond the listed ones.
         let mut extras: Vec<(Sym, Sym)> = Vec::new();
-        let additional: Conj = s.additional.iter().map(|(p, _, _)| p.clone()).collect();
+        let mut additional: Conj = s.additional.iter().map(|(p, _, _)| p.clone()).collect();
+        // Keys beyond every listed name and pattern are unevaluated unless
+        // an additionalProperties in the owner's scope evaluated them.
+        for (up, owner) in &s.unevaluated_props {
+            let covered = s.evaluated.iter().any(|(ch, e)| ch.contains(owner) && matches!(e, Eval::AllProps));
+            if !covered {
+                if !pats.is_empty() {
+                    self.unsupported("unevaluatedProperties", up, "unevaluatedProperties next to patternProperties")?;
+                }
+                additional.push(up.clone());
+            }
+        }
         let additional_false = !additional.is_empty() && self.is_false(&additional)?;
         if pats.is_empty() {
             if !additional_false {

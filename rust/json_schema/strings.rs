@@ -104,12 +104,25 @@ pub fn not_in_set(names: &[String]) -> String {
         }
         node.end = true;
     }
-    fn rec(node: &Node) -> String {
+    // Two finite parts and one shared tail: strings that end inside the
+    // trie at a node no name ends at (`stay`), and strings that leave the
+    // trie at their last character (`leave`), after which anything
+    // (`CH*`) may follow. One tail for every exit point keeps the DFA at
+    // one state per trie node; a tail per exit point multiplies it.
+    fn stay(node: &Node) -> Option<String> {
         let mut alts = Vec::new();
         if !node.end {
             alts.push(String::new());
         }
-        // A first character no name continues with: anything may follow.
+        for (&c, kid) in &node.kids {
+            if let Some(r) = stay(kid) {
+                alts.push(format!("{}{r}", enc_char(c)));
+            }
+        }
+        (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
+    }
+    fn leave(node: &Node) -> String {
+        let mut alts = Vec::new();
         let mut ranges = Vec::new();
         let mut next = 0u32;
         for &c in node.kids.keys() {
@@ -123,14 +136,17 @@ pub fn not_in_set(names: &[String]) -> String {
             ranges.push((next, 0x10ffff));
         }
         if let Some(other) = class_regex(&ranges) {
-            alts.push(format!("{other}{CH}*"));
+            alts.push(other);
         }
         for (&c, kid) in &node.kids {
-            alts.push(format!("{}{}", enc_char(c), rec(kid)));
+            alts.push(format!("{}{}", enc_char(c), leave(kid)));
         }
         format!("(?:{})", alts.join("|"))
     }
-    rec(&root)
+    match stay(&root) {
+        Some(s) => format!("(?:{s}|{}{CH}*)", leave(&root)),
+        None => format!("(?:{}{CH}*)", leave(&root)),
+    }
 }
 
 /// Why a pattern cannot be enforced.
