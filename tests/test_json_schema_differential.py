@@ -21,7 +21,9 @@ object keys in the order the schema lists them (``properties``, then
 ``required`` names not listed, then any further keys; ``allOf`` parts and
 ``$ref`` targets in document order; for ``anyOf`` the order of a branch the
 value is valid for; objects inside ``const`` / ``enum`` in the member's own
-key order). :func:`key_order_ok` checks the last rule, so the
+key order; the generated schemas never put ``properties`` beside ``$ref``
+or ``allOf``, whose relative order follows the keywords' order in the
+schema text). :func:`key_order_ok` checks the last rule, so the
 expected verdict is ``valid and key_order_ok``; most generated instances are
 put in that order by :func:`canonical_order`, the rest keep a random order
 (which the compiler must then reject).
@@ -33,7 +35,9 @@ Checks, on the GPT-2 and Llama 3 vocabularies:
   is accepted token by token and the matcher is accepting at the end **iff**
   the oracle says valid. A schema that the compiler refuses with
   ``ValueError`` is counted (``hypothesis.event``, and the summary printed at
-  the end of the module) and skipped; any other exception fails.
+  the end of the module) and skipped; any other exception fails, and so do
+  internal errors (``grammar error: ...``) and an "admits no JSON value"
+  refusal of a schema for which :func:`find_valid` finds a valid value.
 * ``test_mask_matches_consume``: at random reachable states (a random-length
   prefix of a valid instance's tokens), bit ``t`` of the mask equals whether a
   copy of the matcher accepts ``consume_token(t)``, for every token ``t``;
