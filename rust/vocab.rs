@@ -14,7 +14,9 @@
 //! doesn't (padded embedding matrices) likewise have no bytes.
 
 use crate::error::{Error, Result};
+use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// How a tokenizer spells bytes in its vocabulary strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,10 +130,11 @@ impl Vocabulary {
         let adds_prefix_space = detect_prefix_space(&v);
 
         // (id, vocabulary string) pairs from the model.
-        let mut entries: Vec<(u32, String)> = Vec::new();
+        let mut entries: Vec<(u32, Cow<'_, str>)> = Vec::new();
         match (vocab_map, model.get("vocab")) {
             (Some(map), _) => {
-                for (k, id) in &map {
+                entries.reserve(map.len());
+                for (k, id) in map {
                     let id = id
                         .as_u64()
                         .ok_or_else(|| Error::Tokenizer(format!("vocab entry {k:?} has a non-integer id")))?;
@@ -141,7 +144,7 @@ impl Vocabulary {
                         .ok()
                         .filter(|&i| (i as usize) < MAX_VOCAB_SIZE)
                         .map_or_else(|| check_id(id, &format!("vocab entry {k:?}")), Ok)?;
-                    entries.push((id, k.clone()));
+                    entries.push((id, k));
                 }
             }
             (None, Some(Value::Array(items))) => {
@@ -154,7 +157,7 @@ impl Vocabulary {
                         .get(0)
                         .and_then(Value::as_str)
                         .ok_or_else(|| Error::Tokenizer(format!("unigram vocab entry {i} is malformed")))?;
-                    entries.push((i as u32, piece.to_string()));
+                    entries.push((i as u32, Cow::Owned(piece.to_string())));
                 }
             }
             _ => return Err(Error::Tokenizer("model has no \"vocab\"".into())),
@@ -277,51 +280,188 @@ impl Vocabulary {
 }
 
 /// The parts of a `tokenizer.json` the vocabulary reads, as a `Value`,
-/// without the model's `merges`: they are half of a BPE file (280,000
-/// strings for Llama 3) and say nothing about what a token spells, so
-/// they are only checked to be JSON, never built.
-fn parse_skipping_merges(json: &str) -> Result<(Value, Option<VocabMap>)> {
-    use serde_json::value::RawValue;
-    use std::collections::HashMap;
+/// without the model's `merges` (half of a BPE file: 280,000 strings for
+/// Llama 3, saying nothing about what a token spells: skipped, only checked
+/// to be JSON) and with a BPE/WordPiece `model.vocab` object returned apart
+/// as (piece, id) pairs borrowing from `json` where the piece has no
+/// escapes. One pass over the text, no `Value` for the big parts.
+fn parse_skipping_merges(json: &str) -> Result<(Value, Option<VocabPairs<'_>>)> {
     let bad = |e: serde_json::Error| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}"));
-    let top: HashMap<String, &RawValue> = serde_json::from_str(json).map_err(bad)?;
-    let mut out = serde_json::Map::new();
-    let mut vocab = None;
-    for (k, raw) in top {
-        let value = if k == "model" {
-            let parts: HashMap<String, &RawValue> = match serde_json::from_str(raw.get()) {
-                Ok(p) => p,
-                Err(_) => {
-                    out.insert(k, serde_json::from_str(raw.get()).map_err(bad)?);
-                    continue;
-                }
-            };
-            let mut model = serde_json::Map::new();
-            for (mk, mraw) in parts {
-                match mk.as_str() {
-                    "merges" => {}
-                    // A BPE vocabulary straight into a hash map: a `Value`
-                    // object is a BTreeMap, several times slower to build.
-                    "vocab" if mraw.get().starts_with('{') => vocab = Some(serde_json::from_str(mraw.get()).map_err(bad)?),
-                    _ => {
-                        model.insert(mk, serde_json::from_str(mraw.get()).map_err(bad)?);
-                    }
-                }
-            }
-            if vocab.is_some() {
-                model.insert("vocab".into(), Value::Object(serde_json::Map::new()));
-            }
-            Value::Object(model)
-        } else {
-            serde_json::from_str(raw.get()).map_err(bad)?
-        };
-        out.insert(k, value);
-    }
-    Ok((Value::Object(out), vocab))
+    let mut de = serde_json::Deserializer::from_str(json);
+    let top = serde::Deserializer::deserialize_map(&mut de, TopVisitor).map_err(bad)?;
+    de.end().map_err(bad)?;
+    Ok(top)
 }
 
-/// A BPE/WordPiece `model.vocab`: piece -> id (ids checked by the caller).
-type VocabMap = std::collections::HashMap<String, Value>;
+/// A BPE/WordPiece `model.vocab`: (piece, id) pairs in file order (ids
+/// checked by the caller).
+type VocabPairs<'a> = Vec<(Cow<'a, str>, Value)>;
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top-level object: every key as a `Value` except `model`.
+struct TopVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TopVisitor {
+    type Value = (Value, Option<VocabPairs<'de>>);
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a tokenizer.json object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        let mut vocab = None;
+        while let Some(JsonStr(k)) = map.next_key::<JsonStr<'de>>()? {
+            if k == "model" {
+                let Model(model, pairs) = map.next_value::<Model<'de>>()?;
+                vocab = pairs;
+                out.insert("model".into(), model);
+            } else {
+                let v = map.next_value::<Value>()?;
+                out.insert(k.into_owned(), v);
+            }
+        }
+        Ok((Value::Object(out), vocab))
+    }
+}
+
+/// `model`: its small keys as a `Value` object (with an empty `vocab`
+/// object standing for the pairs), `merges` skipped, a `vocab` object as
+/// pairs. A `model` that is not an object stays a `Value`.
+struct Model<'a>(Value, Option<VocabPairs<'a>>);
+
+impl<'de> serde::Deserialize<'de> for Model<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Model<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a model object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut model = serde_json::Map::new();
+                let mut pairs = None;
+                while let Some(JsonStr(k)) = map.next_key::<JsonStr<'de>>()? {
+                    match &*k {
+                        "merges" => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        "vocab" => match map.next_value::<VocabField<'de>>()? {
+                            VocabField::Pairs(p) => {
+                                pairs = Some(p);
+                                model.insert("vocab".into(), Value::Object(serde_json::Map::new()));
+                            }
+                            VocabField::Other(v) => {
+                                pairs = None;
+                                model.insert("vocab".into(), v);
+                            }
+                        },
+                        _ => {
+                            let v = map.next_value::<Value>()?;
+                            model.insert(k.into_owned(), v);
+                        }
+                    }
+                }
+                Ok(Model(Value::Object(model), pairs))
+            }
+            // Anything else (malformed files): as a plain value.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::Bool(v), None))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::from(v), None))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::from(v), None))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::from(v), None))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::from(v), None))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(Model(Value::Null, None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> std::result::Result<Self::Value, A::Error> {
+                let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Model(v, None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `model.vocab`: an object (BPE, WordPiece) as pairs; anything else
+/// (Unigram's `[[piece, score], ...]`) as a `Value`.
+enum VocabField<'a> {
+    Pairs(VocabPairs<'a>),
+    Other(Value),
+}
+
+impl<'de> serde::Deserialize<'de> for VocabField<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = VocabField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a vocabulary")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_VOCAB_SIZE));
+                while let Some(JsonStr(k)) = map.next_key::<JsonStr<'de>>()? {
+                    let id = map.next_value::<Value>()?;
+                    pairs.push((k, id));
+                }
+                Ok(VocabField::Pairs(pairs))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> std::result::Result<Self::Value, A::Error> {
+                Ok(VocabField::Other(Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::Bool(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::from(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::from(v)))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::from(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::from(v)))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Self::Value, E> {
+                Ok(VocabField::Other(Value::Null))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 /// Largest number of token ids accepted (real vocabularies have < 2^19);
 /// the bound keeps a corrupt file from requesting gigabytes.
@@ -517,5 +657,35 @@ mod tests {
         assert!(Vocabulary::from_tokenizer_json("{", None, None).is_err());
         assert!(Vocabulary::from_tokenizer_json("{}", None, None).is_err());
         assert!(Vocabulary::from_tokenizer_json(r#"{"model":{"vocab":{"a":0}}}"#, Some(vec![5]), None).is_err());
+    }
+
+    #[test]
+    fn one_pass_parser_edge_cases() {
+        // Escaped pieces (owned), merges in either format skipped, keys in
+        // any order, unknown keys kept out of the way.
+        let json = r#"{"version":"1.0","model":{"merges":[["a","b"],"a b"],"vocab":{"\u0061\"":0,"b":1},"type":"BPE","x":[1,{"y":2}]},"decoder":{"type":"ByteLevel"},"added_tokens":[]}"#;
+        let v = Vocabulary::from_tokenizer_json(json, None, None).unwrap();
+        assert_eq!(v.token_bytes(0), b"a\"");
+        assert_eq!(v.token_bytes(1), b"b");
+        // Unigram vocabularies stay arrays of [piece, score].
+        let uni = r#"{"model":{"type":"Unigram","vocab":[["x",0.0],["\u2581y",-1.5]]},"decoder":{"type":"Metaspace"}}"#;
+        let v = Vocabulary::from_tokenizer_json(uni, None, None).unwrap();
+        assert_eq!(v.token_bytes(1), b" y");
+        // Malformed shapes are errors, never panics.
+        for bad in [
+            r#"[]"#,
+            r#"{"model":3}"#,
+            r#"{"model":null}"#,
+            r#"{"model":[1]}"#,
+            r#"{"model":{"vocab":"x"}}"#,
+            r#"{"model":{"vocab":{"a":"0"}}}"#,
+            r#"{"model":{"vocab":{"a":-1}}}"#,
+            r#"{"model":{"vocab":{"a":1e3}}}"#,
+            r#"{"model":{"vocab":{"a":0},"merges":[}}"#,
+            r#"{"model":{"vocab":{"a":0}}} trailing"#,
+            r#"{"model":{"vocab":{"a":4294967296}}}"#,
+        ] {
+            assert!(Vocabulary::from_tokenizer_json(bad, None, None).is_err(), "{bad}");
+        }
     }
 }

@@ -55,6 +55,22 @@ def tokenizers_dir() -> Path:
 SHIPPED = {"gpt2": Path(ts.__file__).parent / "data" / "gpt2_tokenizer.json"}
 
 
+@functools.lru_cache(maxsize=None)
+def _shipped_as_shared(name: str) -> Path:
+    """The shipped copy laid out as in ``../shared`` (a folder holding
+    ``tokenizer.json`` and ``tokenizer_config.json``), so tests that load
+    the folder with ``transformers.AutoTokenizer`` work on a fresh clone."""
+    import atexit
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix=f"tokensieve-{name}-"))
+    atexit.register(shutil.rmtree, d, True)
+    shutil.copyfile(SHIPPED[name], d / "tokenizer.json")
+    (d / "tokenizer_config.json").write_text('{"model_max_length": 1024}')
+    return d / "tokenizer.json"
+
+
 def tokenizer_path(name: str) -> Path:
     """The tokenizer file (``tokenizer.json`` or ``tokenizer.json.gz``) of a
     shared tokenizer, else the shipped copy; skips the calling test if
@@ -65,7 +81,7 @@ def tokenizer_path(name: str) -> Path:
         if p.is_file():
             return p
     if name in SHIPPED and SHIPPED[name].is_file():
-        return SHIPPED[name]
+        return _shipped_as_shared(name)
     pytest.skip(f"shared tokenizer {name!r} not found under {tokenizers_dir()}")
 
 

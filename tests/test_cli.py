@@ -307,3 +307,19 @@ def test_generate_with_json_schema(local_model, tmp_path, capsys):
     rc = cli.main(["generate", "--model", str(local_model), "--json-schema", str(bad)])
     out, err = capsys.readouterr()
     assert rc == 2 and "uniqueItems" in err and "Traceback" not in err
+
+
+def test_help_starts_without_torch_or_transformers():
+    """``tokensieve --help`` (and parsing any command line) imports neither
+    torch nor transformers: start-up stays well under 0.5 s (~0.1 s idle)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from tokensieve import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['--help']) == 0\n"
+        "    assert cli.main(['generate', '--help']) == 0\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

@@ -312,3 +312,34 @@ def test_determinization_work_is_bounded(tiny):
     with pytest.raises(ValueError, match="work bound"):
         ts.compile_regex(r"\d(?:(?-u:é??)){65535}", tiny)
     ts.compile_regex(r"\d(?:(?-u:é??)){200}", tiny)  # the same shape, smaller, still compiles
+
+
+def test_rows_times_words_cannot_overflow(tiny, matcher):
+    # 2**33 rows of a stride-0 view: rows * words overflows 32 bits; it is
+    # rejected as non-contiguous before any arithmetic on the shape.
+    w = -(-tiny.size // 32)
+    base = np.zeros(w, np.int32)
+    huge = np.lib.stride_tricks.as_strided(base, shape=(2**33, w), strides=(0, 4))
+    with pytest.raises(ValueError):
+        matcher.fill_next_token_bitmask(huge, 2**33 - 1)
+    with pytest.raises(ValueError):
+        ts.fill_next_token_bitmasks([matcher], huge, [2**33 - 1])
+    logits = np.lib.stride_tricks.as_strided(np.zeros(64, np.float32), shape=(2**33, 64), strides=(0, 4))
+    with pytest.raises((TypeError, ValueError)):
+        _core._apply_bitmask_cpu(logits, huge[:, :2], "float32")
+    bm = ts.allocate_token_bitmask(2, tiny.size)
+    for index in (2**33, 2**63, 2**80, -1):
+        with pytest.raises(IndexError):
+            matcher.fill_next_token_bitmask(bm, index)
+        with pytest.raises(IndexError):
+            ts.fill_next_token_bitmasks([matcher], bm, [index])
+    assert not bm.any()
+
+
+def test_determinization_bound_with_gpt2_is_quick(load_vocab):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="regex too large.*work bound"):
+        ts.compile_regex(r"\d(?:(?-u:é??)){65535}", load_vocab("gpt2"))
+    assert time.perf_counter() - t0 < 30  # ~2.5 s on a busy 2-core machine; 22 s of CPU before the bound

@@ -104,7 +104,10 @@ def compile_regex(
 def compile_json(
     vocab: Vocabulary, *, whitespace: str = "flexible", max_depth: int = 64, mask_cache_bytes: int = 268435456
 ) -> Constraint:
-    """The built-in JSON grammar; ``whitespace`` is "flexible" or "compact".
+    """The built-in any-JSON grammar. It has no source, so unlike the other
+    ``compile_*`` (source first, vocabulary second) the vocabulary is its only
+    positional argument. ``whitespace`` is "flexible" or "compact";
+    ``max_depth`` at most 10,000.
     ``mask_cache_bytes`` bounds the memory of memoised masks."""
 
 def compile_grammar(

@@ -30,7 +30,7 @@
 //! of nested optionals (linear in `n`), `x{m,}` into `m - 1` copies and a
 //! left-recursive `x+`.
 
-use super::lark::{class_char, gerr, Emitter, LineIndex, Pos};
+use super::ebnf::{class_char, gerr, Emitter, LineIndex, Pos};
 use super::{Grammar, GrammarLimits, Sym};
 use crate::error::Result;
 use regex_syntax::hir::{ClassUnicode, ClassUnicodeRange};
@@ -490,7 +490,7 @@ impl GbnfParser<'_> {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::grammar::lark::tests::accepts;
+    use crate::grammar::ebnf::tests::accepts;
     use regex_syntax::hir::HirKind;
 
     fn lim() -> GrammarLimits {

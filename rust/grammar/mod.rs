@@ -36,6 +36,7 @@
 //! characters and never are.
 
 pub mod earley;
+pub mod ebnf;
 pub mod gbnf;
 pub mod json;
 pub mod lark;

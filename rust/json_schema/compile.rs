@@ -759,28 +759,51 @@ impl<'a> Compiler<'a> {
                 types &= t;
             }
             let mut disc = Vec::new();
+            let mut req_types = Vec::new();
             for (name, c) in &s.props {
                 if s.required.contains(name) {
                     let ps = self.shape_of(c)?;
+                    let mut t = ps.types;
+                    if let Some(vals) = &ps.enums {
+                        t &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
+                    }
+                    if ps.never {
+                        t = 0;
+                    }
+                    req_types.push((name.clone(), t));
                     if let Some(vals) = ps.enums {
                         disc.push((name.clone(), vals));
                     }
                 }
             }
-            info.push((types, disc));
+            // Keys this branch forbids outright: additionalProperties false
+            // in an object without patternProperties forbids every key its
+            // own properties do not list.
+            let mut closed: Vec<Vec<String>> = Vec::new();
+            for (ap, names, pats) in &s.additional {
+                if pats.is_empty() && self.doc.get(ap) == Some(&Value::Bool(false)) {
+                    closed.push(names.clone());
+                }
+            }
+            info.push((types, disc, s.required.clone(), req_types, closed));
         }
+        let forbids = |closed: &Vec<Vec<String>>, k: &String| closed.iter().any(|names| !names.contains(k));
         for i in 0..info.len() {
             for j in i + 1..info.len() {
-                let (ti, di) = &info[i];
-                let (tj, dj) = &info[j];
+                let (ti, di, ri, rti, ci) = &info[i];
+                let (tj, dj, rj, rtj, cj) = &info[j];
                 if ti & tj == 0 {
                     continue;
                 }
-                let by_disc = (ti & tj) == OBJ
-                    && di
-                        .iter()
-                        .any(|(n, vi)| dj.iter().any(|(m, vj)| n == m && !vi.iter().any(|x| vj.iter().any(|y| json_eq(x, y)))));
-                if !by_disc {
+                if (ti & tj) != OBJ {
+                    return Ok(false);
+                }
+                let by_disc = di
+                    .iter()
+                    .any(|(n, vi)| dj.iter().any(|(m, vj)| n == m && !vi.iter().any(|x| vj.iter().any(|y| json_eq(x, y)))));
+                let by_closed = ri.iter().any(|k| forbids(cj, k)) || rj.iter().any(|k| forbids(ci, k));
+                let by_type = rti.iter().any(|(n, a)| rtj.iter().any(|(m, b)| n == m && a & b == 0));
+                if !(by_disc || by_closed || by_type) {
                     return Ok(false);
                 }
             }
@@ -873,11 +896,21 @@ impl<'a> Compiler<'a> {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(b) = body {
+        if let Some(mut b) = body {
             if s.min_len > 0 || s.max_len.is_some() {
-                self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?;
+                let combined = match (
+                    s.patterns.first(),
+                    s.formats.iter().any(|(f, _)| matches!(strings::format_body(f), Ok(Some(_)))),
+                ) {
+                    (Some((p, _)), false) => strings::pattern_body_len(p, s.min_len, s.max_len).ok().flatten(),
+                    _ => None,
+                };
+                match combined {
+                    Some(c) => b = c,
+                    None => self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?,
+                }
             }
-            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{b}\"")))));
+            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"(?:{b})\"")))));
         }
         let (min, max) = (s.min_len, s.max_len);
         if max.is_some_and(|m| m > MAX_COUNT) || min > MAX_COUNT {

@@ -352,6 +352,101 @@ pub fn pattern_body(pattern: &str) -> Result<String> {
     Ok(format!("(?:{})", alts.join("|")))
 }
 
+/// A fully anchored pattern intersected with a length range, when that is
+/// a regex rewrite: every branch has a fixed length in characters except
+/// for at most one repetition of a single character, whose bounds absorb
+/// the range (`^[a-z][a-z0-9]*$` with maxLength 8 is `[a-z][a-z0-9]{0,7}`).
+/// `Ok(None)` when the pattern has another shape.
+pub fn pattern_body_len(pattern: &str, min: u64, max: Option<u64>) -> Result<Option<String>> {
+    let rust = ecma_to_rust(pattern)?;
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(true)
+        .utf8(true)
+        .nest_limit(100)
+        .build()
+        .parse(&rust)
+    else {
+        return Ok(None);
+    };
+    let mut alts = Vec::new();
+    for branch in top_branches(&hir) {
+        let (start, mid, end) = peel_anchors(branch);
+        if !(start && end) {
+            return Ok(None);
+        }
+        let mut fixed = 0u64;
+        let mut adjustable = None;
+        for (i, h) in mid.iter().enumerate() {
+            match fixed_len(h) {
+                Some(n) => fixed += n,
+                None => match h.kind() {
+                    HirKind::Repetition(r) if fixed_len(&r.sub) == Some(1) && adjustable.is_none() => adjustable = Some((i, r)),
+                    _ => return Ok(None),
+                },
+            }
+        }
+        let mut body = String::new();
+        match adjustable {
+            None => {
+                if fixed < min || max.is_some_and(|m| fixed > m) {
+                    continue;
+                }
+                for h in &mid {
+                    body.push_str(&enc_hir(h)?);
+                }
+            }
+            Some((at, r)) => {
+                let lo = (r.min as u64).max(min.saturating_sub(fixed));
+                let hi = match (r.max, max) {
+                    (Some(b), Some(m)) => Some((b as u64).min(m.saturating_sub(fixed))),
+                    (Some(b), None) => Some(b as u64),
+                    (None, Some(m)) => Some(m.saturating_sub(fixed)),
+                    (None, None) => None,
+                };
+                if max.is_some_and(|m| m < fixed) || hi.is_some_and(|h| h < lo) || lo > 100_000 || hi.is_some_and(|h| h > 100_000) {
+                    continue;
+                }
+                for (i, h) in mid.iter().enumerate() {
+                    if i == at {
+                        let sub = enc_hir(&r.sub)?;
+                        body.push_str(&match hi {
+                            Some(h) => format!("(?:{sub}){{{lo},{h}}}"),
+                            None => format!("(?:{sub}){{{lo},}}"),
+                        });
+                    } else {
+                        body.push_str(&enc_hir(h)?);
+                    }
+                }
+            }
+        }
+        alts.push(body);
+    }
+    if alts.is_empty() {
+        return Ok(Some(r"[^\x00-\x{10FFFF}]".into()));
+    }
+    Ok(Some(format!("(?:{})", alts.join("|"))))
+}
+
+/// The length in characters of every string `h` matches, if it is fixed.
+fn fixed_len(h: &Hir) -> Option<u64> {
+    match h.kind() {
+        HirKind::Empty => Some(0),
+        HirKind::Literal(l) => std::str::from_utf8(&l.0).ok().map(|s| s.chars().count() as u64),
+        HirKind::Class(_) => Some(1),
+        HirKind::Look(_) => None,
+        HirKind::Repetition(r) => match r.max {
+            Some(m) if m == r.min => fixed_len(&r.sub).map(|n| n * m as u64),
+            _ => None,
+        },
+        HirKind::Capture(c) => fixed_len(&c.sub),
+        HirKind::Concat(xs) => xs.iter().map(fixed_len).sum(),
+        HirKind::Alternation(xs) => {
+            let first = fixed_len(&xs[0])?;
+            xs.iter().all(|x| fixed_len(x) == Some(first)).then_some(first)
+        }
+    }
+}
+
 fn top_branches(h: &Hir) -> Vec<&Hir> {
     match h.kind() {
         HirKind::Alternation(bs) => bs.iter().collect(),
@@ -558,6 +653,11 @@ mod tests {
         assert!(p("^(?:x|y){2}$", "\"xy\""));
         assert!(p(r"^[^\s]{1,3}$", "\"ab\"") && !p(r"^[^\s]{1,3}$", "\"a b\""));
         assert!(p(r"^a{,2}$", "\"a{,2}\""));
+        let pl = |pat: &str, lo: u64, hi: Option<u64>, s: &str| m(&format!("\"{}\"", pattern_body_len(pat, lo, hi).unwrap().unwrap()), s);
+        assert!(pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"ab\"") && pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"a1b\""));
+        assert!(!pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"a\"") && !pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"abcd\""));
+        assert!(pl("^(ab|cd)x{2}$", 4, Some(4), "\"cdxx\"") && !pl("^(ab|cd)x{2}$", 5, None, "\"cdxx\""));
+        assert!(pattern_body_len("^[a-z]+", 1, Some(4)).unwrap().is_none() && pattern_body_len("^a+b+$", 1, Some(4)).unwrap().is_none());
         for bad in ["(?=a)", "(?!a)", r"(a)\1", r"\bfoo", "(?<=a)b"] {
             assert!(pattern_body(bad).is_err(), "{bad}");
         }
@@ -565,7 +665,9 @@ mod tests {
 
     #[test]
     fn formats() {
-        let f = |name: &str, s: &str| m(&format_body(name).unwrap().unwrap(), s);
+        // As the compiler uses them: between quotes, so top-level
+        // alternations must be grouped by the caller.
+        let f = |name: &str, s: &str| m(&format!("\"(?:{})\"", format_body(name).unwrap().unwrap()), &format!("\"{s}\""));
         assert!(
             f("date", "2020-02-29") && !f("date", "2021-02-29") && !f("date", "1966-09-31") && f("date", "2000-02-29") && !f("date", "1900-02-29")
         );

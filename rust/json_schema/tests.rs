@@ -207,3 +207,33 @@ fn errors_are_clear() {
     .unwrap();
     assert_eq!(lax.warnings.len(), 1);
 }
+
+#[test]
+fn one_of_disjoint_objects() {
+    // Closed objects with different required keys; a required key whose
+    // types differ; a const discriminator.
+    for s in [
+        json!({"oneOf": [
+            {"type": "object", "properties": {"a": {}}, "required": ["a"], "additionalProperties": false},
+            {"type": "object", "properties": {"b": {}}, "required": ["b"], "additionalProperties": false}]}),
+        json!({"oneOf": [
+            {"type": "object", "properties": {"k": {"type": "string"}}, "required": ["k"]},
+            {"type": "object", "properties": {"k": {"type": "integer"}}, "required": ["k"]}]}),
+        json!({"oneOf": [
+            {"properties": {"kind": {"const": "x"}}, "required": ["kind"], "type": "object"},
+            {"properties": {"kind": {"const": "y"}}, "required": ["kind"], "type": "object"}]}),
+    ] {
+        build(s);
+    }
+    let overlapping = json!({"oneOf": [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]});
+    assert!(compile(&overlapping, &Options::default()).unwrap_err().to_string().contains("oneOf"));
+}
+
+#[test]
+fn pattern_with_lengths() {
+    check(
+        json!({"type": "string", "pattern": "^[a-z][a-z0-9_]*$", "minLength": 2, "maxLength": 4}),
+        &[r#""ab""#, r#""a_1z""#],
+        &[r#""a""#, r#""abcde""#, r#""1ab""#],
+    );
+}

@@ -19,6 +19,91 @@ pub(crate) fn to_pyerr(e: Error) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "object".into())
+}
+
+/// Argument `name` as a `T`; a TypeError that names the parameter ("vocab
+/// must be a tokensieve.Vocabulary, got str") rather than PyO3's generic
+/// message.
+pub(crate) fn arg<'a, 'py, T>(obj: &'a Bound<'py, PyAny>, name: &str, expected: &str) -> PyResult<T>
+where
+    T: FromPyObject<'a, 'py>,
+    T::Error: Into<PyErr>,
+{
+    obj.extract::<T>().map_err(|e| {
+        let e: PyErr = e.into();
+        let py = obj.py();
+        if e.is_instance_of::<PyTypeError>(py) {
+            PyTypeError::new_err(format!("{name} must be {expected}, got {}", type_name(obj)))
+        } else if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) {
+            // e.g. a negative or huge token id in a list of u32
+            PyValueError::new_err(format!("{name}: {}", e.value(py)))
+        } else {
+            e
+        }
+    })
+}
+
+/// Optional argument `name` (None: absent), as [`arg`].
+pub(crate) fn opt_arg<'py, T>(obj: Option<&Bound<'py, PyAny>>, name: &str, expected: &str) -> PyResult<Option<T>>
+where
+    T: for<'a> FromPyObject<'a, 'py>,
+    for<'a> <T as FromPyObject<'a, 'py>>::Error: Into<PyErr>,
+{
+    match obj {
+        None => Ok(None),
+        Some(o) if o.is_none() => Ok(None),
+        Some(o) => arg(o, name, expected).map(Some),
+    }
+}
+
+/// A size or count argument `name`: any integer type (numpy's too), not
+/// bool; a negative or huge value is a ValueError naming the parameter.
+pub(crate) fn size_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<usize> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() || type_name(obj).starts_with("bool") {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, got bool")));
+    }
+    match obj.extract::<usize>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => Err(PyValueError::new_err(format!(
+            "{name} must be a non-negative int below 2**64, got {}",
+            obj.str().map(|s| s.to_string()).unwrap_or_default()
+        ))),
+        Err(_) => Err(PyTypeError::new_err(format!("{name} must be an int, got {}", type_name(obj)))),
+    }
+}
+
+/// A row index argument `name`: any integer type, not bool (a huge one is
+/// out of range later, not an OverflowError).
+fn index_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<i64> {
+    if obj.is_instance_of::<pyo3::types::PyBool>() || type_name(obj).starts_with("bool") {
+        return Err(PyTypeError::new_err(format!("{name} must be an int, got bool")));
+    }
+    match obj.extract::<i64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => Ok(i64::MAX),
+        Err(_) => Err(PyTypeError::new_err(format!("{name} must be an int, got {}", type_name(obj)))),
+    }
+}
+
+/// Optional [`size_arg`].
+fn opt_size(obj: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<usize>> {
+    match obj {
+        Some(o) if !o.is_none() => size_arg(o, name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+const TOKEN_IDS: &str = "a sequence of int token ids";
+
+/// The `vocab` argument of the compile functions.
+fn vocab_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a PyVocabulary> {
+    obj.cast::<PyVocabulary>()
+        .map(|v| v.get())
+        .map_err(|_| PyTypeError::new_err(format!("vocab must be a tokensieve.Vocabulary, got {}", type_name(obj))))
+}
+
 /// A tokenizer's vocabulary: for every token id, the exact bytes it adds to
 /// the decoded text. Build with `Vocabulary.from_tokenizer_file(path)` or
 /// `Vocabulary.from_huggingface(tokenizer)`.
@@ -35,18 +120,16 @@ impl PyVocabulary {
     #[pyo3(signature = (tokenizer_json=None, *, token_bytes=None, eos_token_ids=None, vocab_size=None))]
     fn new(
         py: Python<'_>,
-        tokenizer_json: Option<String>,
-        token_bytes: Option<Vec<Option<Vec<u8>>>>,
-        eos_token_ids: Option<Vec<u32>>,
-        vocab_size: Option<usize>,
+        tokenizer_json: Option<&Bound<'_, PyAny>>,
+        token_bytes: Option<&Bound<'_, PyAny>>,
+        eos_token_ids: Option<&Bound<'_, PyAny>>,
+        vocab_size: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let vocab = match (tokenizer_json, token_bytes) {
-            (Some(json), None) => py.detach(|| CoreVocab::from_tokenizer_json(&json, eos_token_ids, vocab_size)),
-            (None, Some(tb)) => CoreVocab::from_token_bytes(tb, eos_token_ids.unwrap_or_default(), vocab_size),
-            _ => return Err(PyTypeError::new_err("Vocabulary() takes exactly one of tokenizer_json or token_bytes=")),
-        }
-        .map_err(to_pyerr)?;
-        Ok(PyVocabulary { env: TokEnv::new(vocab) })
+        let tokenizer_json: Option<String> = opt_arg(tokenizer_json, "tokenizer_json", "a str (the text of a tokenizer.json)")?;
+        let token_bytes: Option<Vec<Option<Vec<u8>>>> = opt_arg(token_bytes, "token_bytes", "a sequence of bytes or None")?;
+        let eos_token_ids: Option<Vec<u32>> = opt_arg(eos_token_ids, "eos_token_ids", TOKEN_IDS)?;
+        let vocab_size = opt_size(vocab_size, "vocab_size")?;
+        Self::build(py, tokenizer_json, token_bytes, eos_token_ids, vocab_size)
     }
 
     /// Load a `tokenizer.json` (or `tokenizer.json.gz`) file, or the one in
@@ -56,40 +139,25 @@ impl PyVocabulary {
     /// no such file.
     #[staticmethod]
     #[pyo3(signature = (path, *, eos_token_ids=None, vocab_size=None))]
-    fn from_tokenizer_file(py: Python<'_>, path: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
-        let path: std::path::PathBuf = py.import(intern!(py, "os"))?.call_method1(intern!(py, "fspath"), (path,))?.extract()?;
-        let file = if path.is_dir() {
-            ["tokenizer.json", "tokenizer.json.gz"]
-                .iter()
-                .map(|n| path.join(n))
-                .find(|p| p.is_file())
-                .ok_or_else(|| PyFileNotFoundError::new_err(format!("no tokenizer.json in directory {}", path.display())))?
-        } else {
-            path
-        };
-        let raw = std::fs::read(&file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(format!("tokenizer file not found: {}", file.display())),
-            _ => PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())),
-        })?;
-        let raw = if file.extension().is_some_and(|x| x == "gz") {
-            // gzip through the standard library's zlib: no extra crate.
-            let gz = py.import(intern!(py, "gzip"))?;
-            match gz.call_method1(intern!(py, "decompress"), (PyBytes::new(py, &raw),)) {
-                Ok(b) => b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
-                Err(e) => return Err(PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display()))),
+    fn from_tokenizer_file(
+        py: Python<'_>,
+        path: Bound<'_, PyAny>,
+        eos_token_ids: Option<&Bound<'_, PyAny>>,
+        vocab_size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let eos_token_ids: Option<Vec<u32>> = opt_arg(eos_token_ids, "eos_token_ids", TOKEN_IDS)?;
+        let vocab_size = opt_size(vocab_size, "vocab_size")?;
+        let fspath = py.import(intern!(py, "os"))?.getattr(intern!(py, "fspath"))?;
+        let path: std::path::PathBuf = match fspath.call1((&path,)) {
+            Ok(p) => arg(&p, "path", "a str or os.PathLike")?,
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "path must be a str or os.PathLike, got {}",
+                    type_name(&path)
+                )))
             }
-        } else {
-            raw
         };
-        let text = String::from_utf8(raw).map_err(|e| PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())))?;
-        let eos_name = match eos_token_ids {
-            Some(_) => None,
-            None => file.parent().and_then(|d| eos_name_from_config(&d.join("tokenizer_config.json"))),
-        };
-        let vocab = py
-            .detach(|| CoreVocab::from_tokenizer_json_named(&text, eos_token_ids, eos_name.as_deref(), vocab_size))
-            .map_err(to_pyerr)?;
-        Ok(PyVocabulary { env: TokEnv::new(vocab) })
+        Self::load_file(py, path, eos_token_ids, vocab_size)
     }
 
     /// From a `transformers` fast tokenizer. `vocab_size` is the model's
@@ -97,11 +165,18 @@ impl PyVocabulary {
     /// allowed); `eos_token_ids` overrides the tokenizer's EOS.
     #[staticmethod]
     #[pyo3(signature = (tokenizer, *, eos_token_ids=None, vocab_size=None))]
-    fn from_huggingface(py: Python<'_>, tokenizer: Bound<'_, PyAny>, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
+    fn from_huggingface(
+        py: Python<'_>,
+        tokenizer: Bound<'_, PyAny>,
+        eos_token_ids: Option<&Bound<'_, PyAny>>,
+        vocab_size: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let eos_token_ids: Option<Vec<u32>> = opt_arg(eos_token_ids, "eos_token_ids", TOKEN_IDS)?;
+        let vocab_size = opt_size(vocab_size, "vocab_size")?;
         let io = py.import("tokensieve._vocab_io")?;
         let res = io.call_method1("read_hf_tokenizer", (tokenizer, eos_token_ids))?;
         let (json, eos): (String, Option<Vec<u32>>) = res.extract()?;
-        Self::new(py, Some(json), None, eos, vocab_size)
+        Self::build(py, Some(json), None, eos, vocab_size)
     }
 
     /// Number of token ids a bitmask covers: the one name for it on
@@ -176,11 +251,71 @@ impl PyVocabulary {
     fn __repr__(&self) -> String {
         let v = self.env.vocab();
         format!(
-            "Vocabulary(size={}, eos_token_ids={:?}, spelling='{}')",
+            "Vocabulary(vocab_size={}, eos_token_ids={:?}, spelling='{}')",
             v.size(),
             v.eos_token_ids(),
             self.spelling()
         )
+    }
+}
+
+impl PyVocabulary {
+    fn build(
+        py: Python<'_>,
+        tokenizer_json: Option<String>,
+        token_bytes: Option<Vec<Option<Vec<u8>>>>,
+        eos_token_ids: Option<Vec<u32>>,
+        vocab_size: Option<usize>,
+    ) -> PyResult<Self> {
+        let vocab = match (tokenizer_json, token_bytes) {
+            (Some(json), None) => {
+                if !json.trim_start().starts_with('{') {
+                    return Err(PyValueError::new_err(
+                        "tokenizer_json must be the text of a tokenizer.json; to load a file use Vocabulary.from_tokenizer_file(path)",
+                    ));
+                }
+                py.detach(|| CoreVocab::from_tokenizer_json(&json, eos_token_ids, vocab_size))
+            }
+            (None, Some(tb)) => CoreVocab::from_token_bytes(tb, eos_token_ids.unwrap_or_default(), vocab_size),
+            _ => return Err(PyTypeError::new_err("Vocabulary() takes exactly one of tokenizer_json or token_bytes=")),
+        }
+        .map_err(to_pyerr)?;
+        Ok(PyVocabulary { env: TokEnv::new(vocab) })
+    }
+
+    fn load_file(py: Python<'_>, path: std::path::PathBuf, eos_token_ids: Option<Vec<u32>>, vocab_size: Option<usize>) -> PyResult<Self> {
+        let file = if path.is_dir() {
+            ["tokenizer.json", "tokenizer.json.gz"]
+                .iter()
+                .map(|n| path.join(n))
+                .find(|p| p.is_file())
+                .ok_or_else(|| PyFileNotFoundError::new_err(format!("no tokenizer.json in directory {}", path.display())))?
+        } else {
+            path
+        };
+        let raw = std::fs::read(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(format!("tokenizer file not found: {}", file.display())),
+            _ => PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())),
+        })?;
+        let raw = if file.extension().is_some_and(|x| x == "gz") {
+            // gzip through the standard library's zlib: no extra crate.
+            let gz = py.import(intern!(py, "gzip"))?;
+            match gz.call_method1(intern!(py, "decompress"), (PyBytes::new(py, &raw),)) {
+                Ok(b) => b.cast_into::<PyBytes>()?.as_bytes().to_vec(),
+                Err(e) => return Err(PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display()))),
+            }
+        } else {
+            raw
+        };
+        let text = String::from_utf8(raw).map_err(|e| PyValueError::new_err(format!("cannot read tokenizer file {}: {e}", file.display())))?;
+        let eos_name = match eos_token_ids {
+            Some(_) => None,
+            None => file.parent().and_then(|d| eos_name_from_config(&d.join("tokenizer_config.json"))),
+        };
+        let vocab = py
+            .detach(|| CoreVocab::from_tokenizer_json_named(&text, eos_token_ids, eos_name.as_deref(), vocab_size))
+            .map_err(to_pyerr)?;
+        Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 }
 
@@ -298,12 +433,18 @@ fn _vocabulary_from_parts(
 #[pyo3(signature = (pattern, vocab, *, max_states=None, max_nfa_bytes=None, max_dfa_bytes=None))]
 fn compile_regex(
     py: Python<'_>,
-    pattern: &str,
-    vocab: &PyVocabulary,
-    max_states: Option<usize>,
-    max_nfa_bytes: Option<usize>,
-    max_dfa_bytes: Option<usize>,
+    pattern: &Bound<'_, PyAny>,
+    vocab: &Bound<'_, PyAny>,
+    max_states: Option<&Bound<'_, PyAny>>,
+    max_nfa_bytes: Option<&Bound<'_, PyAny>>,
+    max_dfa_bytes: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyConstraint> {
+    let pattern: String = arg(pattern, "pattern", "a str")?;
+    let pattern = pattern.as_str();
+    let vocab = vocab_arg(vocab)?;
+    let max_states = opt_size(max_states, "max_states")?;
+    let max_nfa_bytes = opt_size(max_nfa_bytes, "max_nfa_bytes")?;
+    let max_dfa_bytes = opt_size(max_dfa_bytes, "max_dfa_bytes")?;
     let mut limits = RegexLimits::default();
     if let Some(x) = max_states {
         limits.max_states = x;
@@ -329,12 +470,27 @@ const MAX_JSON_DEPTH: usize = 10_000;
 /// arrays/objects nested at most `max_depth` deep.
 #[pyfunction]
 #[pyo3(
-    signature = (vocab, *, whitespace="flexible", max_depth=crate::grammar::json::DEFAULT_MAX_DEPTH, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES),
+    signature = (vocab, *, whitespace=None, max_depth=None, mask_cache_bytes=None),
     text_signature = "(vocab, *, whitespace='flexible', max_depth=64, mask_cache_bytes=268435456)"
 )]
-fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_depth: usize, mask_cache_bytes: usize) -> PyResult<PyConstraint> {
+fn compile_json(
+    py: Python<'_>,
+    vocab: &Bound<'_, PyAny>,
+    whitespace: Option<&Bound<'_, PyAny>>,
+    max_depth: Option<&Bound<'_, PyAny>>,
+    mask_cache_bytes: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyConstraint> {
     use crate::grammar::json::{json_grammar, Whitespace};
-    let ws = match whitespace {
+    if vocab.is_instance_of::<pyo3::types::PyString>() {
+        return Err(PyTypeError::new_err(
+            "vocab must be a tokensieve.Vocabulary, got str (compile_json takes no source: its JSON grammar is built in)",
+        ));
+    }
+    let vocab = vocab_arg(vocab)?;
+    let whitespace: String = opt_arg(whitespace, "whitespace", "a str")?.unwrap_or_else(|| "flexible".into());
+    let max_depth = opt_size(max_depth, "max_depth")?.unwrap_or(crate::grammar::json::DEFAULT_MAX_DEPTH);
+    let mask_cache_bytes = opt_size(mask_cache_bytes, "mask_cache_bytes")?.unwrap_or(DEFAULT_MASK_CACHE_BYTES);
+    let ws = match whitespace.as_str() {
         "flexible" => Whitespace::Flexible,
         "compact" => Whitespace::Compact,
         other => {
@@ -366,18 +522,26 @@ fn compile_json(py: Python<'_>, vocab: &PyVocabulary, whitespace: &str, max_dept
 /// `start`) or `syntax="gbnf"` (llama.cpp GBNF, start rule `root`).
 #[pyfunction]
 #[pyo3(
-    signature = (text, vocab, *, syntax="lark", start=None, mask_cache_bytes=DEFAULT_MASK_CACHE_BYTES),
+    signature = (text, vocab, *, syntax=None, start=None, mask_cache_bytes=None),
     text_signature = "(text, vocab, *, syntax='lark', start=None, mask_cache_bytes=268435456)"
 )]
 fn compile_grammar(
     py: Python<'_>,
-    text: &str,
-    vocab: &PyVocabulary,
-    syntax: &str,
-    start: Option<&str>,
-    mask_cache_bytes: usize,
+    text: &Bound<'_, PyAny>,
+    vocab: &Bound<'_, PyAny>,
+    syntax: Option<&Bound<'_, PyAny>>,
+    start: Option<&Bound<'_, PyAny>>,
+    mask_cache_bytes: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyConstraint> {
     use crate::grammar::{gbnf, lark};
+    let text: String = arg(text, "text", "a str (the grammar source)")?;
+    let text = text.as_str();
+    let vocab = vocab_arg(vocab)?;
+    let syntax: String = opt_arg(syntax, "syntax", "a str")?.unwrap_or_else(|| "lark".into());
+    let syntax = syntax.as_str();
+    let start: Option<String> = opt_arg(start, "start", "a str")?;
+    let start = start.as_deref();
+    let mask_cache_bytes = opt_size(mask_cache_bytes, "mask_cache_bytes")?.unwrap_or(DEFAULT_MASK_CACHE_BYTES);
     let limits = GrammarLimits {
         mask_cache_bytes,
         ..GrammarLimits::default()
@@ -495,16 +659,24 @@ fn row_index(index: i64, rows: usize) -> PyResult<usize> {
 #[pymethods]
 impl PyMatcher {
     #[new]
-    fn new(constraint: &PyConstraint) -> Self {
-        PyMatcher {
+    fn new(constraint: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let constraint = constraint
+            .cast::<PyConstraint>()
+            .map_err(|_| PyTypeError::new_err(format!("constraint must be a tokensieve.Constraint, got {}", type_name(constraint))))?
+            .get();
+        Ok(PyMatcher {
             inner: CoreMatcher::new(constraint.inner.clone()),
-        }
+        })
     }
 
     /// Fill row `index` of an int32 bitmask of shape (batch, ceil(vocab_size/32)):
     /// bit t%32 of word t//32 is set iff token t is allowed next.
-    #[pyo3(signature = (bitmask, index=0))]
-    fn fill_next_token_bitmask(&mut self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: i64) -> PyResult<()> {
+    #[pyo3(signature = (bitmask, index=None), text_signature = "(self, bitmask, index=0)")]
+    fn fill_next_token_bitmask(&mut self, py: Python<'_>, bitmask: &Bound<'_, PyAny>, index: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let index = match index {
+            Some(ix) if !ix.is_none() => index_arg(ix, "index")?,
+            _ => 0,
+        };
         let words = self.inner.constraint().env().mask_words();
         let mut bm = writable_bitmask(bitmask)?;
         let (rows, data) = bitmask_rows(&mut bm, words)?;
@@ -530,7 +702,14 @@ impl PyMatcher {
 
     /// Consume tokens in order, stopping at the first disallowed one;
     /// returns the number consumed.
-    fn consume_tokens(&mut self, token_ids: Vec<TokenId>) -> PyResult<usize> {
+    fn consume_tokens(&mut self, token_ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        if token_ids.is_instance_of::<pyo3::types::PyString>() || token_ids.is_instance_of::<PyBytes>() {
+            return Err(PyTypeError::new_err(format!(
+                "token_ids must be {TOKEN_IDS}, got {}",
+                type_name(token_ids)
+            )));
+        }
+        let token_ids: Vec<TokenId> = arg(token_ids, "token_ids", TOKEN_IDS)?;
         let size = self.inner.constraint().vocab().size();
         let ts = token_ids.into_iter().map(|t| check_id(t, size)).collect::<PyResult<Vec<u32>>>()?;
         self.inner.consume_tokens(&ts).map_err(to_pyerr)
@@ -553,7 +732,8 @@ impl PyMatcher {
     }
 
     /// Undo the last `n` consumed tokens (for speculative decoding).
-    fn rollback(&mut self, n: usize) -> PyResult<()> {
+    fn rollback(&mut self, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = size_arg(n, "n")?;
         self.inner.rollback(n).map_err(to_pyerr)
     }
 
@@ -618,7 +798,24 @@ impl PyMatcher {
 /// (default `i`) gets the mask of `matchers[i]`.
 #[pyfunction]
 #[pyo3(signature = (matchers, bitmask, indices=None))]
-fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmask: &Bound<'_, PyAny>, indices: Option<Vec<i64>>) -> PyResult<()> {
+fn fill_next_token_bitmasks(
+    py: Python<'_>,
+    matchers: &Bound<'_, PyAny>,
+    bitmask: &Bound<'_, PyAny>,
+    indices: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let matchers = matchers
+        .cast::<PyList>()
+        .map_err(|_| PyTypeError::new_err(format!("matchers must be a list of Matcher, got {}", type_name(matchers))))?;
+    let indices: Option<Vec<i64>> = match indices {
+        Some(ix) if !ix.is_none() => Some(
+            ix.try_iter()
+                .map_err(|_| PyTypeError::new_err(format!("indices must be a sequence of int, got {}", type_name(ix))))?
+                .map(|x| index_arg(&x?, "indices"))
+                .collect::<PyResult<_>>()?,
+        ),
+        _ => None,
+    };
     let n = matchers.len();
     if let Some(ix) = &indices {
         if ix.len() != n {
@@ -627,7 +824,15 @@ fn fill_next_token_bitmasks(py: Python<'_>, matchers: &Bound<'_, PyList>, bitmas
     }
     let mut refs: Vec<PyRefMut<'_, PyMatcher>> = matchers
         .iter()
-        .map(|m| m.extract::<PyRefMut<'_, PyMatcher>>().map_err(PyErr::from))
+        .map(|m| {
+            m.extract::<PyRefMut<'_, PyMatcher>>().map_err(|e| {
+                if m.cast::<PyMatcher>().is_ok() {
+                    PyErr::from(e) // a matcher already borrowed (listed twice)
+                } else {
+                    PyTypeError::new_err(format!("matchers must be a list of Matcher, got an item of type {}", type_name(&m)))
+                }
+            })
+        })
         .collect::<PyResult<_>>()?;
     if n == 0 {
         return Ok(());
