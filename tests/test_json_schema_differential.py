@@ -870,10 +870,10 @@ def test_mask_matches_consume(vocab_name, schema, rnd):
 def test_known_bug_reproducers(schema, text, expected):
     """Minimal reproducers of divergences found by the random tests (xfail
     strict: remove the entry when the compiler is fixed)."""
-    compiled = compile_or_refuse("llama-3-8b-instruct", schema)
+    compiled = compile_or_refuse("gpt2", schema)  # gpt2: the shipped fallback, runs on a fresh clone
     assert compiled is not None, "refused"
     assert expected_valid(oracle(schema), text, schema) == expected
-    assert accepts("llama-3-8b-instruct", compiled, text) == expected
+    assert accepts("gpt2", compiled, text) == expected
 
 
 def test_differential_summary():
