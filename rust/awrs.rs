@@ -46,7 +46,8 @@
 //! All weights are relative to `softmax(logp)`: unnormalised log-probs are
 //! fine.
 
-use crate::resample::{next_uniform, ResampleRng};
+use crate::fastmath::exp_nonpos;
+use crate::resample::{dispatch, next_uniform, Isa, ResampleRng};
 
 /// Which sampler [`sample`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,16 +108,22 @@ impl<E: std::fmt::Display> std::fmt::Display for SampleError<E> {
 /// recomputed from their children on every update (never by subtraction), so
 /// the remaining mass stays accurate to relative rounding even after almost
 /// all of it has been removed.
-struct SumTree {
+struct SumTree<'a> {
     size: usize,
-    node: Vec<f64>,
+    node: &'a mut Vec<f64>,
 }
 
-impl SumTree {
-    fn new(values: &[f64]) -> Self {
-        let size = values.len().next_power_of_two();
-        let mut node = vec![0.0; 2 * size];
-        node[size..size + values.len()].copy_from_slice(values);
+impl<'a> SumTree<'a> {
+    /// The tree of `exp(logp - max)` in `node` (a reused buffer: after the
+    /// first call of a thread no page is freshly mapped, which at |V| =
+    /// 128k costs more than the arithmetic). `exp_nonpos` flushes values
+    /// below `e^-708` to 0; such tokens are reached by the log-space
+    /// fallback like any other zero-mass token.
+    fn build(node: &'a mut Vec<f64>, logp: &[f64], max: f64) -> Self {
+        let size = logp.len().next_power_of_two();
+        node.clear();
+        node.resize(2 * size, 0.0);
+        fill_leaves(Isa::detect(), &mut node[size..size + logp.len()], logp, max);
         for i in (1..size).rev() {
             node[i] = node[2 * i] + node[2 * i + 1];
         }
@@ -159,6 +166,19 @@ impl SumTree {
     }
 }
 
+/// `leaves[i] = exp(logp[i] - max)`, vectorised (AVX2 + FMA / AVX-512
+/// builds chosen at run time: without them `mul_add` is a libm call).
+fn fill_leaves(isa: Isa, leaves: &mut [f64], logp: &[f64], max: f64) {
+    dispatch!(
+        isa,
+        fn generic(leaves: &mut [f64], logp: &[f64], max: f64) -> () {
+            for (o, &x) in leaves.iter_mut().zip(logp) {
+                *o = exp_nonpos(x - max);
+            }
+        }
+    )
+}
+
 fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
     let m = xs.clone().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
@@ -177,7 +197,7 @@ fn log_add_exp(a: f64, b: f64) -> f64 {
 
 /// Per-step state shared by the samplers.
 struct Step<'a, F> {
-    logp: Vec<f64>,
+    logp: &'a [f64],
     /// `log sum exp(logp)`: weights are relative to the normalised `p`.
     log_norm: f64,
     /// `exp(logp - max)`, the scale of the sum tree.
@@ -249,7 +269,28 @@ where
 /// fallback ask all remaining live tokens in one batch. `max_calls` bounds
 /// the tokens evaluated before the fallback (see the module docs); `0` means
 /// full evaluation at once.
-pub fn sample<L, F, E>(logp: &[L], sampler: Sampler, max_calls: usize, rng: &mut ResampleRng, mut accept: F) -> Result<Draw, SampleError<E>>
+pub fn sample<L, F, E>(logp: &[L], sampler: Sampler, max_calls: usize, rng: &mut ResampleRng, accept: F) -> Result<Draw, SampleError<E>>
+where
+    L: Copy + Into<f64>,
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    sample_masked(logp, None, sampler, max_calls, rng, accept)
+}
+
+/// [`sample`] from `softmax(logp)` restricted to the tokens of a packed
+/// bitmask first (bit `t % 32` of word `t / 32`; tokens past its end are
+/// excluded): the accept function is never asked about a masked-out token,
+/// and the weight estimates the allowed mass relative to the *masked*
+/// distribution (multiply by the mask's allowed mass for the mass under
+/// `softmax(logp)`).
+pub fn sample_masked<L, F, E>(
+    logp: &[L],
+    mask: Option<&[u32]>,
+    sampler: Sampler,
+    max_calls: usize,
+    rng: &mut ResampleRng,
+    mut accept: F,
+) -> Result<Draw, SampleError<E>>
 where
     L: Copy + Into<f64>,
     F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
@@ -260,8 +301,59 @@ where
     if logp.len() > u32::MAX as usize {
         return Err(SampleError::Input("vocabulary larger than 2^32".into()));
     }
-    let logp: Vec<f64> = logp.iter().map(|&x| x.into()).collect();
-    if let Some(i) = logp.iter().position(|x| x.is_nan() || *x == f64::INFINITY) {
+    // Reused buffers (see `SumTree::build`); taken out of the thread-local
+    // slot, so a nested call from inside `accept` just gets fresh ones.
+    let mut scratch = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
+    let r = sample_in(&mut scratch, logp, mask, sampler, max_calls, rng, &mut accept);
+    SCRATCH.with(|c| *c.borrow_mut() = scratch);
+    r
+}
+
+/// Buffers reused across calls on one thread.
+#[derive(Default)]
+struct Scratch {
+    logp: Vec<f64>,
+    node: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+fn sample_in<L, F, E>(
+    scratch: &mut Scratch,
+    input: &[L],
+    mask: Option<&[u32]>,
+    sampler: Sampler,
+    max_calls: usize,
+    rng: &mut ResampleRng,
+    accept: &mut F,
+) -> Result<Draw, SampleError<E>>
+where
+    L: Copy + Into<f64>,
+    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
+{
+    let Scratch { logp: logp_buf, node } = scratch;
+    logp_buf.clear();
+    logp_buf.extend(input.iter().map(|&x| x.into()));
+    if let Some(words) = mask {
+        for (w, chunk) in logp_buf.chunks_mut(32).enumerate() {
+            let bits = words.get(w).copied().unwrap_or(0);
+            if bits == u32::MAX {
+                continue;
+            }
+            for (j, x) in chunk.iter_mut().enumerate() {
+                if (bits >> j) & 1 == 0 {
+                    *x = f64::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    let logp: &[f64] = logp_buf;
+    // NaN or +inf, in one vectorisable pass (masked-out tokens are -inf by now).
+    let bad = |x: f64| x.is_nan() | (x == f64::INFINITY);
+    if logp.iter().fold(false, |acc, &x| acc | bad(x)) {
+        let i = logp.iter().position(|&x| bad(x)).unwrap_or(0);
         return Err(SampleError::Input(format!(
             "log-prob of token {i} is {} (expected a finite number or -inf)",
             logp[i]
@@ -277,12 +369,18 @@ where
     if max == f64::NEG_INFINITY {
         return Ok(none);
     }
-    let log_norm = log_sum_exp(logp.iter().copied());
+    let full_only = sampler == Sampler::Full || max_calls == 0;
+    let mut tree = if full_only { None } else { Some(SumTree::build(node, logp, max)) };
+    // With the tree: its root is sum exp(logp - max) (pairwise sums).
+    let log_norm = match &tree {
+        Some(t) => max + t.total().ln(),
+        None => log_sum_exp(logp.iter().copied()),
+    };
     let mut step = Step {
         logp,
         log_norm,
         log_scale: max,
-        accept: &mut accept,
+        accept,
         calls: 0,
     };
     let live = |logp: &[f64], dead: &[bool]| -> Vec<u32> {
@@ -299,18 +397,16 @@ where
     };
     let n = step.logp.len();
     let mut dead = vec![false; n];
-    if sampler == Sampler::Full || max_calls == 0 {
-        let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+    let Some(tree) = tree.as_mut() else {
+        let (tok, lz) = step.full(live(step.logp, &dead), rng)?;
         return Ok(finish(&step, tok, lz, sampler != Sampler::Full));
-    }
-    let values: Vec<f64> = step.logp.iter().map(|&x| (x - max).exp()).collect();
-    let mut tree = SumTree::new(&values);
+    };
     match sampler {
         Sampler::Awrs => {
             // Round 1: without replacement until the first acceptance.
             let x = loop {
                 if step.calls >= max_calls || tree.total() <= 0.0 {
-                    let (tok, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    let (tok, lz) = step.full(live(step.logp, &dead), rng)?;
                     return Ok(finish(&step, tok, lz, true));
                 }
                 let i = tree.find(next_uniform(rng));
@@ -331,7 +427,7 @@ where
                     return Ok(finish(&step, Some(x), base, false));
                 }
                 if step.calls >= max_calls || m <= 0.0 {
-                    let (_, lz) = step.full(live(&step.logp, &dead), rng)?;
+                    let (_, lz) = step.full(live(step.logp, &dead), rng)?;
                     return Ok(finish(&step, Some(x), log_add_exp(base, lz), true));
                 }
                 let i = tree.find(next_uniform(rng));
@@ -359,7 +455,7 @@ where
                 if draws >= max_calls {
                     // Evaluate the rest, then weigh by the exact law of what
                     // the stopped draws would have done.
-                    let cands: Vec<u32> = live(&step.logp, &dead).into_iter().filter(|&t| known[t as usize].is_none()).collect();
+                    let cands: Vec<u32> = live(step.logp, &dead).into_iter().filter(|&t| known[t as usize].is_none()).collect();
                     let ok = step.ask(&cands)?;
                     for (&t, a) in cands.iter().zip(ok) {
                         known[t as usize] = Some(a);
@@ -448,6 +544,179 @@ fn log_haldane_tail(log_z: f64, a: usize) -> f64 {
         qj *= q;
         j += 1.0;
     }
+}
+
+/// One row's question in [`sample_rows`]: row `row` asks about `tokens`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowAsk {
+    /// The row (particle) asking.
+    pub row: usize,
+    /// The token ids it asks about.
+    pub tokens: Vec<u32>,
+}
+
+enum RowMsg {
+    Ask(RowAsk),
+    Done(usize, Result<Draw, Option<String>>),
+}
+
+/// Scratch buffers for the row threads of [`sample_rows`], kept across
+/// calls (a new thread has an empty thread-local slot, and fresh buffers
+/// would be page-faulted in again at every step); at most 64 are kept
+/// (~3 MiB each at |V| = 128k).
+static ROW_SCRATCH: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+
+/// [`sample_masked`] for every row of a `rows x vocab` matrix at once, with
+/// *one* call of `accept_batch` per round: the rows run in their own
+/// threads (so the O(V) set-up of the rows runs in parallel), each row
+/// blocks on its questions, and once every unfinished row is waiting the
+/// caller's thread asks all their questions in one batch and hands the
+/// answers back. Row `r` uses `rng_from_seed(seeds[r])`, so the draws do
+/// not depend on the scheduling and equal those of [`sample_masked`] row by
+/// row. `masks`: `rows` packed bitmask rows of `words` words each.
+///
+/// The first error of `accept_batch` is returned (rows still running are
+/// told that their question failed, and finish); otherwise the first row's
+/// input error, if any.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_rows<L, F, E>(
+    logp: &[L],
+    vocab: usize,
+    masks: Option<(&[u32], usize)>,
+    sampler: Sampler,
+    max_calls: usize,
+    seeds: &[u64],
+    mut accept_batch: F,
+) -> Result<Vec<Draw>, SampleError<E>>
+where
+    L: Copy + Into<f64> + Sync,
+    F: FnMut(&[RowAsk]) -> Result<Vec<Vec<bool>>, E>,
+{
+    let rows = seeds.len();
+    if vocab == 0 || logp.len() != rows * vocab {
+        return Err(SampleError::Input(format!(
+            "log-probs of length {} for {rows} rows of {vocab} tokens",
+            logp.len()
+        )));
+    }
+    if let Some((m, words)) = masks {
+        if m.len() != rows * words {
+            return Err(SampleError::Input(format!("mask of {} words for {rows} rows of {words}", m.len())));
+        }
+    }
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    use std::sync::mpsc;
+    let (to_main, from_rows) = mpsc::channel::<RowMsg>();
+    let mut replies = Vec::with_capacity(rows);
+    let mut inboxes = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let (tx, rx) = mpsc::channel::<Option<Vec<bool>>>();
+        replies.push(tx);
+        inboxes.push(rx);
+    }
+    let mut out: Vec<Option<Draw>> = vec![None; rows];
+    let mut input_err: Option<(usize, String)> = None;
+    let mut call_err: Option<E> = None;
+    std::thread::scope(|scope| {
+        for (r, inbox) in inboxes.into_iter().enumerate() {
+            let to_main = to_main.clone();
+            let row = &logp[r * vocab..(r + 1) * vocab];
+            let mask = masks.map(|(m, words)| &m[r * words..(r + 1) * words]);
+            let seed = seeds[r];
+            std::thread::Builder::new()
+                .stack_size(1 << 20)
+                .spawn_scoped(scope, move || {
+                    let mut scratch = ROW_SCRATCH.lock().map(|mut v| v.pop()).ok().flatten().unwrap_or_default();
+                    let mut rng = crate::resample::rng_from_seed(seed);
+                    let mut ask = |t: &[u32]| -> Result<Vec<bool>, ()> {
+                        let msg = RowMsg::Ask(RowAsk { row: r, tokens: t.to_vec() });
+                        if to_main.send(msg).is_err() {
+                            return Err(());
+                        }
+                        inbox.recv().ok().flatten().ok_or(())
+                    };
+                    let res = sample_in(&mut scratch, row, mask, sampler, max_calls, &mut rng, &mut ask);
+                    if let Ok(mut v) = ROW_SCRATCH.lock() {
+                        if v.len() < 64 {
+                            v.push(scratch);
+                        }
+                    }
+                    let res = res.map_err(|e| match e {
+                        SampleError::Input(m) => Some(m),
+                        SampleError::Accept(()) => None,
+                    });
+                    let _ = to_main.send(RowMsg::Done(r, res));
+                })
+                .expect("spawn an AWRS row thread");
+        }
+        drop(to_main);
+        let mut running = rows;
+        let mut pending: Vec<RowAsk> = Vec::new();
+        while running > 0 {
+            match from_rows.recv() {
+                Ok(RowMsg::Ask(a)) => pending.push(a),
+                Ok(RowMsg::Done(r, res)) => {
+                    running -= 1;
+                    match res {
+                        Ok(d) => out[r] = Some(d),
+                        Err(Some(m)) => {
+                            if input_err.as_ref().is_none_or(|(r0, _)| r < *r0) {
+                                input_err = Some((r, m));
+                            }
+                        }
+                        Err(None) => {}
+                    }
+                }
+                Err(_) => break, // every row thread is gone
+            }
+            if !pending.is_empty() && pending.len() == running {
+                pending.sort_by_key(|a| a.row);
+                let answers = if call_err.is_some() { Err(()) } else { Ok(()) };
+                let answers = answers.and_then(|()| match accept_batch(&pending) {
+                    Ok(v) if v.len() == pending.len() && v.iter().zip(&pending).all(|(a, p)| a.len() == p.tokens.len()) => Ok(v),
+                    Ok(_) => Err(()),
+                    Err(e) => {
+                        call_err = Some(e);
+                        Err(())
+                    }
+                });
+                match answers {
+                    Ok(v) => {
+                        for (a, ans) in pending.drain(..).zip(v) {
+                            let _ = replies[a.row].send(Some(ans));
+                        }
+                    }
+                    Err(()) => {
+                        if call_err.is_none() && input_err.is_none() {
+                            input_err = Some((pending[0].row, "accept function returned the wrong number of answers".into()));
+                        }
+                        for a in pending.drain(..) {
+                            let _ = replies[a.row].send(None);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some(e) = call_err {
+        return Err(SampleError::Accept(e));
+    }
+    if let Some((r, m)) = input_err {
+        return Err(SampleError::Input(format!("row {r}: {m}")));
+    }
+    Ok(out
+        .into_iter()
+        .map(|d| {
+            d.unwrap_or(Draw {
+                token: None,
+                log_weight: f64::NEG_INFINITY,
+                calls: 0,
+                fell_back: false,
+            })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -598,6 +867,96 @@ mod tests {
             let want = if c[i] { p[i] } else { 0.0 };
             assert!((acc[i] - want).abs() < 1e-14, "token {i}: {} vs {want}", acc[i]);
         }
+    }
+
+    #[test]
+    fn mask_excludes_tokens_and_renormalises() {
+        // Tokens 0 and 3 masked out; the accept function rejects token 1.
+        let p = [0.4, 0.25, 0.2, 0.1, 0.05];
+        let logp = lp(&p);
+        let mask = [0b10110u32];
+        for sampler in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            let mut sum = 0.0;
+            let reps = 4000;
+            for seed in 0..reps {
+                let mut rng = rng_from_seed(seed);
+                let d = sample_masked(&logp, Some(&mask), sampler, 1000, &mut rng, |t: &[u32]| -> Result<Vec<bool>, ()> {
+                    assert!(t.iter().all(|&x| x != 0 && x != 3), "asked about a masked-out token");
+                    Ok(t.iter().map(|&x| x != 1).collect())
+                })
+                .unwrap();
+                assert!(matches!(d.token, Some(2) | Some(4)));
+                sum += d.log_weight.exp();
+            }
+            // Allowed mass under the masked distribution: (0.2 + 0.05) / 0.5.
+            let mean = sum / reps as f64;
+            assert!((mean - 0.5).abs() < 0.03, "{sampler:?}: {mean}");
+        }
+    }
+
+    #[test]
+    fn rows_batch_equals_row_by_row() {
+        let v = 300;
+        let rows = 7;
+        let mut logp = Vec::new();
+        for r in 0..rows {
+            for i in 0..v {
+                logp.push(-(((i * (r + 3)) % 17) as f64) * 0.4);
+            }
+        }
+        let mut mask = vec![u32::MAX; rows * 10];
+        mask[3 * 10] = 0; // row 3: tokens 0..32 masked out
+        let allowed = |r: usize, t: u32| !(t as usize + r).is_multiple_of(5) && r != 6;
+        let seeds: Vec<u64> = (0..rows as u64).map(|s| 11 * s + 1).collect();
+        for sampler in [Sampler::Awrs, Sampler::Rejection, Sampler::Full] {
+            let mut calls = 0;
+            let got = sample_rows(
+                &logp,
+                v,
+                Some((&mask, 10)),
+                sampler,
+                1000,
+                &seeds,
+                |asks: &[RowAsk]| -> Result<Vec<Vec<bool>>, ()> {
+                    calls += 1;
+                    Ok(asks.iter().map(|a| a.tokens.iter().map(|&t| allowed(a.row, t)).collect()).collect())
+                },
+            )
+            .unwrap();
+            for r in 0..rows {
+                let mut rng = rng_from_seed(seeds[r]);
+                let one = sample_masked(
+                    &logp[r * v..(r + 1) * v],
+                    Some(&mask[r * 10..(r + 1) * 10]),
+                    sampler,
+                    1000,
+                    &mut rng,
+                    |t: &[u32]| -> Result<Vec<bool>, ()> { Ok(t.iter().map(|&x| allowed(r, x)).collect()) },
+                )
+                .unwrap();
+                assert_eq!(got[r], one, "{sampler:?} row {r}");
+            }
+            assert_eq!(got[6].token, None);
+            let most = got.iter().map(|d| d.calls).max().unwrap();
+            assert!(calls <= most.max(1) + 1, "{sampler:?}: {calls} batched calls, at most {most} per row");
+        }
+        // An error of the batch function reaches the caller; no hang.
+        let e = sample_rows(
+            &logp,
+            v,
+            None,
+            Sampler::Awrs,
+            1000,
+            &seeds,
+            |_: &[RowAsk]| -> Result<Vec<Vec<bool>>, &str> { Err("boom") },
+        );
+        assert_eq!(e.unwrap_err(), SampleError::Accept("boom"));
+        let mut bad = logp.clone();
+        bad[2 * v + 5] = f64::NAN;
+        let e = sample_rows(&bad, v, None, Sampler::Awrs, 1000, &seeds, |a: &[RowAsk]| -> Result<Vec<Vec<bool>>, ()> {
+            Ok(a.iter().map(|x| vec![true; x.tokens.len()]).collect())
+        });
+        assert!(matches!(e, Err(SampleError::Input(m)) if m.contains("row 2")));
     }
 
     #[test]

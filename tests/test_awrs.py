@@ -88,3 +88,93 @@ def test_potential_errors_name_particle_and_step() -> None:
         potential(lambda s: float("nan")).prefix(b"x")
     with pytest.raises(TypeError, match="str"):
         potential(lambda s: "yes").prefix(b"x")  # type: ignore[arg-type, return-value]
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+def test_mask_argument(sampler: str) -> None:
+    """``mask``: a packed int32 bitmask row applied before the accept
+    function, which is never asked about masked-out tokens; the weight is
+    relative to the masked distribution."""
+    mask = np.array([0b10110], dtype=np.int32)  # tokens 1, 2, 4
+    asked = set()
+
+    def acc(tokens: list) -> list:
+        asked.update(tokens)
+        return [t != 1 for t in tokens]
+
+    n = 4000
+    w = np.empty(n)
+    for seed in range(n):
+        tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, sampler, 1000, seed, mask)
+        assert tok in (2, 4)
+        w[seed] = math.exp(lw)
+    assert asked <= {1, 2, 4}
+    z = (P[2] + P[4]) / (P[1] + P[2] + P[4])
+    assert abs(w.mean() - z) <= 3 * w.std() / math.sqrt(n) + 1e-12
+    tok, lw, _, _ = _core.awrs_sample(np.log(P), acc, sampler, 1000, 0, np.zeros(1, dtype=np.int32))
+    assert tok is None and lw == -math.inf
+
+
+def test_product_batches_per_factor_and_short_circuits() -> None:
+    from tokensieve.potentials import Potential
+
+    seen = {"a": 0, "b": 0}
+
+    class Counting(Potential):
+        def __init__(self, key: str, bad: bytes) -> None:
+            self.key, self.bad, self.name = key, bad, key
+
+        def batch_prefix(self, texts):  # type: ignore[no-untyped-def]
+            seen[self.key] += 1
+            return [-math.inf if self.bad in t else -1.0 for t in texts]
+
+    prod = Counting("a", b"x") * Counting("b", b"y")
+    assert prod.batch_prefix([b"ab", b"ax", b"ay"]) == [-2.0, -math.inf, -math.inf]
+    assert seen == {"a": 1, "b": 1}  # one batch call per factor
+    with pytest.raises(TypeError, match="NaN"):
+        (potential(lambda s: True) * potential(lambda s: float("nan"))).batch_prefix([b"a"])
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_equal_row_by_row_with_one_call_per_round(sampler: str, dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    rows, v = 9, 200
+    logp = (rng.standard_normal((rows, v)) * 2).astype(dtype)
+    mask = np.full((rows, (v + 31) // 32), -1, dtype=np.int32)
+    mask[4, :3] = 0  # row 4: tokens 0..95 masked out
+    ok = lambda r, t: (t * 7 + r) % 3 != 0 and r != 8  # noqa: E731
+    seeds = [3 * r + 1 for r in range(rows)]
+    rounds = []
+
+    def acc_rows(rs: list, toks: list) -> list:
+        rounds.append(len(rs))
+        return [[ok(r, t) for t in ts] for r, ts in zip(rs, toks)]
+
+    got = _core.awrs_sample_rows(logp, acc_rows, seeds, sampler, 1000, mask)
+    for r in range(rows):
+        one = _core.awrs_sample(logp[r], lambda ts: [ok(r, t) for t in ts], sampler, 1000, seeds[r], mask[r])
+        assert got[r] == one
+    assert got[8][0] is None and got[8][1] == -math.inf
+    assert len(rounds) <= max(g[2] for g in got) + 1 and max(rounds) > 1  # batched across rows
+
+
+def test_rows_errors_and_bad_input() -> None:
+    logp = np.log(np.tile(P, (3, 1)))
+
+    def boom(rs: list, toks: list) -> list:
+        raise KeyError("inside")
+
+    with pytest.raises(KeyError, match="inside"):
+        _core.awrs_sample_rows(logp, boom, [1, 2, 3])
+    with pytest.raises(ValueError, match="wrong number"):
+        _core.awrs_sample_rows(logp, lambda rs, toks: [[True]], [1, 2, 3])
+    bad = logp.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="row 1"):
+        _core.awrs_sample_rows(bad, lambda rs, toks: [[True] * len(t) for t in toks], [1, 2, 3])
+    with pytest.raises(TypeError, match="2-D"):
+        _core.awrs_sample_rows(np.zeros((2, 3), dtype=np.int64), lambda rs, toks: [], [1, 2])
+    with pytest.raises(ValueError, match="rows"):
+        _core.awrs_sample_rows(logp, lambda rs, toks: [], [1, 2])
+    assert _core.awrs_sample_rows(np.zeros((0, 5)), lambda rs, toks: [], []) == []

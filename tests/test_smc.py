@@ -391,7 +391,8 @@ def test_dead_particles_and_all_dead():
     assert math.exp(res.log_z) == pytest.approx(0.5, abs=0.2)
     # Nothing in the language has positive probability.
     c2 = ts.compile_regex("ab", lm.vocabulary)
-    res2 = smc.generate(lm, None, None, c2, n_particles=20, seed=0)
+    with pytest.warns(RuntimeWarning, match="posterior is empty"):
+        res2 = smc.generate(lm, None, None, c2, n_particles=20, seed=0)
     assert all(s == "dead" for s in res2.status)
     assert res2.log_z == -math.inf and res2.posterior() == {} and res2.best() is None
     assert not res2.weights.any()

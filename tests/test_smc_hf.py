@@ -238,6 +238,24 @@ def test_driver_reorders_cache_consistently(arch):
             assert regex.fullmatch(rb"[a-f]{2,6}( [0-9]{1,3})?", tb)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("sampler", ["awrs", "mask"])
+def test_potentials_driver_reorders_cache_consistently(arch, sampler):
+    letters = [bytes([c]) for c in b"abcdefghijklmnopqrstuvwxyz0123456789 .,!"]
+    vocab = ts.Vocabulary(token_bytes=letters + [None], eos_token_ids=[len(letters)])
+    model = MODELS[arch](len(letters) + 1)
+    chk = CheckingModel(model)
+    c = ts.compile_regex(r"[a-f]{2,6}( [0-9]{1,3})?", vocab)
+    res = smc.generate(chk, None, [3, 4, 5], c, potentials=[lambda s: b"e" not in s], sampler=sampler,
+                       n_particles=12, ess_threshold=1.0, max_new_tokens=10, seed=0, vocab=vocab)
+    assert any(res.resampled) and chk.reorders >= 1
+    assert chk.checked == res.num_steps
+    assert chk.max_err < ATOL
+    for tb, st in zip(res.text_bytes, res.status):
+        if st == "eos":
+            assert regex.fullmatch(rb"[a-df]{2,6}( [0-9]{1,3})?", tb)
+
+
 # --------------------------------------------------------------------------
 # End to end with real tokenizers
 # --------------------------------------------------------------------------
@@ -347,3 +365,31 @@ def test_model_logits_wider_than_vocab():
     res = smc.generate(model, tok, "n=", pattern, n_particles=8, max_new_tokens=6, seed=0)
     check_language(res, pattern)
     assert all(t < len(tok) for ids in res.token_ids for t in ids)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_no_deprecation_warnings_and_dynamic_cache(arch):
+    """transformers 5.x deprecates ``past_key_values=`` (now ``cache=``) and
+    legacy tuple caches: our code paths (the compiled-constraint driver, the
+    potentials driver with resampling, HFModel itself) must not trigger any
+    DeprecationWarning / FutureWarning, and the cache is a DynamicCache."""
+    import warnings
+
+    toks = [bytes([c]) for c in b"abcdefgh"] + [None]
+    vocab = ts.Vocabulary(token_bytes=toks, eos_token_ids=[len(toks) - 1])
+    model = MODELS[arch](len(toks))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm = HFModel(model)
+        state = lm.start([1, 2], 3)
+        assert isinstance(state.past_key_values, transformers.DynamicCache)
+        lm.next_logprobs(state, None)
+        lm.reorder(state, torch.tensor([2, 0]))
+        lm.next_logprobs(state, torch.tensor([3, 4]))
+        assert isinstance(state.past_key_values, transformers.DynamicCache)
+        smc.generate(model, None, [1, 2], "[a-h]{2,6}", n_particles=16, seed=0, vocab=vocab,
+                     max_new_tokens=6, ess_threshold=1.0)
+        smc.generate(model, None, [1, 2], potentials=[lambda s: b"e" not in s], n_particles=16, seed=0,
+                     vocab=vocab, max_new_tokens=6, ess_threshold=1.0)
+    bad = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning, PendingDeprecationWarning))]
+    assert not bad, [str(w.message) for w in bad]

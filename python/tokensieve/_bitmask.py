@@ -68,6 +68,20 @@ def _shifts(device: Any) -> Any:
     return s
 
 
+_BITS: Dict[Any, Any] = {}
+
+
+def _bits(device: Any) -> Any:
+    """``1 << k`` for k in 0..31 as int32 (bit 31 is the sign bit) on ``device``."""
+    torch = _require_torch()
+
+    b = _BITS.get(device)
+    if b is None:
+        b = torch.from_numpy((np.uint32(1) << np.arange(32, dtype=np.uint32)).view(np.int32)).to(device)
+        _BITS[device] = b
+    return b
+
+
 def unpack_bitmask(bitmask: Any, vocab_size: int) -> Any:
     """Boolean torch tensor ``(..., vocab_size)`` of allowed tokens from a packed bitmask."""
     torch = _require_torch()
@@ -157,5 +171,56 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         _core._apply_bitmask_cpu(view.numpy(), bitmask.contiguous().numpy(), name)
         return
     bm = bitmask.to(logits.device, non_blocking=True)
+    if logits.is_cuda and logits.is_contiguous() and bm.is_contiguous() and _triton_apply(logits, bm, vocab):
+        return
+    if bm.shape[-1] * 32 >= vocab:
+        # Three kernels (and, compare, fill): on a GPU each op costs a
+        # launch, so the unpacking is folded into the comparison.
+        disallowed = (bm.unsqueeze(-1) & _bits(bm.device)) == 0
+        logits.masked_fill_(disallowed.flatten(-2)[..., :vocab], float("-inf"))
+        return
     allowed = unpack_bitmask(bm, vocab)
     logits.masked_fill_(~allowed, float("-inf"))
+
+
+_TRITON: Dict[str, Any] = {}
+
+
+def _triton_apply(logits: Any, bm: Any, vocab: int) -> bool:
+    """One fused Triton kernel for CUDA logits: each program reads a block
+    of bitmask words and writes ``-inf`` where a bit is clear (one launch
+    instead of three). ``False`` when Triton is unavailable, so the caller
+    falls back to torch ops."""
+    kernel = _TRITON.get("kernel")
+    if kernel is None:
+        if _TRITON.get("missing"):
+            return False
+        try:
+            import triton  # type: ignore[import-untyped, unused-ignore]
+            import triton.language as tl  # type: ignore[import-untyped, unused-ignore]
+        except Exception:
+            _TRITON["missing"] = True
+            return False
+
+        @triton.jit  # type: ignore[untyped-decorator, unused-ignore]
+        def _apply(logits_ptr, bm_ptr, vocab, words, stride, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]  # noqa: N803 (Triton reads the annotations: only constexpr)
+            row = tl.program_id(0)
+            col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+            inside = col < vocab
+            word = tl.load(bm_ptr + row * words + col // 32, mask=inside, other=0)
+            clear = ((word >> (col % 32)) & 1) == 0
+            tl.store(logits_ptr + row * stride + col, float("-inf"), mask=inside & clear)
+
+        kernel = _TRITON["kernel"] = _apply
+    rows = 1 if logits.dim() == 1 else logits.shape[0]
+    words = bm.shape[-1]
+    stride = logits.shape[-1]
+    block = 4096
+    grid = (rows, (vocab + block - 1) // block)
+    try:
+        kernel[grid](logits, bm, vocab, words, stride, BLOCK=block)
+    except Exception:  # no usable Triton backend here: torch ops instead
+        _TRITON["missing"] = True
+        _TRITON.pop("kernel", None)
+        return False
+    return True

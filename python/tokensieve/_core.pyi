@@ -27,6 +27,7 @@ __all__ = [
     "Population",
     "RESAMPLE_SCHEMES",
     "awrs_sample",
+    "awrs_sample_rows",
 ]
 
 @final
@@ -230,12 +231,28 @@ class Population:
     def resampler(self) -> str: ...
     def __len__(self) -> int: ...
 
+def awrs_sample_rows(
+    logp: Any,
+    accept: Any,
+    seeds: Sequence[int],
+    sampler: str = "awrs",
+    max_calls: int = 1000,
+    mask: Optional[Any] = None,
+) -> List[tuple[Optional[int], float, int, bool]]:
+    """:func:`awrs_sample` for every row of a 2-D C-contiguous float32/float64
+    array ``logp`` (one seed per row, optional 2-D int32 ``mask``), with one
+    call ``accept(rows, tokens) -> one list of bools per row`` per round for
+    all rows still drawing. Rows run in parallel threads (GIL released except
+    during ``accept``); row ``r``'s result equals
+    ``awrs_sample(logp[r], ..., seed=seeds[r], mask=mask[r])``."""
+
 def awrs_sample(
     logp: Any,
     accept: Any,
     sampler: str = "awrs",
     max_calls: int = 1000,
     seed: int = 0,
+    mask: Optional[Any] = None,
 ) -> tuple[Optional[int], float, int, bool]:
     """One draw from softmax(logp) (1-D float32/float64 numpy array) restricted
     to the tokens ``accept(list_of_ids) -> list_of_bools`` allows.
@@ -246,6 +263,10 @@ def awrs_sample(
     an unbiased estimate of the allowed mass. After ``max_calls`` evaluations
     the remaining tokens are evaluated at once (weights stay unbiased).
     The GIL is released except while ``accept`` runs; its exceptions propagate.
+    ``mask``: a packed int32 bitmask row (bit ``t % 32`` of word ``t // 32``;
+    tokens past its end excluded) applied first: ``accept`` is never asked
+    about a masked-out token, and the weight is relative to the masked,
+    renormalised distribution.
     """
 
 def _compile_json_schema(

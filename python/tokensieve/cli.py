@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
 
@@ -109,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="sequential Monte Carlo with N particles: samples the model conditioned on the constraint "
         "and prints the weighted posterior over strings and the estimate of log P(constraint)",
+    )
+    dec.add_argument(
+        "--potential",
+        action="append",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="with --smc: a Python constraint, FUNCTION(text: bytes) -> bool or log weight (or a "
+        "tokensieve.potentials.Potential), from an importable MODULE or a FILE.py; asked only about "
+        "tokens the constraint above allows; repeatable",
+    )
+    dec.add_argument(
+        "--sampler",
+        default="awrs",
+        choices=("awrs", "rejection", "direct", "mask"),
+        help="with --potential: how SMC proposes tokens under the Python constraints (default: awrs)",
     )
     gen.add_argument("-v", "--verbose", action="store_true", help="print timings and library warnings on stderr")
     gen.set_defaults(func=cmd_generate)
@@ -230,6 +246,42 @@ def _build_constraint(args: argparse.Namespace, vocab: Any) -> Any:
     raise CLIError("no constraint given")  # pragma: no cover - argparse requires one
 
 
+def _load_potential(spec: str) -> Any:
+    """``--potential MODULE:FUNCTION`` (or ``FILE.py:FUNCTION``): the object,
+    as a :class:`tokensieve.potentials.Potential`."""
+    import importlib
+    import importlib.util
+
+    from .potentials import Potential, potential
+
+    mod_name, sep, attr = spec.rpartition(":")
+    if not sep or not mod_name or not attr:
+        raise CLIError(f"--potential {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if mod_name.endswith(".py"):
+            loc = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
+            if loc is None or loc.loader is None:
+                raise ImportError(f"cannot load {mod_name}")
+            module = importlib.util.module_from_spec(loc)
+            loc.loader.exec_module(module)
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+    except Exception as e:
+        raise CLIError(f"--potential {spec!r}: cannot import {mod_name!r} ({_first_line(e)})") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise CLIError(f"--potential {spec!r}: {mod_name!r} has no attribute {attr!r}")
+    if isinstance(obj, type) and issubclass(obj, Potential):
+        obj = obj()
+    if isinstance(obj, Potential):
+        return obj
+    if callable(obj):
+        return potential(obj)
+    raise CLIError(f"--potential {spec!r}: {attr!r} is a {type(obj).__name__}, not a function or Potential")
+
+
 def _decode(vocab: Any, ids: List[int], eos_ids: Sequence[int]) -> Tuple[str, bool]:
     """(text, ended with EOS) of generated ids: the bytes of the tokens before the first EOS."""
     ended = False
@@ -347,13 +399,17 @@ def _run_generate(args: argparse.Namespace, torch: Any, transformers: Any) -> in
         print(f"[tokensieve] constraint compiled in {(time.perf_counter() - t0) * 1e3:.1f} ms "
               f"({constraint.num_states} states)", file=sys.stderr)
 
+    potentials = [_load_potential(spec) for spec in args.potential or []]
+    if potentials and args.smc is None:
+        raise CLIError("--potential needs --smc N (Python constraints are applied by SMC)")
     if args.smc is not None:
         from . import smc
 
         t0 = time.perf_counter()
+        kw: Dict[str, Any] = {"potentials": potentials, "sampler": args.sampler} if potentials else {}
         try:
             res = smc.generate(model, tokenizer, args.prompt, constraint, n_particles=args.smc,
-                               max_new_tokens=args.max_new_tokens, seed=args.seed, vocab=vocab)
+                               max_new_tokens=args.max_new_tokens, seed=args.seed, vocab=vocab, **kw)
         except (ValueError, RuntimeError) as e:
             raise CLIError(f"SMC failed: {_first_line(e)}") from None
         smc.print_result(res, top=max(args.num_samples, 10))

@@ -23,7 +23,11 @@ Two implementations ship here:
   (batch 1), copies its KV cache to the ``n`` rows, then feeds one token per
   row and step; ``reorder`` index-selects the KV cache in place of
   recomputing it (``Cache.reorder_cache`` for ``transformers`` Cache objects,
-  ``index_select`` on every tensor for legacy tuples).
+  ``index_select`` on every tensor for legacy tuples). A ``transformers``
+  model always gets a ``DynamicCache`` (created empty for the prompt and
+  passed as ``cache=``, or ``past_key_values=`` on versions before that
+  keyword), never legacy tuples; tuples are kept only for other modules
+  that produce them.
 * :class:`TableLM` is an exact, tiny LM given by an explicit next-token
   table (bigram or any function of the prefix) over tokens with known byte
   strings. It can enumerate every complete sequence with its probability,
@@ -154,6 +158,18 @@ def _keep_last_logits_kwargs(model: Any) -> Dict[str, int]:
     return {}
 
 
+def _cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward takes (and its output
+    returns) the KV cache: ``cache`` (``transformers`` >= 5.2x, where
+    ``past_key_values`` is deprecated) or ``past_key_values``."""
+    forward = getattr(model, "forward", None)
+    try:
+        params = inspect.signature(forward).parameters if forward is not None else {}
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class HFModel:
     """A Hugging Face causal LM (``AutoModelForCausalLM``-like) behind the
     :class:`LanguageModel` protocol.
@@ -174,14 +190,33 @@ class HFModel:
         self.bos_token_id = bos_token_id
         self.device = _device_of(model)
         self._keep_last = _keep_last_logits_kwargs(model)
+        self._cache_kw = _cache_keyword(model)
+
+    def _new_cache(self) -> Any:
+        """An empty ``transformers.DynamicCache`` for a ``transformers``
+        model (``None`` for other modules: they make their own)."""
+        try:
+            import transformers
+        except ImportError:  # pragma: no cover - HFModel without transformers
+            return None
+        if not isinstance(self.model, transformers.PreTrainedModel):
+            return None
+        try:
+            return transformers.DynamicCache(config=self.model.config)
+        except TypeError:  # pragma: no cover - transformers < 4.56: no config argument
+            return transformers.DynamicCache()
 
     def _forward(self, input_ids: Any, past: Any) -> Tuple[Any, Any]:
         import torch
 
+        kw = self._cache_kw
         with torch.no_grad():
-            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True, **self._keep_last)
+            out = self.model(input_ids=input_ids, use_cache=True, **{kw: past}, **self._keep_last)
         logits = out.logits[:, -1, :].float()
-        return torch.log_softmax(logits, dim=-1), out.past_key_values
+        cache = getattr(out, kw, None)
+        if cache is None:  # outputs that keep the other name
+            cache = getattr(out, "past_key_values" if kw == "cache" else "cache", None)
+        return torch.log_softmax(logits, dim=-1), cache
 
     def start(self, prompt_ids: Sequence[int], n: int) -> HFState:
         import torch
@@ -193,7 +228,7 @@ class HFModel:
             ids = [int(self.bos_token_id)]
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
-        logp, past = self._forward(torch.tensor([ids], dtype=torch.long, device=self.device), None)
+        logp, past = self._forward(torch.tensor([ids], dtype=torch.long, device=self.device), self._new_cache())
         rows = torch.zeros(n, dtype=torch.long, device=self.device)
         past = reorder_past_key_values(past, rows)
         return HFState(past_key_values=past, rows=n, length=len(ids), pending=logp.expand(n, -1))

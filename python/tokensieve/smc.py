@@ -47,6 +47,18 @@ One step, for the ``L`` live particles (all in one batched forward):
 The model's batch holds the live particles only (see
 :mod:`tokensieve.models`), so all its rows have the same length.
 
+**Python potentials** (``generate(..., potentials=[...])``, see
+:func:`generate` and :mod:`tokensieve.potentials`) use a second driver: the
+compiled constraint (if any) masks each row first (the same Rust kernel
+gives each row's allowed mass ``Z_t``), then each live particle draws its
+token by AWRS (:func:`tokensieve._core.awrs_sample` on the raw row with the
+packed mask, the potential as accept function), rejection, direct
+evaluation or the plain mask, and its weight gets ``log Z_t`` + the
+sampler's log weight + the change of the potentials' prefix log weight
+(the twist, replaced by the complete log weight at EOS). Since the weight
+depends on the draw, resampling follows the draws (the usual order), and
+the model's rows are reordered once per step as above.
+
 For the CLI: :func:`print_result` / :func:`format_result`.
 """
 
@@ -55,16 +67,19 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from .models import as_language_model
+from .potentials import FunctionPotential, Mask, Potential, Product, score
 
 __all__ = [
     "RESAMPLERS",
+    "SAMPLERS",
     "SMCResult",
     "format_result",
     "generate",
@@ -75,9 +90,18 @@ __all__ = [
 #: Accepted values of ``resampler``.
 RESAMPLERS = ("systematic", "multinomial", "stratified", "residual")
 
+#: Accepted values of ``sampler`` (how a step's token is proposed when there
+#: are Python potentials; see :func:`generate`).
+SAMPLERS = ("awrs", "rejection", "mask", "direct")
+
 #: Particle status codes (``SMCResult.status``).
 LIVE, EOS, MAX_TOKENS, DEAD = 0, 1, 2, 3
 _STATUS_NAMES = {LIVE: "live", EOS: "eos", MAX_TOKENS: "max_new_tokens", DEAD: "dead"}
+
+#: Rows per call of ``_core.awrs_sample_rows`` (each row holds an O(V)
+#: sum tree while it waits for its answers: this bounds that memory, and
+#: the threads, to ``_AWRS_CHUNK`` rows at a time).
+_AWRS_CHUNK = 32
 
 #: Clock of ``SMCResult.timings`` (benchmarks may swap in ``time.process_time``).
 _clock = time.perf_counter
@@ -101,7 +125,8 @@ class SMCResult:
       them (UTF-8-decoded with replacement for ``texts``);
     * ``status[i]``: ``"eos"`` (complete: the string is in the language),
       ``"max_new_tokens"`` (a viable prefix cut at the token limit) or
-      ``"dead"`` (every allowed token had probability 0; weight 0);
+      ``"dead"`` (every allowed token had probability 0, or every one was
+      rejected by a potential; weight 0);
     * ``log_weights[i]`` and ``weights[i]`` (normalised, sum 1).
 
     Population-level:
@@ -132,6 +157,15 @@ class SMCResult:
     num_steps: int
     n_particles: int
     timings: Dict[str, float] = field(default_factory=dict)
+    #: Texts passed to the potentials by the token sampler (AWRS /
+    #: rejection / direct; 0 on the compiled-constraint-only path).
+    potential_calls: int = 0
+    #: Particle-steps that drew a token with potentials (the denominator of
+    #: :meth:`calls_per_step`).
+    particle_steps: int = 0
+    #: Particle-steps on which AWRS / rejection hit ``max_calls`` and
+    #: evaluated the remaining tokens at once.
+    fell_back: int = 0
 
     @property
     def complete(self) -> np.ndarray:
@@ -167,6 +201,10 @@ class SMCResult:
         """The string with the largest posterior weight (``None`` if none)."""
         post = self.posterior()
         return next(iter(post), None)
+
+    def calls_per_step(self) -> float:
+        """Mean potential evaluations per particle and step (compare with |V|)."""
+        return self.potential_calls / self.particle_steps if self.particle_steps else 0.0
 
     def overhead_per_step(self) -> float:
         """Mean seconds per step outside the model forward."""
@@ -413,15 +451,21 @@ def generate(
     model: Any,
     tokenizer: Any,
     prompt: Union[str, Sequence[int], None],
-    constraint: Any,
+    constraint: Any = None,
     *,
+    potentials: Optional[Sequence[Any]] = None,
+    sampler: str = "awrs",
+    critic: Any = None,
     n_particles: int = 32,
     ess_threshold: float = 0.5,
     resampler: str = "systematic",
+    resampling: Optional[str] = None,
     max_new_tokens: int = 64,
     seed: Optional[int] = None,
     vocab: Any = None,
     profile: bool = False,
+    max_calls: int = 1000,
+    batch_potentials: Optional[bool] = None,
 ) -> SMCResult:
     """Sample ``n_particles`` weighted continuations of ``prompt`` under ``constraint``.
 
@@ -446,14 +490,90 @@ def generate(
     ``profile``: synchronise the device between phases so that
     ``SMCResult.timings`` are exact on GPUs (slower).
 
-    Raises ``ValueError`` for bad arguments, and (log-probs on CPU) when the
-    model returns NaN or ``+inf`` for a token the constraint allows.
+    **Python potentials.** ``potentials``: a list of
+    :class:`tokensieve.potentials.Potential` objects or plain functions of
+    the decoded bytes (``bool`` or a log weight; see
+    :mod:`tokensieve.potentials`), and at most one compiled
+    :class:`tokensieve.Constraint` (or ``constraint=``). The target is then
+    ``p(text) x prod_k complete_k(text)`` over texts in the constraint's
+    language ending with EOS. The compiled constraint always acts first, as
+    a mask: the Python functions are only asked about tokens it allows, and
+    each step's weight includes the mask's allowed mass. A potential's
+    ``prefix`` is evaluated on the decoded bytes so far plus the candidate
+    token's bytes (``complete`` on the bytes so far for EOS); ``-inf``
+    rejects the token, a finite value twists the weights (the potential
+    also acts as an SMC critic), and the twist is undone when the particle
+    ends with EOS, so the target is unchanged (a particle cut at
+    ``max_new_tokens`` keeps its prefix weight: it is a prefix, not a text
+    of the target). ``sampler`` chooses how a token is
+    proposed under the potentials:
+
+    * ``"awrs"`` (default): adaptive weighted rejection sampling
+      (:func:`tokensieve._core.awrs_sample`): tokens are asked in the
+      model's order without replacement until one is accepted, plus a
+      second round for an unbiased weight, so a potential the model mostly
+      respects costs a handful of calls per step rather than ``|V|``;
+      ``max_calls`` bounds them (then the rest are evaluated at once);
+    * ``"rejection"``: the same with replacement (Haldane weight);
+    * ``"direct"``: every mask-allowed token is scored and the token is drawn
+      exactly from ``p x exp(prefix)`` (the locally optimal proposal; ``|V|``
+      calls per step);
+    * ``"mask"``: draw from the masked model only; the potentials weight the
+      particle afterwards (a rejected token kills it).
+
+    ``batch_potentials`` (AWRS / rejection): ask the potential about all
+    particles' candidates in one ``batch_prefix`` call per round (the rows'
+    samplers run in parallel threads, :func:`tokensieve._core.awrs_sample_rows`,
+    ``_AWRS_CHUNK`` rows at a time), rather than one particle after the
+    other. Default: when the potential has its own ``batch_prefix`` /
+    ``batch_complete`` (a model, a process pool, a database round trip);
+    for plain functions the row-by-row path costs less. Both give the same
+    result for a seed.
+
+    ``critic``: a further potential used only on the drawn token: its prefix
+    log weight twists the weights (``-inf`` kills the particle) and its
+    complete log weight joins the target.
+
+    With neither ``potentials`` nor ``critic`` the compiled constraint is
+    sampled by the fully adapted driver described in the module doc
+    (``sampler`` is ignored). ``resampling`` is an alias of ``resampler``.
+
+    Particles that every token was rejected for end with weight 0
+    (``"dead"``); if all do, the result has an empty posterior and
+    ``log_z = -inf`` and a ``RuntimeWarning`` is issued. An exception raised
+    by a potential propagates with the particle and step added to its
+    message; a potential returning NaN or a non-number raises ``TypeError``.
+
+    Raises ``ValueError`` for bad arguments, and when the model returns NaN
+    or ``+inf`` for a token the constraint allows (on CPU, or always with
+    potentials); ``TypeError`` / ``ValueError`` for log-probs that are not a
+    ``(rows, V)`` floating-point tensor.
     """
     import torch
 
+    if resampling is not None:
+        resampler = resampling
     _check_args(n_particles, ess_threshold, resampler, max_new_tokens)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if isinstance(max_calls, bool) or not isinstance(max_calls, (int, np.integer)) or max_calls < 1:
+        raise ValueError(f"max_calls must be a positive int, got {max_calls!r}")
     lm = as_language_model(model)
     vocab = _resolve_vocab(vocab, lm, tokenizer)
+    if potentials is not None or critic is not None or constraint is None:
+        constraint, pot, crit = _split_potentials(constraint, potentials, critic)
+        if isinstance(constraint, str):
+            if vocab is None:
+                raise ValueError("a regex constraint needs a tokenizer or vocab to compile against")
+            constraint = _core.compile_regex(constraint, vocab)
+        if vocab is None:
+            raise ValueError("no vocabulary: pass a tokenizer or vocab=")
+        return _generate_potentials(
+            lm, vocab, _encode_prompt(tokenizer, prompt), constraint, pot, crit,
+            sampler=sampler, n=int(n_particles), ess_threshold=float(ess_threshold), resampler=resampler,
+            max_new_tokens=int(max_new_tokens), seed=seed, max_calls=int(max_calls),
+            batch_rows=_has_batch(pot) if batch_potentials is None else bool(batch_potentials),
+        )
     if isinstance(constraint, str):
         if vocab is None:
             raise ValueError("a regex constraint needs a tokenizer or vocab to compile against")
@@ -496,8 +616,7 @@ def generate(
             sync = torch.cuda.synchronize
         sync()
         t1 = clock()
-        if tuple(logp.shape[:1]) != (rows,) or logp.dim() != 2:
-            raise RuntimeError(f"model returned log-probs of shape {tuple(logp.shape)} for {rows} live particles")
+        _check_logp(logp, rows, 0)
         bm = bitmask[:rows]
         _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
         sync()
@@ -593,6 +712,368 @@ def generate(
         timings["advance"] += t5 - t4
         timings["reorder"] += t6 - t5
 
+    return _finish(pop, status, tokens, vocab, ess_hist, resampled, steps, n, timings)
+
+
+def _split_potentials(
+    constraint: Any, potentials: Optional[Sequence[Any]], critic: Any
+) -> Tuple[Any, Optional[Potential], Optional[Potential]]:
+    """``(mask constraint or None, product of the Python potentials or None,
+    critic or None)`` from :func:`generate`'s arguments: compiled
+    constraints in ``potentials`` become the mask (at most one in all),
+    plain callables become :func:`tokensieve.potentials.potential`."""
+    mask = constraint
+    factors: List[Potential] = []
+    for item in list(potentials or []):
+        for f in item.factors if isinstance(item, Product) else [item]:
+            if isinstance(f, (_core.Constraint, str, Mask)):
+                if mask is not None:
+                    raise ValueError("at most one compiled constraint (regex / grammar / JSON) per generate() call")
+                mask = f.constraint if isinstance(f, Mask) else f
+            elif isinstance(f, Potential):
+                factors.append(f)
+            elif callable(f):
+                factors.append(FunctionPotential(f))
+            else:
+                raise TypeError(f"potentials: expected a Potential, a callable or a compiled Constraint, got {type(f).__name__}")
+    pot: Optional[Potential] = None
+    if len(factors) == 1:
+        pot = factors[0]
+    elif factors:
+        pot = Product(factors)
+    crit: Optional[Potential] = None
+    if critic is not None:
+        if isinstance(critic, Potential):
+            crit = critic
+        elif callable(critic):
+            crit = FunctionPotential(critic)
+        else:
+            raise TypeError(f"critic: expected a Potential or a callable, got {type(critic).__name__}")
+    return mask, pot, crit
+
+
+def _has_batch(pot: Optional[Potential]) -> bool:
+    """Whether ``pot`` (or a factor of it) has its own batch methods."""
+    if pot is None:
+        return False
+    if isinstance(pot, Product):
+        return any(_has_batch(f) for f in pot.factors)
+    return (type(pot).batch_prefix is not Potential.batch_prefix
+            or type(pot).batch_complete is not Potential.batch_complete)
+
+
+def _check_logp(logp: Any, rows: int, width: int) -> None:
+    """A clear error for log-probs that are not a ``(rows, >= width)``
+    floating-point tensor."""
+    import torch
+
+    if not isinstance(logp, torch.Tensor):
+        raise TypeError(f"model returned {type(logp).__name__} log-probs (expected a torch.Tensor of shape ({rows}, V))")
+    if logp.dim() != 2 or logp.shape[0] != rows:
+        raise ValueError(f"model returned log-probs of shape {tuple(logp.shape)} for {rows} live particles "
+                         f"(expected ({rows}, V))")
+    if not logp.is_floating_point():
+        raise TypeError(f"model returned log-probs of dtype {logp.dtype} (expected a floating-point dtype)")
+    if logp.shape[1] < width:
+        raise ValueError(f"model returned {logp.shape[1]} log-probs per row for a vocabulary of {width} tokens")
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    mx = x.max(axis=1)
+    safe = np.where(np.isfinite(mx), mx, 0.0)
+    with np.errstate(divide="ignore"):
+        out: np.ndarray = safe + np.log(np.exp(x - safe[:, None]).sum(axis=1))
+    return out
+
+
+def _draw(logq: np.ndarray, rng: np.random.Generator) -> int:
+    """Index drawn from ``softmax(logq)`` (at least one finite entry)."""
+    w = np.exp(logq - logq.max())
+    c = np.cumsum(w)
+    i = int(np.searchsorted(c, rng.random() * c[-1], side="right"))
+    if i >= c.size:
+        i = int(np.flatnonzero(w > 0)[-1])
+    return i
+
+
+def _generate_potentials(
+    lm: Any,
+    vocab: Any,
+    prompt_ids: List[int],
+    mask: Any,
+    pot: Optional[Potential],
+    crit: Optional[Potential],
+    *,
+    sampler: str,
+    n: int,
+    ess_threshold: float,
+    resampler: str,
+    max_new_tokens: int,
+    seed: Optional[int],
+    max_calls: int,
+    batch_rows: bool,
+) -> SMCResult:
+    """The driver of :func:`generate` with Python potentials (see there)."""
+    import torch
+
+    token_seed, pop_seed = _seeds(seed)
+    rng = np.random.default_rng(token_seed)
+    pop = _core.Population(n, ess_threshold=float(ess_threshold), resampler=resampler, seed=pop_seed)
+    vsize = int(mask.vocab_size) if mask is not None else int(vocab.vocab_size)
+    tb = [vocab.token_bytes(t) for t in range(int(vocab.vocab_size))]
+    eos_ids = sorted(int(e) for e in vocab.eos_token_ids)
+    eos_set = frozenset(eos_ids)
+    matchers: List[Any] = []
+    bitmask = np.zeros((n, _core.bitmask_words(vsize)), dtype=np.int32)
+    if mask is None:
+        static_allowed = np.array([not vocab.is_special(t) or t in eos_set for t in range(vocab.vocab_size)], dtype=bool)
+        row = np.packbits(static_allowed, bitorder="little")
+        row = np.pad(row, (0, bitmask.shape[1] * 4 - row.size))
+        bitmask[:] = row.view("<i4").astype(np.int32)[None, :]
+    else:
+        proto = _core.Matcher(mask)
+        matchers = [proto] + [proto.copy() for _ in range(n - 1)]
+    generator = torch.Generator().manual_seed(token_seed)
+
+    tokens: List[List[int]] = [[] for _ in range(n)]
+    texts: List[bytes] = [b""] * n
+    phi = np.zeros(n)  # the product potential's last prefix log weight per particle
+    phic = np.zeros(n)  # the critic's
+    status = np.zeros(n, dtype=np.int8)
+    live = np.arange(n)
+    ess_hist: List[float] = []
+    resampled: List[bool] = []
+    timings = {k: 0.0 for k in _TIMING_KEYS}
+    calls_total = 0
+    particle_steps = 0
+    fell_back = 0
+
+    state = lm.start(prompt_ids, n)
+    last: Optional[Any] = None
+    steps = 0
+    for step in range(int(max_new_tokens)):
+        if live.size == 0:
+            break
+        steps += 1
+        rows = live.size
+        t0 = _clock()
+        logp = lm.next_logprobs(state, last)
+        t1 = _clock()
+        _check_logp(logp, rows, vsize)
+        lpt = logp.detach()
+        if lpt.device.type != "cpu":
+            lpt = lpt.cpu()
+        if mask is not None:
+            bm = bitmask[:rows]
+            _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
+        else:
+            bm = bitmask[:rows]  # the static mask: every non-special token and EOS
+        # log Z of each row's allowed mass (and what the "mask" sampler's
+        # draws need): the Rust kernel, in the log-probs' own precision;
+        # NaN / +inf on an allowed token is a ValueError.
+        try:
+            dist = _CpuMasked(lpt, bm)
+        except ValueError as e:
+            raise ValueError(f"step {step}: {e}") from None
+        lp = dist._lp  # (rows, width) float32/float64, contiguous
+        lz = dist.log_z
+        t2 = _clock()
+
+        inc = np.zeros(n)
+        drawn = np.full(rows, -1, dtype=np.int64)
+        new_phi = np.zeros(rows)
+        for r in range(rows):
+            if not math.isfinite(lz[r]):
+                inc[live[r]] = -math.inf
+        ok_rows = [r for r in range(rows) if math.isfinite(lz[r])]
+        if pot is not None and sampler in ("awrs", "rejection"):
+            # All rows at once: one batched potential call per round for
+            # every particle still drawing (rows in parallel in Rust).
+            caches: List[Dict[int, float]] = [{} for _ in ok_rows]
+
+            def accept_rows(ks: List[int], toks: List[List[int]]) -> List[List[bool]]:
+                body = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t not in eos_set]
+                ends = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t in eos_set]
+                who = [int(live[ok_rows[k]]) for k, _ in body]
+                vals = score(pot, [texts[i] + tb[t] for i, (_, t) in zip(who, body)], particles=who, step=step)
+                for (k, t), v in zip(body, vals):
+                    caches[k][t] = v
+                who = [int(live[ok_rows[k]]) for k, _ in ends]
+                vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
+                for (k, t), v in zip(ends, vals):
+                    caches[k][t] = v
+                return [[caches[k][t] > -math.inf for t in ts_] for k, ts_ in zip(ks, toks)]
+
+            if ok_rows:
+                seeds = [int(rng.integers(2**63)) for _ in ok_rows]
+                if len(ok_rows) == rows:
+                    sub_lp, sub_bm = lp, bm
+                else:
+                    sel = np.asarray(ok_rows, dtype=np.int64)
+                    sub_lp, sub_bm = np.ascontiguousarray(lp[sel]), np.ascontiguousarray(bm[sel])
+                draws = []
+                if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
+                    for k in range(len(ok_rows)):
+                        draws.append(_core.awrs_sample(
+                            sub_lp[k], lambda ts_, k=k: accept_rows([k], [ts_])[0], sampler, max_calls, seeds[k],
+                            sub_bm[k]))
+                for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
+                    c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
+
+                    def acc_chunk(ks: List[int], toks: List[List[int]], c0: int = c0) -> List[List[bool]]:
+                        return accept_rows([k + c0 for k in ks], toks)
+
+                    draws += _core.awrs_sample_rows(sub_lp[c0:c1], acc_chunk, seeds[c0:c1], sampler, max_calls,
+                                                    sub_bm[c0:c1])
+                for k, (tok, lw, c, fb) in enumerate(draws):
+                    r = ok_rows[k]
+                    i = int(live[r])
+                    calls_total += c
+                    fell_back += int(fb)
+                    particle_steps += 1
+                    if tok is None:
+                        inc[i] = -math.inf
+                        continue
+                    drawn[r] = tok
+                    new_phi[r] = caches[k][tok]
+                    inc[i] = lz[r] + lw + new_phi[r] - phi[i]
+        elif pot is not None and sampler == "direct":
+            width = lp.shape[1]
+            cand = {}
+            for r in ok_rows:
+                idx = np.flatnonzero(_unpack_bits(bm[r:r + 1], width)[0])
+                cand[r] = idx[np.isfinite(lp[r, idx])]
+            items = [(r, int(t)) for r in ok_rows for t in cand[r]]
+            dbody = [(r, t) for r, t in items if t not in eos_set]
+            dends = [(r, t) for r, t in items if t in eos_set]
+            sc: Dict[Tuple[int, int], float] = {}
+            vals = score(pot, [texts[live[r]] + tb[t] for r, t in dbody], particles=[int(live[r]) for r, _ in dbody], step=step)
+            sc.update(zip(dbody, vals))
+            vals = score(pot, [texts[live[r]] for r, _ in dends], complete=True, particles=[int(live[r]) for r, _ in dends], step=step)
+            sc.update(zip(dends, vals))
+            calls_total += len(items)
+            for r in ok_rows:
+                i = int(live[r])
+                particle_steps += 1
+                s_r = np.array([sc[(r, int(t))] for t in cand[r]])
+                lq = lp[r, cand[r]].astype(np.float64) - lz[r] + s_r
+                lzq = float(_logsumexp_rows(lq[None, :])[0])
+                if not math.isfinite(lzq):
+                    inc[i] = -math.inf
+                    continue
+                k = _draw(lq, rng)
+                drawn[r] = int(cand[r][k])
+                new_phi[r] = s_r[k]
+                inc[i] = lz[r] + lzq - phi[i]
+        else:  # "mask" (or no potential): draw from the masked model, score after
+            if ok_rows:
+                drawn[ok_rows] = dist.sample(np.asarray(ok_rows, dtype=np.int64), generator)
+            if pot is not None:
+                particle_steps += len(ok_rows)
+                calls_total += len(ok_rows)
+                body = [r for r in ok_rows if int(drawn[r]) not in eos_set]
+                ends = [r for r in ok_rows if int(drawn[r]) in eos_set]
+                for rs, comp in ((body, False), (ends, True)):
+                    ts_ = [texts[live[r]] + (b"" if comp else tb[int(drawn[r])]) for r in rs]
+                    for r, v in zip(rs, score(pot, ts_, complete=comp, particles=[int(live[r]) for r in rs], step=step)):
+                        new_phi[r] = v
+            for r in ok_rows:
+                i = int(live[r])
+                inc[i] = lz[r] + new_phi[r] - phi[i]
+        new_phic = np.zeros(rows)
+        if crit is not None:
+            got = [r for r in ok_rows if drawn[r] >= 0 and math.isfinite(inc[live[r]])]
+            body = [r for r in got if int(drawn[r]) not in eos_set]
+            ends = [r for r in got if int(drawn[r]) in eos_set]
+            for rs, comp in ((body, False), (ends, True)):
+                ts_ = [texts[live[r]] + (b"" if comp else tb[int(drawn[r])]) for r in rs]
+                for r, v in zip(rs, score(crit, ts_, complete=comp, particles=[int(live[r]) for r in rs], step=step)):
+                    new_phic[r] = v
+                    inc[live[r]] += v - phic[live[r]]
+        t3 = _clock()
+
+        # Advance the particles that drew a token.
+        at_limit = step + 1 >= max_new_tokens
+        last_tok = np.full(n, -1, dtype=np.int64)
+        for r in range(rows):
+            i = int(live[r])
+            t = int(drawn[r])
+            if t < 0 or not math.isfinite(inc[i]):
+                status[i] = DEAD
+                continue
+            phi[i] = new_phi[r]
+            phic[i] = new_phic[r]
+            if mask is not None:
+                m = matchers[i]
+                if not m.consume_token(t):  # pragma: no cover - the mask forbids this
+                    raise RuntimeError(f"sampled token {t} is not allowed by the constraint")
+                done = m.eos_consumed or (m.is_terminated() and not m.allowed_tokens())
+            else:
+                done = t in eos_set
+            if done:
+                status[i] = EOS
+                continue
+            tokens[i].append(t)
+            texts[i] = texts[i] + tb[t]
+            last_tok[i] = t
+            if at_limit:
+                status[i] = MAX_TOKENS
+        t4 = _clock()
+
+        pop.add_log_weights(inc)
+        ess_hist.append(float(pop.ess))
+        anc: Optional[np.ndarray] = None
+        row_of = np.full(n, -1, dtype=np.int64)
+        row_of[live] = np.arange(rows)
+        if np.any(status == LIVE) and np.isfinite(np.asarray(pop.log_weights)).any():
+            anc = pop.maybe_resample()
+        resampled.append(anc is not None)
+        if anc is not None:
+            anc = np.asarray(anc, dtype=np.int64)
+            if mask is not None:
+                seen = np.zeros(n, dtype=bool)
+                new_m = []
+                for a in anc:
+                    new_m.append(matchers[a].copy() if seen[a] else matchers[a])
+                    seen[a] = True
+                matchers = new_m
+            tokens = [list(tokens[a]) for a in anc]
+            texts = [texts[a] for a in anc]
+            phi, phic, status, row_of, last_tok = phi[anc], phic[anc], status[anc], row_of[anc], last_tok[anc]
+        t5 = _clock()
+        live = np.flatnonzero(status == LIVE)
+        if live.size:
+            keep = row_of[live]
+            if not (keep.size == rows and np.array_equal(keep, np.arange(rows))):
+                state = lm.reorder(state, torch.from_numpy(keep))
+            last = torch.from_numpy(last_tok[live])
+        t6 = _clock()
+        timings["forward"] += t1 - t0
+        timings["mask"] += t2 - t1
+        timings["sample"] += t3 - t2
+        timings["advance"] += t4 - t3
+        timings["resample"] += t5 - t4
+        timings["reorder"] += t6 - t5
+
+    return _finish(pop, status, tokens, vocab, ess_hist, resampled, steps, n, timings, stacklevel=4,
+                   potential_calls=calls_total, particle_steps=particle_steps, fell_back=fell_back)
+
+
+def _finish(
+    pop: Any,
+    status: np.ndarray,
+    tokens: List[List[int]],
+    vocab: Any,
+    ess_hist: List[float],
+    resampled: List[bool],
+    steps: int,
+    n: int,
+    timings: Dict[str, float],
+    stacklevel: int = 3,
+    **extra: int,
+) -> SMCResult:
+    """The :class:`SMCResult` of a finished run; warns when every particle
+    ended with weight 0."""
     lw = np.asarray(pop.log_weights, dtype=np.float64)
     if np.isfinite(lw).any():
         weights = np.asarray(pop.normalized_weights(), dtype=np.float64)
@@ -600,9 +1081,14 @@ def generate(
     else:
         weights = np.zeros(n)
         log_z = -math.inf
+        warnings.warn(
+            "SMC: every particle ended with weight 0 (the constraint or a potential rejected every "
+            "continuation the model could produce): the posterior is empty and log Z = -inf",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
     complete_mass = float(weights[status == EOS].sum())
     log_z_complete = log_z + math.log(complete_mass) if complete_mass > 0 else -math.inf
-
     text_bytes = [b"".join(vocab.token_bytes(t) for t in ts) for ts in tokens]
     return SMCResult(
         token_ids=tokens,
@@ -618,6 +1104,7 @@ def generate(
         num_steps=steps,
         n_particles=n,
         timings=timings,
+        **extra,
     )
 
 
@@ -674,6 +1161,9 @@ def format_result(result: SMCResult, *, top: int = 10) -> str:
     lines.append(f"log Z estimate (log P(constraint)): {lz:.4f}" + (f"  (Z = {math.exp(lz):.4g})" if math.isfinite(lz) else ""))
     if result.ess:
         lines.append(f"ESS after each step's weight update: min {min(result.ess):.1f}, last {result.ess[-1]:.1f}")
+    if result.particle_steps:
+        lines.append(f"potential calls per particle and step: {result.calls_per_step():.2f}"
+                     + (f" ({result.fell_back} fell back to full evaluation)" if result.fell_back else ""))
     lines.append(f"posterior ({len(post)} distinct strings):")
     if not post:
         lines.append("  (none)")

@@ -42,6 +42,8 @@ const ALL: u8 = 127;
 const MAX_REGEX_COUNT: u64 = 32;
 /// Largest length / item / property count enforced.
 const MAX_COUNT: u64 = 10_000_000;
+/// Most distinct subschema conjunctions compiled for one schema.
+const MAX_SUBSCHEMAS: usize = 20_000;
 /// Most enum values or multiples enumerated into one terminal.
 const MAX_ENUMERATED: usize = 10_000;
 
@@ -221,13 +223,15 @@ fn number(v: &Value, ptr: &str, kw: &str) -> Result<Dec> {
     }
 }
 
-fn tighter_lo(cur: &mut Option<Bound>, new: Bound) {
+/// Keep the tighter of two bounds on one side: `upper` for maxima.
+fn tighter(cur: &mut Option<Bound>, new: Bound, upper: bool) {
+    use std::cmp::Ordering::*;
     let replace = match cur {
         None => true,
-        Some(c) => match new.value.compare(&c.value) {
-            std::cmp::Ordering::Greater => true,
-            std::cmp::Ordering::Equal => new.exclusive,
-            std::cmp::Ordering::Less => false,
+        Some(c) => match (new.value.compare(&c.value), upper) {
+            (Greater, false) | (Less, true) => true,
+            (Equal, _) => new.exclusive,
+            _ => false,
         },
     };
     if replace {
@@ -235,18 +239,26 @@ fn tighter_lo(cur: &mut Option<Bound>, new: Bound) {
     }
 }
 
-fn tighter_hi(cur: &mut Option<Bound>, new: Bound) {
-    let replace = match cur {
-        None => true,
-        Some(c) => match new.value.compare(&c.value) {
-            std::cmp::Ordering::Less => true,
-            std::cmp::Ordering::Equal => new.exclusive,
-            std::cmp::Ordering::Greater => false,
-        },
+/// The type bits of a `type` keyword's value (a name or a list of names).
+fn type_set(v: &Value, kp: &str) -> Result<u8> {
+    let names: Vec<&Value> = match v {
+        Value::Array(xs) => xs.iter().collect(),
+        x => vec![x],
     };
-    if replace {
-        *cur = Some(new);
+    let mut bits = 0;
+    for n in names {
+        bits |= match n.as_str() {
+            Some("null") => NULL,
+            Some("boolean") => BOOL,
+            Some("integer") => INT,
+            Some("number") => INT | FRAC,
+            Some("string") => STR,
+            Some("array") => ARR,
+            Some("object") => OBJ,
+            _ => return Err(schema_err(kp, format!("unknown type {n}"))),
+        };
     }
+    Ok(bits)
 }
 
 /// Whether `text` is matched in full by `regex`.
@@ -407,26 +419,7 @@ impl<'a> Compiler<'a> {
                         s.alts.push((kp, branches, k == "oneOf"));
                     }
                 }
-                "type" => {
-                    let names: Vec<&Value> = match v {
-                        Value::Array(xs) => xs.iter().collect(),
-                        x => vec![x],
-                    };
-                    let mut bits = 0;
-                    for n in names {
-                        bits |= match n.as_str() {
-                            Some("null") => NULL,
-                            Some("boolean") => BOOL,
-                            Some("integer") => INT,
-                            Some("number") => INT | FRAC,
-                            Some("string") => STR,
-                            Some("array") => ARR,
-                            Some("object") => OBJ,
-                            _ => return Err(schema_err(&kp, format!("unknown type {n}"))),
-                        };
-                    }
-                    s.types &= bits;
-                }
+                "type" => s.types &= type_set(v, &kp)?,
                 "enum" | "const" => {
                     let vals = if k == "const" {
                         vec![v.clone()]
@@ -438,19 +431,21 @@ impl<'a> Compiler<'a> {
                         Some(old) => old.into_iter().filter(|x| vals.iter().any(|y| json_eq(x, y))).collect(),
                     });
                 }
-                "minimum" => tighter_lo(
+                "minimum" => tighter(
                     &mut s.lo,
                     Bound {
                         value: number(v, ptr, k)?,
                         exclusive: o.get("exclusiveMinimum") == Some(&Value::Bool(true)),
                     },
+                    false,
                 ),
-                "maximum" => tighter_hi(
+                "maximum" => tighter(
                     &mut s.hi,
                     Bound {
                         value: number(v, ptr, k)?,
                         exclusive: o.get("exclusiveMaximum") == Some(&Value::Bool(true)),
                     },
+                    true,
                 ),
                 "exclusiveMinimum" | "exclusiveMaximum" => {
                     if v.is_boolean() {
@@ -461,9 +456,9 @@ impl<'a> Compiler<'a> {
                         exclusive: true,
                     };
                     if k == "exclusiveMinimum" {
-                        tighter_lo(&mut s.lo, b)
+                        tighter(&mut s.lo, b, false)
                     } else {
-                        tighter_hi(&mut s.hi, b)
+                        tighter(&mut s.hi, b, true)
                     }
                 }
                 "multipleOf" => {
@@ -627,23 +622,7 @@ impl<'a> Compiler<'a> {
             Value::Bool(false) => {}
             Value::Object(o) if o.is_empty() => s.never = true,
             Value::Object(o) if o.len() == 1 && o.contains_key("type") => {
-                let mut bits = 0;
-                let names: Vec<&Value> = match &o["type"] {
-                    Value::Array(xs) => xs.iter().collect(),
-                    x => vec![x],
-                };
-                for n in names {
-                    bits |= match n.as_str() {
-                        Some("null") => NULL,
-                        Some("boolean") => BOOL,
-                        Some("integer") => INT,
-                        Some("number") => INT | FRAC,
-                        Some("string") => STR,
-                        Some("array") => ARR,
-                        Some("object") => OBJ,
-                        _ => return Err(schema_err(kp, format!("unknown type {n}"))),
-                    };
-                }
+                let bits = type_set(&o["type"], kp)?;
                 // `not integer` still allows 1.5 but not 1.0: integral
                 // numbers are exactly INT here.
                 s.types &= !bits;
@@ -666,6 +645,13 @@ impl<'a> Compiler<'a> {
                 conj.first().map_or("", |s| s.as_str()),
                 format!("schema nesting deeper than max_depth={}", self.opts.max_depth),
             ));
+        }
+        if self.memo.len() >= MAX_SUBSCHEMAS {
+            // Unions inside intersections multiply (allOf of k anyOf of b
+            // branches is b^k combinations): bound it.
+            return Err(Error::TooLarge(format!(
+                "the schema expands to more than {MAX_SUBSCHEMAS} distinct subschema combinations (anyOf/oneOf inside allOf multiply)"
+            )));
         }
         let nt = self.b.fresh("schema");
         self.memo.insert(conj.clone(), Sym::N(nt));
@@ -1357,6 +1343,13 @@ impl<'a> Compiler<'a> {
                 };
                 extras.push((key, val));
             }
+        } else if pats.iter().all(|(p, ..)| strings::is_universal(p)) {
+            // Every key matches (`.*`): each extra key takes every pattern's
+            // schema, and additionalProperties never applies.
+            let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
+            let conj: Conj = pats.iter().flat_map(|(_, pc, ..)| pc.iter().cloned()).collect();
+            let val = if conj.is_empty() { self.any() } else { self.emit(conj)? };
+            extras.push((key, val));
         } else {
             if !additional_false {
                 let kp = pats[0].2.clone();

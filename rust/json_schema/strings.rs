@@ -143,6 +143,43 @@ pub fn not_in_set(names: &[String]) -> String {
         }
         format!("(?:{})", alts.join("|"))
     }
+    let safe = |c: char| (c as u32) >= 0x20 && (c as u32) < 0x80 && c != '"' && c != '\\';
+    if names.iter().all(|n| n.chars().all(safe)) {
+        // All names printable ASCII (the usual case): any string with a
+        // character outside that set is no name, so the trie only needs to
+        // branch on ASCII, and one shared alternative covers the rest. A
+        // multi-byte class at every trie node would give each node its own
+        // UTF-8 sub-automaton (hundreds of DFA states for a few names).
+        fn leave_ascii(node: &Node) -> String {
+            let mut alts = Vec::new();
+            let mut ranges = Vec::new();
+            let mut next = 0x20u32;
+            for &c in node.kids.keys() {
+                let c = c as u32;
+                if c > next {
+                    ranges.push((next, c - 1));
+                }
+                next = c + 1;
+            }
+            if next <= 0x7f {
+                ranges.push((next, 0x7f));
+            }
+            if let Some(other) = class_regex(&ranges) {
+                alts.push(other);
+            }
+            for (&c, kid) in &node.kids {
+                alts.push(format!("{}{}", enc_char(c), leave_ascii(kid)));
+            }
+            format!("(?:{})", alts.join("|"))
+        }
+        let ascii = r#"[\x20\x21\x23-\x5b\x5d-\x7f]"#;
+        let other = r#"(?:[^\x00-\x7f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#;
+        let tail = format!("{}{CH}*|{ascii}*{other}{CH}*", leave_ascii(&root));
+        return match stay(&root) {
+            Some(s) => format!("(?:{s}|{tail})"),
+            None => format!("(?:{tail})"),
+        };
+    }
     match stay(&root) {
         Some(s) => format!("(?:{s}|{}{CH}*)", leave(&root)),
         None => format!("(?:{}{CH}*)", leave(&root)),
@@ -350,6 +387,29 @@ pub fn pattern_body(pattern: &str) -> Result<String> {
         alts.push(body);
     }
     Ok(format!("(?:{})", alts.join("|")))
+}
+
+/// Whether a pattern matches every string under search semantics: some
+/// branch that is not anchored at both ends can match the empty string
+/// (`.*`, `""`, `^a*`), so a match exists in any string.
+pub fn is_universal(pattern: &str) -> bool {
+    let Ok(rust) = ecma_to_rust(pattern) else { return false };
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(true)
+        .utf8(true)
+        .nest_limit(100)
+        .build()
+        .parse(&rust)
+    else {
+        return false;
+    };
+    top_branches(&hir).into_iter().any(|b| {
+        let (start, mid, end) = peel_anchors(b);
+        !(start && end)
+            && mid
+                .iter()
+                .all(|h| h.properties().minimum_len() == Some(0) && h.properties().look_set().is_empty())
+    })
 }
 
 /// A fully anchored pattern intersected with a length range, when that is
@@ -626,6 +686,19 @@ mod tests {
     #[test]
     fn keys_not_in_set() {
         let r = format!("\"{}\"", not_in_set(&["ab".into(), "a".into(), "b\"".into()]));
+        let ascii = format!("\"{}\"", not_in_set(&["ab".into(), "a".into(), "é".into()][..2]));
+        for (s, ok) in [
+            ("\"a\"", false),
+            ("\"ab\"", false),
+            ("\"\"", true),
+            ("\"abé\"", true),
+            ("\"é\"", true),
+            ("\"a\\n\"", true),
+            ("\"ac\"", true),
+            ("\"~\"", true),
+        ] {
+            assert_eq!(m(&ascii, s), ok, "ascii {s}");
+        }
         for (s, ok) in [
             ("\"a\"", false),
             ("\"ab\"", false),
@@ -658,6 +731,8 @@ mod tests {
         assert!(!pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"a\"") && !pl("^[a-z][a-z0-9]*$", 2, Some(3), "\"abcd\""));
         assert!(pl("^(ab|cd)x{2}$", 4, Some(4), "\"cdxx\"") && !pl("^(ab|cd)x{2}$", 5, None, "\"cdxx\""));
         assert!(pattern_body_len("^[a-z]+", 1, Some(4)).unwrap().is_none() && pattern_body_len("^a+b+$", 1, Some(4)).unwrap().is_none());
+        assert!(is_universal(".*") && is_universal("") && is_universal("^a*") && is_universal(".*$"));
+        assert!(!is_universal("^.*$") && !is_universal(".+") && !is_universal("a"));
         for bad in ["(?=a)", "(?!a)", r"(a)\1", r"\bfoo", "(?<=a)b"] {
             assert!(pattern_body(bad).is_err(), "{bad}");
         }

@@ -237,3 +237,24 @@ fn pattern_with_lengths() {
         &[r#""a""#, r#""abcde""#, r#""1ab""#],
     );
 }
+
+#[test]
+fn union_products_are_bounded() {
+    // allOf of 20 two-branch anyOf: 2^20 combinations; refused, not built.
+    let groups: Vec<Value> = (0..20)
+        .map(|i| json!({"anyOf": [{"properties": {format!("a{i}"): {"type": "integer"}}}, {"properties": {format!("b{i}"): {"type": "string"}}}]}))
+        .collect();
+    let t = std::time::Instant::now();
+    let e = compile(&json!({"allOf": groups}), &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("combinations"), "{e}");
+    assert!(t.elapsed().as_secs() < 20);
+}
+
+#[test]
+fn universal_pattern_properties() {
+    check(
+        json!({"properties": {"a": {"type": "integer"}}, "patternProperties": {".*": {"type": ["integer", "string"]}}}),
+        &[r#"{"a": 1, "b": "x", "c": 2}"#, "{}"],
+        &[r#"{"a": "x"}"#, r#"{"b": null}"#],
+    );
+}

@@ -2,11 +2,11 @@
 //! evaluation with a Python accept callable. The GIL is released for the
 //! sampling and reacquired only around each call of the callable.
 
-use numpy::PyReadonlyArray1;
+use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::awrs::{sample, SampleError, Sampler};
+use crate::awrs::{sample_masked, sample_rows, RowAsk, SampleError, Sampler};
 use crate::resample::rng_from_seed;
 
 /// Call `accept(list_of_token_ids)` and read one truth value per id.
@@ -24,13 +24,15 @@ fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
     })
 }
 
-/// One constrained draw from `softmax(logp)`.
+/// One constrained draw from `softmax(logp)` (restricted first to the
+/// packed int32 bitmask row `mask` when given: the weight is then relative
+/// to the masked distribution).
 ///
 /// Returns `(token or None, log_weight, calls, fell_back)`.
 #[pyfunction]
 #[pyo3(
-    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0),
-    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0)"
+    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0, mask = None),
+    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0, mask=None)"
 )]
 fn awrs_sample(
     py: Python<'_>,
@@ -39,29 +41,41 @@ fn awrs_sample(
     sampler: &str,
     max_calls: usize,
     seed: u64,
-) -> PyResult<(Option<u32>, f64, usize, bool)> {
+    mask: Option<PyReadonlyArray1<'_, i32>>,
+) -> PyResult<DrawTuple> {
     let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
-    // float64 is read in place; float32 is widened once (O(V), cheap next
-    // to the model's forward pass).
-    let f64_arr = logp.extract::<PyReadonlyArray1<'_, f64>>().ok();
-    let owned: Vec<f64> = match &f64_arr {
-        Some(a) if a.as_slice().is_ok() => Vec::new(),
-        Some(a) => a.as_array().to_vec(),
-        None => {
-            let a: PyReadonlyArray1<'_, f32> = logp
-                .extract()
-                .map_err(|_| PyTypeError::new_err("awrs_sample: logp must be a 1-D numpy array of float32 or float64"))?;
-            a.as_array().iter().map(|&x| x as f64).collect()
+    // The packed bitmask row (int32 words, as `allocate_token_bitmask` makes
+    // them), reinterpreted as u32.
+    let words: Option<Vec<u32>> = mask.map(|m| m.as_array().iter().map(|&w| w as u32).collect());
+    let words = words.as_deref();
+    // float64 and float32 are read in place when contiguous (no O(V) copy
+    // here; the sampler widens float32 into its reused buffer).
+    let run = |slice: &[f64]| {
+        py.detach(|| {
+            let mut rng = rng_from_seed(seed);
+            sample_masked(slice, words, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+        })
+    };
+    let run32 = |slice: &[f32]| {
+        py.detach(|| {
+            let mut rng = rng_from_seed(seed);
+            sample_masked(slice, words, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
+        })
+    };
+    let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
+        match a.as_slice() {
+            Ok(s) => run(s),
+            Err(_) => run(&a.as_array().to_vec()),
+        }
+    } else {
+        let a: PyReadonlyArray1<'_, f32> = logp
+            .extract()
+            .map_err(|_| PyTypeError::new_err("awrs_sample: logp must be a 1-D numpy array of float32 or float64"))?;
+        match a.as_slice() {
+            Ok(s) => run32(s),
+            Err(_) => run32(&a.as_array().to_vec()),
         }
     };
-    let slice: &[f64] = match &f64_arr {
-        Some(a) if a.as_slice().is_ok() => a.as_slice().unwrap(),
-        _ => &owned,
-    };
-    let r = py.detach(|| {
-        let mut rng = rng_from_seed(seed);
-        sample(slice, sampler, max_calls, &mut rng, |t: &[u32]| call_accept(&accept, t))
-    });
     match r {
         Ok(d) => Ok((d.token, d.log_weight, d.calls, d.fell_back)),
         Err(SampleError::Accept(e)) => Err(e),
@@ -69,7 +83,75 @@ fn awrs_sample(
     }
 }
 
+/// `(token or None, log_weight, calls, fell_back)`, as Python sees a draw.
+type DrawTuple = (Option<u32>, f64, usize, bool);
+
+/// Call `accept(rows, tokens)` once for a batch of rows' questions and read
+/// one list of truth values per row.
+fn call_accept_rows(accept: &Py<PyAny>, asks: &[RowAsk]) -> PyResult<Vec<Vec<bool>>> {
+    Python::attach(|py| {
+        let rows: Vec<usize> = asks.iter().map(|a| a.row).collect();
+        let toks: Vec<Vec<u32>> = asks.iter().map(|a| a.tokens.clone()).collect();
+        let out = accept.bind(py).call1((rows, toks))?;
+        let err = || PyTypeError::new_err("awrs_sample_rows: accept must return one iterable of booleans per row");
+        let mut all = Vec::with_capacity(asks.len());
+        for item in out.try_iter().map_err(|_| err())? {
+            let mut answers = Vec::new();
+            for b in item?.try_iter().map_err(|_| err())? {
+                answers.push(b?.is_truthy()?);
+            }
+            all.push(answers);
+        }
+        if all.len() != asks.len() || all.iter().zip(asks).any(|(a, q)| a.len() != q.tokens.len()) {
+            return Err(PyValueError::new_err("awrs_sample_rows: accept returned the wrong number of answers"));
+        }
+        Ok(all)
+    })
+}
+
+/// [`awrs_sample`] for every row of a 2-D array at once, one call of
+/// `accept(rows, tokens)` per round for all rows still drawing (rows in
+/// parallel threads, GIL released except during the call).
+#[pyfunction]
+#[pyo3(
+    signature = (logp, accept, seeds, sampler = "awrs", max_calls = 1000, mask = None),
+    text_signature = "(logp, accept, seeds, sampler='awrs', max_calls=1000, mask=None)"
+)]
+fn awrs_sample_rows(
+    py: Python<'_>,
+    logp: &Bound<'_, PyAny>,
+    accept: Py<PyAny>,
+    seeds: Vec<u64>,
+    sampler: &str,
+    max_calls: usize,
+    mask: Option<PyReadonlyArray2<'_, i32>>,
+) -> PyResult<Vec<DrawTuple>> {
+    let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
+    let words: Option<(Vec<u32>, usize)> = mask.map(|m| {
+        let w = m.shape()[1];
+        (m.as_array().iter().map(|&x| x as u32).collect(), w)
+    });
+    let masks = words.as_ref().map(|(v, w)| (v.as_slice(), *w));
+    let bad = || PyTypeError::new_err("awrs_sample_rows: logp must be a 2-D C-contiguous numpy array of float32 or float64");
+    let r = if let Ok(a) = logp.extract::<PyReadonlyArray2<'_, f64>>() {
+        let vocab = a.shape()[1];
+        let s = a.as_slice().map_err(|_| bad())?;
+        py.detach(|| sample_rows(s, vocab, masks, sampler, max_calls, &seeds, |q: &[RowAsk]| call_accept_rows(&accept, q)))
+    } else {
+        let a: PyReadonlyArray2<'_, f32> = logp.extract().map_err(|_| bad())?;
+        let vocab = a.shape()[1];
+        let s = a.as_slice().map_err(|_| bad())?;
+        py.detach(|| sample_rows(s, vocab, masks, sampler, max_calls, &seeds, |q: &[RowAsk]| call_accept_rows(&accept, q)))
+    };
+    match r {
+        Ok(ds) => Ok(ds.into_iter().map(|d| (d.token, d.log_weight, d.calls, d.fell_back)).collect()),
+        Err(SampleError::Accept(e)) => Err(e),
+        Err(SampleError::Input(m)) => Err(PyValueError::new_err(format!("awrs_sample_rows: {m}"))),
+    }
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(awrs_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(awrs_sample_rows, m)?)?;
     Ok(())
 }
