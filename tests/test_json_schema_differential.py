@@ -690,7 +690,8 @@ def canonical_order(schema: Any, value: Any, validator) -> Any:
 
 _INTERNAL = "undefined symbol"  # the compiler's own grammar was inconsistent
 
-KNOWN_BUGS: List[Tuple[str, Any, str, bool, str, Any]] = [
+# Fixed bugs stay as regression tests (same shape, run without xfail).
+FIXED_BUGS: List[Tuple[str, Any, str, bool, str, Any]] = [
     (
         "count-bound-excludes-listed-property",
         {"type": "object", "required": ["c"], "properties": {"a": {}}, "maxProperties": 1},
@@ -708,6 +709,8 @@ KNOWN_BUGS: List[Tuple[str, Any, str, bool, str, Any]] = [
         lambda schema, text: False,
     ),
 ]
+
+KNOWN_BUGS: List[Tuple[str, Any, str, bool, str, Any]] = []
 
 
 def known_bug(schema: Any, text: str) -> Optional[str]:
@@ -865,11 +868,13 @@ def test_mask_matches_consume(vocab_name, schema, rnd):
 
 @pytest.mark.parametrize(
     "schema,text,expected",
-    [pytest.param(b[1], b[2], b[3], id=b[0], marks=pytest.mark.xfail(strict=True, reason=b[4])) for b in KNOWN_BUGS],
+    [pytest.param(b[1], b[2], b[3], id=b[0], marks=pytest.mark.xfail(strict=True, reason=b[4])) for b in KNOWN_BUGS]
+    + [pytest.param(b[1], b[2], b[3], id=b[0]) for b in FIXED_BUGS],
 )
 def test_known_bug_reproducers(schema, text, expected):
-    """Minimal reproducers of divergences found by the random tests (xfail
-    strict: remove the entry when the compiler is fixed)."""
+    """Minimal reproducers of divergences found by the random tests: open
+    ones xfail strict (move an entry to FIXED_BUGS when fixed), fixed ones
+    as regression tests."""
     compiled = compile_or_refuse("gpt2", schema)  # gpt2: the shipped fallback, runs on a fresh clone
     assert compiled is not None, "refused"
     assert expected_valid(oracle(schema), text, schema) == expected

@@ -230,6 +230,25 @@ impl GrammarBuilder {
         }
     }
 
+    /// Give every nonterminal that has no rule the single rule `rhs`
+    /// (front ends that create states lazily use an unproductive symbol:
+    /// a state with no way forward derives nothing, rather than being an
+    /// undefined-symbol error).
+    pub fn define_missing(&mut self, rhs: &[Sym]) {
+        let mut defined = vec![false; self.nonterminals.len()];
+        for r in &self.rules {
+            defined[r.lhs as usize] = true;
+        }
+        for (n, d) in defined.into_iter().enumerate() {
+            if !d {
+                self.rules.push(Rule {
+                    lhs: n as u32,
+                    rhs: rhs.to_vec(),
+                });
+            }
+        }
+    }
+
     /// Nonterminals mentioned but never defined.
     pub fn undefined(&self) -> Vec<String> {
         let mut defined = vec![false; self.nonterminals.len()];

@@ -329,6 +329,7 @@ impl<'a> Compiler<'a> {
             }
             None => self.b.rule(start, vec![v]),
         }
+        self.b.define_missing(&[self.never]);
         let g = self.b.finish("start").map_err(|e| match e {
             Error::EmptyLanguage(_) => Error::EmptyLanguage("the schema admits no JSON value (contradictory or unsatisfiable constraints)".into()),
             e => e,

@@ -144,7 +144,46 @@ pub fn not_in_set(names: &[String]) -> String {
         format!("(?:{})", alts.join("|"))
     }
     let safe = |c: char| (c as u32) >= 0x20 && (c as u32) < 0x80 && c != '"' && c != '\\';
-    if names.iter().all(|n| n.chars().all(safe)) {
+    let all_safe = names.iter().all(|n| n.chars().all(safe));
+    if names.iter().any(|n| n.chars().count() > 40) {
+        // Long names: the nested form would nest groups deeper than the
+        // regex parser allows; the same language as flat alternations
+        // (prefixes inside the trie, and each exit point spelled out).
+        let mut stays = Vec::new();
+        let mut leaves = Vec::new();
+        fn flat(node: &Node, prefix: &str, ascii_only: bool, stays: &mut Vec<String>, leaves: &mut Vec<String>) {
+            if !node.end {
+                stays.push(prefix.to_string());
+            }
+            let (lo, hi) = if ascii_only { (0x20u32, 0x7fu32) } else { (0u32, 0x10ffffu32) };
+            let mut ranges = Vec::new();
+            let mut next = lo;
+            for &c in node.kids.keys() {
+                let c = c as u32;
+                if c > next {
+                    ranges.push((next, c - 1));
+                }
+                next = c + 1;
+            }
+            if next <= hi {
+                ranges.push((next, hi));
+            }
+            if let Some(other) = class_regex(&ranges) {
+                leaves.push(format!("{prefix}{other}"));
+            }
+            for (&c, kid) in &node.kids {
+                flat(kid, &format!("{prefix}{}", enc_char(c)), ascii_only, stays, leaves);
+            }
+        }
+        flat(&root, "", all_safe, &mut stays, &mut leaves);
+        let mut alts = stays;
+        alts.push(format!("(?:{}){CH}*", leaves.join("|")));
+        if all_safe {
+            alts.push(r#"[\x20\x21\x23-\x5b\x5d-\x7f]*(?:[^\x00-\x7f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#.to_string() + CH + "*");
+        }
+        return format!("(?:{})", alts.join("|"));
+    }
+    if all_safe {
         // All names printable ASCII (the usual case): any string with a
         // character outside that set is no name, so the trie only needs to
         // branch on ASCII, and one shared alternative covers the rest. A
@@ -578,7 +617,9 @@ pub fn pattern_search_regex(pattern: &str) -> Result<String> {
     Ok(format!("(?s:.)*(?:{})(?s:.)*", ecma_to_rust(pattern)?))
 }
 
-const DATE: &str = r"(?:[0-9]{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:[02468][048]|[13579][26])00)-02-29)";
+/// A real calendar date (leap years included); year 0000 excluded, as
+/// Python's `date` (and so `jsonschema`) rejects it.
+const DATE: &str = r"(?:(?:[0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29)";
 const TIME: &str = r"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]))";
 const DUR_TIME: &str = r"T(?:[0-9]+H(?:[0-9]+M(?:[0-9]+S)?)?|[0-9]+M(?:[0-9]+S)?|[0-9]+S)";
 const IPV4: &str = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";

@@ -269,3 +269,13 @@ fn format_lengths_implied() {
     assert!(compile(&json!({"type": "string", "format": "uuid", "maxLength": 10}), &Options::default()).is_err());
     assert!(compile(&json!({"type": "string", "format": "email", "maxLength": 254}), &Options::default()).is_err());
 }
+
+#[test]
+fn lazily_created_states_without_rules_derive_nothing() {
+    check(
+        json!({"type": "object", "required": ["c"], "properties": {"a": {}}, "maxProperties": 1}),
+        &[r#"{"c": 1}"#],
+        &[r#"{"a": 1}"#, r#"{"a": 1, "c": 1}"#],
+    );
+    check(json!({"additionalProperties": false, "minProperties": 1}), &["1", "[]"], &["{}"]);
+}
