@@ -584,7 +584,7 @@ impl<'a> Compiler<'a> {
                 "uniqueItems" if v == &Value::Bool(true) => {
                     self.unsupported(k, &kp, "uniqueItems: true cannot be enforced by a grammar")?;
                 }
-                "not" => self.apply_not(s, v, &kp)?,
+                "not" => self.apply_not(s, v, &kp, conj, chain, seen)?,
                 "if" if o.contains_key("then") || o.contains_key("else") => {
                     self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
                 }
@@ -617,18 +617,75 @@ impl<'a> Compiler<'a> {
     }
 
     /// `not` in the forms that have an exact positive reading.
-    fn apply_not(&mut self, s: &mut Shape, v: &Value, kp: &str) -> Result<()> {
-        match v {
-            Value::Bool(true) => s.never = true,
-            Value::Bool(false) => {}
-            Value::Object(o) if o.is_empty() => s.never = true,
-            Value::Object(o) if o.len() == 1 && o.contains_key("type") => {
+    fn apply_not(&mut self, s: &mut Shape, v: &Value, kp: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        const NOTES: &[&str] = &[
+            "title",
+            "description",
+            "$comment",
+            "examples",
+            "default",
+            "deprecated",
+            "readOnly",
+            "writeOnly",
+            "$id",
+            "$schema",
+            "$anchor",
+            "$defs",
+            "definitions",
+        ];
+        if chain.len() > self.opts.max_depth {
+            return Err(schema_err(kp, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
+        }
+        let o = match v {
+            Value::Bool(true) => {
+                s.never = true;
+                return Ok(());
+            }
+            Value::Bool(false) => return Ok(()),
+            Value::Object(o) => o,
+            other => return Err(schema_err(kp, format!("a schema must be an object or a boolean, got {other}"))),
+        };
+        let keys: Vec<&str> = o.keys().map(|k| k.as_str()).filter(|k| !NOTES.contains(k)).collect();
+        match keys.as_slice() {
+            [] => s.never = true,
+            ["type"] => {
                 let bits = type_set(&o["type"], kp)?;
                 // `not integer` still allows 1.5 but not 1.0: integral
                 // numbers are exactly INT here.
                 s.types &= !bits;
             }
-            _ => self.unsupported("not", kp, "only `not` of {}, true or a type is supported")?,
+            // Double negation.
+            ["not"] => {
+                // Its constraints hold, but `not` passes on no annotations:
+                // what the inner schema evaluates stays unevaluated.
+                let inner = format!("{kp}/not");
+                let before = s.evaluated.len();
+                self.apply(s, &inner, conj, chain, seen)?;
+                s.evaluated.truncate(before);
+            }
+            // not (A or B) = not A and not B.
+            ["anyOf"] => match &o["anyOf"] {
+                Value::Array(xs) if !xs.is_empty() => {
+                    for (i, x) in xs.iter().enumerate() {
+                        self.apply_not(s, x, &format!("{kp}/anyOf/{i}"), conj, chain, seen)?;
+                    }
+                }
+                _ => return Err(schema_err(kp, "anyOf must be a non-empty array")),
+            },
+            ["$ref"] => {
+                let r = o["$ref"].as_str().ok_or_else(|| schema_err(kp, "$ref must be a string"))?;
+                let target = self.doc.resolve(r, kp).map_err(|m| schema_err(kp, m))?;
+                let tv = self.doc.get(&target).ok_or_else(|| schema_err(kp, "no such location"))?;
+                chain.push(target.clone());
+                let r = self.apply_not(s, tv, &target, conj, chain, seen);
+                chain.pop();
+                r?;
+            }
+            _ => self.unsupported(
+                "not",
+                kp,
+                "only `not` of {}, true, a type, another `not`, an anyOf of those, or a $ref to one is supported",
+            )?,
         }
         Ok(())
     }

@@ -279,3 +279,28 @@ fn lazily_created_states_without_rules_derive_nothing() {
     );
     check(json!({"additionalProperties": false, "minProperties": 1}), &["1", "[]"], &["{}"]);
 }
+
+#[test]
+fn negations() {
+    check(json!({"not": {"not": {"type": "string"}}}), &[r#""x""#], &["1", "null"]);
+    check(
+        json!({"not": {"anyOf": [{"type": "string"}, {"type": "null", "description": "n"}]}}),
+        &["1", "[]"],
+        &[r#""x""#, "null"],
+    );
+    check(
+        json!({"$defs": {"s": {"type": "string"}}, "not": {"$ref": "#/$defs/s"}}),
+        &["1"],
+        &[r#""x""#],
+    );
+    assert!(compile(&json!({"not": {"minimum": 3}}), &Options::default()).is_err());
+}
+
+#[test]
+fn double_negation_passes_no_annotations() {
+    check(
+        json!({"properties": {"foo": {"type": "string"}}, "not": {"not": {"properties": {"bar": {"const": "bar"}}, "required": ["bar"]}}, "unevaluatedProperties": false}),
+        &["1"],
+        &[r#"{"foo": "foo", "bar": "bar"}"#],
+    );
+}
