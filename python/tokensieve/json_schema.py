@@ -76,8 +76,8 @@ def compile_json_schema(
     ``strict=True`` raises ``ValueError`` naming any keyword that cannot be
     enforced exactly (``uniqueItems``, ``if``/``then``, ...) and its JSON
     pointer; ``strict=False`` ignores such keywords and warns
-    (:class:`JsonSchemaWarning`) for each. ``max_depth`` bounds subschema
-    nesting. Malformed schemas, unknown or remote ``$ref`` and schemas that
+    (:class:`JsonSchemaWarning`) for each. ``max_depth`` (at most 2,000)
+    bounds subschema nesting and ``$ref``/``allOf`` chains. Malformed schemas, unknown or remote ``$ref`` and schemas that
     admit no value raise ``ValueError``.
     """
     if not isinstance(vocab, Vocabulary):

@@ -58,6 +58,14 @@ pub struct Options {
 /// Default [`Options::max_depth`].
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 
+/// Largest [`Options::max_depth`] accepted: with the compiler's stack
+/// (below) a few kilobytes per level leave ample room.
+pub const MAX_MAX_DEPTH: usize = 2_000;
+
+/// Stack of the compiler thread (address space; pages are committed only
+/// as the recursion touches them).
+const COMPILER_STACK_BYTES: usize = 256 << 20;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -77,14 +85,29 @@ pub struct Compiled {
 
 /// Compile a parsed schema.
 pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
+    if opts.max_depth > MAX_MAX_DEPTH {
+        return Err(Error::Usage(format!("max_depth {} is too large (limit {MAX_MAX_DEPTH})", opts.max_depth)));
+    }
     if !schema.is_object() && !schema.is_boolean() {
         return Err(Error::Schema {
             pointer: "#".into(),
             message: format!("a schema must be an object or a boolean, got {schema}"),
         });
     }
-    let (grammar, warnings) = compile::Compiler::new(schema, opts).run()?;
-    Ok(Compiled { grammar, warnings })
+    // The compiler recurses once per level of subschema nesting and of
+    // `$ref`/`allOf` chains (bounded by `max_depth`): it runs on a thread of
+    // its own with a stack sized for the deepest allowed nesting, so no
+    // schema can overflow the caller's (e.g. Python's main) thread stack.
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("json-schema".into())
+            .stack_size(COMPILER_STACK_BYTES)
+            .spawn_scoped(scope, || compile::Compiler::new(schema, opts).run())
+            .map_err(|e| Error::Usage(format!("cannot start the JSON Schema compiler thread: {e}")))?
+            .join()
+            .map_err(|_| Error::Usage("internal error: the JSON Schema compiler panicked (please report the schema)".into()))?
+    })
+    .map(|(grammar, warnings)| Compiled { grammar, warnings })
 }
 
 /// Compile a schema given as JSON text.

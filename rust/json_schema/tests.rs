@@ -304,3 +304,30 @@ fn double_negation_passes_no_annotations() {
         &[r#"{"foo": "foo", "bar": "bar"}"#],
     );
 }
+
+#[test]
+fn deep_ref_chains_are_bounded() {
+    // 1,900 definitions each referring to the next: fine at max_depth 2000
+    // (on the compiler's own stack), a clear error at the default 128.
+    let mut defs = serde_json::Map::new();
+    for i in 0..1900 {
+        defs.insert(format!("d{i}"), json!({"$ref": format!("#/$defs/d{}", i + 1)}));
+    }
+    defs.insert("d1900".into(), json!({"type": "integer"}));
+    let s = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+    let deep = Options {
+        max_depth: 2000,
+        ..Options::default()
+    };
+    let g = CompiledGrammar::new(&compile(&s, &deep).unwrap().grammar, &GrammarLimits::default()).unwrap();
+    assert!(accepts(&g, "7") && !accepts(&g, "\"x\""));
+    assert!(compile(&s, &Options::default()).unwrap_err().to_string().contains("max_depth"));
+    assert!(compile(
+        &s,
+        &Options {
+            max_depth: 1_000_000,
+            ..Options::default()
+        }
+    )
+    .is_err());
+}

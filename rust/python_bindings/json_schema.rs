@@ -38,9 +38,6 @@ fn _compile_json_schema(
             )))
         }
     };
-    if max_depth > 10_000 {
-        return Err(PyValueError::new_err(format!("max_depth {max_depth} is too large (limit 10000)")));
-    }
     let opts = Options {
         whitespace: ws,
         strict,
