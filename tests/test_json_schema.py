@@ -178,6 +178,12 @@ def test_bad_arguments(llama):
         ts.compile_json_schema({}, vocab, whitespace="loose")
     with pytest.raises(TypeError, match="separators"):
         ts.compile_json_schema({}, vocab, separators=(",",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_depth"):
+        ts.compile_json_schema({}, vocab, max_depth=True)
+    with pytest.raises(ValueError, match="max_depth"):
+        ts.compile_json_schema({}, vocab, max_depth=-1)
+    with pytest.raises(ValueError, match="max_depth"):
+        ts.compile_json_schema({}, vocab, max_depth=10**30)
 
 
 @pytest.mark.parametrize(

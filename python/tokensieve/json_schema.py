@@ -17,6 +17,7 @@ from ._core import Constraint, Vocabulary
 __all__ = ["JsonSchemaWarning", "compile_json_schema"]
 
 _DEFAULT_MASK_CACHE_BYTES = 256 << 20
+_MAX_DEPTH = 2_000  # rust/json_schema: MAX_MAX_DEPTH
 
 
 class JsonSchemaWarning(UserWarning):
@@ -84,6 +85,15 @@ def compile_json_schema(
         raise TypeError(f"vocab must be a tokensieve.Vocabulary, got {type(vocab).__name__}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+    for name, value in (("max_depth", max_depth), ("mask_cache_bytes", mask_cache_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 0:
+            raise ValueError(f"{name} must not be negative, got {value}")
+    if max_depth > _MAX_DEPTH:
+        raise ValueError(f"max_depth {max_depth} is too large (limit {_MAX_DEPTH})")
+    if mask_cache_bytes >= 2**63:
+        raise ValueError(f"mask_cache_bytes {mask_cache_bytes} is too large")
     if not isinstance(whitespace, str):
         raise TypeError(f"whitespace must be a str, got {type(whitespace).__name__}")
     if separators is not None:

@@ -159,6 +159,10 @@ pub struct Compiler<'a> {
     p: Punct,
     never: Sym,
     any: Option<Sym>,
+    /// DFAs of the regexes names and enum values are tested against
+    /// (a pattern is tested against every property name, a terminal
+    /// against every enum value): each compiled once.
+    dfas: HashMap<String, Dfa>,
     depth: usize,
 }
 
@@ -261,13 +265,6 @@ fn type_set(v: &Value, kp: &str) -> Result<u8> {
     Ok(bits)
 }
 
-/// Whether `text` is matched in full by `regex`.
-fn full_match(regex: &str, text: &str) -> Result<bool> {
-    let dfa = Dfa::compile_many(&[regex], &RegexLimits::default())?;
-    let s = dfa.run(dfa.start(), text.as_bytes());
-    Ok(s != crate::regex::DEAD && dfa.is_accepting(s))
-}
-
 impl<'a> Compiler<'a> {
     pub fn new(root: &'a Value, opts: &'a Options) -> Compiler<'a> {
         let mut b = GrammarBuilder::new();
@@ -314,6 +311,7 @@ impl<'a> Compiler<'a> {
             p,
             never: Sym::N(never),
             any: None,
+            dfas: HashMap::new(),
             depth: 0,
         }
     }
@@ -335,6 +333,17 @@ impl<'a> Compiler<'a> {
             e => e,
         })?;
         Ok((g, self.warnings))
+    }
+
+    /// Whether `text` is matched in full by `regex`.
+    fn full_match(&mut self, regex: &str, text: &str) -> Result<bool> {
+        if !self.dfas.contains_key(regex) {
+            let dfa = Dfa::compile_many(&[regex], &RegexLimits::default())?;
+            self.dfas.insert(regex.to_string(), dfa);
+        }
+        let dfa = &self.dfas[regex];
+        let s = dfa.run(dfa.start(), text.as_bytes());
+        Ok(s != crate::regex::DEAD && dfa.is_accepting(s))
     }
 
     fn unsupported(&mut self, keyword: &str, ptr: &str, message: &str) -> Result<()> {
@@ -1084,14 +1093,17 @@ impl<'a> Compiler<'a> {
             d.frac
         );
         let Some(re) = self.number_regex(s)? else { return Ok(false) };
-        full_match(&re, &text)
+        self.full_match(&re, &text)
     }
 
     fn string_ok(&mut self, s: &Shape, x: &str) -> Result<bool> {
         let enc = strings::encode(x);
         match self.string(s)? {
             None => Ok(false),
-            Some(Sym::T(t)) => full_match(&self.b_terminal_regex(t), &enc),
+            Some(Sym::T(t)) => {
+                let re = self.b_terminal_regex(t);
+                self.full_match(&re, &enc)
+            }
             Some(Sym::N(_)) => {
                 let n = x.chars().count() as u64;
                 Ok(n >= s.min_len && s.max_len.is_none_or(|m| n <= m))
@@ -1346,7 +1358,7 @@ impl<'a> Compiler<'a> {
                 None => Vec::new(),
             };
             for (_, pc, _, re) in &pats {
-                if full_match(re, name)? {
+                if self.full_match(re, name)? {
                     c.extend(pc.iter().cloned());
                 }
             }
@@ -1359,7 +1371,7 @@ impl<'a> Compiler<'a> {
                 let mut exempt = false;
                 for lp in local_pats {
                     if let Ok(re) = strings::pattern_search_regex(lp) {
-                        exempt |= full_match(&re, name)?;
+                        exempt |= self.full_match(&re, name)?;
                     }
                 }
                 if !exempt {
@@ -1376,7 +1388,7 @@ impl<'a> Compiler<'a> {
                         Eval::Name(n) => n == name,
                         Eval::AllProps => true,
                         Eval::Pattern(p) => match strings::pattern_search_regex(p) {
-                            Ok(re) => full_match(&re, name)?,
+                            Ok(re) => self.full_match(&re, name)?,
                             Err(_) => false,
                         },
                         _ => false,
@@ -1426,7 +1438,11 @@ impl<'a> Compiler<'a> {
                 self.unsupported("patternProperties", &kp, "patternProperties with additionalProperties other than false")?;
             }
             for (i, (p, pc, kp, re)) in pats.iter().enumerate() {
-                if names.iter().any(|n| full_match(re, n).unwrap_or(true)) {
+                let mut listed = false;
+                for n in &names {
+                    listed |= self.full_match(re, n).unwrap_or(true);
+                }
+                if listed {
                     self.unsupported("patternProperties", kp, &format!("pattern {p:?} also matches a listed property"))?;
                 }
                 let body = match strings::pattern_body(p) {

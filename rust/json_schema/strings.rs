@@ -90,25 +90,42 @@ fn push_raw(raw: &mut String, specials: &mut Vec<u32>, lo: u32, hi: u32) {
 }
 
 /// Any key except the given names: the complement of a trie.
+///
+/// Two finite parts and one shared tail: strings that end inside the trie
+/// at a node no name ends at (`stay`), and strings that leave the trie at
+/// their last character (`leave`), after which anything (`CH*`) may
+/// follow. One tail for every exit point keeps the DFA at one state per
+/// trie node; a tail per exit point multiplies it.
+///
+/// When every name is printable ASCII (the usual case), the trie branches
+/// on ASCII only and one shared alternative covers any string with another
+/// character: a multi-byte class at every trie node would give each node
+/// its own UTF-8 sub-automaton (hundreds of DFA states for a few names).
+/// Names longer than 40 characters are spelled out as flat alternations
+/// (every inner prefix, every exit point): the nested form would nest
+/// groups deeper than the regex parser allows.
 pub fn not_in_set(names: &[String]) -> String {
     #[derive(Default)]
     struct Node {
         end: bool,
         kids: BTreeMap<char, Node>,
     }
-    let mut root = Node::default();
-    for n in names {
-        let mut node = &mut root;
-        for c in n.chars() {
-            node = node.kids.entry(c).or_default();
+    /// Characters of `lo..=hi` no name continues with at `node`.
+    fn others(node: &Node, lo: u32, hi: u32) -> Option<String> {
+        let mut ranges = Vec::new();
+        let mut next = lo;
+        for &c in node.kids.keys() {
+            let c = c as u32;
+            if c > next {
+                ranges.push((next, c - 1));
+            }
+            next = c + 1;
         }
-        node.end = true;
+        if next <= hi {
+            ranges.push((next, hi));
+        }
+        class_regex(&ranges)
     }
-    // Two finite parts and one shared tail: strings that end inside the
-    // trie at a node no name ends at (`stay`), and strings that leave the
-    // trie at their last character (`leave`), after which anything
-    // (`CH*`) may follow. One tail for every exit point keeps the DFA at
-    // one state per trie node; a tail per exit point multiplies it.
     fn stay(node: &Node) -> Option<String> {
         let mut alts = Vec::new();
         if !node.end {
@@ -121,108 +138,52 @@ pub fn not_in_set(names: &[String]) -> String {
         }
         (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
     }
-    fn leave(node: &Node) -> String {
-        let mut alts = Vec::new();
-        let mut ranges = Vec::new();
-        let mut next = 0u32;
-        for &c in node.kids.keys() {
-            let c = c as u32;
-            if c > next {
-                ranges.push((next, c - 1));
-            }
-            next = c + 1;
-        }
-        if next <= 0x10ffff {
-            ranges.push((next, 0x10ffff));
-        }
-        if let Some(other) = class_regex(&ranges) {
-            alts.push(other);
-        }
+    fn leave(node: &Node, lo: u32, hi: u32) -> String {
+        let mut alts: Vec<String> = others(node, lo, hi).into_iter().collect();
         for (&c, kid) in &node.kids {
-            alts.push(format!("{}{}", enc_char(c), leave(kid)));
+            alts.push(format!("{}{}", enc_char(c), leave(kid, lo, hi)));
         }
         format!("(?:{})", alts.join("|"))
     }
-    let safe = |c: char| (c as u32) >= 0x20 && (c as u32) < 0x80 && c != '"' && c != '\\';
-    let all_safe = names.iter().all(|n| n.chars().all(safe));
-    if names.iter().any(|n| n.chars().count() > 40) {
-        // Long names: the nested form would nest groups deeper than the
-        // regex parser allows; the same language as flat alternations
-        // (prefixes inside the trie, and each exit point spelled out).
-        let mut stays = Vec::new();
-        let mut leaves = Vec::new();
-        fn flat(node: &Node, prefix: &str, ascii_only: bool, stays: &mut Vec<String>, leaves: &mut Vec<String>) {
-            if !node.end {
-                stays.push(prefix.to_string());
-            }
-            let (lo, hi) = if ascii_only { (0x20u32, 0x7fu32) } else { (0u32, 0x10ffffu32) };
-            let mut ranges = Vec::new();
-            let mut next = lo;
-            for &c in node.kids.keys() {
-                let c = c as u32;
-                if c > next {
-                    ranges.push((next, c - 1));
-                }
-                next = c + 1;
-            }
-            if next <= hi {
-                ranges.push((next, hi));
-            }
-            if let Some(other) = class_regex(&ranges) {
-                leaves.push(format!("{prefix}{other}"));
-            }
-            for (&c, kid) in &node.kids {
-                flat(kid, &format!("{prefix}{}", enc_char(c)), ascii_only, stays, leaves);
-            }
+    fn flat(node: &Node, prefix: &str, lo: u32, hi: u32, stays: &mut Vec<String>, leaves: &mut Vec<String>) {
+        if !node.end {
+            stays.push(prefix.to_string());
         }
-        flat(&root, "", all_safe, &mut stays, &mut leaves);
-        let mut alts = stays;
-        alts.push(format!("(?:{}){CH}*", leaves.join("|")));
-        if all_safe {
-            alts.push(r#"[\x20\x21\x23-\x5b\x5d-\x7f]*(?:[^\x00-\x7f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#.to_string() + CH + "*");
+        if let Some(other) = others(node, lo, hi) {
+            leaves.push(format!("{prefix}{other}"));
         }
-        return format!("(?:{})", alts.join("|"));
-    }
-    if all_safe {
-        // All names printable ASCII (the usual case): any string with a
-        // character outside that set is no name, so the trie only needs to
-        // branch on ASCII, and one shared alternative covers the rest. A
-        // multi-byte class at every trie node would give each node its own
-        // UTF-8 sub-automaton (hundreds of DFA states for a few names).
-        fn leave_ascii(node: &Node) -> String {
-            let mut alts = Vec::new();
-            let mut ranges = Vec::new();
-            let mut next = 0x20u32;
-            for &c in node.kids.keys() {
-                let c = c as u32;
-                if c > next {
-                    ranges.push((next, c - 1));
-                }
-                next = c + 1;
-            }
-            if next <= 0x7f {
-                ranges.push((next, 0x7f));
-            }
-            if let Some(other) = class_regex(&ranges) {
-                alts.push(other);
-            }
-            for (&c, kid) in &node.kids {
-                alts.push(format!("{}{}", enc_char(c), leave_ascii(kid)));
-            }
-            format!("(?:{})", alts.join("|"))
+        for (&c, kid) in &node.kids {
+            flat(kid, &format!("{prefix}{}", enc_char(c)), lo, hi, stays, leaves);
         }
-        let ascii = r#"[\x20\x21\x23-\x5b\x5d-\x7f]"#;
-        let other = r#"(?:[^\x00-\x7f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#;
-        let tail = format!("{}{CH}*|{ascii}*{other}{CH}*", leave_ascii(&root));
-        return match stay(&root) {
-            Some(s) => format!("(?:{s}|{tail})"),
-            None => format!("(?:{tail})"),
-        };
     }
-    match stay(&root) {
-        Some(s) => format!("(?:{s}|{}{CH}*)", leave(&root)),
-        None => format!("(?:{}{CH}*)", leave(&root)),
+    let mut root = Node::default();
+    for n in names {
+        let mut node = &mut root;
+        for c in n.chars() {
+            node = node.kids.entry(c).or_default();
+        }
+        node.end = true;
     }
+    let safe = |c: char| (0x20..0x80).contains(&(c as u32)) && c != '"' && c != '\\';
+    let ascii = names.iter().all(|n| n.chars().all(safe));
+    let (lo, hi) = if ascii { (0x20, 0x7f) } else { (0, 0x10ffff) };
+    let (stays, leaves) = if names.iter().any(|n| n.chars().count() > 40) {
+        let (mut stays, mut leaves) = (Vec::new(), Vec::new());
+        flat(&root, "", lo, hi, &mut stays, &mut leaves);
+        (stays, format!("(?:{})", leaves.join("|")))
+    } else {
+        (stay(&root).into_iter().collect(), leave(&root, lo, hi))
+    };
+    let mut alts = stays;
+    alts.push(format!("{leaves}{CH}*"));
+    if ascii {
+        // Any string with a character outside printable ASCII (raw or
+        // escaped) is no name.
+        alts.push(format!(
+            r#"[\x20\x21\x23-\x5b\x5d-\x7f]*(?:[^\x00-\x7f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f])){CH}*"#
+        ));
+    }
+    format!("(?:{})", alts.join("|"))
 }
 
 /// Why a pattern cannot be enforced.
@@ -390,12 +351,11 @@ pub fn ecma_to_rust(p: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The regex (over canonically encoded text, without quotes) of the
-/// strings in which `pattern` (ECMA-262) finds a match, as JSON Schema's
-/// `pattern` means it: a search, anchored only where the pattern says.
-pub fn pattern_body(pattern: &str) -> Result<String> {
+/// An ECMA-262 pattern parsed as Rust's regex syntax reads it after
+/// [`ecma_to_rust`] (Unicode, UTF-8).
+fn pattern_hir(pattern: &str) -> Result<Hir> {
     let rust = ecma_to_rust(pattern)?;
-    let hir = regex_syntax::ParserBuilder::new()
+    regex_syntax::ParserBuilder::new()
         .unicode(true)
         .utf8(true)
         .nest_limit(100)
@@ -406,7 +366,14 @@ pub fn pattern_body(pattern: &str) -> Result<String> {
                 "pattern {pattern:?} does not parse: {}",
                 e.to_string().lines().last().unwrap_or("")
             ))
-        })?;
+        })
+}
+
+/// The regex (over canonically encoded text, without quotes) of the
+/// strings in which `pattern` (ECMA-262) finds a match, as JSON Schema's
+/// `pattern` means it: a search, anchored only where the pattern says.
+pub fn pattern_body(pattern: &str) -> Result<String> {
+    let hir = pattern_hir(pattern)?;
     let mut alts = Vec::new();
     for branch in top_branches(&hir) {
         let (start, mid, end) = peel_anchors(branch);
@@ -432,16 +399,7 @@ pub fn pattern_body(pattern: &str) -> Result<String> {
 /// branch that is not anchored at both ends can match the empty string
 /// (`.*`, `""`, `^a*`), so a match exists in any string.
 pub fn is_universal(pattern: &str) -> bool {
-    let Ok(rust) = ecma_to_rust(pattern) else { return false };
-    let Ok(hir) = regex_syntax::ParserBuilder::new()
-        .unicode(true)
-        .utf8(true)
-        .nest_limit(100)
-        .build()
-        .parse(&rust)
-    else {
-        return false;
-    };
+    let Ok(hir) = pattern_hir(pattern) else { return false };
     top_branches(&hir).into_iter().any(|b| {
         let (start, mid, end) = peel_anchors(b);
         !(start && end)
@@ -457,16 +415,7 @@ pub fn is_universal(pattern: &str) -> bool {
 /// the range (`^[a-z][a-z0-9]*$` with maxLength 8 is `[a-z][a-z0-9]{0,7}`).
 /// `Ok(None)` when the pattern has another shape.
 pub fn pattern_body_len(pattern: &str, min: u64, max: Option<u64>) -> Result<Option<String>> {
-    let rust = ecma_to_rust(pattern)?;
-    let Ok(hir) = regex_syntax::ParserBuilder::new()
-        .unicode(true)
-        .utf8(true)
-        .nest_limit(100)
-        .build()
-        .parse(&rust)
-    else {
-        return Ok(None);
-    };
+    let hir = pattern_hir(pattern)?;
     let mut alts = Vec::new();
     for branch in top_branches(&hir) {
         let (start, mid, end) = peel_anchors(branch);
