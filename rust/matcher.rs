@@ -14,13 +14,13 @@
 
 use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
+use crate::fxhash::FxMap;
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
 use crate::grammar::mask::{fill_by_walk, fill_from_entry, LexEntry};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
 use crate::vocab::Vocabulary;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -131,20 +131,20 @@ struct GrammarMaskCache {
 /// Memo of [`GrammarMaskCache::lexer_class`].
 #[derive(Debug, Default)]
 struct LexerClasses {
-    by_state: HashMap<(u32, Vec<u64>), u32>,
-    by_signature: HashMap<Vec<u64>, u32>,
+    by_state: FxMap<(u32, Vec<u64>), u32>,
+    by_signature: FxMap<Vec<u64>, u32>,
 }
 
 /// Full masks by [`GrammarState::mask_key`].
-type MaskMap = HashMap<(u32, bool, u128), Arc<[u32]>>;
+type MaskMap = FxMap<(u32, bool, u128), Arc<[u32]>>;
 
 /// Lexer-layer entries by (lexer state, lexeme in progress, allowed
 /// terminals reachable from that state).
-type LexMap = HashMap<(u32, bool, Vec<u64>), Arc<LexEntry>>;
+type LexMap = FxMap<(u32, bool, Vec<u64>), Arc<LexEntry>>;
 
 /// Lexer states reachable from a state in progress beyond which no
 /// signature is computed (the state keys masks as itself).
-const MAX_SIGNATURE_STATES: usize = 64;
+const MAX_SIGNATURE_STATES: usize = 32;
 
 impl GrammarMaskCache {
     /// A name for lexer state `ls` under `allowed` that is shared by every

@@ -103,6 +103,75 @@ pub fn has_lazy_repetition(pattern: &str) -> bool {
     regex_syntax::Parser::new().parse(pattern).is_ok_and(|h| walk(&h))
 }
 
+/// The bytes a match of `pattern` can begin with, read off its syntax tree
+/// (no automaton is built, so this costs microseconds). `None` when the
+/// pattern does not parse, can match the empty string, or uses look-around
+/// assertions (whose effect on the first byte depends on context).
+pub fn first_bytes(pattern: &str) -> Option<[u64; 4]> {
+    use regex_syntax::hir::{Class, HirKind};
+    /// (first bytes, can match empty), or `None` for an assertion.
+    fn walk(h: &regex_syntax::hir::Hir) -> Option<([u64; 4], bool)> {
+        let mut set = [0u64; 4];
+        let mut add = |b: u8| set[b as usize / 64] |= 1 << (b % 64);
+        Some(match h.kind() {
+            HirKind::Empty => (set, true),
+            HirKind::Literal(l) => {
+                add(l.0[0]);
+                (set, false)
+            }
+            HirKind::Class(Class::Bytes(c)) => {
+                for r in c.iter() {
+                    (r.start()..=r.end()).for_each(&mut add);
+                }
+                (set, false)
+            }
+            HirKind::Class(Class::Unicode(c)) => {
+                for r in c.iter() {
+                    for seq in regex_syntax::utf8::Utf8Sequences::new(r.start(), r.end()) {
+                        let first = seq.as_slice()[0];
+                        (first.start..=first.end).for_each(&mut add);
+                    }
+                }
+                (set, false)
+            }
+            HirKind::Look(_) => return None,
+            HirKind::Repetition(r) => {
+                let (f, e) = walk(&r.sub)?;
+                (f, e || r.min == 0)
+            }
+            HirKind::Capture(c) => walk(&c.sub)?,
+            HirKind::Concat(v) => {
+                for x in v {
+                    let (f, e) = walk(x)?;
+                    for (a, b) in set.iter_mut().zip(f) {
+                        *a |= b;
+                    }
+                    if !e {
+                        return Some((set, false));
+                    }
+                }
+                (set, true)
+            }
+            HirKind::Alternation(v) => {
+                let mut empty = false;
+                for x in v {
+                    let (f, e) = walk(x)?;
+                    for (a, b) in set.iter_mut().zip(f) {
+                        *a |= b;
+                    }
+                    empty |= e;
+                }
+                (set, empty)
+            }
+        })
+    }
+    let h = regex_syntax::ParserBuilder::new().utf8(true).build().parse(pattern).ok()?;
+    match walk(&h)? {
+        (set, false) => Some(set),
+        _ => None,
+    }
+}
+
 impl Dfa {
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
@@ -165,78 +234,101 @@ impl Dfa {
     /// not allowed). `false` (no signature) past `max_states` reachable
     /// states.
     pub fn signature(&self, s: u32, allowed: &[u64], max_states: usize, out: &mut Vec<u64>) -> bool {
+        use crate::fxhash::FxMap;
         out.clear();
+        let stride = self.stride;
         let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
-        // Reachable live states, breadth first (index 0 is `s`).
+        // Reachable live states, breadth first (index 0 is `s`), and their
+        // successors by index (`NONE`: not live).
+        const NONE: u32 = u32::MAX;
         let mut states = vec![s];
-        let mut index: std::collections::HashMap<u32, usize> = std::collections::HashMap::from([(s, 0)]);
+        let mut index: FxMap<u32, u32> = FxMap::default();
+        index.insert(s, 0);
+        let mut succ: Vec<u32> = Vec::new();
         let mut i = 0;
         while i < states.len() {
             let q = states[i];
             i += 1;
-            for c in 0..self.stride {
-                let t = self.trans[q as usize * self.stride + c];
-                if live(t) && !index.contains_key(&t) {
+            for c in 0..stride {
+                let t = self.trans[q as usize * stride + c];
+                if !live(t) {
+                    succ.push(NONE);
+                    continue;
+                }
+                let next = states.len() as u32;
+                let id = *index.entry(t).or_insert(next);
+                if id == next {
                     if states.len() >= max_states {
                         return false;
                     }
-                    index.insert(t, states.len());
                     states.push(t);
                 }
+                succ.push(id);
             }
         }
         let n = states.len();
-        let succ = |q: usize, c: usize| -> Option<usize> {
-            let t = self.trans[states[q] as usize * self.stride + c];
-            if live(t) {
-                Some(index[&t])
-            } else {
-                None
+        let pw = self.pwords;
+        let labels: Vec<u64> = states
+            .iter()
+            .flat_map(|&q| self.matches(q).iter().zip(allowed).map(|(m, a)| m & a))
+            .collect();
+        // Moore's refinement: blocks by label, then by successors' blocks,
+        // until no block splits. Keys live in one flat buffer (no
+        // allocation per state and round).
+        let mut block = vec![0u32; n];
+        let mut nblocks = {
+            let mut ids: FxMap<&[u64], u32> = FxMap::default();
+            for (q, b) in block.iter_mut().enumerate() {
+                let next = ids.len() as u32;
+                *b = *ids.entry(&labels[q * pw..(q + 1) * pw]).or_insert(next);
             }
+            ids.len()
         };
-        // Moore's refinement: blocks by label, then by successors' blocks.
-        let label = |q: usize| -> Vec<u64> { self.matches(states[q]).iter().zip(allowed).map(|(m, a)| m & a).collect() };
-        let mut block = vec![0usize; n];
-        let mut ids: std::collections::HashMap<Vec<u64>, usize> = std::collections::HashMap::new();
-        for (q, b) in block.iter_mut().enumerate() {
-            let next = ids.len();
-            *b = *ids.entry(label(q)).or_insert(next);
-        }
+        let mut keys = vec![0u32; n * (stride + 1)];
         loop {
-            let mut ids: std::collections::HashMap<Vec<u64>, usize> = std::collections::HashMap::new();
-            let mut refined = vec![0usize; n];
-            for (q, r) in refined.iter_mut().enumerate() {
-                let mut key = vec![block[q] as u64];
-                key.extend((0..self.stride).map(|c| succ(q, c).map_or(u64::MAX, |t| block[t] as u64)));
-                let next = ids.len();
-                *r = *ids.entry(key).or_insert(next);
+            for q in 0..n {
+                let k = &mut keys[q * (stride + 1)..(q + 1) * (stride + 1)];
+                k[0] = block[q];
+                for c in 0..stride {
+                    let t = succ[q * stride + c];
+                    k[c + 1] = if t == NONE { NONE } else { block[t as usize] };
+                }
             }
-            let stable = ids.len() == block.iter().collect::<std::collections::HashSet<_>>().len();
+            let mut ids: FxMap<&[u32], u32> = FxMap::default();
+            ids.reserve(n);
+            let mut refined = vec![0u32; n];
+            for (q, r) in refined.iter_mut().enumerate() {
+                let next = ids.len() as u32;
+                *r = *ids.entry(&keys[q * (stride + 1)..(q + 1) * (stride + 1)]).or_insert(next);
+            }
+            let stable = ids.len() == nblocks;
+            nblocks = ids.len();
             block = refined;
             if stable {
                 break;
             }
         }
         // Encode the quotient breadth first from `s`'s block.
-        let mut order: std::collections::HashMap<usize, usize> = std::collections::HashMap::from([(block[0], 0)]);
+        let mut order = vec![NONE; nblocks];
+        order[block[0] as usize] = 0;
         let mut rep = vec![0usize]; // a state of each numbered block
         let mut k = 0;
         while k < rep.len() {
             let q = rep[k];
             k += 1;
-            out.extend(label(q));
-            for c in 0..self.stride {
-                match succ(q, c) {
-                    None => out.push(u64::MAX),
-                    Some(t) => {
-                        let next = rep.len();
-                        let o = *order.entry(block[t]).or_insert(next);
-                        if o == next {
-                            rep.push(t);
-                        }
-                        out.push(o as u64);
-                    }
+            out.extend_from_slice(&labels[q * pw..(q + 1) * pw]);
+            for c in 0..stride {
+                let t = succ[q * stride + c];
+                if t == NONE {
+                    out.push(u64::MAX);
+                    continue;
                 }
+                let b = block[t as usize] as usize;
+                if order[b] == NONE {
+                    order[b] = rep.len() as u32;
+                    rep.push(t as usize);
+                }
+                out.push(order[b] as u64);
             }
         }
         true

@@ -24,7 +24,10 @@
 //! `a`, `b`, `c`, a class is one terminal (a one-character class is the
 //! same terminal as that literal character), `.` is `(?s:.)`. With single-
 //! character terminals maximal munch never has a choice, so e.g.
-//! `"ab" | [a-z]+` means exactly what it means in llama.cpp.
+//! `"ab" | [a-z]+` means exactly what it means in llama.cpp. Afterwards
+//! regular parts of the grammar (a string, a number) are promoted to
+//! multi-character terminals, only where a maximal munch provably never has
+//! to be undone ([`super::promote`]).
 //!
 //! Repetition `x{m,n}` desugars into `m` copies of `x` followed by a chain
 //! of nested optionals (linear in `n`), `x{m,}` into `m - 1` copies and a
@@ -41,8 +44,16 @@ pub fn parse_gbnf(text: &str, limits: &GrammarLimits) -> Result<Grammar> {
     parse_gbnf_with_start(text, "root", limits)
 }
 
-/// Parse a GBNF grammar with an explicit start rule.
+/// Parse a GBNF grammar with an explicit start rule; its regular parts are
+/// promoted to multi-character terminals where that keeps the language
+/// (see [`super::promote`]).
 pub fn parse_gbnf_with_start(text: &str, start: &str, limits: &GrammarLimits) -> Result<Grammar> {
+    parse_gbnf_chars(text, start, limits).map(|g| super::promote::promote_lexemes(&g))
+}
+
+/// The grammar exactly as written: one terminal per character, nothing
+/// promoted (the reference the promoted grammar is tested against).
+pub fn parse_gbnf_chars(text: &str, start: &str, limits: &GrammarLimits) -> Result<Grammar> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let s: Vec<char> = text.chars().collect();
     let li = LineIndex::new(&s);
@@ -516,8 +527,10 @@ mod tests {
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
-    /// Every terminal matches exactly one character.
-    fn single_char_terminals(g: &Grammar) {
+    /// Every terminal the front end emits (before promotion) matches
+    /// exactly one character.
+    fn single_char_terminals(src: &str) {
+        let g = parse_gbnf_chars(src, "root", &lim()).unwrap();
         for t in &g.terminals {
             let hir = regex_syntax::ParserBuilder::new().build().parse(&t.regex).unwrap();
             let one = match hir.kind() {
@@ -534,7 +547,7 @@ mod tests {
         let g = gbnf("root ::= \"abc\" [a-z] . x\nx ::= \"a\" | [b]\n");
         // a, b, c, [a-z], . (the class [b] is the literal b)
         assert_eq!(g.terminals.len(), 5, "{:?}", g.terminals);
-        single_char_terminals(&g);
+        single_char_terminals("root ::= \"abc\" [a-z] . x\nx ::= \"a\" | [b]\n");
         let root = g.nonterminals.iter().position(|n| n == "root").unwrap() as u32;
         let r: Vec<_> = g.rules.iter().filter(|r| r.lhs == root).collect();
         assert_eq!(r.len(), 1);
@@ -568,7 +581,7 @@ mod tests {
     #[test]
     fn escapes_and_classes() {
         let g = gbnf(r#"root ::= "\x41\u00e9\U0001F600\n\t\r\\\"\[\]" [^"\\\x00-\x1F] [\-a] [a-] [z-a]?"#);
-        single_char_terminals(&g);
+        single_char_terminals(r#"root ::= "\x41\u00e9\U0001F600\n\t\r\\\"\[\]" [^"\\\x00-\x1F] [\-a] [a-] [z-a]?"#);
         assert!(accepts(&g, "A\u{e9}\u{1F600}\n\t\r\\\"[]q--"));
         assert!(accepts(&g, "A\u{e9}\u{1F600}\n\t\r\\\"[]\u{263A}aa"));
         assert!(!accepts(&g, "A\u{e9}\u{1F600}\n\t\r\\\"[]\"--"));
@@ -585,7 +598,7 @@ mod tests {
         // With single-character terminals, greedy lexing is irrelevant:
         // "ab" then more letters is the [a-z]+ branch, "ab" alone either.
         let g = gbnf("root ::= (\"ab\" | [a-z]+) \"!\"");
-        single_char_terminals(&g);
+        single_char_terminals("root ::= (\"ab\" | [a-z]+) \"!\"");
         for s in ["ab!", "abc!", "a!", "zz!"] {
             assert!(accepts(&g, s), "{s}");
         }
@@ -614,7 +627,7 @@ mod tests {
     #[test]
     fn fixtures_parse_and_recognize() {
         let g = gbnf(&fixture("json.gbnf"));
-        single_char_terminals(&g);
+        single_char_terminals(&fixture("json.gbnf"));
         for s in [
             "{}",
             "{\"a\": [1, -2.5e3, true, null], \"b\": {\"c\": \"d\\\"\\u00e9\"}}",

@@ -512,7 +512,7 @@ impl LazyWalk {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::grammar::earley::{GrammarState, GrammarWalker};
     use crate::grammar::json::{json_grammar, Whitespace};
@@ -520,7 +520,9 @@ mod tests {
     use crate::matcher::TokEnv;
     use crate::vocab::Vocabulary;
 
-    fn load_env(name: &str) -> Option<std::sync::Arc<TokEnv>> {
+    /// A real tokenizer's environment from `../shared`, or `None` (the
+    /// test skips) where it is absent.
+    pub(crate) fn load_env(name: &str) -> Option<std::sync::Arc<TokEnv>> {
         let path = format!("{}/../shared/tokenizers/{name}/tokenizer.json", env!("CARGO_MANIFEST_DIR"));
         let Ok(json) = std::fs::read_to_string(&path) else {
             eprintln!("skipping: {path} not found");

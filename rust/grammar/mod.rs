@@ -41,6 +41,7 @@ pub mod gbnf;
 pub mod json;
 pub mod lark;
 pub mod mask;
+pub mod promote;
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
