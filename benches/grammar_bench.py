@@ -22,7 +22,7 @@ plus ``../shared/grammars/``; each ``NAME.gbnf`` / ``NAME.lark`` comes with
 Usage::
 
     python benches/grammar_bench.py [--engines tokensieve,llguidance,xgrammar]
-        [--grammar SUBSTRING] [--timeout 120] [--json OUT.json] [--out TABLE.md]
+        [--grammar SUBSTRING[,SUBSTRING...]] [--timeout 120] [--json OUT.json] [--out TABLE.md]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def grammars(filt: Optional[str]) -> List[Path]:
         if d.is_dir():
             for p in sorted(d.iterdir()):
                 if p.suffix in (".gbnf", ".lark") and p.with_suffix(".1.txt").is_file():
-                    if filt is None or filt in p.name:
+                    if filt is None or any(f in p.name for f in filt.split(",")):
                         out.append(p)
     return out
 
@@ -200,7 +200,7 @@ def geomean(xs: List[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", default=",".join(ENGINES))
-    ap.add_argument("--grammar", default=None, help="only grammars whose file name contains this")
+    ap.add_argument("--grammar", default=None, help="only grammars whose file name contains this (or one of these, comma-separated)")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--json", default=None, help="write raw results here")
     ap.add_argument("--out", default=None, help="write the markdown table here")

@@ -141,8 +141,11 @@ LAZY = [
     'start: STR ")"\nSTR: /".*?"/\n',
     'start: (C | W)+\nC: /\\/\\*(.|\\n)*?\\*\\//\nW: /[a-z ]+/\n',
     "start: X \"b\"\nX: /a+?/\n",
+    # Only the lazy alternative ends at its first match (SynCode's JavaScript
+    # COMMENT: /\/\/.*/ | /\/\*.*?\*\//s used to end `// it's` at `//`).
+    'start: "a"+\nC: /#.*/ | /<.*?>/\n%ignore C\n',
 ]
-ALPHABET = {LAZY[0]: '"a)', LAZY[1]: "/*a ", LAZY[2]: "ab"}
+ALPHABET = {LAZY[0]: '"a)', LAZY[1]: "/*a ", LAZY[2]: "ab", LAZY[3]: "a#<>b"}
 
 
 @pytest.mark.parametrize("src", LAZY)

@@ -40,8 +40,10 @@
 //! repetition and a lone `}` are literals; `(?#...)` comments are removed.
 //! Look-ahead / look-behind, backreferences (`\1`, `(?P=name)`), atomic
 //! groups and conditionals have no Rust equivalent and are rejected with an
-//! error. Lazy quantifiers are accepted but behave greedily: a lexeme is
-//! always the longest match (see the lexing semantics in the module docs).
+//! error. A terminal with a lazy quantifier ends at its first complete match
+//! (see the lexing semantics in the module docs); in a terminal defined as
+//! an alternation, only the alternatives with one do (the greedy ones and
+//! the lazy ones become two terminals).
 //! The one common idiom that relies on laziness — a quoted string built
 //! from `common._STRING_INNER` / `_STRING_ESC_INNER` between two copies of
 //! a one-character delimiter, as in `ESCAPED_STRING` — is recognised and
@@ -86,6 +88,7 @@ pub fn parse_lark_with_start(text: &str, start: &str, limits: &GrammarLimits) ->
         defs: &defs,
         compiled: &compiled,
         term_ids: HashMap::new(),
+        term_syms: HashMap::new(),
     };
     for (name, pos, body) in &defs.rules {
         rc.em.at = *pos;
@@ -96,18 +99,20 @@ pub fn parse_lark_with_start(text: &str, start: &str, limits: &GrammarLimits) ->
     }
     for (pos, body) in &defs.ignores {
         rc.em.at = *pos;
-        let t = match body {
-            Expr::Name(n, p) => rc.named_terminal(n, *p)?,
+        let ts = match body {
+            Expr::Name(n, p) => rc.named_terminals(n, *p)?,
             e => {
                 let re = TermCtx {
                     defs: &defs.terms,
                     done: &compiled,
                 }
                 .re_of(e)?;
-                rc.anon_terminal(&format!("%ignore@{}:{}", pos.line, pos.col), &re.s, *pos)?
+                vec![rc.anon_terminal(&format!("%ignore@{}:{}", pos.line, pos.col), &re.s, *pos)?]
             }
         };
-        rc.em.b.ignore(t);
+        for t in ts {
+            rc.em.b.ignore(t);
+        }
     }
     if !defs.rules.iter().any(|(n, _, _)| n == start) {
         return Err(gerr(Pos::default(), format!("the start rule {start:?} is not defined")));
@@ -1462,6 +1467,8 @@ struct RuleCompiler<'a, 'l> {
     defs: &'a Definitions,
     compiled: &'a HashMap<String, Re>,
     term_ids: HashMap<String, u32>,
+    /// The symbol of each named terminal used by a rule (see `named_terminals`).
+    term_syms: HashMap<String, Sym>,
 }
 
 impl RuleCompiler<'_, '_> {
@@ -1496,6 +1503,58 @@ impl RuleCompiler<'_, '_> {
         let t = self.em.terminal(name, &re.s)?;
         self.term_ids.insert(name.to_string(), t);
         Ok(t)
+    }
+
+    /// The terminals of the named terminal `name`: one, except for a
+    /// definition that is an alternation of lazy and greedy alternatives
+    /// (`COMMENT: /\/\/.*/ | /\/\*.*?\*\//s`), which gets two: its greedy
+    /// alternatives and its lazy ones. In Python's `re` laziness belongs to a
+    /// quantifier, so only the lazy alternatives end at their first match;
+    /// one first-match terminal for the whole definition would end a line
+    /// comment at its `//` (and then reject `// it's`).
+    fn named_terminals(&mut self, name: &str, pos: Pos) -> Result<Vec<u32>> {
+        let defs = self.defs;
+        let Some(TermDef {
+            src: TermSrc::Expr(Expr::Alt(alts)),
+            pos: def_pos,
+            ..
+        }) = defs.terms.get(name)
+        else {
+            return Ok(vec![self.named_terminal(name, pos)?]);
+        };
+        let (mut greedy, mut lazy) = (Vec::new(), Vec::new());
+        for a in alts {
+            let re = self.ctx().re_of(a)?;
+            if crate::regex::has_lazy_repetition(&re.s) {
+                lazy.push(re.s);
+            } else {
+                greedy.push(re.s);
+            }
+        }
+        if greedy.is_empty() || lazy.is_empty() {
+            return Ok(vec![self.named_terminal(name, pos)?]);
+        }
+        let mut out = Vec::new();
+        for part in [greedy, lazy] {
+            let re = part.join("|");
+            Self::check_nonempty(&re, &format!("terminal {name}"), *def_pos)?;
+            out.push(self.em.terminal(name, &re)?);
+        }
+        Ok(out)
+    }
+
+    /// The symbol standing for the named terminal `name` in a rule.
+    fn named_terminal_sym(&mut self, name: &str, pos: Pos) -> Result<Sym> {
+        if let Some(&s) = self.term_syms.get(name) {
+            return Ok(s);
+        }
+        let ts = self.named_terminals(name, pos)?;
+        let s = match ts[..] {
+            [t] => Sym::T(t),
+            _ => self.em.group(ts.into_iter().map(|t| vec![Sym::T(t)]).collect())?,
+        };
+        self.term_syms.insert(name.to_string(), s);
+        Ok(s)
     }
 
     fn anon_terminal(&mut self, name: &str, regex: &str, pos: Pos) -> Result<u32> {
@@ -1541,7 +1600,7 @@ impl RuleCompiler<'_, '_> {
             }
             Expr::Name(n, p) => match name_kind(n, *p)? {
                 NameKind::Rule => vec![Sym::N(self.em.b.nonterminal(n))],
-                NameKind::Term => vec![Sym::T(self.named_terminal(n, *p)?)],
+                NameKind::Term => vec![self.named_terminal_sym(n, *p)?],
             },
             Expr::Str(s, icase, p) => {
                 let t = if *icase {
@@ -1975,6 +2034,21 @@ mod tests {
         let g = parse_lark_with_start("expr: NUM\nNUM: /[0-9]+/\nUNUSED: /x*/\nLOOK: /a(?=b)/\n", "expr", &lim()).unwrap();
         assert!(accepts(&g, "42"));
         assert_eq!(g.terminals.len(), 1);
+    }
+
+    #[test]
+    fn lazy_and_greedy_alternatives_are_separate_terminals() {
+        // Only the lazy alternative ends at its first match: `// it's` is
+        // one comment, not `//` followed by an unterminated `'s`.
+        let g = lark("start: \"a\"+\nCOMMENT: /\\/\\/.*/ | /\\/\\*.*?\\*\\//s\n%ignore COMMENT\n");
+        let fm: Vec<bool> = g.ignore.iter().map(|&t| g.terminals[t as usize].first_match).collect();
+        assert_eq!(fm, vec![false, true]);
+        let g = lark("start: X+\nX: /a.*?b/ | \"c\" | /d+/\n");
+        assert_eq!(g.terminals.iter().filter(|t| t.first_match).count(), 1);
+        assert_eq!(g.terminals.len(), 2);
+        let g = lark("start: STR+\nSTR: /'.*?'/ | /\".*?\"/\n");
+        assert_eq!(g.terminals.len(), 1);
+        assert!(g.terminals[0].first_match);
     }
 
     #[test]
