@@ -534,7 +534,7 @@ pub(crate) mod tests {
     /// Feed `doc` byte by byte; before every `stride`-th byte (and at the
     /// end) the layered mask must equal a plain trie walk with the full
     /// parser.
-    fn check_doc(env: &TokEnv, g: &CompiledGrammar, doc: &str, stride: usize) {
+    fn check_doc(env: &TokEnv, g: &CompiledGrammar, doc: &str, stride: usize, complete: bool) {
         let (trie, shapes, words) = (env.trie(), env.shapes(), env.mask_words());
         let mut st = GrammarState::new(g).unwrap();
         let n = doc.len();
@@ -564,7 +564,7 @@ pub(crate) mod tests {
             }
             assert!(st.push_byte(g, byte), "{doc:?} rejected at byte {i}");
         }
-        assert!(st.is_accepting(g), "{doc:?} not accepted");
+        assert!(!complete || st.is_accepting(g), "{doc:?} not accepted");
     }
 
     /// The real grammars and samples of the grammar bench (benches/grammars
@@ -603,6 +603,21 @@ pub(crate) mod tests {
                 } else {
                     sample
                 };
+                // The plain walk runs the full parser at every trie node: on
+                // the highly ambiguous PoC grammars (nullable `ws` between
+                // all symbols) that is seconds per mask, so only their first
+                // 240 bytes are checked (the sample is then a prefix).
+                let stem = f.file_stem().unwrap().to_string_lossy();
+                let slow = stem.starts_with("llamacpp-poc-");
+                let (sample, complete) = if slow {
+                    let mut n = 240.min(sample.len());
+                    while !sample.is_char_boundary(n) {
+                        n -= 1;
+                    }
+                    (sample[..n].to_string(), n == sample.len())
+                } else {
+                    (sample, true)
+                };
                 let lim = GrammarLimits::default();
                 let g = if f.extension().unwrap() == "gbnf" {
                     crate::grammar::gbnf::parse_gbnf(&text, &lim)
@@ -611,7 +626,7 @@ pub(crate) mod tests {
                 }
                 .unwrap();
                 let g = CompiledGrammar::new(&g, &lim).unwrap();
-                check_doc(&env, &g, &sample, 5);
+                check_doc(&env, &g, &sample, 5, complete);
             }
         }
     }
@@ -629,7 +644,7 @@ pub(crate) mod tests {
                 &[r#"{"a":[1,2.5e-3,"x\"y",true],"b":{"c":null}}"#]
             };
             for doc in docs {
-                check_doc(&env, &g, doc, 1);
+                check_doc(&env, &g, doc, 1, true);
             }
         }
     }
