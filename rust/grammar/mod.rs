@@ -33,7 +33,8 @@
 //! accepted) can allow a token no complete text follows. Grammars whose
 //! adjacent terminals cannot run into each other (JSON, SQL, the usual
 //! Lark and GBNF grammars) are not affected; GBNF terminals are single
-//! characters and never are.
+//! characters, or promoted regular parts that no following terminal can
+//! run into ([`promote`]), and never are.
 
 pub mod earley;
 pub mod ebnf;
