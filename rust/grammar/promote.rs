@@ -46,6 +46,17 @@ use crate::regex::{first_bytes, Dfa, RegexLimits, DEAD};
 /// stays as it is (the lexer DFA grows with the terminals' size).
 const MAX_REGEX_LEN: usize = 4096;
 
+/// Deepest nesting of nonterminals inside one promoted terminal.
+const MAX_DEPTH: usize = 100;
+
+/// Rounds of "promote, check, drop the unsafe ones" before giving up on
+/// promotion altogether (each round drops at least one candidate, so a
+/// hostile grammar could otherwise make this quadratic).
+const MAX_ROUNDS: usize = 16;
+
+/// Candidate automata built at most (each costs a regex compilation).
+const MAX_CANDIDATES: usize = 256;
+
 /// A set of bytes.
 type ByteSet = [u64; 4];
 
@@ -119,6 +130,10 @@ struct Regular<'g> {
     g: &'g Grammar,
     rules_of: Vec<Vec<usize>>,
     memo: Vec<Memo>,
+    /// Nesting of [`Regular::of`] calls: past [`MAX_DEPTH`] a nonterminal
+    /// counts as not regular (a chain of 100,000 rules must not overflow
+    /// the stack; the regex would exceed the nesting limit anyway).
+    depth: usize,
 }
 
 impl Regular<'_> {
@@ -128,8 +143,13 @@ impl Regular<'_> {
             Memo::Visiting => return None, // indirect recursion
             Memo::Unvisited => {}
         }
+        if self.depth >= MAX_DEPTH {
+            return None; // not memoised: a shallower call may still succeed
+        }
         self.memo[n as usize] = Memo::Visiting;
+        self.depth += 1;
         let r = self.compute(n);
+        self.depth -= 1;
         self.memo[n as usize] = Memo::Done(r.clone());
         r
     }
@@ -214,6 +234,7 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
         g,
         rules_of: rules_of.clone(),
         memo: vec![Memo::Unvisited; n_nt],
+        depth: 0,
     };
     let nullable = nullable(g);
     // First bytes of the grammar's own terminals, from their syntax (an
@@ -229,7 +250,8 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
     // Candidates, and those found unsafe (retried without them).
     let mut rejected = vec![false; n_nt];
     let mut promoted_bytes: Vec<Option<TermBytes>> = (0..n_nt).map(|_| None).collect();
-    loop {
+    let mut built = 0;
+    for _round in 0..MAX_ROUNDS {
         // The frontier: candidates reached from the start through
         // nonterminals that stay as they are.
         let mut promote = vec![false; n_nt];
@@ -287,13 +309,25 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
                 None => rejected[n] = true,
             }
         }
+        // Per byte, how many terminals begin with it: a candidate clashes
+        // where a byte of its own is counted twice.
+        let mut owners = [0u32; 256];
+        for (_, f) in &firsts {
+            for (b, c) in owners.iter_mut().enumerate() {
+                *c += (f[b / 64] >> (b % 64) & 1) as u32;
+            }
+        }
         for &(n, f) in firsts.iter().filter(|(n, _)| *n < n_nt) {
-            if firsts.iter().any(|&(o, g)| o != n && !disjoint(&f, &g)) {
+            if (0..256).any(|b| f[b / 64] >> (b % 64) & 1 == 1 && owners[b] > 1) {
                 rejected[n] = true;
             }
         }
         for n in 0..n_nt {
             if promote[n] && !rejected[n] && promoted_bytes[n].is_none() {
+                built += 1;
+                if built > MAX_CANDIDATES {
+                    return g.clone();
+                }
                 match term_bytes(&reg.of(n as u32).unwrap_or_default()) {
                     Some(tb) => promoted_bytes[n] = Some(tb),
                     None => rejected[n] = true,
@@ -418,6 +452,7 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
         };
         return out;
     }
+    g.clone() // no stable choice within the rounds: promote nothing
 }
 
 #[cfg(test)]
@@ -473,6 +508,30 @@ mod tests {
         // The start symbol stays a nonterminal; its parts are promoted.
         let got = promoted("root ::= [a-z]+ [0-9]");
         assert!(got.len() == 1 && got[0].starts_with("__plus"), "{got:?}");
+    }
+
+    /// Hostile shapes stay cheap: a chain of 50,000 rules (deeper than any
+    /// stack would take recursively) and a thousand mutually clashing
+    /// candidates compile, promoting nothing or a bounded amount.
+    #[test]
+    fn deep_and_wide_grammars_are_bounded() {
+        let mut src = String::from("root ::= \"(\" root \")\" | r0\n");
+        for i in 0..50_000 {
+            src.push_str(&format!("r{i} ::= r{} | \"x\"\n", i + 1));
+        }
+        src.push_str("r50000 ::= [a-z]\n");
+        let t = std::time::Instant::now();
+        promoted(&src);
+        let mut wide = String::from("root ::= (w0");
+        for i in 1..1000 {
+            wide.push_str(&format!(" | w{i}"));
+        }
+        wide.push_str(") root?\n");
+        for i in 0..1000 {
+            wide.push_str(&format!("w{i} ::= \"k{i}\" [a-z]+\n"));
+        }
+        assert_eq!(promoted(&wide), Vec::<String>::new());
+        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
     }
 
     /// Feed `text` byte by byte (single-byte tokens) to a matcher of the
