@@ -191,6 +191,15 @@ pub struct Chart {
     expect: Vec<u64>,
     /// Scratch: dedup table for the set under construction.
     seen: FxSet<Item>,
+    /// Scratch: per nonterminal, the generation of the set under
+    /// construction in which it was last predicted (each is predicted once
+    /// per set); `generation` counts sets built, popped ones included.
+    predicted: Vec<u32>,
+    generation: u32,
+    /// Scratch: per dot position, the generation in which the item (dot,
+    /// this set) was added: most items of a set are its own predictions,
+    /// deduplicated here without hashing.
+    dot_seen: Vec<u32>,
     /// Per set: memoised contexts by nonterminal (see [`Chart::context`]).
     ctx: Vec<Vec<(u32, u128)>>,
     /// Completion index of large sets: (awaited symbol, item index) sorted by
@@ -209,6 +218,20 @@ pub struct Chart {
 const INDEX_MIN_ITEMS: usize = 48;
 
 impl Chart {
+    /// Record item `it` of set `k` (under construction, generation `gen`);
+    /// `true` if it is new there.
+    #[inline]
+    fn fresh(&mut self, it: Item, k: u32, gen: u32) -> bool {
+        if it.origin == k {
+            let s = &mut self.dot_seen[it.dot as usize];
+            let new = *s != gen;
+            *s = gen;
+            new
+        } else {
+            self.seen.insert(it)
+        }
+    }
+
     fn set_range(&self, k: usize) -> std::ops::Range<usize> {
         let s = self.sets[k] as usize;
         let e = self.sets.get(k + 1).map_or(self.items.len(), |&e| e as usize);
@@ -397,8 +420,19 @@ impl CompiledGrammar {
         let start = c.items.len();
         c.sets.push(start as u32);
         c.seen.clear();
+        c.generation = c.generation.wrapping_add(1);
+        if c.generation == 0 {
+            c.predicted.iter_mut().for_each(|p| *p = 0);
+            c.dot_seen.iter_mut().for_each(|p| *p = 0);
+            c.generation = 1;
+        }
+        let gen = c.generation;
+        if c.predicted.len() < self.rules_of.len() || c.dot_seen.len() < self.rhs.len() {
+            c.predicted.resize(self.rules_of.len(), 0);
+            c.dot_seen.resize(self.rhs.len(), 0);
+        }
         for it in seeds {
-            if c.seen.insert(it) {
+            if c.fresh(it, k, gen) {
                 c.items.push(it);
             }
         }
@@ -418,6 +452,15 @@ impl CompiledGrammar {
             i += 1;
             let sym = self.rhs[it.dot as usize];
             if sym & END_FLAG != 0 {
+                if it.origin == k {
+                    // A rule completed in the set it was predicted in
+                    // derives the empty string, so its lhs is nullable and
+                    // every item here waiting on it was already advanced
+                    // when it predicted it (below): nothing to do. Without
+                    // this, each such completion rescanned the whole set
+                    // (quadratic in grammars with `ws` between all symbols).
+                    continue;
+                }
                 // Complete: advance items in the origin set waiting on lhs.
                 let lhs = self.rule_lhs[(sym & !END_FLAG) as usize];
                 let want = NT_FLAG | lhs;
@@ -433,7 +476,7 @@ impl CompiledGrammar {
                             dot: w.dot + 1,
                             origin: w.origin,
                         };
-                        if c.seen.insert(adv) {
+                        if c.fresh(adv, k, gen) {
                             c.items.push(adv);
                         }
                     }
@@ -450,7 +493,7 @@ impl CompiledGrammar {
                                 dot: w.dot + 1,
                                 origin: w.origin,
                             };
-                            if c.seen.insert(adv) {
+                            if c.fresh(adv, k, gen) {
                                 c.items.push(adv);
                             }
                         }
@@ -458,13 +501,16 @@ impl CompiledGrammar {
                 }
             } else if sym & NT_FLAG != 0 {
                 let n = (sym & !NT_FLAG) as usize;
-                for &r in &self.rules_of[n] {
-                    let p = Item {
-                        dot: self.rule_start[r as usize],
-                        origin: k,
-                    };
-                    if c.seen.insert(p) {
-                        c.items.push(p);
+                if c.predicted[n] != gen {
+                    c.predicted[n] = gen;
+                    for &r in &self.rules_of[n] {
+                        let p = Item {
+                            dot: self.rule_start[r as usize],
+                            origin: k,
+                        };
+                        if c.fresh(p, k, gen) {
+                            c.items.push(p);
+                        }
                     }
                 }
                 if self.nullable[n] {
@@ -472,7 +518,7 @@ impl CompiledGrammar {
                         dot: it.dot + 1,
                         origin: it.origin,
                     };
-                    if c.seen.insert(adv) {
+                    if c.fresh(adv, k, gen) {
                         c.items.push(adv);
                     }
                 }
