@@ -16,7 +16,7 @@ use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_by_walk, fill_from_entry, LexEntry};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, LexEntry, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -122,6 +122,7 @@ struct GrammarKind {
 struct GrammarMaskCache {
     map: Mutex<MaskMap>,
     lex: Mutex<LexMap>,
+    walks: Mutex<WalkCache>,
     classes: Mutex<LexerClasses>,
     used: AtomicUsize,
     /// [`GrammarLimits::mask_cache_bytes`].
@@ -316,7 +317,8 @@ impl GrammarKind {
                     e
                 }
             };
-            fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, out);
+            let reserve = |bytes: usize| cache.reserve(bytes);
+            fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, &cache.walks, &reserve, out);
         }
         if let Some(e) = st.error.take() {
             return Err(e);

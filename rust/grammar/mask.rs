@@ -136,11 +136,32 @@ pub fn fill_by_walk(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], below: 
     }
 }
 
-/// A lazy walk from one base configuration, with its per-shape results:
-/// offsets of the accepted token nodes, as ranges of one arena.
-type SharedWalk = (LazyWalk, FxMap<u32, (u32, u32)>, Vec<u32>);
+/// Results of walks from one configuration: per subtree shape, the offsets
+/// of its accepted token nodes, as a range of `arena`.
+#[derive(Debug, Default)]
+pub struct WalkMemo {
+    shapes: FxMap<u32, (u32, u32)>,
+    arena: Vec<u32>,
+}
 
-/// Complete a mask for grammar state `st` from its lexer entry.
+impl WalkMemo {
+    pub fn bytes(&self) -> usize {
+        self.shapes.len() * 12 + self.arena.len() * 4
+    }
+}
+
+/// Walk results by the configuration a lexeme's end leaves
+/// ([`GrammarState::mask_key`], position-independent), shared by every mask
+/// of one compiled grammar: after an identifier in an expression the same
+/// boundary subtrees (`(`, `)`, `;`, ` =` ...) are walked from the same
+/// configuration at every statement, so each is walked once per grammar,
+/// not once per mask.
+pub type WalkCache = FxMap<(u32, bool, u128), WalkMemo>;
+
+/// Complete a mask for grammar state `st` from its lexer entry. `walks`
+/// memoises boundary walks across masks; `reserve(bytes)` says whether the
+/// cache may grow by that much.
+#[allow(clippy::too_many_arguments)]
 pub fn fill_from_entry(
     g: &CompiledGrammar,
     trie: &TokTrie,
@@ -148,17 +169,16 @@ pub fn fill_from_entry(
     below: &SubtreeBytes,
     st: &mut GrammarState,
     entry: &LexEntry,
+    walks: &std::sync::Mutex<WalkCache>,
+    reserve: &dyn Fn(usize) -> bool,
     out: &mut [u32],
 ) {
     out.copy_from_slice(&entry.inner);
     // Lexemes ending in different lexer states often leave the parser in
     // the same configuration (an identifier ended after "re" or after "ret"
-    // scans the same NAME), so walks are shared by the canonical form of the
-    // configuration after the scan: its transitions and its per-shape
-    // results (offsets of accepted token nodes in `arena`) hold for both.
-    let mut walks: Vec<SharedWalk> = Vec::new();
-    let mut by_base: FxMap<Vec<u64>, usize> = FxMap::default();
-    let mut key = Vec::new();
+    // scans the same NAME), so results are kept per configuration after
+    // the scan: per shape, the offsets of accepted token nodes.
+    let mut walk: Option<LazyWalk> = None;
     let mut i = 0;
     let b = &entry.boundaries;
     while i < b.len() {
@@ -169,30 +189,32 @@ pub fn fill_from_entry(
         }
         let (_, _, allowed) = st.lexer_view(g);
         let allowed = allowed.to_vec();
-        let h = st.chart_height();
         if let Some(saved) = st.enter_after_lexeme(g, ls) {
-            if st.chart_height() > h {
-                st.canonical_set(g, h, h, &[], &mut key);
-            } else {
-                key.clear(); // only %ignore matched: the parser is where it was
-            }
-            let w = *by_base.entry(key.clone()).or_insert_with(|| {
-                walks.push((LazyWalk::new(g, st), FxMap::default(), Vec::new()));
-                walks.len() - 1
-            });
-            let (walk, memo, arena) = &mut walks[w];
+            let key = st.mask_key(g);
+            let mut memo = walks.lock().unwrap().remove(&key).unwrap_or_default();
+            let before = memo.bytes();
+            let mut fresh = true; // `walk` not yet reset to this base
             for &(node, _) in &b[i..j] {
                 for c in trie.children(node as usize) {
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
                         continue; // handled by the lexer layer
                     }
-                    let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
+                    let WalkMemo { shapes: memo_shapes, arena } = &mut memo;
+                    let (from, to) = *memo_shapes.entry(shapes[c]).or_insert_with(|| {
+                        let w = walk.get_or_insert_with(LazyWalk::default);
+                        if fresh {
+                            w.reset(g, st);
+                            fresh = false;
+                        }
                         let from = arena.len() as u32;
-                        walk.walk_subtree(g, trie, below, st, c, arena);
+                        w.walk_subtree(g, trie, below, st, c, arena);
                         (from, arena.len() as u32)
                     });
-                    set_accepted(trie, c, &arena[from as usize..to as usize], out);
+                    set_accepted(trie, c, &memo.arena[from as usize..to as usize], out);
                 }
+            }
+            if reserve(memo.bytes().saturating_sub(before) + if before == 0 { 64 } else { 0 }) {
+                walks.lock().unwrap().insert(key, memo);
             }
             st.leave_after_lexeme(g, saved);
         }
@@ -537,6 +559,8 @@ pub(crate) mod tests {
     fn check_doc(env: &TokEnv, g: &CompiledGrammar, doc: &str, stride: usize, complete: bool) {
         let (trie, shapes, words) = (env.trie(), env.shapes(), env.mask_words());
         let mut st = GrammarState::new(g).unwrap();
+        // One walk cache for the whole document, as a matcher has.
+        let walks = std::sync::Mutex::new(WalkCache::default());
         let n = doc.len();
         for (i, byte) in doc.bytes().chain(std::iter::once(0)).enumerate() {
             if i % stride == 0 || i == n {
@@ -544,7 +568,7 @@ pub(crate) mod tests {
                 let allowed = allowed.to_vec();
                 let entry = LexEntry::build(g, trie, env.subtree_bytes(), ls, ip, &allowed, words);
                 let mut fast = vec![0u32; words];
-                fill_from_entry(g, trie, shapes, env.subtree_bytes(), &mut st, &entry, &mut fast);
+                fill_from_entry(g, trie, shapes, env.subtree_bytes(), &mut st, &entry, &walks, &|_| true, &mut fast);
                 let mut slow = vec![0u32; words];
                 trie.add_allowed(&mut GrammarWalker { g, st: &mut st }, &mut slow);
                 assert_eq!(
