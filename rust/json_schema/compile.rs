@@ -88,8 +88,15 @@ struct Shape {
     /// `unevaluatedProperties` / `unevaluatedItems`: (subschema, owner O).
     unevaluated_props: Vec<(String, String)>,
     unevaluated_items: Vec<(String, String)>,
-    /// `anyOf` / `oneOf` groups: (group pointer, branch pointers, is oneOf).
-    alts: Vec<(String, Vec<String>, bool)>,
+    /// `anyOf` / `oneOf` groups and the disjunctions of negations and
+    /// dependencies, expanded one at a time at emission.
+    alts: Vec<Alt>,
+    /// Property names that must be absent (from negated `required` and
+    /// from dependencies whose trigger is absent).
+    forbidden: Vec<String>,
+    /// Scalar values excluded (negated `enum` / `const`), with the pointer
+    /// of the keyword.
+    excluded: Vec<(Value, String)>,
     /// Pointer of the keyword each structural constraint came from, for
     /// error messages.
     structural: Option<String>,
@@ -121,6 +128,8 @@ impl Default for Shape {
             min_props: 0,
             max_props: None,
             alts: Vec::new(),
+            forbidden: Vec::new(),
+            excluded: Vec::new(),
             evaluated: Vec::new(),
             unevaluated_props: Vec::new(),
             unevaluated_items: Vec::new(),
@@ -128,6 +137,54 @@ impl Default for Shape {
         }
     }
 }
+
+/// A union still to be expanded: `n` choices under `group`, each compiled
+/// as the position's conjunction plus the marker `@i@group`. An
+/// `anyOf`/`oneOf` lists its branch pointers; a disjunction built by
+/// [`Compiler::negation`] or a dependency has none (`branches` empty), its
+/// choices are lists of [`Atom`]s recomputed from `group` when the marker
+/// is seen.
+#[derive(Debug, Clone)]
+struct Alt {
+    group: String,
+    branches: Vec<String>,
+    n: usize,
+    one_of: bool,
+}
+
+/// One positive constraint of a disjunct: the building blocks that
+/// negations and dependencies are rewritten into.
+#[derive(Debug, Clone)]
+enum Atom {
+    Types(u8),
+    /// The property must be present (objects only).
+    Present(String),
+    /// The property must be absent (objects only).
+    Absent(String),
+    /// The property's value must fail the schema at the pointer.
+    PropNot(String, String),
+    /// The schema at the pointer holds, without its annotations (`not` of
+    /// `not`, both branches of a failed `oneOf`).
+    Holds(String),
+    /// The schema at the pointer holds, annotations included
+    /// (`dependentSchemas`).
+    Applies(String),
+    /// The schema at the pointer fails.
+    Not(String),
+    /// None of these scalar values (with the pointer of the `enum`/`const`).
+    Exclude(Vec<Value>, String),
+    MinLen(u64),
+    MaxLen(u64),
+    Lo(Bound),
+    Hi(Bound),
+    MinItems(u64),
+    MaxItems(u64),
+    MinProps(u64),
+    MaxProps(u64),
+}
+
+/// A union of conjunctions of atoms.
+type Disjuncts = Vec<Vec<Atom>>;
 
 /// What a keyword marks as evaluated (for `unevaluated*`).
 #[derive(Debug, Clone)]
@@ -164,6 +221,67 @@ pub struct Compiler<'a> {
     /// against every enum value): each compiled once.
     dfas: HashMap<String, Dfa>,
     depth: usize,
+}
+
+/// Keywords that constrain a value (all others are annotations): a
+/// negation must handle each or refuse.
+const ASSERTIONS: &[&str] = &[
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "type",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "additionalItems",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "if",
+    "contains",
+    "minContains",
+    "maxContains",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "propertyNames",
+    "$dynamicRef",
+    "$recursiveRef",
+];
+
+/// Whether a schema holds for every value without looking (`true`, or
+/// annotations only).
+fn trivially_true(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Object(o) => o.keys().all(|k| !ASSERTIONS.contains(&k.as_str())),
+        _ => false,
+    }
+}
+
+/// A property name as a JSON pointer segment.
+fn esc(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
 }
 
 fn hash_ptr(p: &str) -> String {
@@ -369,7 +487,12 @@ impl<'a> Compiler<'a> {
             if p.starts_with('@') {
                 continue;
             }
-            self.apply(&mut s, p, conj, &mut Vec::new(), &mut seen)?;
+            // `!ptr`: the schema at ptr must fail (a property value under a
+            // negated `properties`, the other branches of a `oneOf`).
+            match p.strip_prefix('!') {
+                Some(q) => self.apply_negated(&mut s, q, conj, &mut Vec::new(), &mut seen)?,
+                None => self.apply(&mut s, p, conj, &mut Vec::new(), &mut seen)?,
+            }
         }
         Ok(s)
     }
@@ -404,7 +527,7 @@ impl<'a> Compiler<'a> {
         chain.push(ptr.to_string());
         let is_tuple = matches!(o.get("items"), Some(Value::Array(_)));
         for (k, v) in o {
-            let kp = format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1"));
+            let kp = format!("{ptr}/{}", esc(k));
             match k.as_str() {
                 "$ref" => {
                     let r = v.as_str().ok_or_else(|| schema_err(&kp, "$ref must be a string"))?;
@@ -426,7 +549,12 @@ impl<'a> Compiler<'a> {
                     } else if xs.len() == 1 {
                         self.apply(s, &branches[0], conj, chain, seen)?;
                     } else {
-                        s.alts.push((kp, branches, k == "oneOf"));
+                        s.alts.push(Alt {
+                            group: kp,
+                            n: branches.len(),
+                            branches,
+                            one_of: k == "oneOf",
+                        });
                     }
                 }
                 "type" => s.types &= type_set(v, &kp)?,
@@ -545,7 +673,7 @@ impl<'a> Compiler<'a> {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
                     for name in m.keys() {
                         s.evaluated.push((chain.clone(), Eval::Name(name.clone())));
-                        let p = format!("{kp}/{}", name.replace('~', "~0").replace('/', "~1"));
+                        let p = format!("{kp}/{}", esc(name));
                         match s.props.iter_mut().find(|(n, _)| n == name) {
                             Some((_, c)) => c.push(p),
                             None => s.props.push((name.clone(), vec![p])),
@@ -577,7 +705,7 @@ impl<'a> Compiler<'a> {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "patternProperties must be an object"))?;
                     for pat in m.keys() {
                         s.evaluated.push((chain.clone(), Eval::Pattern(pat.clone())));
-                        let p = format!("{kp}/{}", pat.replace('~', "~0").replace('/', "~1"));
+                        let p = format!("{kp}/{}", esc(pat));
                         match s.pattern_props.iter_mut().find(|(n, _, _)| n == pat) {
                             Some((_, c, _)) => c.push(p),
                             None => s.pattern_props.push((pat.clone(), vec![p], kp.clone())),
@@ -593,7 +721,7 @@ impl<'a> Compiler<'a> {
                 "uniqueItems" if v == &Value::Bool(true) => {
                     self.unsupported(k, &kp, "uniqueItems: true cannot be enforced by a grammar")?;
                 }
-                "not" => self.apply_not(s, v, &kp, conj, chain, seen)?,
+                "not" => self.apply_negated(s, &kp, conj, chain, seen)?,
                 "if" if o.contains_key("then") || o.contains_key("else") => {
                     self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
                 }
@@ -615,7 +743,8 @@ impl<'a> Compiler<'a> {
                     let c = count(v, ptr, k)?;
                     s.min_contains = Some(s.min_contains.map_or(c, |m| m.max(c)));
                 }
-                "maxContains" | "dependentRequired" | "dependentSchemas" | "dependencies" | "propertyNames" | "$dynamicRef" | "$recursiveRef" => {
+                "dependentRequired" | "dependentSchemas" | "dependencies" => self.apply_dependencies(s, k, v, &kp, conj, chain, seen)?,
+                "maxContains" | "propertyNames" | "$dynamicRef" | "$recursiveRef" => {
                     self.unsupported(k, &kp, "not supported")?;
                 }
                 _ => {} // annotations and unknown keywords
@@ -625,78 +754,272 @@ impl<'a> Compiler<'a> {
         Ok(())
     }
 
-    /// `not` in the forms that have an exact positive reading.
-    fn apply_not(&mut self, s: &mut Shape, v: &Value, kp: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
-        const NOTES: &[&str] = &[
-            "title",
-            "description",
-            "$comment",
-            "examples",
-            "default",
-            "deprecated",
-            "readOnly",
-            "writeOnly",
-            "$id",
-            "$schema",
-            "$anchor",
-            "$defs",
-            "definitions",
-        ];
-        if chain.len() > self.opts.max_depth {
-            return Err(schema_err(kp, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
+    /// `dependentRequired`, `dependentSchemas` and draft-07 `dependencies`
+    /// (both forms; a bare string is draft 3's single required name): for
+    /// each trigger name, the union "trigger absent" or "an object with the
+    /// trigger, its dependents present / its schema holding". Objects keep
+    /// schema key order, so absence and presence are plain per-name facts
+    /// of the object grammar.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_dependencies(
+        &mut self,
+        s: &mut Shape,
+        k: &str,
+        v: &Value,
+        kp: &str,
+        conj: &Conj,
+        chain: &mut Vec<String>,
+        seen: &mut Vec<String>,
+    ) -> Result<()> {
+        let m = v.as_object().ok_or_else(|| schema_err(kp, format!("{k} must be an object")))?;
+        for (name, dep) in m {
+            let gp = format!("{kp}/{}", esc(name));
+            let mut then = vec![Atom::Types(OBJ), Atom::Present(name.clone())];
+            match dep {
+                Value::Array(xs) if k != "dependentSchemas" => {
+                    for x in xs {
+                        let d = x.as_str().ok_or_else(|| schema_err(&gp, "dependencies must list property names"))?;
+                        if d != name {
+                            then.push(Atom::Present(d.to_string()));
+                        }
+                    }
+                    if then.len() == 2 {
+                        continue;
+                    }
+                }
+                Value::String(d) if k == "dependencies" => then.push(Atom::Present(d.clone())),
+                Value::Bool(true) => continue,
+                Value::Bool(_) | Value::Object(_) if k != "dependentRequired" => then.push(Atom::Applies(gp.clone())),
+                _ => return Err(schema_err(&gp, format!("invalid {k} value {dep}"))),
+            }
+            self.apply_disjuncts(s, &gp, vec![vec![Atom::Absent(name.clone())], then], conj, chain, seen)?;
         }
-        let o = match v {
-            Value::Bool(true) => {
+        Ok(())
+    }
+
+    /// `not` of the schema at `ptr`, applied to `s` (see [`Self::negation`]).
+    fn apply_negated(&mut self, s: &mut Shape, ptr: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        match self.negation(ptr, chain.len())? {
+            Ok(ds) => self.apply_disjuncts(s, &format!("!{ptr}"), ds, conj, chain, seen),
+            Err(m) => self.unsupported("not", ptr, &m),
+        }
+    }
+
+    /// Apply a union: no disjunct makes the position empty, one applies
+    /// directly, several become an [`Alt`] under `group` whose choice the
+    /// marker `@i@group` in `conj` names once it is expanded.
+    fn apply_disjuncts(
+        &mut self,
+        s: &mut Shape,
+        group: &str,
+        ds: Disjuncts,
+        conj: &Conj,
+        chain: &mut Vec<String>,
+        seen: &mut Vec<String>,
+    ) -> Result<()> {
+        let n = ds.len();
+        let pick = match n {
+            0 => {
                 s.never = true;
                 return Ok(());
             }
-            Value::Bool(false) => return Ok(()),
-            Value::Object(o) => o,
-            other => return Err(schema_err(kp, format!("a schema must be an object or a boolean, got {other}"))),
+            1 => Some(0),
+            _ => (0..n).find(|i| conj.contains(&format!("@{i}@{group}"))),
         };
-        let keys: Vec<&str> = o.keys().map(|k| k.as_str()).filter(|k| !NOTES.contains(k)).collect();
-        match keys.as_slice() {
-            [] => s.never = true,
-            ["type"] => {
-                let bits = type_set(&o["type"], kp)?;
-                // `not integer` still allows 1.5 but not 1.0: integral
-                // numbers are exactly INT here.
-                s.types &= !bits;
-            }
-            // Double negation.
-            ["not"] => {
-                // Its constraints hold, but `not` passes on no annotations:
-                // what the inner schema evaluates stays unevaluated.
-                let inner = format!("{kp}/not");
-                let before = s.evaluated.len();
-                self.apply(s, &inner, conj, chain, seen)?;
-                s.evaluated.truncate(before);
-            }
-            // not (A or B) = not A and not B.
-            ["anyOf"] => match &o["anyOf"] {
-                Value::Array(xs) if !xs.is_empty() => {
-                    for (i, x) in xs.iter().enumerate() {
-                        self.apply_not(s, x, &format!("{kp}/anyOf/{i}"), conj, chain, seen)?;
-                    }
+        match pick {
+            Some(i) => {
+                for a in ds.into_iter().nth(i).unwrap_or_default() {
+                    self.apply_atom(s, a, conj, chain, seen)?;
                 }
-                _ => return Err(schema_err(kp, "anyOf must be a non-empty array")),
-            },
-            ["$ref"] => {
-                let r = o["$ref"].as_str().ok_or_else(|| schema_err(kp, "$ref must be a string"))?;
-                let target = self.doc.resolve(r, kp).map_err(|m| schema_err(kp, m))?;
-                let tv = self.doc.get(&target).ok_or_else(|| schema_err(kp, "no such location"))?;
-                chain.push(target.clone());
-                let r = self.apply_not(s, tv, &target, conj, chain, seen);
-                chain.pop();
-                r?;
             }
-            _ => self.unsupported(
-                "not",
-                kp,
-                "only `not` of {}, true, a type, another `not`, an anyOf of those, or a $ref to one is supported",
-            )?,
+            None => s.alts.push(Alt {
+                group: group.to_string(),
+                branches: Vec::new(),
+                n,
+                one_of: false,
+            }),
         }
         Ok(())
+    }
+
+    fn apply_atom(&mut self, s: &mut Shape, a: Atom, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        let add = |xs: &mut Vec<String>, n: String| {
+            if !xs.contains(&n) {
+                xs.push(n)
+            }
+        };
+        match a {
+            Atom::Types(t) => s.types &= t,
+            Atom::Present(n) => add(&mut s.required, n),
+            Atom::Absent(n) => add(&mut s.forbidden, n),
+            Atom::PropNot(n, p) => {
+                let np = format!("!{p}");
+                match s.props.iter_mut().find(|(x, _)| *x == n) {
+                    Some((_, c)) => c.push(np),
+                    None => s.props.push((n, vec![np])),
+                }
+                s.structural.get_or_insert(p);
+            }
+            Atom::Holds(p) => {
+                // `not` passes on no annotations: what the schema evaluates
+                // stays unevaluated.
+                let before = s.evaluated.len();
+                self.apply(s, &p, conj, chain, seen)?;
+                s.evaluated.truncate(before);
+            }
+            Atom::Applies(p) => self.apply(s, &p, conj, chain, seen)?,
+            Atom::Not(p) => self.apply_negated(s, &p, conj, chain, seen)?,
+            Atom::Exclude(vals, at) => s.excluded.extend(vals.into_iter().map(|v| (v, at.clone()))),
+            Atom::MinLen(n) => s.min_len = s.min_len.max(n),
+            Atom::MaxLen(n) => s.max_len = Some(s.max_len.map_or(n, |m| m.min(n))),
+            Atom::Lo(b) => tighter(&mut s.lo, b, false),
+            Atom::Hi(b) => tighter(&mut s.hi, b, true),
+            Atom::MinItems(n) => s.min_items = s.min_items.max(n),
+            Atom::MaxItems(n) => s.max_items = Some(s.max_items.map_or(n, |m| m.min(n))),
+            Atom::MinProps(n) => s.min_props = s.min_props.max(n),
+            Atom::MaxProps(n) => s.max_props = Some(s.max_props.map_or(n, |m| m.min(n))),
+        }
+        Ok(())
+    }
+
+    /// The complement of the schema at `ptr` as a union of conjunctions of
+    /// positive [`Atom`]s, or why this compiler has none.
+    ///
+    /// A schema is the conjunction of its keywords, so its negation is the
+    /// union of the keywords' negations; each of those is positive again:
+    /// `not {type}` the other types, `not {required: [a, b]}` an object
+    /// without `a` or without `b`, `not {maxLength: n}` a string of at
+    /// least n+1 characters (an assertion on one type fails only on values
+    /// of that type), `not {enum}` the excluded scalars, `not {properties:
+    /// {a: S}}` an object whose `a` fails S, `not {anyOf}` every branch
+    /// negated, `not {oneOf}` no branch or two branches at once, `not
+    /// {not: S}` S itself. Nested negations stay symbolic ([`Atom::Not`],
+    /// [`Atom::PropNot`]) and are expanded where they apply, so recursive
+    /// schemas terminate through the memo of conjunctions.
+    fn negation(&mut self, ptr: &str, depth: usize) -> Result<std::result::Result<Disjuncts, String>> {
+        const NUM: u8 = INT | FRAC;
+        if depth > self.opts.max_depth {
+            return Err(schema_err(ptr, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
+        }
+        let v = self.doc.get(ptr).ok_or_else(|| schema_err(ptr, "no such location"))?;
+        let o = match v {
+            Value::Bool(true) => return Ok(Ok(vec![])),
+            Value::Bool(false) => return Ok(Ok(vec![vec![]])),
+            Value::Object(o) => o,
+            other => return Err(schema_err(ptr, format!("a schema must be an object or a boolean, got {other}"))),
+        };
+        let mut out: Disjuncts = Vec::new();
+        for (k, x) in o {
+            let kp = format!("{ptr}/{}", esc(k));
+            let branches = |kw: &str| -> Result<usize> {
+                x.as_array()
+                    .filter(|xs| !xs.is_empty())
+                    .map(|xs| xs.len())
+                    .ok_or_else(|| schema_err(&kp, format!("{kw} must be a non-empty array")))
+            };
+            match k.as_str() {
+                "type" => out.push(vec![Atom::Types(!type_set(x, &kp)? & ALL)]),
+                "enum" | "const" => {
+                    let vals = if k == "const" {
+                        vec![x.clone()]
+                    } else {
+                        x.as_array().ok_or_else(|| schema_err(&kp, "enum must be an array"))?.clone()
+                    };
+                    if vals.iter().any(|v| v.is_array() || v.is_object()) {
+                        return Ok(Err(format!("`not` of an {k} with array or object values")));
+                    }
+                    out.push(vec![Atom::Exclude(vals, kp)]);
+                }
+                "required" => {
+                    let xs = x.as_array().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                    for r in xs {
+                        let r = r.as_str().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                        out.push(vec![Atom::Types(OBJ), Atom::Absent(r.to_string())]);
+                    }
+                }
+                "minLength" | "minItems" | "minProperties" => {
+                    let n = count(x, ptr, k)?;
+                    if n > 0 {
+                        out.push(match k.as_str() {
+                            "minLength" => vec![Atom::Types(STR), Atom::MaxLen(n - 1)],
+                            "minItems" => vec![Atom::Types(ARR), Atom::MaxItems(n - 1)],
+                            _ => vec![Atom::Types(OBJ), Atom::MaxProps(n - 1)],
+                        });
+                    }
+                }
+                "maxLength" | "maxItems" | "maxProperties" => {
+                    let n = count(x, ptr, k)?.saturating_add(1);
+                    out.push(match k.as_str() {
+                        "maxLength" => vec![Atom::Types(STR), Atom::MinLen(n)],
+                        "maxItems" => vec![Atom::Types(ARR), Atom::MinItems(n)],
+                        _ => vec![Atom::Types(OBJ), Atom::MinProps(n)],
+                    });
+                }
+                "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
+                    if x.is_boolean() {
+                        continue; // draft-04 form, read with minimum/maximum
+                    }
+                    let excl = match k.as_str() {
+                        "minimum" => o.get("exclusiveMinimum") == Some(&Value::Bool(true)),
+                        "maximum" => o.get("exclusiveMaximum") == Some(&Value::Bool(true)),
+                        _ => true,
+                    };
+                    let b = Bound {
+                        value: number(x, ptr, k)?,
+                        exclusive: !excl,
+                    };
+                    let atom = if k.ends_with("inimum") { Atom::Hi(b) } else { Atom::Lo(b) };
+                    out.push(vec![Atom::Types(NUM), atom]);
+                }
+                "not" => out.push(vec![Atom::Holds(kp)]),
+                "$ref" => {
+                    let r = x.as_str().ok_or_else(|| schema_err(&kp, "$ref must be a string"))?;
+                    let target = self.doc.resolve(r, ptr).map_err(|m| schema_err(&kp, m))?;
+                    match self.negation(&target, depth + 1)? {
+                        Ok(ds) => out.extend(ds),
+                        Err(m) => return Ok(Err(m)),
+                    }
+                }
+                "allOf" => {
+                    for i in 0..branches(k)? {
+                        match self.negation(&format!("{kp}/{i}"), depth + 1)? {
+                            Ok(ds) => out.extend(ds),
+                            Err(m) => return Ok(Err(m)),
+                        }
+                    }
+                }
+                "anyOf" => out.push((0..branches(k)?).map(|i| Atom::Not(format!("{kp}/{i}"))).collect()),
+                "oneOf" => {
+                    let n = branches(k)?;
+                    out.push((0..n).map(|i| Atom::Not(format!("{kp}/{i}"))).collect());
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            out.push(vec![Atom::Holds(format!("{kp}/{i}")), Atom::Holds(format!("{kp}/{j}"))]);
+                        }
+                    }
+                }
+                "properties" => {
+                    let m = x.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
+                    for (name, sub) in m {
+                        if !trivially_true(sub) {
+                            let sp = format!("{kp}/{}", esc(name));
+                            out.push(vec![Atom::Types(OBJ), Atom::Present(name.clone()), Atom::PropNot(name.clone(), sp)]);
+                        }
+                    }
+                }
+                "format" => match strings::format_body(x.as_str().unwrap_or_default()) {
+                    Ok(None) => {}
+                    _ => return Ok(Err("`not` of a format".into())),
+                },
+                "if" if !o.contains_key("then") && !o.contains_key("else") => {}
+                "uniqueItems" | "unevaluatedProperties" | "unevaluatedItems"
+                    if x == &Value::Bool(false) || k != "uniqueItems" && x == &Value::Bool(true) => {}
+                "additionalItems" if !matches!(o.get("items"), Some(Value::Array(_))) => {}
+                _ if ASSERTIONS.contains(&k.as_str()) => return Ok(Err(format!("`not` of {k}"))),
+                _ => {} // annotations and unknown keywords
+            }
+        }
+        Ok(Ok(out))
     }
 
     // ----- emission -----
@@ -741,18 +1064,35 @@ impl<'a> Compiler<'a> {
             return Ok(vec![]);
         }
         if !s.alts.is_empty() {
-            let (gp, branches, one_of) = s.alts.remove(0);
-            if one_of && !self.disjoint(&branches)? {
-                self.unsupported(
-                    "oneOf",
-                    &gp,
-                    "branches that are not provably disjoint (different types or a const/enum discriminator)",
-                )?;
+            let alt = s.alts.remove(0);
+            // A `oneOf` whose branches may overlap: exactly one holds when
+            // branch i holds and every other fails, if each has a negation.
+            let mut negate = false;
+            if alt.one_of && !self.disjoint(&alt.branches)? {
+                let mut why = None;
+                for b in &alt.branches {
+                    if let Err(m) = self.negation(b, 0)? {
+                        why.get_or_insert(m);
+                    }
+                }
+                match why {
+                    None => negate = true,
+                    Some(m) => self.unsupported(
+                        "oneOf",
+                        &alt.group,
+                        &format!(
+                            "branches that are not provably disjoint (different types or a const/enum discriminator) and have no negation ({m})"
+                        ),
+                    )?,
+                }
             }
             let mut out = Vec::new();
-            for i in 0..branches.len() {
+            for i in 0..alt.n {
                 let mut c = conj.clone();
-                c.push(format!("@{i}@{gp}"));
+                c.push(format!("@{i}@{}", alt.group));
+                if negate {
+                    c.extend(alt.branches.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, b)| format!("!{b}")));
+                }
                 out.push(vec![self.emit(c)?]);
             }
             return Ok(out);
@@ -761,15 +1101,17 @@ impl<'a> Compiler<'a> {
             return self.emit_enum(&s, vals);
         }
         let mut out = Vec::new();
-        if s.types & NULL != 0 {
-            out.push(vec![Sym::T(self.b.literal("null"))]);
-        }
-        if s.types & BOOL != 0 {
-            out.push(vec![Sym::T(self.b.literal("true"))]);
-            out.push(vec![Sym::T(self.b.literal("false"))]);
+        for (bit, lit, v) in [
+            (NULL, "null", Value::Null),
+            (BOOL, "true", Value::Bool(true)),
+            (BOOL, "false", Value::Bool(false)),
+        ] {
+            if s.types & bit != 0 && !s.excluded.iter().any(|(x, _)| *x == v) {
+                out.push(vec![Sym::T(self.b.literal(lit))]);
+            }
         }
         if s.types & (INT | FRAC) != 0 {
-            if let Some(re) = self.number_regex(&s)? {
+            if let Some(re) = self.number_regex_excluding(&s)? {
                 out.push(vec![Sym::T(self.b.terminal("NUMBER", &re))]);
             }
         }
@@ -802,10 +1144,14 @@ impl<'a> Compiler<'a> {
                 types &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
             }
             if !s.alts.is_empty() {
-                // Nested unions: their types are the union of the branches'.
+                // Nested unions: their types are the union of the branches'
+                // (any type for a union without branch schemas).
                 let mut t = 0;
-                for (_, bs, _) in &s.alts {
-                    for x in bs {
+                for a in &s.alts {
+                    if a.branches.is_empty() {
+                        t = ALL;
+                    }
+                    for x in &a.branches {
                         t |= self.shape_of(&vec![x.clone()])?.types;
                     }
                 }
@@ -866,6 +1212,51 @@ impl<'a> Compiler<'a> {
 
     // ----- scalars -----
 
+    /// [`Self::number_regex`] less the excluded numbers: the range cut at
+    /// each into pieces with exclusive bounds.
+    fn number_regex_excluding(&mut self, s: &Shape) -> Result<Option<String>> {
+        let mut cuts: Vec<(Dec, String)> = s
+            .excluded
+            .iter()
+            .filter_map(|(v, at)| match v {
+                Value::Number(n) => Dec::from_json(n).map(|d| (d, at.clone())),
+                _ => None,
+            })
+            .filter(|(d, _)| s.types & (if d.frac.is_empty() { INT } else { FRAC }) != 0)
+            .collect();
+        if cuts.is_empty() {
+            return self.number_regex(s);
+        }
+        if s.types & INT == 0 {
+            let at = cuts[0].1.clone();
+            self.unsupported("not", &at, "excluded values among non-integral numbers only")?;
+            return self.number_regex(s);
+        }
+        cuts.sort_by(|a, b| a.0.compare(&b.0));
+        let mut piece = s.clone();
+        let mut parts = Vec::new();
+        let mut lo = s.lo.clone();
+        for i in 0..=cuts.len() {
+            let cut = cuts.get(i).map(|(d, _)| Bound {
+                value: d.clone(),
+                exclusive: true,
+            });
+            let mut hi = s.hi.clone();
+            if let Some(c) = &cut {
+                tighter(&mut hi, c.clone(), true);
+            }
+            piece.lo = lo.clone();
+            piece.hi = hi;
+            if let Some(re) = self.number_regex(&piece)? {
+                parts.push(format!("(?:{re})"));
+            }
+            if let Some(c) = cut {
+                tighter(&mut lo, c, false);
+            }
+        }
+        Ok((!parts.is_empty()).then(|| parts.join("|")))
+    }
+
     fn number_regex(&mut self, s: &Shape) -> Result<Option<String>> {
         let mut integer = s.types & FRAC == 0;
         let mut frac_digits = None;
@@ -914,6 +1305,40 @@ impl<'a> Compiler<'a> {
 
     /// The string symbol of `s`, `None` when no string qualifies.
     fn string(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        let sym = self.string_unexcluded(s)?;
+        let mut excl = Vec::new();
+        for (v, at) in &s.excluded {
+            let Value::String(x) = v else { continue };
+            // Only the excluded strings the symbol would produce matter.
+            let hit = match sym {
+                None => false,
+                Some(Sym::T(t)) => {
+                    let re = self.b_terminal_regex(t);
+                    self.full_match(&re, &strings::encode(x))?
+                }
+                Some(Sym::N(_)) => {
+                    let n = x.chars().count() as u64;
+                    n >= s.min_len && s.max_len.is_none_or(|m| n <= m)
+                }
+            };
+            if hit {
+                excl.push((x.clone(), at.clone()));
+            }
+        }
+        if excl.is_empty() {
+            return Ok(sym);
+        }
+        let plain = s.patterns.is_empty() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
+        if plain && s.min_len == 0 && s.max_len.is_none() {
+            let names: Vec<String> = excl.into_iter().map(|(x, _)| x).collect();
+            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{}\"", strings::not_in_set(&names))))));
+        }
+        self.unsupported("not", &excl[0].1, "excluded strings together with a pattern, format or length bound")?;
+        Ok(sym)
+    }
+
+    /// [`Self::string`] before excluded values.
+    fn string_unexcluded(&mut self, s: &Shape) -> Result<Option<Sym>> {
         if let Some(max) = s.max_len {
             if max < s.min_len {
                 return Ok(None);
@@ -1041,11 +1466,15 @@ impl<'a> Compiler<'a> {
             || s.min_items > 0
             || s.max_items.is_some()
             || s.min_props > 0
-            || s.max_props.is_some();
+            || s.max_props.is_some()
+            || !s.forbidden.is_empty();
         let mut out = Vec::new();
         let mut strs = Vec::new();
         for v in vals {
             if type_bits(&v) & s.types == 0 && !(type_bits(&v) == INT && s.types & FRAC != 0) {
+                continue;
+            }
+            if s.excluded.iter().any(|(x, _)| json_eq(x, &v)) {
                 continue;
             }
             match &v {
@@ -1346,12 +1775,18 @@ impl<'a> Compiler<'a> {
             };
             pats.push((p.clone(), c.clone(), kp.clone(), re));
         }
-        let names: Vec<String> = s
-            .props
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(s.required.iter().filter(|r| !s.props.iter().any(|(n, _)| n == *r)).cloned())
-            .collect();
+        if s.forbidden.iter().any(|n| s.required.contains(n)) {
+            return Ok(None);
+        }
+        // Listed names: properties, then required and forbidden names not
+        // listed (a forbidden name is a listed entry that is always
+        // skipped, so no other rule produces it).
+        let mut names: Vec<String> = s.props.iter().map(|(n, _)| n.clone()).collect();
+        for r in s.required.iter().chain(&s.forbidden) {
+            if !names.contains(r) {
+                names.push(r.clone());
+            }
+        }
         for name in &names {
             let mut c = match s.props.iter().find(|(n, _)| n == name) {
                 Some((_, c)) => c.clone(),
@@ -1481,7 +1916,7 @@ impl<'a> Compiler<'a> {
         let mut vals = Vec::new();
         let mut keys = Vec::new();
         for (name, c, _) in &entries {
-            vals.push(self.emit(c.clone())?);
+            vals.push(if s.forbidden.contains(name) { self.never } else { self.emit(c.clone())? });
             keys.push(Sym::T(self.b.literal(&strings::encode(name))));
         }
         let Punct { lb, rb, comma, colon, .. } = self.p;
@@ -1504,7 +1939,7 @@ impl<'a> Compiler<'a> {
                     let skip = state(i + 1, c, &mut self.b, &mut work);
                     self.b.rule(nt, vec![Sym::N(skip)]);
                 }
-                if room(c) {
+                if room(c) && vals[i] != self.never {
                     let nx = state(i + 1, next_c(c), &mut self.b, &mut work);
                     let mut rhs = if c > 0 { vec![comma] } else { vec![] };
                     rhs.extend([keys[i], colon, vals[i], Sym::N(nx)]);

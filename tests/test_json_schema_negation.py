@@ -1,0 +1,154 @@
+"""Negations, overlapping ``oneOf`` and dependencies, exact against ``jsonschema``.
+
+The compiler rewrites ``not`` (of ``type``, ``enum``/``const`` scalars,
+``required``, length / count / numeric bounds, ``properties``, ``allOf``,
+``anyOf``, ``oneOf``, ``not``, ``$ref``), ``oneOf`` whose branches may
+overlap (branch i and the negation of every other branch) and
+``dependentRequired`` / ``dependentSchemas`` (trigger absent, or trigger
+and dependents present) into unions of positive constraints. Hypothesis
+draws schemas from those forms; each is checked on a fixed pool of
+instances: the serialised instance is accepted **iff**
+``jsonschema.Draft202012Validator`` says it is valid. Refusals
+(``ValueError``) are allowed and counted, but most schemas must compile.
+
+Key order: every schema lists ``a``, ``b``, ``c`` (in that order) in a
+leading ``allOf``, and the object instances put their keys in that order
+with the extra key ``z`` last, so every instance is in the compiler's key
+order and the oracle's verdict is the expected one.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import random
+from typing import Any, Dict, List
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+jsonschema = pytest.importorskip("jsonschema")
+tokenizers = pytest.importorskip("tokenizers")
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import tokensieve as ts  # noqa: E402
+from conftest import load_vocab, tokenizer_path  # noqa: E402
+
+LLAMA3 = "llama-3-8b-instruct"
+STATS: Dict[str, int] = collections.Counter()
+
+LEAVES: List[Any] = [
+    {},
+    False,
+    {"type": "string"},
+    {"type": "integer"},
+    {"type": ["null", "boolean"]},
+    {"enum": [1, "x", None]},
+    {"const": 2},
+    {"not": {"const": "x"}},
+    {"minLength": 2},
+    {"maxLength": 1},
+    {"minimum": 1},
+    {"maximum": 0},
+    {"exclusiveMinimum": 1.5},
+    {"minItems": 1},
+    {"maxItems": 1},
+    {"required": ["a"]},
+    {"required": ["a", "b"]},
+    {"properties": {"a": {"type": "string"}}},
+    {"properties": {"b": {"not": {"type": "null"}}, "c": {"maximum": 2}}},
+    {"minProperties": 2},
+    {"maxProperties": 1},
+    {"type": "object", "required": ["b"]},
+    {"not": {"type": "integer"}},
+    {"not": {"required": ["c"]}},
+    {"anyOf": [{"type": "string"}, {"minimum": 3}]},
+    {"oneOf": [{"type": "string"}, {"maxLength": 1}]},
+    {"allOf": [{"required": ["c"]}, {"maxProperties": 2}]},
+    {"dependentRequired": {"a": ["c"]}},
+]
+leaf = st.sampled_from(LEAVES)
+
+
+@st.composite
+def schemas(draw) -> Dict[str, Any]:
+    s: Dict[str, Any] = {"allOf": [{"properties": {k: draw(leaf) for k in "abc"}}]}
+    for kw in draw(st.lists(st.sampled_from(["not", "oneOf", "dependentRequired", "dependentSchemas", "type", "additionalProperties"]), unique=True, min_size=1, max_size=3)):
+        if kw == "not":
+            s["not"] = draw(st.one_of(leaf, st.lists(leaf, min_size=2, max_size=3).map(lambda xs: {"allOf": xs}), st.lists(leaf, min_size=2, max_size=2).map(lambda xs: {"anyOf": xs})))
+        elif kw == "oneOf":
+            s["oneOf"] = draw(st.lists(leaf, min_size=2, max_size=3))
+        elif kw == "dependentRequired":
+            s["dependentRequired"] = draw(st.dictionaries(st.sampled_from("abc"), st.lists(st.sampled_from("abc"), max_size=2, unique=True), min_size=1, max_size=2))
+        elif kw == "dependentSchemas":
+            s["dependentSchemas"] = draw(st.dictionaries(st.sampled_from("abc"), leaf, min_size=1, max_size=2))
+        elif kw == "type":
+            s["type"] = draw(st.sampled_from(["object", ["object", "integer"], ["string", "number", "null"]]))
+        else:
+            s["additionalProperties"] = draw(st.sampled_from([False, {"type": "integer"}]))
+    return s
+
+
+def instances() -> List[Any]:
+    """Scalars, arrays, and objects over every subset of a, b, c, z (keys in
+    that order) with a few value assignments each."""
+    r = random.Random(12)
+    values = [None, True, 0, 2, 3, 2.5, -1, "", "x", "ab", [1], {}]
+    out: List[Any] = [None, True, False, 0, 1, 2, 3, 2.5, -1, "", "x", "ab", "abc", [], [1], [1, "x"]]
+    for n in range(5):
+        for keys in itertools.combinations("abcz", n):
+            for _ in range(3 if keys else 1):
+                out.append({k: r.choice(values) for k in keys})
+    return out
+
+
+INSTANCES = instances()
+
+
+@pytest.fixture(scope="module")
+def env():
+    vocab = load_vocab(LLAMA3)
+    tok = tokenizers.Tokenizer.from_file(str(tokenizer_path(LLAMA3)))
+    texts = [json.dumps(v, ensure_ascii=False) for v in INSTANCES]
+    ids = [tok.encode(t, add_special_tokens=False).ids for t in texts]
+    yield vocab, texts, ids
+    print(f"\nnegation differential: {dict(STATS)}")
+
+
+def accepts(c: ts.Constraint, ids: List[int]) -> bool:
+    m = ts.Matcher(c)
+    for t in ids:
+        if not m.consume_token(t):
+            return False
+    return m.is_accepting()
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(schemas())
+def test_rewritten_forms_match_oracle(env, schema):
+    vocab, texts, ids = env
+    try:
+        c = ts.compile_json_schema(schema, vocab)
+    except ValueError as e:
+        if "admits no JSON value" in str(e):
+            valid = [v for v in INSTANCES if jsonschema.Draft202012Validator(schema).is_valid(v)]
+            assert not valid, f"refused as unsatisfiable, but {valid[0]!r} is valid for {json.dumps(schema)}"
+            STATS["empty"] += 1
+        else:
+            STATS["refused"] += 1
+        return
+    STATS["compiled"] += 1
+    oracle = jsonschema.Draft202012Validator(schema)
+    for v, text, toks in zip(INSTANCES, texts, ids):
+        want = oracle.is_valid(v)
+        assert accepts(c, toks) == want, f"{'rejected valid' if want else 'accepted invalid'} {text} for {json.dumps(schema)}"
+
+
+def test_most_schemas_compile(env):
+    """Runs after the random test: the forms above are meant to compile."""
+    if STATS["compiled"] + STATS["refused"] == 0:
+        pytest.skip("the random test did not run")
+    assert STATS["compiled"] >= 3 * STATS["refused"], dict(STATS)
