@@ -23,6 +23,7 @@ import collections
 import itertools
 import json
 import random
+import re
 from typing import Any, Dict, List
 
 import pytest
@@ -152,3 +153,51 @@ def test_most_schemas_compile(env):
     if STATS["compiled"] + STATS["refused"] == 0:
         pytest.skip("the random test did not run")
     assert STATS["compiled"] >= 3 * STATS["refused"], dict(STATS)
+
+
+#: Patterns whose complement the compiler builds (fixed prefix; prefix and
+#: one final repetition, anchored; unanchored class), and two it refuses.
+KEY_PATTERNS = [
+    "^x-", "^_", "^[a-z_]+$", "^[a-zA-Z0-9._-]+$", "^[a-z][a-z0-9_]*$", "^[0-9a-z]*$", "^[a-z]{2}$",
+    "^abc.+$", "^test_[a-z_]+$", "^[0-9a-zA-Z_-]{1,5}$", "\\w+", "[a-zA-Z0-9_-]", ".{1,}", "^\\d+$", "^a.c",
+]
+KEYS_POOL = [
+    "", "a", "b", "ab", "abc", "abcd", "x", "x-", "x-y", "y-x", "X-", "_", "_a", "a_", "a_b", "A1", "a1", "9", "99", "12345", "123456",
+    "é", "aé", "a b", "\n", "a\nb", "\"", "x\\", "test_", "test_a", "test_A", "aa", "aaa", "a.c", "azc", "-", "a-b", "1a", "🦊",
+]
+
+
+@pytest.mark.parametrize("pattern", KEY_PATTERNS)
+@pytest.mark.parametrize("additional", [None, {"type": "boolean"}])
+def test_additional_properties_beside_one_pattern(env, pattern, additional):
+    """``additionalProperties`` (absent or a schema) next to one
+    ``patternProperties`` entry: keys matching the pattern take its schema,
+    the others (listed names excepted) take additionalProperties. Keys with
+    non-ASCII characters, ``\\n`` or ``\\r`` may be refused when they do not
+    match the pattern (ECMA-262 and Python's ``re`` disagree there)."""
+    vocab, _, _ = env
+    tok = tokenizers.Tokenizer.from_file(str(tokenizer_path(LLAMA3)))
+    # Listed names the pattern matches are refused (another rule); these
+    # simple patterns mean the same under Python's re.
+    props = {n: {"type": t} for n, t in (("a", "string"), ("x-", "null"), ("é", "string")) if not re.search(pattern, n)}
+    schema: Dict[str, Any] = {"type": "object", "properties": props, "patternProperties": {pattern: {"type": "integer"}}}
+    if additional is not None:
+        schema["additionalProperties"] = additional
+    c = ts.compile_json_schema(schema, vocab)
+    oracle = jsonschema.Draft202012Validator(schema)
+    for key in KEYS_POOL:
+        for value in (1, True, "s", None):
+            inst = {key: value}
+            text = json.dumps(inst, ensure_ascii=False)
+            want = oracle.is_valid(inst)
+            got = accepts(c, tok.encode(text, add_special_tokens=False).ids)
+            if any(ord(ch) > 0x7F or ch in "\n\r" for ch in key) and not got:
+                continue  # outside the complement's alphabet: refusing is allowed
+            assert got == want, f"{'rejected valid' if want else 'accepted invalid'} {text} for {json.dumps(schema)}"
+
+
+@pytest.mark.parametrize("pattern", ["^a+b", "[a-z]+$", "ab", "^(a|bc)$"])
+def test_other_pattern_shapes_are_refused(env, pattern):
+    vocab, _, _ = env
+    with pytest.raises(ValueError, match="patternProperties"):
+        ts.compile_json_schema({"patternProperties": {pattern: {"type": "integer"}}}, vocab)

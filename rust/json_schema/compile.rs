@@ -1599,6 +1599,15 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The symbol of a conjunction, any value for the empty one.
+    fn value(&mut self, c: Conj) -> Result<Sym> {
+        if c.is_empty() {
+            Ok(self.any())
+        } else {
+            self.emit(c)
+        }
+    }
+
     /// Any JSON value (the schema `true`).
     fn any(&mut self) -> Sym {
         if let Some(a) = self.any {
@@ -1715,7 +1724,7 @@ impl<'a> Compiler<'a> {
         let mut csyms: Vec<Option<Sym>> = Vec::new();
         for j in 0..=tail_from {
             let c = item_conj(j);
-            syms.push(Some(if c.is_empty() { self.any() } else { self.emit(c.clone())? }));
+            syms.push(Some(self.value(c.clone())?));
             if need > 0 {
                 let mut cc = c;
                 cc.push(s.contains[0].clone());
@@ -1853,11 +1862,7 @@ impl<'a> Compiler<'a> {
         if pats.is_empty() {
             if !additional_false {
                 let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
-                let val = if additional.is_empty() {
-                    self.any()
-                } else {
-                    self.emit(additional.clone())?
-                };
+                let val = self.value(additional.clone())?;
                 extras.push((key, val));
             }
         } else if pats.iter().all(|(p, ..)| strings::is_universal(p)) {
@@ -1865,12 +1870,36 @@ impl<'a> Compiler<'a> {
             // schema, and additionalProperties never applies.
             let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
             let conj: Conj = pats.iter().flat_map(|(_, pc, ..)| pc.iter().cloned()).collect();
-            let val = if conj.is_empty() { self.any() } else { self.emit(conj)? };
+            let val = self.value(conj)?;
             extras.push((key, val));
         } else {
             if !additional_false {
-                let kp = pats[0].2.clone();
-                self.unsupported("patternProperties", &kp, "patternProperties with additionalProperties other than false")?;
+                // Keys that are no listed name and match no pattern take
+                // additionalProperties: the complement of one pattern of a
+                // simple shape, built jointly with the names' trie.
+                let rest = match pats.as_slice() {
+                    [(p, ..)] => match strings::not_in_set_nor_pattern(&names, p) {
+                        Ok(r) => r,
+                        Err(Error::Usage(_)) => None,
+                        Err(e) => return Err(e),
+                    },
+                    _ => None,
+                };
+                match rest {
+                    Some(body) => {
+                        let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
+                        let val = self.value(additional.clone())?;
+                        extras.push((key, val));
+                    }
+                    None => {
+                        let kp = pats[0].2.clone();
+                        self.unsupported(
+                            "patternProperties",
+                            &kp,
+                            "patternProperties with additionalProperties other than false (supported: one pattern, a fixed prefix `^ab`, `^prefix C{m,n}$` or an unanchored class `C+`)",
+                        )?;
+                    }
+                }
             }
             for (i, (p, pc, kp, re)) in pats.iter().enumerate() {
                 let mut listed = false;

@@ -448,3 +448,33 @@ fn dependencies_split_on_the_trigger() {
     let s = json!({"properties": {"a": {}}, "dependencies": {"a": false}});
     check(s, &["{}", "1"], &[r#"{"a": 1}"#]);
 }
+
+#[test]
+fn additional_properties_beside_one_pattern() {
+    let s = json!({"properties": {"id": {"type": "string"}}, "patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": {"type": "boolean"}});
+    check(
+        s,
+        &[r#"{"id": "a", "x-a": 1, "y": true}"#, r#"{"x-": 2}"#, r#"{"x": true}"#, r#"{"": false}"#],
+        &[r#"{"x-a": true}"#, r#"{"y": 1}"#, r#"{"id": true}"#, r#"{"xy": 1}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"^[a-z_]+$": {"type": "integer"}}});
+    check(
+        s,
+        &[r#"{"ab": 1}"#, r#"{"Ab": "s"}"#, r#"{"": "s"}"#, r#"{"a1": null}"#],
+        &[r#"{"ab": "s"}"#, r#"{"a_": null}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"\\w+": {"type": "integer"}}, "additionalProperties": {"type": "string"}});
+    check(s, &[r#"{"a-": 1}"#, r#"{"-": "s"}"#, r#"{"": "s"}"#], &[r#"{"-": 1}"#, r#"{"a": "s"}"#]);
+    let s = json!({"type": "object", "patternProperties": {"^[0-9]{2,3}$": {"type": "integer"}}, "additionalProperties": {"type": "string"}});
+    check(
+        s,
+        &[r#"{"12": 1}"#, r#"{"123": 1}"#, r#"{"1": "s"}"#, r#"{"1234": "s"}"#, r#"{"1a": "s"}"#],
+        &[r#"{"12": "s"}"#, r#"{"1": 1}"#, r#"{"1234": 1}"#],
+    );
+    // Other shapes are refused.
+    assert!(compile(
+        &json!({"patternProperties": {"^a+b": {}}, "additionalProperties": {"type": "string"}}),
+        &Options::default()
+    )
+    .is_err());
+}
