@@ -2,7 +2,8 @@
 
 The compiler rewrites ``not`` (of ``type``, ``enum``/``const`` scalars,
 ``required``, length / count / numeric bounds, ``properties``, ``allOf``,
-``anyOf``, ``oneOf``, ``not``, ``$ref``), ``oneOf`` whose branches may
+``anyOf``, ``oneOf``, ``not``, ``$ref``, ``additionalProperties``, ``items``,
+simple ``pattern`` shapes), ``oneOf`` whose branches may
 overlap (branch i and the negation of every other branch) and
 ``dependentRequired`` / ``dependentSchemas`` (trigger absent, or trigger
 and dependents present) into unions of positive constraints. Hypothesis
@@ -70,6 +71,12 @@ LEAVES: List[Any] = [
     {"oneOf": [{"type": "string"}, {"maxLength": 1}]},
     {"allOf": [{"required": ["c"]}, {"maxProperties": 2}]},
     {"dependentRequired": {"a": ["c"]}},
+    {"properties": {"a": {}, "b": {}}, "additionalProperties": False},
+    {"properties": {"c": {}}, "additionalProperties": {"type": "integer"}},
+    {"type": "object", "properties": {"b": {}}, "required": ["b"], "additionalProperties": False},
+    {"pattern": "^[a-c]+$"},
+    {"type": "string", "pattern": "^x"},
+    {"items": {"type": "integer"}},
 ]
 leaf = st.sampled_from(LEAVES)
 
@@ -97,7 +104,7 @@ def instances() -> List[Any]:
     """Scalars, arrays, and objects over every subset of a, b, c, z (keys in
     that order) with a few value assignments each."""
     r = random.Random(12)
-    values = [None, True, 0, 2, 3, 2.5, -1, "", "x", "ab", [1], {}]
+    values = [None, True, 0, 2, 3, 2.5, -1, "", "x", "ab", "xa", [1], [1, "x"], {}]
     out: List[Any] = [None, True, False, 0, 1, 2, 3, 2.5, -1, "", "x", "ab", "abc", [], [1], [1, "x"]]
     for n in range(5):
         for keys in itertools.combinations("abcz", n):

@@ -97,6 +97,10 @@ struct Shape {
     /// Scalar values excluded (negated `enum` / `const`), with the pointer
     /// of the keyword.
     excluded: Vec<(Value, String)>,
+    /// Negated `additionalProperties`: some member must witness it.
+    witness: Vec<Witness>,
+    /// Negated `pattern`s, with the keyword's pointer.
+    not_patterns: Vec<(String, String)>,
     /// Pointer of the keyword each structural constraint came from, for
     /// error messages.
     structural: Option<String>,
@@ -130,6 +134,8 @@ impl Default for Shape {
             alts: Vec::new(),
             forbidden: Vec::new(),
             excluded: Vec::new(),
+            witness: Vec::new(),
+            not_patterns: Vec::new(),
             evaluated: Vec::new(),
             unevaluated_props: Vec::new(),
             unevaluated_items: Vec::new(),
@@ -181,6 +187,22 @@ enum Atom {
     MaxItems(u64),
     MinProps(u64),
     MaxProps(u64),
+    Witness(Witness),
+    /// Some item fails the schema at the pointer (`not {items: S}`).
+    ContainsNot(String),
+    /// The string has no match of the pattern (`not {pattern}`), with the
+    /// keyword's pointer.
+    NotPattern(String, String),
+}
+
+/// `not {additionalProperties: S}` (in an object listing `names`): a
+/// member whose key is none of `names` and whose value fails S
+/// (`not_value`, the pointer of S; `None` when S is `false`).
+#[derive(Debug, Clone)]
+struct Witness {
+    names: Vec<String>,
+    not_value: Option<String>,
+    at: String,
 }
 
 /// A union of conjunctions of atoms.
@@ -878,6 +900,15 @@ impl<'a> Compiler<'a> {
             Atom::MaxItems(n) => s.max_items = Some(s.max_items.map_or(n, |m| m.min(n))),
             Atom::MinProps(n) => s.min_props = s.min_props.max(n),
             Atom::MaxProps(n) => s.max_props = Some(s.max_props.map_or(n, |m| m.min(n))),
+            Atom::ContainsNot(p) => {
+                s.structural.get_or_insert(p.clone());
+                s.contains.push(format!("!{p}"));
+            }
+            Atom::NotPattern(p, at) => s.not_patterns.push((p, at)),
+            Atom::Witness(w) => {
+                s.structural.get_or_insert(w.at.clone());
+                s.witness.push(w);
+            }
         }
         Ok(())
     }
@@ -1006,6 +1037,33 @@ impl<'a> Compiler<'a> {
                             out.push(vec![Atom::Types(OBJ), Atom::Present(name.clone()), Atom::PropNot(name.clone(), sp)]);
                         }
                     }
+                }
+                "items" if x.is_object() || x.is_boolean() => {
+                    if o.contains_key("prefixItems") {
+                        return Ok(Err("`not` of items beside prefixItems".into()));
+                    }
+                    if !trivially_true(x) {
+                        out.push(vec![Atom::Types(ARR), Atom::ContainsNot(kp)]);
+                    }
+                }
+                "pattern" => {
+                    let p = x.as_str().ok_or_else(|| schema_err(&kp, "pattern must be a string"))?;
+                    out.push(vec![Atom::Types(STR), Atom::NotPattern(p.to_string(), kp)]);
+                }
+                "additionalProperties" => {
+                    if o.get("patternProperties").is_some_and(|p| p.as_object().is_none_or(|m| !m.is_empty())) {
+                        return Ok(Err("`not` of additionalProperties beside patternProperties".into()));
+                    }
+                    if trivially_true(x) {
+                        continue;
+                    }
+                    let names = o
+                        .get("properties")
+                        .and_then(|p| p.as_object())
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let not_value = (x != &Value::Bool(false)).then(|| kp.clone());
+                    out.push(vec![Atom::Types(OBJ), Atom::Witness(Witness { names, not_value, at: kp })]);
                 }
                 "format" => match strings::format_body(x.as_str().unwrap_or_default()) {
                     Ok(None) => {}
@@ -1328,7 +1386,7 @@ impl<'a> Compiler<'a> {
         if excl.is_empty() {
             return Ok(sym);
         }
-        let plain = s.patterns.is_empty() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
+        let plain = s.patterns.is_empty() && s.not_patterns.is_empty() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
         if plain && s.min_len == 0 && s.max_len.is_none() {
             let names: Vec<String> = excl.into_iter().map(|(x, _)| x).collect();
             return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{}\"", strings::not_in_set(&names))))));
@@ -1339,6 +1397,29 @@ impl<'a> Compiler<'a> {
 
     /// [`Self::string`] before excluded values.
     fn string_unexcluded(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        if let Some((p, at)) = s.not_patterns.first() {
+            // The complement of one simple pattern, alone on the string.
+            let alone = s.not_patterns.len() == 1
+                && s.patterns.is_empty()
+                && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)))
+                && s.min_len == 0
+                && s.max_len.is_none();
+            // Excluded strings go into the same trie walk.
+            let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+            let body = match strings::not_in_set_nor_pattern(&excl, p) {
+                Ok(b) if alone => b,
+                Ok(_) | Err(Error::Usage(_)) => None,
+                Err(e) => return Err(e),
+            };
+            match body {
+                Some(b) => return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{b}\""))))),
+                None => self.unsupported(
+                    "not",
+                    at,
+                    "`not` of a pattern: one pattern of the forms ^prefix, ^prefix C{m,n}$ or an unanchored class, without other string constraints",
+                )?,
+            }
+        }
         if let Some(max) = s.max_len {
             if max < s.min_len {
                 return Ok(None);
@@ -1467,7 +1548,8 @@ impl<'a> Compiler<'a> {
             || s.max_items.is_some()
             || s.min_props > 0
             || s.max_props.is_some()
-            || !s.forbidden.is_empty();
+            || !s.forbidden.is_empty()
+            || !s.witness.is_empty();
         let mut out = Vec::new();
         let mut strs = Vec::new();
         for v in vals {
@@ -1845,7 +1927,7 @@ impl<'a> Compiler<'a> {
             entries.push((name.clone(), c, s.required.contains(name)));
         }
         // Keys beyond the listed ones.
-        let mut extras: Vec<(Sym, Sym)> = Vec::new();
+        let mut extras: Vec<(Sym, Conj)> = Vec::new();
         let mut additional: Conj = s.additional.iter().map(|(p, _, _)| p.clone()).collect();
         // Keys beyond every listed name and pattern are unevaluated unless
         // an additionalProperties in the owner's scope evaluated them.
@@ -1862,16 +1944,14 @@ impl<'a> Compiler<'a> {
         if pats.is_empty() {
             if !additional_false {
                 let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
-                let val = self.value(additional.clone())?;
-                extras.push((key, val));
+                extras.push((key, additional.clone()));
             }
         } else if pats.iter().all(|(p, ..)| strings::is_universal(p)) {
             // Every key matches (`.*`): each extra key takes every pattern's
             // schema, and additionalProperties never applies.
             let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
             let conj: Conj = pats.iter().flat_map(|(_, pc, ..)| pc.iter().cloned()).collect();
-            let val = self.value(conj)?;
-            extras.push((key, val));
+            extras.push((key, conj));
         } else {
             if !additional_false {
                 // Keys that are no listed name and match no pattern take
@@ -1888,8 +1968,7 @@ impl<'a> Compiler<'a> {
                 match rest {
                     Some(body) => {
                         let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
-                        let val = self.value(additional.clone())?;
-                        extras.push((key, val));
+                        extras.push((key, additional.clone()));
                     }
                     None => {
                         let kp = pats[0].2.clone();
@@ -1923,8 +2002,7 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
-                let val = self.emit(pc.clone())?;
-                extras.push((key, val));
+                extras.push((key, pc.clone()));
             }
         }
         let (min, max) = (s.min_props, s.max_props);
@@ -1942,50 +2020,102 @@ impl<'a> Compiler<'a> {
         if (n as u64 + 1).saturating_mul(cap + 1) > 200_000 {
             return Err(Error::TooLarge("object bounds need more than 200000 parser states".into()));
         }
+        // A negated additionalProperties needs a witness: some member
+        // whose key its object neither lists nor patterns, with a value
+        // that fails its schema (any value when the schema is `false`).
+        // Several witnesses are tracked as a bit set when every one is of
+        // `additionalProperties: false` (a member's key decides which it
+        // witnesses); one with a schema needs the value to fail it, a
+        // second value symbol, so it must be alone.
+        let mut witnesses = s.witness.clone();
+        if witnesses.len() > 16 || witnesses.len() > 1 && witnesses.iter().any(|w| w.not_value.is_some()) {
+            let at = witnesses[1].at.clone();
+            self.unsupported("not", &at, "several negated additionalProperties on one object, one with a schema")?;
+            witnesses.clear();
+        }
+        let full: u32 = (1u32 << witnesses.len()) - 1;
+        // Per member: (value, witnesses it sets, or a second value that
+        // sets these).
+        type Member = (Sym, u32, Option<(Sym, u32)>);
+        let values_of = |name: Option<&String>, c: &Conj, me: &mut Self| -> Result<Member> {
+            let v = me.value(c.clone())?;
+            let mut plain = 0;
+            let mut alt = None;
+            for (k, w) in witnesses.iter().enumerate() {
+                if name.is_some_and(|n| w.names.contains(n)) {
+                    continue;
+                }
+                match &w.not_value {
+                    None => plain |= 1 << k,
+                    Some(p) => {
+                        let mut cw = c.clone();
+                        cw.push(format!("!{p}"));
+                        alt = Some((me.emit(cw)?, 1 << k));
+                    }
+                }
+            }
+            Ok((v, plain, alt))
+        };
         let mut vals = Vec::new();
         let mut keys = Vec::new();
         for (name, c, _) in &entries {
-            vals.push(if s.forbidden.contains(name) { self.never } else { self.emit(c.clone())? });
+            vals.push(if s.forbidden.contains(name) {
+                (self.never, 0, None)
+            } else {
+                values_of(Some(name), c, self)?
+            });
             keys.push(Sym::T(self.b.literal(&strings::encode(name))));
         }
+        let mut extra_vals = Vec::new();
+        for (k, c) in &extras {
+            let (v, plain, alt) = values_of(None, c, self)?;
+            extra_vals.push((*k, v, plain, alt));
+        }
         let Punct { lb, rb, comma, colon, .. } = self.p;
-        let mut states: HashMap<(usize, u64), u32> = HashMap::new();
-        let mut work = vec![(0usize, 0u64)];
+        // States: (entries decided, members so far, witnesses seen).
+        let mut states: HashMap<(usize, u64, u32), u32> = HashMap::new();
+        let start = (0usize, 0u64, 0u32);
+        let mut work = vec![start];
         let root = self.b.fresh("obj");
-        states.insert((0, 0), root);
+        states.insert(start, root);
         let next_c = |c: u64| if max.is_some() { c + 1 } else { (c + 1).min(cap) };
         let room = |c: u64| max.is_none_or(|m| c < m);
-        while let Some((i, c)) = work.pop() {
-            let nt = states[&(i, c)];
-            let mut state = |i2: usize, c2: u64, b: &mut GrammarBuilder, work: &mut Vec<(usize, u64)>| -> u32 {
-                *states.entry((i2, c2)).or_insert_with(|| {
-                    work.push((i2, c2));
-                    b.fresh("obj")
-                })
+        while let Some((i, c, seen)) = work.pop() {
+            let nt = states[&(i, c, seen)];
+            let sep = if c > 0 { vec![comma] } else { vec![] };
+            // (symbols up to the next state, next state)
+            let mut moves: Vec<(Vec<Sym>, (usize, u64, u32))> = Vec::new();
+            let member = |k: Sym, (v, plain, alt): Member, i2: usize, moves: &mut Vec<(Vec<Sym>, (usize, u64, u32))>| {
+                for (val, bits) in std::iter::once((v, plain)).chain(alt) {
+                    let mut rhs = sep.clone();
+                    rhs.extend([k, colon, val]);
+                    moves.push((rhs, (i2, next_c(c), seen | bits)));
+                }
             };
             if i < n {
                 if !entries[i].2 {
-                    let skip = state(i + 1, c, &mut self.b, &mut work);
-                    self.b.rule(nt, vec![Sym::N(skip)]);
+                    moves.push((vec![], (i + 1, c, seen)));
                 }
-                if room(c) && vals[i] != self.never {
-                    let nx = state(i + 1, next_c(c), &mut self.b, &mut work);
-                    let mut rhs = if c > 0 { vec![comma] } else { vec![] };
-                    rhs.extend([keys[i], colon, vals[i], Sym::N(nx)]);
-                    self.b.rule(nt, rhs);
+                if room(c) && vals[i].0 != self.never {
+                    member(keys[i], vals[i], i + 1, &mut moves);
                 }
             } else {
-                if c >= min {
+                if c >= min && seen == full {
                     self.b.rule(nt, vec![rb]);
                 }
-                if room(c) && !extras.is_empty() {
-                    let nx = state(n, next_c(c), &mut self.b, &mut work);
-                    for &(k, v) in &extras {
-                        let mut rhs = if c > 0 { vec![comma] } else { vec![] };
-                        rhs.extend([k, colon, v, Sym::N(nx)]);
-                        self.b.rule(nt, rhs);
+                if room(c) {
+                    for &(k, v, plain, alt) in &extra_vals {
+                        member(k, (v, plain, alt), n, &mut moves);
                     }
                 }
+            }
+            for (mut rhs, key) in moves {
+                let next = *states.entry(key).or_insert_with(|| {
+                    work.push(key);
+                    self.b.fresh("obj")
+                });
+                rhs.push(Sym::N(next));
+                self.b.rule(nt, rhs);
             }
         }
         let obj = self.b.fresh("object");

@@ -294,7 +294,7 @@ fn negations() {
         &["1"],
         &[r#""x""#],
     );
-    assert!(compile(&json!({"not": {"pattern": "a"}}), &Options::default()).is_err());
+    assert!(compile(&json!({"not": {"pattern": "ab"}}), &Options::default()).is_err());
 }
 
 #[test]
@@ -477,4 +477,54 @@ fn additional_properties_beside_one_pattern() {
         &Options::default()
     )
     .is_err());
+}
+
+#[test]
+fn negated_additional_properties_need_a_witness() {
+    let s = json!({"properties": {"a": {}, "b": {}, "c": {}}, "not": {"properties": {"a": {}}, "additionalProperties": false}});
+    check(s, &[r#"{"b": 1}"#, r#"{"a": 1, "c": 2}"#, r#"{"z": 1}"#], &["{}", r#"{"a": 1}"#, "1"]);
+    let s = json!({"properties": {"a": {}}, "not": {"additionalProperties": {"type": "integer"}}});
+    check(
+        s,
+        &[r#"{"a": "x"}"#, r#"{"a": 1, "z": null}"#],
+        &["{}", r#"{"a": 1}"#, r#"{"z": 2}"#, "[]"],
+    );
+    // The usual oneOf of closed objects with overlapping names.
+    let s = json!({"oneOf": [
+        {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a"], "additionalProperties": false},
+        {"type": "object", "properties": {"a": {}, "c": {}}, "required": ["a"], "additionalProperties": false}]});
+    check(
+        s,
+        &[r#"{"a": 1, "b": 2}"#, r#"{"a": 1, "c": 2}"#],
+        &[r#"{"a": 1}"#, r#"{"a": 1, "b": 2, "c": 3}"#, r#"{"b": 1}"#],
+    );
+    // Three closed branches: each member's key tells which others it breaks.
+    let s = json!({"oneOf": [
+        {"properties": {"a": {}, "b": {}}, "additionalProperties": false},
+        {"properties": {"a": {}, "c": {}}, "additionalProperties": false},
+        {"properties": {"d": {}}, "additionalProperties": false}]});
+    check(
+        s,
+        &[r#"{"a": 1, "b": 2}"#, r#"{"c": 1}"#, r#"{"d": 1}"#],
+        &["{}", r#"{"a": 1}"#, r#"{"a": 1, "b": 2, "c": 3}"#, r#"{"z": 1}"#, "1"],
+    );
+}
+
+#[test]
+fn negated_items_need_a_failing_item() {
+    let s = json!({"not": {"items": {"type": "integer"}}});
+    check(s, &[r#"[1, "x"]"#, "[null]"], &["[]", "[1, 2]", "1", "{}"]);
+    assert!(compile(&json!({"not": {"prefixItems": [{}], "items": {"type": "integer"}}}), &Options::default()).is_err());
+}
+
+#[test]
+fn negated_patterns_of_simple_shapes() {
+    let s = json!({"not": {"pattern": "^[.,*\\s-]+$"}});
+    check(s, &[r#""a""#, r#""""#, r#"".a""#], &[r#""..""#, r#""- *""#, "1"]);
+    let s = json!({"type": "string", "not": {"pattern": "^x-"}, "not_a_keyword": 1});
+    check(s, &[r#""x""#, r#""y-x""#], &[r#""x-""#, r#""x-y""#]);
+    let s = json!({"type": "string", "not": {"anyOf": [{"pattern": "^x-"}, {"const": "a"}]}});
+    check(s, &[r#""x""#, r#""b""#], &[r#""x-y""#, r#""a""#]);
+    // Beside a length bound, refused.
+    assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
 }
