@@ -2072,7 +2072,9 @@ impl<'a> Compiler<'a> {
             extra_vals.push((*k, v, plain, alt));
         }
         let Punct { lb, rb, comma, colon, .. } = self.p;
-        // States: (entries decided, members so far, witnesses seen).
+        // States: (entries decided, members so far, witnesses seen); a move
+        // is the symbols up to the next state, and that state.
+        type Move = (Vec<Sym>, (usize, u64, u32));
         let mut states: HashMap<(usize, u64, u32), u32> = HashMap::new();
         let start = (0usize, 0u64, 0u32);
         let mut work = vec![start];
@@ -2083,9 +2085,8 @@ impl<'a> Compiler<'a> {
         while let Some((i, c, seen)) = work.pop() {
             let nt = states[&(i, c, seen)];
             let sep = if c > 0 { vec![comma] } else { vec![] };
-            // (symbols up to the next state, next state)
-            let mut moves: Vec<(Vec<Sym>, (usize, u64, u32))> = Vec::new();
-            let member = |k: Sym, (v, plain, alt): Member, i2: usize, moves: &mut Vec<(Vec<Sym>, (usize, u64, u32))>| {
+            let mut moves: Vec<Move> = Vec::new();
+            let member = |k: Sym, (v, plain, alt): Member, i2: usize, moves: &mut Vec<Move>| {
                 for (val, bits) in std::iter::once((v, plain)).chain(alt) {
                     let mut rhs = sep.clone();
                     rhs.extend([k, colon, val]);
