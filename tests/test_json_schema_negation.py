@@ -179,18 +179,22 @@ KEYS_POOL = [
 def test_additional_properties_beside_one_pattern(env, pattern, additional):
     """``additionalProperties`` (absent or a schema) next to one
     ``patternProperties`` entry: keys matching the pattern take its schema,
-    the others (listed names excepted) take additionalProperties. Keys with
+    the others (listed names excepted) take additionalProperties; listed
+    names take their own schema and the pattern's if it matches. Keys with
     non-ASCII characters, ``\\n`` or ``\\r`` may be refused when they do not
     match the pattern (ECMA-262 and Python's ``re`` disagree there)."""
     vocab, _, _ = env
     tok = tokenizers.Tokenizer.from_file(str(tokenizer_path(LLAMA3)))
-    # Listed names the pattern matches are refused (another rule); these
-    # simple patterns mean the same under Python's re.
-    props = {n: {"type": t} for n, t in (("a", "string"), ("x-", "null"), ("é", "string")) if not re.search(pattern, n)}
+    props = {"a": {"type": "string"}, "x-": {"type": "null"}, "é": {"type": "string"}}
     schema: Dict[str, Any] = {"type": "object", "properties": props, "patternProperties": {pattern: {"type": "integer"}}}
     if additional is not None:
         schema["additionalProperties"] = additional
-    c = ts.compile_json_schema(schema, vocab)
+    try:
+        c = ts.compile_json_schema(schema, vocab)
+    except ValueError as e:
+        # "é" against \w, \d, \s: Python's re and ECMA-262 disagree.
+        assert "differs between ECMA-262 and Python" in str(e) and re.search(r"\\[wds]", pattern), e
+        return
     oracle = jsonschema.Draft202012Validator(schema)
     for key in KEYS_POOL:
         for value in (1, True, "s", None):

@@ -1883,9 +1883,15 @@ impl<'a> Compiler<'a> {
                 Some((_, c)) => c.clone(),
                 None => Vec::new(),
             };
-            for (_, pc, _, re) in &pats {
+            for (p, pc, kp, re) in &pats {
                 if self.full_match(re, name)? {
                     c.extend(pc.iter().cloned());
+                } else if !strings::same_in_python(p, name) {
+                    self.unsupported(
+                        "patternProperties",
+                        kp,
+                        &format!("whether {p:?} matches the listed name {name:?} differs between ECMA-262 and Python's re"),
+                    )?;
                 }
             }
             // Each additionalProperties applies unless its own object
@@ -1985,10 +1991,15 @@ impl<'a> Compiler<'a> {
                 for n in &names {
                     listed |= self.full_match(re, n).unwrap_or(true);
                 }
-                if listed {
-                    self.unsupported("patternProperties", kp, &format!("pattern {p:?} also matches a listed property"))?;
-                }
-                let body = match strings::pattern_body(p) {
+                // A pattern that matches listed names governs the other
+                // keys it matches: for simple shapes, its language less the
+                // names' trie.
+                let body = match listed {
+                    true => strings::in_pattern_not_in_set(&names, p)
+                        .map(|b| b.ok_or_else(|| Error::Usage(format!("pattern {p:?} also matches a listed property")))),
+                    false => Ok(strings::pattern_body(p)),
+                };
+                let body = match body.and_then(|b| b) {
                     Ok(b) => b,
                     Err(Error::Usage(m)) => {
                         self.unsupported("patternProperties", kp, &m)?;

@@ -179,12 +179,12 @@ pub fn not_in_set(names: &[String]) -> String {
 type CharSet = Vec<(u32, u32)>;
 
 /// The characters a pattern's complement is built over: ASCII without
-/// `\n` and `\r`. On these, ECMA-262 (the specification) and Python's
+/// `\n`, `\r` and `\x1c`-`\x1f` (whitespace to Python's `\s`). On these, ECMA-262 (the specification) and Python's
 /// `re` (what `jsonschema` runs) agree about `\w`, `\d`, `\s`, `.` and a
 /// final `$`; on others they differ (Python's `\w` and `\d` are Unicode,
 /// its `.` matches `\r`, its `$` also matches before a final `\n`), and a
 /// key that fails one but matches the other must not count as failing.
-const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x7f)];
+const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
 
 fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
     let mut out = Vec::new();
@@ -431,15 +431,45 @@ impl KeyPattern {
         }
     }
 
-    /// Keys below `node` (reached in state `st`) that are no name and fail to match.
-    fn walk(&self, node: &TrieNode, st: KeyState) -> Option<String> {
+    /// The regex of the continuations from `st` over [`SAFE_CHARS`] that
+    /// match; `None` when there are none.
+    fn matching(&self, st: KeyState) -> Option<String> {
+        let safe = class_regex(SAFE_CHARS).unwrap_or_default();
+        let class = |set: &[(u32, u32)]| class_regex(&intersect(set, SAFE_CHARS));
+        match (self, st) {
+            (_, KeyState::Matched) => Some(format!("{safe}*")),
+            (_, KeyState::Done) => Some(String::new()),
+            (KeyPattern::Contains(set), KeyState::Waiting) => {
+                let c = class(set)?;
+                let other = class_regex(&minus(SAFE_CHARS, set)).map_or(String::new(), |o| format!("{o}*"));
+                Some(format!("{other}{c}{safe}*"))
+            }
+            (KeyPattern::Anchored { prefix, .. }, KeyState::Pre(i)) => Some(format!("{}{}", class(&prefix[i])?, self.matching(self.after(i + 1))?)),
+            (KeyPattern::Anchored { rep: Some((set, m, x)), .. }, KeyState::Rep(j)) => {
+                let lo = m.saturating_sub(j);
+                match class(set) {
+                    None => (lo == 0).then(String::new),
+                    Some(c) => Some(match x {
+                        Some(x) => format!("(?:{c}){{{lo},{}}}", x.saturating_sub(j)),
+                        None => format!("(?:{c}){{{lo},}}"),
+                    }),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Keys below `node` (reached in state `st`) that are no name and fail
+    /// to match (`want_match`: that match, over [`SAFE_CHARS`]).
+    fn walk(&self, node: &TrieNode, st: KeyState, want_match: bool) -> Option<String> {
         let mut alts = Vec::new();
-        if !node.end && self.fails_here(st) {
+        if !node.end && self.fails_here(st) != want_match {
             alts.push(String::new());
         }
         let kids: CharSet = node.kids.keys().map(|&c| (c as u32, c as u32)).collect();
         for (part, next) in self.split(st, &minus(SAFE_CHARS, &kids)) {
-            if let (Some(c), Some(rest)) = (class_regex(&part), self.failing(next)) {
+            let rest = if want_match { self.matching(next) } else { self.failing(next) };
+            if let (Some(c), Some(rest)) = (class_regex(&part), rest) {
                 alts.push(format!("{c}{rest}"));
             }
         }
@@ -447,12 +477,28 @@ impl KeyPattern {
             if !SAFE_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32))) {
                 continue;
             }
-            if let Some(rest) = self.walk(kid, self.step(st, c)) {
+            if let Some(rest) = self.walk(kid, self.step(st, c), want_match) {
                 alts.push(format!("{}{rest}", enc_char(c)));
             }
         }
         (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
     }
+}
+
+/// Whether `pattern` surely decides `text` alike under ECMA-262 and
+/// Python's `re` (which `jsonschema` runs). They differ on `\w`, `\d`,
+/// `\s`, `\b` (Unicode-aware in Python, and its `\s` has `\x1c`-`\x1f`)
+/// for other characters than those of [`SAFE_CHARS`] and `\n`, on `.`
+/// for `\r`, U+2028 and U+2029 (Python matches them), and on `$` before a
+/// final `\n` (Python matches there).
+pub fn same_in_python(pattern: &str, text: &str) -> bool {
+    let has = |xs: &[&str]| xs.iter().any(|x| pattern.contains(x));
+    let classes_ok = text
+        .chars()
+        .all(|c| c == '\n' || c == '\r' || SAFE_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32))));
+    (classes_ok || !has(&["\\w", "\\W", "\\d", "\\D", "\\s", "\\S", "\\b", "\\B"]))
+        && (!has(&["."]) || !text.contains(['\r', '\u{2028}', '\u{2029}']))
+        && (!has(&["$"]) || !text.ends_with('\n'))
 }
 
 /// Keys that are none of `names` and in which `pattern` (ECMA-262, search
@@ -466,9 +512,22 @@ impl KeyPattern {
 /// of names. `Ok(None)` for other shapes, and `[^\x00-\x{10FFFF}]` (no
 /// key) when nothing qualifies.
 pub fn not_in_set_nor_pattern(names: &[String], pattern: &str) -> Result<Option<String>> {
+    key_walk(names, pattern, false)
+}
+
+/// Keys that are none of `names` and in which `pattern` finds a match,
+/// over [`SAFE_CHARS`] (see [`not_in_set_nor_pattern`]): the keys a
+/// `patternProperties` entry governs when it also matches listed names.
+pub fn in_pattern_not_in_set(names: &[String], pattern: &str) -> Result<Option<String>> {
+    key_walk(names, pattern, true)
+}
+
+fn key_walk(names: &[String], pattern: &str, want_match: bool) -> Result<Option<String>> {
     let Some(kp) = KeyPattern::parse(pattern)? else { return Ok(None) };
     let root = TrieNode::of(names);
-    Ok(Some(kp.walk(&root, kp.start()).unwrap_or_else(|| r"[^\x00-\x{10FFFF}]".into())))
+    Ok(Some(
+        kp.walk(&root, kp.start(), want_match).unwrap_or_else(|| r"[^\x00-\x{10FFFF}]".into()),
+    ))
 }
 
 /// A trie of names.

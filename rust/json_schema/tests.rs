@@ -528,3 +528,24 @@ fn negated_patterns_of_simple_shapes() {
     // Beside a length bound, refused.
     assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
 }
+
+#[test]
+fn patterns_that_match_listed_names() {
+    let s = json!({"properties": {"ab": {"type": "string"}}, "patternProperties": {"^a": {"minLength": 2}}, "additionalProperties": false});
+    check(
+        s,
+        &[r#"{"ab": "xy", "ac": "zz"}"#, r#"{"a": "zz"}"#],
+        &[
+            r#"{"ab": "x"}"#,
+            r#"{"ab": "xy", "ab": "zz"}"#,
+            r#"{"ac": 1, "ab": "xy"}"#,
+            r#"{"b": "zz"}"#,
+        ],
+    );
+    // Non-ASCII names against \w: Python's re and ECMA-262 disagree.
+    assert!(compile(
+        &json!({"properties": {"é": {}}, "patternProperties": {"\\w": {}}, "additionalProperties": false}),
+        &Options::default()
+    )
+    .is_err());
+}
