@@ -1412,6 +1412,7 @@ impl<'a> Compiler<'a> {
                 Err(e) => return Err(e),
             };
             match body {
+                Some(b) if b == strings::NO_STRING => return Ok(None),
                 Some(b) => return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{b}\""))))),
                 None => self.unsupported(
                     "not",
@@ -1972,6 +1973,8 @@ impl<'a> Compiler<'a> {
                     _ => None,
                 };
                 match rest {
+                    // No key is left to additionalProperties.
+                    Some(body) if body == strings::NO_STRING => {}
                     Some(body) => {
                         let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
                         extras.push((key, additional.clone()));
@@ -2007,6 +2010,9 @@ impl<'a> Compiler<'a> {
                     }
                     Err(e) => return Err(e),
                 };
+                if body == strings::NO_STRING {
+                    continue;
+                }
                 for (q, _, _, _) in &pats[i + 1..] {
                     if patterns_overlap(p, q)? {
                         self.unsupported("patternProperties", kp, &format!("patterns {p:?} and {q:?} can match the same key"))?;

@@ -175,6 +175,9 @@ pub fn not_in_set(names: &[String]) -> String {
     format!("(?:{})", alts.join("|"))
 }
 
+/// A regex that matches nothing (an empty key or string language).
+pub const NO_STRING: &str = r"[^\x00-\x{10FFFF}]";
+
 /// Scalar values as sorted, disjoint inclusive ranges.
 type CharSet = Vec<(u32, u32)>;
 
@@ -525,9 +528,7 @@ pub fn in_pattern_not_in_set(names: &[String], pattern: &str) -> Result<Option<S
 fn key_walk(names: &[String], pattern: &str, want_match: bool) -> Result<Option<String>> {
     let Some(kp) = KeyPattern::parse(pattern)? else { return Ok(None) };
     let root = TrieNode::of(names);
-    Ok(Some(
-        kp.walk(&root, kp.start(), want_match).unwrap_or_else(|| r"[^\x00-\x{10FFFF}]".into()),
-    ))
+    Ok(Some(kp.walk(&root, kp.start(), want_match).unwrap_or_else(|| NO_STRING.into())))
 }
 
 /// A trie of names.

@@ -549,3 +549,22 @@ fn patterns_that_match_listed_names() {
     )
     .is_err());
 }
+
+#[test]
+fn empty_complements_leave_no_key() {
+    // `^.*$` leaves only keys with line terminators to additionalProperties,
+    // none of them within the complement's alphabet.
+    check(
+        json!({"type": "object", "patternProperties": {"^.*$": {"type": "integer"}}}),
+        &[r#"{"a": 1}"#, "{}"],
+        &[r#"{"a": "x"}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"^[a-d]$": true}, "additionalProperties": false,
+        "dependencies": {"b": {"not": {"required": ["a"]}}}, "required": ["d"]});
+    // (Required and forbidden names are listed, before pattern keys.)
+    check(
+        s,
+        &[r#"{"d": 2, "a": 1}"#, r#"{"b": 1, "d": 2}"#],
+        &[r#"{"d": 3, "b": 2, "a": 1}"#, r#"{"d": 2, "e": 1}"#],
+    );
+}
