@@ -1124,32 +1124,43 @@ impl<'a> Compiler<'a> {
         if !s.alts.is_empty() {
             let alt = s.alts.remove(0);
             // A `oneOf` whose branches may overlap: exactly one holds when
-            // branch i holds and every other fails, if each has a negation.
-            let mut negate = false;
-            if alt.one_of && !self.disjoint(&alt.branches)? {
+            // branch i holds and every branch that may overlap it fails, if
+            // each of those has a negation.
+            let mut overlaps = Vec::new();
+            if alt.one_of {
+                overlaps = self.overlapping(&alt.branches)?;
+            }
+            if !overlaps.is_empty() {
                 let mut why = None;
-                for b in &alt.branches {
-                    if let Err(m) = self.negation(b, 0)? {
-                        why.get_or_insert(m);
+                for (j, b) in alt.branches.iter().enumerate() {
+                    if overlaps.iter().any(|&(x, y)| x == j || y == j) {
+                        if let Err(m) = self.negation(b, 0)? {
+                            why.get_or_insert(m);
+                        }
                     }
                 }
                 match why {
-                    None => negate = true,
-                    Some(m) => self.unsupported(
-                        "oneOf",
-                        &alt.group,
-                        &format!(
-                            "branches that are not provably disjoint (different types or a const/enum discriminator) and have no negation ({m})"
-                        ),
-                    )?,
+                    None => {}
+                    Some(m) => {
+                        overlaps.clear();
+                        self.unsupported(
+                            "oneOf",
+                            &alt.group,
+                            &format!(
+                                "branches that are not provably disjoint (different types or a const/enum discriminator) and have no negation ({m})"
+                            ),
+                        )?;
+                    }
                 }
             }
             let mut out = Vec::new();
             for i in 0..alt.n {
                 let mut c = conj.clone();
                 c.push(format!("@{i}@{}", alt.group));
-                if negate {
-                    c.extend(alt.branches.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, b)| format!("!{b}")));
+                for &(x, y) in &overlaps {
+                    if x == i || y == i {
+                        c.push(format!("!{}", alt.branches[x + y - i]));
+                    }
                 }
                 out.push(vec![self.emit(c)?]);
             }
@@ -1191,9 +1202,11 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
-    /// Whether no value satisfies two of the branches at once, by type or
-    /// by a required property with disjoint `const`/`enum` values.
-    fn disjoint(&mut self, branches: &[String]) -> Result<bool> {
+    /// The pairs of branches that some value may satisfy at once: all but
+    /// those told apart by type, by a required property with disjoint
+    /// `const`/`enum` values or types, or by a key one forbids and the
+    /// other requires.
+    fn overlapping(&mut self, branches: &[String]) -> Result<Vec<(usize, usize)>> {
         let mut info = Vec::new();
         for b in branches {
             let s = self.shape_of(&vec![b.clone()])?;
@@ -1245,6 +1258,7 @@ impl<'a> Compiler<'a> {
             info.push((types, disc, s.required.clone(), req_types, closed));
         }
         let forbids = |closed: &Vec<Vec<String>>, k: &String| closed.iter().any(|names| !names.contains(k));
+        let mut pairs = Vec::new();
         for i in 0..info.len() {
             for j in i + 1..info.len() {
                 let (ti, di, ri, rti, ci) = &info[i];
@@ -1253,7 +1267,8 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 if (ti & tj) != OBJ {
-                    return Ok(false);
+                    pairs.push((i, j));
+                    continue;
                 }
                 let by_disc = di
                     .iter()
@@ -1261,11 +1276,11 @@ impl<'a> Compiler<'a> {
                 let by_closed = ri.iter().any(|k| forbids(cj, k)) || rj.iter().any(|k| forbids(ci, k));
                 let by_type = rti.iter().any(|(n, a)| rtj.iter().any(|(m, b)| n == m && a & b == 0));
                 if !(by_disc || by_closed || by_type) {
-                    return Ok(false);
+                    pairs.push((i, j));
                 }
             }
         }
-        Ok(true)
+        Ok(pairs)
     }
 
     // ----- scalars -----

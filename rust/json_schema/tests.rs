@@ -413,6 +413,10 @@ fn overlapping_one_of_branches_exclude_each_other() {
     check(s, &["3", "5", "4.5"], &["1", "2", "6", r#""x""#]);
     let s = json!({"oneOf": [{"type": "string"}, {"maxLength": 2}]});
     check(s, &[r#""abc""#, "1"], &[r#""ab""#]);
+    // Only the pairs that may overlap exclude each other.
+    // (Branch 0 has no negation but needs none.)
+    let s = json!({"oneOf": [{"type": "string", "pattern": "a.*b"}, {"type": "integer"}, {"type": "integer", "maximum": 5}]});
+    check(s, &[r#""xaxb""#, "6", "70"], &["5", "-1", "2.5", "null", r#""b""#]);
     // A branch without a negation (pattern) is still refused.
     assert!(compile(&json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}), &Options::default()).is_err());
 }
