@@ -77,6 +77,7 @@ LEAVES: List[Any] = [
     {"pattern": "^[a-c]+$"},
     {"type": "string", "pattern": "^x"},
     {"items": {"type": "integer"}},
+    {"type": "string", "minLength": 1, "not": {"pattern": "^[ab]+$"}},
 ]
 leaf = st.sampled_from(LEAVES)
 

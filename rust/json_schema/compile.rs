@@ -1417,10 +1417,14 @@ impl<'a> Compiler<'a> {
             let alone = s.not_patterns.len() == 1
                 && s.patterns.is_empty()
                 && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)))
-                && s.min_len == 0
+                && s.min_len <= 1
                 && s.max_len.is_none();
-            // Excluded strings go into the same trie walk.
-            let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+            // Excluded strings go into the same trie walk, and so does the
+            // empty string under minLength 1.
+            let mut excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+            if s.min_len == 1 {
+                excl.push(String::new());
+            }
             let body = match strings::not_in_set_nor_pattern(&excl, p) {
                 Ok(b) if alone => b,
                 Ok(_) | Err(Error::Usage(_)) => None,

@@ -529,6 +529,8 @@ fn negated_patterns_of_simple_shapes() {
     check(s, &[r#""x""#, r#""y-x""#], &[r#""x-""#, r#""x-y""#]);
     let s = json!({"type": "string", "not": {"anyOf": [{"pattern": "^x-"}, {"const": "a"}]}});
     check(s, &[r#""x""#, r#""b""#], &[r#""x-y""#, r#""a""#]);
+    let s = json!({"type": "string", "minLength": 1, "not": {"pattern": "^[.*\\s-]+$"}});
+    check(s, &[r#""a""#, r#"".a""#], &[r#""""#, r#""..""#, r#""- *""#]);
     // Beside a length bound, refused.
     assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
 }
