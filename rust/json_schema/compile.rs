@@ -88,8 +88,19 @@ struct Shape {
     /// `unevaluatedProperties` / `unevaluatedItems`: (subschema, owner O).
     unevaluated_props: Vec<(String, String)>,
     unevaluated_items: Vec<(String, String)>,
-    /// `anyOf` / `oneOf` groups: (group pointer, branch pointers, is oneOf).
-    alts: Vec<(String, Vec<String>, bool)>,
+    /// `anyOf` / `oneOf` groups and the disjunctions of negations and
+    /// dependencies, expanded one at a time at emission.
+    alts: Vec<Alt>,
+    /// Property names that must be absent (from negated `required` and
+    /// from dependencies whose trigger is absent).
+    forbidden: Vec<String>,
+    /// Scalar values excluded (negated `enum` / `const`), with the pointer
+    /// of the keyword.
+    excluded: Vec<(Value, String)>,
+    /// Negated `additionalProperties`: some member must witness it.
+    witness: Vec<Witness>,
+    /// Negated `pattern`s, with the keyword's pointer.
+    not_patterns: Vec<(String, String)>,
     /// Pointer of the keyword each structural constraint came from, for
     /// error messages.
     structural: Option<String>,
@@ -121,6 +132,10 @@ impl Default for Shape {
             min_props: 0,
             max_props: None,
             alts: Vec::new(),
+            forbidden: Vec::new(),
+            excluded: Vec::new(),
+            witness: Vec::new(),
+            not_patterns: Vec::new(),
             evaluated: Vec::new(),
             unevaluated_props: Vec::new(),
             unevaluated_items: Vec::new(),
@@ -128,6 +143,70 @@ impl Default for Shape {
         }
     }
 }
+
+/// A union still to be expanded: `n` choices under `group`, each compiled
+/// as the position's conjunction plus the marker `@i@group`. An
+/// `anyOf`/`oneOf` lists its branch pointers; a disjunction built by
+/// [`Compiler::negation`] or a dependency has none (`branches` empty), its
+/// choices are lists of [`Atom`]s recomputed from `group` when the marker
+/// is seen.
+#[derive(Debug, Clone)]
+struct Alt {
+    group: String,
+    branches: Vec<String>,
+    n: usize,
+    one_of: bool,
+}
+
+/// One positive constraint of a disjunct: the building blocks that
+/// negations and dependencies are rewritten into.
+#[derive(Debug, Clone)]
+enum Atom {
+    Types(u8),
+    /// The property must be present (objects only).
+    Present(String),
+    /// The property must be absent (objects only).
+    Absent(String),
+    /// The property's value must fail the schema at the pointer.
+    PropNot(String, String),
+    /// The schema at the pointer holds, without its annotations (`not` of
+    /// `not`, both branches of a failed `oneOf`).
+    Holds(String),
+    /// The schema at the pointer holds, annotations included
+    /// (`dependentSchemas`).
+    Applies(String),
+    /// The schema at the pointer fails.
+    Not(String),
+    /// None of these scalar values (with the pointer of the `enum`/`const`).
+    Exclude(Vec<Value>, String),
+    MinLen(u64),
+    MaxLen(u64),
+    Lo(Bound),
+    Hi(Bound),
+    MinItems(u64),
+    MaxItems(u64),
+    MinProps(u64),
+    MaxProps(u64),
+    Witness(Witness),
+    /// Some item fails the schema at the pointer (`not {items: S}`).
+    ContainsNot(String),
+    /// The string has no match of the pattern (`not {pattern}`), with the
+    /// keyword's pointer.
+    NotPattern(String, String),
+}
+
+/// `not {additionalProperties: S}` (in an object listing `names`): a
+/// member whose key is none of `names` and whose value fails S
+/// (`not_value`, the pointer of S; `None` when S is `false`).
+#[derive(Debug, Clone)]
+struct Witness {
+    names: Vec<String>,
+    not_value: Option<String>,
+    at: String,
+}
+
+/// A union of conjunctions of atoms.
+type Disjuncts = Vec<Vec<Atom>>;
 
 /// What a keyword marks as evaluated (for `unevaluated*`).
 #[derive(Debug, Clone)]
@@ -164,6 +243,67 @@ pub struct Compiler<'a> {
     /// against every enum value): each compiled once.
     dfas: HashMap<String, Dfa>,
     depth: usize,
+}
+
+/// Keywords that constrain a value (all others are annotations): a
+/// negation must handle each or refuse.
+const ASSERTIONS: &[&str] = &[
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "type",
+    "enum",
+    "const",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "items",
+    "additionalItems",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "if",
+    "contains",
+    "minContains",
+    "maxContains",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "propertyNames",
+    "$dynamicRef",
+    "$recursiveRef",
+];
+
+/// Whether a schema holds for every value without looking (`true`, or
+/// annotations only).
+fn trivially_true(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Object(o) => o.keys().all(|k| !ASSERTIONS.contains(&k.as_str())),
+        _ => false,
+    }
+}
+
+/// A property name as a JSON pointer segment.
+fn esc(k: &str) -> String {
+    k.replace('~', "~0").replace('/', "~1")
 }
 
 fn hash_ptr(p: &str) -> String {
@@ -369,7 +509,12 @@ impl<'a> Compiler<'a> {
             if p.starts_with('@') {
                 continue;
             }
-            self.apply(&mut s, p, conj, &mut Vec::new(), &mut seen)?;
+            // `!ptr`: the schema at ptr must fail (a property value under a
+            // negated `properties`, the other branches of a `oneOf`).
+            match p.strip_prefix('!') {
+                Some(q) => self.apply_negated(&mut s, q, conj, &mut Vec::new(), &mut seen)?,
+                None => self.apply(&mut s, p, conj, &mut Vec::new(), &mut seen)?,
+            }
         }
         Ok(s)
     }
@@ -404,7 +549,7 @@ impl<'a> Compiler<'a> {
         chain.push(ptr.to_string());
         let is_tuple = matches!(o.get("items"), Some(Value::Array(_)));
         for (k, v) in o {
-            let kp = format!("{ptr}/{}", k.replace('~', "~0").replace('/', "~1"));
+            let kp = format!("{ptr}/{}", esc(k));
             match k.as_str() {
                 "$ref" => {
                     let r = v.as_str().ok_or_else(|| schema_err(&kp, "$ref must be a string"))?;
@@ -426,7 +571,12 @@ impl<'a> Compiler<'a> {
                     } else if xs.len() == 1 {
                         self.apply(s, &branches[0], conj, chain, seen)?;
                     } else {
-                        s.alts.push((kp, branches, k == "oneOf"));
+                        s.alts.push(Alt {
+                            group: kp,
+                            n: branches.len(),
+                            branches,
+                            one_of: k == "oneOf",
+                        });
                     }
                 }
                 "type" => s.types &= type_set(v, &kp)?,
@@ -545,7 +695,7 @@ impl<'a> Compiler<'a> {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
                     for name in m.keys() {
                         s.evaluated.push((chain.clone(), Eval::Name(name.clone())));
-                        let p = format!("{kp}/{}", name.replace('~', "~0").replace('/', "~1"));
+                        let p = format!("{kp}/{}", esc(name));
                         match s.props.iter_mut().find(|(n, _)| n == name) {
                             Some((_, c)) => c.push(p),
                             None => s.props.push((name.clone(), vec![p])),
@@ -577,7 +727,7 @@ impl<'a> Compiler<'a> {
                     let m = v.as_object().ok_or_else(|| schema_err(&kp, "patternProperties must be an object"))?;
                     for pat in m.keys() {
                         s.evaluated.push((chain.clone(), Eval::Pattern(pat.clone())));
-                        let p = format!("{kp}/{}", pat.replace('~', "~0").replace('/', "~1"));
+                        let p = format!("{kp}/{}", esc(pat));
                         match s.pattern_props.iter_mut().find(|(n, _, _)| n == pat) {
                             Some((_, c, _)) => c.push(p),
                             None => s.pattern_props.push((pat.clone(), vec![p], kp.clone())),
@@ -593,7 +743,7 @@ impl<'a> Compiler<'a> {
                 "uniqueItems" if v == &Value::Bool(true) => {
                     self.unsupported(k, &kp, "uniqueItems: true cannot be enforced by a grammar")?;
                 }
-                "not" => self.apply_not(s, v, &kp, conj, chain, seen)?,
+                "not" => self.apply_negated(s, &kp, conj, chain, seen)?,
                 "if" if o.contains_key("then") || o.contains_key("else") => {
                     self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
                 }
@@ -615,7 +765,8 @@ impl<'a> Compiler<'a> {
                     let c = count(v, ptr, k)?;
                     s.min_contains = Some(s.min_contains.map_or(c, |m| m.max(c)));
                 }
-                "maxContains" | "dependentRequired" | "dependentSchemas" | "dependencies" | "propertyNames" | "$dynamicRef" | "$recursiveRef" => {
+                "dependentRequired" | "dependentSchemas" | "dependencies" => self.apply_dependencies(s, k, v, &kp, conj, chain, seen)?,
+                "maxContains" | "propertyNames" | "$dynamicRef" | "$recursiveRef" => {
                     self.unsupported(k, &kp, "not supported")?;
                 }
                 _ => {} // annotations and unknown keywords
@@ -625,78 +776,308 @@ impl<'a> Compiler<'a> {
         Ok(())
     }
 
-    /// `not` in the forms that have an exact positive reading.
-    fn apply_not(&mut self, s: &mut Shape, v: &Value, kp: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
-        const NOTES: &[&str] = &[
-            "title",
-            "description",
-            "$comment",
-            "examples",
-            "default",
-            "deprecated",
-            "readOnly",
-            "writeOnly",
-            "$id",
-            "$schema",
-            "$anchor",
-            "$defs",
-            "definitions",
-        ];
-        if chain.len() > self.opts.max_depth {
-            return Err(schema_err(kp, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
+    /// `dependentRequired`, `dependentSchemas` and draft-07 `dependencies`
+    /// (both forms; a bare string is draft 3's single required name): for
+    /// each trigger name, the union "trigger absent" or "an object with the
+    /// trigger, its dependents present / its schema holding". Objects keep
+    /// schema key order, so absence and presence are plain per-name facts
+    /// of the object grammar.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_dependencies(
+        &mut self,
+        s: &mut Shape,
+        k: &str,
+        v: &Value,
+        kp: &str,
+        conj: &Conj,
+        chain: &mut Vec<String>,
+        seen: &mut Vec<String>,
+    ) -> Result<()> {
+        let m = v.as_object().ok_or_else(|| schema_err(kp, format!("{k} must be an object")))?;
+        for (name, dep) in m {
+            let gp = format!("{kp}/{}", esc(name));
+            let mut then = vec![Atom::Types(OBJ), Atom::Present(name.clone())];
+            match dep {
+                Value::Array(xs) if k != "dependentSchemas" => {
+                    for x in xs {
+                        let d = x.as_str().ok_or_else(|| schema_err(&gp, "dependencies must list property names"))?;
+                        if d != name {
+                            then.push(Atom::Present(d.to_string()));
+                        }
+                    }
+                    if then.len() == 2 {
+                        continue;
+                    }
+                }
+                Value::String(d) if k == "dependencies" => then.push(Atom::Present(d.clone())),
+                Value::Bool(true) => continue,
+                Value::Bool(_) | Value::Object(_) if k != "dependentRequired" => then.push(Atom::Applies(gp.clone())),
+                _ => return Err(schema_err(&gp, format!("invalid {k} value {dep}"))),
+            }
+            self.apply_disjuncts(s, &gp, vec![vec![Atom::Absent(name.clone())], then], conj, chain, seen)?;
         }
-        let o = match v {
-            Value::Bool(true) => {
+        Ok(())
+    }
+
+    /// `not` of the schema at `ptr`, applied to `s` (see [`Self::negation`]).
+    fn apply_negated(&mut self, s: &mut Shape, ptr: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        match self.negation(ptr, chain.len())? {
+            Ok(ds) => self.apply_disjuncts(s, &format!("!{ptr}"), ds, conj, chain, seen),
+            Err(m) => self.unsupported("not", ptr, &m),
+        }
+    }
+
+    /// Apply a union: no disjunct makes the position empty, one applies
+    /// directly, several become an [`Alt`] under `group` whose choice the
+    /// marker `@i@group` in `conj` names once it is expanded.
+    fn apply_disjuncts(
+        &mut self,
+        s: &mut Shape,
+        group: &str,
+        ds: Disjuncts,
+        conj: &Conj,
+        chain: &mut Vec<String>,
+        seen: &mut Vec<String>,
+    ) -> Result<()> {
+        let n = ds.len();
+        let pick = match n {
+            0 => {
                 s.never = true;
                 return Ok(());
             }
-            Value::Bool(false) => return Ok(()),
-            Value::Object(o) => o,
-            other => return Err(schema_err(kp, format!("a schema must be an object or a boolean, got {other}"))),
+            1 => Some(0),
+            _ => (0..n).find(|i| conj.contains(&format!("@{i}@{group}"))),
         };
-        let keys: Vec<&str> = o.keys().map(|k| k.as_str()).filter(|k| !NOTES.contains(k)).collect();
-        match keys.as_slice() {
-            [] => s.never = true,
-            ["type"] => {
-                let bits = type_set(&o["type"], kp)?;
-                // `not integer` still allows 1.5 but not 1.0: integral
-                // numbers are exactly INT here.
-                s.types &= !bits;
-            }
-            // Double negation.
-            ["not"] => {
-                // Its constraints hold, but `not` passes on no annotations:
-                // what the inner schema evaluates stays unevaluated.
-                let inner = format!("{kp}/not");
-                let before = s.evaluated.len();
-                self.apply(s, &inner, conj, chain, seen)?;
-                s.evaluated.truncate(before);
-            }
-            // not (A or B) = not A and not B.
-            ["anyOf"] => match &o["anyOf"] {
-                Value::Array(xs) if !xs.is_empty() => {
-                    for (i, x) in xs.iter().enumerate() {
-                        self.apply_not(s, x, &format!("{kp}/anyOf/{i}"), conj, chain, seen)?;
-                    }
+        match pick {
+            Some(i) => {
+                for a in ds.into_iter().nth(i).unwrap_or_default() {
+                    self.apply_atom(s, a, conj, chain, seen)?;
                 }
-                _ => return Err(schema_err(kp, "anyOf must be a non-empty array")),
-            },
-            ["$ref"] => {
-                let r = o["$ref"].as_str().ok_or_else(|| schema_err(kp, "$ref must be a string"))?;
-                let target = self.doc.resolve(r, kp).map_err(|m| schema_err(kp, m))?;
-                let tv = self.doc.get(&target).ok_or_else(|| schema_err(kp, "no such location"))?;
-                chain.push(target.clone());
-                let r = self.apply_not(s, tv, &target, conj, chain, seen);
-                chain.pop();
-                r?;
             }
-            _ => self.unsupported(
-                "not",
-                kp,
-                "only `not` of {}, true, a type, another `not`, an anyOf of those, or a $ref to one is supported",
-            )?,
+            None => s.alts.push(Alt {
+                group: group.to_string(),
+                branches: Vec::new(),
+                n,
+                one_of: false,
+            }),
         }
         Ok(())
+    }
+
+    fn apply_atom(&mut self, s: &mut Shape, a: Atom, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        let add = |xs: &mut Vec<String>, n: String| {
+            if !xs.contains(&n) {
+                xs.push(n)
+            }
+        };
+        match a {
+            Atom::Types(t) => s.types &= t,
+            Atom::Present(n) => add(&mut s.required, n),
+            Atom::Absent(n) => add(&mut s.forbidden, n),
+            Atom::PropNot(n, p) => {
+                let np = format!("!{p}");
+                match s.props.iter_mut().find(|(x, _)| *x == n) {
+                    Some((_, c)) => c.push(np),
+                    None => s.props.push((n, vec![np])),
+                }
+                s.structural.get_or_insert(p);
+            }
+            Atom::Holds(p) => {
+                // `not` passes on no annotations: what the schema evaluates
+                // stays unevaluated.
+                let before = s.evaluated.len();
+                self.apply(s, &p, conj, chain, seen)?;
+                s.evaluated.truncate(before);
+            }
+            Atom::Applies(p) => self.apply(s, &p, conj, chain, seen)?,
+            Atom::Not(p) => self.apply_negated(s, &p, conj, chain, seen)?,
+            Atom::Exclude(vals, at) => s.excluded.extend(vals.into_iter().map(|v| (v, at.clone()))),
+            Atom::MinLen(n) => s.min_len = s.min_len.max(n),
+            Atom::MaxLen(n) => s.max_len = Some(s.max_len.map_or(n, |m| m.min(n))),
+            Atom::Lo(b) => tighter(&mut s.lo, b, false),
+            Atom::Hi(b) => tighter(&mut s.hi, b, true),
+            Atom::MinItems(n) => s.min_items = s.min_items.max(n),
+            Atom::MaxItems(n) => s.max_items = Some(s.max_items.map_or(n, |m| m.min(n))),
+            Atom::MinProps(n) => s.min_props = s.min_props.max(n),
+            Atom::MaxProps(n) => s.max_props = Some(s.max_props.map_or(n, |m| m.min(n))),
+            Atom::ContainsNot(p) => {
+                s.structural.get_or_insert(p.clone());
+                s.contains.push(format!("!{p}"));
+            }
+            Atom::NotPattern(p, at) => s.not_patterns.push((p, at)),
+            Atom::Witness(w) => {
+                s.structural.get_or_insert(w.at.clone());
+                s.witness.push(w);
+            }
+        }
+        Ok(())
+    }
+
+    /// The complement of the schema at `ptr` as a union of conjunctions of
+    /// positive [`Atom`]s, or why this compiler has none.
+    ///
+    /// A schema is the conjunction of its keywords, so its negation is the
+    /// union of the keywords' negations; each of those is positive again:
+    /// `not {type}` the other types, `not {required: [a, b]}` an object
+    /// without `a` or without `b`, `not {maxLength: n}` a string of at
+    /// least n+1 characters (an assertion on one type fails only on values
+    /// of that type), `not {enum}` the excluded scalars, `not {properties:
+    /// {a: S}}` an object whose `a` fails S, `not {anyOf}` every branch
+    /// negated, `not {oneOf}` no branch or two branches at once, `not
+    /// {not: S}` S itself. Nested negations stay symbolic ([`Atom::Not`],
+    /// [`Atom::PropNot`]) and are expanded where they apply, so recursive
+    /// schemas terminate through the memo of conjunctions.
+    fn negation(&mut self, ptr: &str, depth: usize) -> Result<std::result::Result<Disjuncts, String>> {
+        const NUM: u8 = INT | FRAC;
+        if depth > self.opts.max_depth {
+            return Err(schema_err(ptr, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
+        }
+        let v = self.doc.get(ptr).ok_or_else(|| schema_err(ptr, "no such location"))?;
+        let o = match v {
+            Value::Bool(true) => return Ok(Ok(vec![])),
+            Value::Bool(false) => return Ok(Ok(vec![vec![]])),
+            Value::Object(o) => o,
+            other => return Err(schema_err(ptr, format!("a schema must be an object or a boolean, got {other}"))),
+        };
+        let mut out: Disjuncts = Vec::new();
+        for (k, x) in o {
+            let kp = format!("{ptr}/{}", esc(k));
+            let branches = |kw: &str| -> Result<usize> {
+                x.as_array()
+                    .filter(|xs| !xs.is_empty())
+                    .map(|xs| xs.len())
+                    .ok_or_else(|| schema_err(&kp, format!("{kw} must be a non-empty array")))
+            };
+            match k.as_str() {
+                "type" => out.push(vec![Atom::Types(!type_set(x, &kp)? & ALL)]),
+                "enum" | "const" => {
+                    let vals = if k == "const" {
+                        vec![x.clone()]
+                    } else {
+                        x.as_array().ok_or_else(|| schema_err(&kp, "enum must be an array"))?.clone()
+                    };
+                    if vals.iter().any(|v| v.is_array() || v.is_object()) {
+                        return Ok(Err(format!("`not` of an {k} with array or object values")));
+                    }
+                    out.push(vec![Atom::Exclude(vals, kp)]);
+                }
+                "required" => {
+                    let xs = x.as_array().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                    for r in xs {
+                        let r = r.as_str().ok_or_else(|| schema_err(&kp, "required must be an array of strings"))?;
+                        out.push(vec![Atom::Types(OBJ), Atom::Absent(r.to_string())]);
+                    }
+                }
+                "minLength" | "minItems" | "minProperties" => {
+                    let n = count(x, ptr, k)?;
+                    if n > 0 {
+                        out.push(match k.as_str() {
+                            "minLength" => vec![Atom::Types(STR), Atom::MaxLen(n - 1)],
+                            "minItems" => vec![Atom::Types(ARR), Atom::MaxItems(n - 1)],
+                            _ => vec![Atom::Types(OBJ), Atom::MaxProps(n - 1)],
+                        });
+                    }
+                }
+                "maxLength" | "maxItems" | "maxProperties" => {
+                    let n = count(x, ptr, k)?.saturating_add(1);
+                    out.push(match k.as_str() {
+                        "maxLength" => vec![Atom::Types(STR), Atom::MinLen(n)],
+                        "maxItems" => vec![Atom::Types(ARR), Atom::MinItems(n)],
+                        _ => vec![Atom::Types(OBJ), Atom::MinProps(n)],
+                    });
+                }
+                "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
+                    if x.is_boolean() {
+                        continue; // draft-04 form, read with minimum/maximum
+                    }
+                    let excl = match k.as_str() {
+                        "minimum" => o.get("exclusiveMinimum") == Some(&Value::Bool(true)),
+                        "maximum" => o.get("exclusiveMaximum") == Some(&Value::Bool(true)),
+                        _ => true,
+                    };
+                    let b = Bound {
+                        value: number(x, ptr, k)?,
+                        exclusive: !excl,
+                    };
+                    let atom = if k.ends_with("inimum") { Atom::Hi(b) } else { Atom::Lo(b) };
+                    out.push(vec![Atom::Types(NUM), atom]);
+                }
+                "not" => out.push(vec![Atom::Holds(kp)]),
+                "$ref" => {
+                    let r = x.as_str().ok_or_else(|| schema_err(&kp, "$ref must be a string"))?;
+                    let target = self.doc.resolve(r, ptr).map_err(|m| schema_err(&kp, m))?;
+                    match self.negation(&target, depth + 1)? {
+                        Ok(ds) => out.extend(ds),
+                        Err(m) => return Ok(Err(m)),
+                    }
+                }
+                "allOf" => {
+                    for i in 0..branches(k)? {
+                        match self.negation(&format!("{kp}/{i}"), depth + 1)? {
+                            Ok(ds) => out.extend(ds),
+                            Err(m) => return Ok(Err(m)),
+                        }
+                    }
+                }
+                "anyOf" => out.push((0..branches(k)?).map(|i| Atom::Not(format!("{kp}/{i}"))).collect()),
+                "oneOf" => {
+                    let n = branches(k)?;
+                    out.push((0..n).map(|i| Atom::Not(format!("{kp}/{i}"))).collect());
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            out.push(vec![Atom::Holds(format!("{kp}/{i}")), Atom::Holds(format!("{kp}/{j}"))]);
+                        }
+                    }
+                }
+                "properties" => {
+                    let m = x.as_object().ok_or_else(|| schema_err(&kp, "properties must be an object"))?;
+                    for (name, sub) in m {
+                        if !trivially_true(sub) {
+                            let sp = format!("{kp}/{}", esc(name));
+                            out.push(vec![Atom::Types(OBJ), Atom::Present(name.clone()), Atom::PropNot(name.clone(), sp)]);
+                        }
+                    }
+                }
+                "items" if x.is_object() || x.is_boolean() => {
+                    if o.contains_key("prefixItems") {
+                        return Ok(Err("`not` of items beside prefixItems".into()));
+                    }
+                    if !trivially_true(x) {
+                        out.push(vec![Atom::Types(ARR), Atom::ContainsNot(kp)]);
+                    }
+                }
+                "pattern" => {
+                    let p = x.as_str().ok_or_else(|| schema_err(&kp, "pattern must be a string"))?;
+                    out.push(vec![Atom::Types(STR), Atom::NotPattern(p.to_string(), kp)]);
+                }
+                "additionalProperties" => {
+                    if o.get("patternProperties").is_some_and(|p| p.as_object().is_none_or(|m| !m.is_empty())) {
+                        return Ok(Err("`not` of additionalProperties beside patternProperties".into()));
+                    }
+                    if trivially_true(x) {
+                        continue;
+                    }
+                    let names = o
+                        .get("properties")
+                        .and_then(|p| p.as_object())
+                        .map(|m| m.keys().cloned().collect())
+                        .unwrap_or_default();
+                    let not_value = (x != &Value::Bool(false)).then(|| kp.clone());
+                    out.push(vec![Atom::Types(OBJ), Atom::Witness(Witness { names, not_value, at: kp })]);
+                }
+                "format" => match strings::format_body(x.as_str().unwrap_or_default()) {
+                    Ok(None) => {}
+                    _ => return Ok(Err("`not` of a format".into())),
+                },
+                "if" if !o.contains_key("then") && !o.contains_key("else") => {}
+                "uniqueItems" | "unevaluatedProperties" | "unevaluatedItems"
+                    if x == &Value::Bool(false) || k != "uniqueItems" && x == &Value::Bool(true) => {}
+                "additionalItems" if !matches!(o.get("items"), Some(Value::Array(_))) => {}
+                _ if ASSERTIONS.contains(&k.as_str()) => return Ok(Err(format!("`not` of {k}"))),
+                _ => {} // annotations and unknown keywords
+            }
+        }
+        Ok(Ok(out))
     }
 
     // ----- emission -----
@@ -741,18 +1122,46 @@ impl<'a> Compiler<'a> {
             return Ok(vec![]);
         }
         if !s.alts.is_empty() {
-            let (gp, branches, one_of) = s.alts.remove(0);
-            if one_of && !self.disjoint(&branches)? {
-                self.unsupported(
-                    "oneOf",
-                    &gp,
-                    "branches that are not provably disjoint (different types or a const/enum discriminator)",
-                )?;
+            let alt = s.alts.remove(0);
+            // A `oneOf` whose branches may overlap: exactly one holds when
+            // branch i holds and every branch that may overlap it fails, if
+            // each of those has a negation.
+            let mut overlaps = Vec::new();
+            if alt.one_of {
+                overlaps = self.overlapping(&alt.branches)?;
+            }
+            if !overlaps.is_empty() {
+                let mut why = None;
+                for (j, b) in alt.branches.iter().enumerate() {
+                    if overlaps.iter().any(|&(x, y)| x == j || y == j) {
+                        if let Err(m) = self.negation(b, 0)? {
+                            why.get_or_insert(m);
+                        }
+                    }
+                }
+                match why {
+                    None => {}
+                    Some(m) => {
+                        overlaps.clear();
+                        self.unsupported(
+                            "oneOf",
+                            &alt.group,
+                            &format!(
+                                "branches that are not provably disjoint (different types or a const/enum discriminator) and have no negation ({m})"
+                            ),
+                        )?;
+                    }
+                }
             }
             let mut out = Vec::new();
-            for i in 0..branches.len() {
+            for i in 0..alt.n {
                 let mut c = conj.clone();
-                c.push(format!("@{i}@{gp}"));
+                c.push(format!("@{i}@{}", alt.group));
+                for &(x, y) in &overlaps {
+                    if x == i || y == i {
+                        c.push(format!("!{}", alt.branches[x + y - i]));
+                    }
+                }
                 out.push(vec![self.emit(c)?]);
             }
             return Ok(out);
@@ -761,15 +1170,17 @@ impl<'a> Compiler<'a> {
             return self.emit_enum(&s, vals);
         }
         let mut out = Vec::new();
-        if s.types & NULL != 0 {
-            out.push(vec![Sym::T(self.b.literal("null"))]);
-        }
-        if s.types & BOOL != 0 {
-            out.push(vec![Sym::T(self.b.literal("true"))]);
-            out.push(vec![Sym::T(self.b.literal("false"))]);
+        for (bit, lit, v) in [
+            (NULL, "null", Value::Null),
+            (BOOL, "true", Value::Bool(true)),
+            (BOOL, "false", Value::Bool(false)),
+        ] {
+            if s.types & bit != 0 && !s.excluded.iter().any(|(x, _)| *x == v) {
+                out.push(vec![Sym::T(self.b.literal(lit))]);
+            }
         }
         if s.types & (INT | FRAC) != 0 {
-            if let Some(re) = self.number_regex(&s)? {
+            if let Some(re) = self.number_regex_excluding(&s)? {
                 out.push(vec![Sym::T(self.b.terminal("NUMBER", &re))]);
             }
         }
@@ -791,9 +1202,11 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
-    /// Whether no value satisfies two of the branches at once, by type or
-    /// by a required property with disjoint `const`/`enum` values.
-    fn disjoint(&mut self, branches: &[String]) -> Result<bool> {
+    /// The pairs of branches that some value may satisfy at once: all but
+    /// those told apart by type, by a required property with disjoint
+    /// `const`/`enum` values or types, or by a key one forbids and the
+    /// other requires.
+    fn overlapping(&mut self, branches: &[String]) -> Result<Vec<(usize, usize)>> {
         let mut info = Vec::new();
         for b in branches {
             let s = self.shape_of(&vec![b.clone()])?;
@@ -802,10 +1215,14 @@ impl<'a> Compiler<'a> {
                 types &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
             }
             if !s.alts.is_empty() {
-                // Nested unions: their types are the union of the branches'.
+                // Nested unions: their types are the union of the branches'
+                // (any type for a union without branch schemas).
                 let mut t = 0;
-                for (_, bs, _) in &s.alts {
-                    for x in bs {
+                for a in &s.alts {
+                    if a.branches.is_empty() {
+                        t = ALL;
+                    }
+                    for x in &a.branches {
                         t |= self.shape_of(&vec![x.clone()])?.types;
                     }
                 }
@@ -841,6 +1258,7 @@ impl<'a> Compiler<'a> {
             info.push((types, disc, s.required.clone(), req_types, closed));
         }
         let forbids = |closed: &Vec<Vec<String>>, k: &String| closed.iter().any(|names| !names.contains(k));
+        let mut pairs = Vec::new();
         for i in 0..info.len() {
             for j in i + 1..info.len() {
                 let (ti, di, ri, rti, ci) = &info[i];
@@ -849,7 +1267,8 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 if (ti & tj) != OBJ {
-                    return Ok(false);
+                    pairs.push((i, j));
+                    continue;
                 }
                 let by_disc = di
                     .iter()
@@ -857,14 +1276,59 @@ impl<'a> Compiler<'a> {
                 let by_closed = ri.iter().any(|k| forbids(cj, k)) || rj.iter().any(|k| forbids(ci, k));
                 let by_type = rti.iter().any(|(n, a)| rtj.iter().any(|(m, b)| n == m && a & b == 0));
                 if !(by_disc || by_closed || by_type) {
-                    return Ok(false);
+                    pairs.push((i, j));
                 }
             }
         }
-        Ok(true)
+        Ok(pairs)
     }
 
     // ----- scalars -----
+
+    /// [`Self::number_regex`] less the excluded numbers: the range cut at
+    /// each into pieces with exclusive bounds.
+    fn number_regex_excluding(&mut self, s: &Shape) -> Result<Option<String>> {
+        let mut cuts: Vec<(Dec, String)> = s
+            .excluded
+            .iter()
+            .filter_map(|(v, at)| match v {
+                Value::Number(n) => Dec::from_json(n).map(|d| (d, at.clone())),
+                _ => None,
+            })
+            .filter(|(d, _)| s.types & (if d.frac.is_empty() { INT } else { FRAC }) != 0)
+            .collect();
+        if cuts.is_empty() {
+            return self.number_regex(s);
+        }
+        if s.types & INT == 0 {
+            let at = cuts[0].1.clone();
+            self.unsupported("not", &at, "excluded values among non-integral numbers only")?;
+            return self.number_regex(s);
+        }
+        cuts.sort_by(|a, b| a.0.compare(&b.0));
+        let mut piece = s.clone();
+        let mut parts = Vec::new();
+        let mut lo = s.lo.clone();
+        for i in 0..=cuts.len() {
+            let cut = cuts.get(i).map(|(d, _)| Bound {
+                value: d.clone(),
+                exclusive: true,
+            });
+            let mut hi = s.hi.clone();
+            if let Some(c) = &cut {
+                tighter(&mut hi, c.clone(), true);
+            }
+            piece.lo = lo.clone();
+            piece.hi = hi;
+            if let Some(re) = self.number_regex(&piece)? {
+                parts.push(format!("(?:{re})"));
+            }
+            if let Some(c) = cut {
+                tighter(&mut lo, c, false);
+            }
+        }
+        Ok((!parts.is_empty()).then(|| parts.join("|")))
+    }
 
     fn number_regex(&mut self, s: &Shape) -> Result<Option<String>> {
         let mut integer = s.types & FRAC == 0;
@@ -914,6 +1378,68 @@ impl<'a> Compiler<'a> {
 
     /// The string symbol of `s`, `None` when no string qualifies.
     fn string(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        let sym = self.string_unexcluded(s)?;
+        let mut excl = Vec::new();
+        for (v, at) in &s.excluded {
+            let Value::String(x) = v else { continue };
+            // Only the excluded strings the symbol would produce matter.
+            let hit = match sym {
+                None => false,
+                Some(Sym::T(t)) => {
+                    let re = self.b_terminal_regex(t);
+                    self.full_match(&re, &strings::encode(x))?
+                }
+                Some(Sym::N(_)) => {
+                    let n = x.chars().count() as u64;
+                    n >= s.min_len && s.max_len.is_none_or(|m| n <= m)
+                }
+            };
+            if hit {
+                excl.push((x.clone(), at.clone()));
+            }
+        }
+        if excl.is_empty() {
+            return Ok(sym);
+        }
+        let plain = s.patterns.is_empty() && s.not_patterns.is_empty() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
+        if plain && s.min_len == 0 && s.max_len.is_none() {
+            let names: Vec<String> = excl.into_iter().map(|(x, _)| x).collect();
+            return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{}\"", strings::not_in_set(&names))))));
+        }
+        self.unsupported("not", &excl[0].1, "excluded strings together with a pattern, format or length bound")?;
+        Ok(sym)
+    }
+
+    /// [`Self::string`] before excluded values.
+    fn string_unexcluded(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        if let Some((p, at)) = s.not_patterns.first() {
+            // The complement of one simple pattern, alone on the string.
+            let alone = s.not_patterns.len() == 1
+                && s.patterns.is_empty()
+                && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)))
+                && s.min_len <= 1
+                && s.max_len.is_none();
+            // Excluded strings go into the same trie walk, and so does the
+            // empty string under minLength 1.
+            let mut excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+            if s.min_len == 1 {
+                excl.push(String::new());
+            }
+            let body = match strings::not_in_set_nor_pattern(&excl, p) {
+                Ok(b) if alone => b,
+                Ok(_) | Err(Error::Usage(_)) => None,
+                Err(e) => return Err(e),
+            };
+            match body {
+                Some(b) if b == strings::NO_STRING => return Ok(None),
+                Some(b) => return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{b}\""))))),
+                None => self.unsupported(
+                    "not",
+                    at,
+                    "`not` of a pattern: one pattern of the forms ^prefix, ^prefix C{m,n}$ or an unanchored class, without other string constraints",
+                )?,
+            }
+        }
         if let Some(max) = s.max_len {
             if max < s.min_len {
                 return Ok(None);
@@ -1041,11 +1567,16 @@ impl<'a> Compiler<'a> {
             || s.min_items > 0
             || s.max_items.is_some()
             || s.min_props > 0
-            || s.max_props.is_some();
+            || s.max_props.is_some()
+            || !s.forbidden.is_empty()
+            || !s.witness.is_empty();
         let mut out = Vec::new();
         let mut strs = Vec::new();
         for v in vals {
             if type_bits(&v) & s.types == 0 && !(type_bits(&v) == INT && s.types & FRAC != 0) {
+                continue;
+            }
+            if s.excluded.iter().any(|(x, _)| json_eq(x, &v)) {
                 continue;
             }
             match &v {
@@ -1170,6 +1701,15 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The symbol of a conjunction, any value for the empty one.
+    fn value(&mut self, c: Conj) -> Result<Sym> {
+        if c.is_empty() {
+            Ok(self.any())
+        } else {
+            self.emit(c)
+        }
+    }
+
     /// Any JSON value (the schema `true`).
     fn any(&mut self) -> Sym {
         if let Some(a) = self.any {
@@ -1286,7 +1826,7 @@ impl<'a> Compiler<'a> {
         let mut csyms: Vec<Option<Sym>> = Vec::new();
         for j in 0..=tail_from {
             let c = item_conj(j);
-            syms.push(Some(if c.is_empty() { self.any() } else { self.emit(c.clone())? }));
+            syms.push(Some(self.value(c.clone())?));
             if need > 0 {
                 let mut cc = c;
                 cc.push(s.contains[0].clone());
@@ -1346,20 +1886,32 @@ impl<'a> Compiler<'a> {
             };
             pats.push((p.clone(), c.clone(), kp.clone(), re));
         }
-        let names: Vec<String> = s
-            .props
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(s.required.iter().filter(|r| !s.props.iter().any(|(n, _)| n == *r)).cloned())
-            .collect();
+        if s.forbidden.iter().any(|n| s.required.contains(n)) {
+            return Ok(None);
+        }
+        // Listed names: properties, then required and forbidden names not
+        // listed (a forbidden name is a listed entry that is always
+        // skipped, so no other rule produces it).
+        let mut names: Vec<String> = s.props.iter().map(|(n, _)| n.clone()).collect();
+        for r in s.required.iter().chain(&s.forbidden) {
+            if !names.contains(r) {
+                names.push(r.clone());
+            }
+        }
         for name in &names {
             let mut c = match s.props.iter().find(|(n, _)| n == name) {
                 Some((_, c)) => c.clone(),
                 None => Vec::new(),
             };
-            for (_, pc, _, re) in &pats {
+            for (p, pc, kp, re) in &pats {
                 if self.full_match(re, name)? {
                     c.extend(pc.iter().cloned());
+                } else if !strings::same_in_python(p, name) {
+                    self.unsupported(
+                        "patternProperties",
+                        kp,
+                        &format!("whether {p:?} matches the listed name {name:?} differs between ECMA-262 and Python's re"),
+                    )?;
                 }
             }
             // Each additionalProperties applies unless its own object
@@ -1401,7 +1953,7 @@ impl<'a> Compiler<'a> {
             entries.push((name.clone(), c, s.required.contains(name)));
         }
         // Keys beyond the listed ones.
-        let mut extras: Vec<(Sym, Sym)> = Vec::new();
+        let mut extras: Vec<(Sym, Conj)> = Vec::new();
         let mut additional: Conj = s.additional.iter().map(|(p, _, _)| p.clone()).collect();
         // Keys beyond every listed name and pattern are unevaluated unless
         // an additionalProperties in the owner's scope evaluated them.
@@ -1418,34 +1970,58 @@ impl<'a> Compiler<'a> {
         if pats.is_empty() {
             if !additional_false {
                 let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
-                let val = if additional.is_empty() {
-                    self.any()
-                } else {
-                    self.emit(additional.clone())?
-                };
-                extras.push((key, val));
+                extras.push((key, additional.clone()));
             }
         } else if pats.iter().all(|(p, ..)| strings::is_universal(p)) {
             // Every key matches (`.*`): each extra key takes every pattern's
             // schema, and additionalProperties never applies.
             let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
             let conj: Conj = pats.iter().flat_map(|(_, pc, ..)| pc.iter().cloned()).collect();
-            let val = if conj.is_empty() { self.any() } else { self.emit(conj)? };
-            extras.push((key, val));
+            extras.push((key, conj));
         } else {
             if !additional_false {
-                let kp = pats[0].2.clone();
-                self.unsupported("patternProperties", &kp, "patternProperties with additionalProperties other than false")?;
+                // Keys that are no listed name and match no pattern take
+                // additionalProperties: the complement of one pattern of a
+                // simple shape, built jointly with the names' trie.
+                let rest = match pats.as_slice() {
+                    [(p, ..)] => match strings::not_in_set_nor_pattern(&names, p) {
+                        Ok(r) => r,
+                        Err(Error::Usage(_)) => None,
+                        Err(e) => return Err(e),
+                    },
+                    _ => None,
+                };
+                match rest {
+                    // No key is left to additionalProperties.
+                    Some(body) if body == strings::NO_STRING => {}
+                    Some(body) => {
+                        let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
+                        extras.push((key, additional.clone()));
+                    }
+                    None => {
+                        let kp = pats[0].2.clone();
+                        self.unsupported(
+                            "patternProperties",
+                            &kp,
+                            "patternProperties with additionalProperties other than false (supported: one pattern, a fixed prefix `^ab`, `^prefix C{m,n}$` or an unanchored class `C+`)",
+                        )?;
+                    }
+                }
             }
             for (i, (p, pc, kp, re)) in pats.iter().enumerate() {
                 let mut listed = false;
                 for n in &names {
                     listed |= self.full_match(re, n).unwrap_or(true);
                 }
-                if listed {
-                    self.unsupported("patternProperties", kp, &format!("pattern {p:?} also matches a listed property"))?;
-                }
-                let body = match strings::pattern_body(p) {
+                // A pattern that matches listed names governs the other
+                // keys it matches: for simple shapes, its language less the
+                // names' trie.
+                let body = match listed {
+                    true => strings::in_pattern_not_in_set(&names, p)
+                        .map(|b| b.ok_or_else(|| Error::Usage(format!("pattern {p:?} also matches a listed property")))),
+                    false => Ok(strings::pattern_body(p)),
+                };
+                let body = match body.and_then(|b| b) {
                     Ok(b) => b,
                     Err(Error::Usage(m)) => {
                         self.unsupported("patternProperties", kp, &m)?;
@@ -1453,14 +2029,16 @@ impl<'a> Compiler<'a> {
                     }
                     Err(e) => return Err(e),
                 };
+                if body == strings::NO_STRING {
+                    continue;
+                }
                 for (q, _, _, _) in &pats[i + 1..] {
                     if patterns_overlap(p, q)? {
                         self.unsupported("patternProperties", kp, &format!("patterns {p:?} and {q:?} can match the same key"))?;
                     }
                 }
                 let key = Sym::T(self.b.terminal("KEY", &format!("\"{body}\"")));
-                let val = self.emit(pc.clone())?;
-                extras.push((key, val));
+                extras.push((key, pc.clone()));
             }
         }
         let (min, max) = (s.min_props, s.max_props);
@@ -1478,50 +2056,103 @@ impl<'a> Compiler<'a> {
         if (n as u64 + 1).saturating_mul(cap + 1) > 200_000 {
             return Err(Error::TooLarge("object bounds need more than 200000 parser states".into()));
         }
+        // A negated additionalProperties needs a witness: some member
+        // whose key its object neither lists nor patterns, with a value
+        // that fails its schema (any value when the schema is `false`).
+        // Several witnesses are tracked as a bit set when every one is of
+        // `additionalProperties: false` (a member's key decides which it
+        // witnesses); one with a schema needs the value to fail it, a
+        // second value symbol, so it must be alone.
+        let mut witnesses = s.witness.clone();
+        if witnesses.len() > 16 || witnesses.len() > 1 && witnesses.iter().any(|w| w.not_value.is_some()) {
+            let at = witnesses[1].at.clone();
+            self.unsupported("not", &at, "several negated additionalProperties on one object, one with a schema")?;
+            witnesses.clear();
+        }
+        let full: u32 = (1u32 << witnesses.len()) - 1;
+        // Per member: (value, witnesses it sets, or a second value that
+        // sets these).
+        type Member = (Sym, u32, Option<(Sym, u32)>);
+        let values_of = |name: Option<&String>, c: &Conj, me: &mut Self| -> Result<Member> {
+            let v = me.value(c.clone())?;
+            let mut plain = 0;
+            let mut alt = None;
+            for (k, w) in witnesses.iter().enumerate() {
+                if name.is_some_and(|n| w.names.contains(n)) {
+                    continue;
+                }
+                match &w.not_value {
+                    None => plain |= 1 << k,
+                    Some(p) => {
+                        let mut cw = c.clone();
+                        cw.push(format!("!{p}"));
+                        alt = Some((me.emit(cw)?, 1 << k));
+                    }
+                }
+            }
+            Ok((v, plain, alt))
+        };
         let mut vals = Vec::new();
         let mut keys = Vec::new();
         for (name, c, _) in &entries {
-            vals.push(self.emit(c.clone())?);
+            vals.push(if s.forbidden.contains(name) {
+                (self.never, 0, None)
+            } else {
+                values_of(Some(name), c, self)?
+            });
             keys.push(Sym::T(self.b.literal(&strings::encode(name))));
         }
+        let mut extra_vals = Vec::new();
+        for (k, c) in &extras {
+            let (v, plain, alt) = values_of(None, c, self)?;
+            extra_vals.push((*k, v, plain, alt));
+        }
         let Punct { lb, rb, comma, colon, .. } = self.p;
-        let mut states: HashMap<(usize, u64), u32> = HashMap::new();
-        let mut work = vec![(0usize, 0u64)];
+        // States: (entries decided, members so far, witnesses seen); a move
+        // is the symbols up to the next state, and that state.
+        type Move = (Vec<Sym>, (usize, u64, u32));
+        let mut states: HashMap<(usize, u64, u32), u32> = HashMap::new();
+        let start = (0usize, 0u64, 0u32);
+        let mut work = vec![start];
         let root = self.b.fresh("obj");
-        states.insert((0, 0), root);
+        states.insert(start, root);
         let next_c = |c: u64| if max.is_some() { c + 1 } else { (c + 1).min(cap) };
         let room = |c: u64| max.is_none_or(|m| c < m);
-        while let Some((i, c)) = work.pop() {
-            let nt = states[&(i, c)];
-            let mut state = |i2: usize, c2: u64, b: &mut GrammarBuilder, work: &mut Vec<(usize, u64)>| -> u32 {
-                *states.entry((i2, c2)).or_insert_with(|| {
-                    work.push((i2, c2));
-                    b.fresh("obj")
-                })
+        while let Some((i, c, seen)) = work.pop() {
+            let nt = states[&(i, c, seen)];
+            let sep = if c > 0 { vec![comma] } else { vec![] };
+            let mut moves: Vec<Move> = Vec::new();
+            let member = |k: Sym, (v, plain, alt): Member, i2: usize, moves: &mut Vec<Move>| {
+                for (val, bits) in std::iter::once((v, plain)).chain(alt) {
+                    let mut rhs = sep.clone();
+                    rhs.extend([k, colon, val]);
+                    moves.push((rhs, (i2, next_c(c), seen | bits)));
+                }
             };
             if i < n {
                 if !entries[i].2 {
-                    let skip = state(i + 1, c, &mut self.b, &mut work);
-                    self.b.rule(nt, vec![Sym::N(skip)]);
+                    moves.push((vec![], (i + 1, c, seen)));
                 }
-                if room(c) {
-                    let nx = state(i + 1, next_c(c), &mut self.b, &mut work);
-                    let mut rhs = if c > 0 { vec![comma] } else { vec![] };
-                    rhs.extend([keys[i], colon, vals[i], Sym::N(nx)]);
-                    self.b.rule(nt, rhs);
+                if room(c) && vals[i].0 != self.never {
+                    member(keys[i], vals[i], i + 1, &mut moves);
                 }
             } else {
-                if c >= min {
+                if c >= min && seen == full {
                     self.b.rule(nt, vec![rb]);
                 }
-                if room(c) && !extras.is_empty() {
-                    let nx = state(n, next_c(c), &mut self.b, &mut work);
-                    for &(k, v) in &extras {
-                        let mut rhs = if c > 0 { vec![comma] } else { vec![] };
-                        rhs.extend([k, colon, v, Sym::N(nx)]);
-                        self.b.rule(nt, rhs);
+                if room(c) {
+                    for &(k, v, plain, alt) in &extra_vals {
+                        member(k, (v, plain, alt), n, &mut moves);
                     }
                 }
+            }
+            for (mut rhs, key) in moves {
+                let next = *states.entry(key).or_insert_with(|| {
+                    work.push(key);
+                    self.b.fresh("obj")
+                });
+                rhs.push(Sym::N(next));
+                self.b.rule(nt, rhs);
             }
         }
         let obj = self.b.fresh("object");

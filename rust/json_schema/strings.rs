@@ -105,11 +105,7 @@ fn push_raw(raw: &mut String, specials: &mut Vec<u32>, lo: u32, hi: u32) {
 /// (every inner prefix, every exit point): the nested form would nest
 /// groups deeper than the regex parser allows.
 pub fn not_in_set(names: &[String]) -> String {
-    #[derive(Default)]
-    struct Node {
-        end: bool,
-        kids: BTreeMap<char, Node>,
-    }
+    type Node = TrieNode;
     /// Characters of `lo..=hi` no name continues with at `node`.
     fn others(node: &Node, lo: u32, hi: u32) -> Option<String> {
         let mut ranges = Vec::new();
@@ -156,14 +152,7 @@ pub fn not_in_set(names: &[String]) -> String {
             flat(kid, &format!("{prefix}{}", enc_char(c)), lo, hi, stays, leaves);
         }
     }
-    let mut root = Node::default();
-    for n in names {
-        let mut node = &mut root;
-        for c in n.chars() {
-            node = node.kids.entry(c).or_default();
-        }
-        node.end = true;
-    }
+    let root = TrieNode::of(names);
     let safe = |c: char| (0x20..0x80).contains(&(c as u32)) && c != '"' && c != '\\';
     let ascii = names.iter().all(|n| n.chars().all(safe));
     let (lo, hi) = if ascii { (0x20, 0x7f) } else { (0, 0x10ffff) };
@@ -184,6 +173,383 @@ pub fn not_in_set(names: &[String]) -> String {
         ));
     }
     format!("(?:{})", alts.join("|"))
+}
+
+/// A regex that matches nothing (an empty key or string language).
+pub const NO_STRING: &str = r"[^\x00-\x{10FFFF}]";
+
+/// Scalar values as sorted, disjoint inclusive ranges.
+type CharSet = Vec<(u32, u32)>;
+
+/// The characters a pattern's complement is built over: ASCII without
+/// `\n`, `\r` and `\x1c`-`\x1f` (whitespace to Python's `\s`). On these, ECMA-262 (the specification) and Python's
+/// `re` (what `jsonschema` runs) agree about `\w`, `\d`, `\s`, `.` and a
+/// final `$`; on others they differ (Python's `\w` and `\d` are Unicode,
+/// its `.` matches `\r`, its `$` also matches before a final `\n`), and a
+/// key that fails one but matches the other must not count as failing.
+const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
+
+fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
+    let mut out = Vec::new();
+    for &(x, y) in a {
+        for &(u, v) in b {
+            let (lo, hi) = (x.max(u), y.min(v));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// `a` less `b`.
+fn minus(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
+    let mut rest = Vec::new();
+    let mut next = 0u32;
+    for &(u, v) in b {
+        if u > next {
+            rest.push((next, u - 1));
+        }
+        next = v.saturating_add(1);
+    }
+    if next <= 0x10ffff {
+        rest.push((next, 0x10ffff));
+    }
+    intersect(a, &rest)
+}
+
+/// The characters one position of a pattern matches, if it matches
+/// exactly one character.
+fn char_set(h: &Hir) -> Option<CharSet> {
+    match h.kind() {
+        HirKind::Literal(l) => {
+            let s = std::str::from_utf8(&l.0).ok()?;
+            let mut cs = s.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => Some(vec![(c as u32, c as u32)]),
+                _ => None,
+            }
+        }
+        HirKind::Class(Class::Unicode(c)) => Some(c.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()),
+        HirKind::Capture(c) => char_set(&c.sub),
+        _ => None,
+    }
+}
+
+/// A pattern as a sequence of (character set, min, max) repetitions.
+fn char_items(h: &Hir, out: &mut Vec<(CharSet, u64, Option<u64>)>) -> Option<()> {
+    match h.kind() {
+        HirKind::Literal(l) => {
+            for c in std::str::from_utf8(&l.0).ok()?.chars() {
+                out.push((vec![(c as u32, c as u32)], 1, Some(1)));
+            }
+        }
+        HirKind::Concat(xs) => {
+            for x in xs {
+                char_items(x, out)?;
+            }
+        }
+        HirKind::Capture(c) => char_items(&c.sub, out)?,
+        HirKind::Repetition(r) => out.push((char_set(&r.sub)?, r.min as u64, r.max.map(|m| m as u64))),
+        HirKind::Empty => {}
+        _ => out.push((char_set(h)?, 1, Some(1))),
+    }
+    Some(())
+}
+
+/// A pattern whose non-matching strings form a small automaton over
+/// character sets, so that its complement is a regex built state by state.
+enum KeyPattern {
+    /// `^c1…ck` then, anchored at the end, an optional final `C{m,n}`
+    /// (`^[a-z_]+$`, `^x-`, `^[a-z][a-z0-9]*$`).
+    Anchored {
+        prefix: Vec<CharSet>,
+        rep: Option<(CharSet, u64, Option<u64>)>,
+        end: bool,
+    },
+    /// Unanchored `C` or `C+`: some character of C occurs (`\w+`, `.{1,}`).
+    Contains(CharSet),
+}
+
+/// Where [`KeyPattern`] matching stands after a prefix of the key.
+#[derive(Clone, Copy)]
+enum KeyState {
+    /// Inside the fixed prefix, at this position.
+    Pre(usize),
+    /// This many characters of the final repetition (capped at its min
+    /// when unbounded).
+    Rep(u64),
+    /// The whole prefix seen, nothing may follow.
+    Done,
+    /// No completion matches.
+    Dead,
+    /// Every completion matches.
+    Matched,
+    /// (`Contains`) no character of the set yet.
+    Waiting,
+}
+
+impl KeyPattern {
+    fn parse(pattern: &str) -> Result<Option<KeyPattern>> {
+        let hir = pattern_hir(pattern)?;
+        let branches = top_branches(&hir);
+        let [branch] = branches.as_slice() else { return Ok(None) };
+        let (start, mid, end) = peel_anchors(branch);
+        let mut items = Vec::new();
+        for h in mid {
+            if char_items(h, &mut items).is_none() {
+                return Ok(None);
+            }
+        }
+        if !start {
+            return Ok(match items.as_slice() {
+                [(set, 1, _)] if !end => Some(KeyPattern::Contains(set.clone())),
+                _ => None,
+            });
+        }
+        // Unanchored at the end, a search needs only the minimum of the
+        // trailing repetitions.
+        if !end {
+            while let Some(last) = items.last_mut() {
+                last.2 = Some(last.1);
+                if last.1 > 0 {
+                    break;
+                }
+                items.pop();
+            }
+        }
+        let rep = match items.last() {
+            Some((_, m, x)) if end && *x != Some(*m) => items.pop(),
+            _ => None,
+        };
+        let mut prefix = Vec::new();
+        for (set, m, x) in items {
+            if x != Some(m) || m > 1000 {
+                return Ok(None);
+            }
+            prefix.extend(std::iter::repeat_n(set, m as usize));
+        }
+        Ok(Some(KeyPattern::Anchored { prefix, rep, end }))
+    }
+
+    fn start(&self) -> KeyState {
+        match self {
+            KeyPattern::Contains(_) => KeyState::Waiting,
+            KeyPattern::Anchored { .. } => self.after(0),
+        }
+    }
+
+    /// The state at prefix position `i` (past the prefix when `i` is its length).
+    fn after(&self, i: usize) -> KeyState {
+        match self {
+            KeyPattern::Anchored { prefix, rep, end } => match (i < prefix.len(), rep, end) {
+                (true, _, _) => KeyState::Pre(i),
+                (false, _, false) => KeyState::Matched,
+                (false, Some(_), true) => KeyState::Rep(0),
+                (false, None, true) => KeyState::Done,
+            },
+            KeyPattern::Contains(_) => KeyState::Matched,
+        }
+    }
+
+    /// The parts of `chars` and the state each leads to from `st`.
+    fn split(&self, st: KeyState, chars: &[(u32, u32)]) -> Vec<(CharSet, KeyState)> {
+        let on = |set: &[(u32, u32)], yes: KeyState, no: KeyState| vec![(intersect(chars, set), yes), (minus(chars, set), no)];
+        match (self, st) {
+            (KeyPattern::Anchored { prefix, .. }, KeyState::Pre(i)) => on(&prefix[i], self.after(i + 1), KeyState::Dead),
+            (KeyPattern::Anchored { rep: Some((set, m, x)), .. }, KeyState::Rep(j)) => {
+                let next = match x {
+                    Some(x) if j + 1 > *x => KeyState::Dead,
+                    Some(_) => KeyState::Rep(j + 1),
+                    None => KeyState::Rep((j + 1).min(*m)),
+                };
+                on(set, next, KeyState::Dead)
+            }
+            (KeyPattern::Contains(set), KeyState::Waiting) => on(set, KeyState::Matched, KeyState::Waiting),
+            (_, KeyState::Matched) => vec![(chars.to_vec(), KeyState::Matched)],
+            _ => vec![(chars.to_vec(), KeyState::Dead)],
+        }
+    }
+
+    fn step(&self, st: KeyState, c: char) -> KeyState {
+        let c = c as u32;
+        self.split(st, &[(c, c)])
+            .into_iter()
+            .find(|(s, _)| !s.is_empty())
+            .map_or(KeyState::Dead, |(_, n)| n)
+    }
+
+    /// Whether a key ending in `st` fails to match.
+    fn fails_here(&self, st: KeyState) -> bool {
+        match (self, st) {
+            (KeyPattern::Anchored { rep: Some((_, m, _)), .. }, KeyState::Rep(j)) => j < *m,
+            (_, KeyState::Done | KeyState::Matched) => false,
+            _ => true,
+        }
+    }
+
+    /// The regex of the continuations from `st` that fail to match; `None`
+    /// when there are none.
+    fn failing(&self, st: KeyState) -> Option<String> {
+        let safe = class_regex(SAFE_CHARS).unwrap_or_default();
+        let any = format!("{safe}*");
+        let class = |set: &[(u32, u32)]| class_regex(set);
+        match (self, st) {
+            (_, KeyState::Matched) => None,
+            (_, KeyState::Dead) => Some(any),
+            (_, KeyState::Done) => Some(format!("{safe}+")),
+            (KeyPattern::Contains(set), KeyState::Waiting) => Some(match class(&minus(SAFE_CHARS, set)) {
+                Some(c) => format!("{c}*"),
+                None => String::new(),
+            }),
+            (KeyPattern::Anchored { prefix, .. }, KeyState::Pre(i)) => {
+                let mut alts = vec![String::new()];
+                if let Some(c) = class(&minus(SAFE_CHARS, &prefix[i])) {
+                    alts.push(format!("{c}{any}"));
+                }
+                if let (Some(c), Some(rest)) = (class(&prefix[i]), self.failing(self.after(i + 1))) {
+                    alts.push(format!("{c}{rest}"));
+                }
+                Some(format!("(?:{})", alts.join("|")))
+            }
+            (KeyPattern::Anchored { rep: Some((set, m, x)), .. }, KeyState::Rep(j)) => {
+                let mut alts = Vec::new();
+                if let Some(c) = class(&minus(SAFE_CHARS, set)) {
+                    alts.push(format!("{any}{c}{any}"));
+                }
+                if let Some(c) = class(set) {
+                    if j < *m {
+                        alts.push(format!("(?:{c}){{0,{}}}", m - j - 1));
+                    }
+                    if let Some(x) = x {
+                        alts.push(format!("(?:{c}){{{},}}", (x + 1).saturating_sub(j)));
+                    }
+                } else if j < *m {
+                    alts.push(String::new());
+                }
+                (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
+            }
+            _ => Some(any),
+        }
+    }
+
+    /// The regex of the continuations from `st` over [`SAFE_CHARS`] that
+    /// match; `None` when there are none.
+    fn matching(&self, st: KeyState) -> Option<String> {
+        let safe = class_regex(SAFE_CHARS).unwrap_or_default();
+        let class = |set: &[(u32, u32)]| class_regex(&intersect(set, SAFE_CHARS));
+        match (self, st) {
+            (_, KeyState::Matched) => Some(format!("{safe}*")),
+            (_, KeyState::Done) => Some(String::new()),
+            (KeyPattern::Contains(set), KeyState::Waiting) => {
+                let c = class(set)?;
+                let other = class_regex(&minus(SAFE_CHARS, set)).map_or(String::new(), |o| format!("{o}*"));
+                Some(format!("{other}{c}{safe}*"))
+            }
+            (KeyPattern::Anchored { prefix, .. }, KeyState::Pre(i)) => Some(format!("{}{}", class(&prefix[i])?, self.matching(self.after(i + 1))?)),
+            (KeyPattern::Anchored { rep: Some((set, m, x)), .. }, KeyState::Rep(j)) => {
+                let lo = m.saturating_sub(j);
+                match class(set) {
+                    None => (lo == 0).then(String::new),
+                    Some(c) => Some(match x {
+                        Some(x) => format!("(?:{c}){{{lo},{}}}", x.saturating_sub(j)),
+                        None => format!("(?:{c}){{{lo},}}"),
+                    }),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Keys below `node` (reached in state `st`) that are no name and fail
+    /// to match (`want_match`: that match, over [`SAFE_CHARS`]).
+    fn walk(&self, node: &TrieNode, st: KeyState, want_match: bool) -> Option<String> {
+        let mut alts = Vec::new();
+        if !node.end && self.fails_here(st) != want_match {
+            alts.push(String::new());
+        }
+        let kids: CharSet = node.kids.keys().map(|&c| (c as u32, c as u32)).collect();
+        for (part, next) in self.split(st, &minus(SAFE_CHARS, &kids)) {
+            let rest = if want_match { self.matching(next) } else { self.failing(next) };
+            if let (Some(c), Some(rest)) = (class_regex(&part), rest) {
+                alts.push(format!("{c}{rest}"));
+            }
+        }
+        for (&c, kid) in &node.kids {
+            if !SAFE_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32))) {
+                continue;
+            }
+            if let Some(rest) = self.walk(kid, self.step(st, c), want_match) {
+                alts.push(format!("{}{rest}", enc_char(c)));
+            }
+        }
+        (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
+    }
+}
+
+/// Whether `pattern` surely decides `text` alike under ECMA-262 and
+/// Python's `re` (which `jsonschema` runs). They differ on `\w`, `\d`,
+/// `\s`, `\b` (Unicode-aware in Python, and its `\s` has `\x1c`-`\x1f`)
+/// for other characters than those of [`SAFE_CHARS`] and `\n`, on `.`
+/// for `\r`, U+2028 and U+2029 (Python matches them), and on `$` before a
+/// final `\n` (Python matches there).
+pub fn same_in_python(pattern: &str, text: &str) -> bool {
+    let has = |xs: &[&str]| xs.iter().any(|x| pattern.contains(x));
+    let classes_ok = text
+        .chars()
+        .all(|c| c == '\n' || c == '\r' || SAFE_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&(c as u32))));
+    (classes_ok || !has(&["\\w", "\\W", "\\d", "\\D", "\\s", "\\S", "\\b", "\\B"]))
+        && (!has(&["."]) || !text.contains(['\r', '\u{2028}', '\u{2029}']))
+        && (!has(&["$"]) || !text.ends_with('\n'))
+}
+
+/// Keys that are none of `names` and in which `pattern` (ECMA-262, search
+/// semantics) finds no match, as a regex over the encoded key, restricted
+/// to the characters of [`SAFE_CHARS`]: what
+/// `additionalProperties` governs next to one `patternProperties` entry.
+/// The pattern must be a fixed prefix (`^x-`), a fixed prefix and one final
+/// repetition anchored at both ends (`^[a-z_]+$`, `^[a-z][a-z0-9]{0,7}$`),
+/// or an unanchored character class (`\w+`): their complements follow
+/// the prefix position or repetition count, walked jointly with the trie
+/// of names. `Ok(None)` for other shapes, and `[^\x00-\x{10FFFF}]` (no
+/// key) when nothing qualifies.
+pub fn not_in_set_nor_pattern(names: &[String], pattern: &str) -> Result<Option<String>> {
+    key_walk(names, pattern, false)
+}
+
+/// Keys that are none of `names` and in which `pattern` finds a match,
+/// over [`SAFE_CHARS`] (see [`not_in_set_nor_pattern`]): the keys a
+/// `patternProperties` entry governs when it also matches listed names.
+pub fn in_pattern_not_in_set(names: &[String], pattern: &str) -> Result<Option<String>> {
+    key_walk(names, pattern, true)
+}
+
+fn key_walk(names: &[String], pattern: &str, want_match: bool) -> Result<Option<String>> {
+    let Some(kp) = KeyPattern::parse(pattern)? else { return Ok(None) };
+    let root = TrieNode::of(names);
+    Ok(Some(kp.walk(&root, kp.start(), want_match).unwrap_or_else(|| NO_STRING.into())))
+}
+
+/// A trie of names.
+#[derive(Default)]
+struct TrieNode {
+    end: bool,
+    kids: BTreeMap<char, TrieNode>,
+}
+
+impl TrieNode {
+    fn of(names: &[String]) -> TrieNode {
+        let mut root = TrieNode::default();
+        for n in names {
+            let mut node = &mut root;
+            for c in n.chars() {
+                node = node.kids.entry(c).or_default();
+            }
+            node.end = true;
+        }
+        root
+    }
 }
 
 /// Why a pattern cannot be enforced.

@@ -225,8 +225,9 @@ fn one_of_disjoint_objects() {
     ] {
         build(s);
     }
+    // Overlapping branches: each excludes the others.
     let overlapping = json!({"oneOf": [{"type": "object", "required": ["a"]}, {"type": "object", "required": ["b"]}]});
-    assert!(compile(&overlapping, &Options::default()).unwrap_err().to_string().contains("oneOf"));
+    check(overlapping, &[r#"{"a": 1}"#, r#"{"b": 1}"#], &["{}", r#"{"a": 1, "b": 2}"#, "1"]);
 }
 
 #[test]
@@ -293,7 +294,7 @@ fn negations() {
         &["1"],
         &[r#""x""#],
     );
-    assert!(compile(&json!({"not": {"minimum": 3}}), &Options::default()).is_err());
+    assert!(compile(&json!({"not": {"pattern": "ab"}}), &Options::default()).is_err());
 }
 
 #[test]
@@ -330,4 +331,246 @@ fn deep_ref_chains_are_bounded() {
         }
     )
     .is_err());
+}
+
+#[test]
+fn negated_assertions_hold_on_their_own_type_only() {
+    check(json!({"not": {"minimum": 3}}), &["2", "2.5", "-7"], &["3", "3.0", "4", r#""x""#, "null"]);
+    check(json!({"not": {"maxLength": 2}}), &[r#""abc""#], &[r#""ab""#, "1", "null", "[]"]);
+    // Every non-array satisfies minItems, so its negation rejects them.
+    check(json!({"not": {"minItems": 2}}), &["[1]", "[]"], &["[1, 2]", r#""x""#, "{}", "1"]);
+    check(json!({"not": {"exclusiveMaximum": 5}}), &["5", "6.5"], &["4.9", "true"]);
+    check(
+        json!({"not": {"maximum": 5, "exclusiveMaximum": true}, "type": "integer"}),
+        &["5", "6"],
+        &["4"],
+    );
+}
+
+#[test]
+fn negated_enums_exclude_scalars() {
+    check(
+        json!({"type": "integer", "not": {"enum": [1, 3]}}),
+        &["0", "2", "4", "-1", "30"],
+        &["1", "3", "1.0", "3.00"],
+    );
+    check(
+        json!({"type": "number", "minimum": 0, "maximum": 2, "not": {"const": 1.5}}),
+        &["0", "1.25", "1.55", "2"],
+        &["1.5", "1.50", "2.5"],
+    );
+    check(
+        json!({"type": "string", "not": {"const": "x"}}),
+        &[r#""""#, r#""y""#, r#""xx""#],
+        &[r#""x""#],
+    );
+    check(
+        json!({"enum": ["a", "b", 1, null], "not": {"enum": ["a", null]}}),
+        &[r#""b""#, "1"],
+        &[r#""a""#, "null"],
+    );
+    check(json!({"not": {"enum": [true, null]}}), &["false", "0", r#""""#], &["true", "null"]);
+    // A string pattern that cannot produce the excluded value needs no
+    // complement.
+    check(
+        json!({"type": "string", "pattern": "^[0-9]+$", "not": {"const": "x"}}),
+        &[r#""12""#],
+        &[r#""x""#],
+    );
+    assert!(compile(&json!({"not": {"const": [1]}}), &Options::default()).is_err());
+}
+
+#[test]
+fn negated_required_forbids_names() {
+    let s = json!({"properties": {"a": {}, "b": {}}, "not": {"required": ["a", "b"]}});
+    check(s, &["{}", r#"{"a": 1}"#, r#"{"b": 1}"#], &[r#"{"a": 1, "b": 2}"#, "1"]);
+    let s = json!({"not": {"allOf": [{"required": ["a"]}, {"required": ["b"]}]}});
+    check(s, &["{}", r#"{"a": 1}"#, r#"{"c": 1}"#], &[r#"{"a": 1, "b": 2}"#]);
+    // Forbidden names are no extra keys either.
+    let s = json!({"type": "object", "not": {"required": ["x"]}});
+    check(s, &["{}", r#"{"y": 1}"#], &[r#"{"x": 1}"#, r#"{"y": 1, "x": 2}"#]);
+}
+
+#[test]
+fn negated_properties_need_a_failing_value() {
+    let s = json!({"not": {"properties": {"a": {"type": "string"}}}});
+    check(s, &[r#"{"a": 1}"#, r#"{"a": null, "b": 2}"#], &["{}", r#"{"a": "x"}"#, "1", r#""s""#]);
+}
+
+#[test]
+fn negated_one_of_is_none_or_several() {
+    let s = json!({"not": {"oneOf": [{"type": "string"}, {"maxLength": 2}]}});
+    check(s, &[r#""ab""#, r#""""#], &[r#""abc""#, "1", "null"]);
+    let s = json!({"not": {"oneOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}]}});
+    check(s, &["1", "null"], &["1.5", r#""x""#]);
+}
+
+#[test]
+fn overlapping_one_of_branches_exclude_each_other() {
+    let s = json!({"properties": {"a": {}, "b": {}}, "oneOf": [{"required": ["a"]}, {"required": ["b"]}]});
+    check(s, &[r#"{"a": 1}"#, r#"{"b": 1}"#], &["{}", r#"{"a": 1, "b": 1}"#, "1"]);
+    let s = json!({"oneOf": [{"maximum": 2}, {"maximum": 5}]});
+    check(s, &["3", "5", "4.5"], &["1", "2", "6", r#""x""#]);
+    let s = json!({"oneOf": [{"type": "string"}, {"maxLength": 2}]});
+    check(s, &[r#""abc""#, "1"], &[r#""ab""#]);
+    // Only the pairs that may overlap exclude each other.
+    // (Branch 0 has no negation but needs none.)
+    let s = json!({"oneOf": [{"type": "string", "pattern": "a.*b"}, {"type": "integer"}, {"type": "integer", "maximum": 5}]});
+    check(s, &[r#""xaxb""#, "6", "70"], &["5", "-1", "2.5", "null", r#""b""#]);
+    // A branch without a negation (pattern) is still refused.
+    assert!(compile(&json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}), &Options::default()).is_err());
+}
+
+#[test]
+fn dependencies_split_on_the_trigger() {
+    let s = json!({"properties": {"a": {}, "b": {}, "c": {}}, "dependentRequired": {"a": ["c"]}});
+    check(
+        s,
+        &[
+            "{}",
+            r#"{"b": 1}"#,
+            r#"{"a": 1, "c": 2}"#,
+            r#"{"a": 1, "b": 2, "c": 3}"#,
+            r#"{"c": 1}"#,
+            "[]",
+        ],
+        &[r#"{"a": 1}"#, r#"{"a": 1, "b": 2}"#],
+    );
+    // A dependent listed before its trigger.
+    let s = json!({"properties": {"b": {}, "a": {}}, "dependencies": {"a": ["b"], "x": "b"}});
+    check(
+        s,
+        &[r#"{"b": 1, "a": 2}"#, r#"{"b": 1, "x": 2}"#, r#"{"b": 1}"#],
+        &[r#"{"a": 1}"#, r#"{"x": 1}"#],
+    );
+    let s = json!({"properties": {"a": {}, "b": {"type": "integer"}}, "dependentSchemas": {"a": {"required": ["b"], "properties": {"b": {"minimum": 5}}}}});
+    check(
+        s,
+        &[r#"{"b": 1}"#, r#"{"a": 1, "b": 5}"#, "1"],
+        &[r#"{"a": 1}"#, r#"{"a": 1, "b": 4}"#, r#"{"b": "x"}"#],
+    );
+    let s = json!({"properties": {"a": {}}, "dependencies": {"a": false}});
+    check(s, &["{}", "1"], &[r#"{"a": 1}"#]);
+}
+
+#[test]
+fn additional_properties_beside_one_pattern() {
+    let s = json!({"properties": {"id": {"type": "string"}}, "patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": {"type": "boolean"}});
+    check(
+        s,
+        &[r#"{"id": "a", "x-a": 1, "y": true}"#, r#"{"x-": 2}"#, r#"{"x": true}"#, r#"{"": false}"#],
+        &[r#"{"x-a": true}"#, r#"{"y": 1}"#, r#"{"id": true}"#, r#"{"xy": 1}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"^[a-z_]+$": {"type": "integer"}}});
+    check(
+        s,
+        &[r#"{"ab": 1}"#, r#"{"Ab": "s"}"#, r#"{"": "s"}"#, r#"{"a1": null}"#],
+        &[r#"{"ab": "s"}"#, r#"{"a_": null}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"\\w+": {"type": "integer"}}, "additionalProperties": {"type": "string"}});
+    check(s, &[r#"{"a-": 1}"#, r#"{"-": "s"}"#, r#"{"": "s"}"#], &[r#"{"-": 1}"#, r#"{"a": "s"}"#]);
+    let s = json!({"type": "object", "patternProperties": {"^[0-9]{2,3}$": {"type": "integer"}}, "additionalProperties": {"type": "string"}});
+    check(
+        s,
+        &[r#"{"12": 1}"#, r#"{"123": 1}"#, r#"{"1": "s"}"#, r#"{"1234": "s"}"#, r#"{"1a": "s"}"#],
+        &[r#"{"12": "s"}"#, r#"{"1": 1}"#, r#"{"1234": 1}"#],
+    );
+    // Other shapes are refused.
+    assert!(compile(
+        &json!({"patternProperties": {"^a+b": {}}, "additionalProperties": {"type": "string"}}),
+        &Options::default()
+    )
+    .is_err());
+}
+
+#[test]
+fn negated_additional_properties_need_a_witness() {
+    let s = json!({"properties": {"a": {}, "b": {}, "c": {}}, "not": {"properties": {"a": {}}, "additionalProperties": false}});
+    check(s, &[r#"{"b": 1}"#, r#"{"a": 1, "c": 2}"#, r#"{"z": 1}"#], &["{}", r#"{"a": 1}"#, "1"]);
+    let s = json!({"properties": {"a": {}}, "not": {"additionalProperties": {"type": "integer"}}});
+    check(
+        s,
+        &[r#"{"a": "x"}"#, r#"{"a": 1, "z": null}"#],
+        &["{}", r#"{"a": 1}"#, r#"{"z": 2}"#, "[]"],
+    );
+    // The usual oneOf of closed objects with overlapping names.
+    let s = json!({"oneOf": [
+        {"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a"], "additionalProperties": false},
+        {"type": "object", "properties": {"a": {}, "c": {}}, "required": ["a"], "additionalProperties": false}]});
+    check(
+        s,
+        &[r#"{"a": 1, "b": 2}"#, r#"{"a": 1, "c": 2}"#],
+        &[r#"{"a": 1}"#, r#"{"a": 1, "b": 2, "c": 3}"#, r#"{"b": 1}"#],
+    );
+    // Three closed branches: each member's key tells which others it breaks.
+    let s = json!({"oneOf": [
+        {"properties": {"a": {}, "b": {}}, "additionalProperties": false},
+        {"properties": {"a": {}, "c": {}}, "additionalProperties": false},
+        {"properties": {"d": {}}, "additionalProperties": false}]});
+    check(
+        s,
+        &[r#"{"a": 1, "b": 2}"#, r#"{"c": 1}"#, r#"{"d": 1}"#],
+        &["{}", r#"{"a": 1}"#, r#"{"a": 1, "b": 2, "c": 3}"#, r#"{"z": 1}"#, "1"],
+    );
+}
+
+#[test]
+fn negated_items_need_a_failing_item() {
+    let s = json!({"not": {"items": {"type": "integer"}}});
+    check(s, &[r#"[1, "x"]"#, "[null]"], &["[]", "[1, 2]", "1", "{}"]);
+    assert!(compile(&json!({"not": {"prefixItems": [{}], "items": {"type": "integer"}}}), &Options::default()).is_err());
+}
+
+#[test]
+fn negated_patterns_of_simple_shapes() {
+    let s = json!({"not": {"pattern": "^[.,*\\s-]+$"}});
+    check(s, &[r#""a""#, r#""""#, r#"".a""#], &[r#""..""#, r#""- *""#, "1"]);
+    let s = json!({"type": "string", "not": {"pattern": "^x-"}, "not_a_keyword": 1});
+    check(s, &[r#""x""#, r#""y-x""#], &[r#""x-""#, r#""x-y""#]);
+    let s = json!({"type": "string", "not": {"anyOf": [{"pattern": "^x-"}, {"const": "a"}]}});
+    check(s, &[r#""x""#, r#""b""#], &[r#""x-y""#, r#""a""#]);
+    let s = json!({"type": "string", "minLength": 1, "not": {"pattern": "^[.*\\s-]+$"}});
+    check(s, &[r#""a""#, r#"".a""#], &[r#""""#, r#""..""#, r#""- *""#]);
+    // Beside a length bound, refused.
+    assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
+}
+
+#[test]
+fn patterns_that_match_listed_names() {
+    let s = json!({"properties": {"ab": {"type": "string"}}, "patternProperties": {"^a": {"minLength": 2}}, "additionalProperties": false});
+    check(
+        s,
+        &[r#"{"ab": "xy", "ac": "zz"}"#, r#"{"a": "zz"}"#],
+        &[
+            r#"{"ab": "x"}"#,
+            r#"{"ab": "xy", "ab": "zz"}"#,
+            r#"{"ac": 1, "ab": "xy"}"#,
+            r#"{"b": "zz"}"#,
+        ],
+    );
+    // Non-ASCII names against \w: Python's re and ECMA-262 disagree.
+    assert!(compile(
+        &json!({"properties": {"é": {}}, "patternProperties": {"\\w": {}}, "additionalProperties": false}),
+        &Options::default()
+    )
+    .is_err());
+}
+
+#[test]
+fn empty_complements_leave_no_key() {
+    // `^.*$` leaves only keys with line terminators to additionalProperties,
+    // none of them within the complement's alphabet.
+    check(
+        json!({"type": "object", "patternProperties": {"^.*$": {"type": "integer"}}}),
+        &[r#"{"a": 1}"#, "{}"],
+        &[r#"{"a": "x"}"#],
+    );
+    let s = json!({"type": "object", "patternProperties": {"^[a-d]$": true}, "additionalProperties": false,
+        "dependencies": {"b": {"not": {"required": ["a"]}}}, "required": ["d"]});
+    // (Required and forbidden names are listed, before pattern keys.)
+    check(
+        s,
+        &[r#"{"d": 2, "a": 1}"#, r#"{"b": 1, "d": 2}"#],
+        &[r#"{"d": 3, "b": 2, "a": 1}"#, r#"{"d": 2, "e": 1}"#],
+    );
 }
