@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -242,6 +242,202 @@ def genlm(vocabs: Sequence[int], rejections: int, reps: int) -> None:
               f"{statistics.median(ours) * 1e6:.0f} |")
 
 
+# --------------------------------------------------------------------------
+# End to end: full AWRS SMC, tokensieve and genlm-control, one tiny model
+# --------------------------------------------------------------------------
+
+#: The language of the end-to-end benchmark (five strings, GPT-2 bytes).
+WORDS = (b" cat", b" dog", b" bird", b" fish", b" horse")
+#: Tokens the tiny model is pushed towards besides the words' pieces
+#: (rejected by the constraint: what makes AWRS reject).
+DISTRACTORS = (b" the", b" and", b" cow", b" c", b"s", b"e", b" ca", b"ish", b" do", b" hor")
+
+
+def words_prefix(s: bytes) -> bool:
+    """The constraint as a prefix test: ``s`` can still grow into a word."""
+    return any(w.startswith(s) for w in WORDS)
+
+
+def words_complete(s: bytes) -> bool:
+    """The constraint on a finished text: ``s`` is one of the words."""
+    return s in WORDS
+
+
+def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
+    """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real
+    tokenizer (``/work/shared/tokenizers/gpt2``), returned with the
+    tokensieve vocabulary. Its output layer gets a bias of +10 on the
+    words' pieces, EOS and a few distractors, so the model puts most of
+    its mass on tokens the constraint is about (as a trained model would)
+    instead of spreading it over 50,257 tokens."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = _core.Vocabulary.from_tokenizer_file(str(SHARED / "gpt2" / "tokenizer.json"), eos_token_ids=[50256])
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=64, n_layer=2, n_head=2,
+                     bos_token_id=50256, eos_token_id=50256)
+    model = GPT2LMHeadModel(cfg).eval()
+    by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    pieces = {w[i:j] for w in WORDS for i in range(len(w)) for j in range(i + 1, len(w) + 1)}
+    favoured = sorted({by_bytes[b] for b in pieces | set(DISTRACTORS) if b in by_bytes} | {50256})
+    head = torch.nn.Linear(cfg.n_embd, cfg.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[favoured] = 10.0
+    model.lm_head = head
+    return model, vocab
+
+
+def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
+    """The exact target: ``P(word) ∝ sum over its tokenizations (at most
+    ``max_tokens - 1`` tokens, then EOS) of p(tokens, EOS | BOS)``, by one
+    forward pass per tokenization."""
+    by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    mass: Dict[bytes, float] = {}
+    for w in WORDS:
+        seqs: List[List[int]] = []
+
+        def split(rest: bytes, acc: List[int]) -> None:
+            if not rest:
+                seqs.append(acc)
+                return
+            for k in range(1, len(rest) + 1):
+                t = by_bytes.get(rest[:k])
+                if t is not None and len(acc) + 1 < max_tokens:
+                    split(rest[k:], acc + [t])
+
+        split(w, [])
+        total = 0.0
+        with torch.no_grad():
+            for seq in seqs:
+                ids = torch.tensor([[50256] + seq + [50256]])
+                lp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+                total += math.exp(float(sum(lp[i, ids[0, i + 1]] for i in range(len(seq) + 1))))
+        mass[w] = total
+    z = sum(mass.values())
+    return {w: m / z for w, m in mass.items()}
+
+
+def tv(a: Dict[bytes, float], b: Dict[bytes, float]) -> float:
+    """Total variation distance between two finite distributions."""
+    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
+
+
+def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
+    """Full AWRS SMC on the tiny GPT-2 with the five-word constraint as a
+    Python function, tokensieve and (when importable) genlm-control, runs
+    interleaved; wall-clock seconds per step (one token for every live
+    particle) and the TV distance of the posterior averaged over ``runs``
+    seeded runs from the exact one ("pooled"), and the mean TV of single
+    runs ("per run": mostly Monte Carlo noise at these N)."""
+    from tokensieve.models import HFModel
+    from tokensieve.potentials import Potential
+
+    model, vocab = tiny_gpt2()
+    exact = exact_words_posterior(model, vocab, max_tokens)
+
+    class Words(Potential):
+        name = "words"
+
+        def prefix(self, text: bytes) -> float:
+            return 0.0 if words_prefix(text) else -math.inf
+
+        def complete(self, text: bytes) -> float:
+            return 0.0 if words_complete(text) else -math.inf
+
+    def ours(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float], float]:
+        t0 = time.perf_counter()
+        res = smc.generate(HFModel(model), None, [50256], potentials=[Words()], sampler="awrs", n_particles=n,
+                           max_new_tokens=max_tokens, seed=seed, vocab=vocab)
+        wall = time.perf_counter() - t0
+        return wall, res.num_steps, res.posterior(complete_only=True, as_bytes=True), res.calls_per_step()
+
+    theirs = _genlm_e2e(model, max_tokens)
+    print(f"tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
+          f"max {max_tokens} tokens incl. EOS, {runs} runs per N, wall-clock, torch threads {torch.get_num_threads()}")
+    print("exact:", {w.decode(): round(p, 4) for w, p in exact.items()})
+    print("| N | tokensieve ms/step | genlm-control ms/step | ratio | tokensieve TV pooled / per run | "
+          "genlm-control TV pooled / per run | tokensieve calls/particle-step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in particles:
+        ours(n, 10_000)  # warm-up
+        if theirs is not None:
+            theirs(n, 10_000)
+        per: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        one_tv: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        post: Dict[str, Dict[bytes, float]] = {"ours": {}, "theirs": {}}
+        cps: List[float] = []
+        for r in range(runs):
+            for who, fn in (("ours", ours), ("theirs", theirs)):
+                if fn is None:
+                    continue
+                out = fn(n, r)
+                wall, steps, p = out[0], out[1], out[2]
+                per[who].append(wall / max(steps, 1))
+                one_tv[who].append(tv(p, exact))
+                for k, v in p.items():
+                    post[who][k] = post[who].get(k, 0.0) + v / runs
+                if who == "ours":
+                    cps.append(out[3])
+        a = statistics.median(per["ours"]) * 1e3
+        b = statistics.median(per["theirs"]) * 1e3 if per["theirs"] else float("nan")
+        ta = f"{tv(post['ours'], exact):.3f} / {statistics.mean(one_tv['ours']):.3f}"
+        tb = f"{tv(post['theirs'], exact):.3f} / {statistics.mean(one_tv['theirs']):.3f}" if per["theirs"] else "–"
+        print(f"| {n} | {a:.1f} | {b:.1f} | {b / a:.1f} | {ta} | {tb} | {statistics.mean(cps):.2f} |", flush=True)
+
+
+def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
+    """genlm-control's ``AWRS(llm, condition).smc(...)`` on the same model,
+    prompt (BOS), EOS and constraint, as ``fn(n, seed) -> (wall seconds,
+    steps, posterior over complete byte strings)``; ``None`` when
+    genlm-control is not importable."""
+    try:
+        import asyncio
+
+        from genlm.backend.llm import AsyncTransformer  # type: ignore[import-not-found]
+        from genlm.control import AWRS, PromptedLLM  # type: ignore[import-not-found]
+        from genlm.control.potential import Potential  # type: ignore[import-not-found]
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        print("genlm-control is not importable here: tokensieve only.")
+        return None
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(SHARED / "gpt2" / "tokenizer.json"),
+                                     eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+    def as_bytes(context: Sequence[Any]) -> bytes:
+        return b"".join(getattr(t, "byte_string", t) for t in context)
+
+    class Words(Potential):  # type: ignore[misc]
+        async def prefix(self, context: Any) -> float:
+            return 0.0 if words_prefix(as_bytes(context)) else -math.inf
+
+        async def complete(self, context: Any) -> float:
+            return 0.0 if words_complete(as_bytes(context)) else -math.inf
+
+    def run(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float]]:
+        torch.manual_seed(seed)
+        # A fresh model wrapper per run: its output / KV cache must not
+        # carry over from the previous run (tokensieve keeps nothing).
+        llm = PromptedLLM(AsyncTransformer(model, hf_tok, batch_size=max(n, 20), timeout=0.001),
+                          prompt_ids=[50256], eos_byte_strings=[b"<|endoftext|>"])
+        cond = Words(llm.vocab)
+        sampler = AWRS(llm, cond, seed=seed)
+        t0 = time.perf_counter()
+        seqs = asyncio.run(sampler.smc(n_particles=n, ess_threshold=0.5, max_tokens=max_tokens))
+        wall = time.perf_counter() - t0
+        steps = max((len(c) for c in seqs.contexts), default=0)
+        post: Dict[bytes, float] = {}
+        for ctx, w in zip(seqs.contexts, seqs.normalized_weights):
+            if ctx and type(ctx[-1]).__name__ == "EndOfSequence" and w > 0:
+                k = as_bytes(ctx[:-1])
+                post[k] = post.get(k, 0.0) + float(w)
+        z = sum(post.values())
+        return wall, steps, {k: v / z for k, v in post.items()} if z > 0 else {}
+
+    return run
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -256,8 +452,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     gl.add_argument("--vocab", type=int, nargs="+", default=[1024, 32768, 128256])
     gl.add_argument("--rejections", type=int, default=10)
     gl.add_argument("--reps", type=int, default=200)
+    e = sub.add_parser("e2e")
+    e.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
+    e.add_argument("--runs", type=int, default=8)
+    e.add_argument("--max-tokens", type=int, default=8)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.cmd == "e2e":
+        bench_e2e(a.particles, a.runs, a.max_tokens)
+        return
     smc._clock = time.process_time  # CPU time: the machine may be shared
     if a.cmd == "sampler":
         bench_sampler(a.vocab, a.rejections, a.reps)

@@ -75,7 +75,7 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
-from .potentials import FunctionPotential, Mask, Potential, Product, score
+from .potentials import FunctionPotential, Mask, Potential, Product, _as_log_weight, score
 
 __all__ = [
     "RESAMPLERS",
@@ -796,6 +796,38 @@ def _draw(logq: np.ndarray, rng: np.random.Generator) -> int:
     return i
 
 
+def _one_at_a_time(
+    pot: Potential,
+    text: bytes,
+    cache: Dict[int, float],
+    eos_set: "frozenset[int]",
+    tb: Callable[[int], bytes],
+    general: Callable[[List[int]], List[bool]],
+) -> Callable[[List[int]], List[bool]]:
+    """The accept callable of one particle (text so far ``text``) for a
+    potential without batch methods: a question about one token calls its
+    ``prefix`` (``complete`` for EOS) directly and stores the log weight in
+    ``cache``; several tokens at once, or an exception (raised again, with
+    the particle and step, by :func:`tokensieve.potentials.score`), go to
+    ``general``."""
+    prefix, complete = pot.prefix, pot.complete
+    where = f"potential {pot.name!r}"
+    ninf = -math.inf
+
+    def accept(tokens: List[int]) -> List[bool]:
+        if len(tokens) != 1:
+            return general(tokens)
+        t = tokens[0]
+        try:
+            v = _as_log_weight(complete(text) if t in eos_set else prefix(text + tb(t)), where)
+        except Exception:
+            return general(tokens)
+        cache[t] = v
+        return [v > ninf]
+
+    return accept
+
+
 #: The last vocabulary's static mask row (see :func:`_static_mask_row`).
 _STATIC_MASK: List[Tuple[Any, int, np.ndarray]] = []
 
@@ -840,6 +872,9 @@ def _generate_potentials(
     pop = _core.Population(n, ess_threshold=float(ess_threshold), resampler=resampler, seed=pop_seed)
     vsize = int(mask.vocab_size) if mask is not None else int(vocab.vocab_size)
     tb = vocab.token_bytes  # looked up per asked / drawn token (a full list costs O(V) per call)
+    # Without batch methods of its own, one text at a time through
+    # ``prefix`` / ``complete`` is the same as a batch of one, for less.
+    plain = pot if pot is not None and not _has_batch(pot) else None
     eos_ids = sorted(int(e) for e in vocab.eos_token_ids)
     eos_set = frozenset(eos_ids)
     matchers: List[Any] = []
@@ -933,9 +968,13 @@ def _generate_potentials(
                 draws = []
                 if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
                     for k in range(len(ok_rows)):
-                        draws.append(_core.awrs_sample(
-                            sub_lp[k], lambda ts_, k=k: accept_rows([k], [ts_])[0], sampler, max_calls, seeds[k],
-                            sub_bm[k], float(sub_max[k]), sub_cum[k]))
+                        def general(ts_: List[int], k: int = k) -> List[bool]:
+                            return accept_rows([k], [ts_])[0]
+
+                        acc = general if plain is None else _one_at_a_time(
+                            plain, texts[int(live[ok_rows[k]])], caches[k], eos_set, tb, general)
+                        draws.append(_core.awrs_sample(sub_lp[k], acc, sampler, max_calls, seeds[k],
+                                                       sub_bm[k], float(sub_max[k]), sub_cum[k]))
                 for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
                     c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
 
