@@ -9,7 +9,9 @@ rejection) on float32 log-probs of |V| tokens, with an accept callable that
 rejects the first ``--rejections`` tokens it is asked about and accepts the
 rest. The callable times itself; its own time is subtracted, so the figure
 is the sampler's (binding, O(V) set-up, draws, the Rust -> Python calls).
-Median over ``--reps`` calls. Times are the thread's CPU time
+Median over ``--reps`` calls. "on the kernel's blocks": with the masked
+kernel's maximum and block sums (``max=``, ``cum=``), as the SMC driver
+calls it. Times are the thread's CPU time
 (``time.thread_time``): the machine this was written on is shared and
 wall-clock figures there mostly measure the other processes.
 
@@ -57,7 +59,14 @@ def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
     for v in vocabs:
         x = rng.standard_normal(v).astype(np.float32) * 3
         logp = (x - np.log(np.exp(x.astype(np.float64)).sum())).astype(np.float32)
-        for sampler in ("awrs", "rejection"):
+        # The masked kernel's pass (what the SMC driver has already done):
+        # its maximum and block sums let the sampler skip its own O(V) set-up.
+        words = np.full(_core.bitmask_words(v), -1, dtype=np.int32)
+        mx, cum = np.empty(1), np.empty((1, -(-v // _core.MASKED_BLOCK)))
+        _core.masked_rows_into(logp[None, :], words[None, :], np.empty(1), mx, cum)
+        blocks = (words, float(mx[0]), cum[0])
+        for label in ("awrs", "rejection", "awrs, on the kernel's blocks"):
+            sampler = label.split(",")[0]
             tot: List[float] = []
             inside: List[float] = []
             calls: List[int] = []
@@ -75,14 +84,17 @@ def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
                     return out
 
                 t0 = time.thread_time()
-                tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r)
+                if label.endswith("blocks"):
+                    tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r, *blocks)
+                else:
+                    tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r)
                 tot.append(time.thread_time() - t0)
                 inside.append(spent[0])
                 calls.append(c)
             med = statistics.median(tot) * 1e6
             medin = statistics.median(inside) * 1e6
             diff = statistics.median([a - b for a, b in zip(tot, inside)]) * 1e6
-            print(f"| {sampler} | {v:,} | {statistics.mean(calls):.1f} | {med:.0f} | {medin:.0f} | {diff:.0f} |")
+            print(f"| {label} | {v:,} | {statistics.mean(calls):.1f} | {med:.0f} | {medin:.0f} | {diff:.0f} |")
 
 
 class FixedLM:
@@ -253,14 +265,25 @@ WORDS = (b" cat", b" dog", b" bird", b" fish", b" horse")
 DISTRACTORS = (b" the", b" and", b" cow", b" c", b"s", b"e", b" ca", b"ish", b" do", b" hor")
 
 
+#: Seconds spent inside the constraint's functions (both libraries call
+#: these two), so that the driver's cost can be told apart from them.
+CONSTRAINT_S = [0.0]
+
+
 def words_prefix(s: bytes) -> bool:
     """The constraint as a prefix test: ``s`` can still grow into a word."""
-    return any(w.startswith(s) for w in WORDS)
+    t0 = time.perf_counter()
+    ok = any(w.startswith(s) for w in WORDS)
+    CONSTRAINT_S[0] += time.perf_counter() - t0
+    return ok
 
 
 def words_complete(s: bytes) -> bool:
     """The constraint on a finished text: ``s`` is one of the words."""
-    return s in WORDS
+    t0 = time.perf_counter()
+    ok = s in WORDS
+    CONSTRAINT_S[0] += time.perf_counter() - t0
+    return ok
 
 
 def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
@@ -330,12 +353,26 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
     interleaved; wall-clock seconds per step (one token for every live
     particle) and the TV distance of the posterior averaged over ``runs``
     seeded runs from the exact one ("pooled"), and the mean TV of single
-    runs ("per run": mostly Monte Carlo noise at these N)."""
+    runs ("per run": mostly Monte Carlo noise at these N). Second table:
+    the driver's own cost per step (wall time minus the model's forward
+    calls, timed around ``model.forward`` in both) against
+    ``2 x torch.logsumexp(N x V) + 1 ms``."""
     from tokensieve.models import HFModel
     from tokensieve.potentials import Potential
 
     model, vocab = tiny_gpt2()
     exact = exact_words_posterior(model, vocab, max_tokens)
+    fwd = [0.0]  # seconds inside the model's forward, both libraries
+    inner = model.forward
+
+    def timed_forward(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            fwd[0] += time.perf_counter() - t0
+
+    model.forward = timed_forward
 
     class Words(Potential):
         name = "words"
@@ -360,11 +397,14 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
     print("| N | tokensieve ms/step | genlm-control ms/step | ratio | tokensieve TV pooled / per run | "
           "genlm-control TV pooled / per run | tokensieve calls/particle-step |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
+    overhead: List[str] = []
     for n in particles:
         ours(n, 10_000)  # warm-up
         if theirs is not None:
             theirs(n, 10_000)
         per: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        drv: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        bare: Dict[str, List[float]] = {"ours": [], "theirs": []}
         one_tv: Dict[str, List[float]] = {"ours": [], "theirs": []}
         post: Dict[str, Dict[bytes, float]] = {"ours": {}, "theirs": {}}
         cps: List[float] = []
@@ -372,9 +412,12 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
             for who, fn in (("ours", ours), ("theirs", theirs)):
                 if fn is None:
                     continue
+                fwd[0] = CONSTRAINT_S[0] = 0.0
                 out = fn(n, r)
                 wall, steps, p = out[0], out[1], out[2]
                 per[who].append(wall / max(steps, 1))
+                drv[who].append((wall - fwd[0]) / max(steps, 1))
+                bare[who].append((wall - fwd[0] - CONSTRAINT_S[0]) / max(steps, 1))
                 one_tv[who].append(tv(p, exact))
                 for k, v in p.items():
                     post[who][k] = post[who].get(k, 0.0) + v / runs
@@ -385,6 +428,23 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
         ta = f"{tv(post['ours'], exact):.3f} / {statistics.mean(one_tv['ours']):.3f}"
         tb = f"{tv(post['theirs'], exact):.3f} / {statistics.mean(one_tv['theirs']):.3f}" if per["theirs"] else "–"
         print(f"| {n} | {a:.1f} | {b:.1f} | {b / a:.1f} | {ta} | {tb} | {statistics.mean(cps):.2f} |", flush=True)
+        x = torch.randn(n, vocab.vocab_size)
+        lse = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            torch.logsumexp(x, dim=-1)
+            lse.append(time.perf_counter() - t0)
+        lse_ms = statistics.median(lse) * 1e3
+        da = statistics.median(drv["ours"]) * 1e3
+        db = statistics.median(drv["theirs"]) * 1e3 if drv["theirs"] else float("nan")
+        ba = statistics.median(bare["ours"]) * 1e3
+        bb = statistics.median(bare["theirs"]) * 1e3 if bare["theirs"] else float("nan")
+        overhead.append(f"| {n} | {da:.1f} | {db:.1f} | {ba:.1f} | {bb:.1f} | {lse_ms:.2f} | {2 * lse_ms + 1:.1f} |")
+    print("\ndriver cost per step, ms: everything but model.forward, then also without the constraint's own time")
+    print("| N | tokensieve | genlm-control | tokensieve w/o constraint | genlm-control w/o constraint | "
+          "torch.logsumexp(N x V) | bound 2 x logsumexp + 1 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(overhead))
 
 
 def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:

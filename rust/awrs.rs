@@ -220,9 +220,18 @@ impl LogProb for f32 {
             Isa::detect(),
             fn generic(x: &[f32], words: &[u32], max: f64, out: &mut [f64]) -> () {
                 let m = max as f32;
-                for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    let on = (words.get(j / 32).copied().unwrap_or(0) >> (j % 32)) & 1 != 0;
-                    *o = exp_nonpos_f32(if on { v - m } else { f32::NEG_INFINITY }) as f64;
+                // A word (32 tokens) at a time: a fixed trip count over the
+                // word's bits vectorises; an all-off word is zeros.
+                for (c, (o, xs)) in out.chunks_mut(32).zip(x.chunks(32)).enumerate() {
+                    let bits = words.get(c).copied().unwrap_or(0);
+                    if bits == 0 {
+                        o.fill(0.0);
+                        continue;
+                    }
+                    for (j, (oj, &v)) in o.iter_mut().zip(xs).enumerate() {
+                        let on = (bits >> j) & 1 != 0;
+                        *oj = exp_nonpos_f32(if on { v - m } else { f32::NEG_INFINITY }) as f64;
+                    }
                 }
             }
         )
@@ -239,9 +248,16 @@ impl LogProb for f64 {
         dispatch!(
             Isa::detect(),
             fn generic(x: &[f64], words: &[u32], max: f64, out: &mut [f64]) -> () {
-                for (j, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-                    let on = (words.get(j / 32).copied().unwrap_or(0) >> (j % 32)) & 1 != 0;
-                    *o = exp_nonpos(if on { v - max } else { f64::NEG_INFINITY });
+                for (c, (o, xs)) in out.chunks_mut(32).zip(x.chunks(32)).enumerate() {
+                    let bits = words.get(c).copied().unwrap_or(0);
+                    if bits == 0 {
+                        o.fill(0.0);
+                        continue;
+                    }
+                    for (j, (oj, &v)) in o.iter_mut().zip(xs).enumerate() {
+                        let on = (bits >> j) & 1 != 0;
+                        *oj = exp_nonpos(if on { v - max } else { f64::NEG_INFINITY });
+                    }
                 }
             }
         )
@@ -316,10 +332,52 @@ struct Blocks<'a, L> {
     row: MaskedRow<'a, L>,
     max: f64,
     mass: Vec<f64>,
-    /// Weights of the blocks a draw has entered, removed tokens at 0.
-    leaves: Vec<(usize, Vec<f64>)>,
+    /// The blocks a draw has entered.
+    visited: Vec<Visited>,
     total: f64,
     floor: f64,
+}
+
+/// Tokens per group inside a visited block: a draw and a removal each add
+/// up one group and the block's group sums (two chains of 32 additions),
+/// not a chain of 1,024.
+const GROUP: usize = 32;
+
+/// A visited block: its token weights (removed tokens at 0) and their sums
+/// per [`GROUP`] tokens.
+struct Visited {
+    block: usize,
+    w: Vec<f64>,
+    groups: Vec<f64>,
+}
+
+/// Sum of a group (four accumulators: the additions overlap).
+fn group_sum(x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let mut it = x.chunks_exact(4);
+    for c in &mut it {
+        for l in 0..4 {
+            acc[l] += c[l];
+        }
+    }
+    let tail: f64 = it.remainder().iter().sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The first entry with positive value whose running sum (from `acc`)
+/// exceeds `target`, else the last positive one: `(index, sum before it)`.
+fn scan(xs: &[f64], mut acc: f64, target: f64) -> Option<(usize, f64)> {
+    let mut last = None;
+    for (j, &x) in xs.iter().enumerate() {
+        if x > 0.0 {
+            if acc + x > target {
+                return Some((j, acc));
+            }
+            last = Some((j, acc));
+        }
+        acc += x;
+    }
+    last
 }
 
 impl<'a, L: LogProb> Blocks<'a, L> {
@@ -343,7 +401,7 @@ impl<'a, L: LogProb> Blocks<'a, L> {
             row,
             max,
             mass,
-            leaves: Vec::new(),
+            visited: Vec::new(),
             total,
             floor: total * BLOCKS_FLOOR,
         })
@@ -357,18 +415,19 @@ impl<'a, L: LogProb> Blocks<'a, L> {
         }
     }
 
-    /// Index into `leaves` of block `b`'s weights, computing them on the
-    /// first visit.
-    fn touch(&mut self, b: usize) -> usize {
-        if let Some(k) = self.leaves.iter().position(|&(x, _)| x == b) {
-            return k;
+    /// Index into `visited` of block `b`, computing its weights on the
+    /// first visit (`true` then).
+    fn touch(&mut self, b: usize) -> (usize, bool) {
+        if let Some(k) = self.visited.iter().position(|v| v.block == b) {
+            return (k, false);
         }
         let start = b * BLOCK_TOKENS;
         let end = (start + BLOCK_TOKENS).min(self.row.logp.len());
         let mut w = vec![0.0; end - start];
         self.block_weights(b, &mut w);
-        self.leaves.push((b, w));
-        self.leaves.len() - 1
+        let groups = w.chunks(GROUP).map(group_sum).collect();
+        self.visited.push(Visited { block: b, w, groups });
+        (self.visited.len() - 1, true)
     }
 
     /// The weights of block `b`'s tokens into `out` (its length).
@@ -381,26 +440,30 @@ impl<'a, L: LogProb> Blocks<'a, L> {
         L::weights(&self.row.logp[start..start + out.len()], words, self.max, out);
     }
 
-    fn set_mass(&mut self, b: usize, m: f64) {
-        self.mass[b] = m;
+    /// Block `k` of `visited`'s mass from its group sums, and the total.
+    fn update_mass(&mut self, k: usize) {
+        let v = &self.visited[k];
+        self.mass[v.block] = v.groups.iter().sum();
         self.total = self.mass.iter().sum();
     }
 
     fn get(&self, i: usize) -> f64 {
         let b = i / BLOCK_TOKENS;
-        match self.leaves.iter().find(|&&(x, _)| x == b) {
-            Some((_, w)) => w[i % BLOCK_TOKENS],
+        match self.visited.iter().find(|v| v.block == b) {
+            Some(v) => v.w[i % BLOCK_TOKENS],
             None => self.weight(i),
         }
     }
 
     fn remove(&mut self, i: usize) {
-        let b = i / BLOCK_TOKENS;
-        let k = self.touch(b);
-        let w = &mut self.leaves[k].1;
-        w[i % BLOCK_TOKENS] = 0.0;
-        let m = w.iter().sum();
-        self.set_mass(b, m);
+        let (k, _) = self.touch(i / BLOCK_TOKENS);
+        let j = i % BLOCK_TOKENS;
+        let v = &mut self.visited[k];
+        v.w[j] = 0.0;
+        let g = j / GROUP;
+        let end = ((g + 1) * GROUP).min(v.w.len());
+        v.groups[g] = group_sum(&v.w[g * GROUP..end]);
+        self.update_mass(k);
     }
 
     /// The token whose interval holds `u * total` (`None` when nothing is
@@ -412,44 +475,25 @@ impl<'a, L: LogProb> Blocks<'a, L> {
                 return None;
             }
             let target = u * self.total;
-            let mut acc = 0.0;
-            let mut pick = None;
-            let mut last = None;
-            for (b, &m) in self.mass.iter().enumerate() {
-                if m > 0.0 {
-                    last = Some(b);
-                    if acc + m > target {
-                        pick = Some((b, target - acc));
-                        break;
-                    }
-                }
-                acc += m;
-            }
             // Round-off past the end: the last block, at its end.
-            let (b, mut within) = pick.or_else(|| last.map(|b| (b, self.mass[b])))?;
-            let fresh = !self.leaves.iter().any(|&(x, _)| x == b);
-            let k = self.touch(b);
+            let (b, before) = scan(&self.mass, 0.0, target)?;
+            let mut within = (target - before).min(self.mass[b]);
+            let (k, fresh) = self.touch(b);
             if fresh {
-                let s: f64 = self.leaves[k].1.iter().sum();
-                within *= s / self.mass[b];
-                self.set_mass(b, s);
+                let old = self.mass[b];
+                self.update_mass(k);
+                let s = self.mass[b];
                 if s.is_nan() || s <= 0.0 {
                     continue; // the kernel's mass and the weights disagree: search again
                 }
+                within *= s / old;
             }
-            let w = &self.leaves[k].1;
-            let mut run = 0.0;
-            let mut last_pos = None;
-            for (j, &x) in w.iter().enumerate() {
-                if x > 0.0 {
-                    run += x;
-                    last_pos = Some(j);
-                    if run > within {
-                        return Some(b * BLOCK_TOKENS + j);
-                    }
-                }
-            }
-            return last_pos.map(|j| b * BLOCK_TOKENS + j);
+            let v = &self.visited[k];
+            let (g, acc) = scan(&v.groups, 0.0, within)?;
+            let lo = g * GROUP;
+            let hi = (lo + GROUP).min(v.w.len());
+            let (j, _) = scan(&v.w[lo..hi], acc, within)?;
+            return Some(b * BLOCK_TOKENS + lo + j);
         }
     }
 
@@ -458,9 +502,9 @@ impl<'a, L: LogProb> Blocks<'a, L> {
         for (b, out) in leaves.chunks_mut(BLOCK_TOKENS).enumerate() {
             self.block_weights(b, out);
         }
-        for (b, w) in &self.leaves {
-            let start = b * BLOCK_TOKENS;
-            leaves[start..start + w.len()].copy_from_slice(w);
+        for v in &self.visited {
+            let start = v.block * BLOCK_TOKENS;
+            leaves[start..start + v.w.len()].copy_from_slice(&v.w);
         }
     }
 }

@@ -60,25 +60,39 @@ fn awrs_sample(
     };
     // float64 and float32 are read in place when contiguous (no O(V) copy
     // here; the sampler widens float32 into its reused buffer).
+    // With the kernel's blocks the work between two calls of `accept` is a
+    // few microseconds: releasing the GIL and taking it back around each
+    // call would cost as much, so the GIL is kept. Without them the O(V)
+    // set-up runs with the GIL released.
     let run = |slice: &[f64]| {
-        py.detach(|| {
+        let go = || {
             let mut rng = rng_from_seed(seed);
             let acc = |t: &[u32]| call_accept(&accept, t);
             match &blocks {
                 Some((m, c)) => sample_blocked(slice, words, *m, c, sampler, max_calls, &mut rng, acc),
                 None => sample_masked(slice, words, sampler, max_calls, &mut rng, acc),
             }
-        })
+        };
+        if blocks.is_some() {
+            go()
+        } else {
+            py.detach(go)
+        }
     };
     let run32 = |slice: &[f32]| {
-        py.detach(|| {
+        let go = || {
             let mut rng = rng_from_seed(seed);
             let acc = |t: &[u32]| call_accept(&accept, t);
             match &blocks {
                 Some((m, c)) => sample_blocked(slice, words, *m, c, sampler, max_calls, &mut rng, acc),
                 None => sample_masked(slice, words, sampler, max_calls, &mut rng, acc),
             }
-        })
+        };
+        if blocks.is_some() {
+            go()
+        } else {
+            py.detach(go)
+        }
     };
     let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
         match a.as_slice() {
