@@ -3,6 +3,7 @@
     python benches/awrs_bench.py sampler [--vocab 1024 32768 128256] [--rejections 10] [--reps 2000]
     python benches/awrs_bench.py driver [--particles 16 64 256] [--steps 6]
     python benches/awrs_bench.py genlm
+    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8]
 
 ``sampler``: time of one ``tokensieve._core.awrs_sample`` call (AWRS and
 rejection) on float32 log-probs of |V| tokens, with an accept callable that
@@ -25,6 +26,14 @@ CPU time of the process (one torch thread), as in ``smc_bench.py``.
 
 ``genlm``: the ``sampler`` measurement side by side with genlm-control's
 ``AWRS`` (when genlm-control is importable; else whether pip can install it).
+
+``e2e``: full AWRS SMC generation with tokensieve and (when importable)
+genlm-control on the same tiny GPT-2 (random weights, GPT-2's real
+tokenizer, an output bias towards the constraint's tokens) and the same
+Python-function constraint (five words): wall time per step, TV to the
+exact target (enumerated), and the driver's cost outside ``model.forward``
+against ``2 x torch.logsumexp + 1 ms``. Run it with a Python that has
+genlm-control installed and tokensieve on ``PYTHONPATH``.
 """
 
 from __future__ import annotations

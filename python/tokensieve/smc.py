@@ -52,7 +52,8 @@ The model's batch holds the live particles only (see
 compiled constraint (if any) masks each row first (the same Rust kernel
 gives each row's allowed mass ``Z_t``), then each live particle draws its
 token by AWRS (:func:`tokensieve._core.awrs_sample` on the raw row with the
-packed mask, the potential as accept function), rejection, direct
+packed mask and the kernel's maximum and block sums, so that it needs no
+O(V) pass of its own; the potential as accept function), rejection, direct
 evaluation or the plain mask, and its weight gets ``log Z_t`` + the
 sampler's log weight + the change of the potentials' prefix log weight
 (the twist, replaced by the complete log weight at EOS). Since the weight
