@@ -133,6 +133,17 @@ def llama3_vocab() -> Any:
     return load_vocab("llama-3-8b-instruct")
 
 
+def logsumexp_ms(x: Any, clock: Any, reps: int) -> float:
+    """Median milliseconds (by ``clock``) of one ``torch.logsumexp`` over
+    the rows of ``x``: the reference of the driver's bound."""
+    times = []
+    for _ in range(reps):
+        t0 = clock()
+        torch.logsumexp(x, dim=-1)
+        times.append(clock() - t0)
+    return statistics.median(times) * 1e3
+
+
 def bench_driver(particles: Sequence[int], steps: int) -> None:
     vocab = llama3_vocab()
     v = vocab.vocab_size
@@ -143,13 +154,7 @@ def bench_driver(particles: Sequence[int], steps: int) -> None:
     print("|---:|---|---:|---:|---:|---:|")
     for n in particles:
         lm = FixedLM(vocab)
-        x = lm.next_logprobs(n, None)
-        lse = []
-        for _ in range(5):
-            t0 = time.thread_time()
-            torch.logsumexp(x, dim=-1)
-            lse.append(time.thread_time() - t0)
-        lse_ms = statistics.median(lse) * 1e3
+        lse_ms = logsumexp_ms(lm.next_logprobs(n, None), time.thread_time, 5)
         for label in ("awrs", "awrs, batched", "mask"):
             sampler = label.split(",")[0]
             per: List[float] = []
@@ -437,13 +442,7 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
         ta = f"{tv(post['ours'], exact):.3f} / {statistics.mean(one_tv['ours']):.3f}"
         tb = f"{tv(post['theirs'], exact):.3f} / {statistics.mean(one_tv['theirs']):.3f}" if per["theirs"] else "–"
         print(f"| {n} | {a:.1f} | {b:.1f} | {b / a:.1f} | {ta} | {tb} | {statistics.mean(cps):.2f} |", flush=True)
-        x = torch.randn(n, vocab.vocab_size)
-        lse = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            torch.logsumexp(x, dim=-1)
-            lse.append(time.perf_counter() - t0)
-        lse_ms = statistics.median(lse) * 1e3
+        lse_ms = logsumexp_ms(torch.randn(n, vocab.vocab_size), time.perf_counter, 7)
         da = statistics.median(drv["ours"]) * 1e3
         db = statistics.median(drv["theirs"]) * 1e3 if drv["theirs"] else float("nan")
         ba = statistics.median(bare["ours"]) * 1e3

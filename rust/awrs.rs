@@ -209,6 +209,27 @@ pub trait LogProb: Copy + Into<f64> + Sync {
     fn weights(x: &[Self], words: &[u32], max: f64, out: &mut [f64]);
 }
 
+/// The body of [`LogProb::weights`] for one float type (a macro, so that
+/// it is written out inside each ISA build of `dispatch!`): a word (32
+/// tokens) at a time, a fixed trip count over the word's bits that
+/// vectorises; an all-off word is zeros.
+macro_rules! word_weights {
+    ($x:expr, $words:expr, $m:expr, $out:expr, $exp:path, $t:ty) => {{
+        let (x, words, m, out): (&[$t], &[u32], $t, &mut [f64]) = ($x, $words, $m, $out);
+        for (c, (o, xs)) in out.chunks_mut(32).zip(x.chunks(32)).enumerate() {
+            let bits = words.get(c).copied().unwrap_or(0);
+            if bits == 0 {
+                o.fill(0.0);
+                continue;
+            }
+            for (j, (oj, &v)) in o.iter_mut().zip(xs).enumerate() {
+                let on = (bits >> j) & 1 != 0;
+                *oj = $exp(if on { v - m } else { <$t>::NEG_INFINITY }) as f64;
+            }
+        }
+    }};
+}
+
 impl LogProb for f32 {
     #[inline]
     fn weight(self, max: f64) -> f64 {
@@ -219,20 +240,7 @@ impl LogProb for f32 {
         dispatch!(
             Isa::detect(),
             fn generic(x: &[f32], words: &[u32], max: f64, out: &mut [f64]) -> () {
-                let m = max as f32;
-                // A word (32 tokens) at a time: a fixed trip count over the
-                // word's bits vectorises; an all-off word is zeros.
-                for (c, (o, xs)) in out.chunks_mut(32).zip(x.chunks(32)).enumerate() {
-                    let bits = words.get(c).copied().unwrap_or(0);
-                    if bits == 0 {
-                        o.fill(0.0);
-                        continue;
-                    }
-                    for (j, (oj, &v)) in o.iter_mut().zip(xs).enumerate() {
-                        let on = (bits >> j) & 1 != 0;
-                        *oj = exp_nonpos_f32(if on { v - m } else { f32::NEG_INFINITY }) as f64;
-                    }
-                }
+                word_weights!(x, words, max as f32, out, exp_nonpos_f32, f32)
             }
         )
     }
@@ -248,17 +256,7 @@ impl LogProb for f64 {
         dispatch!(
             Isa::detect(),
             fn generic(x: &[f64], words: &[u32], max: f64, out: &mut [f64]) -> () {
-                for (c, (o, xs)) in out.chunks_mut(32).zip(x.chunks(32)).enumerate() {
-                    let bits = words.get(c).copied().unwrap_or(0);
-                    if bits == 0 {
-                        o.fill(0.0);
-                        continue;
-                    }
-                    for (j, (oj, &v)) in o.iter_mut().zip(xs).enumerate() {
-                        let on = (bits >> j) & 1 != 0;
-                        *oj = exp_nonpos(if on { v - max } else { f64::NEG_INFINITY });
-                    }
-                }
+                word_weights!(x, words, max, out, exp_nonpos, f64)
             }
         )
     }
@@ -936,28 +934,6 @@ where
     L: LogProb,
     F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
 {
-    let mut node = SCRATCH.with(|c| std::mem::take(&mut c.borrow_mut().node));
-    let r = blocked_in(&mut node, logp, mask, max, cum, sampler, max_calls, rng, &mut accept);
-    SCRATCH.with(|c| c.borrow_mut().node = node);
-    r
-}
-
-#[allow(clippy::too_many_arguments)]
-fn blocked_in<L, F, E>(
-    node: &mut Vec<f64>,
-    logp: &[L],
-    mask: Option<&[u32]>,
-    max: f64,
-    cum: &[f64],
-    sampler: Sampler,
-    max_calls: usize,
-    rng: &mut ResampleRng,
-    accept: &mut F,
-) -> Result<Draw, SampleError<E>>
-where
-    L: LogProb,
-    F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
-{
     if logp.is_empty() {
         return Err(SampleError::Input("log-probs are empty".into()));
     }
@@ -982,11 +958,16 @@ where
         logp: &row,
         log_norm,
         log_scale: max,
-        accept,
+        accept: &mut accept,
         calls: 0,
     };
-    let masses = (!full_only).then_some(Masses::Blocks(blocks, Some(node)));
-    rounds(step, masses, sampler, max_calls, rng)
+    // The exact tree's buffer, should the blocks hand over to it: reused
+    // (see `SumTree::build`).
+    let mut node = SCRATCH.with(|c| std::mem::take(&mut c.borrow_mut().node));
+    let masses = (!full_only).then_some(Masses::Blocks(blocks, Some(&mut node)));
+    let r = rounds(step, masses, sampler, max_calls, rng);
+    SCRATCH.with(|c| c.borrow_mut().node = node);
+    r
 }
 
 /// `ln sum_{j>=0} q^j / (a + j)` with `q = 1 - Z`, `Z = exp(log_z)`: times
@@ -1137,7 +1118,7 @@ where
                     let res = match blocks {
                         Some((max, cum)) => {
                             let cum = &cum[r * nb..(r + 1) * nb];
-                            blocked_in(&mut scratch.node, row, mask, max[r], cum, sampler, max_calls, &mut rng, &mut ask)
+                            sample_blocked(row, mask, max[r], cum, sampler, max_calls, &mut rng, &mut ask)
                         }
                         None => sample_in(&mut scratch, row, mask, sampler, max_calls, &mut rng, &mut ask),
                     };

@@ -6,7 +6,7 @@ use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::awrs::{sample_blocked, sample_masked, sample_rows, RowAsk, SampleError, Sampler};
+use crate::awrs::{sample_blocked, sample_masked, sample_rows, Draw, LogProb, RowAsk, SampleError, Sampler};
 use crate::resample::rng_from_seed;
 
 /// Call `accept(list_of_token_ids)` and read one truth value per id.
@@ -60,40 +60,9 @@ fn awrs_sample(
     };
     // float64 and float32 are read in place when contiguous (no O(V) copy
     // here; the sampler widens float32 into its reused buffer).
-    // With the kernel's blocks the work between two calls of `accept` is a
-    // few microseconds: releasing the GIL and taking it back around each
-    // call would cost as much, so the GIL is kept. Without them the O(V)
-    // set-up runs with the GIL released.
-    let run = |slice: &[f64]| {
-        let go = || {
-            let mut rng = rng_from_seed(seed);
-            let acc = |t: &[u32]| call_accept(&accept, t);
-            match &blocks {
-                Some((m, c)) => sample_blocked(slice, words, *m, c, sampler, max_calls, &mut rng, acc),
-                None => sample_masked(slice, words, sampler, max_calls, &mut rng, acc),
-            }
-        };
-        if blocks.is_some() {
-            go()
-        } else {
-            py.detach(go)
-        }
-    };
-    let run32 = |slice: &[f32]| {
-        let go = || {
-            let mut rng = rng_from_seed(seed);
-            let acc = |t: &[u32]| call_accept(&accept, t);
-            match &blocks {
-                Some((m, c)) => sample_blocked(slice, words, *m, c, sampler, max_calls, &mut rng, acc),
-                None => sample_masked(slice, words, sampler, max_calls, &mut rng, acc),
-            }
-        };
-        if blocks.is_some() {
-            go()
-        } else {
-            py.detach(go)
-        }
-    };
+    let blocks = blocks.as_ref();
+    let run = |slice: &[f64]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept);
+    let run32 = |slice: &[f32]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept);
     let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
         match a.as_slice() {
             Ok(s) => run(s),
@@ -112,6 +81,36 @@ fn awrs_sample(
         Ok(d) => Ok((d.token, d.log_weight, d.calls, d.fell_back)),
         Err(SampleError::Accept(e)) => Err(e),
         Err(SampleError::Input(m)) => Err(PyValueError::new_err(format!("awrs_sample: {m}"))),
+    }
+}
+
+/// One row's draw for [`awrs_sample`]. With the kernel's blocks the work
+/// between two calls of `accept` is a few microseconds: releasing the GIL
+/// and taking it back around each call would cost as much, so the GIL is
+/// kept. Without them the O(V) set-up runs with the GIL released.
+#[allow(clippy::too_many_arguments)]
+fn draw_row<L: LogProb>(
+    py: Python<'_>,
+    logp: &[L],
+    words: Option<&[u32]>,
+    blocks: Option<&(f64, Vec<f64>)>,
+    sampler: Sampler,
+    max_calls: usize,
+    seed: u64,
+    accept: &Py<PyAny>,
+) -> Result<Draw, SampleError<PyErr>> {
+    let go = || {
+        let mut rng = rng_from_seed(seed);
+        let acc = |t: &[u32]| call_accept(accept, t);
+        match blocks {
+            Some((m, c)) => sample_blocked(logp, words, *m, c, sampler, max_calls, &mut rng, acc),
+            None => sample_masked(logp, words, sampler, max_calls, &mut rng, acc),
+        }
+    };
+    if blocks.is_some() {
+        go()
+    } else {
+        py.detach(go)
     }
 }
 
