@@ -975,7 +975,12 @@ where
 /// of probability `Z`), the Haldane weight's conditional expectation once
 /// the rejection sampler stopped after `a - 1` rejections.
 fn log_haldane_tail(log_z: f64, a: usize) -> f64 {
-    let z = log_z.exp();
+    // A mass is at most 1 (only inconsistent `max` / `cum` given to
+    // `sample_blocked` can claim more; the series would then not end).
+    if log_z.is_nan() {
+        return f64::NAN;
+    }
+    let z = log_z.exp().min(1.0);
     let a = a as f64;
     if z * a <= 5.0 && z < 1e-3 {
         // Closed form for integer a: q^-a (-ln(1-q) - sum_{i<a} q^i / i);

@@ -224,3 +224,16 @@ def test_kernel_blocks_arguments(sampler: str, dtype: type) -> None:
         _core.awrs_sample(row, lambda ts: [True] * len(ts), sampler, 1000, 0, mask[0], float(mx[0]))
     with pytest.raises(ValueError, match="block sums"):
         _core.awrs_sample(row, lambda ts: [True] * len(ts), sampler, 1000, 0, mask[0], float(mx[0]), cum[0, :2])
+
+
+def test_kernel_blocks_inconsistent_with_the_row_still_ends() -> None:
+    """``max`` / ``cum`` that disagree with the log-probs (here a total of
+    1e-300 for a row whose mass is ~1) give meaningless weights but never
+    hang or crash (the rejection sampler's fallback series once did not
+    end for an allowed mass above 1)."""
+    row = np.log(P)
+    for sampler in ("awrs", "rejection", "full"):
+        for cum in ([1e-300], [float("nan")], [float("inf")], [-1.0]):
+            tok, lw, _, _ = _core.awrs_sample(row, lambda ts: [t == 4 for t in ts], sampler, 3, 0, None,
+                                              float(row.max()), np.array(cum))
+            assert tok in (None, 4)
