@@ -3,13 +3,16 @@
     python benches/awrs_bench.py sampler [--vocab 1024 32768 128256] [--rejections 10] [--reps 2000]
     python benches/awrs_bench.py driver [--particles 16 64 256] [--steps 6]
     python benches/awrs_bench.py genlm
+    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8]
 
 ``sampler``: time of one ``tokensieve._core.awrs_sample`` call (AWRS and
 rejection) on float32 log-probs of |V| tokens, with an accept callable that
 rejects the first ``--rejections`` tokens it is asked about and accepts the
 rest. The callable times itself; its own time is subtracted, so the figure
 is the sampler's (binding, O(V) set-up, draws, the Rust -> Python calls).
-Median over ``--reps`` calls. Times are the thread's CPU time
+Median over ``--reps`` calls. "on the kernel's blocks": with the masked
+kernel's maximum and block sums (``max=``, ``cum=``), as the SMC driver
+calls it. Times are the thread's CPU time
 (``time.thread_time``): the machine this was written on is shared and
 wall-clock figures there mostly measure the other processes.
 
@@ -23,6 +26,14 @@ CPU time of the process (one torch thread), as in ``smc_bench.py``.
 
 ``genlm``: the ``sampler`` measurement side by side with genlm-control's
 ``AWRS`` (when genlm-control is importable; else whether pip can install it).
+
+``e2e``: full AWRS SMC generation with tokensieve and (when importable)
+genlm-control on the same tiny GPT-2 (random weights, GPT-2's real
+tokenizer, an output bias towards the constraint's tokens) and the same
+Python-function constraint (five words): wall time per step, TV to the
+exact target (enumerated), and the driver's cost outside ``model.forward``
+against ``2 x torch.logsumexp + 1 ms``. Run it with a Python that has
+genlm-control installed and tokensieve on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,7 +68,14 @@ def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
     for v in vocabs:
         x = rng.standard_normal(v).astype(np.float32) * 3
         logp = (x - np.log(np.exp(x.astype(np.float64)).sum())).astype(np.float32)
-        for sampler in ("awrs", "rejection"):
+        # The masked kernel's pass (what the SMC driver has already done):
+        # its maximum and block sums let the sampler skip its own O(V) set-up.
+        words = np.full(_core.bitmask_words(v), -1, dtype=np.int32)
+        mx, cum = np.empty(1), np.empty((1, -(-v // _core.MASKED_BLOCK)))
+        _core.masked_rows_into(logp[None, :], words[None, :], np.empty(1), mx, cum)
+        blocks = (words, float(mx[0]), cum[0])
+        for label in ("awrs", "rejection", "awrs, on the kernel's blocks"):
+            sampler = label.split(",")[0]
             tot: List[float] = []
             inside: List[float] = []
             calls: List[int] = []
@@ -75,14 +93,17 @@ def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
                     return out
 
                 t0 = time.thread_time()
-                tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r)
+                if label.endswith("blocks"):
+                    tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r, *blocks)
+                else:
+                    tok, lw, c, fb = _core.awrs_sample(logp, accept, sampler, 1000, r)
                 tot.append(time.thread_time() - t0)
                 inside.append(spent[0])
                 calls.append(c)
             med = statistics.median(tot) * 1e6
             medin = statistics.median(inside) * 1e6
             diff = statistics.median([a - b for a, b in zip(tot, inside)]) * 1e6
-            print(f"| {sampler} | {v:,} | {statistics.mean(calls):.1f} | {med:.0f} | {medin:.0f} | {diff:.0f} |")
+            print(f"| {label} | {v:,} | {statistics.mean(calls):.1f} | {med:.0f} | {medin:.0f} | {diff:.0f} |")
 
 
 class FixedLM:
@@ -112,6 +133,17 @@ def llama3_vocab() -> Any:
     return load_vocab("llama-3-8b-instruct")
 
 
+def logsumexp_ms(x: Any, clock: Any, reps: int) -> float:
+    """Median milliseconds (by ``clock``) of one ``torch.logsumexp`` over
+    the rows of ``x``: the reference of the driver's bound."""
+    times = []
+    for _ in range(reps):
+        t0 = clock()
+        torch.logsumexp(x, dim=-1)
+        times.append(clock() - t0)
+    return statistics.median(times) * 1e3
+
+
 def bench_driver(particles: Sequence[int], steps: int) -> None:
     vocab = llama3_vocab()
     v = vocab.vocab_size
@@ -122,13 +154,7 @@ def bench_driver(particles: Sequence[int], steps: int) -> None:
     print("|---:|---|---:|---:|---:|---:|")
     for n in particles:
         lm = FixedLM(vocab)
-        x = lm.next_logprobs(n, None)
-        lse = []
-        for _ in range(5):
-            t0 = time.thread_time()
-            torch.logsumexp(x, dim=-1)
-            lse.append(time.thread_time() - t0)
-        lse_ms = statistics.median(lse) * 1e3
+        lse_ms = logsumexp_ms(lm.next_logprobs(n, None), time.thread_time, 5)
         for label in ("awrs", "awrs, batched", "mask"):
             sampler = label.split(",")[0]
             per: List[float] = []
@@ -242,6 +268,244 @@ def genlm(vocabs: Sequence[int], rejections: int, reps: int) -> None:
               f"{statistics.median(ours) * 1e6:.0f} |")
 
 
+# --------------------------------------------------------------------------
+# End to end: full AWRS SMC, tokensieve and genlm-control, one tiny model
+# --------------------------------------------------------------------------
+
+#: The language of the end-to-end benchmark (five strings, GPT-2 bytes).
+WORDS = (b" cat", b" dog", b" bird", b" fish", b" horse")
+#: Tokens the tiny model is pushed towards besides the words' pieces
+#: (rejected by the constraint: what makes AWRS reject).
+DISTRACTORS = (b" the", b" and", b" cow", b" c", b"s", b"e", b" ca", b"ish", b" do", b" hor")
+
+
+#: Seconds spent inside the constraint's functions (both libraries call
+#: these two), so that the driver's cost can be told apart from them.
+CONSTRAINT_S = [0.0]
+
+
+def words_prefix(s: bytes) -> bool:
+    """The constraint as a prefix test: ``s`` can still grow into a word."""
+    t0 = time.perf_counter()
+    ok = any(w.startswith(s) for w in WORDS)
+    CONSTRAINT_S[0] += time.perf_counter() - t0
+    return ok
+
+
+def words_complete(s: bytes) -> bool:
+    """The constraint on a finished text: ``s`` is one of the words."""
+    t0 = time.perf_counter()
+    ok = s in WORDS
+    CONSTRAINT_S[0] += time.perf_counter() - t0
+    return ok
+
+
+def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
+    """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real
+    tokenizer (``/work/shared/tokenizers/gpt2``), returned with the
+    tokensieve vocabulary. Its output layer gets a bias of +10 on the
+    words' pieces, EOS and a few distractors, so the model puts most of
+    its mass on tokens the constraint is about (as a trained model would)
+    instead of spreading it over 50,257 tokens."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    vocab = _core.Vocabulary.from_tokenizer_file(str(SHARED / "gpt2" / "tokenizer.json"), eos_token_ids=[50256])
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=64, n_layer=2, n_head=2,
+                     bos_token_id=50256, eos_token_id=50256)
+    model = GPT2LMHeadModel(cfg).eval()
+    by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    pieces = {w[i:j] for w in WORDS for i in range(len(w)) for j in range(i + 1, len(w) + 1)}
+    favoured = sorted({by_bytes[b] for b in pieces | set(DISTRACTORS) if b in by_bytes} | {50256})
+    head = torch.nn.Linear(cfg.n_embd, cfg.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[favoured] = 10.0
+    model.lm_head = head
+    return model, vocab
+
+
+def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
+    """The exact target: ``P(word) ∝ sum over its tokenizations (at most
+    ``max_tokens - 1`` tokens, then EOS) of p(tokens, EOS | BOS)``, by one
+    forward pass per tokenization."""
+    by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    mass: Dict[bytes, float] = {}
+    for w in WORDS:
+        seqs: List[List[int]] = []
+
+        def split(rest: bytes, acc: List[int]) -> None:
+            if not rest:
+                seqs.append(acc)
+                return
+            for k in range(1, len(rest) + 1):
+                t = by_bytes.get(rest[:k])
+                if t is not None and len(acc) + 1 < max_tokens:
+                    split(rest[k:], acc + [t])
+
+        split(w, [])
+        total = 0.0
+        with torch.no_grad():
+            for seq in seqs:
+                ids = torch.tensor([[50256] + seq + [50256]])
+                lp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+                total += math.exp(float(sum(lp[i, ids[0, i + 1]] for i in range(len(seq) + 1))))
+        mass[w] = total
+    z = sum(mass.values())
+    return {w: m / z for w, m in mass.items()}
+
+
+def tv(a: Dict[bytes, float], b: Dict[bytes, float]) -> float:
+    """Total variation distance between two finite distributions."""
+    return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
+
+
+def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
+    """Full AWRS SMC on the tiny GPT-2 with the five-word constraint as a
+    Python function, tokensieve and (when importable) genlm-control, runs
+    interleaved; wall-clock seconds per step (one token for every live
+    particle) and the TV distance of the posterior averaged over ``runs``
+    seeded runs from the exact one ("pooled"), and the mean TV of single
+    runs ("per run": mostly Monte Carlo noise at these N). Second table:
+    the driver's own cost per step (wall time minus the model's forward
+    calls, timed around ``model.forward`` in both) against
+    ``2 x torch.logsumexp(N x V) + 1 ms``."""
+    from tokensieve.models import HFModel
+    from tokensieve.potentials import Potential
+
+    model, vocab = tiny_gpt2()
+    exact = exact_words_posterior(model, vocab, max_tokens)
+    fwd = [0.0]  # seconds inside the model's forward, both libraries
+    inner = model.forward
+
+    def timed_forward(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            fwd[0] += time.perf_counter() - t0
+
+    model.forward = timed_forward
+
+    class Words(Potential):
+        name = "words"
+
+        def prefix(self, text: bytes) -> float:
+            return 0.0 if words_prefix(text) else -math.inf
+
+        def complete(self, text: bytes) -> float:
+            return 0.0 if words_complete(text) else -math.inf
+
+    def ours(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float], float]:
+        t0 = time.perf_counter()
+        res = smc.generate(HFModel(model), None, [50256], potentials=[Words()], sampler="awrs", n_particles=n,
+                           max_new_tokens=max_tokens, seed=seed, vocab=vocab)
+        wall = time.perf_counter() - t0
+        return wall, res.num_steps, res.posterior(complete_only=True, as_bytes=True), res.calls_per_step()
+
+    theirs = _genlm_e2e(model, max_tokens)
+    print(f"tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
+          f"max {max_tokens} tokens incl. EOS, {runs} runs per N, wall-clock, torch threads {torch.get_num_threads()}")
+    print("exact:", {w.decode(): round(p, 4) for w, p in exact.items()})
+    print("| N | tokensieve ms/step | genlm-control ms/step | ratio | tokensieve TV pooled / per run | "
+          "genlm-control TV pooled / per run | tokensieve calls/particle-step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    overhead: List[str] = []
+    for n in particles:
+        ours(n, 10_000)  # warm-up
+        if theirs is not None:
+            theirs(n, 10_000)
+        per: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        drv: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        bare: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        one_tv: Dict[str, List[float]] = {"ours": [], "theirs": []}
+        post: Dict[str, Dict[bytes, float]] = {"ours": {}, "theirs": {}}
+        cps: List[float] = []
+        for r in range(runs):
+            for who, fn in (("ours", ours), ("theirs", theirs)):
+                if fn is None:
+                    continue
+                fwd[0] = CONSTRAINT_S[0] = 0.0
+                out = fn(n, r)
+                wall, steps, p = out[0], out[1], out[2]
+                per[who].append(wall / max(steps, 1))
+                drv[who].append((wall - fwd[0]) / max(steps, 1))
+                bare[who].append((wall - fwd[0] - CONSTRAINT_S[0]) / max(steps, 1))
+                one_tv[who].append(tv(p, exact))
+                for k, v in p.items():
+                    post[who][k] = post[who].get(k, 0.0) + v / runs
+                if who == "ours":
+                    cps.append(out[3])
+        a = statistics.median(per["ours"]) * 1e3
+        b = statistics.median(per["theirs"]) * 1e3 if per["theirs"] else float("nan")
+        ta = f"{tv(post['ours'], exact):.3f} / {statistics.mean(one_tv['ours']):.3f}"
+        tb = f"{tv(post['theirs'], exact):.3f} / {statistics.mean(one_tv['theirs']):.3f}" if per["theirs"] else "–"
+        print(f"| {n} | {a:.1f} | {b:.1f} | {b / a:.1f} | {ta} | {tb} | {statistics.mean(cps):.2f} |", flush=True)
+        lse_ms = logsumexp_ms(torch.randn(n, vocab.vocab_size), time.perf_counter, 7)
+        da = statistics.median(drv["ours"]) * 1e3
+        db = statistics.median(drv["theirs"]) * 1e3 if drv["theirs"] else float("nan")
+        ba = statistics.median(bare["ours"]) * 1e3
+        bb = statistics.median(bare["theirs"]) * 1e3 if bare["theirs"] else float("nan")
+        overhead.append(f"| {n} | {da:.1f} | {db:.1f} | {ba:.1f} | {bb:.1f} | {lse_ms:.2f} | {2 * lse_ms + 1:.1f} |")
+    print("\ndriver cost per step, ms: everything but model.forward, then also without the constraint's own time")
+    print("| N | tokensieve | genlm-control | tokensieve w/o constraint | genlm-control w/o constraint | "
+          "torch.logsumexp(N x V) | bound 2 x logsumexp + 1 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(overhead))
+
+
+def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
+    """genlm-control's ``AWRS(llm, condition).smc(...)`` on the same model,
+    prompt (BOS), EOS and constraint, as ``fn(n, seed) -> (wall seconds,
+    steps, posterior over complete byte strings)``; ``None`` when
+    genlm-control is not importable."""
+    try:
+        import asyncio
+
+        from genlm.backend.llm import AsyncTransformer  # type: ignore[import-not-found]
+        from genlm.control import AWRS, PromptedLLM  # type: ignore[import-not-found]
+        from genlm.control.potential import Potential  # type: ignore[import-not-found]
+        from transformers import PreTrainedTokenizerFast
+    except ImportError:
+        print("genlm-control is not importable here: tokensieve only.")
+        return None
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(SHARED / "gpt2" / "tokenizer.json"),
+                                     eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+    def as_bytes(context: Sequence[Any]) -> bytes:
+        return b"".join(getattr(t, "byte_string", t) for t in context)
+
+    class Words(Potential):  # type: ignore[misc]
+        async def prefix(self, context: Any) -> float:
+            return 0.0 if words_prefix(as_bytes(context)) else -math.inf
+
+        async def complete(self, context: Any) -> float:
+            return 0.0 if words_complete(as_bytes(context)) else -math.inf
+
+    def run(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float]]:
+        torch.manual_seed(seed)
+        # A fresh model wrapper per run: its output / KV cache must not
+        # carry over from the previous run (tokensieve keeps nothing).
+        llm = PromptedLLM(AsyncTransformer(model, hf_tok, batch_size=max(n, 20), timeout=0.001),
+                          prompt_ids=[50256], eos_byte_strings=[b"<|endoftext|>"])
+        cond = Words(llm.vocab)
+        sampler = AWRS(llm, cond, seed=seed)
+        t0 = time.perf_counter()
+        seqs = asyncio.run(sampler.smc(n_particles=n, ess_threshold=0.5, max_tokens=max_tokens))
+        wall = time.perf_counter() - t0
+        steps = max((len(c) for c in seqs.contexts), default=0)
+        post: Dict[bytes, float] = {}
+        for ctx, w in zip(seqs.contexts, seqs.normalized_weights):
+            if ctx and type(ctx[-1]).__name__ == "EndOfSequence" and w > 0:
+                k = as_bytes(ctx[:-1])
+                post[k] = post.get(k, 0.0) + float(w)
+        z = sum(post.values())
+        return wall, steps, {k: v / z for k, v in post.items()} if z > 0 else {}
+
+    return run
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -256,8 +520,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     gl.add_argument("--vocab", type=int, nargs="+", default=[1024, 32768, 128256])
     gl.add_argument("--rejections", type=int, default=10)
     gl.add_argument("--reps", type=int, default=200)
+    e = sub.add_parser("e2e")
+    e.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
+    e.add_argument("--runs", type=int, default=8)
+    e.add_argument("--max-tokens", type=int, default=8)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.cmd == "e2e":
+        bench_e2e(a.particles, a.runs, a.max_tokens)
+        return
     smc._clock = time.process_time  # CPU time: the machine may be shared
     if a.cmd == "sampler":
         bench_sampler(a.vocab, a.rejections, a.reps)

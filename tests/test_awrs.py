@@ -178,3 +178,62 @@ def test_rows_errors_and_bad_input() -> None:
     with pytest.raises(ValueError, match="rows"):
         _core.awrs_sample_rows(logp, lambda rs, toks: [], [1, 2])
     assert _core.awrs_sample_rows(np.zeros((0, 5)), lambda rs, toks: [], []) == []
+
+
+@pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_blocks_arguments(sampler: str, dtype: type) -> None:
+    """``max`` / ``cum`` (the masked kernel's outputs for the same rows and
+    masks) give the same law without the sampler's own O(V) pass: P spread
+    over three blocks of a 2,500-token vocabulary, the rest masked out;
+    row by row and all rows at once agree."""
+    v, ids = 2500, [3, 1030, 1500, 2100, 2499]
+    row = np.full(v, 5.0, dtype=dtype)  # masked out, so never drawn
+    row[ids] = np.log(P)
+    allowed = np.zeros(v, dtype=bool)
+    allowed[ids] = True
+    packed = np.packbits(allowed, bitorder="little")
+    packed = np.pad(packed, (0, -packed.size % 4))
+    mask = packed.view("<i4").astype(np.int32)[None, :]
+    nb = -(-v // _core.MASKED_BLOCK)
+    lz, mx, cum = np.empty(1), np.empty(1), np.empty((1, nb))
+    _core.masked_rows_into(row[None, :], mask, lz, mx, cum)
+    ok = {t for t, a in zip(ids, ALLOWED) if a}
+    n = 4000
+    w = np.empty(n)
+    counts = dict.fromkeys(ids, 0)
+    for seed in range(n):
+        tok, lw, _, _ = _core.awrs_sample(row, lambda ts: [t in ok for t in ts], sampler, 1000, seed, mask[0],
+                                          float(mx[0]), cum[0])
+        counts[tok] += 1
+        w[seed] = math.exp(lw)
+    p = np.exp(np.log(P).astype(dtype).astype(np.float64))
+    z = float(p[ALLOWED].sum() / p.sum())
+    assert abs(w.mean() - z) <= 3 * w.std() / math.sqrt(n) + 1e-6
+    assert all(counts[t] == 0 for t in ids if t not in ok)
+    exp = {t: n * p[k] / p.sum() / z for k, t in enumerate(ids) if t in ok}
+    assert sum((counts[t] - e) ** 2 / e for t, e in exp.items()) < 16.3
+    rows = np.repeat(row[None, :], 3, axis=0)
+    masks = np.repeat(mask, 3, axis=0)
+    got = _core.awrs_sample_rows(rows, lambda rs, toks: [[t in ok for t in ts] for ts in toks], [1, 2, 3], sampler,
+                                 1000, masks, np.repeat(mx, 3), np.repeat(cum, 3, axis=0))
+    for r, seed in enumerate([1, 2, 3]):
+        assert got[r] == _core.awrs_sample(row, lambda ts: [t in ok for t in ts], sampler, 1000, seed, mask[0],
+                                           float(mx[0]), cum[0])
+    with pytest.raises(ValueError, match="both"):
+        _core.awrs_sample(row, lambda ts: [True] * len(ts), sampler, 1000, 0, mask[0], float(mx[0]))
+    with pytest.raises(ValueError, match="block sums"):
+        _core.awrs_sample(row, lambda ts: [True] * len(ts), sampler, 1000, 0, mask[0], float(mx[0]), cum[0, :2])
+
+
+def test_kernel_blocks_inconsistent_with_the_row_still_ends() -> None:
+    """``max`` / ``cum`` that disagree with the log-probs (here a total of
+    1e-300 for a row whose mass is ~1) give meaningless weights but never
+    hang or crash (the rejection sampler's fallback series once did not
+    end for an allowed mass above 1)."""
+    row = np.log(P)
+    for sampler in ("awrs", "rejection", "full"):
+        for cum in ([1e-300], [float("nan")], [float("inf")], [-1.0]):
+            tok, lw, _, _ = _core.awrs_sample(row, lambda ts: [t == 4 for t in ts], sampler, 3, 0, None,
+                                              float(row.max()), np.array(cum))
+            assert tok in (None, 4)

@@ -238,13 +238,16 @@ def awrs_sample_rows(
     sampler: str = "awrs",
     max_calls: int = 1000,
     mask: Optional[Any] = None,
+    max: Optional[Any] = None,
+    cum: Optional[Any] = None,
 ) -> List[tuple[Optional[int], float, int, bool]]:
     """:func:`awrs_sample` for every row of a 2-D C-contiguous float32/float64
-    array ``logp`` (one seed per row, optional 2-D int32 ``mask``), with one
+    array ``logp`` (one seed per row, optional 2-D int32 ``mask``, optional
+    1-D ``max`` and 2-D ``cum`` from :func:`masked_rows_into`), with one
     call ``accept(rows, tokens) -> one list of bools per row`` per round for
     all rows still drawing. Rows run in parallel threads (GIL released except
     during ``accept``); row ``r``'s result equals
-    ``awrs_sample(logp[r], ..., seed=seeds[r], mask=mask[r])``."""
+    ``awrs_sample(logp[r], ..., seed=seeds[r], mask=mask[r], max=max[r], cum=cum[r])``."""
 
 def awrs_sample(
     logp: Any,
@@ -253,6 +256,8 @@ def awrs_sample(
     max_calls: int = 1000,
     seed: int = 0,
     mask: Optional[Any] = None,
+    max: Optional[float] = None,
+    cum: Optional[Any] = None,
 ) -> tuple[Optional[int], float, int, bool]:
     """One draw from softmax(logp) (1-D float32/float64 numpy array) restricted
     to the tokens ``accept(list_of_ids) -> list_of_bools`` allows.
@@ -267,6 +272,12 @@ def awrs_sample(
     tokens past its end excluded) applied first: ``accept`` is never asked
     about a masked-out token, and the weight is relative to the masked,
     renormalised distribution.
+    ``max`` and ``cum``: this row's allowed maximum and cumulative block sums
+    from :func:`masked_rows_into` for the same log-probs and mask (both or
+    neither). With them the sampler skips its own O(V) set-up (widening,
+    NaN check, maximum, the ``exp`` of every token, a sum tree): draws start
+    from the kernel's block masses and compute the weights of the blocks
+    they land in; the log-probs are trusted to be those the kernel checked.
     """
 
 def _compile_json_schema(

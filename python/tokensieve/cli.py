@@ -467,54 +467,98 @@ def _demo_tokenizer_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "gpt2_tokenizer.json"
 
 
+def _demo_sample(
+    torch: Any, model: Any, constraint: Any, prompt: List[int], eos: int, n: int, gen: Any
+) -> Tuple[List[List[int]], float]:
+    """``n`` samples from ``model`` after ``prompt`` under ``constraint``:
+    per step, the live rows' bitmasks (one matcher per row) are applied to
+    the logits, a token is drawn from the rest, and the matchers consume
+    it; a row ends with EOS or after ``DEMO_MAX_NEW_TOKENS``. Returns each
+    row's new token ids (EOS included) and the seconds spent masking."""
+    import tokensieve as ts
+
+    matchers = [ts.Matcher(constraint) for _ in range(n)]
+    bitmask = ts.allocate_token_bitmask(n, constraint.vocab_size)
+    ids = torch.tensor([prompt] * n, dtype=torch.long)
+    new: List[List[int]] = [[] for _ in range(n)]
+    live = list(range(n))
+    mask_s = 0.0
+    with torch.no_grad():
+        for _ in range(DEMO_MAX_NEW_TOKENS):
+            if not live:
+                break
+            logits = model(ids[live])
+            t0 = time.perf_counter()
+            rows = bitmask[: len(live)]
+            ts.fill_next_token_bitmasks([matchers[i] for i in live], rows)
+            ts.apply_token_bitmask_inplace(logits, rows)
+            mask_s += time.perf_counter() - t0
+            # Gumbel-max: a draw from softmax(logits), masked tokens (-inf)
+            # never win (torch.multinomial over 50k tokens is ~10x slower).
+            u = torch.rand(logits.shape, generator=gen)
+            toks = (logits - torch.log(-torch.log(u))).argmax(dim=-1).tolist()
+            t0 = time.perf_counter()
+            step = torch.full((n, 1), eos, dtype=torch.long)
+            for i, t in zip(live, toks):
+                if not matchers[i].consume_token(t):  # pragma: no cover - the mask forbids this
+                    raise RuntimeError(f"sampled token {t} is not allowed by the constraint")
+                new[i].append(t)
+                step[i, 0] = t
+            mask_s += time.perf_counter() - t0
+            ids = torch.cat([ids, step], dim=1)
+            live = [i for i in live if not matchers[i].eos_consumed]
+    return new, mask_s
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``tokensieve demo``: offline, a tiny random GPT-2 under a few regexes."""
-    torch, transformers = _import_hf()
+    """``tokensieve demo``: offline, a tiny random GPT-2 under a few regexes.
+
+    Needs torch and the ``tokenizers`` package only: the model is
+    :class:`tokensieve._demo_model.TinyGPT2` (GPT-2's architecture in plain
+    torch), since importing transformers' GPT-2 costs more than the demo."""
+    try:
+        import torch
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise CLIError(f"the demo needs torch and tokenizers ({e}); pip install 'tokensieve[hf]'") from None
     # A 64-dim model gains nothing from intra-op threads, and on a busy machine
     # their hand-offs can cost far more than the work itself.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with _quiet_transformers(transformers):
-            return _run_demo(args, torch, transformers)
+        return _run_demo(args, torch, Tokenizer)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_demo(args: argparse.Namespace, torch: Any, transformers: Any) -> int:
+def _run_demo(args: argparse.Namespace, torch: Any, tokenizer_cls: Any) -> int:
     import tokensieve as ts
-    from .hf import LogitsProcessor
+
+    from ._demo_model import TinyGPT2
 
     out = sys.stdout
     t_start = time.perf_counter()
     path = _demo_tokenizer_path()
     if not path.exists():
         raise CLIError(f"the shipped GPT-2 tokenizer is missing ({path}); reinstall tokensieve")
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(path), eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-    eos = tokenizer.eos_token_id
+    tokenizer = tokenizer_cls.from_file(str(path))
+    eos = tokenizer.token_to_id("<|endoftext|>")
     vocab = ts.Vocabulary.from_tokenizer_file(path, eos_token_ids=[eos])
     torch.manual_seed(args.seed)
-    config = transformers.GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, vocab_size=vocab.vocab_size, n_positions=128,
-        bos_token_id=eos, eos_token_id=eos,
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = eos
-    enc = tokenizer(DEMO_PROMPT, return_tensors="pt")
+    model = TinyGPT2(vocab.vocab_size, dim=64, layers=2, heads=4, positions=128).eval()
+    prompt = tokenizer.encode(DEMO_PROMPT).ids
 
     w = out.write
-    w("tokensieve demo: regex-constrained generation with a Hugging Face model\n\n")
-    w(f"  model      tiny GPT-2 (2 layers, 64-dim, 4 heads) with RANDOM weights (seed {args.seed})\n")
+    w("tokensieve demo: regex-constrained generation with a language model\n\n")
+    w(f"  model      tiny GPT-2 (2 layers, 64-dim, 4 heads; PyTorch) with RANDOM weights (seed {args.seed})\n")
     w(f"  tokenizer  the real GPT-2 tokenizer ({vocab.vocab_size} tokens), shipped with tokensieve\n")
     w(f"  decoding   sampling, at most {DEMO_MAX_NEW_TOKENS} new tokens, prompt {DEMO_PROMPT!r},\n")
-    w("             through tokensieve.hf.LogitsProcessor\n\n")
+    w("             a token bitmask per step (tokensieve Matcher + apply_token_bitmask_inplace)\n\n")
     w("The model is untrained, so what it writes is random. But before every step the\n")
-    w("processor masks out each token that would break the pattern, so every string\n")
-    w("below matches its pattern in full, and it ends (EOS) exactly when it is complete.\n")
+    w("mask removes each token that would break the pattern, so every string below\n")
+    w("matches its pattern in full, and it ends (EOS) exactly when it is complete.\n")
 
+    gen = torch.Generator().manual_seed(args.seed)
     total = matched = 0
     for name, pattern in DEMO_PATTERNS:
         t0 = time.perf_counter()
@@ -522,27 +566,14 @@ def _run_demo(args: argparse.Namespace, torch: Any, transformers: Any) -> int:
         compile_ms = (time.perf_counter() - t0) * 1e3
         w(f"\n{name}   {pattern}\n")
         w(f"  (compiled in {compile_ms:.1f} ms, {constraint.num_states} automaton states)\n")
-        proc = LogitsProcessor(constraint, eos_token_ids=[eos], pad_token_id=eos)
-        # All samples of a pattern in one batch: one generate() call per
-        # pattern (its fixed cost dominates with a model this small).
-        with torch.no_grad():
-            res = model.generate(
-                **enc,
-                do_sample=True,
-                max_new_tokens=DEMO_MAX_NEW_TOKENS,
-                num_return_sequences=args.num_samples,
-                logits_processor=transformers.LogitsProcessorList([proc]),
-            )
-        decoded = []
-        for ids in res[:, enc["input_ids"].shape[1]:].tolist():
-            text, ended = _decode(vocab, ids, [eos])
-            n = ids.index(eos) + 1 if eos in ids else len(ids)  # up to and including EOS
-            decoded.append((text, n, ended))
-        # The processor's time per generated token, over the whole batch.
-        mean_us = sum(proc.mask_times) / max(1, sum(n for _, n, _ in decoded)) * 1e6
-        rows = [(text, n, mean_us, ended and re.fullmatch(pattern, text) is not None) for text, n, ended in decoded]
+        # All samples of a pattern in one batch.
+        samples, mask_s = _demo_sample(torch, model, constraint, prompt, eos, args.num_samples, gen)
+        decoded = [(*_decode(vocab, ids, [eos]), len(ids)) for ids in samples]
+        # The masking time per generated token, over the whole batch.
+        mean_us = mask_s / max(1, sum(n for *_, n in decoded)) * 1e6
+        rows = [(text, n, ended and re.fullmatch(pattern, text) is not None) for text, ended, n in decoded]
         width = max(len(r[0]) for r in rows)
-        for text, n, mean_us, ok in rows:
+        for text, n, ok in rows:
             total += 1
             matched += ok
             mark = "" if ok else "   <-- DOES NOT MATCH (please report)"
@@ -550,7 +581,7 @@ def _run_demo(args: argparse.Namespace, torch: Any, transformers: Any) -> int:
         out.flush()
 
     w(f"\n{matched} of {total} strings fully match their patterns (checked again with Python's re).\n")
-    w("Mask time: this processor's work per generated token, over the pattern's batch (advance\n")
+    w("Mask time: the masking work per generated token, over the pattern's batch (advance\n")
     w("the matchers, compute the bitmasks, apply them to the logits), including the first\n")
     w(f"fill of a per-state mask cache. Total demo time {time.perf_counter() - t_start:.1f} s.\n\n")
     w("With a real model:  tokensieve generate --model PATH --regex '[0-9]{4}-[0-9]{2}-[0-9]{2}' "

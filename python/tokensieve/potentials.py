@@ -30,6 +30,10 @@ Score = Union[bool, float]
 
 def _as_log_weight(value: object, where: str) -> float:
     """A potential's return value as a log weight; TypeError when unusable."""
+    if type(value) is float:  # the common cases first, without the ABC check of Real
+        if value != value:
+            raise TypeError(f"{where} returned NaN (expected a bool or a log weight)")
+        return value
     if isinstance(value, bool):
         return 0.0 if value else -math.inf
     if isinstance(value, Real):

@@ -52,7 +52,8 @@ The model's batch holds the live particles only (see
 compiled constraint (if any) masks each row first (the same Rust kernel
 gives each row's allowed mass ``Z_t``), then each live particle draws its
 token by AWRS (:func:`tokensieve._core.awrs_sample` on the raw row with the
-packed mask, the potential as accept function), rejection, direct
+packed mask and the kernel's maximum and block sums, so that it needs no
+O(V) pass of its own; the potential as accept function), rejection, direct
 evaluation or the plain mask, and its weight gets ``log Z_t`` + the
 sampler's log weight + the change of the potentials' prefix log weight
 (the twist, replaced by the complete log weight at EOS). Since the weight
@@ -75,7 +76,7 @@ import numpy as np
 
 from . import _core
 from .models import as_language_model
-from .potentials import FunctionPotential, Mask, Potential, Product, score
+from .potentials import FunctionPotential, Mask, Potential, Product, _as_log_weight, score
 
 __all__ = [
     "RESAMPLERS",
@@ -796,6 +797,57 @@ def _draw(logq: np.ndarray, rng: np.random.Generator) -> int:
     return i
 
 
+def _one_at_a_time(
+    pot: Potential,
+    text: bytes,
+    cache: Dict[int, float],
+    eos_set: "frozenset[int]",
+    tb: Callable[[int], bytes],
+    general: Callable[[List[int]], List[bool]],
+) -> Callable[[List[int]], List[bool]]:
+    """The accept callable of one particle (text so far ``text``) for a
+    potential without batch methods: a question about one token calls its
+    ``prefix`` (``complete`` for EOS) directly and stores the log weight in
+    ``cache``; several tokens at once, or an exception (raised again, with
+    the particle and step, by :func:`tokensieve.potentials.score`), go to
+    ``general``."""
+    prefix, complete = pot.prefix, pot.complete
+    where = f"potential {pot.name!r}"
+    ninf = -math.inf
+
+    def accept(tokens: List[int]) -> List[bool]:
+        if len(tokens) != 1:
+            return general(tokens)
+        t = tokens[0]
+        try:
+            v = _as_log_weight(complete(text) if t in eos_set else prefix(text + tb(t)), where)
+        except Exception:
+            return general(tokens)
+        cache[t] = v
+        return [v > ninf]
+
+    return accept
+
+
+#: The last vocabulary's static mask row (see :func:`_static_mask_row`).
+_STATIC_MASK: List[Tuple[Any, int, np.ndarray]] = []
+
+
+def _static_mask_row(vocab: Any, eos_set: "frozenset[int]", words: int) -> np.ndarray:
+    """The packed int32 mask row of every non-special token and EOS (the
+    mask when there is no compiled constraint); O(V) Python calls, so the
+    last vocabulary's row is kept."""
+    for v, w, row in _STATIC_MASK:
+        if v is vocab and w == words:
+            return row
+    allowed = np.array([not vocab.is_special(t) or t in eos_set for t in range(vocab.vocab_size)], dtype=bool)
+    packed = np.packbits(allowed, bitorder="little")
+    packed = np.pad(packed, (0, words * 4 - packed.size))
+    row = packed.view("<i4").astype(np.int32)
+    _STATIC_MASK[:] = [(vocab, words, row)]
+    return row
+
+
 def _generate_potentials(
     lm: Any,
     vocab: Any,
@@ -820,16 +872,16 @@ def _generate_potentials(
     rng = np.random.default_rng(token_seed)
     pop = _core.Population(n, ess_threshold=float(ess_threshold), resampler=resampler, seed=pop_seed)
     vsize = int(mask.vocab_size) if mask is not None else int(vocab.vocab_size)
-    tb = [vocab.token_bytes(t) for t in range(int(vocab.vocab_size))]
+    tb = vocab.token_bytes  # looked up per asked / drawn token (a full list costs O(V) per call)
+    # Without batch methods of its own, one text at a time through
+    # ``prefix`` / ``complete`` is the same as a batch of one, for less.
+    plain = pot if pot is not None and not _has_batch(pot) else None
     eos_ids = sorted(int(e) for e in vocab.eos_token_ids)
     eos_set = frozenset(eos_ids)
     matchers: List[Any] = []
     bitmask = np.zeros((n, _core.bitmask_words(vsize)), dtype=np.int32)
     if mask is None:
-        static_allowed = np.array([not vocab.is_special(t) or t in eos_set for t in range(vocab.vocab_size)], dtype=bool)
-        row = np.packbits(static_allowed, bitorder="little")
-        row = np.pad(row, (0, bitmask.shape[1] * 4 - row.size))
-        bitmask[:] = row.view("<i4").astype(np.int32)[None, :]
+        bitmask[:] = _static_mask_row(vocab, eos_set, bitmask.shape[1])[None, :]
     else:
         proto = _core.Matcher(mask)
         matchers = [proto] + [proto.copy() for _ in range(n - 1)]
@@ -895,7 +947,7 @@ def _generate_potentials(
                 body = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t not in eos_set]
                 ends = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t in eos_set]
                 who = [int(live[ok_rows[k]]) for k, _ in body]
-                vals = score(pot, [texts[i] + tb[t] for i, (_, t) in zip(who, body)], particles=who, step=step)
+                vals = score(pot, [texts[i] + tb(t) for i, (_, t) in zip(who, body)], particles=who, step=step)
                 for (k, t), v in zip(body, vals):
                     caches[k][t] = v
                 who = [int(live[ok_rows[k]]) for k, _ in ends]
@@ -906,17 +958,24 @@ def _generate_potentials(
 
             if ok_rows:
                 seeds = [int(rng.integers(2**63)) for _ in ok_rows]
+                # The masked kernel's pass (``dist``) gives each row's
+                # maximum and block sums: the samplers start from them.
                 if len(ok_rows) == rows:
-                    sub_lp, sub_bm = lp, bm
+                    sub_lp, sub_bm, sub_max, sub_cum = lp, bm, dist._max, dist._cum
                 else:
                     sel = np.asarray(ok_rows, dtype=np.int64)
                     sub_lp, sub_bm = np.ascontiguousarray(lp[sel]), np.ascontiguousarray(bm[sel])
+                    sub_max, sub_cum = dist._max[sel], np.ascontiguousarray(dist._cum[sel])
                 draws = []
                 if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
                     for k in range(len(ok_rows)):
-                        draws.append(_core.awrs_sample(
-                            sub_lp[k], lambda ts_, k=k: accept_rows([k], [ts_])[0], sampler, max_calls, seeds[k],
-                            sub_bm[k]))
+                        def general(ts_: List[int], k: int = k) -> List[bool]:
+                            return accept_rows([k], [ts_])[0]
+
+                        acc = general if plain is None else _one_at_a_time(
+                            plain, texts[int(live[ok_rows[k]])], caches[k], eos_set, tb, general)
+                        draws.append(_core.awrs_sample(sub_lp[k], acc, sampler, max_calls, seeds[k],
+                                                       sub_bm[k], float(sub_max[k]), sub_cum[k]))
                 for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
                     c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
 
@@ -924,7 +983,7 @@ def _generate_potentials(
                         return accept_rows([k + c0 for k in ks], toks)
 
                     draws += _core.awrs_sample_rows(sub_lp[c0:c1], acc_chunk, seeds[c0:c1], sampler, max_calls,
-                                                    sub_bm[c0:c1])
+                                                    sub_bm[c0:c1], sub_max[c0:c1], sub_cum[c0:c1])
                 for k, (tok, lw, c, fb) in enumerate(draws):
                     r = ok_rows[k]
                     i = int(live[r])
@@ -947,7 +1006,7 @@ def _generate_potentials(
             dbody = [(r, t) for r, t in items if t not in eos_set]
             dends = [(r, t) for r, t in items if t in eos_set]
             sc: Dict[Tuple[int, int], float] = {}
-            vals = score(pot, [texts[live[r]] + tb[t] for r, t in dbody], particles=[int(live[r]) for r, _ in dbody], step=step)
+            vals = score(pot, [texts[live[r]] + tb(t) for r, t in dbody], particles=[int(live[r]) for r, _ in dbody], step=step)
             sc.update(zip(dbody, vals))
             vals = score(pot, [texts[live[r]] for r, _ in dends], complete=True, particles=[int(live[r]) for r, _ in dends], step=step)
             sc.update(zip(dends, vals))
@@ -974,7 +1033,7 @@ def _generate_potentials(
                 body = [r for r in ok_rows if int(drawn[r]) not in eos_set]
                 ends = [r for r in ok_rows if int(drawn[r]) in eos_set]
                 for rs, comp in ((body, False), (ends, True)):
-                    ts_ = [texts[live[r]] + (b"" if comp else tb[int(drawn[r])]) for r in rs]
+                    ts_ = [texts[live[r]] + (b"" if comp else tb(int(drawn[r]))) for r in rs]
                     for r, v in zip(rs, score(pot, ts_, complete=comp, particles=[int(live[r]) for r in rs], step=step)):
                         new_phi[r] = v
             for r in ok_rows:
@@ -986,7 +1045,7 @@ def _generate_potentials(
             body = [r for r in got if int(drawn[r]) not in eos_set]
             ends = [r for r in got if int(drawn[r]) in eos_set]
             for rs, comp in ((body, False), (ends, True)):
-                ts_ = [texts[live[r]] + (b"" if comp else tb[int(drawn[r])]) for r in rs]
+                ts_ = [texts[live[r]] + (b"" if comp else tb(int(drawn[r]))) for r in rs]
                 for r, v in zip(rs, score(crit, ts_, complete=comp, particles=[int(live[r]) for r in rs], step=step)):
                     new_phic[r] = v
                     inc[live[r]] += v - phic[live[r]]
@@ -1014,7 +1073,7 @@ def _generate_potentials(
                 status[i] = EOS
                 continue
             tokens[i].append(t)
-            texts[i] = texts[i] + tb[t]
+            texts[i] = texts[i] + tb(t)
             last_tok[i] = t
             if at_limit:
                 status[i] = MAX_TOKENS
