@@ -107,20 +107,10 @@ impl CompiledGrammar {
             let end = rule_start.get(r + 1).map_or(rhs.len(), |&e| e as usize);
             dot_lhs.extend(std::iter::repeat_n(rule_lhs[r], end - st as usize));
         }
-        let mut nullable = vec![false; n_nt + 1];
-        loop {
-            let mut changed = false;
-            for rule in &rules {
-                if !nullable[rule.lhs as usize] && rule.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
-                    nullable[rule.lhs as usize] = true;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        nullable[n_nt] = nullable[g.start as usize];
+        // Nullable over all rules equals nullable over the productive ones;
+        // the augmented start S' is nullable iff S is.
+        let mut nullable = g.nullable();
+        nullable.push(nullable[g.start as usize]);
 
         let patterns: Vec<&str> = g.terminals.iter().map(|t| t.regex.as_str()).collect();
         let first_match: Vec<bool> = g.terminals.iter().map(|t| t.first_match).collect();

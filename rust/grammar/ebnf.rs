@@ -259,19 +259,7 @@ pub(crate) mod tests {
             }
         }
         let nn = g.nonterminals.len();
-        let mut nullable = vec![false; nn];
-        loop {
-            let mut ch = false;
-            for r in &g.rules {
-                if !nullable[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
-                    nullable[r.lhs as usize] = true;
-                    ch = true;
-                }
-            }
-            if !ch {
-                break;
-            }
-        }
+        let nullable = g.nullable();
         let mut rules_of: Vec<Vec<usize>> = vec![Vec::new(); nn];
         for (k, r) in g.rules.iter().enumerate() {
             rules_of[r.lhs as usize].push(k);

@@ -323,6 +323,25 @@ impl Grammar {
         }
     }
 
+    /// Which nonterminals derive the empty string (a fixpoint). A rule of
+    /// nullable symbols only is productive, so dropping unproductive rules
+    /// first changes nothing here.
+    pub fn nullable(&self) -> Vec<bool> {
+        let mut nullable = vec![false; self.nonterminals.len()];
+        loop {
+            let mut changed = false;
+            for r in &self.rules {
+                if !nullable[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
+                    nullable[r.lhs as usize] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return nullable;
+            }
+        }
+    }
+
     /// Every symbol of `r`'s right-hand side is a terminal or productive.
     pub fn rule_is_productive(&self, r: &Rule, productive: &[bool]) -> bool {
         r.rhs.iter().all(|s| match s {

@@ -128,7 +128,7 @@ enum Memo {
 /// docs for what is recognised).
 struct Regular<'g> {
     g: &'g Grammar,
-    rules_of: Vec<Vec<usize>>,
+    rules_of: &'g [Vec<usize>],
     memo: Vec<Memo>,
     /// Nesting of [`Regular::of`] calls: past [`MAX_DEPTH`] a nonterminal
     /// counts as not regular (a chain of 100,000 rules must not overflow
@@ -157,7 +157,8 @@ impl Regular<'_> {
     fn compute(&mut self, n: u32) -> Option<String> {
         let me = Sym::N(n);
         let (mut base, mut left, mut right) = (Vec::new(), Vec::new(), Vec::new());
-        for &r in &self.rules_of[n as usize].clone() {
+        let rules_of = self.rules_of;
+        for &r in &rules_of[n as usize] {
             let rhs = &self.g.rules[r].rhs;
             let (body, kind) = if rhs.len() > 1 && rhs[0] == me {
                 (&rhs[1..], &mut left)
@@ -201,22 +202,6 @@ impl Regular<'_> {
     }
 }
 
-fn nullable(g: &Grammar) -> Vec<bool> {
-    let mut nullable = vec![false; g.nonterminals.len()];
-    loop {
-        let mut changed = false;
-        for r in &g.rules {
-            if !nullable[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
-                nullable[r.lhs as usize] = true;
-                changed = true;
-            }
-        }
-        if !changed {
-            return nullable;
-        }
-    }
-}
-
 /// `g` with its safely promotable regular nonterminals replaced by single
 /// terminals (the module docs say which). Grammars with `%ignore`
 /// terminals are returned as they are: whitespace may fall between any two
@@ -232,11 +217,11 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
     }
     let mut reg = Regular {
         g,
-        rules_of: rules_of.clone(),
+        rules_of: &rules_of,
         memo: vec![Memo::Unvisited; n_nt],
         depth: 0,
     };
-    let nullable = nullable(g);
+    let nullable = g.nullable();
     // First bytes of the grammar's own terminals, from their syntax (an
     // automaton per terminal would cost more than the rest of compiling).
     let Some(old_first) = g
