@@ -16,7 +16,7 @@ use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_by_walk, fill_from_entry, LexEntry, WalkCache};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, LazyDfa, LexEntry, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -123,6 +123,9 @@ struct GrammarMaskCache {
     map: Mutex<MaskMap>,
     lex: Mutex<LexMap>,
     walks: Mutex<WalkCache>,
+    /// The automaton of parser configurations every mask walk of this
+    /// grammar extends ([`LazyDfa`]), and the bytes charged for it.
+    dfa: Mutex<(LazyDfa, usize)>,
     classes: Mutex<LexerClasses>,
     used: AtomicUsize,
     /// [`GrammarLimits::mask_cache_bytes`].
@@ -166,6 +169,22 @@ impl GrammarMaskCache {
         };
         classes.by_state.insert(key, c);
         c
+    }
+
+    /// Charge the shared automaton's growth to the budget. Over budget it
+    /// starts over (memory stays bounded; later masks rebuild what they
+    /// visit), and so it does after a walk a parser limit cut short, whose
+    /// transitions may record a failed step as a dead end.
+    fn charge_dfa(&self, slot: &mut (LazyDfa, usize), failed: bool) {
+        let (dfa, charged) = slot;
+        let now = dfa.bytes();
+        if failed || (now > *charged && !self.reserve(now - *charged)) {
+            self.used.fetch_sub(*charged, Ordering::Relaxed);
+            *dfa = LazyDfa::default();
+            *charged = 0;
+        } else {
+            *charged = now.max(*charged);
+        }
     }
 
     /// Account for `bytes` more; false (nothing reserved) once over budget.
@@ -297,9 +316,17 @@ impl GrammarKind {
             return Ok(());
         }
         let trie = env.trie();
+        // A matcher computing a mask of the same grammar on another thread
+        // holds the shared automaton: walk over a private one meanwhile.
+        let mut shared = cache.dfa.try_lock().ok();
+        let mut private = LazyDfa::default();
+        let dfa = match shared.as_mut() {
+            Some(guard) => &mut guard.0,
+            None => &mut private,
+        };
         let (ls, in_progress, allowed) = st.lexer_view(g);
         if !in_progress && g.prefix_free_lexemes {
-            fill_by_walk(g, trie, env.shapes(), env.subtree_bytes(), st, out);
+            fill_by_walk(g, dfa, trie, env.shapes(), env.subtree_bytes(), st, out);
         } else {
             // Only terminals still reachable from `ls` matter, so keys
             // from different parser contexts (an object key, a string
@@ -318,8 +345,12 @@ impl GrammarKind {
                 }
             };
             let reserve = |bytes: usize| cache.reserve(bytes);
-            fill_from_entry(g, trie, env.shapes(), env.subtree_bytes(), st, &entry, &cache.walks, &reserve, out);
+            fill_from_entry(g, dfa, trie, env.shapes(), env.subtree_bytes(), st, &entry, &cache.walks, &reserve, out);
         }
+        if let Some(guard) = shared.as_mut() {
+            cache.charge_dfa(guard, st.error.is_some());
+        }
+        drop(shared);
         if let Some(e) = st.error.take() {
             return Err(e);
         }
@@ -717,6 +748,46 @@ mod tests {
         let doc = format!("{}]", &sample[..cut]);
         let g = crate::grammar::gbnf::parse_gbnf(&text, &GrammarLimits::default()).unwrap();
         check_cached_masks(&g, &[&doc]);
+    }
+
+    /// A mask that a parser limit cuts short is an error, and leaves
+    /// nothing behind in the grammar's shared automaton or walk cache: a
+    /// new matcher of the same constraint then gets, at every prefix the
+    /// limit allows, the masks of a freshly compiled one.
+    #[test]
+    fn masks_after_a_limit_error_are_unaffected() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt2/tokenizer.json");
+        let Ok(json) = std::fs::read_to_string(root) else {
+            eprintln!("skipping: {root} not found");
+            return;
+        };
+        let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
+        let limits = GrammarLimits {
+            max_items_per_set: 40,
+            ..GrammarLimits::default()
+        };
+        let g = crate::grammar::gbnf::parse_gbnf("root ::= (. .+)*", &limits).unwrap();
+        let words = env.mask_words();
+        let x = env.trie().longest_prefix(b"x").unwrap().0;
+        let c = Constraint::grammar(env.clone(), &g, &limits).unwrap();
+        let mut m = Matcher::new(c.clone());
+        let mut ok_steps = 0;
+        let mut out = vec![0u32; words];
+        while m.fill_mask(&mut out).is_ok() {
+            ok_steps += 1;
+            assert!(ok_steps < 200, "the limit never triggered");
+            m.consume_token(x).unwrap();
+        }
+        let fresh = Constraint::grammar(env.clone(), &g, &limits).unwrap();
+        let (mut a, mut b) = (Matcher::new(c), Matcher::new(fresh));
+        for _ in 0..ok_steps {
+            let (mut ma, mut mb) = (vec![0u32; words], vec![0u32; words]);
+            a.fill_mask(&mut ma).unwrap();
+            b.fill_mask(&mut mb).unwrap();
+            assert_eq!(ones(&ma), ones(&mb));
+            a.consume_token(x).unwrap();
+            b.consume_token(x).unwrap();
+        }
     }
 
     /// Feed each doc byte by byte (GPT-2 has a token per byte): the

@@ -16,7 +16,7 @@
 
 use super::{Grammar, GrammarLimits, Sym};
 use crate::error::{Error, Result};
-use crate::fxhash::FxSet;
+use crate::fxhash::{FxMap, FxSet};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 
 const NT_FLAG: u32 = 1 << 30;
@@ -190,8 +190,17 @@ pub struct Chart {
     /// this set) was added: most items of a set are its own predictions,
     /// deduplicated here without hashing.
     dot_seen: Vec<u32>,
-    /// Per set: memoised contexts by nonterminal (see [`Chart::context`]).
-    ctx: Vec<Vec<(u32, u128)>>,
+    /// Memoised contexts (see [`Chart::context`]) by (generation of the
+    /// set, nonterminal, with [`OWN`] for a member's own part). Keys use the
+    /// generation rather than the index, so a popped set's entries never
+    /// answer for the set that replaces it.
+    ctx: FxMap<(u32, u32), u128>,
+    /// Per set: the generation that built it.
+    gens: Vec<u32>,
+    /// Scratch buffers of [`Chart::context`].
+    ctx_stack: Vec<(usize, u32)>,
+    ctx_closure: Vec<u32>,
+    ctx_wait: Vec<u32>,
     /// Completion index of large sets: (awaited symbol, item index) sorted by
     /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
     /// which are scanned instead.
@@ -206,6 +215,13 @@ pub struct Chart {
 /// quadratic in the text. Small sets, the common case, are cheaper to scan
 /// than to index.
 const INDEX_MIN_ITEMS: usize = 48;
+
+/// Marks a memoised own part in [`Chart::ctx`] (nonterminal ids are below
+/// [`NT_FLAG`]).
+const OWN: u32 = NT_FLAG;
+
+/// Context memo entries beyond which it starts over.
+const MAX_CONTEXT_MEMO: usize = 1 << 18;
 
 impl Chart {
     /// Record item `it` of set `k` (under construction, generation `gen`);
@@ -244,18 +260,55 @@ impl Chart {
     /// previous list element (a `ws` that might have followed it) does not
     /// make the next element's fingerprint differ.
     pub fn fingerprint(&mut self, g: &CompiledGrammar) -> u128 {
-        let top = self.sets.len() - 1;
+        self.fingerprint_at(g, self.sets.len() - 1)
+    }
+
+    /// [`Chart::fingerprint`] of the chart cut after set `k`: what the
+    /// future reads from there does not depend on later sets.
+    pub fn fingerprint_at(&mut self, g: &CompiledGrammar, k: usize) -> u128 {
         let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
-        for i in self.set_range(top) {
+        let end = END_FLAG | g.start_rule;
+        let mut accepts = 0u64;
+        for i in self.set_range(k) {
             let it = self.items[i];
-            if g.rhs[it.dot as usize] & (NT_FLAG | END_FLAG) != 0 {
+            let s = g.rhs[it.dot as usize];
+            if s & (NT_FLAG | END_FLAG) != 0 {
+                accepts |= (s == end && it.origin == 0) as u64;
                 continue;
             }
             let c = self.context(g, it.origin as usize, g.dot_lhs[it.dot as usize]);
             fold_item(&mut a, &mut b, it.dot, c);
         }
-        let accepts = g.chart_accepts(self) as u64;
         ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(7) ^ accepts) as u128
+    }
+
+    /// A position-independent name of the parser configuration after set
+    /// `k`, cheaper than [`Chart::fingerprint_at`] and finer: every item of
+    /// set `k` (completed ones aside) by its dot, and for an origin below
+    /// `k` by the context its completion advances there. Items predicted at
+    /// `k` need no context (the set itself says what they advance), so
+    /// nothing of set `k` is closed over, and the contexts of earlier sets
+    /// are memoised while a walk goes deeper.
+    pub fn local_fingerprint_at(&mut self, g: &CompiledGrammar, k: usize) -> u128 {
+        let (mut a, mut b) = (0x2545_f491_4f6c_dd1du64, 0x9e37_79b9_7f4a_7c15u64);
+        let end = END_FLAG | g.start_rule;
+        let mut accepts = 0u64;
+        for i in self.set_range(k) {
+            let it = self.items[i];
+            let s = g.rhs[it.dot as usize];
+            if s & END_FLAG != 0 {
+                accepts |= (s == end && it.origin == 0) as u64;
+                continue;
+            }
+            let o = it.origin as usize;
+            let c = if o == k {
+                0x6a09_e667_f3bc_c908
+            } else {
+                self.context(g, o, g.dot_lhs[it.dot as usize])
+            };
+            fold_item(&mut a, &mut b, it.dot, c);
+        }
+        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(11) ^ accepts) as u128
     }
 
     /// Fingerprint of what completing nonterminal `nt` from set `k` leads
@@ -267,24 +320,38 @@ impl Chart {
     /// computed with an explicit stack, so deep nesting cannot overflow the
     /// call stack.
     fn context(&mut self, g: &CompiledGrammar, k: usize, nt: u32) -> u128 {
-        let mut stack = vec![(k, nt)];
-        let mut closure = Vec::new();
+        if let Some(h) = self.memo(k, nt) {
+            return h;
+        }
+        if self.ctx.len() > MAX_CONTEXT_MEMO {
+            self.ctx.clear(); // entries of popped sets pile up
+        }
+        let mut stack = std::mem::take(&mut self.ctx_stack);
+        let mut closure = std::mem::take(&mut self.ctx_closure);
+        let mut wait = std::mem::take(&mut self.ctx_wait);
+        stack.clear();
+        stack.push((k, nt));
         while let Some(&(k, nt)) = stack.last() {
-            if self.memo_context(k, nt).is_some() {
+            if self.memo(k, nt).is_some() {
                 stack.pop();
                 continue;
             }
-            self.closure(g, k, nt, &mut closure);
+            self.closure(g, k, nt, &mut closure, &mut wait);
+            // Each member's own part (its waiting items, with the contexts
+            // of their origins) is memoised apart: the contexts of a chain
+            // of nested rules predicted in one set share most members.
             let before = stack.len();
             for &x in &closure {
-                for j in self.waiting(g, k, x) {
-                    let it = self.items[j];
+                if self.memo(k, x | OWN).is_some() {
+                    continue;
+                }
+                self.waiting(g, k, x, &mut wait);
+                for &j in &wait {
+                    let it = self.items[j as usize];
                     let o = it.origin as usize;
-                    if o < k {
-                        let l = g.dot_lhs[it.dot as usize];
-                        if self.memo_context(o, l).is_none() {
-                            stack.push((o, l));
-                        }
+                    let l = g.dot_lhs[it.dot as usize];
+                    if o < k && self.memo(o, l).is_none() {
+                        stack.push((o, l));
                     }
                 }
             }
@@ -293,42 +360,57 @@ impl Chart {
             }
             let mut h = 0x51_7c_c1_b7_27_22_0a_95u128;
             for &x in &closure {
-                let (mut a, mut b) = (x as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4fu64);
-                for j in self.waiting(g, k, x) {
-                    let it = self.items[j];
-                    let o = it.origin as usize;
-                    let c = if o < k {
-                        self.memo_context(o, g.dot_lhs[it.dot as usize]).unwrap()
-                    } else {
-                        0x5bd1_e995
-                    };
-                    fold_item(&mut a, &mut b, it.dot, c);
-                }
-                let lo = mix(a ^ (h as u64));
-                let hi = mix(b ^ ((h >> 64) as u64) ^ lo);
+                let own = match self.memo(k, x | OWN) {
+                    Some(own) => own,
+                    None => {
+                        let (mut a, mut b) = (x as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4fu64);
+                        self.waiting(g, k, x, &mut wait);
+                        for &j in &wait {
+                            let it = self.items[j as usize];
+                            let o = it.origin as usize;
+                            let c = if o < k {
+                                self.memo(o, g.dot_lhs[it.dot as usize]).unwrap()
+                            } else {
+                                0x5bd1_e995
+                            };
+                            fold_item(&mut a, &mut b, it.dot, c);
+                        }
+                        let own = ((a as u128) << 64) | b as u128;
+                        self.ctx.insert((self.gens[k], x | OWN), own);
+                        own
+                    }
+                };
+                let lo = mix((own as u64) ^ (h as u64));
+                let hi = mix(((own >> 64) as u64) ^ ((h >> 64) as u64) ^ lo);
                 h = ((hi as u128) << 64) | lo as u128;
             }
-            self.ctx[k].push((nt, h));
+            self.ctx.insert((self.gens[k], nt), h);
             stack.pop();
         }
-        self.memo_context(k, nt).unwrap()
+        self.ctx_stack = stack;
+        self.ctx_closure = closure;
+        self.ctx_wait = wait;
+        self.memo(k, nt).unwrap()
     }
 
-    fn memo_context(&self, k: usize, nt: u32) -> Option<u128> {
-        self.ctx[k].iter().find(|&&(x, _)| x == nt).map(|&(_, h)| h)
+    /// Memoised context (or, with [`OWN`], own part) of `nt` at set `k`.
+    #[inline]
+    fn memo(&self, k: usize, nt: u32) -> Option<u128> {
+        self.ctx.get(&(self.gens[k], nt)).copied()
     }
 
     /// `nt` and every nonterminal with a rule predicted at `k` that waits
     /// there on a member, sorted.
-    fn closure(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>) {
+    fn closure(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<u32>) {
         out.clear();
         out.push(nt);
         let mut i = 0;
         while i < out.len() {
             let x = out[i];
             i += 1;
-            for j in self.waiting(g, k, x) {
-                let it = self.items[j];
+            self.waiting(g, k, x, wait);
+            for &j in wait.iter() {
+                let it = self.items[j as usize];
                 if it.origin as usize == k {
                     let l = g.dot_lhs[it.dot as usize];
                     if !out.contains(&l) {
@@ -340,25 +422,23 @@ impl Chart {
         out.sort_unstable();
     }
 
-    /// Indices (into `items`) of the items of set `k` waiting on `nt`.
-    fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32) -> Vec<usize> {
+    /// Indices (into `items`) of the items of set `k` waiting on `nt`,
+    /// into `out` (cleared first).
+    fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>) {
+        out.clear();
         let want = NT_FLAG | nt;
         let (ws, we) = self.waits_at[k];
         if ws < we {
             let idx = &self.waits[ws as usize..we as usize];
             let from = idx.partition_point(|&(sym, _)| sym < want);
-            idx[from..]
-                .iter()
-                .take_while(|&&(sym, _)| sym == want)
-                .map(|&(_, j)| j as usize)
-                .collect()
+            out.extend(idx[from..].iter().take_while(|&&(sym, _)| sym == want).map(|&(_, j)| j));
         } else {
-            self.set_range(k).filter(|&j| g.rhs[self.items[j].dot as usize] == want).collect()
+            out.extend(self.set_range(k).filter(|&j| g.rhs[self.items[j].dot as usize] == want).map(|j| j as u32));
         }
     }
 
     fn pop_set(&mut self, pwords: usize) {
-        self.ctx.truncate(self.sets.len() - 1);
+        self.gens.pop();
         if let Some((ws, _)) = self.waits_at.pop() {
             self.waits.truncate(ws as usize);
         }
@@ -412,6 +492,7 @@ impl CompiledGrammar {
         c.seen.clear();
         c.generation = c.generation.wrapping_add(1);
         if c.generation == 0 {
+            c.ctx.clear();
             c.predicted.iter_mut().for_each(|p| *p = 0);
             c.dot_seen.iter_mut().for_each(|p| *p = 0);
             c.generation = 1;
@@ -531,7 +612,7 @@ impl CompiledGrammar {
             c.waits[ws..].sort_unstable_by_key(|&(sym, _)| sym);
         }
         c.waits_at.push((ws as u32, c.waits.len() as u32));
-        c.ctx.push(Vec::new());
+        c.gens.push(gen);
         c.expect.extend_from_slice(&expected);
         for (w, e) in expected.iter().enumerate() {
             c.expect.push(e | self.ignore[w]);
@@ -633,6 +714,12 @@ impl GrammarState {
     pub fn mask_key(&mut self, g: &CompiledGrammar) -> (u32, bool, u128) {
         let (s, ip) = self.lexer_position(g);
         (s, ip, self.chart.fingerprint(g))
+    }
+
+    /// [`Chart::local_fingerprint_at`] of chart set `k`: a
+    /// position-independent name for the parser configuration after it.
+    pub fn set_fingerprint(&mut self, g: &CompiledGrammar, k: usize) -> u128 {
+        self.chart.local_fingerprint_at(g, k)
     }
 
     /// Push one byte under greedy contextual lexing; `false` (state
@@ -755,44 +842,6 @@ impl GrammarState {
         } else {
             (s, true)
         }
-    }
-
-    /// Canonical form of chart set `top` for a walk that started at chart
-    /// height `h0`, written into `out` (cleared first).
-    ///
-    /// Two parser configurations whose top sets have the same canonical
-    /// form accept exactly the same continuations: the future reads the
-    /// top set's items that wait on a symbol (scans, and completions of
-    /// later items that originate here), their origin sets recursively, and
-    /// whether the start rule is complete. Completed items are never read
-    /// again once a set is built, so they are left out. Origins below `h0`
-    /// are the walk's fixed base and are named by index; origins at or above
-    /// it are named by their own canonical id (`ids[origin - h0]`, computed
-    /// when that set was pushed), so configurations reached by different
-    /// byte paths collapse into one state whenever their structure agrees.
-    pub fn canonical_set(&self, g: &CompiledGrammar, top: usize, h0: usize, ids: &[u32], out: &mut Vec<u64>) {
-        out.clear();
-        debug_assert!(top >= h0 && ids.len() == top - h0);
-        for it in &self.chart.items[self.chart.set_range(top)] {
-            if g.rhs[it.dot as usize] & END_FLAG != 0 {
-                continue;
-            }
-            let o = it.origin as usize;
-            let code = if o == top {
-                u32::MAX
-            } else if o < h0 {
-                o as u32
-            } else {
-                (1 << 31) | ids[o - h0]
-            };
-            out.push((it.dot as u64) << 32 | code as u64);
-        }
-        out.sort_unstable();
-        let end = END_FLAG | g.start_rule;
-        let accepts = self.chart.items[self.chart.set_range(top)]
-            .iter()
-            .any(|it| it.origin == 0 && g.rhs[it.dot as usize] == end);
-        out.push(accepts as u64);
     }
 
     pub fn leave_after_lexeme(&mut self, g: &CompiledGrammar, saved: (Vec<u32>, Vec<u32>, bool)) {

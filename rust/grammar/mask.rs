@@ -121,15 +121,23 @@ fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
 /// characters (GBNF) every token byte ends one, so that layer would split
 /// the walk into a group per first character, each with its own parser
 /// step and walk; one walk shares its transitions, scans and loops.
-pub fn fill_by_walk(g: &CompiledGrammar, trie: &TokTrie, shapes: &[u32], below: &SubtreeBytes, st: &mut GrammarState, out: &mut [u32]) {
+pub fn fill_by_walk(
+    g: &CompiledGrammar,
+    dfa: &mut LazyDfa,
+    trie: &TokTrie,
+    shapes: &[u32],
+    below: &SubtreeBytes,
+    st: &mut GrammarState,
+    out: &mut [u32],
+) {
     out.fill(0);
-    let mut walk = LazyWalk::new(g, st);
+    let mut walk = LazyWalk::new(g, dfa, st);
     let mut memo: FxMap<u32, (u32, u32)> = FxMap::default();
     let mut arena = Vec::new();
     for c in trie.children(0) {
         let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
             let from = arena.len() as u32;
-            walk.walk_subtree(g, trie, below, st, c, &mut arena);
+            walk.walk_subtree(g, dfa, trie, below, st, c, &mut arena);
             (from, arena.len() as u32)
         });
         set_accepted(trie, c, &arena[from as usize..to as usize], out);
@@ -164,6 +172,7 @@ pub type WalkCache = FxMap<(u32, bool, u128), WalkMemo>;
 #[allow(clippy::too_many_arguments)]
 pub fn fill_from_entry(
     g: &CompiledGrammar,
+    dfa: &mut LazyDfa,
     trie: &TokTrie,
     shapes: &[u32],
     below: &SubtreeBytes,
@@ -203,17 +212,18 @@ pub fn fill_from_entry(
                     let (from, to) = *memo_shapes.entry(shapes[c]).or_insert_with(|| {
                         let w = walk.get_or_insert_with(LazyWalk::default);
                         if fresh {
-                            w.reset(g, st);
+                            w.reset(g, dfa, st);
                             fresh = false;
                         }
                         let from = arena.len() as u32;
-                        w.walk_subtree(g, trie, below, st, c, arena);
+                        w.walk_subtree(g, dfa, trie, below, st, c, arena);
                         (from, arena.len() as u32)
                     });
                     set_accepted(trie, c, &memo.arena[from as usize..to as usize], out);
                 }
             }
-            if reserve(memo.bytes().saturating_sub(before) + if before == 0 { 64 } else { 0 }) {
+            // A walk cut short by a parser limit is not kept.
+            if st.error.is_none() && reserve(memo.bytes().saturating_sub(before) + if before == 0 { 64 } else { 0 }) {
                 walks.lock().unwrap().insert(key, memo);
             }
             st.leave_after_lexeme(g, saved);
@@ -227,44 +237,43 @@ const UNKNOWN: u32 = u32::MAX;
 /// Transition to "no string of the language continues this way".
 const DEAD: u32 = 0;
 
-/// A trie walk over one parser configuration (the "base") that builds the
-/// automaton of the configurations it reaches lazily, as a DFA.
+/// The automaton of parser configurations a grammar's trie walks reach,
+/// built lazily as a DFA and kept for the grammar's lifetime.
 ///
 /// Why: a grammar whose lexemes are short (GBNF's are single characters)
 /// makes the parser take a step at nearly every byte of every token, and an
-/// Earley step costs the size of a chart set. But below one base the walk
-/// reaches few distinct configurations: inside an identifier, a string or
-/// a number the set after each byte has the same structure. So each
-/// configuration is named by its canonical form
-/// ([`GrammarState::canonical_set`]) plus the lexer state, transitions are
-/// memoised per (configuration, byte), and the parser only runs for a
-/// transition seen for the first time. Every other trie node costs a table
-/// lookup. The parser state itself is advanced lazily: it trails the walk
-/// and replays the path bytes when an unknown transition needs it.
+/// Earley step costs the size of a chart set. But walks reach few distinct
+/// configurations: inside an identifier, a string or a number the set
+/// after each byte has the same future, and the walk of the next mask
+/// passes through the configurations of the previous one (every statement
+/// of a block starts the same way). So each configuration is named by the
+/// lexer state plus its top chart set's fingerprint
+/// ([`GrammarState::set_fingerprint`]: what the future reads,
+/// independent of the input position, the same key the mask cache uses),
+/// transitions are memoised per (configuration, lexer byte class), and the
+/// parser only runs for a transition no walk of this grammar has taken
+/// yet. Every other trie node costs a table lookup.
+///
+/// A state stands for every configuration with its fingerprint, all of
+/// which accept the same continuations; a transition learned from one of
+/// them is right for all of them, since it leads to a configuration with
+/// the same future whichever one took it.
 #[derive(Debug, Default)]
-pub struct LazyWalk {
-    /// Chart height at the base: sets below it are fixed for the walk.
-    h0: usize,
-    /// Canonical ids of the chart sets pushed above the base, bottom up.
-    set_ids: Vec<u32>,
-    sets: FxMap<Vec<u64>, u32>,
+pub struct LazyDfa {
+    /// Per state: (lexer state, lexeme in progress, set id); state 0 is
+    /// [`DEAD`].
+    info: Vec<(u32, bool, u32)>,
     states: FxMap<(u32, bool, u32), u32>,
+    /// Set ids by fingerprint; per set id, the terminals the lexer may
+    /// match there and those the parser expects.
+    sets: FxMap<u128, u32>,
+    set_allowed: Vec<Vec<u64>>,
+    set_expected: Vec<Vec<u64>>,
     /// `trans[stride * s + c]`: the state after a byte of lexer class `c`
     /// in state `s` (the parser sees a byte only through the lexer, so
     /// bytes of one class move every configuration alike).
     trans: Vec<u32>,
     stride: usize,
-    base: u32,
-    scratch: Vec<u64>,
-    /// Per depth below the base on the current trie path: the state there
-    /// and the byte that led to it (kept between walks to save allocations).
-    ids: Vec<u32>,
-    path: Vec<u8>,
-    /// Per state: (lexer state, lexeme in progress, set id); per set id
-    /// (0: the base's top set): the terminals the lexer may match there.
-    info: Vec<(u32, bool, u32)>,
-    set_allowed: Vec<Vec<u64>>,
-    set_expected: Vec<Vec<u64>>,
     /// (set id, terminals scanned) -> id of the set the scan pushes. Many
     /// lexer states end a lexeme the same way (every prefix of a keyword
     /// that is also a NAME), so the parser runs once per distinct scan.
@@ -276,39 +285,26 @@ pub struct LazyWalk {
     class_bytes: Vec<[u64; 4]>,
 }
 
-impl LazyWalk {
-    pub fn new(g: &CompiledGrammar, st: &GrammarState) -> LazyWalk {
-        let mut w = LazyWalk::default();
-        w.reset(g, st);
-        w
+impl LazyDfa {
+    /// Approximate heap size, for the mask cache's budget.
+    pub fn bytes(&self) -> usize {
+        let words = self.set_allowed.first().map_or(0, Vec::len);
+        self.trans.len() * 4 + self.info.len() * (12 + 24 + 36) + self.sets.len() * (24 + 2 * (24 + 8 * words)) + self.scans.len() * (32 + 8 * words)
     }
 
-    /// Start over from base `st`, keeping the buffers.
-    pub fn reset(&mut self, g: &CompiledGrammar, st: &GrammarState) {
+    fn init(&mut self, g: &CompiledGrammar) {
+        if !self.trans.is_empty() {
+            return;
+        }
         self.stride = g.lexer.num_classes();
-        self.h0 = st.chart_height();
-        self.set_ids.clear();
-        self.sets.clear();
-        self.states.clear();
-        self.trans.clear();
         self.trans.resize(self.stride, UNKNOWN); // state 0 is DEAD
-        self.info.clear();
         self.info.push((0, false, 0));
-        self.set_allowed.clear();
-        self.set_allowed.push(st.lexer_view(g).2.to_vec());
-        self.set_expected.clear();
-        self.set_expected.push(st.expected_at(g, self.h0 - 1).to_vec());
-        self.scans.clear();
-        self.loops.clear();
         self.loops.push(([0; 4], false));
-        self.class_bytes.clear();
         self.class_bytes.resize(self.stride, [0; 4]);
         for b in 0..=255u8 {
             let c = g.lexer.byte_class(b);
             self.class_bytes[c][b as usize / 64] |= 1 << (b % 64);
         }
-        let (ls, ip) = st.lexer_position(g);
-        self.base = self.state_id(ls, ip, 0);
     }
 
     fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
@@ -322,38 +318,23 @@ impl LazyWalk {
         id
     }
 
-    /// The state of `st` after a successful push (the chart may have grown
-    /// by a set or two: a lexeme ended, and another that no byte can extend
-    /// ended at once).
-    fn state_of(&mut self, g: &CompiledGrammar, st: &GrammarState) -> u32 {
-        let h = st.chart_height();
-        let above = h - self.h0;
-        while above > self.set_ids.len() {
-            let mut buf = std::mem::take(&mut self.scratch);
-            st.canonical_set(g, self.h0 + self.set_ids.len(), self.h0, &self.set_ids, &mut buf);
-            let next = self.sets.len() as u32 + 1; // 0 names the base's top set
-            let id = match self.sets.get(&buf) {
-                Some(&id) => id,
-                None => {
-                    self.sets.insert(buf.clone(), next);
-                    self.set_allowed.push(st.allowed_at(g, self.h0 + self.set_ids.len()).to_vec());
-                    self.set_expected.push(st.expected_at(g, self.h0 + self.set_ids.len()).to_vec());
-                    next
-                }
-            };
-            self.scratch = buf;
-            self.set_ids.push(id);
+    /// Id of chart set `k` of `st`.
+    fn set_id(&mut self, g: &CompiledGrammar, st: &mut GrammarState, k: usize) -> u32 {
+        let fp = st.set_fingerprint(g, k);
+        let next = self.sets.len() as u32;
+        let id = *self.sets.entry(fp).or_insert(next);
+        if id == next {
+            self.set_allowed.push(st.allowed_at(g, k).to_vec());
+            self.set_expected.push(st.expected_at(g, k).to_vec());
         }
-        let set = if above == 0 { 0 } else { self.set_ids[above - 1] };
-        let (ls, ip) = st.lexer_position(g);
-        self.state_id(ls, ip, set)
+        id
     }
 
-    fn pop(&mut self, g: &CompiledGrammar, st: &mut GrammarState, n: usize) {
-        if n > 0 {
-            st.pop_bytes(g, n);
-            self.set_ids.truncate(st.chart_height() - self.h0);
-        }
+    /// The state of `st` itself.
+    fn state_of(&mut self, g: &CompiledGrammar, st: &mut GrammarState) -> u32 {
+        let set = self.set_id(g, st, st.chart_height() - 1);
+        let (ls, ip) = st.lexer_position(g);
+        self.state_id(ls, ip, set)
     }
 
     /// The transition from state `from` on byte `b` when the lexer alone
@@ -377,14 +358,44 @@ impl LazyWalk {
             DEAD
         }
     }
+}
+
+/// A trie walk over a [`LazyDfa`] from one parser configuration (the
+/// "base"): known transitions are table lookups, and the real parser state
+/// trails the walk, replaying the path bytes only when a transition is
+/// unknown.
+#[derive(Debug, Default)]
+pub struct LazyWalk {
+    base: u32,
+    /// Per depth below the base on the current trie path: the state there
+    /// and the byte that led to it (kept between walks to save allocations).
+    ids: Vec<u32>,
+    path: Vec<u8>,
+}
+
+impl LazyWalk {
+    /// Walk from `st`'s configuration over `dfa`.
+    pub fn new(g: &CompiledGrammar, dfa: &mut LazyDfa, st: &mut GrammarState) -> LazyWalk {
+        let mut w = LazyWalk::default();
+        w.reset(g, dfa, st);
+        w
+    }
+
+    /// Start over from base `st`, keeping the buffers.
+    pub fn reset(&mut self, g: &CompiledGrammar, dfa: &mut LazyDfa, st: &mut GrammarState) {
+        dfa.init(g);
+        self.base = dfa.state_of(g, st);
+    }
 
     /// Walk the subtree of trie node `root` from the base (`st` must be in
     /// the base configuration, and is left in it), pushing the offset from
     /// `root` of every accepted node where a token ends into `out` (with
     /// [`WHOLE`] set for a subtree accepted whole).
+    #[allow(clippy::too_many_arguments)]
     pub fn walk_subtree(
         &mut self,
         g: &CompiledGrammar,
+        dfa: &mut LazyDfa,
         trie: &TokTrie,
         below: &SubtreeBytes,
         st: &mut GrammarState,
@@ -400,7 +411,7 @@ impl LazyWalk {
         }
         let nodes = trie.nodes();
         let classes = g.lexer.classes();
-        let stride = self.stride;
+        let stride = dfa.stride;
         // ids[k]: state after k bytes below the base on the current path;
         // path[k]: the (k+1)-th byte. `st` has actually taken `real` bytes,
         // of which the first `valid` are still a prefix of the current path.
@@ -410,8 +421,8 @@ impl LazyWalk {
         loop {
             // Fast path: known transitions only (a table lookup per node).
             {
-                let (trans, ids, path) = (&self.trans[..], &mut self.ids[..], &mut self.path[..]);
-                let (loops, class_bytes) = (&mut self.loops[..], &self.class_bytes[..]);
+                let (trans, ids, path) = (&dfa.trans[..], &mut self.ids[..], &mut self.path[..]);
+                let (loops, class_bytes) = (&mut dfa.loops[..], &dfa.class_bytes[..]);
                 while i < end {
                     let node = nodes[i];
                     let d = node.depth as usize - d0; // 1-based depth below the base
@@ -462,74 +473,78 @@ impl LazyWalk {
             let d = node.depth as usize - d0;
             let b = node.byte;
             valid = valid.min(d - 1);
-            let slot = self.ids[d - 1] as usize * stride + classes[b as usize] as usize;
             let from = self.ids[d - 1];
-            let mut t = self.lexer_step(g, from, b);
+            let slot = from as usize * stride + classes[b as usize] as usize;
+            let mut t = dfa.lexer_step(g, from, b);
             let mut scan_key = None;
             if t == UNKNOWN {
                 // A lexeme ends here: if the same scan from the same set
                 // was seen, the new lexeme starts on its known result.
-                let (ls, _, set) = self.info[from as usize];
+                let (ls, _, set) = dfa.info[from as usize];
                 let m = g.lexer.matches(ls);
-                let allowed = &self.set_allowed[set as usize];
+                let allowed = &dfa.set_allowed[set as usize];
                 if extends(&g.lexer, ls, b, allowed) {
                     // `b` completes a lexeme no byte extends: the parser runs.
                 } else if !m.iter().zip(allowed).any(|(x, y)| x & y != 0) {
                     t = DEAD;
                 } else {
-                    let scan: Vec<u64> = m.iter().zip(&self.set_expected[set as usize]).map(|(x, y)| x & y).collect();
+                    let scan: Vec<u64> = m.iter().zip(&dfa.set_expected[set as usize]).map(|(x, y)| x & y).collect();
                     let after = if scan.iter().all(|&w| w == 0) {
                         Some(set)
                     } else {
-                        self.scans.get(&(set, scan.clone())).copied()
+                        dfa.scans.get(&(set, scan.clone())).copied()
                     };
                     if let Some(after) = after {
-                        let fresh = self.state_id(g.lexer.start(), false, after);
-                        t = self.lexer_step(g, fresh, b);
+                        let fresh = dfa.state_id(g.lexer.start(), false, after);
+                        t = dfa.lexer_step(g, fresh, b);
                     } else {
                         scan_key = Some((set, scan));
                     }
                 }
             }
             if t == UNKNOWN {
-                self.pop(g, st, real - valid);
+                if real > valid {
+                    st.pop_bytes(g, real - valid);
+                }
                 real = valid;
                 while real < d - 1 {
                     let ok = st.push_byte(g, self.path[real]);
                     debug_assert!(ok, "replaying a known transition");
                     real += 1;
-                    // The state reached is known: take its set's id rather
-                    // than canonicalising the set again.
-                    let above = st.chart_height() - self.h0;
-                    if above == self.set_ids.len() + 1 {
-                        self.set_ids.push(self.info[self.ids[real] as usize].2);
-                    } else if above > self.set_ids.len() {
-                        self.state_of(g, st);
-                    }
                 }
-                let before = self.set_ids.len();
+                let before = st.chart_height();
                 t = if st.push_byte(g, b) {
                     real += 1;
-                    self.state_of(g, st)
+                    let after = st.chart_height();
+                    let (ls, ip) = st.lexer_position(g);
+                    let set = if after == before {
+                        dfa.info[from as usize].2
+                    } else {
+                        dfa.set_id(g, st, after - 1)
+                    };
+                    if let Some(key) = scan_key {
+                        // The scan pushed set `before` (a byte that alone
+                        // completes a lexeme may have pushed another).
+                        if after > before {
+                            let id = if after == before + 1 { set } else { dfa.set_id(g, st, before) };
+                            dfa.scans.insert(key, id);
+                        }
+                    }
+                    dfa.state_id(ls, ip, set)
                 } else {
                     DEAD
                 };
                 valid = real;
-                if let Some(key) = scan_key {
-                    // The scan pushed set `before` (when the push went through).
-                    if t != DEAD && self.set_ids.len() > before {
-                        let id = self.set_ids[before];
-                        self.scans.insert(key, id);
-                    }
-                }
             }
-            self.trans[slot] = t;
+            dfa.trans[slot] = t;
             if t != UNKNOWN {
-                self.loops[self.ids[d - 1] as usize].1 = true;
+                dfa.loops[from as usize].1 = true;
             }
             // The fast path now takes this node with the known transition.
         }
-        self.pop(g, st, real);
+        if real > 0 {
+            st.pop_bytes(g, real);
+        }
     }
 }
 
@@ -561,6 +576,9 @@ pub(crate) mod tests {
         let mut st = GrammarState::new(g).unwrap();
         // One walk cache for the whole document, as a matcher has.
         let walks = std::sync::Mutex::new(WalkCache::default());
+        // One automaton for the whole document too (warm), and a fresh one
+        // per mask for the one-walk check (cold).
+        let mut dfa = LazyDfa::default();
         let n = doc.len();
         for (i, byte) in doc.bytes().chain(std::iter::once(0)).enumerate() {
             if i % stride == 0 || i == n {
@@ -568,7 +586,18 @@ pub(crate) mod tests {
                 let allowed = allowed.to_vec();
                 let entry = LexEntry::build(g, trie, env.subtree_bytes(), ls, ip, &allowed, words);
                 let mut fast = vec![0u32; words];
-                fill_from_entry(g, trie, shapes, env.subtree_bytes(), &mut st, &entry, &walks, &|_| true, &mut fast);
+                fill_from_entry(
+                    g,
+                    &mut dfa,
+                    trie,
+                    shapes,
+                    env.subtree_bytes(),
+                    &mut st,
+                    &entry,
+                    &walks,
+                    &|_| true,
+                    &mut fast,
+                );
                 let mut slow = vec![0u32; words];
                 trie.add_allowed(&mut GrammarWalker { g, st: &mut st }, &mut slow);
                 assert_eq!(
@@ -579,7 +608,7 @@ pub(crate) mod tests {
                 );
                 if !ip {
                     let mut whole = vec![0u32; words];
-                    fill_by_walk(g, trie, shapes, env.subtree_bytes(), &mut st, &mut whole);
+                    fill_by_walk(g, &mut LazyDfa::default(), trie, shapes, env.subtree_bytes(), &mut st, &mut whole);
                     assert_eq!(crate::bitmask::ones(&whole), crate::bitmask::ones(&slow), "one walk, before byte {i}");
                 }
             }
