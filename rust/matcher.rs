@@ -16,7 +16,7 @@ use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_by_walk, fill_from_entry, LazyDfa, LexEntry, WalkCache};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, LazyDfa, LexEntry, SharedLexEntry, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -31,7 +31,20 @@ pub struct TokEnv {
     trie: OnceLock<TokTrie>,
     shapes: OnceLock<Vec<u32>>,
     below: OnceLock<SubtreeBytes>,
+    /// Lexer-layer entries of every grammar over this vocabulary, by walk
+    /// signature, and their bytes (at most [`SHARED_LEX_BYTES`]).
+    shared_lex: Mutex<(SharedLexMap, usize)>,
 }
+
+/// [`SharedLexEntry`]s by (lexeme in progress, walk signature).
+type SharedLexMap = FxMap<(bool, Vec<u32>), Arc<SharedLexEntry>>;
+
+/// Memory bound of a vocabulary's shared lexer-layer entries.
+const SHARED_LEX_BYTES: usize = 64 << 20;
+
+/// Lexer states beyond which a lexeme's entry is not shared (the signature
+/// would cost more than it saves).
+const MAX_SHARED_LEX_STATES: usize = 256;
 
 impl TokEnv {
     pub fn new(vocab: Vocabulary) -> Arc<Self> {
@@ -40,7 +53,34 @@ impl TokEnv {
             trie: OnceLock::new(),
             shapes: OnceLock::new(),
             below: OnceLock::new(),
+            shared_lex: Mutex::default(),
         })
+    }
+
+    /// The lexer-layer entry of grammar `g` in lexer state `ls` under
+    /// `allowed`: from the vocabulary's shared entries when another grammar
+    /// (or an earlier compile of a schema) met a lexeme that walks alike:
+    /// the first string of every JSON Schema then costs a copy, not a walk
+    /// of the vocabulary.
+    fn lex_entry(&self, g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
+        let build = || LexEntry::build(g, self.trie(), self.subtree_bytes(), ls, in_progress, allowed, self.mask_words());
+        let Some(mut sig) = g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES) else {
+            return build();
+        };
+        let key = (in_progress, std::mem::take(&mut sig.key));
+        let found = self.shared_lex.lock().unwrap().0.get(&key).cloned();
+        if let Some(shared) = found {
+            return LexEntry::from_shared(g, allowed, &shared, &sig);
+        }
+        let e = build();
+        let shared = e.to_shared(&sig);
+        let bytes = shared.bytes() + key.1.len() * 4 + 64;
+        let mut map = self.shared_lex.lock().unwrap();
+        if map.1 + bytes <= SHARED_LEX_BYTES {
+            map.1 += bytes;
+            map.0.insert(key, Arc::new(shared));
+        }
+        e
     }
 
     pub fn vocab(&self) -> &Vocabulary {
@@ -337,7 +377,7 @@ impl GrammarKind {
             let entry = match found {
                 Some(e) => e,
                 None => {
-                    let e = Arc::new(LexEntry::build(g, trie, env.subtree_bytes(), ls, in_progress, &lex_key.2, out.len()));
+                    let e = Arc::new(env.lex_entry(g, ls, in_progress, &lex_key.2));
                     if cache.reserve(e.bytes()) {
                         cache.lex.lock().unwrap().insert(lex_key, e.clone());
                     }
@@ -790,17 +830,65 @@ mod tests {
         }
     }
 
+    /// Lexer-layer entries found in the vocabulary's shared cache (built
+    /// by an earlier grammar whose lexer walks alike: JSON Schemas with
+    /// different property names, patterns and formats, all with JSON
+    /// strings) give the masks of a plain walk, on GPT-2 and Llama 3.
+    #[test]
+    fn shared_lexer_entries_across_grammars() {
+        let schemas = [
+            (
+                r#"{"type":"object","properties":{"name":{"type":"string"},"n":{"type":"integer"}}}"#,
+                r#"{"name": "Hello \"world\" é", "n": 42}"#,
+            ),
+            (
+                r#"{"type":"object","properties":{"title":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}}}}"#,
+                r#"{"title": "a \n\u001f b", "tags": ["x", "yz"]}"#,
+            ),
+            (
+                r#"{"type":"object","properties":{"id":{"type":"string","pattern":"^[a-z]+$"},"when":{"type":"string","format":"date"}}}"#,
+                r#"{"id": "abc", "when": "2024-02-29"}"#,
+            ),
+            (r#"{"type":"array","items":{"type":"string","maxLength":3}}"#, r#"["ab", "", "xyz"]"#),
+        ];
+        for tok in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = shared_env(tok) else { return };
+            // Twice over: the second round finds every entry shared (and
+            // adds none).
+            let mut sizes = Vec::new();
+            for _ in 0..2 {
+                for (schema, doc) in schemas {
+                    let g = crate::json_schema::compile_str(schema, &Default::default()).unwrap().grammar;
+                    check_masks_on(&env, &g, &[doc], 1);
+                }
+                sizes.push(env.shared_lex.lock().unwrap().0.len());
+            }
+            assert!(sizes[0] > 0 && sizes[1] == sizes[0], "{sizes:?}");
+        }
+    }
+
+    fn shared_env(name: &str) -> Option<Arc<TokEnv>> {
+        let root = format!("{}/../shared/tokenizers/{name}/tokenizer.json", env!("CARGO_MANIFEST_DIR"));
+        let Ok(json) = std::fs::read_to_string(&root) else {
+            eprintln!("skipping: {root} not found");
+            return None;
+        };
+        Some(TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap()))
+    }
+
     /// Feed each doc byte by byte (GPT-2 has a token per byte): the
     /// matcher's masks (mask cache, lexer layer, lazy walk) equal a plain
     /// trie walk with the full parser before every byte.
     fn check_cached_masks(g: &crate::grammar::Grammar, docs: &[&str]) {
+        let Some(env) = shared_env("gpt2") else { return };
+        check_masks_on(&env, g, docs, 1);
+    }
+
+    /// [`check_cached_masks`] over `env`, checking before every `stride`-th
+    /// byte (docs are fed a byte at a time through the longest token that
+    /// spells that byte alone).
+    fn check_masks_on(env: &Arc<TokEnv>, g: &crate::grammar::Grammar, docs: &[&str], stride: usize) {
         use crate::grammar::earley::{GrammarState, GrammarWalker};
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt2/tokenizer.json");
-        let Ok(json) = std::fs::read_to_string(root) else {
-            eprintln!("skipping: {root} not found");
-            return;
-        };
-        let env = TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap());
         let c = Constraint::grammar(env.clone(), g, &GrammarLimits::default()).unwrap();
         let Kind::Grammar(gr) = &c.kind else { panic!("a grammar constraint") };
         let cg = &gr.g;
@@ -809,19 +897,21 @@ mod tests {
             let mut m = Matcher::new(c.clone());
             let mut plain = GrammarState::new(cg).unwrap();
             let trie = env.trie();
-            for &byte in doc.as_bytes() {
-                let mut fast = vec![0u32; words];
-                m.fill_mask(&mut fast).unwrap();
-                let mut slow = vec![0u32; words];
-                trie.add_allowed(&mut GrammarWalker { g: cg, st: &mut plain }, &mut slow);
-                if plain.is_accepting(cg) {
-                    for &e in env.vocab().eos_token_ids() {
-                        set_bit(&mut slow, e);
+            for (i, &byte) in doc.as_bytes().iter().enumerate() {
+                if i % stride == 0 {
+                    let mut fast = vec![0u32; words];
+                    m.fill_mask(&mut fast).unwrap();
+                    let mut slow = vec![0u32; words];
+                    trie.add_allowed(&mut GrammarWalker { g: cg, st: &mut plain }, &mut slow);
+                    if plain.is_accepting(cg) {
+                        for &e in env.vocab().eos_token_ids() {
+                            set_bit(&mut slow, e);
+                        }
                     }
+                    assert_eq!(ones(&fast), ones(&slow), "{doc:?} before {:?}", byte as char);
                 }
-                assert_eq!(ones(&fast), ones(&slow), "{doc:?} before {:?}", byte as char);
                 let (t, _, _) = trie.longest_prefix(&[byte]).unwrap();
-                assert!(m.consume_token(t).unwrap());
+                assert!(m.consume_token(t).unwrap(), "{doc:?} rejected at byte {i}");
                 assert!(plain.push_byte(cg, byte));
             }
             assert!(m.is_accepting());

@@ -172,6 +172,27 @@ pub fn first_bytes(pattern: &str) -> Option<[u64; 4]> {
     }
 }
 
+/// See [`Dfa::quotient`]: per state (breadth first from the start), its
+/// successors by byte class (`u32::MAX`: none), label id and block.
+struct Quotient {
+    states: Vec<u32>,
+    succ: Vec<u32>,
+    labels: Vec<u32>,
+    block: Vec<u32>,
+    nblocks: usize,
+}
+
+/// See [`Dfa::walk_signature`].
+#[derive(Debug)]
+pub struct WalkSignature {
+    /// The automaton-independent description (a hash map key).
+    pub key: Vec<u32>,
+    /// Block (state of the description) of each state it covers.
+    pub block_of: crate::fxhash::FxMap<u32, u32>,
+    /// A state of this automaton for each block.
+    pub reps: Vec<u32>,
+}
+
 impl Dfa {
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
@@ -234,17 +255,58 @@ impl Dfa {
     /// not allowed). `false` (no signature) past `max_states` reachable
     /// states.
     pub fn signature(&self, s: u32, allowed: &[u64], max_states: usize, out: &mut Vec<u64>) -> bool {
-        use crate::fxhash::FxMap;
+        const NONE: u32 = u32::MAX;
         out.clear();
         let stride = self.stride;
-        let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
-        // Reachable live states, breadth first (index 0 is `s`), and their
-        // successors by index (`NONE`: not live).
+        let Some(Quotient {
+            states,
+            succ,
+            block,
+            nblocks,
+            ..
+        }) = self.quotient(s, allowed, max_states)
+        else {
+            return false;
+        };
+        // Encode the quotient breadth first from `s`'s block.
+        let mut order = vec![NONE; nblocks];
+        order[block[0] as usize] = 0;
+        let mut rep = vec![0usize]; // a state of each numbered block
+        let mut k = 0;
+        while k < rep.len() {
+            let q = rep[k];
+            k += 1;
+            out.extend(self.matches(states[q]).iter().zip(allowed).map(|(m, a)| m & a));
+            for c in 0..stride {
+                let t = succ[q * stride + c];
+                if t == NONE {
+                    out.push(u64::MAX);
+                    continue;
+                }
+                let b = block[t as usize] as usize;
+                if order[b] == NONE {
+                    order[b] = rep.len() as u32;
+                    rep.push(t as usize);
+                }
+                out.push(order[b] as u64);
+            }
+        }
+        true
+    }
+
+    /// The states reachable from `s` through states where an `allowed`
+    /// pattern can still match, breadth first by byte class, and their
+    /// minimal automaton (Moore's refinement from blocks of equal matched
+    /// allowed patterns). `None` past `max_states` states.
+    fn quotient(&self, s: u32, allowed: &[u64], max_states: usize) -> Option<Quotient> {
+        use crate::fxhash::FxMap;
         const NONE: u32 = u32::MAX;
+        let stride = self.stride;
+        let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
         let mut states = vec![s];
         let mut index: FxMap<u32, u32> = FxMap::default();
         index.insert(s, 0);
-        let mut succ: Vec<u32> = Vec::new();
+        let mut succ: Vec<u32> = Vec::new(); // `stride` per state
         let mut i = 0;
         while i < states.len() {
             let q = states[i];
@@ -259,7 +321,7 @@ impl Dfa {
                 let id = *index.entry(t).or_insert(next);
                 if id == next {
                     if states.len() >= max_states {
-                        return false;
+                        return None;
                     }
                     states.push(t);
                 }
@@ -267,23 +329,20 @@ impl Dfa {
             }
         }
         let n = states.len();
-        let pw = self.pwords;
-        let labels: Vec<u64> = states
+        let mut label_ids: FxMap<Vec<u64>, u32> = FxMap::default();
+        let labels: Vec<u32> = states
             .iter()
-            .flat_map(|&q| self.matches(q).iter().zip(allowed).map(|(m, a)| m & a))
+            .map(|&q| {
+                let m: Vec<u64> = self.matches(q).iter().zip(allowed).map(|(m, a)| m & a).collect();
+                let next = label_ids.len() as u32;
+                *label_ids.entry(m).or_insert(next)
+            })
             .collect();
-        // Moore's refinement: blocks by label, then by successors' blocks,
-        // until no block splits. Keys live in one flat buffer (no
-        // allocation per state and round).
-        let mut block = vec![0u32; n];
-        let mut nblocks = {
-            let mut ids: FxMap<&[u64], u32> = FxMap::default();
-            for (q, b) in block.iter_mut().enumerate() {
-                let next = ids.len() as u32;
-                *b = *ids.entry(&labels[q * pw..(q + 1) * pw]).or_insert(next);
-            }
-            ids.len()
-        };
+        // Blocks by label, then by successors' blocks, until no block
+        // splits. Keys live in one flat buffer (no allocation per state and
+        // round).
+        let mut block = labels.clone();
+        let mut nblocks = label_ids.len();
         let mut keys = vec![0u32; n * (stride + 1)];
         loop {
             for q in 0..n {
@@ -308,30 +367,77 @@ impl Dfa {
                 break;
             }
         }
-        // Encode the quotient breadth first from `s`'s block.
+        Some(Quotient {
+            states,
+            succ,
+            labels,
+            block,
+            nblocks,
+        })
+    }
+
+    /// What a trie walk of one lexeme from `s` reads of this automaton,
+    /// written so that it does not depend on the automaton: the minimal
+    /// automaton of the states reachable from `s` by bytes after which an
+    /// `allowed` pattern can still match, numbered breadth first from `s`;
+    /// per state, which of the allowed pattern sets met so far it matches
+    /// (sets named by order of first appearance, so two automata whose
+    /// terminals differ only in name agree), then its successors by byte as
+    /// runs (first byte, successor + 1, or 0 where no allowed pattern
+    /// survives). `None` past `max_states` reachable states.
+    ///
+    /// Why: many grammars over one vocabulary share lexemes (every JSON
+    /// Schema has JSON strings, whatever its property names), and the
+    /// lexer-only part of a mask depends on nothing else, so it can be
+    /// computed once per vocabulary and found again under this key by a
+    /// grammar compiled later. States of one block match the same allowed
+    /// patterns and continue alike, so any of them stands for the others.
+    pub fn walk_signature(&self, s: u32, allowed: &[u64], max_states: usize) -> Option<WalkSignature> {
+        const NONE: u32 = u32::MAX;
+        let stride = self.stride;
+        let Quotient {
+            states,
+            succ,
+            labels,
+            block,
+            nblocks,
+        } = self.quotient(s, allowed, max_states)?;
+        // Number the blocks breadth first from `s`'s and encode, byte by byte.
         let mut order = vec![NONE; nblocks];
+        let mut reps = vec![0usize];
         order[block[0] as usize] = 0;
-        let mut rep = vec![0usize]; // a state of each numbered block
+        let mut key = Vec::new();
         let mut k = 0;
-        while k < rep.len() {
-            let q = rep[k];
+        while k < reps.len() {
+            let q = reps[k];
             k += 1;
-            out.extend_from_slice(&labels[q * pw..(q + 1) * pw]);
-            for c in 0..stride {
-                let t = succ[q * stride + c];
-                if t == NONE {
-                    out.push(u64::MAX);
-                    continue;
+            key.push(labels[q]);
+            let mut prev = NONE - 1;
+            for b in 0..256 {
+                let t = succ[q * stride + self.classes[b] as usize];
+                let code = if t == NONE {
+                    0
+                } else {
+                    let bl = block[t as usize] as usize;
+                    if order[bl] == NONE {
+                        order[bl] = reps.len() as u32;
+                        reps.push(t as usize);
+                    }
+                    order[bl] + 1
+                };
+                if code != prev {
+                    key.push(b as u32);
+                    key.push(code);
+                    prev = code;
                 }
-                let b = block[t as usize] as usize;
-                if order[b] == NONE {
-                    order[b] = rep.len() as u32;
-                    rep.push(t as usize);
-                }
-                out.push(order[b] as u64);
             }
+            key.push(NONE); // end of the state's runs
         }
-        true
+        Some(WalkSignature {
+            key,
+            block_of: states.iter().zip(&block).map(|(&q, &bl)| (q, order[bl as usize])).collect(),
+            reps: reps.into_iter().map(|q| states[q]).collect(),
+        })
     }
 
     /// Patterns some continuation from `s` can still match.

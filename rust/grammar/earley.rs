@@ -190,6 +190,15 @@ pub struct Chart {
     /// this set) was added: most items of a set are its own predictions,
     /// deduplicated here without hashing.
     dot_seen: Vec<u32>,
+    /// Scratch: per dot position, (generation, origin) of the first item
+    /// with that dot and an earlier origin added to the set under
+    /// construction; only a second origin for the same dot (ambiguity)
+    /// goes through `seen`.
+    dot_other: Vec<(u32, u32)>,
+    /// Scratch for the completion index: per nonterminal, (generation,
+    /// count then slot) of the items waiting on it, and the nonterminals met.
+    wait_count: Vec<(u32, u32)>,
+    wait_syms: Vec<u32>,
     /// Memoised contexts (see [`Chart::context`]) by (generation of the
     /// set, nonterminal, with [`OWN`] for a member's own part). Keys use the
     /// generation rather than the index, so a popped set's entries never
@@ -212,9 +221,11 @@ pub struct Chart {
 /// nonterminal reads its origin set for the items waiting on it; on an
 /// ambiguous grammar sets grow with the text (`(. .+)*` has one item per
 /// earlier position) and a scan per completion would make each step
-/// quadratic in the text. Small sets, the common case, are cheaper to scan
-/// than to index.
-const INDEX_MIN_ITEMS: usize = 48;
+/// quadratic in the text, and in a grammar of nested rules (an expression
+/// grammar, character by character) one byte completes a chain of them,
+/// each scanning its origin set. Only tiny sets are cheaper to scan than to
+/// index (a counting sort per set).
+const INDEX_MIN_ITEMS: usize = 12;
 
 /// Marks a memoised own part in [`Chart::ctx`] (nonterminal ids are below
 /// [`NT_FLAG`]).
@@ -234,7 +245,13 @@ impl Chart {
             *s = gen;
             new
         } else {
-            self.seen.insert(it)
+            let s = &mut self.dot_other[it.dot as usize];
+            if s.0 != gen {
+                *s = (gen, it.origin);
+                true
+            } else {
+                s.1 != it.origin && self.seen.insert(it)
+            }
         }
     }
 
@@ -495,12 +512,16 @@ impl CompiledGrammar {
             c.ctx.clear();
             c.predicted.iter_mut().for_each(|p| *p = 0);
             c.dot_seen.iter_mut().for_each(|p| *p = 0);
+            c.dot_other.iter_mut().for_each(|p| p.0 = 0);
+            c.wait_count.iter_mut().for_each(|p| p.0 = 0);
             c.generation = 1;
         }
         let gen = c.generation;
         if c.predicted.len() < self.rules_of.len() || c.dot_seen.len() < self.rhs.len() {
             c.predicted.resize(self.rules_of.len(), 0);
+            c.wait_count.resize(self.rules_of.len(), (0, 0));
             c.dot_seen.resize(self.rhs.len(), 0);
+            c.dot_other.resize(self.rhs.len(), (0, 0));
         }
         for it in seeds {
             if c.fresh(it, k, gen) {
@@ -603,13 +624,44 @@ impl CompiledGrammar {
         }
         let ws = c.waits.len();
         if c.items.len() - start >= INDEX_MIN_ITEMS {
-            for (j, it) in c.items.iter().enumerate().skip(start) {
+            // Grouped by symbol with a counting sort: count per
+            // nonterminal, order the few distinct ones, then place.
+            let Chart {
+                items,
+                waits,
+                wait_count,
+                wait_syms,
+                ..
+            } = c;
+            wait_syms.clear();
+            for it in &items[start..] {
                 let sym = self.rhs[it.dot as usize];
                 if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
-                    c.waits.push((sym, j as u32));
+                    let w = &mut wait_count[(sym & !NT_FLAG) as usize];
+                    if w.0 != gen {
+                        *w = (gen, 0);
+                        wait_syms.push(sym & !NT_FLAG);
+                    }
+                    w.1 += 1;
                 }
             }
-            c.waits[ws..].sort_unstable_by_key(|&(sym, _)| sym);
+            wait_syms.sort_unstable();
+            let mut slot = ws as u32;
+            for &x in wait_syms.iter() {
+                let w = &mut wait_count[x as usize];
+                let n = w.1;
+                w.1 = slot;
+                slot += n;
+            }
+            waits.resize(slot as usize, (0, 0));
+            for (j, it) in items.iter().enumerate().skip(start) {
+                let sym = self.rhs[it.dot as usize];
+                if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
+                    let w = &mut wait_count[(sym & !NT_FLAG) as usize];
+                    waits[w.1 as usize] = (sym, j as u32);
+                    w.1 += 1;
+                }
+            }
         }
         c.waits_at.push((ws as u32, c.waits.len() as u32));
         c.gens.push(gen);

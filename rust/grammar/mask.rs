@@ -17,6 +17,7 @@
 use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::fxhash::FxMap;
+use crate::regex::WalkSignature;
 use crate::toktrie::{SubtreeBytes, TokTrie};
 
 /// Lexer-only part of a mask for one (lexer state, allowed set).
@@ -25,8 +26,13 @@ pub struct LexEntry {
     /// Tokens all of whose bytes extend the lexeme in progress.
     inner: Box<[u32]>,
     /// (trie node, lexer state there) where the lexeme may end and a
-    /// non-extending child follows; sorted by lexer state.
+    /// non-extending child follows; grouped by the terminals the lexeme
+    /// matches there, then sorted by lexer state.
     boundaries: Vec<(u32, u32)>,
+    /// End of each group of `boundaries`. Ending the lexeme depends only on
+    /// the terminals it matches (every prefix of a keyword that is also an
+    /// identifier scans the same NAME), so the parser steps once per group.
+    groups: Vec<u32>,
 }
 
 impl LexEntry {
@@ -88,10 +94,64 @@ impl LexEntry {
             i += 1;
         }
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
-        boundaries.sort_by_key(|&(_, ls)| ls);
-        LexEntry { inner, boundaries }
+        Self::grouped(g, allowed, inner, boundaries)
     }
 
+    /// The entry with `boundaries` in groups (see [`LexEntry::groups`]).
+    fn grouped(g: &CompiledGrammar, allowed: &[u64], inner: Box<[u32]>, mut boundaries: Vec<(u32, u32)>) -> LexEntry {
+        let mut group_of: FxMap<Vec<u64>, u32> = FxMap::default();
+        let mut by_state: FxMap<u32, u32> = FxMap::default();
+        for &(_, ls) in &boundaries {
+            by_state.entry(ls).or_insert_with(|| {
+                let m: Vec<u64> = g.lexer.matches(ls).iter().zip(allowed).map(|(m, a)| m & a).collect();
+                let next = group_of.len() as u32;
+                *group_of.entry(m).or_insert(next)
+            });
+        }
+        boundaries.sort_by_key(|&(_, ls)| (by_state[&ls], ls));
+        let mut groups = Vec::new();
+        for (i, w) in boundaries.windows(2).enumerate() {
+            if by_state[&w[0].1] != by_state[&w[1].1] {
+                groups.push(i as u32 + 1);
+            }
+        }
+        if !boundaries.is_empty() {
+            groups.push(boundaries.len() as u32);
+        }
+        LexEntry { inner, boundaries, groups }
+    }
+
+    /// This entry for any grammar over the same vocabulary: lexer states
+    /// by their block in the walk signature `sig` it was built under.
+    pub fn to_shared(&self, sig: &WalkSignature) -> SharedLexEntry {
+        SharedLexEntry {
+            inner: self.inner.clone(),
+            boundaries: self.boundaries.iter().map(|&(n, ls)| (n, sig.block_of[&ls])).collect(),
+        }
+    }
+
+    /// The entry of a grammar whose lexer state and allowed terminals have
+    /// the walk signature `shared` was made under (`sig`).
+    pub fn from_shared(g: &CompiledGrammar, allowed: &[u64], shared: &SharedLexEntry, sig: &WalkSignature) -> LexEntry {
+        let boundaries = shared.boundaries.iter().map(|&(n, i)| (n, sig.reps[i as usize])).collect();
+        Self::grouped(g, allowed, shared.inner.clone(), boundaries)
+    }
+
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.inner) + self.boundaries.len() * 8 + self.groups.len() * 4
+    }
+}
+
+/// A [`LexEntry`] keyed by the lexer's walk signature, shared by every
+/// grammar over one vocabulary: boundaries name lexer states by their index
+/// in the signature.
+#[derive(Debug)]
+pub struct SharedLexEntry {
+    inner: Box<[u32]>,
+    boundaries: Vec<(u32, u32)>,
+}
+
+impl SharedLexEntry {
     pub fn bytes(&self) -> usize {
         std::mem::size_of_val(&*self.inner) + self.boundaries.len() * 8
     }
@@ -190,20 +250,15 @@ pub fn fill_from_entry(
     let mut walk: Option<LazyWalk> = None;
     let mut i = 0;
     let b = &entry.boundaries;
-    while i < b.len() {
-        let ls = b[i].1;
-        let mut j = i;
-        while j < b.len() && b[j].1 == ls {
-            j += 1;
-        }
-        let (_, _, allowed) = st.lexer_view(g);
-        let allowed = allowed.to_vec();
-        if let Some(saved) = st.enter_after_lexeme(g, ls) {
+    let allowed = st.lexer_view(g).2.to_vec();
+    for &j in &entry.groups {
+        let j = j as usize;
+        if let Some(saved) = st.enter_after_lexeme(g, b[i].1) {
             let key = st.mask_key(g);
             let mut memo = walks.lock().unwrap().remove(&key).unwrap_or_default();
             let before = memo.bytes();
             let mut fresh = true; // `walk` not yet reset to this base
-            for &(node, _) in &b[i..j] {
+            for &(node, ls) in &b[i..j] {
                 for c in trie.children(node as usize) {
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
                         continue; // handled by the lexer layer
