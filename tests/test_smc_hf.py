@@ -256,6 +256,53 @@ def test_potentials_driver_reorders_cache_consistently(arch, sampler):
             assert regex.fullmatch(rb"[a-df]{2,6}( [0-9]{1,3})?", tb)
 
 
+class LogprobsOnly:
+    """HFModel behind the bare protocol (no ``next_logits``)."""
+
+    def __init__(self, model):
+        self.inner = HFModel(model)
+
+    def start(self, prompt_ids, n):
+        return self.inner.start(prompt_ids, n)
+
+    def next_logprobs(self, state, last_tokens):
+        return self.inner.next_logprobs(state, last_tokens)
+
+    def reorder(self, state, rows):
+        return self.inner.reorder(state, rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("sampler", ["awrs", "mask", "direct"])
+def test_potentials_driver_on_raw_logits_equals_logprobs(arch, sampler):
+    """On the CPU the drivers read HFModel's raw logits (``next_logits``)
+    and normalise them with the kernel: without a compiled constraint the
+    excluded columns (a special token that is not EOS, embedding rows past
+    the vocabulary) are part of the normaliser; with one, a full pass.
+    Same draws and the same log Z as with the log-softmaxed
+    ``next_logprobs``."""
+    letters = [bytes([c]) for c in b"abcdefgh "]
+    vocab = ts.Vocabulary(token_bytes=letters + [None, None], eos_token_ids=[len(letters)])
+    model = MODELS[arch](len(letters) + 5)  # a special non-EOS token and 3 padding columns
+    hf = HFModel(model)
+    assert callable(getattr(hf, "next_logits", None))
+    st = hf.start([1, 2], 2)
+    assert torch.allclose(torch.log_softmax(hf.next_logits(st, None), dim=-1),
+                          logprobs_from_scratch(model, [[1, 2], [1, 2]]), atol=ATOL)
+    rx = ts.compile_regex("[a-d]{1,3}( [a-h]{1,2})?", vocab)
+    runs = [
+        dict(potentials=[lambda s: b"e" not in s], sampler=sampler),  # static mask: the excluded columns
+        dict(potentials=[rx, lambda s: b"ab" not in s], sampler=sampler),  # compiled mask: _row_log_norms
+        dict(constraint=rx),  # the fully adapted driver: _row_log_norms
+    ]
+    for kw in runs:
+        a = smc.generate(hf, None, [1, 2], n_particles=24, max_new_tokens=6, seed=3, vocab=vocab, **kw)
+        b = smc.generate(LogprobsOnly(model), None, [1, 2], n_particles=24, max_new_tokens=6, seed=3, vocab=vocab, **kw)
+        assert a.texts == b.texts and a.status == b.status
+        assert np.isfinite(a.log_z) and a.log_z == pytest.approx(b.log_z, abs=1e-4)
+        assert np.allclose(a.log_weights, b.log_weights, atol=1e-4)
+
+
 # --------------------------------------------------------------------------
 # End to end with real tokenizers
 # --------------------------------------------------------------------------

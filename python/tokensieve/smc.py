@@ -426,6 +426,28 @@ def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
     return _DenseMasked(logp, bitmask)
 
 
+def _uses_logits(lm: Any) -> bool:
+    """Whether ``lm`` hands out raw logits (``next_logits``, e.g.
+    :class:`~tokensieve.models.HFModel`) on the CPU: the drivers then
+    normalise them with the Rust kernel instead of a ``log_softmax``."""
+    dev = getattr(lm, "device", None)
+    return callable(getattr(lm, "next_logits", None)) and getattr(dev, "type", "cpu") == "cpu"
+
+
+def _row_log_norms(lp: np.ndarray, ones: List[np.ndarray]) -> np.ndarray:
+    """``logsumexp`` of every row of the contiguous float32/float64 ``lp``,
+    by the masked kernel with an all-ones mask (one read of each row, in
+    its own precision, rows in parallel: about half of a ``log_softmax``
+    over the same rows, which also writes them). ``ones`` caches the mask."""
+    rows, width = lp.shape
+    words = _core.bitmask_words(width)
+    if not ones or ones[0].shape[0] < rows or ones[0].shape[1] != words:
+        ones[:] = [np.full((rows, words), -1, dtype=np.int32)]
+    out = np.empty(rows)
+    _core.masked_rows_into(lp, ones[0][:rows], out, np.empty(rows), np.empty((rows, -(-width // _core.MASKED_BLOCK))))
+    return out
+
+
 def _seeds(seed: Optional[int]) -> Tuple[int, int]:
     ss = np.random.SeedSequence(seed)
     a, b = ss.generate_state(2, dtype=np.uint64)
@@ -603,6 +625,8 @@ def generate(
     ess_hist: List[float] = []
     resampled: List[bool] = []
 
+    raw = _uses_logits(lm)  # logits in, normalised by the kernel (see _row_log_norms)
+    ones: List[np.ndarray] = []
     state = lm.start(prompt_ids, n)
     last: Optional[Any] = None
     steps = 0
@@ -612,7 +636,7 @@ def generate(
         steps += 1
         rows = live.size
         t0 = clock()
-        logp = lm.next_logprobs(state, last)
+        logp = lm.next_logits(state, last) if raw else lm.next_logprobs(state, last)
         if profile and logp.device.type == "cuda":
             sync = torch.cuda.synchronize
         sync()
@@ -627,6 +651,10 @@ def generate(
         dist = _masked_dist(logp, bm)
         del logp
         lz_np = dist.log_z
+        if raw and isinstance(dist, _CpuMasked):  # log allowed mass of the logits -> of the log-probs
+            norm = _row_log_norms(dist._lp, ones)
+            with np.errstate(invalid="ignore"):
+                lz_np = np.where(np.isfinite(lz_np), lz_np - norm, -math.inf)
         sync()
         t2 = clock()
 
@@ -808,7 +836,8 @@ def _one_at_a_time(
     """The accept callable of one particle (text so far ``text``) for a
     potential without batch methods: a question about one token calls its
     ``prefix`` (``complete`` for EOS) directly and stores the log weight in
-    ``cache``; several tokens at once, or an exception (raised again, with
+    ``cache`` (shared by the particles with the same text: a token already
+    in it is not asked again); several tokens at once, or an exception (raised again, with
     the particle and step, by :func:`tokensieve.potentials.score`), go to
     ``general``."""
     prefix, complete = pot.prefix, pot.complete
@@ -819,6 +848,9 @@ def _one_at_a_time(
         if len(tokens) != 1:
             return general(tokens)
         t = tokens[0]
+        known = cache.get(t)
+        if known is not None:  # asked for another particle with this text
+            return [known > ninf]
         try:
             v = _as_log_weight(complete(text) if t in eos_set else prefix(text + tb(t)), where)
         except Exception:
@@ -886,6 +918,19 @@ def _generate_potentials(
         proto = _core.Matcher(mask)
         matchers = [proto] + [proto.copy() for _ in range(n - 1)]
     generator = torch.Generator().manual_seed(token_seed)
+    # Without a compiled constraint the mask is static (every token but the
+    # special ones that are not EOS): the masked kernel's pass over the
+    # model's raw logits then gives the allowed log mass, and the few
+    # excluded columns give the rest of the normaliser, so a model with
+    # ``next_logits`` (HFModel) spares its ``log_softmax`` over (rows, V).
+    # With a compiled constraint, a second pass of the kernel with an
+    # all-ones mask gives the normaliser (:func:`_row_log_norms`).
+    raw = _uses_logits(lm)
+    excluded: Optional[Any] = None
+    ones: List[np.ndarray] = []
+    if raw and mask is None:
+        static = _unpack_bits(bitmask[:1], vsize)[0]
+        excluded = torch.from_numpy(np.flatnonzero(static == 0))
 
     tokens: List[List[int]] = [[] for _ in range(n)]
     texts: List[bytes] = [b""] * n
@@ -909,12 +954,14 @@ def _generate_potentials(
         steps += 1
         rows = live.size
         t0 = _clock()
-        logp = lm.next_logprobs(state, last)
+        logp = lm.next_logits(state, last) if raw else lm.next_logprobs(state, last)
         t1 = _clock()
         _check_logp(logp, rows, vsize)
         lpt = logp.detach()
         if lpt.device.type != "cpu":
             lpt = lpt.cpu()
+        if raw and lpt.dtype not in (torch.float32, torch.float64):
+            lpt = lpt.float()
         if mask is not None:
             bm = bitmask[:rows]
             _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
@@ -928,7 +975,19 @@ def _generate_potentials(
         except ValueError as e:
             raise ValueError(f"step {step}: {e}") from None
         lp = dist._lp  # (rows, width) float32/float64, contiguous
-        lz = dist.log_z
+        lz = lz_mask = dist.log_z  # log allowed mass (of ``lp``'s unnormalised weights for logits)
+        if raw:
+            if excluded is not None:
+                # Log of all the row's mass = allowed (the kernel's) + the
+                # excluded columns' (specials; columns past the vocabulary).
+                width = lpt.shape[1]
+                cols = excluded if width == vsize else torch.cat([excluded, torch.arange(vsize, width)])
+                rest = torch.logsumexp(lpt.index_select(1, cols).double(), dim=1).numpy() if cols.numel() else None
+                norm = lz_mask if rest is None else np.logaddexp(lz_mask, rest)
+            else:
+                norm = _row_log_norms(lp, ones)
+            with np.errstate(invalid="ignore"):
+                lz = np.where(np.isfinite(lz_mask), lz_mask - norm, -math.inf)
         t2 = _clock()
 
         inc = np.zeros(n)
@@ -941,19 +1000,33 @@ def _generate_potentials(
         if pot is not None and sampler in ("awrs", "rejection"):
             # All rows at once: one batched potential call per round for
             # every particle still drawing (rows in parallel in Rust).
-            caches: List[Dict[int, float]] = [{} for _ in ok_rows]
+            # The potential's answers per token, shared by the particles
+            # with the same text (copies after resampling, and every
+            # particle at the first step): a potential is a function of the
+            # text, so each (text, token) is asked once per step.
+            by_text: Dict[bytes, Dict[int, float]] = {}
+            caches = [by_text.setdefault(texts[int(live[r])], {}) for r in ok_rows]
 
             def accept_rows(ks: List[int], toks: List[List[int]]) -> List[List[bool]]:
-                body = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t not in eos_set]
-                ends = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t in eos_set]
-                who = [int(live[ok_rows[k]]) for k, _ in body]
-                vals = score(pot, [texts[i] + tb(t) for i, (_, t) in zip(who, body)], particles=who, step=step)
-                for (k, t), v in zip(body, vals):
-                    caches[k][t] = v
-                who = [int(live[ok_rows[k]]) for k, _ in ends]
-                vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
-                for (k, t), v in zip(ends, vals):
-                    caches[k][t] = v
+                # Each (text, token) not yet known, once (rows with the same
+                # text share their cache).
+                ask: Dict[Tuple[int, int], int] = {}
+                for k, ts_ in zip(ks, toks):
+                    for t in ts_:
+                        if t not in caches[k]:
+                            ask.setdefault((id(caches[k]), t), k)
+                body = [(k, t) for (_, t), k in ask.items() if t not in eos_set]
+                ends = [(k, t) for (_, t), k in ask.items() if t in eos_set]
+                if body:
+                    who = [int(live[ok_rows[k]]) for k, _ in body]
+                    vals = score(pot, [texts[i] + tb(t) for i, (_, t) in zip(who, body)], particles=who, step=step)
+                    for (k, t), v in zip(body, vals):
+                        caches[k][t] = v
+                if ends:
+                    who = [int(live[ok_rows[k]]) for k, _ in ends]
+                    vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
+                    for (k, t), v in zip(ends, vals):
+                        caches[k][t] = v
                 return [[caches[k][t] > -math.inf for t in ts_] for k, ts_ in zip(ks, toks)]
 
             if ok_rows:
@@ -975,7 +1048,7 @@ def _generate_potentials(
                         acc = general if plain is None else _one_at_a_time(
                             plain, texts[int(live[ok_rows[k]])], caches[k], eos_set, tb, general)
                         draws.append(_core.awrs_sample(sub_lp[k], acc, sampler, max_calls, seeds[k],
-                                                       sub_bm[k], float(sub_max[k]), sub_cum[k]))
+                                                       sub_bm[k], float(sub_max[k]), sub_cum[k], caches[k]))
                 for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
                     c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
 
@@ -1015,7 +1088,7 @@ def _generate_potentials(
                 i = int(live[r])
                 particle_steps += 1
                 s_r = np.array([sc[(r, int(t))] for t in cand[r]])
-                lq = lp[r, cand[r]].astype(np.float64) - lz[r] + s_r
+                lq = lp[r, cand[r]].astype(np.float64) - lz_mask[r] + s_r
                 lzq = float(_logsumexp_rows(lq[None, :])[0])
                 if not math.isfinite(lzq):
                     inc[i] = -math.inf
