@@ -201,6 +201,8 @@ class HFModel:
             return None
         if not isinstance(self.model, transformers.PreTrainedModel):
             return None
+        if not getattr(type(self.model), "_supports_cache_class", True):
+            return None  # transformers < 4.4x: this architecture takes legacy tuples only
         try:
             return transformers.DynamicCache(config=self.model.config)
         except TypeError:  # pragma: no cover - transformers < 4.56: no config argument
