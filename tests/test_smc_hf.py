@@ -279,7 +279,8 @@ def test_potentials_driver_on_raw_logits_equals_logprobs(arch, sampler):
     """On the CPU the drivers read HFModel's raw logits (``next_logits``)
     and normalise them with the kernel: without a compiled constraint the
     excluded columns (a special token that is not EOS, embedding rows past
-    the vocabulary) are part of the normaliser; with one, a full pass.
+    the vocabulary) are part of the normaliser; with one, a full pass. The
+    first step's row (the prompt's, repeated) is computed once.
     Same draws and the same log Z as with the log-softmaxed
     ``next_logprobs``."""
     letters = [bytes([c]) for c in b"abcdefgh "]
@@ -293,6 +294,7 @@ def test_potentials_driver_on_raw_logits_equals_logprobs(arch, sampler):
     rx = ts.compile_regex("[a-d]{1,3}( [a-h]{1,2})?", vocab)
     runs = [
         dict(potentials=[lambda s: b"e" not in s], sampler=sampler),  # static mask: the excluded columns
+        dict(potentials=[lambda s: b"e" not in s], sampler=sampler, batch_potentials=True),
         dict(potentials=[rx, lambda s: b"ab" not in s], sampler=sampler),  # compiled mask: _row_log_norms
         dict(constraint=rx),  # the fully adapted driver: _row_log_norms
     ]

@@ -382,7 +382,12 @@ class _CpuMasked:
     log-probs are exponentiated in float32 (their own precision), float64
     in float64. Allowed positions holding NaN or ``+inf`` raise
     ``ValueError``. Keeps references
-    to the log-probs and bitmask it was built on (the draws read them)."""
+    to the log-probs and bitmask it was built on (the draws read them).
+
+    One row repeated (the first step: ``HFModel`` hands out the prompt's
+    row expanded to ``n`` rows, stride 0) under one mask is computed once
+    and broadcast, instead of copied to ``n`` rows and passed over ``n``
+    times; ``_lp`` and the outputs are then read-only broadcast views."""
 
     cdf = None
 
@@ -392,17 +397,27 @@ class _CpuMasked:
         lp = logp.detach()
         if lp.dtype not in (torch.float32, torch.float64):
             lp = lp.float()
-        lp = lp.contiguous().numpy()
         bm = np.ascontiguousarray(bitmask, dtype=np.int32)
         rows, vocab = lp.shape
         if bm.ndim != 2 or bm.shape[0] != rows:
             raise ValueError(f"bitmask of shape {bm.shape} for {rows} rows of log-probs")
+        self._one = rows > 1 and lp.stride(0) == 0 and bool((bm == bm[:1]).all())
+        if self._one:  # one row, repeated: compute it once
+            lp, bm = lp[:1], bm[:1]
+        lp = lp.contiguous().numpy()
         nb = -(-vocab // _core.MASKED_BLOCK)
-        self.log_z = np.empty(rows)
-        self._max = np.empty(rows)
-        self._cum = np.empty((rows, nb))
-        self._lp, self._bm = lp, bm
+        k = lp.shape[0]
+        self.log_z = np.empty(k)
+        self._max = np.empty(k)
+        self._cum = np.empty((k, nb))
+        self._lp1, self._bm1 = lp, bm  # what the kernels read
         _core.masked_rows_into(lp, bm, self.log_z, self._max, self._cum)
+        if self._one:
+            self.log_z = np.broadcast_to(self.log_z, (rows,))
+            self._max = np.broadcast_to(self._max, (rows,))
+            self._cum = np.broadcast_to(self._cum, (rows, nb))
+            lp, bm = np.broadcast_to(lp, (rows, vocab)), np.broadcast_to(bm, (rows, bm.shape[1]))
+        self._lp, self._bm = lp, bm  # (rows, ...) views: row k is C-contiguous
 
     def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
         import torch
@@ -410,8 +425,15 @@ class _CpuMasked:
         u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
         src = np.ascontiguousarray(src, dtype=np.int64)
         out = np.empty(src.size, dtype=np.int64)
-        _core.masked_draw_into(self._lp, self._bm, self._max, self._cum, src, u01, out)
+        k = (0 * src) if self._one else src
+        _core.masked_draw_into(self._lp1, self._bm1, self._max[: self._lp1.shape[0]],
+                               np.ascontiguousarray(self._cum[: self._lp1.shape[0]]), k, u01, out)
         return out
+
+    def row_log_norms(self, ones: List[np.ndarray]) -> np.ndarray:
+        """:func:`_row_log_norms` of the log-probs (once for a repeated row)."""
+        out = _row_log_norms(self._lp1, ones)
+        return np.broadcast_to(out, (self._lp.shape[0],)) if self._one else out
 
 
 def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
@@ -652,7 +674,7 @@ def generate(
         del logp
         lz_np = dist.log_z
         if raw and isinstance(dist, _CpuMasked):  # log allowed mass of the logits -> of the log-probs
-            norm = _row_log_norms(dist._lp, ones)
+            norm = dist.row_log_norms(ones)
             with np.errstate(invalid="ignore"):
                 lz_np = np.where(np.isfinite(lz_np), lz_np - norm, -math.inf)
         sync()
@@ -985,7 +1007,7 @@ def _generate_potentials(
                 rest = torch.logsumexp(lpt.index_select(1, cols).double(), dim=1).numpy() if cols.numel() else None
                 norm = lz_mask if rest is None else np.logaddexp(lz_mask, rest)
             else:
-                norm = _row_log_norms(lp, ones)
+                norm = dist.row_log_norms(ones)
             with np.errstate(invalid="ignore"):
                 lz = np.where(np.isfinite(lz_mask), lz_mask - norm, -math.inf)
         t2 = _clock()
@@ -1055,8 +1077,8 @@ def _generate_potentials(
                     def acc_chunk(ks: List[int], toks: List[List[int]], c0: int = c0) -> List[List[bool]]:
                         return accept_rows([k + c0 for k in ks], toks)
 
-                    draws += _core.awrs_sample_rows(sub_lp[c0:c1], acc_chunk, seeds[c0:c1], sampler, max_calls,
-                                                    sub_bm[c0:c1], sub_max[c0:c1], sub_cum[c0:c1])
+                    cc = [np.ascontiguousarray(a[c0:c1]) for a in (sub_lp, sub_bm, sub_max, sub_cum)]
+                    draws += _core.awrs_sample_rows(cc[0], acc_chunk, seeds[c0:c1], sampler, max_calls, *cc[1:])
                 for k, (tok, lw, c, fb) in enumerate(draws):
                     r = ok_rows[k]
                     i = int(live[r])
