@@ -1015,10 +1015,9 @@ def _generate_potentials(
         inc = np.zeros(n)
         drawn = np.full(rows, -1, dtype=np.int64)
         new_phi = np.zeros(rows)
-        for r in range(rows):
-            if not math.isfinite(lz[r]):
-                inc[live[r]] = -math.inf
-        ok_rows = [r for r in range(rows) if math.isfinite(lz[r])]
+        fin = np.isfinite(lz)
+        inc[live[~fin]] = -math.inf
+        ok_rows: List[int] = np.flatnonzero(fin).tolist()
         if pot is not None and sampler in ("awrs", "rejection"):
             # All rows at once: one batched potential call per round for
             # every particle still drawing (rows in parallel in Rust).
@@ -1027,7 +1026,8 @@ def _generate_potentials(
             # particle at the first step): a potential is a function of the
             # text, so each (text, token) is asked once per step.
             by_text: Dict[bytes, Dict[int, float]] = {}
-            caches = [by_text.setdefault(texts[int(live[r])], {}) for r in ok_rows]
+            live_l: List[int] = live.tolist()
+            caches = [by_text.setdefault(texts[live_l[r]], {}) for r in ok_rows]
 
             def accept_rows(ks: List[int], toks: List[List[int]]) -> List[List[bool]]:
                 # Each (text, token) not yet known, once (rows with the same
@@ -1052,7 +1052,7 @@ def _generate_potentials(
                 return [[caches[k][t] > -math.inf for t in ts_] for k, ts_ in zip(ks, toks)]
 
             if ok_rows:
-                seeds = [int(rng.integers(2**63)) for _ in ok_rows]
+                seeds = rng.integers(2**63, size=len(ok_rows)).tolist()  # the same stream as one by one
                 # The masked kernel's pass (``dist``) gives each row's
                 # maximum and block sums: the samplers start from them.
                 if len(ok_rows) == rows:
@@ -1063,14 +1063,15 @@ def _generate_potentials(
                     sub_max, sub_cum = dist._max[sel], np.ascontiguousarray(dist._cum[sel])
                 draws = []
                 if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
-                    for k in range(len(ok_rows)):
+                    max_l = sub_max.tolist()
+                    for k, r in enumerate(ok_rows):
                         def general(ts_: List[int], k: int = k) -> List[bool]:
                             return accept_rows([k], [ts_])[0]
 
                         acc = general if plain is None else _one_at_a_time(
-                            plain, texts[int(live[ok_rows[k]])], caches[k], eos_set, tb, general)
+                            plain, texts[live_l[r]], caches[k], eos_set, tb, general)
                         draws.append(_core.awrs_sample(sub_lp[k], acc, sampler, max_calls, seeds[k],
-                                                       sub_bm[k], float(sub_max[k]), sub_cum[k], caches[k]))
+                                                       sub_bm[k], max_l[k], sub_cum[k], caches[k]))
                 for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
                     c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
 
