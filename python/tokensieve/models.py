@@ -8,6 +8,10 @@ The driver needs very little from a model, described by :class:`LanguageModel`:
   next-token log-probabilities, one row per row of the state. The first call
   after ``start`` passes ``last_tokens=None`` (the prompt alone is the
   context); every later call appends ``last_tokens[i]`` to row ``i`` first;
+* optional, ``next_logits(state, last_tokens)``: the same step as
+  ``next_logprobs`` but unnormalised (log-probs up to a constant per row);
+  on the CPU the SMC drivers then normalise with the pass over the rows
+  they make anyway, sparing a ``log_softmax`` per step;
 * ``reorder(state, rows)`` makes row ``i`` of the new state a copy of row
   ``rows[i]`` of the old one. ``rows`` may repeat indices (resampling) and
   may be shorter than the batch (finished particles leave it), so all rows
