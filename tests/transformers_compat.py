@@ -67,7 +67,10 @@ def lowest_env(version: str) -> Path:
     done = env / ".installed"
     if done.exists() and py.exists():
         return py
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True)
+    # Without pip of its own (no ensurepip needed, e.g. Debian's python3
+    # without python3-venv): this interpreter's pip installs into it
+    # (``pip --python``, pip >= 22.3).
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(env)], check=True)
     # This interpreter may itself be a virtual environment: its site-packages
     # are not the base's "system" ones, so list them in a .pth (after the new
     # environment's own site-packages, which therefore win).
@@ -77,7 +80,7 @@ def lowest_env(version: str) -> Path:
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         ours.add(site.getusersitepackages())  # packages installed with pip --user
     (purelib / "_tokensieve_parent_env.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--disable-pip-version-check",
                     f"transformers=={version}"], check=True)
     done.write_text(version)
     return py
