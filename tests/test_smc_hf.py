@@ -306,6 +306,34 @@ def test_potentials_driver_on_raw_logits_equals_logprobs(arch, sampler):
         assert np.allclose(a.log_weights, b.log_weights, atol=1e-4)
 
 
+class NaNColumn(HFModel):
+    """HFModel whose logits hold NaN in one column from the second step."""
+
+    col = 0
+
+    def next_logits(self, state, last_tokens):
+        out = super().next_logits(state, last_tokens)
+        if last_tokens is not None:
+            out = out.clone()
+            out[:, self.col] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("col", [0, 9, 10, 12])  # a letter, EOS, a special token, a padding column
+def test_nan_logits_are_an_error_on_the_raw_logits_path(col):
+    """NaN in the logits is a ValueError wherever it is (a log_softmax would
+    spread it over the row), never a silent dead row."""
+    letters = [bytes([c]) for c in b"abcdefgh "]
+    vocab = ts.Vocabulary(token_bytes=letters + [None, None], eos_token_ids=[len(letters)])
+    model = MODELS["gpt2"](len(letters) + 5)
+    bad = NaNColumn(model)
+    bad.col = col
+    rx = ts.compile_regex("[a-d]{1,3}( [a-h]{1,2})?", vocab)
+    for kw in (dict(potentials=[lambda s: True]), dict(potentials=[rx, lambda s: True]), dict(constraint=rx)):
+        with pytest.raises(ValueError, match="NaN"):
+            smc.generate(bad, None, [1, 2], n_particles=8, max_new_tokens=4, seed=0, vocab=vocab, **kw)
+
+
 # --------------------------------------------------------------------------
 # End to end with real tokenizers
 # --------------------------------------------------------------------------

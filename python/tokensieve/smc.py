@@ -470,6 +470,27 @@ def _row_log_norms(lp: np.ndarray, ones: List[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _full_norms(dist: "_CpuMasked", ones: List[np.ndarray], step: int) -> np.ndarray:
+    """Every row's ``logsumexp`` (:meth:`_CpuMasked.row_log_norms`); NaN or
+    ``+inf`` anywhere in the logits is a ``ValueError`` naming the step."""
+    try:
+        return dist.row_log_norms(ones)
+    except ValueError as e:
+        raise ValueError(f"step {step}: {e}") from None
+
+
+def _normalised(lz_mask: np.ndarray, norm: np.ndarray, step: int) -> np.ndarray:
+    """Log allowed mass of the log-probs from that of the logits
+    (``lz_mask``) and each row's log normaliser; ``-inf`` stays ``-inf``.
+    A NaN normaliser (NaN in the logits) is a ``ValueError``, as NaN in
+    log-probs is."""
+    if np.isnan(norm).any():
+        raise ValueError(f"step {step}: the model's logits hold NaN")
+    with np.errstate(invalid="ignore"):
+        out: np.ndarray = np.where(np.isfinite(lz_mask), lz_mask - norm, -math.inf)
+    return out
+
+
 def _seeds(seed: Optional[int]) -> Tuple[int, int]:
     ss = np.random.SeedSequence(seed)
     a, b = ss.generate_state(2, dtype=np.uint64)
@@ -668,15 +689,13 @@ def generate(
         _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
         sync()
         t1b = clock()
-        if logp.dim() == 2 and not logp.is_contiguous():
-            logp = logp.contiguous()
+        if logp.dim() == 2 and logp.device.type != "cpu" and not logp.is_contiguous():
+            logp = logp.contiguous()  # (on the CPU the kernel's class handles a repeated row itself)
         dist = _masked_dist(logp, bm)
         del logp
         lz_np = dist.log_z
         if raw and isinstance(dist, _CpuMasked):  # log allowed mass of the logits -> of the log-probs
-            norm = dist.row_log_norms(ones)
-            with np.errstate(invalid="ignore"):
-                lz_np = np.where(np.isfinite(lz_np), lz_np - norm, -math.inf)
+            lz_np = _normalised(lz_np, _full_norms(dist, ones, step), step)
         sync()
         t2 = clock()
 
@@ -1005,11 +1024,11 @@ def _generate_potentials(
                 width = lpt.shape[1]
                 cols = excluded if width == vsize else torch.cat([excluded, torch.arange(vsize, width)])
                 rest = torch.logsumexp(lpt.index_select(1, cols).double(), dim=1).numpy() if cols.numel() else None
-                norm = lz_mask if rest is None else np.logaddexp(lz_mask, rest)
+                with np.errstate(invalid="ignore"):
+                    norm = lz_mask if rest is None else np.logaddexp(lz_mask, rest)
             else:
-                norm = dist.row_log_norms(ones)
-            with np.errstate(invalid="ignore"):
-                lz = np.where(np.isfinite(lz_mask), lz_mask - norm, -math.inf)
+                norm = _full_norms(dist, ones, step)
+            lz = _normalised(lz_mask, norm, step)
         t2 = _clock()
 
         inc = np.zeros(n)
