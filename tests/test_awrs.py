@@ -180,6 +180,37 @@ def test_rows_errors_and_bad_input() -> None:
     assert _core.awrs_sample_rows(np.zeros((0, 5)), lambda rs, toks: [], []) == []
 
 
+@pytest.mark.parametrize("sampler", ["awrs", "rejection"])
+def test_known_answers_are_not_asked_again(sampler: str) -> None:
+    """``known`` (token -> log weight, what ``accept`` stored, possibly for
+    another particle with the same text) answers a question without calling
+    ``accept``: same draws and weights as asking, and each token asked once
+    over many draws that share the dict."""
+    rng = np.random.default_rng(5)
+    row = (rng.standard_normal(3000) * 3).astype(np.float32)
+    nb = -(-row.size // _core.MASKED_BLOCK)
+    mask = np.full((1, _core.bitmask_words(row.size)), -1, dtype=np.int32)
+    lz, mx, cum = np.empty(1), np.empty(1), np.empty((1, nb))
+    _core.masked_rows_into(row[None, :], mask, lz, mx, cum)
+    known: dict = {}
+    asked: list = []
+
+    def store(ts: list) -> list:
+        asked.extend(ts)
+        for t in ts:
+            known[t] = 0.0 if t % 3 == 0 else -math.inf
+        return [known[t] > -math.inf for t in ts]
+
+    questions = 0
+    for seed in range(200):
+        a = _core.awrs_sample(row, store, sampler, 1000, seed, mask[0], float(mx[0]), cum[0], known)
+        questions += a[2]
+        b = _core.awrs_sample(row, lambda ts: [t % 3 == 0 for t in ts], sampler, 1000, seed, mask[0],
+                              float(mx[0]), cum[0])
+        assert a == b
+    assert len(asked) == len(set(asked)) and len(asked) < questions / 2, (len(asked), questions)
+
+
 @pytest.mark.parametrize("sampler", ["awrs", "rejection", "full"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernel_blocks_arguments(sampler: str, dtype: type) -> None:

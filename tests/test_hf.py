@@ -108,6 +108,7 @@ class Env:
 
     def generate(self, proc, prompts=PROMPTS, extra=(), **kw):
         enc = self.tokenizer(list(prompts), return_tensors="pt", padding=True)
+        enc.pop("token_type_ids", None)  # older transformers: generate() rejects them for these models
         with torch.no_grad():
             out = self.model.generate(
                 **enc, logits_processor=LogitsProcessorList([*extra, proc]), **kw

@@ -184,7 +184,8 @@ def test_reorder_past_key_values_tuple_and_cache():
     cache = transformers.DynamicCache()
     cache.update(t[0].clone(), t[1].clone(), 0)
     cache = reorder_past_key_values(cache, rows)
-    assert torch.equal(cache.layers[0].keys, t[0][rows])
+    keys = cache.layers[0].keys if hasattr(cache, "layers") else cache.key_cache[0]  # transformers < 4.56
+    assert torch.equal(keys, t[0][rows])
     assert reorder_past_key_values(None, rows) is None
     with pytest.raises(TypeError):
         reorder_past_key_values(object(), rows)
@@ -256,6 +257,83 @@ def test_potentials_driver_reorders_cache_consistently(arch, sampler):
             assert regex.fullmatch(rb"[a-df]{2,6}( [0-9]{1,3})?", tb)
 
 
+class LogprobsOnly:
+    """HFModel behind the bare protocol (no ``next_logits``)."""
+
+    def __init__(self, model):
+        self.inner = HFModel(model)
+
+    def start(self, prompt_ids, n):
+        return self.inner.start(prompt_ids, n)
+
+    def next_logprobs(self, state, last_tokens):
+        return self.inner.next_logprobs(state, last_tokens)
+
+    def reorder(self, state, rows):
+        return self.inner.reorder(state, rows)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("sampler", ["awrs", "mask", "direct"])
+def test_potentials_driver_on_raw_logits_equals_logprobs(arch, sampler):
+    """On the CPU the drivers read HFModel's raw logits (``next_logits``)
+    and normalise them with the kernel: without a compiled constraint the
+    excluded columns (a special token that is not EOS, embedding rows past
+    the vocabulary) are part of the normaliser; with one, a full pass. The
+    first step's row (the prompt's, repeated) is computed once.
+    Same draws and the same log Z as with the log-softmaxed
+    ``next_logprobs``."""
+    letters = [bytes([c]) for c in b"abcdefgh "]
+    vocab = ts.Vocabulary(token_bytes=letters + [None, None], eos_token_ids=[len(letters)])
+    model = MODELS[arch](len(letters) + 5)  # a special non-EOS token and 3 padding columns
+    hf = HFModel(model)
+    assert callable(getattr(hf, "next_logits", None))
+    st = hf.start([1, 2], 2)
+    assert torch.allclose(torch.log_softmax(hf.next_logits(st, None), dim=-1),
+                          logprobs_from_scratch(model, [[1, 2], [1, 2]]), atol=ATOL)
+    rx = ts.compile_regex("[a-d]{1,3}( [a-h]{1,2})?", vocab)
+    runs = [
+        dict(potentials=[lambda s: b"e" not in s], sampler=sampler),  # static mask: the excluded columns
+        dict(potentials=[lambda s: b"e" not in s], sampler=sampler, batch_potentials=True),
+        dict(potentials=[rx, lambda s: b"ab" not in s], sampler=sampler),  # compiled mask: _row_log_norms
+        dict(constraint=rx),  # the fully adapted driver: _row_log_norms
+    ]
+    for kw in runs:
+        a = smc.generate(hf, None, [1, 2], n_particles=24, max_new_tokens=6, seed=3, vocab=vocab, **kw)
+        b = smc.generate(LogprobsOnly(model), None, [1, 2], n_particles=24, max_new_tokens=6, seed=3, vocab=vocab, **kw)
+        assert a.texts == b.texts and a.status == b.status
+        assert np.isfinite(a.log_z) and a.log_z == pytest.approx(b.log_z, abs=1e-4)
+        assert np.allclose(a.log_weights, b.log_weights, atol=1e-4)
+
+
+class NaNColumn(HFModel):
+    """HFModel whose logits hold NaN in one column from the second step."""
+
+    col = 0
+
+    def next_logits(self, state, last_tokens):
+        out = super().next_logits(state, last_tokens)
+        if last_tokens is not None:
+            out = out.clone()
+            out[:, self.col] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize("col", [0, 9, 10, 12])  # a letter, EOS, a special token, a padding column
+def test_nan_logits_are_an_error_on_the_raw_logits_path(col):
+    """NaN in the logits is a ValueError wherever it is (a log_softmax would
+    spread it over the row), never a silent dead row."""
+    letters = [bytes([c]) for c in b"abcdefgh "]
+    vocab = ts.Vocabulary(token_bytes=letters + [None, None], eos_token_ids=[len(letters)])
+    model = MODELS["gpt2"](len(letters) + 5)
+    bad = NaNColumn(model)
+    bad.col = col
+    rx = ts.compile_regex("[a-d]{1,3}( [a-h]{1,2})?", vocab)
+    for kw in (dict(potentials=[lambda s: True]), dict(potentials=[rx, lambda s: True]), dict(constraint=rx)):
+        with pytest.raises(ValueError, match="NaN"):
+            smc.generate(bad, None, [1, 2], n_particles=8, max_new_tokens=4, seed=0, vocab=vocab, **kw)
+
+
 # --------------------------------------------------------------------------
 # End to end with real tokenizers
 # --------------------------------------------------------------------------
@@ -265,7 +343,10 @@ def load_hf_tokenizer(name: str):
     path = tokenizer_path(name)
     if path.name.endswith(".gz"):
         pytest.skip("gzipped tokenizer")
-    return transformers.AutoTokenizer.from_pretrained(str(path.parent))
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(path.parent))
+    except OSError:  # older transformers want a config.json beside a tokenizer_config.json without a class
+        return transformers.PreTrainedTokenizerFast(tokenizer_file=str(path))
 
 
 def check_language(res, pattern: str):
@@ -378,15 +459,23 @@ def test_no_deprecation_warnings_and_dynamic_cache(arch):
     toks = [bytes([c]) for c in b"abcdefgh"] + [None]
     vocab = ts.Vocabulary(token_bytes=toks, eos_token_ids=[len(toks) - 1])
     model = MODELS[arch](len(toks))
+    # The cache type this transformers' model makes by itself: a Cache object
+    # (DynamicCache) on recent versions, legacy tuples on old ones (4.40).
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([[1]]), use_cache=True)
+    native = getattr(out, "cache", None)
+    if native is None:
+        native = getattr(out, "past_key_values", None)
+    expected = transformers.DynamicCache if isinstance(native, transformers.Cache) else tuple
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lm = HFModel(model)
         state = lm.start([1, 2], 3)
-        assert isinstance(state.past_key_values, transformers.DynamicCache)
+        assert isinstance(state.past_key_values, expected)
         lm.next_logprobs(state, None)
         lm.reorder(state, torch.tensor([2, 0]))
         lm.next_logprobs(state, torch.tensor([3, 4]))
-        assert isinstance(state.past_key_values, transformers.DynamicCache)
+        assert isinstance(state.past_key_values, expected)
         smc.generate(model, None, [1, 2], "[a-h]{2,6}", n_particles=16, seed=0, vocab=vocab,
                      max_new_tokens=6, ess_threshold=1.0)
         smc.generate(model, None, [1, 2], potentials=[lambda s: b"e" not in s], n_particles=16, seed=0,

@@ -375,13 +375,18 @@ def test_awrs_asks_all_particles_in_one_batch_per_round() -> None:
     lm = table_lm()
     res = smc.generate(lm, None, None, potentials=[Counting()], sampler="awrs", n_particles=64, seed=0)
     # Each round asks every particle still drawing (up to smc._AWRS_CHUNK = 32
-    # rows per batch) at once: far fewer calls than texts asked about.
-    assert smc._AWRS_CHUNK == 32 and max(calls) == 32
+    # rows per batch) at once, each (text, token) once per step (particles
+    # with the same text share the answers): far fewer calls, and texts,
+    # than questions.
+    assert smc._AWRS_CHUNK == 32 and 1 < max(calls) <= 32 and min(calls) >= 1
     assert res.particle_steps >= 64 and len(calls) < res.potential_calls / 8
+    assert sum(calls) < res.potential_calls
+    batched = len(calls)
     calls.clear()
-    res = smc.generate(lm, None, None, potentials=[Counting()], sampler="awrs", n_particles=64, seed=0,
-                       batch_potentials=False)
-    assert len(calls) >= res.particle_steps  # row by row: at least one call per particle-step
+    res2 = smc.generate(lm, None, None, potentials=[Counting()], sampler="awrs", n_particles=64, seed=0,
+                        batch_potentials=False)
+    assert max(calls) == 1 and len(calls) > batched  # row by row: one question per call
+    assert res2.texts == res.texts
 
 
 @pytest.mark.parametrize("sampler", ["awrs", "rejection"])

@@ -258,6 +258,7 @@ def awrs_sample(
     mask: Optional[Any] = None,
     max: Optional[float] = None,
     cum: Optional[Any] = None,
+    known: Optional[dict[int, float]] = None,
 ) -> tuple[Optional[int], float, int, bool]:
     """One draw from softmax(logp) (1-D float32/float64 numpy array) restricted
     to the tokens ``accept(list_of_ids) -> list_of_bools`` allows.
@@ -278,6 +279,10 @@ def awrs_sample(
     NaN check, maximum, the ``exp`` of every token, a sum tree): draws start
     from the kernel's block masses and compute the weights of the blocks
     they land in; the log-probs are trusted to be those the kernel checked.
+    ``known``: a dict of token id -> log weight (what ``accept`` found for
+    earlier questions, e.g. of another particle with the same text): a
+    question whose tokens are all in it is answered from it (accepted when
+    the value is above ``-inf``) without calling ``accept``.
     """
 
 def _compile_json_schema(

@@ -46,6 +46,24 @@ from ._bitmask import _positive_int, allocate_token_bitmask, apply_token_bitmask
 __all__ = ["LogitsProcessor"]
 
 
+def _beam_search_extends_dead_beams() -> bool:
+    """Whether this ``transformers`` runs the beam search from before its
+    vectorised rewrite (4.50), which keeps beams whose score is ``-inf``
+    (fewer than ``2 x num_beams`` finite candidates, as under a tight
+    constraint) and extends them with arbitrary, masked-out tokens."""
+    import transformers
+
+    try:
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    except ValueError:  # pragma: no cover - unparseable version: assume a recent one
+        return False
+    return (major, minor) < (4, 50)
+
+
+#: See :func:`_beam_search_extends_dead_beams`.
+_OLD_BEAM_SEARCH = _beam_search_extends_dead_beams()
+
+
 class LogitsProcessor(_HFLogitsProcessor):
     """Mask the logits of ``model.generate`` so that the output follows a constraint.
 
@@ -260,6 +278,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._prev_ids: Optional["torch.Tensor"] = None
         self._weights: Optional["torch.Tensor"] = None
         self._last_tokens: List[int] = []
+        self._reordered = False  # rows were reordered (beam search)
         self.mask_times = []
 
     @property
@@ -328,6 +347,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         """Give row ``i`` the state of previous row ``parents[i]`` (copies where a row is reused)."""
         if parents == list(range(len(self._matchers))):
             return
+        self._reordered = True
         taken = set()
         matchers = []
         for p in parents:
@@ -405,6 +425,12 @@ class LogitsProcessor(_HFLogitsProcessor):
         if not ok:
             if self.pad_token_id is not None and t == self.pad_token_id:
                 # Stopped by some other stopping criterion and now padded.
+                self._finish_row(i, None)
+                return
+            if self._reordered and _OLD_BEAM_SEARCH:
+                # A beam whose score is -inf, extended anyway by the beam
+                # search of transformers < 4.50: it can never be returned;
+                # it stays finished (EOS / pad only).
                 self._finish_row(i, None)
                 return
             raise RuntimeError(

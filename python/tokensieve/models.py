@@ -8,6 +8,10 @@ The driver needs very little from a model, described by :class:`LanguageModel`:
   next-token log-probabilities, one row per row of the state. The first call
   after ``start`` passes ``last_tokens=None`` (the prompt alone is the
   context); every later call appends ``last_tokens[i]`` to row ``i`` first;
+* optional, ``next_logits(state, last_tokens)``: the same step as
+  ``next_logprobs`` but unnormalised (log-probs up to a constant per row);
+  on the CPU the SMC drivers then normalise with the pass over the rows
+  they make anyway, sparing a ``log_softmax`` per step;
 * ``reorder(state, rows)`` makes row ``i`` of the new state a copy of row
   ``rows[i]`` of the old one. ``rows`` may repeat indices (resampling) and
   may be shorter than the batch (finished particles leave it), so all rows
@@ -126,7 +130,7 @@ class HFState:
     past_key_values: Any
     rows: int
     length: int
-    pending: Any = None
+    pending: Any = None  # the first step's logits
 
 
 def _device_of(model: Any) -> Any:
@@ -201,6 +205,8 @@ class HFModel:
             return None
         if not isinstance(self.model, transformers.PreTrainedModel):
             return None
+        if not getattr(type(self.model), "_supports_cache_class", True):
+            return None  # transformers < 4.4x: this architecture takes legacy tuples only
         try:
             return transformers.DynamicCache(config=self.model.config)
         except TypeError:  # pragma: no cover - transformers < 4.56: no config argument
@@ -216,7 +222,7 @@ class HFModel:
         cache = getattr(out, kw, None)
         if cache is None:  # outputs that keep the other name
             cache = getattr(out, "past_key_values" if kw == "cache" else "cache", None)
-        return torch.log_softmax(logits, dim=-1), cache
+        return logits, cache
 
     def start(self, prompt_ids: Sequence[int], n: int) -> HFState:
         import torch
@@ -228,12 +234,24 @@ class HFModel:
             ids = [int(self.bos_token_id)]
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
-        logp, past = self._forward(torch.tensor([ids], dtype=torch.long, device=self.device), self._new_cache())
+        logits, past = self._forward(torch.tensor([ids], dtype=torch.long, device=self.device), self._new_cache())
         rows = torch.zeros(n, dtype=torch.long, device=self.device)
         past = reorder_past_key_values(past, rows)
-        return HFState(past_key_values=past, rows=n, length=len(ids), pending=logp.expand(n, -1))
+        return HFState(past_key_values=past, rows=n, length=len(ids), pending=logits.expand(n, -1))
 
     def next_logprobs(self, state: HFState, last_tokens: Optional[Any]) -> Any:
+        """``(rows, V)`` float32 log-probs (the protocol's method):
+        ``log_softmax`` of :meth:`next_logits`."""
+        import torch
+
+        return torch.log_softmax(self.next_logits(state, last_tokens), dim=-1)
+
+    def next_logits(self, state: HFState, last_tokens: Optional[Any]) -> Any:
+        """The same step as :meth:`next_logprobs`, unnormalised: the model's
+        float32 logits (log-probs up to a constant per row). The SMC driver
+        with Python potentials and no compiled constraint uses this and
+        normalises with the masked kernel's pass, which it makes anyway,
+        saving a ``log_softmax`` over the ``(rows, V)`` logits per step."""
         import torch
 
         if last_tokens is None:
@@ -245,9 +263,9 @@ class HFModel:
         if tokens.shape[0] != state.rows:
             raise ValueError(f"{tokens.shape[0]} tokens for a batch of {state.rows} rows")
         state.pending = None
-        logp, state.past_key_values = self._forward(tokens, state.past_key_values)
+        logits, state.past_key_values = self._forward(tokens, state.past_key_values)
         state.length += 1
-        return logp
+        return logits
 
     def reorder(self, state: HFState, rows: Any) -> HFState:
         import torch

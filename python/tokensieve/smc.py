@@ -382,7 +382,12 @@ class _CpuMasked:
     log-probs are exponentiated in float32 (their own precision), float64
     in float64. Allowed positions holding NaN or ``+inf`` raise
     ``ValueError``. Keeps references
-    to the log-probs and bitmask it was built on (the draws read them)."""
+    to the log-probs and bitmask it was built on (the draws read them).
+
+    One row repeated (the first step: ``HFModel`` hands out the prompt's
+    row expanded to ``n`` rows, stride 0) under one mask is computed once
+    and broadcast, instead of copied to ``n`` rows and passed over ``n``
+    times; ``_lp`` and the outputs are then read-only broadcast views."""
 
     cdf = None
 
@@ -392,17 +397,27 @@ class _CpuMasked:
         lp = logp.detach()
         if lp.dtype not in (torch.float32, torch.float64):
             lp = lp.float()
-        lp = lp.contiguous().numpy()
         bm = np.ascontiguousarray(bitmask, dtype=np.int32)
         rows, vocab = lp.shape
         if bm.ndim != 2 or bm.shape[0] != rows:
             raise ValueError(f"bitmask of shape {bm.shape} for {rows} rows of log-probs")
+        self._one = rows > 1 and lp.stride(0) == 0 and bool((bm == bm[:1]).all())
+        if self._one:  # one row, repeated: compute it once
+            lp, bm = lp[:1], bm[:1]
+        lp = lp.contiguous().numpy()
         nb = -(-vocab // _core.MASKED_BLOCK)
-        self.log_z = np.empty(rows)
-        self._max = np.empty(rows)
-        self._cum = np.empty((rows, nb))
-        self._lp, self._bm = lp, bm
+        k = lp.shape[0]
+        self.log_z = np.empty(k)
+        self._max = np.empty(k)
+        self._cum = np.empty((k, nb))
+        self._lp1, self._bm1 = lp, bm  # what the kernels read
         _core.masked_rows_into(lp, bm, self.log_z, self._max, self._cum)
+        if self._one:
+            self.log_z = np.broadcast_to(self.log_z, (rows,))
+            self._max = np.broadcast_to(self._max, (rows,))
+            self._cum = np.broadcast_to(self._cum, (rows, nb))
+            lp, bm = np.broadcast_to(lp, (rows, vocab)), np.broadcast_to(bm, (rows, bm.shape[1]))
+        self._lp, self._bm = lp, bm  # (rows, ...) views: row k is C-contiguous
 
     def sample(self, src: np.ndarray, generator: Any) -> np.ndarray:
         import torch
@@ -410,8 +425,15 @@ class _CpuMasked:
         u01 = torch.rand(src.size, generator=generator, dtype=torch.float64).numpy()
         src = np.ascontiguousarray(src, dtype=np.int64)
         out = np.empty(src.size, dtype=np.int64)
-        _core.masked_draw_into(self._lp, self._bm, self._max, self._cum, src, u01, out)
+        k = (0 * src) if self._one else src
+        _core.masked_draw_into(self._lp1, self._bm1, self._max[: self._lp1.shape[0]],
+                               np.ascontiguousarray(self._cum[: self._lp1.shape[0]]), k, u01, out)
         return out
+
+    def row_log_norms(self, ones: List[np.ndarray]) -> np.ndarray:
+        """:func:`_row_log_norms` of the log-probs (once for a repeated row)."""
+        out = _row_log_norms(self._lp1, ones)
+        return np.broadcast_to(out, (self._lp.shape[0],)) if self._one else out
 
 
 def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
@@ -424,6 +446,49 @@ def _masked_dist(logp: Any, bitmask: np.ndarray) -> Any:
     if logp.device.type == "cpu":
         return _CpuMasked(logp, bitmask)
     return _DenseMasked(logp, bitmask)
+
+
+def _uses_logits(lm: Any) -> bool:
+    """Whether ``lm`` hands out raw logits (``next_logits``, e.g.
+    :class:`~tokensieve.models.HFModel`) on the CPU: the drivers then
+    normalise them with the Rust kernel instead of a ``log_softmax``."""
+    dev = getattr(lm, "device", None)
+    return callable(getattr(lm, "next_logits", None)) and getattr(dev, "type", "cpu") == "cpu"
+
+
+def _row_log_norms(lp: np.ndarray, ones: List[np.ndarray]) -> np.ndarray:
+    """``logsumexp`` of every row of the contiguous float32/float64 ``lp``,
+    by the masked kernel with an all-ones mask (one read of each row, in
+    its own precision, rows in parallel: about half of a ``log_softmax``
+    over the same rows, which also writes them). ``ones`` caches the mask."""
+    rows, width = lp.shape
+    words = _core.bitmask_words(width)
+    if not ones or ones[0].shape[0] < rows or ones[0].shape[1] != words:
+        ones[:] = [np.full((rows, words), -1, dtype=np.int32)]
+    out = np.empty(rows)
+    _core.masked_rows_into(lp, ones[0][:rows], out, np.empty(rows), np.empty((rows, -(-width // _core.MASKED_BLOCK))))
+    return out
+
+
+def _full_norms(dist: "_CpuMasked", ones: List[np.ndarray], step: int) -> np.ndarray:
+    """Every row's ``logsumexp`` (:meth:`_CpuMasked.row_log_norms`); NaN or
+    ``+inf`` anywhere in the logits is a ``ValueError`` naming the step."""
+    try:
+        return dist.row_log_norms(ones)
+    except ValueError as e:
+        raise ValueError(f"step {step}: {e}") from None
+
+
+def _normalised(lz_mask: np.ndarray, norm: np.ndarray, step: int) -> np.ndarray:
+    """Log allowed mass of the log-probs from that of the logits
+    (``lz_mask``) and each row's log normaliser; ``-inf`` stays ``-inf``.
+    A NaN normaliser (NaN in the logits) is a ``ValueError``, as NaN in
+    log-probs is."""
+    if np.isnan(norm).any():
+        raise ValueError(f"step {step}: the model's logits hold NaN")
+    with np.errstate(invalid="ignore"):
+        out: np.ndarray = np.where(np.isfinite(lz_mask), lz_mask - norm, -math.inf)
+    return out
 
 
 def _seeds(seed: Optional[int]) -> Tuple[int, int]:
@@ -603,6 +668,8 @@ def generate(
     ess_hist: List[float] = []
     resampled: List[bool] = []
 
+    raw = _uses_logits(lm)  # logits in, normalised by the kernel (see _row_log_norms)
+    ones: List[np.ndarray] = []
     state = lm.start(prompt_ids, n)
     last: Optional[Any] = None
     steps = 0
@@ -612,7 +679,7 @@ def generate(
         steps += 1
         rows = live.size
         t0 = clock()
-        logp = lm.next_logprobs(state, last)
+        logp = lm.next_logits(state, last) if raw else lm.next_logprobs(state, last)
         if profile and logp.device.type == "cuda":
             sync = torch.cuda.synchronize
         sync()
@@ -622,11 +689,13 @@ def generate(
         _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
         sync()
         t1b = clock()
-        if logp.dim() == 2 and not logp.is_contiguous():
-            logp = logp.contiguous()
+        if logp.dim() == 2 and logp.device.type != "cpu" and not logp.is_contiguous():
+            logp = logp.contiguous()  # (on the CPU the kernel's class handles a repeated row itself)
         dist = _masked_dist(logp, bm)
         del logp
         lz_np = dist.log_z
+        if raw and isinstance(dist, _CpuMasked):  # log allowed mass of the logits -> of the log-probs
+            lz_np = _normalised(lz_np, _full_norms(dist, ones, step), step)
         sync()
         t2 = clock()
 
@@ -808,7 +877,8 @@ def _one_at_a_time(
     """The accept callable of one particle (text so far ``text``) for a
     potential without batch methods: a question about one token calls its
     ``prefix`` (``complete`` for EOS) directly and stores the log weight in
-    ``cache``; several tokens at once, or an exception (raised again, with
+    ``cache`` (shared by the particles with the same text: a token already
+    in it is not asked again); several tokens at once, or an exception (raised again, with
     the particle and step, by :func:`tokensieve.potentials.score`), go to
     ``general``."""
     prefix, complete = pot.prefix, pot.complete
@@ -819,6 +889,9 @@ def _one_at_a_time(
         if len(tokens) != 1:
             return general(tokens)
         t = tokens[0]
+        known = cache.get(t)
+        if known is not None:  # asked for another particle with this text
+            return [known > ninf]
         try:
             v = _as_log_weight(complete(text) if t in eos_set else prefix(text + tb(t)), where)
         except Exception:
@@ -886,6 +959,19 @@ def _generate_potentials(
         proto = _core.Matcher(mask)
         matchers = [proto] + [proto.copy() for _ in range(n - 1)]
     generator = torch.Generator().manual_seed(token_seed)
+    # Without a compiled constraint the mask is static (every token but the
+    # special ones that are not EOS): the masked kernel's pass over the
+    # model's raw logits then gives the allowed log mass, and the few
+    # excluded columns give the rest of the normaliser, so a model with
+    # ``next_logits`` (HFModel) spares its ``log_softmax`` over (rows, V).
+    # With a compiled constraint, a second pass of the kernel with an
+    # all-ones mask gives the normaliser (:func:`_row_log_norms`).
+    raw = _uses_logits(lm)
+    excluded: Optional[Any] = None
+    ones: List[np.ndarray] = []
+    if raw and mask is None:
+        static = _unpack_bits(bitmask[:1], vsize)[0]
+        excluded = torch.from_numpy(np.flatnonzero(static == 0))
 
     tokens: List[List[int]] = [[] for _ in range(n)]
     texts: List[bytes] = [b""] * n
@@ -909,12 +995,14 @@ def _generate_potentials(
         steps += 1
         rows = live.size
         t0 = _clock()
-        logp = lm.next_logprobs(state, last)
+        logp = lm.next_logits(state, last) if raw else lm.next_logprobs(state, last)
         t1 = _clock()
         _check_logp(logp, rows, vsize)
         lpt = logp.detach()
         if lpt.device.type != "cpu":
             lpt = lpt.cpu()
+        if raw and lpt.dtype not in (torch.float32, torch.float64):
+            lpt = lpt.float()
         if mask is not None:
             bm = bitmask[:rows]
             _core.fill_next_token_bitmasks([matchers[i] for i in live], bm)
@@ -928,36 +1016,62 @@ def _generate_potentials(
         except ValueError as e:
             raise ValueError(f"step {step}: {e}") from None
         lp = dist._lp  # (rows, width) float32/float64, contiguous
-        lz = dist.log_z
+        lz = lz_mask = dist.log_z  # log allowed mass (of ``lp``'s unnormalised weights for logits)
+        if raw:
+            if excluded is not None:
+                # Log of all the row's mass = allowed (the kernel's) + the
+                # excluded columns' (specials; columns past the vocabulary).
+                width = lpt.shape[1]
+                cols = excluded if width == vsize else torch.cat([excluded, torch.arange(vsize, width)])
+                rest = torch.logsumexp(lpt.index_select(1, cols).double(), dim=1).numpy() if cols.numel() else None
+                with np.errstate(invalid="ignore"):
+                    norm = lz_mask if rest is None else np.logaddexp(lz_mask, rest)
+            else:
+                norm = _full_norms(dist, ones, step)
+            lz = _normalised(lz_mask, norm, step)
         t2 = _clock()
 
         inc = np.zeros(n)
         drawn = np.full(rows, -1, dtype=np.int64)
         new_phi = np.zeros(rows)
-        for r in range(rows):
-            if not math.isfinite(lz[r]):
-                inc[live[r]] = -math.inf
-        ok_rows = [r for r in range(rows) if math.isfinite(lz[r])]
+        fin = np.isfinite(lz)
+        inc[live[~fin]] = -math.inf
+        ok_rows: List[int] = np.flatnonzero(fin).tolist()
         if pot is not None and sampler in ("awrs", "rejection"):
             # All rows at once: one batched potential call per round for
             # every particle still drawing (rows in parallel in Rust).
-            caches: List[Dict[int, float]] = [{} for _ in ok_rows]
+            # The potential's answers per token, shared by the particles
+            # with the same text (copies after resampling, and every
+            # particle at the first step): a potential is a function of the
+            # text, so each (text, token) is asked once per step.
+            by_text: Dict[bytes, Dict[int, float]] = {}
+            live_l: List[int] = live.tolist()
+            caches = [by_text.setdefault(texts[live_l[r]], {}) for r in ok_rows]
 
             def accept_rows(ks: List[int], toks: List[List[int]]) -> List[List[bool]]:
-                body = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t not in eos_set]
-                ends = [(k, t) for k, ts_ in zip(ks, toks) for t in ts_ if t in eos_set]
-                who = [int(live[ok_rows[k]]) for k, _ in body]
-                vals = score(pot, [texts[i] + tb(t) for i, (_, t) in zip(who, body)], particles=who, step=step)
-                for (k, t), v in zip(body, vals):
-                    caches[k][t] = v
-                who = [int(live[ok_rows[k]]) for k, _ in ends]
-                vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
-                for (k, t), v in zip(ends, vals):
-                    caches[k][t] = v
+                # Each (text, token) not yet known, once (rows with the same
+                # text share their cache).
+                ask: Dict[Tuple[int, int], int] = {}
+                for k, ts_ in zip(ks, toks):
+                    for t in ts_:
+                        if t not in caches[k]:
+                            ask.setdefault((id(caches[k]), t), k)
+                body = [(k, t) for (_, t), k in ask.items() if t not in eos_set]
+                ends = [(k, t) for (_, t), k in ask.items() if t in eos_set]
+                if body:
+                    who = [int(live[ok_rows[k]]) for k, _ in body]
+                    vals = score(pot, [texts[i] + tb(t) for i, (_, t) in zip(who, body)], particles=who, step=step)
+                    for (k, t), v in zip(body, vals):
+                        caches[k][t] = v
+                if ends:
+                    who = [int(live[ok_rows[k]]) for k, _ in ends]
+                    vals = score(pot, [texts[i] for i in who], complete=True, particles=who, step=step)
+                    for (k, t), v in zip(ends, vals):
+                        caches[k][t] = v
                 return [[caches[k][t] > -math.inf for t in ts_] for k, ts_ in zip(ks, toks)]
 
             if ok_rows:
-                seeds = [int(rng.integers(2**63)) for _ in ok_rows]
+                seeds = rng.integers(2**63, size=len(ok_rows)).tolist()  # the same stream as one by one
                 # The masked kernel's pass (``dist``) gives each row's
                 # maximum and block sums: the samplers start from them.
                 if len(ok_rows) == rows:
@@ -968,22 +1082,23 @@ def _generate_potentials(
                     sub_max, sub_cum = dist._max[sel], np.ascontiguousarray(dist._cum[sel])
                 draws = []
                 if not batch_rows:  # row by row in this thread: least overhead for cheap potentials
-                    for k in range(len(ok_rows)):
+                    max_l = sub_max.tolist()
+                    for k, r in enumerate(ok_rows):
                         def general(ts_: List[int], k: int = k) -> List[bool]:
                             return accept_rows([k], [ts_])[0]
 
                         acc = general if plain is None else _one_at_a_time(
-                            plain, texts[int(live[ok_rows[k]])], caches[k], eos_set, tb, general)
+                            plain, texts[live_l[r]], caches[k], eos_set, tb, general)
                         draws.append(_core.awrs_sample(sub_lp[k], acc, sampler, max_calls, seeds[k],
-                                                       sub_bm[k], float(sub_max[k]), sub_cum[k]))
+                                                       sub_bm[k], max_l[k], sub_cum[k], caches[k]))
                 for c0 in range(0, len(ok_rows) if batch_rows else 0, _AWRS_CHUNK):
                     c1 = min(c0 + _AWRS_CHUNK, len(ok_rows))
 
                     def acc_chunk(ks: List[int], toks: List[List[int]], c0: int = c0) -> List[List[bool]]:
                         return accept_rows([k + c0 for k in ks], toks)
 
-                    draws += _core.awrs_sample_rows(sub_lp[c0:c1], acc_chunk, seeds[c0:c1], sampler, max_calls,
-                                                    sub_bm[c0:c1], sub_max[c0:c1], sub_cum[c0:c1])
+                    cc = [np.ascontiguousarray(a[c0:c1]) for a in (sub_lp, sub_bm, sub_max, sub_cum)]
+                    draws += _core.awrs_sample_rows(cc[0], acc_chunk, seeds[c0:c1], sampler, max_calls, *cc[1:])
                 for k, (tok, lw, c, fb) in enumerate(draws):
                     r = ok_rows[k]
                     i = int(live[r])
@@ -1015,7 +1130,7 @@ def _generate_potentials(
                 i = int(live[r])
                 particle_steps += 1
                 s_r = np.array([sc[(r, int(t))] for t in cand[r]])
-                lq = lp[r, cand[r]].astype(np.float64) - lz[r] + s_r
+                lq = lp[r, cand[r]].astype(np.float64) - lz_mask[r] + s_r
                 lzq = float(_logsumexp_rows(lq[None, :])[0])
                 if not math.isfinite(lzq):
                     inc[i] = -math.inf

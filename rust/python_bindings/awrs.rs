@@ -5,13 +5,31 @@
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::awrs::{sample_blocked, sample_masked, sample_rows, Draw, LogProb, RowAsk, SampleError, Sampler};
 use crate::resample::rng_from_seed;
 
-/// Call `accept(list_of_token_ids)` and read one truth value per id.
-fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
+/// Call `accept(list_of_token_ids)` and read one truth value per id. With
+/// `known` (a dict of token id -> log weight, filled by the caller's
+/// `accept` for earlier questions, possibly of other particles with the
+/// same text), tokens found there are answered without calling `accept`
+/// (accepted when the value is above `-inf`).
+fn call_accept(accept: &Py<PyAny>, known: Option<&Py<PyDict>>, toks: &[u32]) -> PyResult<Vec<bool>> {
     Python::attach(|py| {
+        if let Some(k) = known {
+            let k = k.bind(py);
+            let mut answers = Vec::with_capacity(toks.len());
+            for &t in toks {
+                match k.get_item(t)? {
+                    Some(v) => answers.push(v.extract::<f64>()? > f64::NEG_INFINITY),
+                    None => break,
+                }
+            }
+            if answers.len() == toks.len() {
+                return Ok(answers);
+            }
+        }
         let out = accept.bind(py).call1((toks.to_vec(),))?;
         let mut answers = Vec::with_capacity(toks.len());
         for item in out
@@ -33,8 +51,8 @@ fn call_accept(accept: &Py<PyAny>, toks: &[u32]) -> PyResult<Vec<bool>> {
 /// Returns `(token or None, log_weight, calls, fell_back)`.
 #[pyfunction]
 #[pyo3(
-    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0, mask = None, max = None, cum = None),
-    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0, mask=None, max=None, cum=None)"
+    signature = (logp, accept, sampler = "awrs", max_calls = 1000, seed = 0, mask = None, max = None, cum = None, known = None),
+    text_signature = "(logp, accept, sampler='awrs', max_calls=1000, seed=0, mask=None, max=None, cum=None, known=None)"
 )]
 #[allow(clippy::too_many_arguments)]
 fn awrs_sample(
@@ -47,6 +65,7 @@ fn awrs_sample(
     mask: Option<PyReadonlyArray1<'_, i32>>,
     max: Option<f64>,
     cum: Option<PyReadonlyArray1<'_, f64>>,
+    known: Option<Py<PyDict>>,
 ) -> PyResult<DrawTuple> {
     let sampler: Sampler = sampler.parse().map_err(PyValueError::new_err)?;
     // The packed bitmask row (int32 words, as `allocate_token_bitmask` makes
@@ -61,8 +80,9 @@ fn awrs_sample(
     // float64 and float32 are read in place when contiguous (no O(V) copy
     // here; the sampler widens float32 into its reused buffer).
     let blocks = blocks.as_ref();
-    let run = |slice: &[f64]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept);
-    let run32 = |slice: &[f32]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept);
+    let known = known.as_ref();
+    let run = |slice: &[f64]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept, known);
+    let run32 = |slice: &[f32]| draw_row(py, slice, words, blocks, sampler, max_calls, seed, &accept, known);
     let r = if let Ok(a) = logp.extract::<PyReadonlyArray1<'_, f64>>() {
         match a.as_slice() {
             Ok(s) => run(s),
@@ -98,10 +118,11 @@ fn draw_row<L: LogProb>(
     max_calls: usize,
     seed: u64,
     accept: &Py<PyAny>,
+    known: Option<&Py<PyDict>>,
 ) -> Result<Draw, SampleError<PyErr>> {
     let go = || {
         let mut rng = rng_from_seed(seed);
-        let acc = |t: &[u32]| call_accept(accept, t);
+        let acc = |t: &[u32]| call_accept(accept, known, t);
         match blocks {
             Some((m, c)) => sample_blocked(logp, words, *m, c, sampler, max_calls, &mut rng, acc),
             None => sample_masked(logp, words, sampler, max_calls, &mut rng, acc),
