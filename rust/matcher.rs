@@ -64,7 +64,15 @@ impl TokEnv {
     /// of the vocabulary.
     fn lex_entry(&self, g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
         let build = || LexEntry::build(g, self.trie(), self.subtree_bytes(), ls, in_progress, allowed, self.mask_words());
-        let Some(mut sig) = g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES) else {
+        // Only a lexeme in progress (a string or number body): from the
+        // lexer's start the walk depends on the grammar's whole set of
+        // terminals and is rarely met again elsewhere.
+        let sig = if in_progress {
+            g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
+        } else {
+            None
+        };
+        let Some(mut sig) = sig else {
             return build();
         };
         let key = (in_progress, std::mem::take(&mut sig.key));

@@ -182,6 +182,13 @@ struct Quotient {
     nblocks: usize,
 }
 
+/// (state, byte class) pairs that [`Dfa::walk_signature`]'s refinement may
+/// pass over before it gives up: each round costs a pass over every state
+/// and class, and a signature is only worth computing when it costs far
+/// less than the trie walk it saves (a lexeme with a long chain of states,
+/// such as up to 20 tabs, refines for as many rounds).
+const MAX_WALK_SIGNATURE_WORK: usize = 24 << 10;
+
 /// See [`Dfa::walk_signature`].
 #[derive(Debug)]
 pub struct WalkSignature {
@@ -264,7 +271,7 @@ impl Dfa {
             block,
             nblocks,
             ..
-        }) = self.quotient(s, allowed, max_states)
+        }) = self.quotient(s, allowed, max_states, usize::MAX)
         else {
             return false;
         };
@@ -297,8 +304,9 @@ impl Dfa {
     /// The states reachable from `s` through states where an `allowed`
     /// pattern can still match, breadth first by byte class, and their
     /// minimal automaton (Moore's refinement from blocks of equal matched
-    /// allowed patterns). `None` past `max_states` states.
-    fn quotient(&self, s: u32, allowed: &[u64], max_states: usize) -> Option<Quotient> {
+    /// allowed patterns). `None` past `max_states` states or once the
+    /// refinement would pass over more than `max_work` (state, class) pairs.
+    fn quotient(&self, s: u32, allowed: &[u64], max_states: usize, max_work: usize) -> Option<Quotient> {
         use crate::fxhash::FxMap;
         const NONE: u32 = u32::MAX;
         let stride = self.stride;
@@ -344,7 +352,10 @@ impl Dfa {
         let mut block = labels.clone();
         let mut nblocks = label_ids.len();
         let mut keys = vec![0u32; n * (stride + 1)];
-        loop {
+        for round in 0.. {
+            if round >= max_work / (n * stride).max(1) {
+                return None;
+            }
             for q in 0..n {
                 let k = &mut keys[q * (stride + 1)..(q + 1) * (stride + 1)];
                 k[0] = block[q];
@@ -384,7 +395,8 @@ impl Dfa {
     /// (sets named by order of first appearance, so two automata whose
     /// terminals differ only in name agree), then its successors by byte as
     /// runs (first byte, successor + 1, or 0 where no allowed pattern
-    /// survives). `None` past `max_states` reachable states.
+    /// survives). `None` past `max_states` reachable states or
+    /// [`MAX_WALK_SIGNATURE_WORK`].
     ///
     /// Why: many grammars over one vocabulary share lexemes (every JSON
     /// Schema has JSON strings, whatever its property names), and the
@@ -401,7 +413,7 @@ impl Dfa {
             labels,
             block,
             nblocks,
-        } = self.quotient(s, allowed, max_states)?;
+        } = self.quotient(s, allowed, max_states, MAX_WALK_SIGNATURE_WORK)?;
         // Number the blocks breadth first from `s`'s and encode, byte by byte.
         let mut order = vec![NONE; nblocks];
         let mut reps = vec![0usize];
