@@ -19,9 +19,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::counted::{self, CharDfa};
 use super::numbers::{self, Bound, Dec};
 use super::resolve::Doc;
 use super::strings::{self, CH};
+use super::validate::{self, Validator};
 use super::{Options, Whitespace};
 use crate::error::{Error, Result};
 use crate::grammar::{GrammarBuilder, Sym};
@@ -29,9 +31,9 @@ use crate::regex::{Dfa, RegexLimits};
 
 const NULL: u8 = 1;
 const BOOL: u8 = 2;
-const INT: u8 = 4;
+pub(super) const INT: u8 = 4;
 /// Numbers that are not integers.
-const FRAC: u8 = 8;
+pub(super) const FRAC: u8 = 8;
 const STR: u8 = 16;
 const ARR: u8 = 32;
 const OBJ: u8 = 64;
@@ -242,6 +244,9 @@ pub struct Compiler<'a> {
     /// (a pattern is tested against every property name, a terminal
     /// against every enum value): each compiled once.
     dfas: HashMap<String, Dfa>,
+    /// Length-counted strings built by [`Self::counted_string`], by body
+    /// and bounds.
+    counted: HashMap<String, Option<Sym>>,
     depth: usize,
 }
 
@@ -302,7 +307,7 @@ fn trivially_true(v: &Value) -> bool {
 }
 
 /// A property name as a JSON pointer segment.
-fn esc(k: &str) -> String {
+pub(super) fn esc(k: &str) -> String {
     k.replace('~', "~0").replace('/', "~1")
 }
 
@@ -317,7 +322,7 @@ fn schema_err(ptr: &str, message: impl Into<String>) -> Error {
     }
 }
 
-fn type_bits(v: &Value) -> u8 {
+pub(super) fn type_bits(v: &Value) -> u8 {
     match v {
         Value::Null => NULL,
         Value::Bool(_) => BOOL,
@@ -332,7 +337,7 @@ fn type_bits(v: &Value) -> u8 {
 }
 
 /// JSON Schema equality (numbers by value).
-fn json_eq(a: &Value, b: &Value) -> bool {
+pub(super) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (Dec::from_json(x), Dec::from_json(y)) {
             (Some(p), Some(q)) => p == q,
@@ -384,7 +389,7 @@ fn tighter(cur: &mut Option<Bound>, new: Bound, upper: bool) {
 }
 
 /// The type bits of a `type` keyword's value (a name or a list of names).
-fn type_set(v: &Value, kp: &str) -> Result<u8> {
+pub(super) fn type_set(v: &Value, kp: &str) -> Result<u8> {
     let names: Vec<&Value> = match v {
         Value::Array(xs) => xs.iter().collect(),
         x => vec![x],
@@ -452,6 +457,7 @@ impl<'a> Compiler<'a> {
             never: Sym::N(never),
             any: None,
             dfas: HashMap::new(),
+            counted: HashMap::new(),
             depth: 0,
         }
     }
@@ -477,13 +483,7 @@ impl<'a> Compiler<'a> {
 
     /// Whether `text` is matched in full by `regex`.
     fn full_match(&mut self, regex: &str, text: &str) -> Result<bool> {
-        if !self.dfas.contains_key(regex) {
-            let dfa = Dfa::compile_many(&[regex], &RegexLimits::default())?;
-            self.dfas.insert(regex.to_string(), dfa);
-        }
-        let dfa = &self.dfas[regex];
-        let s = dfa.run(dfa.start(), text.as_bytes());
-        Ok(s != crate::regex::DEAD && dfa.is_accepting(s))
+        validate::full_match(&mut self.dfas, regex, text)
     }
 
     fn unsupported(&mut self, keyword: &str, ptr: &str, message: &str) -> Result<()> {
@@ -1167,7 +1167,7 @@ impl<'a> Compiler<'a> {
             return Ok(out);
         }
         if let Some(vals) = s.enums.take() {
-            return self.emit_enum(&s, vals);
+            return self.emit_enum(conj, &s, vals);
         }
         let mut out = Vec::new();
         for (bit, lit, v) in [
@@ -1471,34 +1471,44 @@ impl<'a> Compiler<'a> {
                     body = Some(b);
                     body_from = kp.clone();
                 }
-                Err(Error::Usage(m)) => self.unsupported("pattern", kp, &m)?,
+                Err(Error::Usage(m)) => {
+                    // No regex over the encoded text (an anchor inside the
+                    // pattern): its automaton as rules, if it has one.
+                    let only = s.patterns.len() == 1 && body.is_none() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
+                    match counted::pattern_dfa(p) {
+                        Ok(d) if only => return self.counted_string(&d, None, s.min_len, s.max_len),
+                        _ => self.unsupported("pattern", kp, &m)?,
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
         if let Some(mut b) = body {
             if s.min_len > 0 || s.max_len.is_some() {
-                let combined = match (
+                let pattern = match (
                     s.patterns.first(),
                     s.formats.iter().any(|(f, _)| matches!(strings::format_body(f), Ok(Some(_)))),
                 ) {
-                    (Some((p, _)), false) => strings::pattern_body_len(p, s.min_len, s.max_len).ok().flatten(),
+                    (Some((p, _)), false) => Some(p.clone()),
                     _ => None,
                 };
-                // A format whose every match already has an allowed length
-                // (date, uuid, ipv4 under maxLength 64) needs no counting.
-                let implied = s.patterns.is_empty() && {
-                    let props = regex_syntax::Parser::new().parse(&b).map(|h| h.properties().clone());
-                    props.is_ok_and(|p| {
-                        let ascii = b.is_ascii();
-                        ascii
-                            && p.minimum_len().is_some_and(|lo| lo as u64 >= s.min_len)
-                            && s.max_len.is_none_or(|m| p.maximum_len().is_some_and(|hi| hi as u64 <= m))
-                    })
-                };
-                match combined {
-                    Some(c) => b = c,
-                    None if implied => {}
-                    None => self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?,
+                match pattern.as_deref().map(|p| strings::pattern_body_len(p, s.min_len, s.max_len)) {
+                    Some(Ok(Some(c))) => b = c,
+                    _ => {
+                        // The general case: the pattern's (or format's)
+                        // automaton times a character counter.
+                        let dfa = match &pattern {
+                            Some(p) => counted::pattern_dfa(p),
+                            None => counted::body_dfa(&b),
+                        };
+                        match dfa.and_then(|d| self.counted_string(&d, Some(&b), s.min_len, s.max_len)) {
+                            Ok(sym) => return Ok(sym),
+                            Err(Error::Usage(m)) => {
+                                self.unsupported("maxLength", &body_from, &format!("length bounds together with a pattern or format: {m}"))?
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
             }
             return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"(?:{b})\"")))));
@@ -1518,6 +1528,58 @@ impl<'a> Compiler<'a> {
             return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{CH}{rep}\"")))));
         }
         Ok(Some(self.chunked_string(min, max)))
+    }
+
+    /// A string in the language of `dfa` (whose regex over the encoded
+    /// text is `body`, when there is one) with `min..=max` characters: the
+    /// plain terminal when every match already has an allowed length, else
+    /// the product of the automaton with a character counter as
+    /// right-linear rules (one nonterminal per (state, count) pair, one
+    /// terminal per character class; the opening quote rides on the first
+    /// character so that no lone `"` terminal competes with other strings'
+    /// terminals). `None` when no string qualifies; products are shared
+    /// between equal (automaton, bounds).
+    fn counted_string(&mut self, dfa: &CharDfa, body: Option<&str>, min: u64, max: Option<u64>) -> Result<Option<Sym>> {
+        let Some((lo, hi)) = dfa.length_range() else { return Ok(None) };
+        if let Some(b) = body {
+            if lo >= min && max.is_none_or(|m| hi.is_some_and(|h| h <= m)) {
+                return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"(?:{b})\"")))));
+            }
+        }
+        let key = format!("{:?}\u{0}{:?}\u{0}{}\u{0}{min}\u{0}{max:?}", dfa.trans, dfa.accept, dfa.start);
+        if let Some(&sym) = self.counted.get(&key) {
+            return Ok(sym);
+        }
+        let sym = match counted::product(dfa, min, max)? {
+            None => None,
+            Some(p) => {
+                let nts: Vec<u32> = (0..p.pairs.len()).map(|_| self.b.fresh("strlen")).collect();
+                let open = self.b.fresh("strlen");
+                for (i, ms) in p.moves.iter().enumerate() {
+                    for (cls, j) in ms {
+                        if let Some(re) = strings::class_regex(cls) {
+                            let t = self.b.terminal("STRING_CHAR", &re);
+                            self.b.rule(nts[i], vec![Sym::T(t), Sym::N(nts[*j])]);
+                            if i == 0 {
+                                let t = self.b.terminal("STRING_CHAR", &format!("\"{re}"));
+                                self.b.rule(open, vec![Sym::T(t), Sym::N(nts[*j])]);
+                            }
+                        }
+                    }
+                    if p.ends[i] {
+                        let t = self.b.literal("\"");
+                        self.b.rule(nts[i], vec![Sym::T(t)]);
+                    }
+                }
+                if p.ends[0] {
+                    let t = self.b.literal("\"\"");
+                    self.b.rule(open, vec![Sym::T(t)]);
+                }
+                Some(Sym::N(open))
+            }
+        };
+        self.counted.insert(key, sym);
+        Ok(sym)
     }
 
     /// A string of `min..=max` characters as chunks of exactly `k`
@@ -1557,7 +1619,7 @@ impl<'a> Compiler<'a> {
 
     // ----- enums and literals -----
 
-    fn emit_enum(&mut self, s: &Shape, vals: Vec<Value>) -> Result<Vec<Vec<Sym>>> {
+    fn emit_enum(&mut self, conj: &Conj, s: &Shape, vals: Vec<Value>) -> Result<Vec<Vec<Sym>>> {
         let structural = s.prefix.len() + s.props.len() + s.pattern_props.len() + s.required.len() > 0
             || !s.items.is_empty()
             || !s.contains.is_empty()
@@ -1580,10 +1642,18 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             match &v {
-                Value::Array(_) | Value::Object(_) if structural => {
-                    let at = s.structural.clone().unwrap_or_default();
-                    self.unsupported("enum", &at, "object or array values together with structural keywords")?;
-                }
+                Value::Array(_) | Value::Object(_) if structural => match self.conj_holds(conj, &v)? {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        let at = s.structural.clone().unwrap_or_default();
+                        self.unsupported(
+                            "enum",
+                            &at,
+                            "object or array values together with keywords this compiler cannot test them against",
+                        )?;
+                    }
+                },
                 Value::Number(n) => {
                     let Some(d) = Dec::from_json(n) else { continue };
                     if !self.number_ok(s, &d)? {
@@ -1612,6 +1682,35 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
+    /// Whether `v` satisfies every schema of the conjunction (negated
+    /// ones fail), by validating it: an `enum`/`const` member is in the
+    /// intersection iff it does. Choice markers are skipped: the union
+    /// they split is validated whole, which gives the same union.
+    /// `None` when the validator cannot decide.
+    fn conj_holds(&mut self, conj: &Conj, v: &Value) -> Result<Option<bool>> {
+        let mut val = Validator {
+            doc: &self.doc,
+            dfas: &mut self.dfas,
+            max_depth: self.opts.max_depth,
+        };
+        let mut acc = Some(true);
+        for p in conj {
+            if p.starts_with('@') {
+                continue;
+            }
+            let r = match p.strip_prefix('!') {
+                Some(q) => val.valid(q, v, 0)?.map(|b| !b),
+                None => val.valid(p, v, 0)?,
+            };
+            match r {
+                Some(false) => return Ok(Some(false)),
+                None => acc = None,
+                Some(true) => {}
+            }
+        }
+        Ok(acc)
+    }
+
     fn number_ok(&mut self, s: &Shape, d: &Dec) -> Result<bool> {
         if s.types & FRAC == 0 && !d.frac.is_empty() {
             return Ok(false);
@@ -1636,8 +1735,24 @@ impl<'a> Compiler<'a> {
                 self.full_match(&re, &enc)
             }
             Some(Sym::N(_)) => {
+                // Counted: a long plain string, or a pattern or format with
+                // length bounds ([`Self::counted_string`]).
                 let n = x.chars().count() as u64;
-                Ok(n >= s.min_len && s.max_len.is_none_or(|m| n <= m))
+                if n < s.min_len || s.max_len.is_some_and(|m| n > m) {
+                    return Ok(false);
+                }
+                for (p, _) in &s.patterns {
+                    if !counted::pattern_dfa(p)?.accepts(x) {
+                        return Ok(false);
+                    }
+                }
+                let bodies: Vec<String> = s.formats.iter().filter_map(|(f, _)| strings::format_body(f).ok().flatten()).collect();
+                for b in bodies {
+                    if !self.full_match(&format!("\"(?:{b})\""), &enc)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             }
         }
     }
@@ -2163,17 +2278,7 @@ impl<'a> Compiler<'a> {
 
 /// Whether `d` divides `k` (`k / d` a whole number), both positive decimals.
 fn divides(d: &Dec, k: &Dec) -> bool {
-    let scale = d.frac.len().max(k.frac.len());
-    let scaled = |x: &Dec| -> Option<u128> {
-        if x.int.len() + scale > 36 {
-            return None;
-        }
-        format!("{}{:0<scale$}", x.int, x.frac).parse().ok()
-    };
-    match (scaled(d), scaled(k)) {
-        (Some(a), Some(b)) if a > 0 => b % a == 0,
-        _ => false,
-    }
+    validate::multiple(k, d) == Some(true)
 }
 
 /// Whether two patterns can match the same key (their DFAs' product has a

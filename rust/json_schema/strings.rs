@@ -719,7 +719,7 @@ pub fn ecma_to_rust(p: &str) -> Result<String> {
 
 /// An ECMA-262 pattern parsed as Rust's regex syntax reads it after
 /// [`ecma_to_rust`] (Unicode, UTF-8).
-fn pattern_hir(pattern: &str) -> Result<Hir> {
+pub(super) fn pattern_hir(pattern: &str) -> Result<Hir> {
     let rust = ecma_to_rust(pattern)?;
     regex_syntax::ParserBuilder::new()
         .unicode(true)
@@ -861,7 +861,7 @@ fn fixed_len(h: &Hir) -> Option<u64> {
     }
 }
 
-fn top_branches(h: &Hir) -> Vec<&Hir> {
+pub(super) fn top_branches(h: &Hir) -> Vec<&Hir> {
     match h.kind() {
         HirKind::Alternation(bs) => bs.iter().collect(),
         HirKind::Capture(c) => top_branches(&c.sub),
@@ -871,7 +871,7 @@ fn top_branches(h: &Hir) -> Vec<&Hir> {
 
 /// Leading `^` / trailing `$` of a branch: (anchored start, the rest,
 /// anchored end).
-fn peel_anchors(h: &Hir) -> (bool, Vec<&Hir>, bool) {
+pub(super) fn peel_anchors(h: &Hir) -> (bool, Vec<&Hir>, bool) {
     let items: Vec<&Hir> = match h.kind() {
         HirKind::Concat(xs) => xs.iter().collect(),
         HirKind::Capture(c) => {

@@ -574,3 +574,58 @@ fn empty_complements_leave_no_key() {
         &[r#"{"d": 3, "b": 2, "a": 1}"#, r#"{"d": 2, "e": 1}"#],
     );
 }
+
+#[test]
+fn pattern_with_lengths_counted() {
+    // Several variable parts: the automaton times a character counter.
+    let s = json!({"type": "string", "pattern": "^([a-z0-9-]+):([a-z0-9.-]+):([a-z0-9-]+)?:([a-z0-9-]+)$", "maxLength": 8});
+    check(s, &[r#""a:b::c""#, r#""a:.d:e:f""#], &[r#""abc:d.e:f:g""#, r#""a:b:c""#, r#""a:b::""#]);
+    // Characters are counted once whatever their encoding.
+    let s = json!({"type": "string", "pattern": "^[^:]+:[^:]+$", "minLength": 3, "maxLength": 4});
+    check(
+        s,
+        &[r#""é:\n""#, r#""\"\\:a""#, r#""ab:c""#, r#""\\:\n""#],
+        &[r#""a:""#, r#""ab:cd""#, r#""\\\\:\n\t""#, r#""\u0001:""#],
+    );
+    // A minimum only, and a format.
+    let s = json!({"type": "string", "pattern": "x", "minLength": 3});
+    check(s, &[r#""abx""#, r#""xxxxxxxx""#], &[r#""ax""#, r#""abc""#]);
+    let s = json!({"type": "string", "format": "date-time", "maxLength": 22});
+    check(
+        s,
+        &[r#""2020-01-01T00:00:00Z""#, r#""2020-01-01T00:00:00.5Z""#],
+        &[r#""2020-01-01T00:00:00.55Z""#],
+    );
+    // An enum member is tested against the same language.
+    let s = json!({"enum": ["a:b::c", "abcd:e:f:g", 1], "pattern": "^([a-z]+):([a-z]+):([a-z]+)?:([a-z]+)$", "maxLength": 8});
+    check(s, &[r#""a:b::c""#, "1"], &[r#""abcd:e:f:g""#]);
+    // No string fits: an empty language, not a grammar error.
+    assert!(compile(&json!({"type": "string", "pattern": "^a+:b+$", "maxLength": 2}), &Options::default()).is_err());
+    // Past the pair limit: refused by keyword.
+    let e = compile(&json!({"type": "string", "format": "email", "maxLength": 100000}), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("maxLength"), "{e}");
+}
+
+#[test]
+fn anchors_inside_a_pattern() {
+    let s = json!({"type": "string", "pattern": "^(/?((\\.{2})|([a-z0-9-]*))($|/))*$"});
+    check(s, &[r#""""#, r#""a/b""#, r#""/../x/""#], &[r#""A""#, r#""a//b.""#]);
+    let s = json!({"type": "string", "pattern": "^(\\d+)?$|^$", "maxLength": 3});
+    check(s, &[r#""""#, r#""123""#], &[r#""1234""#, r#""a""#]);
+}
+
+#[test]
+fn structured_enums_keep_the_members_that_validate() {
+    let s = json!({"enum": [{"a": 1}, {"a": "x"}, [1, 2], [1]], "properties": {"a": {"type": "integer"}}, "minItems": 2});
+    check(s, &[r#"{"a": 1}"#, "[1, 2]"], &[r#"{"a": "x"}"#, "[1]"]);
+    let s = json!({"allOf": [{"const": {"foo": 1}}, {"not": {"required": ["foo"]}}]});
+    assert!(compile(&s, &Options::default()).is_err());
+    let s = json!({"const": [1, 2], "items": {"type": "integer"}, "uniqueItems": false, "contains": {"const": 2}});
+    check(s, &["[1, 2]"], &["[1]", "[2, 1]"]);
+    // What the validator cannot decide is still refused.
+    let s = json!({"enum": [{"a": 1}], "properties": {"a": true}, "unevaluatedProperties": false});
+    let e = compile(&s, &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("enum"), "{e}");
+}
