@@ -100,6 +100,33 @@ def test_counted_strings_match_oracle(env, pattern, alphabet, seeds, bounds):
         assert min(seen) > 0, f"the pool has only {'valid' if seen[1] else 'invalid'} strings for {json.dumps(schema)}"
 
 
+#: Several string constraints at once, as one automaton: (schema, alphabet,
+#: matching seeds). Formats are checked by the oracle too.
+COMBINED = [
+    ({"type": "string", "maxLength": 4, "not": {"pattern": "^a"}}, "ab-", ["b", "ba-", ""]),
+    ({"type": "string", "pattern": "^[a-z]+$", "not": {"anyOf": [{"pattern": "x"}, {"enum": ["ab", "b"]}]}}, "abx", ["a", "aab", "ba"]),
+    ({"type": "string", "allOf": [{"pattern": "^a"}, {"pattern": "b$"}], "minLength": 3}, "abc", ["acb", "abab"]),
+    ({"type": "string", "pattern": "^[0-9.]+$", "not": {"format": "ipv4"}}, "0129.", ["1.2", "1.2.3.4.5", "300.1.1.1"]),
+    ({"type": "string", "format": "ipv4", "pattern": "^10\\."}, "0129.", ["10.0.0.1", "10.2.9.1"]),
+    ({"oneOf": [{"type": "string", "pattern": "a"}, {"type": "string", "pattern": "b"}], "maxLength": 3}, "abc", ["a", "cb", "aca"]),
+    ({"type": "string", "minLength": 2, "not": {"enum": ["ab", "ba"]}, "pattern": "^[ab]*$"}, "ab", ["aa", "abb", "bab"]),
+]
+
+
+@pytest.mark.parametrize("schema,alphabet,seeds", COMBINED, ids=[str(i) for i in range(len(COMBINED))])
+def test_combined_string_constraints_match_oracle(env, schema, alphabet, seeds):
+    vocab, tok = env
+    oracle = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    c = ts.compile_json_schema(schema, vocab)
+    seen = [0, 0]
+    for v in strings(alphabet, seeds, 200, len(alphabet)) + [1, None]:
+        want = oracle.is_valid(v)
+        seen[want] += 1
+        text = json.dumps(v, ensure_ascii=False)
+        assert accepts(c, tok, text) == want, f"{'rejected valid' if want else 'accepted invalid'} {text} for {json.dumps(schema)}"
+    assert min(seen) > 0, f"the pool has only {'valid' if seen[1] else 'invalid'} values for {json.dumps(schema)}"
+
+
 def test_counted_masks_are_exact(env):
     """On prefixes of valid and invalid strings, the mask is exactly the set
     of tokens ``consume_token`` takes."""

@@ -103,6 +103,8 @@ struct Shape {
     witness: Vec<Witness>,
     /// Negated `pattern`s, with the keyword's pointer.
     not_patterns: Vec<(String, String)>,
+    /// Negated `format`s (their body regexes), with the keyword's pointer.
+    not_formats: Vec<(String, String)>,
     /// Pointer of the keyword each structural constraint came from, for
     /// error messages.
     structural: Option<String>,
@@ -138,6 +140,7 @@ impl Default for Shape {
             excluded: Vec::new(),
             witness: Vec::new(),
             not_patterns: Vec::new(),
+            not_formats: Vec::new(),
             evaluated: Vec::new(),
             unevaluated_props: Vec::new(),
             unevaluated_items: Vec::new(),
@@ -195,6 +198,9 @@ enum Atom {
     /// The string has no match of the pattern (`not {pattern}`), with the
     /// keyword's pointer.
     NotPattern(String, String),
+    /// The string is not in the format (its body regex), with the
+    /// keyword's pointer.
+    NotFormat(String, String),
 }
 
 /// `not {additionalProperties: S}` (in an object listing `names`): a
@@ -745,7 +751,23 @@ impl<'a> Compiler<'a> {
                 }
                 "not" => self.apply_negated(s, &kp, conj, chain, seen)?,
                 "if" if o.contains_key("then") || o.contains_key("else") => {
-                    self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
+                    // Either `if` holds (its annotations count) and so does
+                    // `then`, or `if` fails and `else` holds: two disjoint
+                    // branches, so their union is exact.
+                    match self.negation(&kp, chain.len())? {
+                        Err(m) => self.unsupported(k, &kp, &format!("conditional schema whose `if` has no negation ({m})"))?,
+                        Ok(_) => {
+                            let mut yes = vec![Atom::Applies(kp.clone())];
+                            let mut no = vec![Atom::Not(kp.clone())];
+                            if o.contains_key("then") {
+                                yes.push(Atom::Applies(format!("{ptr}/then")));
+                            }
+                            if o.contains_key("else") {
+                                no.push(Atom::Applies(format!("{ptr}/else")));
+                            }
+                            self.apply_disjuncts(s, &kp, vec![yes, no], conj, chain, seen)?;
+                        }
+                    }
                 }
                 "contains" => {
                     s.evaluated.push((chain.clone(), Eval::Contains));
@@ -905,6 +927,7 @@ impl<'a> Compiler<'a> {
                 s.contains.push(format!("!{p}"));
             }
             Atom::NotPattern(p, at) => s.not_patterns.push((p, at)),
+            Atom::NotFormat(b, at) => s.not_formats.push((b, at)),
             Atom::Witness(w) => {
                 s.structural.get_or_insert(w.at.clone());
                 s.witness.push(w);
@@ -1067,9 +1090,19 @@ impl<'a> Compiler<'a> {
                 }
                 "format" => match strings::format_body(x.as_str().unwrap_or_default()) {
                     Ok(None) => {}
-                    _ => return Ok(Err("`not` of a format".into())),
+                    Ok(Some(b)) => out.push(vec![Atom::Types(STR), Atom::NotFormat(b, kp)]),
+                    Err(m) => return Ok(Err(format!("`not` of a format: {m}"))),
                 },
                 "if" if !o.contains_key("then") && !o.contains_key("else") => {}
+                "if" => {
+                    // `if` and `then` fails, or `if` fails and `else` fails.
+                    if o.contains_key("then") {
+                        out.push(vec![Atom::Holds(kp.clone()), Atom::Not(format!("{ptr}/then"))]);
+                    }
+                    if o.contains_key("else") {
+                        out.push(vec![Atom::Not(kp.clone()), Atom::Not(format!("{ptr}/else"))]);
+                    }
+                }
                 "uniqueItems" | "unevaluatedProperties" | "unevaluatedItems"
                     if x == &Value::Bool(false) || k != "uniqueItems" && x == &Value::Bool(true) => {}
                 "additionalItems" if !matches!(o.get("items"), Some(Value::Array(_))) => {}
@@ -1378,6 +1411,11 @@ impl<'a> Compiler<'a> {
 
     /// The string symbol of `s`, `None` when no string qualifies.
     fn string(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        if self.needs_string_automaton(s)? {
+            if let Some(dfa) = self.string_dfa(s)? {
+                return self.counted_string(&dfa, None, s.min_len, s.max_len);
+            }
+        }
         let sym = self.string_unexcluded(s)?;
         let mut excl = Vec::new();
         for (v, at) in &s.excluded {
@@ -1408,6 +1446,81 @@ impl<'a> Compiler<'a> {
         }
         self.unsupported("not", &excl[0].1, "excluded strings together with a pattern, format or length bound")?;
         Ok(sym)
+    }
+
+    /// Whether the string constraints of `s` go beyond what the regex
+    /// forms of [`Self::string_unexcluded`] express: several patterns or
+    /// formats, a negated format, a negated pattern other than the simple
+    /// shapes of [`strings::not_in_set_nor_pattern`], excluded strings
+    /// beside a pattern, format or length bound.
+    fn needs_string_automaton(&mut self, s: &Shape) -> Result<bool> {
+        let bodies = s.patterns.len() + s.formats.iter().filter(|(f, _)| matches!(strings::format_body(f), Ok(Some(_)))).count();
+        let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+        let simple_not = match s.not_patterns.as_slice() {
+            [] => true,
+            [(p, _)] if bodies == 0 && s.min_len <= 1 && s.max_len.is_none() => {
+                let mut names = excl.clone();
+                if s.min_len == 1 {
+                    names.push(String::new());
+                }
+                matches!(strings::not_in_set_nor_pattern(&names, p), Ok(Some(_)))
+            }
+            _ => false,
+        };
+        Ok(bodies > 1 || !s.not_formats.is_empty() || !simple_not || (!excl.is_empty() && (bodies > 0 || s.min_len > 0 || s.max_len.is_some())))
+    }
+
+    /// All string constraints of `s` but the length bounds as one automaton
+    /// over characters: patterns and formats intersected, negated ones and
+    /// excluded strings complemented. `None` when a part has no automaton
+    /// (a backreference, `format: regex`).
+    fn string_dfa(&mut self, s: &Shape) -> Result<Option<CharDfa>> {
+        let mut parts = Vec::new();
+        let usage = |r: Result<CharDfa>| match r {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::Usage(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        for (p, _) in &s.patterns {
+            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            parts.push(d);
+        }
+        for (f, _) in &s.formats {
+            match strings::format_body(f) {
+                Ok(None) => {}
+                Ok(Some(b)) => {
+                    let Some(d) = usage(counted::body_dfa(&b))? else { return Ok(None) };
+                    parts.push(d);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        for (p, _) in &s.not_patterns {
+            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            parts.push(d.complement());
+            // Where Python's `re` (the validators') may find a match ECMA
+            // does not, a string must not count as failing the pattern:
+            // only the characters both read alike.
+            if strings::reads_differently_in_python(p) {
+                parts.push(CharDfa::over(strings::SAFE_CHARS));
+            }
+        }
+        for (b, _) in &s.not_formats {
+            let Some(d) = usage(counted::body_dfa(b))? else { return Ok(None) };
+            parts.push(d.complement());
+        }
+        let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+        if !excl.is_empty() {
+            parts.push(counted::CharDfa::literals(&excl).complement());
+        }
+        let mut dfa = CharDfa::any();
+        for d in parts {
+            match usage(dfa.intersect(&d))? {
+                Some(x) => dfa = x,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(dfa))
     }
 
     /// [`Self::string`] before excluded values.
@@ -1741,18 +1854,7 @@ impl<'a> Compiler<'a> {
                 if n < s.min_len || s.max_len.is_some_and(|m| n > m) {
                     return Ok(false);
                 }
-                for (p, _) in &s.patterns {
-                    if !counted::pattern_dfa(p)?.accepts(x) {
-                        return Ok(false);
-                    }
-                }
-                let bodies: Vec<String> = s.formats.iter().filter_map(|(f, _)| strings::format_body(f).ok().flatten()).collect();
-                for b in bodies {
-                    if !self.full_match(&format!("\"(?:{b})\""), &enc)? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
+                Ok(self.string_dfa(s)?.is_some_and(|d| d.accepts(x)))
             }
         }
     }
@@ -1921,12 +2023,26 @@ impl<'a> Compiler<'a> {
         if max.is_some_and(|m| m > MAX_COUNT) || min > MAX_COUNT {
             return Err(Error::TooLarge(format!("array length bound above {MAX_COUNT}")));
         }
-        // `contains`: count matching items up to `need`.
-        if s.contains.len() > 1 {
+        // One `contains`: count matching items up to `need`. Several (each
+        // needing one match): the set of those matched so far, as a bit
+        // mask, an item adding any subset it satisfies (one item may
+        // satisfy several).
+        let multi = s.contains.len() > 1;
+        if multi && s.min_contains.is_some() {
             let at = s.contains[1].clone();
-            self.unsupported("contains", &at, "several contains constraints on one array")?;
+            self.unsupported("contains", &at, "minContains beside several contains constraints on one array")?;
         }
-        let need = if s.contains.is_empty() { 0 } else { s.min_contains.unwrap_or(1) };
+        if s.contains.len() > 4 {
+            let at = s.contains[4].clone();
+            self.unsupported("contains", &at, "more than four contains constraints on one array")?;
+        }
+        let cs: Vec<String> = s.contains.iter().take(4).cloned().collect();
+        let need = match (cs.len(), multi) {
+            (0, _) => 0,
+            (n, true) => (1u64 << n) - 1,
+            (_, false) => s.min_contains.unwrap_or(1),
+        };
+        let next = |k: u64, x: u64| if multi { k | x } else { (k + x).min(need) };
         // States j = items so far; the last one loops when unbounded.
         let last = match max {
             Some(m) => m,
@@ -1937,16 +2053,21 @@ impl<'a> Compiler<'a> {
                 "array bounds need more than 200000 parser states (up to {last} items)"
             )));
         }
-        let mut syms: Vec<Option<Sym>> = Vec::new();
-        let mut csyms: Vec<Option<Sym>> = Vec::new();
+        // Per position: the item choices, (symbol, what it adds: a count
+        // or a mask of contains matched).
+        let mut choices: Vec<Vec<(Sym, u64)>> = Vec::new();
         for j in 0..=tail_from {
             let c = item_conj(j);
-            syms.push(Some(self.value(c.clone())?));
+            let mut ch = vec![(self.value(c.clone())?, 0)];
             if need > 0 {
-                let mut cc = c;
-                cc.push(s.contains[0].clone());
-                csyms.push(Some(self.emit(cc)?));
+                let subsets = if multi { (1u64 << cs.len()) - 1 } else { 1 };
+                for t in 1..=subsets {
+                    let mut cc = c.clone();
+                    cc.extend(cs.iter().enumerate().filter(|(i, _)| t >> i & 1 == 1).map(|(_, p)| p.clone()));
+                    ch.push((self.emit(cc)?, if multi { t } else { 1 }));
+                }
             }
+            choices.push(ch);
         }
         let Punct { lk, rk, comma, .. } = self.p;
         let nts: Vec<Vec<u32>> = (0..=last).map(|_| (0..=need).map(|_| self.b.fresh("arr")).collect()).collect();
@@ -1965,16 +2086,10 @@ impl<'a> Compiler<'a> {
                     continue;
                 };
                 let sep = if j > 0 { vec![comma] } else { vec![] };
-                let step = |it: Option<Sym>, k2: u64, b: &mut GrammarBuilder| {
-                    if let Some(it) = it {
-                        let mut rhs = sep.clone();
-                        rhs.extend([it, Sym::N(nts[next_j as usize][k2 as usize])]);
-                        b.rule(nt, rhs);
-                    }
-                };
-                step(syms[pos], k, &mut self.b);
-                if need > 0 {
-                    step(csyms[pos], (k + 1).min(need), &mut self.b);
+                for &(it, x) in &choices[pos] {
+                    let mut rhs = sep.clone();
+                    rhs.extend([it, Sym::N(nts[next_j as usize][next(k, x) as usize])]);
+                    self.b.rule(nt, rhs);
                 }
             }
         }

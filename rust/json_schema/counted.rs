@@ -445,6 +445,137 @@ impl CharDfa {
     }
 }
 
+impl CharDfa {
+    /// Every string (one state looping on any character).
+    pub fn any() -> CharDfa {
+        CharDfa {
+            start: 0,
+            accept: vec![true],
+            trans: vec![vec![(ANY.to_vec(), 0)]],
+        }
+    }
+
+    /// Every string of characters from `ranges`.
+    pub fn over(ranges: &[(u32, u32)]) -> CharDfa {
+        CharDfa {
+            start: 0,
+            accept: vec![true],
+            trans: vec![vec![(ranges.to_vec(), 0)]],
+        }
+    }
+
+    /// Exactly the given strings (a trie).
+    pub fn literals(words: &[String]) -> CharDfa {
+        let mut d = CharDfa {
+            start: 0,
+            accept: vec![false],
+            trans: vec![Vec::new()],
+        };
+        for w in words {
+            let mut q = 0;
+            for ch in w.chars() {
+                let c = ch as u32;
+                q = match d.trans[q].iter().find(|(cls, _)| cls[0] == (c, c)) {
+                    Some((_, t)) => *t,
+                    None => {
+                        d.accept.push(false);
+                        d.trans.push(Vec::new());
+                        let t = d.accept.len() - 1;
+                        d.trans[q].push((vec![(c, c)], t));
+                        t
+                    }
+                };
+            }
+            d.accept[q] = true;
+        }
+        d
+    }
+
+    /// Every string this automaton rejects: made complete with a sink
+    /// state, acceptance flipped.
+    pub fn complement(&self) -> CharDfa {
+        let sink = self.accept.len();
+        let mut trans = self.trans.clone();
+        for moves in trans.iter_mut() {
+            let mut used: Vec<(u32, u32)> = moves.iter().flat_map(|(c, _)| c.iter().copied()).collect();
+            used.sort_unstable();
+            let mut rest = Vec::new();
+            for &(lo, hi) in ANY {
+                let mut at = lo;
+                for &(a, b) in &used {
+                    if b < at || a > hi {
+                        continue;
+                    }
+                    if a > at {
+                        rest.push((at, a - 1));
+                    }
+                    at = at.max(b.saturating_add(1));
+                }
+                if at <= hi {
+                    rest.push((at, hi));
+                }
+            }
+            if !rest.is_empty() {
+                moves.push((rest, sink));
+            }
+        }
+        trans.push(vec![(ANY.to_vec(), sink)]);
+        let mut accept: Vec<bool> = self.accept.iter().map(|a| !a).collect();
+        accept.push(true);
+        CharDfa {
+            start: self.start,
+            accept,
+            trans,
+        }
+    }
+
+    /// The strings both automata accept (the reachable product).
+    pub fn intersect(&self, o: &CharDfa) -> Result<CharDfa> {
+        let mut ids: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut pairs = vec![(self.start, o.start)];
+        ids.insert(pairs[0], 0);
+        let mut trans = Vec::new();
+        let mut i = 0;
+        while i < pairs.len() {
+            let (p, q) = pairs[i];
+            let mut moves: Moves = Vec::new();
+            for (c1, t1) in &self.trans[p] {
+                for (c2, t2) in &o.trans[q] {
+                    let c = strings::intersect(c1, c2);
+                    if c.is_empty() {
+                        continue;
+                    }
+                    let j = match ids.get(&(*t1, *t2)) {
+                        Some(&j) => j,
+                        None => {
+                            if pairs.len() >= MAX_DFA {
+                                return Err(too_large("intersection states"));
+                            }
+                            pairs.push((*t1, *t2));
+                            ids.insert((*t1, *t2), pairs.len() - 1);
+                            pairs.len() - 1
+                        }
+                    };
+                    match moves.iter_mut().find(|(_, t)| *t == j) {
+                        Some((cls, _)) => {
+                            cls.extend(c);
+                            cls.sort_unstable();
+                        }
+                        None => moves.push((c, j)),
+                    }
+                }
+            }
+            trans.push(moves);
+            i += 1;
+        }
+        Ok(CharDfa {
+            start: 0,
+            accept: pairs.iter().map(|&(p, q)| self.accept[p] && o.accept[q]).collect(),
+            trans,
+        })
+    }
+}
+
 /// The product of a DFA with a character counter for lengths `min..=max`:
 /// the (state, count) pairs from which an accepted string of an allowed
 /// length can still be completed, reachable from (start, 0). Counts past
@@ -552,6 +683,18 @@ mod tests {
         assert!(!run(&d, "a") && !run(&d, "ab"));
         let d = pattern_dfa("a*^b").unwrap();
         assert!(run(&d, "bcd") && !run(&d, "abc"));
+    }
+
+    #[test]
+    fn boolean_operations() {
+        let a = pattern_dfa("^[a-z]+$").unwrap();
+        let b = pattern_dfa("x").unwrap();
+        let ab = a.intersect(&b.complement()).unwrap();
+        assert!(ab.accepts("abc") && !ab.accepts("axc") && !ab.accepts("") && !ab.accepts("a1"));
+        let not_lit = CharDfa::literals(&["ab".into(), "".into(), "é".into()]).complement();
+        assert!(!not_lit.accepts("ab") && !not_lit.accepts("") && !not_lit.accepts("é") && not_lit.accepts("a") && not_lit.accepts("abc"));
+        let any = CharDfa::any();
+        assert!(any.accepts("") && any.accepts("\u{10FFFF}") && !any.complement().accepts("x"));
     }
 
     #[test]

@@ -187,9 +187,10 @@ type CharSet = Vec<(u32, u32)>;
 /// final `$`; on others they differ (Python's `\w` and `\d` are Unicode,
 /// its `.` matches `\r`, its `$` also matches before a final `\n`), and a
 /// key that fails one but matches the other must not count as failing.
-const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
+pub(super) const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
 
-fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
+/// The characters in both sets.
+pub(super) fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
     let mut out = Vec::new();
     for &(x, y) in a {
         for &(u, v) in b {
@@ -486,6 +487,14 @@ impl KeyPattern {
         }
         (!alts.is_empty()).then(|| format!("(?:{})", alts.join("|")))
     }
+}
+
+/// Whether some text outside [`SAFE_CHARS`] may be decided differently by
+/// ECMA-262 and Python's `re` (see [`same_in_python`]).
+pub fn reads_differently_in_python(pattern: &str) -> bool {
+    ["\\w", "\\W", "\\d", "\\D", "\\s", "\\S", "\\b", "\\B", ".", "$"]
+        .iter()
+        .any(|x| pattern.contains(x))
 }
 
 /// Whether `pattern` surely decides `text` alike under ECMA-262 and

@@ -294,7 +294,12 @@ fn negations() {
         &["1"],
         &[r#""x""#],
     );
-    assert!(compile(&json!({"not": {"pattern": "ab"}}), &Options::default()).is_err());
+    // Any pattern: its automaton complemented.
+    check(
+        json!({"not": {"pattern": "ab"}}),
+        &[r#""ba""#, r#""a\nb""#],
+        &[r#""xaby""#, r#""ab""#, "1"],
+    );
 }
 
 #[test]
@@ -417,8 +422,15 @@ fn overlapping_one_of_branches_exclude_each_other() {
     // (Branch 0 has no negation but needs none.)
     let s = json!({"oneOf": [{"type": "string", "pattern": "a.*b"}, {"type": "integer"}, {"type": "integer", "maximum": 5}]});
     check(s, &[r#""xaxb""#, "6", "70"], &["5", "-1", "2.5", "null", r#""b""#]);
-    // A branch without a negation (pattern) is still refused.
-    assert!(compile(&json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}), &Options::default()).is_err());
+    // Overlapping patterns: each branch less the other's language.
+    check(
+        json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}),
+        &[r#""xa""#, r#""b""#],
+        &[r#""ab""#, r#""c""#, "1"],
+    );
+    // A format branch: its negation is the format's complement.
+    let s = json!({"oneOf": [{"format": "ipv4"}, {"pattern": "^1"}]});
+    check(s, &[r#""2.0.0.1""#, r#""1x""#], &[r#""1.2.3.4""#, r#""x""#]);
 }
 
 #[test]
@@ -531,8 +543,16 @@ fn negated_patterns_of_simple_shapes() {
     check(s, &[r#""x""#, r#""b""#], &[r#""x-y""#, r#""a""#]);
     let s = json!({"type": "string", "minLength": 1, "not": {"pattern": "^[.*\\s-]+$"}});
     check(s, &[r#""a""#, r#"".a""#], &[r#""""#, r#""..""#, r#""- *""#]);
-    // Beside a length bound, refused.
-    assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
+    // Beside a length bound, or another pattern: the automata combined.
+    check(
+        json!({"maxLength": 3, "not": {"pattern": "^a"}}),
+        &[r#""ba""#, r#""""#],
+        &[r#""ab""#, r#""bbbb""#],
+    );
+    let s = json!({"type": "string", "pattern": "^[a-z]+$", "not": {"anyOf": [{"pattern": "x"}, {"format": "date"}, {"enum": ["ab"]}]}});
+    check(s, &[r#""abc""#, r#""a""#], &[r#""ab""#, r#""axb""#, r#""A""#]);
+    let s = json!({"type": "string", "allOf": [{"pattern": "^a"}, {"pattern": "b$"}, {"format": "hostname"}], "minLength": 3});
+    check(s, &[r#""a-b""#, r#""axxb""#], &[r#""ab""#, r#""a_b""#, r#""ba""#]);
 }
 
 #[test]
@@ -628,4 +648,42 @@ fn structured_enums_keep_the_members_that_validate() {
     let s = json!({"enum": [{"a": 1}], "properties": {"a": true}, "unevaluatedProperties": false});
     let e = compile(&s, &Options::default()).unwrap_err().to_string();
     assert!(e.contains("enum"), "{e}");
+}
+
+#[test]
+fn conditionals() {
+    let s = json!({"type": "object", "properties": {"kind": {"type": "string"}, "n": {}}, "if": {"properties": {"kind": {"const": "int"}}}, "then": {"properties": {"n": {"type": "integer"}}}, "else": {"properties": {"n": {"type": "string"}}}});
+    check(
+        s,
+        &[r#"{"kind": "int", "n": 1}"#, r#"{"kind": "str", "n": "x"}"#, r#"{"n": 1}"#],
+        &[r#"{"kind": "int", "n": "x"}"#, r#"{"kind": "str", "n": 1}"#, r#"{"n": "x"}"#],
+    );
+    // Only `then`: when `if` fails anything goes; and the negation.
+    check(json!({"if": {"minimum": 10}, "then": {"maximum": 20}}), &["12", "3", r#""x""#], &["25"]);
+    check(
+        json!({"not": {"if": {"minimum": 10}, "then": {"maximum": 20}}}),
+        &["25"],
+        &["12", "3", r#""x""#],
+    );
+    check(
+        json!({"not": {"if": {"type": "string"}, "else": {"type": "null"}}}),
+        &["1", "true"],
+        &["null", r#""x""#],
+    );
+}
+
+#[test]
+fn several_contains() {
+    let s = json!({"allOf": [{"contains": {"type": "string"}}, {"contains": {"type": "number", "minimum": 5}}]});
+    check(s, &[r#"["a", 7]"#, r#"[7, 1, "a"]"#], &["[7]", r#"["a"]"#, "[]", "[1, 2]"]);
+    // One item may satisfy both.
+    let s = json!({"allOf": [{"contains": {"minimum": 5}}, {"contains": {"maximum": 5}}], "maxItems": 1});
+    check(s, &["[5]"], &["[6]", "[4]", "[4, 6]"]);
+}
+
+#[test]
+fn negated_patterns_where_python_reads_otherwise() {
+    // Python's `\w` matches `é`: a string with it must not count as failing.
+    let s = json!({"type": "string", "not": {"pattern": "^\\w+$"}, "maxLength": 4});
+    check(s, &[r#""a b""#, r#""-""#], &[r#""ab""#, r#""é""#, r#""a b c""#]);
 }
