@@ -1237,8 +1237,8 @@ impl<'a> Compiler<'a> {
 
     /// The pairs of branches that some value may satisfy at once: all but
     /// those told apart by type, by a required property with disjoint
-    /// `const`/`enum` values or types, or by a key one forbids and the
-    /// other requires.
+    /// `const`/`enum` values, types or string patterns (no string matches
+    /// both), or by a key one forbids and the other requires.
     fn overlapping(&mut self, branches: &[String]) -> Result<Vec<(usize, usize)>> {
         let mut info = Vec::new();
         for b in branches {
@@ -1263,9 +1263,22 @@ impl<'a> Compiler<'a> {
             }
             let mut disc = Vec::new();
             let mut req_types = Vec::new();
+            let mut req_strings = Vec::new();
             for (name, c) in &s.props {
                 if s.required.contains(name) {
                     let ps = self.shape_of(c)?;
+                    // A string-only property with a pattern (or format):
+                    // its automaton, to tell branches apart by patterns
+                    // no string matches both of.
+                    if ps.types == STR && ps.alts.is_empty() && !ps.never && (!ps.patterns.is_empty() || !ps.formats.is_empty()) {
+                        if let Some(mut d) = self.string_dfa(&ps)? {
+                            if let Some(vals) = &ps.enums {
+                                let words: Vec<String> = vals.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                                d = d.intersect(&CharDfa::literals(&words))?;
+                            }
+                            req_strings.push((name.clone(), d));
+                        }
+                    }
                     let mut t = ps.types;
                     if let Some(vals) = &ps.enums {
                         t &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
@@ -1288,14 +1301,14 @@ impl<'a> Compiler<'a> {
                     closed.push(names.clone());
                 }
             }
-            info.push((types, disc, s.required.clone(), req_types, closed));
+            info.push((types, disc, s.required.clone(), req_types, closed, req_strings));
         }
         let forbids = |closed: &Vec<Vec<String>>, k: &String| closed.iter().any(|names| !names.contains(k));
         let mut pairs = Vec::new();
         for i in 0..info.len() {
             for j in i + 1..info.len() {
-                let (ti, di, ri, rti, ci) = &info[i];
-                let (tj, dj, rj, rtj, cj) = &info[j];
+                let (ti, di, ri, rti, ci, si) = &info[i];
+                let (tj, dj, rj, rtj, cj, sj) = &info[j];
                 if ti & tj == 0 {
                     continue;
                 }
@@ -1308,7 +1321,15 @@ impl<'a> Compiler<'a> {
                     .any(|(n, vi)| dj.iter().any(|(m, vj)| n == m && !vi.iter().any(|x| vj.iter().any(|y| json_eq(x, y)))));
                 let by_closed = ri.iter().any(|k| forbids(cj, k)) || rj.iter().any(|k| forbids(ci, k));
                 let by_type = rti.iter().any(|(n, a)| rtj.iter().any(|(m, b)| n == m && a & b == 0));
-                if !(by_disc || by_closed || by_type) {
+                let mut by_pattern = false;
+                for (n, a) in si {
+                    for (m, b) in sj {
+                        if n == m && !by_pattern {
+                            by_pattern = a.intersect(b).is_ok_and(|x| x.length_range().is_none());
+                        }
+                    }
+                }
+                if !(by_disc || by_closed || by_type || by_pattern) {
                     pairs.push((i, j));
                 }
             }

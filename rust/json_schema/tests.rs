@@ -687,3 +687,27 @@ fn negated_patterns_where_python_reads_otherwise() {
     let s = json!({"type": "string", "not": {"pattern": "^\\w+$"}, "maxLength": 4});
     check(s, &[r#""a b""#, r#""-""#], &[r#""ab""#, r#""é""#, r#""a b c""#]);
 }
+
+#[test]
+fn one_of_told_apart_by_patterns() {
+    // Branches whose required `id` patterns share no string: disjoint, no
+    // negation needed (the `not` of the `format: regex` branch has none).
+    let s = json!({"oneOf": [
+        {"type": "object", "properties": {"id": {"type": "string", "pattern": "^pkg:a/"}, "x": {"format": "regex"}}, "required": ["id"]},
+        {"type": "object", "properties": {"id": {"type": "string", "pattern": "^pkg:b/"}}, "required": ["id"]}
+    ]});
+    let c = compile(
+        &s,
+        &Options {
+            strict: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(c.warnings.iter().all(|w| !w.contains("keyword \"oneOf\"")), "{:?}", c.warnings);
+    let s = json!({"oneOf": [
+        {"properties": {"id": {"type": "string", "pattern": "^a"}}, "required": ["id"]},
+        {"properties": {"id": {"type": "string", "pattern": "^b"}}, "required": ["id"]}
+    ]});
+    check(s, &[r#"{"id": "ax"}"#, r#"{"id": "b"}"#], &[r#"{"id": "c"}"#, r#"{}"#]);
+}
