@@ -979,9 +979,8 @@ impl<'a> Compiler<'a> {
                     } else {
                         x.as_array().ok_or_else(|| schema_err(&kp, "enum must be an array"))?.clone()
                     };
-                    if vals.iter().any(|v| v.is_array() || v.is_object()) {
-                        return Ok(Err(format!("`not` of an {k} with array or object values")));
-                    }
+                    // Array and object values are excluded only from a
+                    // finite enum (see `emit_shape`).
                     out.push(vec![Atom::Exclude(vals, kp)]);
                 }
                 "required" => {
@@ -1201,6 +1200,14 @@ impl<'a> Compiler<'a> {
         }
         if let Some(vals) = s.enums.take() {
             return self.emit_enum(conj, &s, vals);
+        }
+        // An excluded array or object: the array and object grammars do not
+        // exclude single values (a finite enum above does).
+        if s.types & (ARR | OBJ) != 0 {
+            if let Some((_, at)) = s.excluded.iter().find(|(v, _)| v.is_array() || v.is_object()) {
+                let at = at.clone();
+                self.unsupported("not", &at, "`not` of an enum or const with array or object values, outside a finite enum")?;
+            }
         }
         let mut out = Vec::new();
         for (bit, lit, v) in [

@@ -711,3 +711,19 @@ fn one_of_told_apart_by_patterns() {
     ]});
     check(s, &[r#"{"id": "ax"}"#, r#"{"id": "b"}"#], &[r#"{"id": "c"}"#, r#"{}"#]);
 }
+
+#[test]
+fn excluded_arrays_and_objects() {
+    // Inside a finite enum: the excluded members are dropped.
+    check(
+        json!({"allOf": [{"enum": [[0], [1], {"a": 1}]}, {"not": {"enum": [[1], {"a": 1}]}}]}),
+        &["[0]"],
+        &["[1]", r#"{"a": 1}"#],
+    );
+    // Elsewhere: refused, not ignored.
+    let e = compile(&json!({"type": "array", "not": {"const": [1]}}), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not"), "{e}");
+    check(json!({"type": "string", "not": {"const": [1]}}), &[r#""x""#], &["[1]"]);
+}
