@@ -19,9 +19,11 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::counted::{self, CharDfa};
 use super::numbers::{self, Bound, Dec};
 use super::resolve::Doc;
 use super::strings::{self, CH};
+use super::validate::{self, Validator};
 use super::{Options, Whitespace};
 use crate::error::{Error, Result};
 use crate::grammar::{GrammarBuilder, Sym};
@@ -29,9 +31,9 @@ use crate::regex::{Dfa, RegexLimits};
 
 const NULL: u8 = 1;
 const BOOL: u8 = 2;
-const INT: u8 = 4;
+pub(super) const INT: u8 = 4;
 /// Numbers that are not integers.
-const FRAC: u8 = 8;
+pub(super) const FRAC: u8 = 8;
 const STR: u8 = 16;
 const ARR: u8 = 32;
 const OBJ: u8 = 64;
@@ -101,6 +103,8 @@ struct Shape {
     witness: Vec<Witness>,
     /// Negated `pattern`s, with the keyword's pointer.
     not_patterns: Vec<(String, String)>,
+    /// Negated `format`s (their body regexes), with the keyword's pointer.
+    not_formats: Vec<(String, String)>,
     /// Pointer of the keyword each structural constraint came from, for
     /// error messages.
     structural: Option<String>,
@@ -136,6 +140,7 @@ impl Default for Shape {
             excluded: Vec::new(),
             witness: Vec::new(),
             not_patterns: Vec::new(),
+            not_formats: Vec::new(),
             evaluated: Vec::new(),
             unevaluated_props: Vec::new(),
             unevaluated_items: Vec::new(),
@@ -193,6 +198,9 @@ enum Atom {
     /// The string has no match of the pattern (`not {pattern}`), with the
     /// keyword's pointer.
     NotPattern(String, String),
+    /// The string is not in the format (its body regex), with the
+    /// keyword's pointer.
+    NotFormat(String, String),
 }
 
 /// `not {additionalProperties: S}` (in an object listing `names`): a
@@ -242,6 +250,9 @@ pub struct Compiler<'a> {
     /// (a pattern is tested against every property name, a terminal
     /// against every enum value): each compiled once.
     dfas: HashMap<String, Dfa>,
+    /// Length-counted strings built by [`Self::counted_string`], by body
+    /// and bounds.
+    counted: HashMap<String, Option<Sym>>,
     depth: usize,
 }
 
@@ -302,7 +313,7 @@ fn trivially_true(v: &Value) -> bool {
 }
 
 /// A property name as a JSON pointer segment.
-fn esc(k: &str) -> String {
+pub(super) fn esc(k: &str) -> String {
     k.replace('~', "~0").replace('/', "~1")
 }
 
@@ -317,7 +328,7 @@ fn schema_err(ptr: &str, message: impl Into<String>) -> Error {
     }
 }
 
-fn type_bits(v: &Value) -> u8 {
+pub(super) fn type_bits(v: &Value) -> u8 {
     match v {
         Value::Null => NULL,
         Value::Bool(_) => BOOL,
@@ -332,7 +343,7 @@ fn type_bits(v: &Value) -> u8 {
 }
 
 /// JSON Schema equality (numbers by value).
-fn json_eq(a: &Value, b: &Value) -> bool {
+pub(super) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (Dec::from_json(x), Dec::from_json(y)) {
             (Some(p), Some(q)) => p == q,
@@ -384,7 +395,7 @@ fn tighter(cur: &mut Option<Bound>, new: Bound, upper: bool) {
 }
 
 /// The type bits of a `type` keyword's value (a name or a list of names).
-fn type_set(v: &Value, kp: &str) -> Result<u8> {
+pub(super) fn type_set(v: &Value, kp: &str) -> Result<u8> {
     let names: Vec<&Value> = match v {
         Value::Array(xs) => xs.iter().collect(),
         x => vec![x],
@@ -452,6 +463,7 @@ impl<'a> Compiler<'a> {
             never: Sym::N(never),
             any: None,
             dfas: HashMap::new(),
+            counted: HashMap::new(),
             depth: 0,
         }
     }
@@ -477,13 +489,7 @@ impl<'a> Compiler<'a> {
 
     /// Whether `text` is matched in full by `regex`.
     fn full_match(&mut self, regex: &str, text: &str) -> Result<bool> {
-        if !self.dfas.contains_key(regex) {
-            let dfa = Dfa::compile_many(&[regex], &RegexLimits::default())?;
-            self.dfas.insert(regex.to_string(), dfa);
-        }
-        let dfa = &self.dfas[regex];
-        let s = dfa.run(dfa.start(), text.as_bytes());
-        Ok(s != crate::regex::DEAD && dfa.is_accepting(s))
+        validate::full_match(&mut self.dfas, regex, text)
     }
 
     fn unsupported(&mut self, keyword: &str, ptr: &str, message: &str) -> Result<()> {
@@ -745,7 +751,23 @@ impl<'a> Compiler<'a> {
                 }
                 "not" => self.apply_negated(s, &kp, conj, chain, seen)?,
                 "if" if o.contains_key("then") || o.contains_key("else") => {
-                    self.unsupported(k, &kp, "conditional schemas (if/then/else) are not supported")?;
+                    // Either `if` holds (its annotations count) and so does
+                    // `then`, or `if` fails and `else` holds: two disjoint
+                    // branches, so their union is exact.
+                    match self.negation(&kp, chain.len())? {
+                        Err(m) => self.unsupported(k, &kp, &format!("conditional schema whose `if` has no negation ({m})"))?,
+                        Ok(_) => {
+                            let mut yes = vec![Atom::Applies(kp.clone())];
+                            let mut no = vec![Atom::Not(kp.clone())];
+                            if o.contains_key("then") {
+                                yes.push(Atom::Applies(format!("{ptr}/then")));
+                            }
+                            if o.contains_key("else") {
+                                no.push(Atom::Applies(format!("{ptr}/else")));
+                            }
+                            self.apply_disjuncts(s, &kp, vec![yes, no], conj, chain, seen)?;
+                        }
+                    }
                 }
                 "contains" => {
                     s.evaluated.push((chain.clone(), Eval::Contains));
@@ -905,6 +927,7 @@ impl<'a> Compiler<'a> {
                 s.contains.push(format!("!{p}"));
             }
             Atom::NotPattern(p, at) => s.not_patterns.push((p, at)),
+            Atom::NotFormat(b, at) => s.not_formats.push((b, at)),
             Atom::Witness(w) => {
                 s.structural.get_or_insert(w.at.clone());
                 s.witness.push(w);
@@ -956,9 +979,8 @@ impl<'a> Compiler<'a> {
                     } else {
                         x.as_array().ok_or_else(|| schema_err(&kp, "enum must be an array"))?.clone()
                     };
-                    if vals.iter().any(|v| v.is_array() || v.is_object()) {
-                        return Ok(Err(format!("`not` of an {k} with array or object values")));
-                    }
+                    // Array and object values are excluded only from a
+                    // finite enum (see `emit_shape`).
                     out.push(vec![Atom::Exclude(vals, kp)]);
                 }
                 "required" => {
@@ -1067,9 +1089,19 @@ impl<'a> Compiler<'a> {
                 }
                 "format" => match strings::format_body(x.as_str().unwrap_or_default()) {
                     Ok(None) => {}
-                    _ => return Ok(Err("`not` of a format".into())),
+                    Ok(Some(b)) => out.push(vec![Atom::Types(STR), Atom::NotFormat(b, kp)]),
+                    Err(m) => return Ok(Err(format!("`not` of a format: {m}"))),
                 },
                 "if" if !o.contains_key("then") && !o.contains_key("else") => {}
+                "if" => {
+                    // `if` and `then` fails, or `if` fails and `else` fails.
+                    if o.contains_key("then") {
+                        out.push(vec![Atom::Holds(kp.clone()), Atom::Not(format!("{ptr}/then"))]);
+                    }
+                    if o.contains_key("else") {
+                        out.push(vec![Atom::Not(kp.clone()), Atom::Not(format!("{ptr}/else"))]);
+                    }
+                }
                 "uniqueItems" | "unevaluatedProperties" | "unevaluatedItems"
                     if x == &Value::Bool(false) || k != "uniqueItems" && x == &Value::Bool(true) => {}
                 "additionalItems" if !matches!(o.get("items"), Some(Value::Array(_))) => {}
@@ -1167,7 +1199,15 @@ impl<'a> Compiler<'a> {
             return Ok(out);
         }
         if let Some(vals) = s.enums.take() {
-            return self.emit_enum(&s, vals);
+            return self.emit_enum(conj, &s, vals);
+        }
+        // An excluded array or object: the array and object grammars do not
+        // exclude single values (a finite enum above does).
+        if s.types & (ARR | OBJ) != 0 {
+            if let Some((_, at)) = s.excluded.iter().find(|(v, _)| v.is_array() || v.is_object()) {
+                let at = at.clone();
+                self.unsupported("not", &at, "`not` of an enum or const with array or object values, outside a finite enum")?;
+            }
         }
         let mut out = Vec::new();
         for (bit, lit, v) in [
@@ -1204,8 +1244,8 @@ impl<'a> Compiler<'a> {
 
     /// The pairs of branches that some value may satisfy at once: all but
     /// those told apart by type, by a required property with disjoint
-    /// `const`/`enum` values or types, or by a key one forbids and the
-    /// other requires.
+    /// `const`/`enum` values, types or string patterns (no string matches
+    /// both), or by a key one forbids and the other requires.
     fn overlapping(&mut self, branches: &[String]) -> Result<Vec<(usize, usize)>> {
         let mut info = Vec::new();
         for b in branches {
@@ -1230,9 +1270,22 @@ impl<'a> Compiler<'a> {
             }
             let mut disc = Vec::new();
             let mut req_types = Vec::new();
+            let mut req_strings = Vec::new();
             for (name, c) in &s.props {
                 if s.required.contains(name) {
                     let ps = self.shape_of(c)?;
+                    // A string-only property with a pattern (or format):
+                    // its automaton, to tell branches apart by patterns
+                    // no string matches both of.
+                    if ps.types == STR && ps.alts.is_empty() && !ps.never && (!ps.patterns.is_empty() || !ps.formats.is_empty()) {
+                        if let Some(mut d) = self.string_dfa(&ps)? {
+                            if let Some(vals) = &ps.enums {
+                                let words: Vec<String> = vals.iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                                d = d.intersect(&CharDfa::literals(&words))?;
+                            }
+                            req_strings.push((name.clone(), d));
+                        }
+                    }
                     let mut t = ps.types;
                     if let Some(vals) = &ps.enums {
                         t &= vals.iter().fold(0, |acc, v| acc | type_bits(v));
@@ -1255,14 +1308,14 @@ impl<'a> Compiler<'a> {
                     closed.push(names.clone());
                 }
             }
-            info.push((types, disc, s.required.clone(), req_types, closed));
+            info.push((types, disc, s.required.clone(), req_types, closed, req_strings));
         }
         let forbids = |closed: &Vec<Vec<String>>, k: &String| closed.iter().any(|names| !names.contains(k));
         let mut pairs = Vec::new();
         for i in 0..info.len() {
             for j in i + 1..info.len() {
-                let (ti, di, ri, rti, ci) = &info[i];
-                let (tj, dj, rj, rtj, cj) = &info[j];
+                let (ti, di, ri, rti, ci, si) = &info[i];
+                let (tj, dj, rj, rtj, cj, sj) = &info[j];
                 if ti & tj == 0 {
                     continue;
                 }
@@ -1275,7 +1328,15 @@ impl<'a> Compiler<'a> {
                     .any(|(n, vi)| dj.iter().any(|(m, vj)| n == m && !vi.iter().any(|x| vj.iter().any(|y| json_eq(x, y)))));
                 let by_closed = ri.iter().any(|k| forbids(cj, k)) || rj.iter().any(|k| forbids(ci, k));
                 let by_type = rti.iter().any(|(n, a)| rtj.iter().any(|(m, b)| n == m && a & b == 0));
-                if !(by_disc || by_closed || by_type) {
+                let mut by_pattern = false;
+                for (n, a) in si {
+                    for (m, b) in sj {
+                        if n == m && !by_pattern {
+                            by_pattern = a.intersect(b).is_ok_and(|x| x.length_range().is_none());
+                        }
+                    }
+                }
+                if !(by_disc || by_closed || by_type || by_pattern) {
                     pairs.push((i, j));
                 }
             }
@@ -1378,6 +1439,11 @@ impl<'a> Compiler<'a> {
 
     /// The string symbol of `s`, `None` when no string qualifies.
     fn string(&mut self, s: &Shape) -> Result<Option<Sym>> {
+        if self.needs_string_automaton(s)? {
+            if let Some(dfa) = self.string_dfa(s)? {
+                return self.counted_string(&dfa, None, s.min_len, s.max_len);
+            }
+        }
         let sym = self.string_unexcluded(s)?;
         let mut excl = Vec::new();
         for (v, at) in &s.excluded {
@@ -1408,6 +1474,81 @@ impl<'a> Compiler<'a> {
         }
         self.unsupported("not", &excl[0].1, "excluded strings together with a pattern, format or length bound")?;
         Ok(sym)
+    }
+
+    /// Whether the string constraints of `s` go beyond what the regex
+    /// forms of [`Self::string_unexcluded`] express: several patterns or
+    /// formats, a negated format, a negated pattern other than the simple
+    /// shapes of [`strings::not_in_set_nor_pattern`], excluded strings
+    /// beside a pattern, format or length bound.
+    fn needs_string_automaton(&mut self, s: &Shape) -> Result<bool> {
+        let bodies = s.patterns.len() + s.formats.iter().filter(|(f, _)| matches!(strings::format_body(f), Ok(Some(_)))).count();
+        let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+        let simple_not = match s.not_patterns.as_slice() {
+            [] => true,
+            [(p, _)] if bodies == 0 && s.min_len <= 1 && s.max_len.is_none() => {
+                let mut names = excl.clone();
+                if s.min_len == 1 {
+                    names.push(String::new());
+                }
+                matches!(strings::not_in_set_nor_pattern(&names, p), Ok(Some(_)))
+            }
+            _ => false,
+        };
+        Ok(bodies > 1 || !s.not_formats.is_empty() || !simple_not || (!excl.is_empty() && (bodies > 0 || s.min_len > 0 || s.max_len.is_some())))
+    }
+
+    /// All string constraints of `s` but the length bounds as one automaton
+    /// over characters: patterns and formats intersected, negated ones and
+    /// excluded strings complemented. `None` when a part has no automaton
+    /// (a backreference, `format: regex`).
+    fn string_dfa(&mut self, s: &Shape) -> Result<Option<CharDfa>> {
+        let mut parts = Vec::new();
+        let usage = |r: Result<CharDfa>| match r {
+            Ok(d) => Ok(Some(d)),
+            Err(Error::Usage(_)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        for (p, _) in &s.patterns {
+            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            parts.push(d);
+        }
+        for (f, _) in &s.formats {
+            match strings::format_body(f) {
+                Ok(None) => {}
+                Ok(Some(b)) => {
+                    let Some(d) = usage(counted::body_dfa(&b))? else { return Ok(None) };
+                    parts.push(d);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        for (p, _) in &s.not_patterns {
+            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            parts.push(d.complement());
+            // Where Python's `re` (the validators') may find a match ECMA
+            // does not, a string must not count as failing the pattern:
+            // only the characters both read alike.
+            if strings::reads_differently_in_python(p) {
+                parts.push(CharDfa::over(strings::SAFE_CHARS));
+            }
+        }
+        for (b, _) in &s.not_formats {
+            let Some(d) = usage(counted::body_dfa(b))? else { return Ok(None) };
+            parts.push(d.complement());
+        }
+        let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
+        if !excl.is_empty() {
+            parts.push(counted::CharDfa::literals(&excl).complement());
+        }
+        let mut dfa = CharDfa::any();
+        for d in parts {
+            match usage(dfa.intersect(&d))? {
+                Some(x) => dfa = x,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(dfa))
     }
 
     /// [`Self::string`] before excluded values.
@@ -1471,34 +1612,44 @@ impl<'a> Compiler<'a> {
                     body = Some(b);
                     body_from = kp.clone();
                 }
-                Err(Error::Usage(m)) => self.unsupported("pattern", kp, &m)?,
+                Err(Error::Usage(m)) => {
+                    // No regex over the encoded text (an anchor inside the
+                    // pattern): its automaton as rules, if it has one.
+                    let only = s.patterns.len() == 1 && body.is_none() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
+                    match counted::pattern_dfa(p) {
+                        Ok(d) if only => return self.counted_string(&d, None, s.min_len, s.max_len),
+                        _ => self.unsupported("pattern", kp, &m)?,
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
         if let Some(mut b) = body {
             if s.min_len > 0 || s.max_len.is_some() {
-                let combined = match (
+                let pattern = match (
                     s.patterns.first(),
                     s.formats.iter().any(|(f, _)| matches!(strings::format_body(f), Ok(Some(_)))),
                 ) {
-                    (Some((p, _)), false) => strings::pattern_body_len(p, s.min_len, s.max_len).ok().flatten(),
+                    (Some((p, _)), false) => Some(p.clone()),
                     _ => None,
                 };
-                // A format whose every match already has an allowed length
-                // (date, uuid, ipv4 under maxLength 64) needs no counting.
-                let implied = s.patterns.is_empty() && {
-                    let props = regex_syntax::Parser::new().parse(&b).map(|h| h.properties().clone());
-                    props.is_ok_and(|p| {
-                        let ascii = b.is_ascii();
-                        ascii
-                            && p.minimum_len().is_some_and(|lo| lo as u64 >= s.min_len)
-                            && s.max_len.is_none_or(|m| p.maximum_len().is_some_and(|hi| hi as u64 <= m))
-                    })
-                };
-                match combined {
-                    Some(c) => b = c,
-                    None if implied => {}
-                    None => self.unsupported("maxLength", &body_from, "length bounds together with a pattern or format")?,
+                match pattern.as_deref().map(|p| strings::pattern_body_len(p, s.min_len, s.max_len)) {
+                    Some(Ok(Some(c))) => b = c,
+                    _ => {
+                        // The general case: the pattern's (or format's)
+                        // automaton times a character counter.
+                        let dfa = match &pattern {
+                            Some(p) => counted::pattern_dfa(p),
+                            None => counted::body_dfa(&b),
+                        };
+                        match dfa.and_then(|d| self.counted_string(&d, Some(&b), s.min_len, s.max_len)) {
+                            Ok(sym) => return Ok(sym),
+                            Err(Error::Usage(m)) => {
+                                self.unsupported("maxLength", &body_from, &format!("length bounds together with a pattern or format: {m}"))?
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
             }
             return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"(?:{b})\"")))));
@@ -1518,6 +1669,58 @@ impl<'a> Compiler<'a> {
             return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"{CH}{rep}\"")))));
         }
         Ok(Some(self.chunked_string(min, max)))
+    }
+
+    /// A string in the language of `dfa` (whose regex over the encoded
+    /// text is `body`, when there is one) with `min..=max` characters: the
+    /// plain terminal when every match already has an allowed length, else
+    /// the product of the automaton with a character counter as
+    /// right-linear rules (one nonterminal per (state, count) pair, one
+    /// terminal per character class; the opening quote rides on the first
+    /// character so that no lone `"` terminal competes with other strings'
+    /// terminals). `None` when no string qualifies; products are shared
+    /// between equal (automaton, bounds).
+    fn counted_string(&mut self, dfa: &CharDfa, body: Option<&str>, min: u64, max: Option<u64>) -> Result<Option<Sym>> {
+        let Some((lo, hi)) = dfa.length_range() else { return Ok(None) };
+        if let Some(b) = body {
+            if lo >= min && max.is_none_or(|m| hi.is_some_and(|h| h <= m)) {
+                return Ok(Some(Sym::T(self.b.terminal("STRING", &format!("\"(?:{b})\"")))));
+            }
+        }
+        let key = format!("{:?}\u{0}{:?}\u{0}{}\u{0}{min}\u{0}{max:?}", dfa.trans, dfa.accept, dfa.start);
+        if let Some(&sym) = self.counted.get(&key) {
+            return Ok(sym);
+        }
+        let sym = match counted::product(dfa, min, max)? {
+            None => None,
+            Some(p) => {
+                let nts: Vec<u32> = (0..p.pairs.len()).map(|_| self.b.fresh("strlen")).collect();
+                let open = self.b.fresh("strlen");
+                for (i, ms) in p.moves.iter().enumerate() {
+                    for (cls, j) in ms {
+                        if let Some(re) = strings::class_regex(cls) {
+                            let t = self.b.terminal("STRING_CHAR", &re);
+                            self.b.rule(nts[i], vec![Sym::T(t), Sym::N(nts[*j])]);
+                            if i == 0 {
+                                let t = self.b.terminal("STRING_CHAR", &format!("\"{re}"));
+                                self.b.rule(open, vec![Sym::T(t), Sym::N(nts[*j])]);
+                            }
+                        }
+                    }
+                    if p.ends[i] {
+                        let t = self.b.literal("\"");
+                        self.b.rule(nts[i], vec![Sym::T(t)]);
+                    }
+                }
+                if p.ends[0] {
+                    let t = self.b.literal("\"\"");
+                    self.b.rule(open, vec![Sym::T(t)]);
+                }
+                Some(Sym::N(open))
+            }
+        };
+        self.counted.insert(key, sym);
+        Ok(sym)
     }
 
     /// A string of `min..=max` characters as chunks of exactly `k`
@@ -1557,7 +1760,7 @@ impl<'a> Compiler<'a> {
 
     // ----- enums and literals -----
 
-    fn emit_enum(&mut self, s: &Shape, vals: Vec<Value>) -> Result<Vec<Vec<Sym>>> {
+    fn emit_enum(&mut self, conj: &Conj, s: &Shape, vals: Vec<Value>) -> Result<Vec<Vec<Sym>>> {
         let structural = s.prefix.len() + s.props.len() + s.pattern_props.len() + s.required.len() > 0
             || !s.items.is_empty()
             || !s.contains.is_empty()
@@ -1580,10 +1783,18 @@ impl<'a> Compiler<'a> {
                 continue;
             }
             match &v {
-                Value::Array(_) | Value::Object(_) if structural => {
-                    let at = s.structural.clone().unwrap_or_default();
-                    self.unsupported("enum", &at, "object or array values together with structural keywords")?;
-                }
+                Value::Array(_) | Value::Object(_) if structural => match self.conj_holds(conj, &v)? {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        let at = s.structural.clone().unwrap_or_default();
+                        self.unsupported(
+                            "enum",
+                            &at,
+                            "object or array values together with keywords this compiler cannot test them against",
+                        )?;
+                    }
+                },
                 Value::Number(n) => {
                     let Some(d) = Dec::from_json(n) else { continue };
                     if !self.number_ok(s, &d)? {
@@ -1612,6 +1823,35 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
+    /// Whether `v` satisfies every schema of the conjunction (negated
+    /// ones fail), by validating it: an `enum`/`const` member is in the
+    /// intersection iff it does. Choice markers are skipped: the union
+    /// they split is validated whole, which gives the same union.
+    /// `None` when the validator cannot decide.
+    fn conj_holds(&mut self, conj: &Conj, v: &Value) -> Result<Option<bool>> {
+        let mut val = Validator {
+            doc: &self.doc,
+            dfas: &mut self.dfas,
+            max_depth: self.opts.max_depth,
+        };
+        let mut acc = Some(true);
+        for p in conj {
+            if p.starts_with('@') {
+                continue;
+            }
+            let r = match p.strip_prefix('!') {
+                Some(q) => val.valid(q, v, 0)?.map(|b| !b),
+                None => val.valid(p, v, 0)?,
+            };
+            match r {
+                Some(false) => return Ok(Some(false)),
+                None => acc = None,
+                Some(true) => {}
+            }
+        }
+        Ok(acc)
+    }
+
     fn number_ok(&mut self, s: &Shape, d: &Dec) -> Result<bool> {
         if s.types & FRAC == 0 && !d.frac.is_empty() {
             return Ok(false);
@@ -1636,8 +1876,13 @@ impl<'a> Compiler<'a> {
                 self.full_match(&re, &enc)
             }
             Some(Sym::N(_)) => {
+                // Counted: a long plain string, or a pattern or format with
+                // length bounds ([`Self::counted_string`]).
                 let n = x.chars().count() as u64;
-                Ok(n >= s.min_len && s.max_len.is_none_or(|m| n <= m))
+                if n < s.min_len || s.max_len.is_some_and(|m| n > m) {
+                    return Ok(false);
+                }
+                Ok(self.string_dfa(s)?.is_some_and(|d| d.accepts(x)))
             }
         }
     }
@@ -1806,12 +2051,26 @@ impl<'a> Compiler<'a> {
         if max.is_some_and(|m| m > MAX_COUNT) || min > MAX_COUNT {
             return Err(Error::TooLarge(format!("array length bound above {MAX_COUNT}")));
         }
-        // `contains`: count matching items up to `need`.
-        if s.contains.len() > 1 {
+        // One `contains`: count matching items up to `need`. Several (each
+        // needing one match): the set of those matched so far, as a bit
+        // mask, an item adding any subset it satisfies (one item may
+        // satisfy several).
+        let multi = s.contains.len() > 1;
+        if multi && s.min_contains.is_some() {
             let at = s.contains[1].clone();
-            self.unsupported("contains", &at, "several contains constraints on one array")?;
+            self.unsupported("contains", &at, "minContains beside several contains constraints on one array")?;
         }
-        let need = if s.contains.is_empty() { 0 } else { s.min_contains.unwrap_or(1) };
+        if s.contains.len() > 4 {
+            let at = s.contains[4].clone();
+            self.unsupported("contains", &at, "more than four contains constraints on one array")?;
+        }
+        let cs: Vec<String> = s.contains.iter().take(4).cloned().collect();
+        let need = match (cs.len(), multi) {
+            (0, _) => 0,
+            (n, true) => (1u64 << n) - 1,
+            (_, false) => s.min_contains.unwrap_or(1),
+        };
+        let next = |k: u64, x: u64| if multi { k | x } else { (k + x).min(need) };
         // States j = items so far; the last one loops when unbounded.
         let last = match max {
             Some(m) => m,
@@ -1822,16 +2081,21 @@ impl<'a> Compiler<'a> {
                 "array bounds need more than 200000 parser states (up to {last} items)"
             )));
         }
-        let mut syms: Vec<Option<Sym>> = Vec::new();
-        let mut csyms: Vec<Option<Sym>> = Vec::new();
+        // Per position: the item choices, (symbol, what it adds: a count
+        // or a mask of contains matched).
+        let mut choices: Vec<Vec<(Sym, u64)>> = Vec::new();
         for j in 0..=tail_from {
             let c = item_conj(j);
-            syms.push(Some(self.value(c.clone())?));
+            let mut ch = vec![(self.value(c.clone())?, 0)];
             if need > 0 {
-                let mut cc = c;
-                cc.push(s.contains[0].clone());
-                csyms.push(Some(self.emit(cc)?));
+                let subsets = if multi { (1u64 << cs.len()) - 1 } else { 1 };
+                for t in 1..=subsets {
+                    let mut cc = c.clone();
+                    cc.extend(cs.iter().enumerate().filter(|(i, _)| t >> i & 1 == 1).map(|(_, p)| p.clone()));
+                    ch.push((self.emit(cc)?, if multi { t } else { 1 }));
+                }
             }
+            choices.push(ch);
         }
         let Punct { lk, rk, comma, .. } = self.p;
         let nts: Vec<Vec<u32>> = (0..=last).map(|_| (0..=need).map(|_| self.b.fresh("arr")).collect()).collect();
@@ -1850,16 +2114,10 @@ impl<'a> Compiler<'a> {
                     continue;
                 };
                 let sep = if j > 0 { vec![comma] } else { vec![] };
-                let step = |it: Option<Sym>, k2: u64, b: &mut GrammarBuilder| {
-                    if let Some(it) = it {
-                        let mut rhs = sep.clone();
-                        rhs.extend([it, Sym::N(nts[next_j as usize][k2 as usize])]);
-                        b.rule(nt, rhs);
-                    }
-                };
-                step(syms[pos], k, &mut self.b);
-                if need > 0 {
-                    step(csyms[pos], (k + 1).min(need), &mut self.b);
+                for &(it, x) in &choices[pos] {
+                    let mut rhs = sep.clone();
+                    rhs.extend([it, Sym::N(nts[next_j as usize][next(k, x) as usize])]);
+                    self.b.rule(nt, rhs);
                 }
             }
         }
@@ -2163,17 +2421,7 @@ impl<'a> Compiler<'a> {
 
 /// Whether `d` divides `k` (`k / d` a whole number), both positive decimals.
 fn divides(d: &Dec, k: &Dec) -> bool {
-    let scale = d.frac.len().max(k.frac.len());
-    let scaled = |x: &Dec| -> Option<u128> {
-        if x.int.len() + scale > 36 {
-            return None;
-        }
-        format!("{}{:0<scale$}", x.int, x.frac).parse().ok()
-    };
-    match (scaled(d), scaled(k)) {
-        (Some(a), Some(b)) if a > 0 => b % a == 0,
-        _ => false,
-    }
+    validate::multiple(k, d) == Some(true)
 }
 
 /// Whether two patterns can match the same key (their DFAs' product has a

@@ -24,9 +24,11 @@
 //! over-approximates.
 
 mod compile;
+mod counted;
 pub mod numbers;
 mod resolve;
 pub mod strings;
+mod validate;
 
 use crate::error::{Error, Result};
 use crate::grammar::Grammar;

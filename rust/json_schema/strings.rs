@@ -187,9 +187,10 @@ type CharSet = Vec<(u32, u32)>;
 /// final `$`; on others they differ (Python's `\w` and `\d` are Unicode,
 /// its `.` matches `\r`, its `$` also matches before a final `\n`), and a
 /// key that fails one but matches the other must not count as failing.
-const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
+pub(super) const SAFE_CHARS: &[(u32, u32)] = &[(0, 0x09), (0x0b, 0x0c), (0x0e, 0x1b), (0x20, 0x7f)];
 
-fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
+/// The characters in both sets.
+pub(super) fn intersect(a: &[(u32, u32)], b: &[(u32, u32)]) -> CharSet {
     let mut out = Vec::new();
     for &(x, y) in a {
         for &(u, v) in b {
@@ -488,6 +489,14 @@ impl KeyPattern {
     }
 }
 
+/// Whether some text outside [`SAFE_CHARS`] may be decided differently by
+/// ECMA-262 and Python's `re` (see [`same_in_python`]).
+pub fn reads_differently_in_python(pattern: &str) -> bool {
+    ["\\w", "\\W", "\\d", "\\D", "\\s", "\\S", "\\b", "\\B", ".", "$"]
+        .iter()
+        .any(|x| pattern.contains(x))
+}
+
 /// Whether `pattern` surely decides `text` alike under ECMA-262 and
 /// Python's `re` (which `jsonschema` runs). They differ on `\w`, `\d`,
 /// `\s`, `\b` (Unicode-aware in Python, and its `\s` has `\x1c`-`\x1f`)
@@ -719,7 +728,7 @@ pub fn ecma_to_rust(p: &str) -> Result<String> {
 
 /// An ECMA-262 pattern parsed as Rust's regex syntax reads it after
 /// [`ecma_to_rust`] (Unicode, UTF-8).
-fn pattern_hir(pattern: &str) -> Result<Hir> {
+pub(super) fn pattern_hir(pattern: &str) -> Result<Hir> {
     let rust = ecma_to_rust(pattern)?;
     regex_syntax::ParserBuilder::new()
         .unicode(true)
@@ -861,7 +870,7 @@ fn fixed_len(h: &Hir) -> Option<u64> {
     }
 }
 
-fn top_branches(h: &Hir) -> Vec<&Hir> {
+pub(super) fn top_branches(h: &Hir) -> Vec<&Hir> {
     match h.kind() {
         HirKind::Alternation(bs) => bs.iter().collect(),
         HirKind::Capture(c) => top_branches(&c.sub),
@@ -871,7 +880,7 @@ fn top_branches(h: &Hir) -> Vec<&Hir> {
 
 /// Leading `^` / trailing `$` of a branch: (anchored start, the rest,
 /// anchored end).
-fn peel_anchors(h: &Hir) -> (bool, Vec<&Hir>, bool) {
+pub(super) fn peel_anchors(h: &Hir) -> (bool, Vec<&Hir>, bool) {
     let items: Vec<&Hir> = match h.kind() {
         HirKind::Concat(xs) => xs.iter().collect(),
         HirKind::Capture(c) => {

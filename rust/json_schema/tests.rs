@@ -294,7 +294,12 @@ fn negations() {
         &["1"],
         &[r#""x""#],
     );
-    assert!(compile(&json!({"not": {"pattern": "ab"}}), &Options::default()).is_err());
+    // Any pattern: its automaton complemented.
+    check(
+        json!({"not": {"pattern": "ab"}}),
+        &[r#""ba""#, r#""a\nb""#],
+        &[r#""xaby""#, r#""ab""#, "1"],
+    );
 }
 
 #[test]
@@ -417,8 +422,15 @@ fn overlapping_one_of_branches_exclude_each_other() {
     // (Branch 0 has no negation but needs none.)
     let s = json!({"oneOf": [{"type": "string", "pattern": "a.*b"}, {"type": "integer"}, {"type": "integer", "maximum": 5}]});
     check(s, &[r#""xaxb""#, "6", "70"], &["5", "-1", "2.5", "null", r#""b""#]);
-    // A branch without a negation (pattern) is still refused.
-    assert!(compile(&json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}), &Options::default()).is_err());
+    // Overlapping patterns: each branch less the other's language.
+    check(
+        json!({"oneOf": [{"pattern": "a"}, {"pattern": "b"}]}),
+        &[r#""xa""#, r#""b""#],
+        &[r#""ab""#, r#""c""#, "1"],
+    );
+    // A format branch: its negation is the format's complement.
+    let s = json!({"oneOf": [{"format": "ipv4"}, {"pattern": "^1"}]});
+    check(s, &[r#""2.0.0.1""#, r#""1x""#], &[r#""1.2.3.4""#, r#""x""#]);
 }
 
 #[test]
@@ -531,8 +543,16 @@ fn negated_patterns_of_simple_shapes() {
     check(s, &[r#""x""#, r#""b""#], &[r#""x-y""#, r#""a""#]);
     let s = json!({"type": "string", "minLength": 1, "not": {"pattern": "^[.*\\s-]+$"}});
     check(s, &[r#""a""#, r#"".a""#], &[r#""""#, r#""..""#, r#""- *""#]);
-    // Beside a length bound, refused.
-    assert!(compile(&json!({"maxLength": 3, "not": {"pattern": "^a"}}), &Options::default()).is_err());
+    // Beside a length bound, or another pattern: the automata combined.
+    check(
+        json!({"maxLength": 3, "not": {"pattern": "^a"}}),
+        &[r#""ba""#, r#""""#],
+        &[r#""ab""#, r#""bbbb""#],
+    );
+    let s = json!({"type": "string", "pattern": "^[a-z]+$", "not": {"anyOf": [{"pattern": "x"}, {"format": "date"}, {"enum": ["ab"]}]}});
+    check(s, &[r#""abc""#, r#""a""#], &[r#""ab""#, r#""axb""#, r#""A""#]);
+    let s = json!({"type": "string", "allOf": [{"pattern": "^a"}, {"pattern": "b$"}, {"format": "hostname"}], "minLength": 3});
+    check(s, &[r#""a-b""#, r#""axxb""#], &[r#""ab""#, r#""a_b""#, r#""ba""#]);
 }
 
 #[test]
@@ -573,4 +593,137 @@ fn empty_complements_leave_no_key() {
         &[r#"{"d": 2, "a": 1}"#, r#"{"b": 1, "d": 2}"#],
         &[r#"{"d": 3, "b": 2, "a": 1}"#, r#"{"d": 2, "e": 1}"#],
     );
+}
+
+#[test]
+fn pattern_with_lengths_counted() {
+    // Several variable parts: the automaton times a character counter.
+    let s = json!({"type": "string", "pattern": "^([a-z0-9-]+):([a-z0-9.-]+):([a-z0-9-]+)?:([a-z0-9-]+)$", "maxLength": 8});
+    check(s, &[r#""a:b::c""#, r#""a:.d:e:f""#], &[r#""abc:d.e:f:g""#, r#""a:b:c""#, r#""a:b::""#]);
+    // Characters are counted once whatever their encoding.
+    let s = json!({"type": "string", "pattern": "^[^:]+:[^:]+$", "minLength": 3, "maxLength": 4});
+    check(
+        s,
+        &[r#""é:\n""#, r#""\"\\:a""#, r#""ab:c""#, r#""\\:\n""#],
+        &[r#""a:""#, r#""ab:cd""#, r#""\\\\:\n\t""#, r#""\u0001:""#],
+    );
+    // A minimum only, and a format.
+    let s = json!({"type": "string", "pattern": "x", "minLength": 3});
+    check(s, &[r#""abx""#, r#""xxxxxxxx""#], &[r#""ax""#, r#""abc""#]);
+    let s = json!({"type": "string", "format": "date-time", "maxLength": 22});
+    check(
+        s,
+        &[r#""2020-01-01T00:00:00Z""#, r#""2020-01-01T00:00:00.5Z""#],
+        &[r#""2020-01-01T00:00:00.55Z""#],
+    );
+    // An enum member is tested against the same language.
+    let s = json!({"enum": ["a:b::c", "abcd:e:f:g", 1], "pattern": "^([a-z]+):([a-z]+):([a-z]+)?:([a-z]+)$", "maxLength": 8});
+    check(s, &[r#""a:b::c""#, "1"], &[r#""abcd:e:f:g""#]);
+    // No string fits: an empty language, not a grammar error.
+    assert!(compile(&json!({"type": "string", "pattern": "^a+:b+$", "maxLength": 2}), &Options::default()).is_err());
+    // Past the pair limit: refused by keyword.
+    let e = compile(&json!({"type": "string", "format": "email", "maxLength": 100000}), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("maxLength"), "{e}");
+}
+
+#[test]
+fn anchors_inside_a_pattern() {
+    let s = json!({"type": "string", "pattern": "^(/?((\\.{2})|([a-z0-9-]*))($|/))*$"});
+    check(s, &[r#""""#, r#""a/b""#, r#""/../x/""#], &[r#""A""#, r#""a//b.""#]);
+    let s = json!({"type": "string", "pattern": "^(\\d+)?$|^$", "maxLength": 3});
+    check(s, &[r#""""#, r#""123""#], &[r#""1234""#, r#""a""#]);
+}
+
+#[test]
+fn structured_enums_keep_the_members_that_validate() {
+    let s = json!({"enum": [{"a": 1}, {"a": "x"}, [1, 2], [1]], "properties": {"a": {"type": "integer"}}, "minItems": 2});
+    check(s, &[r#"{"a": 1}"#, "[1, 2]"], &[r#"{"a": "x"}"#, "[1]"]);
+    let s = json!({"allOf": [{"const": {"foo": 1}}, {"not": {"required": ["foo"]}}]});
+    assert!(compile(&s, &Options::default()).is_err());
+    let s = json!({"const": [1, 2], "items": {"type": "integer"}, "uniqueItems": false, "contains": {"const": 2}});
+    check(s, &["[1, 2]"], &["[1]", "[2, 1]"]);
+    // What the validator cannot decide is still refused.
+    let s = json!({"enum": [{"a": 1}], "properties": {"a": true}, "unevaluatedProperties": false});
+    let e = compile(&s, &Options::default()).unwrap_err().to_string();
+    assert!(e.contains("enum"), "{e}");
+}
+
+#[test]
+fn conditionals() {
+    let s = json!({"type": "object", "properties": {"kind": {"type": "string"}, "n": {}}, "if": {"properties": {"kind": {"const": "int"}}}, "then": {"properties": {"n": {"type": "integer"}}}, "else": {"properties": {"n": {"type": "string"}}}});
+    check(
+        s,
+        &[r#"{"kind": "int", "n": 1}"#, r#"{"kind": "str", "n": "x"}"#, r#"{"n": 1}"#],
+        &[r#"{"kind": "int", "n": "x"}"#, r#"{"kind": "str", "n": 1}"#, r#"{"n": "x"}"#],
+    );
+    // Only `then`: when `if` fails anything goes; and the negation.
+    check(json!({"if": {"minimum": 10}, "then": {"maximum": 20}}), &["12", "3", r#""x""#], &["25"]);
+    check(
+        json!({"not": {"if": {"minimum": 10}, "then": {"maximum": 20}}}),
+        &["25"],
+        &["12", "3", r#""x""#],
+    );
+    check(
+        json!({"not": {"if": {"type": "string"}, "else": {"type": "null"}}}),
+        &["1", "true"],
+        &["null", r#""x""#],
+    );
+}
+
+#[test]
+fn several_contains() {
+    let s = json!({"allOf": [{"contains": {"type": "string"}}, {"contains": {"type": "number", "minimum": 5}}]});
+    check(s, &[r#"["a", 7]"#, r#"[7, 1, "a"]"#], &["[7]", r#"["a"]"#, "[]", "[1, 2]"]);
+    // One item may satisfy both.
+    let s = json!({"allOf": [{"contains": {"minimum": 5}}, {"contains": {"maximum": 5}}], "maxItems": 1});
+    check(s, &["[5]"], &["[6]", "[4]", "[4, 6]"]);
+}
+
+#[test]
+fn negated_patterns_where_python_reads_otherwise() {
+    // Python's `\w` matches `é`: a string with it must not count as failing.
+    let s = json!({"type": "string", "not": {"pattern": "^\\w+$"}, "maxLength": 4});
+    check(s, &[r#""a b""#, r#""-""#], &[r#""ab""#, r#""é""#, r#""a b c""#]);
+}
+
+#[test]
+fn one_of_told_apart_by_patterns() {
+    // Branches whose required `id` patterns share no string: disjoint, no
+    // negation needed (the `not` of the `format: regex` branch has none).
+    let s = json!({"oneOf": [
+        {"type": "object", "properties": {"id": {"type": "string", "pattern": "^pkg:a/"}, "x": {"format": "regex"}}, "required": ["id"]},
+        {"type": "object", "properties": {"id": {"type": "string", "pattern": "^pkg:b/"}}, "required": ["id"]}
+    ]});
+    let c = compile(
+        &s,
+        &Options {
+            strict: false,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(c.warnings.iter().all(|w| !w.contains("keyword \"oneOf\"")), "{:?}", c.warnings);
+    let s = json!({"oneOf": [
+        {"properties": {"id": {"type": "string", "pattern": "^a"}}, "required": ["id"]},
+        {"properties": {"id": {"type": "string", "pattern": "^b"}}, "required": ["id"]}
+    ]});
+    check(s, &[r#"{"id": "ax"}"#, r#"{"id": "b"}"#], &[r#"{"id": "c"}"#, r#"{}"#]);
+}
+
+#[test]
+fn excluded_arrays_and_objects() {
+    // Inside a finite enum: the excluded members are dropped.
+    check(
+        json!({"allOf": [{"enum": [[0], [1], {"a": 1}]}, {"not": {"enum": [[1], {"a": 1}]}}]}),
+        &["[0]"],
+        &["[1]", r#"{"a": 1}"#],
+    );
+    // Elsewhere: refused, not ignored.
+    let e = compile(&json!({"type": "array", "not": {"const": [1]}}), &Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not"), "{e}");
+    check(json!({"type": "string", "not": {"const": [1]}}), &[r#""x""#], &["[1]"]);
 }
