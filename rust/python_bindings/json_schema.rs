@@ -50,6 +50,7 @@ fn _compile_json_schema(
     let env = vocab.env.clone();
     let (inner, warnings) = py
         .detach(|| {
+            env.prepare_json_strings();
             let c = compile_str(schema, &opts)?;
             Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
         })
