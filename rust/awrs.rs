@@ -669,18 +669,25 @@ where
     L: Copy + Into<f64>,
     F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
 {
-    if logp.is_empty() {
-        return Err(SampleError::Input("log-probs are empty".into()));
-    }
-    if logp.len() > u32::MAX as usize {
-        return Err(SampleError::Input("vocabulary larger than 2^32".into()));
-    }
+    check_row_len(logp.len())?;
     // Reused buffers (see `SumTree::build`); taken out of the thread-local
     // slot, so a nested call from inside `accept` just gets fresh ones.
     let mut scratch = SCRATCH.with(|c| std::mem::take(&mut *c.borrow_mut()));
     let r = sample_in(&mut scratch, logp, mask, sampler, max_calls, rng, &mut accept);
     SCRATCH.with(|c| *c.borrow_mut() = scratch);
     r
+}
+
+/// A row's length as every sampler needs it: not empty, and token ids fit
+/// in `u32`.
+fn check_row_len<E>(len: usize) -> Result<(), SampleError<E>> {
+    if len == 0 {
+        return Err(SampleError::Input("log-probs are empty".into()));
+    }
+    if len > u32::MAX as usize {
+        return Err(SampleError::Input("vocabulary larger than 2^32".into()));
+    }
+    Ok(())
 }
 
 /// Buffers reused across calls on one thread.
@@ -934,12 +941,7 @@ where
     L: LogProb,
     F: FnMut(&[u32]) -> Result<Vec<bool>, E>,
 {
-    if logp.is_empty() {
-        return Err(SampleError::Input("log-probs are empty".into()));
-    }
-    if logp.len() > u32::MAX as usize {
-        return Err(SampleError::Input("vocabulary larger than 2^32".into()));
-    }
+    check_row_len(logp.len())?;
     let nb = logp.len().div_ceil(BLOCK_TOKENS);
     if cum.len() != nb {
         return Err(SampleError::Input(format!(

@@ -277,37 +277,30 @@ impl Chart {
     /// previous list element (a `ws` that might have followed it) does not
     /// make the next element's fingerprint differ.
     pub fn fingerprint(&mut self, g: &CompiledGrammar) -> u128 {
-        self.fingerprint_at(g, self.sets.len() - 1)
-    }
-
-    /// [`Chart::fingerprint`] of the chart cut after set `k`: what the
-    /// future reads from there does not depend on later sets.
-    pub fn fingerprint_at(&mut self, g: &CompiledGrammar, k: usize) -> u128 {
-        let (mut a, mut b) = (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64);
-        let end = END_FLAG | g.start_rule;
-        let mut accepts = 0u64;
-        for i in self.set_range(k) {
-            let it = self.items[i];
-            let s = g.rhs[it.dot as usize];
-            if s & (NT_FLAG | END_FLAG) != 0 {
-                accepts |= (s == end && it.origin == 0) as u64;
-                continue;
-            }
-            let c = self.context(g, it.origin as usize, g.dot_lhs[it.dot as usize]);
-            fold_item(&mut a, &mut b, it.dot, c);
-        }
-        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(7) ^ accepts) as u128
+        self.fold_set(g, self.sets.len() - 1, false)
     }
 
     /// A position-independent name of the parser configuration after set
-    /// `k`, cheaper than [`Chart::fingerprint_at`] and finer: every item of
+    /// `k`, cheaper than [`Chart::fingerprint`] and finer: every item of
     /// set `k` (completed ones aside) by its dot, and for an origin below
     /// `k` by the context its completion advances there. Items predicted at
     /// `k` need no context (the set itself says what they advance), so
     /// nothing of set `k` is closed over, and the contexts of earlier sets
     /// are memoised while a walk goes deeper.
     pub fn local_fingerprint_at(&mut self, g: &CompiledGrammar, k: usize) -> u128 {
-        let (mut a, mut b) = (0x2545_f491_4f6c_dd1du64, 0x9e37_79b9_7f4a_7c15u64);
+        self.fold_set(g, k, true)
+    }
+
+    /// The items of set `k` folded with their contexts, and whether the
+    /// start rule is complete there: [`Chart::fingerprint`] (`local`
+    /// false: items waiting on a nonterminal left out, the contexts of those
+    /// predicted at `k` closed over) or [`Chart::local_fingerprint_at`].
+    fn fold_set(&mut self, g: &CompiledGrammar, k: usize, local: bool) -> u128 {
+        let (mut a, mut b) = if local {
+            (0x2545_f491_4f6c_dd1du64, 0x9e37_79b9_7f4a_7c15u64)
+        } else {
+            (0x9e37_79b9_7f4a_7c15u64, 0xc2b2_ae3d_27d4_eb4fu64)
+        };
         let end = END_FLAG | g.start_rule;
         let mut accepts = 0u64;
         for i in self.set_range(k) {
@@ -318,14 +311,17 @@ impl Chart {
                 continue;
             }
             let o = it.origin as usize;
-            let c = if o == k {
+            let c = if !local && s & NT_FLAG != 0 {
+                continue;
+            } else if local && o == k {
                 0x6a09_e667_f3bc_c908
             } else {
                 self.context(g, o, g.dot_lhs[it.dot as usize])
             };
             fold_item(&mut a, &mut b, it.dot, c);
         }
-        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(11) ^ accepts) as u128
+        let r = if local { 11 } else { 7 };
+        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(r) ^ accepts) as u128
     }
 
     /// Fingerprint of what completing nonterminal `nt` from set `k` leads

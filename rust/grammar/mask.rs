@@ -192,15 +192,10 @@ pub fn fill_by_walk(
 ) {
     out.fill(0);
     let mut walk = LazyWalk::new(g, dfa, st);
-    let mut memo: FxMap<u32, (u32, u32)> = FxMap::default();
-    let mut arena = Vec::new();
+    let mut memo = WalkMemo::default();
     for c in trie.children(0) {
-        let (from, to) = *memo.entry(shapes[c]).or_insert_with(|| {
-            let from = arena.len() as u32;
-            walk.walk_subtree(g, dfa, trie, below, st, c, &mut arena);
-            (from, arena.len() as u32)
-        });
-        set_accepted(trie, c, &arena[from as usize..to as usize], out);
+        let accepted = memo.get_or_walk(shapes[c], |arena| walk.walk_subtree(g, dfa, trie, below, st, c, arena));
+        set_accepted(trie, c, accepted, out);
     }
 }
 
@@ -215,6 +210,18 @@ pub struct WalkMemo {
 impl WalkMemo {
     pub fn bytes(&self) -> usize {
         self.shapes.len() * 12 + self.arena.len() * 4
+    }
+
+    /// The accepted offsets of a subtree of shape `shape`: those `walk`
+    /// pushes onto the arena, the first time this shape is asked for.
+    fn get_or_walk(&mut self, shape: u32, walk: impl FnOnce(&mut Vec<u32>)) -> &[u32] {
+        let arena = &mut self.arena;
+        let (from, to) = *self.shapes.entry(shape).or_insert_with(|| {
+            let from = arena.len() as u32;
+            walk(arena);
+            (from, arena.len() as u32)
+        });
+        &self.arena[from as usize..to as usize]
     }
 }
 
@@ -263,18 +270,15 @@ pub fn fill_from_entry(
                     if extends(&g.lexer, ls, trie.node_byte(c), &allowed) {
                         continue; // handled by the lexer layer
                     }
-                    let WalkMemo { shapes: memo_shapes, arena } = &mut memo;
-                    let (from, to) = *memo_shapes.entry(shapes[c]).or_insert_with(|| {
+                    let accepted = memo.get_or_walk(shapes[c], |arena| {
                         let w = walk.get_or_insert_with(LazyWalk::default);
                         if fresh {
                             w.reset(g, dfa, st);
                             fresh = false;
                         }
-                        let from = arena.len() as u32;
                         w.walk_subtree(g, dfa, trie, below, st, c, arena);
-                        (from, arena.len() as u32)
                     });
-                    set_accepted(trie, c, &memo.arena[from as usize..to as usize], out);
+                    set_accepted(trie, c, accepted, out);
                 }
             }
             // A walk cut short by a parser limit is not kept.
