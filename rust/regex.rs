@@ -346,22 +346,35 @@ impl Dfa {
                 *label_ids.entry(m).or_insert(next)
             })
             .collect();
+        // Byte classes that every reachable state maps alike tell the
+        // refinement nothing new: only one of each such column is read (a
+        // string body reached from a lexer over many terminals has dozens
+        // of classes and a handful of distinct columns).
+        let mut column_ids: FxMap<Vec<u32>, ()> = FxMap::default();
+        let mut cols: Vec<usize> = Vec::new();
+        for c in 0..stride {
+            let column: Vec<u32> = (0..n).map(|q| succ[q * stride + c]).collect();
+            if column_ids.insert(column, ()).is_none() {
+                cols.push(c);
+            }
+        }
+        let width = cols.len();
         // Blocks by label, then by successors' blocks, until no block
         // splits. Keys live in one flat buffer (no allocation per state and
         // round).
         let mut block = labels.clone();
         let mut nblocks = label_ids.len();
-        let mut keys = vec![0u32; n * (stride + 1)];
+        let mut keys = vec![0u32; n * (width + 1)];
         for round in 0.. {
-            if round >= max_work / (n * stride).max(1) {
+            if round >= max_work / (n * width).max(1) {
                 return None;
             }
             for q in 0..n {
-                let k = &mut keys[q * (stride + 1)..(q + 1) * (stride + 1)];
+                let k = &mut keys[q * (width + 1)..(q + 1) * (width + 1)];
                 k[0] = block[q];
-                for c in 0..stride {
+                for (j, &c) in cols.iter().enumerate() {
                     let t = succ[q * stride + c];
-                    k[c + 1] = if t == NONE { NONE } else { block[t as usize] };
+                    k[j + 1] = if t == NONE { NONE } else { block[t as usize] };
                 }
             }
             let mut ids: FxMap<&[u32], u32> = FxMap::default();
@@ -369,7 +382,7 @@ impl Dfa {
             let mut refined = vec![0u32; n];
             for (q, r) in refined.iter_mut().enumerate() {
                 let next = ids.len() as u32;
-                *r = *ids.entry(&keys[q * (stride + 1)..(q + 1) * (stride + 1)]).or_insert(next);
+                *r = *ids.entry(&keys[q * (width + 1)..(q + 1) * (width + 1)]).or_insert(next);
             }
             let stable = ids.len() == nblocks;
             nblocks = ids.len();
@@ -840,6 +853,34 @@ mod tests {
         // A state past the bound gets no signature.
         let mut out = Vec::new();
         assert!(!d.signature(d.start(), &[0b111], 2, &mut out));
+    }
+
+    #[test]
+    fn walk_signature_of_a_string_beside_long_literals() {
+        // The lexer of a small JSON Schema: a JSON string body beside an
+        // object key and key literals that start with the same quote. The
+        // literals' letters split the byte classes and their prefixes the
+        // states, but restricted to the string they all read alike, and
+        // the signature (within its work bound) is that of a lexer holding
+        // the string alone.
+        let body = r#"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))"#;
+        let string = format!(r#""{body}*""#);
+        let key = format!(
+            r#""(?:(?:)|(?:[\x20-\x21\x23-\x5b\x5d-\x7f]|\\"|\\\\){body}*|[\x20\x21\x23-\x5b\x5d-\x7f]*(?:[^\x00-\x7f]|\\["\\bfnrt]){body}*)""#
+        );
+        let alone = Dfa::compile_many(&[string.as_str()], &RegexLimits::default()).unwrap();
+        let lexer = [
+            string.as_str(),
+            key.as_str(),
+            r#""root""#,
+            r#""property""#,
+            r#""BasePolicyDataProvider\.getRegistryPolicyValue""#,
+            r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
+            "null|true|false",
+        ];
+        let mixed = Dfa::compile_many(&lexer, &RegexLimits::default()).unwrap();
+        let sig = |d: &Dfa| d.walk_signature(d.run(d.start(), b"\""), &[1], 256).expect("within the work bound").key;
+        assert_eq!(sig(&mixed), sig(&alone));
     }
 
     #[test]

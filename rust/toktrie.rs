@@ -46,6 +46,8 @@ pub struct Node {
 pub struct SubtreeBytes {
     index: Vec<u32>,
     sets: Vec<[u64; 4]>,
+    /// Per node, one bit: [`SubtreeBytes::whole_chars_below`].
+    utf8: Vec<u64>,
 }
 
 impl SubtreeBytes {
@@ -53,6 +55,55 @@ impl SubtreeBytes {
     #[inline]
     pub fn get(&self, i: usize) -> Option<&[u64; 4]> {
         self.sets.get(*self.index.get(i)? as usize)
+    }
+
+    /// Node `i` spells whole UTF-8 characters and every path below it
+    /// continues with valid UTF-8 (whole characters, the last one perhaps
+    /// cut short by a token's end). Below such a node a lexer state that
+    /// every character it meets leads back to accepts the whole subtree,
+    /// multi-byte characters included: a string body over a vocabulary
+    /// where a third of the tokens are not ASCII.
+    #[inline]
+    pub fn whole_chars_below(&self, i: usize) -> bool {
+        self.utf8.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+    }
+}
+
+/// Where a UTF-8 decoder stands: between characters, inside one (how many
+/// bytes remain, and for a second byte the range the lead byte allows), or
+/// in an invalid sequence.
+pub type Utf8State = u8;
+/// Between characters.
+pub const UTF8_START: Utf8State = 0;
+/// Not valid UTF-8 (sticky).
+pub const UTF8_INVALID: Utf8State = u8::MAX;
+
+/// One byte of UTF-8 decoding, exactly as the standard bounds it (no
+/// overlong forms, no surrogates, nothing past U+10FFFF). States: 0 between
+/// characters; 1, 2, 3 continuation bytes to go (any of 0x80..=0xBF);
+/// 4 after 0xE0 (0xA0..=0xBF, then 1); 5 after 0xED (0x80..=0x9F, then 1);
+/// 6 after 0xF0 (0x90..=0xBF, then 2); 7 after 0xF4 (0x80..=0x8F, then 2).
+#[inline]
+pub fn utf8_step(state: Utf8State, b: u8) -> Utf8State {
+    let cont = |lo: u8, hi: u8, then: Utf8State| if (lo..=hi).contains(&b) { then } else { UTF8_INVALID };
+    match state {
+        0 => match b {
+            0x00..=0x7F => 0,
+            0xC2..=0xDF => 1,
+            0xE0 => 4,
+            0xE1..=0xEC | 0xEE..=0xEF => 2,
+            0xED => 5,
+            0xF0 => 6,
+            0xF1..=0xF3 => 3,
+            0xF4 => 7,
+            _ => UTF8_INVALID,
+        },
+        1..=3 => cont(0x80, 0xBF, state - 1),
+        4 => cont(0xA0, 0xBF, 1),
+        5 => cont(0x80, 0x9F, 1),
+        6 => cont(0x90, 0xBF, 2),
+        7 => cont(0x80, 0x8F, 2),
+        _ => UTF8_INVALID,
     }
 }
 
@@ -313,7 +364,25 @@ impl TokTrie {
                 sets.push(set);
             }
         }
-        SubtreeBytes { index, sets }
+        // Decoder state per node (preorder: a parent before its children),
+        // then bottom up whether anything below is invalid.
+        let mut dec = vec![UTF8_START; n];
+        for i in 0..n {
+            for c in self.children(i) {
+                dec[c] = utf8_step(dec[i], self.nodes[c].byte);
+            }
+        }
+        let mut clean = vec![true; n]; // nothing invalid strictly below
+        for i in (0..n).rev() {
+            clean[i] = self.children(i).all(|c| dec[c] != UTF8_INVALID && clean[c]);
+        }
+        let mut utf8 = vec![0u64; n.div_ceil(64)];
+        for i in 0..n {
+            if dec[i] == UTF8_START && clean[i] {
+                utf8[i / 64] |= 1 << (i % 64);
+            }
+        }
+        SubtreeBytes { index, sets, utf8 }
     }
 
     /// For every node, an id equal for two nodes iff their subtrees have the
@@ -420,6 +489,40 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The decoder agrees with the standard library: a byte string ends
+        /// between characters iff it is valid UTF-8, and never turns invalid
+        /// iff it is a prefix of valid UTF-8.
+        #[test]
+        fn prop_utf8_step_is_utf8(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8)) {
+            let state = bytes.iter().fold(UTF8_START, |u, &b| utf8_step(u, b));
+            let std = std::str::from_utf8(&bytes);
+            proptest::prop_assert_eq!(state == UTF8_START, std.is_ok());
+            proptest::prop_assert_eq!(state != UTF8_INVALID, std.map_or_else(|e| e.error_len().is_none(), |_| true));
+        }
+
+        /// `whole_chars_below` by its definition, on tokens mixing ASCII,
+        /// multi-byte characters and stray bytes.
+        #[test]
+        fn prop_whole_chars_below(toks in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(vec![b'a', b'b', 0xC3, 0xA9, 0xE6, 0x97, 0xA5, 0x80]), 1..6), 1..30)) {
+            let v = Vocabulary::from_token_bytes(toks.iter().map(|t| Some(t.clone())).collect(), vec![], None).unwrap();
+            let trie = TokTrie::new(&v);
+            let below = trie.subtree_bytes(2);
+            // The byte string of every node, by walking down from the root.
+            let mut spelled = vec![Vec::new(); trie.num_nodes()];
+            for i in 0..trie.num_nodes() {
+                for c in trie.children(i) {
+                    let mut s = spelled[i].clone();
+                    s.push(trie.node_byte(c));
+                    spelled[c] = s;
+                }
+            }
+            for i in 0..trie.num_nodes() {
+                let prefix_ok = std::str::from_utf8(&spelled[i]).is_ok();
+                let below_ok = (i + 1..trie.subtree_end(i)).all(|k| std::str::from_utf8(&spelled[k]).map_or_else(|e| e.error_len().is_none(), |_| true));
+                proptest::prop_assert_eq!(below.whole_chars_below(i), prefix_ok && below_ok, "node {:?}", spelled[i]);
+            }
+        }
+
         #[test]
         fn prop_shape_ids_name_equal_subtrees(toks in proptest::collection::vec("[ab]{1,4}", 1..30)) {
             let refs: Vec<&str> = toks.iter().map(|s| s.as_str()).collect();

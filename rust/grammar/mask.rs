@@ -44,8 +44,9 @@ impl LexEntry {
             boundaries.push((0u32, s));
         }
         // Per lexer state met: the bytes that extend the lexeme and lead
-        // back to the same state (a string body's characters).
-        let mut loops: FxMap<u32, [u64; 4]> = FxMap::default();
+        // back to the same state (a string body's characters), and when
+        // first needed the characters that do ([`char_loop`]).
+        let mut loops: FxMap<u32, ([u64; 4], Option<[u64; 4]>)> = FxMap::default();
         // Visit every accepted node (not only token ends) to find boundaries.
         let nodes = trie.nodes();
         let mut states = vec![0u32; trie.max_depth() + 1];
@@ -68,19 +69,31 @@ impl LexEntry {
                 boundaries.push((i as u32, ls));
             }
             if let Some(bytes) = below.get(i) {
-                let set = loops.entry(ls).or_insert_with(|| {
+                let (set, chars) = loops.entry(ls).or_insert_with(|| {
                     let mut set = [0u64; 4];
+                    let classes = lexer.classes();
+                    let mut last = (usize::MAX, false); // (class, loops)
                     for b in 0..=255u8 {
-                        if lexer.next(ls, b) == ls && extends(lexer, ls, b, allowed) {
+                        let c = classes[b as usize] as usize;
+                        if c != last.0 {
+                            last = (c, lexer.next(ls, b) == ls && extends(lexer, ls, b, allowed));
+                        }
+                        if last.1 {
                             set[b as usize / 64] |= 1 << (b % 64);
                         }
                     }
-                    set
+                    (set, None)
                 });
-                if bytes.iter().zip(set.iter()).all(|(b, l)| b & !l == 0) {
-                    // Every node below is reached in `ls` itself: all its
-                    // tokens extend the lexeme, and a node there is a
-                    // boundary only if some child does not extend: none.
+                let subset = |bytes: &[u64; 4], of: &[u64; 4]| bytes.iter().zip(of).all(|(b, l)| b & !l == 0);
+                // Continuation bytes below a node of whole characters
+                // belong to characters whose lead byte is below too.
+                let mut leads = *bytes;
+                leads[2] &= !CONTINUATION_BYTES;
+                if subset(bytes, set) || (below.whole_chars_below(i) && subset(&leads, chars.get_or_insert_with(|| char_loop(lexer, ls, allowed)))) {
+                    // Every node below is reached in `ls` itself (or inside
+                    // a character that leads back to it): all its tokens
+                    // extend the lexeme, and a node there is a boundary
+                    // only if some child does not extend: none.
                     for &t in trie.subtree_tokens(i) {
                         set_bit(&mut inner, t);
                     }
@@ -140,6 +153,79 @@ impl LexEntry {
     pub fn bytes(&self) -> usize {
         std::mem::size_of_val(&*self.inner) + self.boundaries.len() * 8 + self.groups.len() * 4
     }
+}
+
+/// Bytes 0x80..=0xBF (UTF-8 continuation bytes) as the third word of a
+/// 256-bit byte set.
+const CONTINUATION_BYTES: u64 = u64::MAX;
+
+/// The first bytes (ASCII bytes and UTF-8 lead bytes) of the characters
+/// that lead from lexer state `s` back to `s` through states that extend
+/// the lexeme, for every valid continuation of the lead byte: a string
+/// body's characters, multi-byte ones included. Each of the walk's
+/// per-byte states inside such a character is thereby live, so below a
+/// trie node of whole characters ([`SubtreeBytes::whole_chars_below`])
+/// whose first bytes all lie in this set every token extends the lexeme.
+fn char_loop(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
+    use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+    let mut frontier: Vec<(u32, u8)> = Vec::new();
+    let mut next: Vec<(u32, u8)> = Vec::new();
+    // Whether every valid character that starts with `b0` leads back to `s`.
+    let mut returns = |b0: u8, u: u8| -> bool {
+        if !extends(lexer, s, b0, allowed) {
+            return false;
+        }
+        frontier.clear();
+        frontier.push((lexer.next(s, b0), u));
+        if u == UTF8_START {
+            return frontier[0].0 == s;
+        }
+        while !frontier.is_empty() {
+            next.clear();
+            for &(q, u) in &frontier {
+                let mut last = (usize::MAX, UTF8_INVALID);
+                for b in 0x80..=0xBFu8 {
+                    let u2 = utf8_step(u, b);
+                    // A byte of the previous byte's class with the same
+                    // decoder outcome leads where that one did.
+                    let key = (lexer.byte_class(b), u2);
+                    if u2 == UTF8_INVALID || key == last {
+                        continue;
+                    }
+                    last = key;
+                    if !extends(lexer, q, b, allowed) {
+                        return false;
+                    }
+                    let q2 = lexer.next(q, b);
+                    if u2 == UTF8_START {
+                        if q2 != s {
+                            return false;
+                        }
+                    } else if !next.contains(&(q2, u2)) {
+                        next.push((q2, u2));
+                    }
+                }
+            }
+            std::mem::swap(&mut frontier, &mut next);
+        }
+        true
+    };
+    let mut set = [0u64; 4];
+    let mut last = (usize::MAX, UTF8_INVALID, false); // (class, decoder, returns)
+    for b0 in 0..=255u8 {
+        let u = utf8_step(UTF8_START, b0);
+        if u == UTF8_INVALID {
+            continue;
+        }
+        let c = lexer.byte_class(b0);
+        if (c, u) != (last.0, last.1) {
+            last = (c, u, returns(b0, u));
+        }
+        if last.2 {
+            set[b0 as usize / 64] |= 1 << (b0 % 64);
+        }
+    }
+    set
 }
 
 /// A [`LexEntry`] keyed by the lexer's walk signature, shared by every
@@ -741,6 +827,39 @@ pub(crate) mod tests {
                 check_doc(&env, &g, &sample, 5, complete);
             }
         }
+    }
+
+    /// Subtrees of multi-byte characters are taken whole only where every
+    /// character leads back to the body's state: a JSON string body (any
+    /// character but `"`, `\` and controls) and a body of a few chosen
+    /// characters (`é` but not `è`, whose lead byte it shares), on GPT-2
+    /// and Llama 3, against the plain walk at every byte.
+    #[test]
+    fn multibyte_string_bodies_equal_plain_walk() {
+        let lim = GrammarLimits::default();
+        let json = CompiledGrammar::new(&json_grammar(Whitespace::Compact, 4).unwrap(), &lim).unwrap();
+        let chosen = crate::grammar::lark::parse_lark("start: STR\nSTR: /\"[a-zé日]*\"/\n", &lim).unwrap();
+        let chosen = CompiledGrammar::new(&chosen, &lim).unwrap();
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            check_doc(&env, &json, r#"["日本語 é😀 \u00e9","ĥ"]"#, 1, true);
+            check_doc(&env, &chosen, "\"abé日c\"", 1, true);
+        }
+    }
+
+    #[test]
+    fn char_loops_follow_every_continuation() {
+        let lexer = crate::regex::Dfa::compile_many(&[r#""(?:[^"\\\x00-\x1f]|\\.)*""#, r#""[a-zé]*""#], &Default::default()).unwrap();
+        let open = lexer.run(lexer.start(), "\"".as_bytes());
+        let has = |set: &[u64; 4], b: u8| set[b as usize / 64] >> (b % 64) & 1 != 0;
+        // The JSON body alone (after `À` the other body is gone): every
+        // lead byte, ASCII but `"`, `\` and controls.
+        let body = char_loop(&lexer, lexer.run(lexer.start(), "\"À".as_bytes()), &[0b01]);
+        assert!((0xC2..=0xF4).all(|b| has(&body, b)) && !has(&body, 0xC0) && !has(&body, 0xF5));
+        assert!(has(&body, b'a') && !has(&body, b'"') && !has(&body, b'\\') && !has(&body, b'\n'));
+        // `é` (C3 A9) loops but `è` (C3 A8) leaves the chosen body: no 0xC3.
+        let chosen = char_loop(&lexer, open, &[0b10]);
+        assert!(has(&chosen, b'z') && !has(&chosen, 0xC3) && !has(&chosen, b'A'));
     }
 
     /// The layered mask equals a plain trie walk with the full parser, at
