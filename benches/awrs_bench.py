@@ -60,7 +60,10 @@ import tokensieve as ts  # noqa: E402
 from tokensieve import _core, smc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "tokenizers"
+#: GPT-2's tokenizer, shipped in the package (the same file as
+#: ``shared/tokenizers/gpt2/tokenizer.json``), so that the benchmarks that use
+#: it run from the repository alone (gpu_check.py's AWRS section too).
+GPT2_TOKENIZER = ROOT / "python" / "tokensieve" / "data" / "gpt2_tokenizer.json"
 
 
 def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
@@ -340,14 +343,14 @@ def words_potential() -> Any:
 
 def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
     """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real
-    tokenizer (``/work/shared/tokenizers/gpt2``), returned with the
+    tokenizer (:data:`GPT2_TOKENIZER`), returned with the
     tokensieve vocabulary. Its output layer gets a bias of +10 on the
     words' pieces, EOS and a few distractors, so the model puts most of
     its mass on tokens the constraint is about (as a trained model would)
     instead of spreading it over 50,257 tokens."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    vocab = _core.Vocabulary.from_tokenizer_file(str(SHARED / "gpt2" / "tokenizer.json"), eos_token_ids=[50256])
+    vocab = _core.Vocabulary.from_tokenizer_file(str(GPT2_TOKENIZER), eos_token_ids=[50256])
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=64, n_layer=2, n_head=2,
                      bos_token_id=50256, eos_token_id=50256)
@@ -364,13 +367,15 @@ def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
     return model, vocab
 
 
-def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
-    """The exact target: ``P(word) ∝ sum over its tokenizations (at most
-    ``max_tokens - 1`` tokens, then EOS) of p(tokens, EOS | BOS)``, by one
-    forward pass per tokenization."""
+def word_masses(model: Any, vocab: Any, words: Sequence[bytes], max_tokens: int) -> Dict[bytes, float]:
+    """``p(word, EOS | BOS)`` for each of ``words``, summed over its
+    tokenizations of at most ``max_tokens - 1`` tokens (then EOS), by one
+    forward pass per tokenization (on the model's device, float64
+    log-softmax of its logits)."""
     by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    device = next(model.parameters()).device
     mass: Dict[bytes, float] = {}
-    for w in WORDS:
+    for w in words:
         seqs: List[List[int]] = []
 
         def split(rest: bytes, acc: List[int]) -> None:
@@ -386,10 +391,17 @@ def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes
         total = 0.0
         with torch.no_grad():
             for seq in seqs:
-                ids = torch.tensor([[50256] + seq + [50256]])
-                lp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
-                total += math.exp(float(sum(lp[i, ids[0, i + 1]] for i in range(len(seq) + 1))))
+                full = [50256] + seq + [50256]
+                lp = torch.log_softmax(model(torch.tensor([full], device=device)).logits[0].double(), dim=-1).cpu()
+                total += math.exp(float(sum(lp[i, full[i + 1]] for i in range(len(seq) + 1))))
         mass[w] = total
+    return mass
+
+
+def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
+    """The exact target of ``e2e``: ``P(word) ∝ p(word, EOS | BOS)`` over
+    :data:`WORDS` (:func:`word_masses`)."""
+    mass = word_masses(model, vocab, WORDS, max_tokens)
     z = sum(mass.values())
     return {w: m / z for w, m in mass.items()}
 
@@ -561,7 +573,7 @@ def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
     except ImportError:
         print("genlm-control is not importable here: tokensieve only.")
         return None
-    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(SHARED / "gpt2" / "tokenizer.json"),
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(GPT2_TOKENIZER),
                                      eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
     def as_bytes(context: Sequence[Any]) -> bytes:
