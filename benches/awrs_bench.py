@@ -3,7 +3,7 @@
     python benches/awrs_bench.py sampler [--vocab 1024 32768 128256] [--rejections 10] [--reps 2000]
     python benches/awrs_bench.py driver [--particles 16 64 256] [--steps 6]
     python benches/awrs_bench.py genlm
-    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8]
+    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8] [--masked eager|direct]
     python benches/awrs_bench.py overhead [--particles 16 64 256] [--runs 5] [--modes awrs mask mask+pot]
 
 ``sampler``: time of one ``tokensieve._core.awrs_sample`` call (AWRS and
@@ -34,7 +34,11 @@ tokenizer, an output bias towards the constraint's tokens) and the same
 Python-function constraint (five words): wall time per step, TV to the
 exact target (enumerated), and the driver's cost outside ``model.forward``
 against ``2 x torch.logsumexp + 1 ms``. Run it with a Python that has
-genlm-control installed and tokensieve on ``PYTHONPATH``.
+genlm-control installed and tokensieve on ``PYTHONPATH``. With
+``--masked``: the same with the five words as a compiled regex and
+tokensieve's masked (fully adapted) SMC, against genlm-control's masked
+SMC: ``eager_token_sampler(llm, BoolFSA.from_regex(...))`` (``eager``) or
+``direct_token_sampler(llm * fsa.coerce(llm, f=b"".join))`` (``direct``).
 """
 
 from __future__ import annotations
@@ -411,9 +415,11 @@ def tv(a: Dict[bytes, float], b: Dict[bytes, float]) -> float:
     return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
 
 
-def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
+def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int, masked: Optional[str] = None) -> None:
     """Full AWRS SMC on the tiny GPT-2 with the five-word constraint as a
-    Python function, tokensieve and (when importable) genlm-control, runs
+    Python function (with ``masked``: as the compiled regex, masked SMC;
+    genlm-control's sampler ``masked``, see the module's docstring),
+    tokensieve and (when importable) genlm-control, runs
     interleaved; wall-clock seconds per step (one token for every live
     particle) and the TV distance of the posterior averaged over ``runs``
     seeded runs from the exact one ("pooled"), and the mean TV of single
@@ -428,15 +434,18 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
     fwd = time_forward(model)  # seconds inside the model's forward, both libraries
     Words = words_potential()
 
+    kw: Dict[str, Any] = (dict(potentials=[Words()], sampler="awrs") if masked is None
+                          else dict(constraint=ts.compile_regex(WORDS_REGEX, vocab)))
+
     def ours(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float], float]:
         t0 = time.perf_counter()
-        res = smc.generate(HFModel(model), None, [50256], potentials=[Words()], sampler="awrs", n_particles=n,
-                           max_new_tokens=max_tokens, seed=seed, vocab=vocab)
+        res = smc.generate(HFModel(model), None, [50256], n_particles=n, max_new_tokens=max_tokens, seed=seed,
+                           vocab=vocab, **kw)
         wall = time.perf_counter() - t0
         return wall, res.num_steps, res.posterior(complete_only=True, as_bytes=True), res.calls_per_step()
 
-    theirs = _genlm_e2e(model, max_tokens)
-    print(f"tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
+    theirs = _genlm_e2e(model, max_tokens, masked)
+    print(f"{'masked SMC, regex ' + repr(WORDS_REGEX) + ', genlm-control ' + masked if masked else 'AWRS'}: tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
           f"max {max_tokens} tokens incl. EOS, {runs} runs per N, wall-clock, torch threads {torch.get_num_threads()}")
     print("exact:", {w.decode(): round(p, 4) for w, p in exact.items()})
     print("| N | tokensieve ms/step | genlm-control ms/step | ratio | tokensieve TV pooled / per run | "
@@ -558,16 +567,23 @@ def bench_overhead(particles: Sequence[int], runs: int, max_tokens: int, modes: 
                   f"{c:.2f} | {bound_cpu:.2f} | {c / bound_cpu:.2f} | {statistics.median(walls):.2f} |", flush=True)
 
 
-def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
+def _genlm_e2e(model: Any, max_tokens: int, masked: Optional[str] = None) -> Optional[Any]:
     """genlm-control's ``AWRS(llm, condition).smc(...)`` on the same model,
-    prompt (BOS), EOS and constraint, as ``fn(n, seed) -> (wall seconds,
-    steps, posterior over complete byte strings)``; ``None`` when
-    genlm-control is not importable."""
+    prompt (BOS), EOS and constraint (with ``masked``: its ``eager`` or
+    ``direct`` token sampler with the regex as a ``BoolFSA``), as
+    ``fn(n, seed) -> (wall seconds, steps, posterior over complete byte
+    strings)``; ``None`` when genlm-control is not importable."""
     try:
         import asyncio
 
         from genlm.backend.llm import AsyncTransformer  # type: ignore[import-not-found]
-        from genlm.control import AWRS, PromptedLLM  # type: ignore[import-not-found]
+        from genlm.control import (  # type: ignore[import-not-found]
+            AWRS,
+            BoolFSA,
+            PromptedLLM,
+            direct_token_sampler,
+            eager_token_sampler,
+        )
         from genlm.control.potential import Potential  # type: ignore[import-not-found]
         from transformers import PreTrainedTokenizerFast
     except ImportError:
@@ -592,8 +608,14 @@ def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
         # carry over from the previous run (tokensieve keeps nothing).
         llm = PromptedLLM(AsyncTransformer(model, hf_tok, batch_size=max(n, 20), timeout=0.001),
                           prompt_ids=[50256], eos_byte_strings=[b"<|endoftext|>"])
-        cond = Words(llm.vocab)
-        sampler = AWRS(llm, cond, seed=seed)
+        # Samplers built outside the timed part (the eager sampler's
+        # vocabulary trie takes seconds; tokensieve's regex is compiled once).
+        if masked == "eager":
+            sampler = eager_token_sampler(llm, BoolFSA.from_regex(WORDS_REGEX))
+        elif masked == "direct":
+            sampler = direct_token_sampler(llm * BoolFSA.from_regex(WORDS_REGEX).coerce(llm, f=b"".join))
+        else:
+            sampler = AWRS(llm, Words(llm.vocab), seed=seed)
         t0 = time.perf_counter()
         seqs = asyncio.run(sampler.smc(n_particles=n, ess_threshold=0.5, max_tokens=max_tokens))
         wall = time.perf_counter() - t0
@@ -627,6 +649,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     e.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     e.add_argument("--runs", type=int, default=8)
     e.add_argument("--max-tokens", type=int, default=8)
+    e.add_argument("--masked", choices=["eager", "direct"], default=None,
+                   help="masked SMC with the regex instead of AWRS with the Python function")
     o = sub.add_parser("overhead")
     o.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     o.add_argument("--runs", type=int, default=5)
@@ -638,7 +662,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         bench_overhead(a.particles, a.runs, a.max_tokens, a.modes)
         return
     if a.cmd == "e2e":
-        bench_e2e(a.particles, a.runs, a.max_tokens)
+        bench_e2e(a.particles, a.runs, a.max_tokens, a.masked)
         return
     smc._clock = time.process_time  # CPU time: the machine may be shared
     if a.cmd == "sampler":
