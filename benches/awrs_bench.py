@@ -3,7 +3,7 @@
     python benches/awrs_bench.py sampler [--vocab 1024 32768 128256] [--rejections 10] [--reps 2000]
     python benches/awrs_bench.py driver [--particles 16 64 256] [--steps 6]
     python benches/awrs_bench.py genlm
-    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8]
+    python benches/awrs_bench.py e2e [--particles 16 64 256] [--runs 8] [--max-tokens 8] [--masked eager|direct]
     python benches/awrs_bench.py overhead [--particles 16 64 256] [--runs 5] [--modes awrs mask mask+pot]
 
 ``sampler``: time of one ``tokensieve._core.awrs_sample`` call (AWRS and
@@ -34,7 +34,11 @@ tokenizer, an output bias towards the constraint's tokens) and the same
 Python-function constraint (five words): wall time per step, TV to the
 exact target (enumerated), and the driver's cost outside ``model.forward``
 against ``2 x torch.logsumexp + 1 ms``. Run it with a Python that has
-genlm-control installed and tokensieve on ``PYTHONPATH``.
+genlm-control installed and tokensieve on ``PYTHONPATH``. With
+``--masked``: the same with the five words as a compiled regex and
+tokensieve's masked (fully adapted) SMC, against genlm-control's masked
+SMC: ``eager_token_sampler(llm, BoolFSA.from_regex(...))`` (``eager``) or
+``direct_token_sampler(llm * fsa.coerce(llm, f=b"".join))`` (``direct``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,10 @@ import tokensieve as ts  # noqa: E402
 from tokensieve import _core, smc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "tokenizers"
+#: GPT-2's tokenizer, shipped in the package (the same file as
+#: ``shared/tokenizers/gpt2/tokenizer.json``), so that the benchmarks that use
+#: it run from the repository alone (gpu_check.py's AWRS section too).
+GPT2_TOKENIZER = ROOT / "python" / "tokensieve" / "data" / "gpt2_tokenizer.json"
 
 
 def bench_sampler(vocabs: Sequence[int], rejections: int, reps: int) -> None:
@@ -311,12 +318,16 @@ def time_forward(model: Any) -> List[float]:
 
     @functools.wraps(inner)  # keeps the signature: HFModel reads its keywords (cache=)
     def timed_forward(*args: Any, **kwargs: Any) -> Any:
-        t0, c0 = time.perf_counter(), time.process_time()
+        # Both process_time() calls inside the wall-clock window: the timer's
+        # own cost (a median of ~7 us after a forward here, but a mean of
+        # ~0.14 ms on the loaded 2-core VM) is not the driver's.
+        t0 = time.perf_counter()
+        c0 = time.process_time()
         try:
             return inner(*args, **kwargs)
         finally:
-            fwd[0] += time.perf_counter() - t0
             fwd[1] += time.process_time() - c0
+            fwd[0] += time.perf_counter() - t0
 
     model.forward = timed_forward
     return fwd
@@ -340,14 +351,14 @@ def words_potential() -> Any:
 
 def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
     """A 2-layer, 64-wide GPT-2 with random weights and GPT-2's real
-    tokenizer (``/work/shared/tokenizers/gpt2``), returned with the
+    tokenizer (:data:`GPT2_TOKENIZER`), returned with the
     tokensieve vocabulary. Its output layer gets a bias of +10 on the
     words' pieces, EOS and a few distractors, so the model puts most of
     its mass on tokens the constraint is about (as a trained model would)
     instead of spreading it over 50,257 tokens."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    vocab = _core.Vocabulary.from_tokenizer_file(str(SHARED / "gpt2" / "tokenizer.json"), eos_token_ids=[50256])
+    vocab = _core.Vocabulary.from_tokenizer_file(str(GPT2_TOKENIZER), eos_token_ids=[50256])
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=64, n_layer=2, n_head=2,
                      bos_token_id=50256, eos_token_id=50256)
@@ -364,13 +375,15 @@ def tiny_gpt2(seed: int = 0) -> Tuple[Any, Any]:
     return model, vocab
 
 
-def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
-    """The exact target: ``P(word) ∝ sum over its tokenizations (at most
-    ``max_tokens - 1`` tokens, then EOS) of p(tokens, EOS | BOS)``, by one
-    forward pass per tokenization."""
+def word_masses(model: Any, vocab: Any, words: Sequence[bytes], max_tokens: int) -> Dict[bytes, float]:
+    """``p(word, EOS | BOS)`` for each of ``words``, summed over its
+    tokenizations of at most ``max_tokens - 1`` tokens (then EOS), by one
+    forward pass per tokenization (on the model's device, float64
+    log-softmax of its logits)."""
     by_bytes = {vocab.token_bytes(t): t for t in range(vocab.vocab_size) if not vocab.is_special(t)}
+    device = next(model.parameters()).device
     mass: Dict[bytes, float] = {}
-    for w in WORDS:
+    for w in words:
         seqs: List[List[int]] = []
 
         def split(rest: bytes, acc: List[int]) -> None:
@@ -386,10 +399,17 @@ def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes
         total = 0.0
         with torch.no_grad():
             for seq in seqs:
-                ids = torch.tensor([[50256] + seq + [50256]])
-                lp = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
-                total += math.exp(float(sum(lp[i, ids[0, i + 1]] for i in range(len(seq) + 1))))
+                full = [50256] + seq + [50256]
+                lp = torch.log_softmax(model(torch.tensor([full], device=device)).logits[0].double(), dim=-1).cpu()
+                total += math.exp(float(sum(lp[i, full[i + 1]] for i in range(len(seq) + 1))))
         mass[w] = total
+    return mass
+
+
+def exact_words_posterior(model: Any, vocab: Any, max_tokens: int) -> Dict[bytes, float]:
+    """The exact target of ``e2e``: ``P(word) ∝ p(word, EOS | BOS)`` over
+    :data:`WORDS` (:func:`word_masses`)."""
+    mass = word_masses(model, vocab, WORDS, max_tokens)
     z = sum(mass.values())
     return {w: m / z for w, m in mass.items()}
 
@@ -399,9 +419,11 @@ def tv(a: Dict[bytes, float], b: Dict[bytes, float]) -> float:
     return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
 
 
-def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
+def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int, masked: Optional[str] = None) -> None:
     """Full AWRS SMC on the tiny GPT-2 with the five-word constraint as a
-    Python function, tokensieve and (when importable) genlm-control, runs
+    Python function (with ``masked``: as the compiled regex, masked SMC;
+    genlm-control's sampler ``masked``, see the module's docstring),
+    tokensieve and (when importable) genlm-control, runs
     interleaved; wall-clock seconds per step (one token for every live
     particle) and the TV distance of the posterior averaged over ``runs``
     seeded runs from the exact one ("pooled"), and the mean TV of single
@@ -416,15 +438,18 @@ def bench_e2e(particles: Sequence[int], runs: int, max_tokens: int) -> None:
     fwd = time_forward(model)  # seconds inside the model's forward, both libraries
     Words = words_potential()
 
+    kw: Dict[str, Any] = (dict(potentials=[Words()], sampler="awrs") if masked is None
+                          else dict(constraint=ts.compile_regex(WORDS_REGEX, vocab)))
+
     def ours(n: int, seed: int) -> Tuple[float, int, Dict[bytes, float], float]:
         t0 = time.perf_counter()
-        res = smc.generate(HFModel(model), None, [50256], potentials=[Words()], sampler="awrs", n_particles=n,
-                           max_new_tokens=max_tokens, seed=seed, vocab=vocab)
+        res = smc.generate(HFModel(model), None, [50256], n_particles=n, max_new_tokens=max_tokens, seed=seed,
+                           vocab=vocab, **kw)
         wall = time.perf_counter() - t0
         return wall, res.num_steps, res.posterior(complete_only=True, as_bytes=True), res.calls_per_step()
 
-    theirs = _genlm_e2e(model, max_tokens)
-    print(f"tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
+    theirs = _genlm_e2e(model, max_tokens, masked)
+    print(f"{'masked SMC, regex ' + repr(WORDS_REGEX) + ', genlm-control ' + masked if masked else 'AWRS'}: tiny GPT-2 (2 layers, 64 wide, |V| = 50,257, random weights + bias), five words, "
           f"max {max_tokens} tokens incl. EOS, {runs} runs per N, wall-clock, torch threads {torch.get_num_threads()}")
     print("exact:", {w.decode(): round(p, 4) for w, p in exact.items()})
     print("| N | tokensieve ms/step | genlm-control ms/step | ratio | tokensieve TV pooled / per run | "
@@ -546,22 +571,29 @@ def bench_overhead(particles: Sequence[int], runs: int, max_tokens: int, modes: 
                   f"{c:.2f} | {bound_cpu:.2f} | {c / bound_cpu:.2f} | {statistics.median(walls):.2f} |", flush=True)
 
 
-def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
+def _genlm_e2e(model: Any, max_tokens: int, masked: Optional[str] = None) -> Optional[Any]:
     """genlm-control's ``AWRS(llm, condition).smc(...)`` on the same model,
-    prompt (BOS), EOS and constraint, as ``fn(n, seed) -> (wall seconds,
-    steps, posterior over complete byte strings)``; ``None`` when
-    genlm-control is not importable."""
+    prompt (BOS), EOS and constraint (with ``masked``: its ``eager`` or
+    ``direct`` token sampler with the regex as a ``BoolFSA``), as
+    ``fn(n, seed) -> (wall seconds, steps, posterior over complete byte
+    strings)``; ``None`` when genlm-control is not importable."""
     try:
         import asyncio
 
         from genlm.backend.llm import AsyncTransformer  # type: ignore[import-not-found]
-        from genlm.control import AWRS, PromptedLLM  # type: ignore[import-not-found]
+        from genlm.control import (  # type: ignore[import-not-found]
+            AWRS,
+            BoolFSA,
+            PromptedLLM,
+            direct_token_sampler,
+            eager_token_sampler,
+        )
         from genlm.control.potential import Potential  # type: ignore[import-not-found]
         from transformers import PreTrainedTokenizerFast
     except ImportError:
         print("genlm-control is not importable here: tokensieve only.")
         return None
-    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(SHARED / "gpt2" / "tokenizer.json"),
+    hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(GPT2_TOKENIZER),
                                      eos_token="<|endoftext|>", bos_token="<|endoftext|>")
 
     def as_bytes(context: Sequence[Any]) -> bytes:
@@ -580,8 +612,14 @@ def _genlm_e2e(model: Any, max_tokens: int) -> Optional[Any]:
         # carry over from the previous run (tokensieve keeps nothing).
         llm = PromptedLLM(AsyncTransformer(model, hf_tok, batch_size=max(n, 20), timeout=0.001),
                           prompt_ids=[50256], eos_byte_strings=[b"<|endoftext|>"])
-        cond = Words(llm.vocab)
-        sampler = AWRS(llm, cond, seed=seed)
+        # Samplers built outside the timed part (the eager sampler's
+        # vocabulary trie takes seconds; tokensieve's regex is compiled once).
+        if masked == "eager":
+            sampler = eager_token_sampler(llm, BoolFSA.from_regex(WORDS_REGEX))
+        elif masked == "direct":
+            sampler = direct_token_sampler(llm * BoolFSA.from_regex(WORDS_REGEX).coerce(llm, f=b"".join))
+        else:
+            sampler = AWRS(llm, Words(llm.vocab), seed=seed)
         t0 = time.perf_counter()
         seqs = asyncio.run(sampler.smc(n_particles=n, ess_threshold=0.5, max_tokens=max_tokens))
         wall = time.perf_counter() - t0
@@ -615,6 +653,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     e.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     e.add_argument("--runs", type=int, default=8)
     e.add_argument("--max-tokens", type=int, default=8)
+    e.add_argument("--masked", choices=["eager", "direct"], default=None,
+                   help="masked SMC with the regex instead of AWRS with the Python function")
     o = sub.add_parser("overhead")
     o.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
     o.add_argument("--runs", type=int, default=5)
@@ -626,7 +666,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         bench_overhead(a.particles, a.runs, a.max_tokens, a.modes)
         return
     if a.cmd == "e2e":
-        bench_e2e(a.particles, a.runs, a.max_tokens)
+        bench_e2e(a.particles, a.runs, a.max_tokens, a.masked)
         return
     smc._clock = time.process_time  # CPU time: the machine may be shared
     if a.cmd == "sampler":

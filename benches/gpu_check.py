@@ -11,16 +11,30 @@
    (hidden 2048, 16 layers, Llama 3 vocabulary) in bfloat16.
 3. SMC with the KV cache on the GPU (``smc.generate``), N = 16 / 64 / 256,
    per-step wall time, every complete particle checked against the schema.
+4. AWRS SMC with a Python potential on the GPU (``awrs``): the tiny GPT-2
+   of ``awrs_bench.py e2e`` (GPT-2's tokenizer, shipped in the package) on
+   the device with its KV cache there, a Python function ("no letter o")
+   times the compiled regex of five words, N = 16 / 64 / 256: ms per
+   step, mean potential calls per particle-step, and the posterior's TV
+   distance and Z estimate against the exact target (enumerated: every
+   tokenization of every word, one forward pass each). Also the same
+   target with the Python function alone (AWRS) and with the regex as a
+   mask and ``sampler="mask"``.
 
-Usage: ``python benches/gpu_check.py --tokenizer PATH/llama3/tokenizer.json``.
+Usage: ``python benches/gpu_check.py --tokenizer PATH/llama3/tokenizer.json``
+(sections 1-3 need the Llama 3 tokenizer; ``--sections awrs`` runs without
+one). ``--sections`` picks sections by name: ``bitmask generate smc awrs``
+(default: all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -184,22 +198,143 @@ def smc_section(tok: Any, small: bool) -> None:
         print(f"| {n} | {dt:.1f} | {getattr(res, 'n_resamples', '-')} | {done} distinct | {res.log_z:.2f} |")
 
 
+#: The words of section 4 that the Python function lets through (no "o").
+AWRS_ALLOWED = (b" cat", b" bird", b" fish")
+
+
+def no_o(text: bytes) -> bool:
+    """Section 4's Python function: the text has no letter "o"."""
+    return b"o" not in text
+
+
+def awrs_section() -> None:
+    """AWRS SMC on the device with a Python potential (see the module's
+    docstring, section 4); the same sizes with ``--cpu-smoke`` (about 15 s
+    on one CPU core). Fails (``SystemExit``) if a complete particle
+    with positive weight is outside the target's support, or if the TV
+    distance of the posterior pooled over the runs at the largest N is
+    above 0.1 (an exact sampler's is ~0.02-0.05 there; masked decoding
+    of the same target is ~0.3 away)."""
+    import awrs_bench as ab
+
+    from tokensieve.potentials import Potential
+
+    max_tokens = 8  # the longest word (6 bytes) + EOS fits: every particle ends
+    model, vocab = ab.tiny_gpt2()
+    model = model.to(DEVICE)
+    regex = ts.compile_regex(ab.WORDS_REGEX, vocab)
+
+    class NoO(Potential):
+        """``no_o`` as a potential; complete texts also weighted by
+        ``exp(-0.5 x number of "i")`` (so the final weights matter)."""
+
+        name = "no_o"
+
+        def prefix(self, text: bytes) -> float:
+            return 0.0 if no_o(text) else -math.inf
+
+        def complete(self, text: bytes) -> float:
+            return -0.5 * text.count(b"i") if no_o(text) else -math.inf
+
+    class WordsNoO(NoO):
+        """The same target without the regex: prefixes of the allowed words
+        only (a prefix like " d" that no allowed word continues would make
+        AWRS evaluate the whole vocabulary at the next step)."""
+
+        name = "words_no_o"
+
+        def prefix(self, text: bytes) -> float:
+            return 0.0 if any(w.startswith(text) for w in AWRS_ALLOWED) else -math.inf
+
+        def complete(self, text: bytes) -> float:
+            return super().complete(text) if ab.words_complete(text) else -math.inf
+
+    mass = ab.word_masses(model, vocab, ab.WORDS, max_tokens)
+    target = {w: m * math.exp(NoO().complete(w)) for w, m in mass.items() if no_o(w)}
+    z_exact = sum(target.values())
+    exact = {w: m / z_exact for w, m in target.items()}
+    modes: Dict[str, Dict[str, Any]] = {
+        "awrs, regex x Python": dict(potentials=[regex, NoO()], sampler="awrs"),
+        "awrs, Python only": dict(potentials=[WordsNoO()], sampler="awrs"),
+        "mask, regex x Python": dict(potentials=[regex, NoO()], sampler="mask"),
+    }
+    particles: Sequence[int] = (16, 64, 256)
+    runs = 8
+    dev = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu"
+    print(f"\n## AWRS SMC with a Python potential on {dev} (tiny GPT-2 2x64, |V| = 50,257, KV cache on the device), "
+          f"max {max_tokens} tokens, {runs} seeded runs per cell")
+    print(f"regex {ab.WORDS_REGEX!r} x Python 'no o' (complete: exp(-0.5 x #i)); exact target "
+          + ", ".join(f"{w.decode()!r} {p:.4f}" for w, p in exact.items()) + f"; Z = {z_exact:.4g}")
+    print("| N | mode | ms / step (median) | potential calls / particle-step | TV pooled | TV per run (mean) | "
+          "Z-hat mean ± SE | (Z-hat - Z) / SE |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    worst: Dict[str, float] = {}
+    for n in particles:
+        for label, kw in modes.items():
+            smc.generate(model, None, [50256], n_particles=n, max_new_tokens=max_tokens, seed=10_000, vocab=vocab, **kw)
+            per: List[float] = []
+            tvs: List[float] = []
+            zs: List[float] = []
+            calls: List[float] = []
+            pooled: Dict[bytes, float] = {}
+            for r in range(runs):
+                sync()
+                t0 = time.perf_counter()
+                res = smc.generate(model, None, [50256], n_particles=n, max_new_tokens=max_tokens, seed=r,
+                                   vocab=vocab, **kw)
+                sync()
+                per.append((time.perf_counter() - t0) / max(res.num_steps, 1))
+                post = res.posterior(complete_only=True, as_bytes=True)
+                bad = [t for t in post if t not in exact]
+                if bad:
+                    raise SystemExit(f"INVALID: {label}, N = {n}: {bad!r} outside the target's support")
+                tvs.append(ab.tv(post, exact))
+                zs.append(res.z)
+                calls.append(res.calls_per_step())
+                for k, v in post.items():
+                    pooled[k] = pooled.get(k, 0.0) + v / runs
+            se = statistics.stdev(zs) / math.sqrt(runs)
+            tv_pooled = ab.tv(pooled, exact)
+            worst[label] = tv_pooled
+            print(f"| {n} | {label} | {statistics.median(per) * 1e3:.1f} | {statistics.mean(calls):.2f} | "
+                  f"{tv_pooled:.3f} | {statistics.mean(tvs):.3f} | {statistics.mean(zs):.4g} ± {se:.2g} | "
+                  f"{(statistics.mean(zs) - z_exact) / se if se > 0 else 0.0:+.1f} |", flush=True)
+    for label, t in worst.items():
+        if t > 0.1:
+            raise SystemExit(f"TV {t:.3f} > 0.1 at N = {particles[-1]} ({label}): not the exact target")
+
+
+SECTIONS = ("bitmask", "generate", "smc", "awrs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokenizer", required=True, help="a Llama 3 tokenizer.json")
+    ap.add_argument("--tokenizer", help="a Llama 3 tokenizer.json (sections bitmask, generate, smc)")
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny models on the CPU, to check the script itself")
+    ap.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="which sections to run (default: all)")
     args = ap.parse_args()
     global DEVICE
     DEVICE = "cpu" if args.cpu_smoke else "cuda"
-    from transformers import PreTrainedTokenizerFast
-
+    needs_tok = set(args.sections) - {"awrs"}
+    if needs_tok and not args.tokenizer:
+        ap.error(f"--tokenizer is needed for the sections {sorted(needs_tok)}")
     print(f"device: {torch.cuda.get_device_name(0) if DEVICE == 'cuda' else 'cpu'}, torch {torch.__version__}")
-    tok = PreTrainedTokenizerFast(tokenizer_file=args.tokenizer, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
-    if DEVICE == "cuda":
+    t_all = time.perf_counter()
+    if needs_tok:
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast(tokenizer_file=args.tokenizer, bos_token="<|begin_of_text|>",
+                                      eos_token="<|end_of_text|>")
+    if "bitmask" in args.sections and DEVICE == "cuda":
         bitmask_section(len(tok))
-    generate_section(tok, args.cpu_smoke)
-    smc_section(tok, args.cpu_smoke)
-    print("\nall checks passed")
+    if "generate" in args.sections:
+        generate_section(tok, args.cpu_smoke)
+    if "smc" in args.sections:
+        smc_section(tok, args.cpu_smoke)
+    if "awrs" in args.sections:
+        awrs_section()
+    print(f"\nall checks passed ({time.perf_counter() - t_all:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ bad input."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,6 +44,31 @@ def test_distribution_and_unbiased_weight(sampler: str, dtype: type) -> None:
     chi2 = float((((counts[idx] - exp[idx]) ** 2) / exp[idx]).sum())
     assert chi2 < 16.3  # chi-square df=2, p = 0.0003
     print(f"{sampler}: mean calls per step {calls / n:.2f} vs |V| = 5")
+
+
+@pytest.mark.parametrize("sampler,bound", [("awrs", lambda z: 2 / z + 1), ("rejection", lambda z: 2 / z)])
+@pytest.mark.parametrize("allowed_frac", [0.9, 0.5, 0.1])
+def test_calls_within_the_1_over_z_bound(sampler: str, bound: Any, allowed_frac: float) -> None:
+    """Calls per draw against theory, at |V| = 4,096: AWRS's first round
+    (without replacement, so no worse than geometric) needs at most
+    ``1 / Z_c`` questions on average and its second round, which stops one
+    draw after its first acceptance, at most ``1 / Z_c + 1``; rejection
+    sampling's two rounds (up to the second acceptance, with replacement)
+    ``2 / Z_c`` draws, a repeated token being asked once. Mean over 3,000
+    seeded draws within 3 standard errors of the bound."""
+    v, n = 4096, 3000
+    rng = np.random.default_rng(11)
+    logp = rng.standard_normal(v) * 2
+    allowed = rng.random(v) < allowed_frac
+    p = np.exp(logp - logp.max())
+    z = float(p[allowed].sum() / p.sum())
+    calls = np.empty(n)
+    for seed in range(n):
+        tok, _, calls[seed], _ = _core.awrs_sample(logp, lambda t: [bool(allowed[i]) for i in t], sampler, 1000, seed)
+        assert tok is not None and allowed[tok]
+    mean, se = float(calls.mean()), float(calls.std() / math.sqrt(n))
+    print(f"{sampler}: Z_c = {z:.3f}, mean calls {mean:.2f} (bound {bound(z):.2f}) vs |V| = {v}")
+    assert mean <= bound(z) + 3 * se
 
 
 def test_nothing_allowed_and_bad_input() -> None:

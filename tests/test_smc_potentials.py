@@ -208,6 +208,10 @@ def test_awrs_calls_per_step_against_vocabulary_size() -> None:
     print(f"potential calls per particle-step, |V| = {v}: " + ", ".join(f"{k} {c:.2f}" for k, c in out.items()))
     assert out["awrs"] < v / 20
     assert out["direct"] > v / 2
+    # Theory (tests/test_awrs.py::test_calls_within_the_1_over_z_bound):
+    # at most 2 / Z_c + 1 (AWRS), 2 / Z_c (rejection) per particle-step,
+    # here with Z_c >= 0.97 at every step (EOS and the e-free tokens).
+    assert out["awrs"] <= 2 / 0.97 + 1 and out["rejection"] <= 2 / 0.97
 
 
 # --------------------------------------------------------------------------
