@@ -414,10 +414,10 @@ pub struct LazyDfa {
     sets: FxMap<u128, u32>,
     set_allowed: Vec<Vec<u64>>,
     set_expected: Vec<Vec<u64>>,
-    /// `trans[stride * s + c]`: the state after a byte of lexer class `c`
-    /// in state `s` (the parser sees a byte only through the lexer, so
-    /// bytes of one class move every configuration alike).
-    trans: Vec<u32>,
+    /// The state after a byte of lexer class `c` in state `s` (the parser
+    /// sees a byte only through the lexer, so bytes of one class move every
+    /// configuration alike).
+    trans: Trans,
     stride: usize,
     /// (set id, terminals scanned) -> id of the set the scan pushes. Many
     /// lexer states end a lexeme the same way (every prefix of a keyword
@@ -430,19 +430,78 @@ pub struct LazyDfa {
     class_bytes: Vec<[u64; 4]>,
 }
 
+/// States per block of [`Trans`].
+const TRANS_BLOCK: usize = 1 << TRANS_SHIFT;
+const TRANS_SHIFT: u32 = 8;
+
+/// [`LazyDfa`]'s transition table, `stride` entries per state, in blocks of
+/// [`TRANS_BLOCK`] states.
+///
+/// Why blocks: the table lives as long as the grammar and grows with every
+/// configuration a walk meets. As one `Vec` it doubled by copying, and a
+/// copy of tens of MB fell on whichever mask crossed the size: 13 ms of
+/// page faults in one mask of the SynCode Go sample. A new block only
+/// touches its own pages.
+#[derive(Debug, Default)]
+struct Trans {
+    blocks: Vec<Box<[u32]>>,
+    stride: usize,
+    states: usize,
+}
+
+impl Trans {
+    /// Index of state `s`'s entry for class `c` within its block.
+    #[inline(always)]
+    fn at(&self, s: u32, c: usize) -> (usize, usize) {
+        ((s >> TRANS_SHIFT) as usize, (s as usize & (TRANS_BLOCK - 1)) * self.stride + c)
+    }
+
+    #[inline(always)]
+    fn get(&self, s: u32, c: usize) -> u32 {
+        let (b, i) = self.at(s, c);
+        self.blocks[b][i]
+    }
+
+    #[inline(always)]
+    fn set(&mut self, s: u32, c: usize, t: u32) {
+        let (b, i) = self.at(s, c);
+        self.blocks[b][i] = t;
+    }
+
+    /// State `s`'s transitions by class.
+    fn row(&self, s: u32) -> &[u32] {
+        let (b, i) = self.at(s, 0);
+        &self.blocks[b][i..i + self.stride]
+    }
+
+    /// A new state, every transition [`UNKNOWN`]; its id.
+    fn push(&mut self) -> u32 {
+        if self.states.is_multiple_of(TRANS_BLOCK) {
+            self.blocks.push(vec![UNKNOWN; TRANS_BLOCK * self.stride].into_boxed_slice());
+        }
+        self.states += 1;
+        (self.states - 1) as u32
+    }
+
+    fn bytes(&self) -> usize {
+        self.blocks.len() * TRANS_BLOCK * self.stride * 4
+    }
+}
+
 impl LazyDfa {
     /// Approximate heap size, for the mask cache's budget.
     pub fn bytes(&self) -> usize {
         let words = self.set_allowed.first().map_or(0, Vec::len);
-        self.trans.len() * 4 + self.info.len() * (12 + 24 + 36) + self.sets.len() * (24 + 2 * (24 + 8 * words)) + self.scans.len() * (32 + 8 * words)
+        self.trans.bytes() + self.info.len() * (12 + 24 + 36) + self.sets.len() * (24 + 2 * (24 + 8 * words)) + self.scans.len() * (32 + 8 * words)
     }
 
     fn init(&mut self, g: &CompiledGrammar) {
-        if !self.trans.is_empty() {
+        if self.trans.states != 0 {
             return;
         }
         self.stride = g.lexer.num_classes();
-        self.trans.resize(self.stride, UNKNOWN); // state 0 is DEAD
+        self.trans.stride = self.stride;
+        self.trans.push(); // state 0 is DEAD
         self.info.push((0, false, 0));
         self.loops.push(([0; 4], false));
         self.class_bytes.resize(self.stride, [0; 4]);
@@ -453,10 +512,10 @@ impl LazyDfa {
     }
 
     fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
-        let next = (self.trans.len() / self.stride) as u32;
+        let next = self.trans.states as u32;
         let id = *self.states.entry((ls, ip, set)).or_insert(next);
         if id == next {
-            self.trans.resize(self.trans.len() + self.stride, UNKNOWN);
+            self.trans.push();
             self.info.push((ls, ip, set));
             self.loops.push(([0; 4], false));
         }
@@ -556,7 +615,6 @@ impl LazyWalk {
         }
         let nodes = trie.nodes();
         let classes = g.lexer.classes();
-        let stride = dfa.stride;
         // ids[k]: state after k bytes below the base on the current path;
         // path[k]: the (k+1)-th byte. `st` has actually taken `real` bytes,
         // of which the first `valid` are still a prefix of the current path.
@@ -566,12 +624,12 @@ impl LazyWalk {
         loop {
             // Fast path: known transitions only (a table lookup per node).
             {
-                let (trans, ids, path) = (&dfa.trans[..], &mut self.ids[..], &mut self.path[..]);
+                let (trans, ids, path) = (&dfa.trans, &mut self.ids[..], &mut self.path[..]);
                 let (loops, class_bytes) = (&mut dfa.loops[..], &dfa.class_bytes[..]);
                 while i < end {
                     let node = nodes[i];
                     let d = node.depth as usize - d0; // 1-based depth below the base
-                    let t = trans[ids[d - 1] as usize * stride + classes[node.byte as usize] as usize];
+                    let t = trans.get(ids[d - 1], classes[node.byte as usize] as usize);
                     if t == UNKNOWN {
                         break;
                     }
@@ -588,8 +646,7 @@ impl LazyWalk {
                         let (set, stale) = &mut loops[t as usize];
                         if *stale {
                             *set = [0; 4];
-                            let row = &trans[t as usize * stride..(t as usize + 1) * stride];
-                            for (c, &to) in row.iter().enumerate() {
+                            for (c, &to) in trans.row(t).iter().enumerate() {
                                 if to == t {
                                     for (w, x) in set.iter_mut().zip(&class_bytes[c]) {
                                         *w |= x;
@@ -619,7 +676,7 @@ impl LazyWalk {
             let b = node.byte;
             valid = valid.min(d - 1);
             let from = self.ids[d - 1];
-            let slot = from as usize * stride + classes[b as usize] as usize;
+            let class = classes[b as usize] as usize;
             let mut t = dfa.lexer_step(g, from, b);
             let mut scan_key = None;
             if t == UNKNOWN {
@@ -681,7 +738,7 @@ impl LazyWalk {
                 };
                 valid = real;
             }
-            dfa.trans[slot] = t;
+            dfa.trans.set(from, class, t);
             if t != UNKNOWN {
                 dfa.loops[from as usize].1 = true;
             }
