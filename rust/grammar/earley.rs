@@ -17,7 +17,7 @@
 use super::{Grammar, GrammarLimits, Sym};
 use crate::error::{Error, Result};
 use crate::fxhash::{FxMap, FxSet};
-use crate::regex::{Dfa, RegexLimits, DEAD};
+use crate::regex::{Dfa, RegexLimits, TerminalSpec, DEAD};
 
 const NT_FLAG: u32 = 1 << 30;
 const END_FLAG: u32 = 1 << 31;
@@ -112,9 +112,16 @@ impl CompiledGrammar {
         let mut nullable = g.nullable();
         nullable.push(nullable[g.start as usize]);
 
-        let patterns: Vec<&str> = g.terminals.iter().map(|t| t.regex.as_str()).collect();
-        let first_match: Vec<bool> = g.terminals.iter().map(|t| t.first_match).collect();
-        let lexer = Dfa::compile_many_first_match(&patterns, &first_match, &RegexLimits::default()).map_err(|e| match e {
+        let specs: Vec<TerminalSpec<'_>> = g
+            .terminals
+            .iter()
+            .map(|t| TerminalSpec {
+                pattern: &t.regex,
+                first_match: t.first_match,
+                except: &t.except,
+            })
+            .collect();
+        let lexer = Dfa::compile_terminals(&specs, &RegexLimits::default()).map_err(|e| match e {
             Error::RegexSyntax { message, .. } => Error::Grammar {
                 line: 0,
                 column: 0,

@@ -62,6 +62,10 @@ pub struct Terminal {
     /// The lexeme ends at the terminal's first complete match (no byte
     /// extends a match): Lark's reading of a regex with lazy quantifiers.
     pub first_match: bool,
+    /// Terminals whose lexemes this one does not match: its language is
+    /// `regex`'s minus theirs (a JSON object's other keys: any string but
+    /// the listed names' literals). They exclude nothing themselves.
+    pub except: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,15 +137,37 @@ impl GrammarBuilder {
             self.term_by_name.entry(name.to_string()).or_insert(t);
             return t;
         }
+        let t = self.push_terminal(name, regex, Vec::new(), regex.to_string());
+        self.term_by_name.insert(name.to_string(), t);
+        t
+    }
+
+    /// A new terminal, found again under `key`.
+    fn push_terminal(&mut self, name: &str, regex: &str, except: Vec<u32>, key: String) -> u32 {
         let t = self.terminals.len() as u32;
         self.terminals.push(Terminal {
             name: name.to_string(),
             regex: regex.to_string(),
             first_match: false,
+            except,
         });
-        self.term_by_regex.insert(regex.to_string(), t);
-        self.term_by_name.insert(name.to_string(), t);
+        self.term_by_regex.insert(key, t);
         t
+    }
+
+    /// A terminal for `regex` minus the lexemes of terminals `except`
+    /// (see [`Terminal::except`]); equal ones share one terminal.
+    pub fn terminal_except(&mut self, name: &str, regex: &str, mut except: Vec<u32>) -> u32 {
+        except.sort_unstable();
+        except.dedup();
+        if except.is_empty() {
+            return self.terminal(name, regex);
+        }
+        let key = format!("{regex}\0{except:?}");
+        if let Some(&t) = self.term_by_regex.get(&key) {
+            return t;
+        }
+        self.push_terminal(name, regex, except, key)
     }
 
     /// Give terminal `t` first-match semantics (see [`Terminal::first_match`]).

@@ -426,6 +426,7 @@ pub fn promote_lexemes(g: &Grammar) -> Grammar {
                 name: g.nonterminals[n].clone(),
                 regex: reg.of(n as u32).unwrap_or_default(),
                 first_match: false,
+                except: Vec::new(),
             });
         }
         let out = Grammar {

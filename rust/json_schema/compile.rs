@@ -1887,6 +1887,16 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// The terminal of a key that is none of `names`: any JSON string but
+    /// the names' key literals (the same terminals the listed members
+    /// use), taken out in the lexer ([`crate::grammar::Terminal::except`])
+    /// rather than spelled as the complement of their trie, which made a
+    /// pattern per object that the lexer's automaton ran side by side.
+    fn other_keys(&mut self, names: &[String]) -> u32 {
+        let except = names.iter().map(|n| self.b.literal(&strings::encode(n))).collect();
+        self.b.terminal_except("KEY", &format!("\"{}*\"", strings::CH), except)
+    }
+
     fn b_terminal_regex(&self, t: u32) -> String {
         self.b.terminal_regex(t).to_string()
     }
@@ -2227,13 +2237,13 @@ impl<'a> Compiler<'a> {
         let additional_false = !additional.is_empty() && self.is_false(&additional)?;
         if pats.is_empty() {
             if !additional_false {
-                let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
+                let key = Sym::T(self.other_keys(&names));
                 extras.push((key, additional.clone()));
             }
         } else if pats.iter().all(|(p, ..)| strings::is_universal(p)) {
             // Every key matches (`.*`): each extra key takes every pattern's
             // schema, and additionalProperties never applies.
-            let key = Sym::T(self.b.terminal("KEY", &format!("\"{}\"", strings::not_in_set(&names))));
+            let key = Sym::T(self.other_keys(&names));
             let conj: Conj = pats.iter().flat_map(|(_, pc, ..)| pc.iter().cloned()).collect();
             extras.push((key, conj));
         } else {

@@ -49,6 +49,36 @@ fn additional_properties_exclude_listed_names() {
 }
 
 #[test]
+fn other_keys_are_any_string_but_the_listed_names() {
+    // Names that are prefixes of each other, hold an escape or a non-ASCII
+    // character, and one that is forbidden: other keys are the JSON
+    // strings but exactly those names' spellings.
+    let s = json!({"properties": {"a": {"type": "integer"}, "ab": {"type": "integer"}, "q\"": {"type": "integer"}, "é": {"type": "integer"}, "x": false}, "additionalProperties": {"type": "string"}});
+    check(
+        s,
+        &[
+            r#"{"a": 1, "ab": 2, "q\"": 3, "é": 4}"#,
+            r#"{"abc": "s"}"#,
+            r#"{"": "s"}"#,
+            r#"{"q": "s"}"#,
+            r#"{"q\"\"": "s"}"#,
+            r#"{"éé": "s"}"#,
+            r#"{"x1": "s"}"#,
+            r#"{"A": "s"}"#,
+        ],
+        &[
+            r#"{"a": "s"}"#,
+            r#"{"ab": "s"}"#,
+            r#"{"q\"": "s"}"#,
+            r#"{"é": "s"}"#,
+            r#"{"x": "s"}"#,
+            r#"{"x": 1}"#,
+            r#"{"abc": 1}"#,
+        ],
+    );
+}
+
+#[test]
 fn property_counts() {
     let s = json!({"type": "object", "minProperties": 1, "maxProperties": 2});
     check(s, &[r#"{"a":1}"#, r#"{"a":1,"b":2}"#], &["{}", r#"{"a":1,"b":2,"c":3}"#]);
