@@ -122,8 +122,11 @@ def test_compile_json_takes_no_source(tiny):
         (lambda v, c, m: ts.compile_json(v, whitespace=3), "whitespace"),
         (lambda v, c, m: ts.compile_json(v, max_depth="64"), "max_depth"),
         (lambda v, c, m: ts.Matcher(v), "constraint"),
-        (lambda v, c, m: m.consume_token("a"), "token id"),
-        (lambda v, c, m: m.consume_token(True), "token id"),
+        (lambda v, c, m: m.consume_token("a"), "token_id"),
+        (lambda v, c, m: m.consume_token(True), "token_id"),
+        (lambda v, c, m: m.is_allowed(1.0), "token_id"),
+        (lambda v, c, m: v.token_bytes("0"), "token_id"),
+        (lambda v, c, m: v.is_special(None), "token_id"),
         (lambda v, c, m: m.consume_tokens("ab"), "token_ids"),
         (lambda v, c, m: m.consume_tokens([0, "b"]), "token_ids"),
         (lambda v, c, m: m.rollback("1"), "n"),
@@ -208,22 +211,15 @@ def test_two_token_vocabulary_with_eos_agrees_everywhere():
             m.consume_token(allowed[-1])
 
 
-def test_llama3_vocabulary_loads_quickly():
-    """One streaming pass over tokenizer.json (merges skipped): ~20 ms for
-    Llama 3 on a busy 2-core machine; the bound only catches a regression
-    to building the merges or a `Value` of the vocabulary (~100+ ms)."""
-    import time
-
+def test_llama3_vocabulary_loads():
+    """Read, parsed and EOS-resolved in Rust in one streaming pass (merges
+    skipped); its time (~22 ms, target < 100 ms) is measured by
+    benches/startup_bench.py, not asserted here."""
     from conftest import tokenizer_path
 
-    path = tokenizer_path("llama-3-8b-instruct")
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        v = ts.Vocabulary.from_tokenizer_file(path)
-        best = min(best, time.perf_counter() - t0)
+    v = ts.Vocabulary.from_tokenizer_file(tokenizer_path("llama-3-8b-instruct"))
     assert v.vocab_size == 128256 and v.eos_token_ids == [128009]
-    assert best < 0.1, f"Llama 3 vocabulary took {best * 1e3:.0f} ms"
+    assert v.token_bytes(128000) == b"" and v.is_special(128000)  # <|begin_of_text|>
 
 
 def test_without_torch_the_hf_module_says_which_extra():

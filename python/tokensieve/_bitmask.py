@@ -147,6 +147,8 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         raise TypeError(f"logits must be a numpy array or torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if logits.layout != torch.strided or logits.is_nested:
+        raise TypeError(f"logits must be a dense (strided) tensor, got layout {logits.layout}")
     if isinstance(bitmask, np.ndarray):
         if bitmask.dtype != np.int32:
             raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
@@ -163,6 +165,7 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         and logits.is_contiguous()
         and bitmask.device.type == "cpu"
         and logits.dtype in _cpu_dtypes()
+        and not logits.is_neg()  # a negated view has no numpy view: torch ops below
     ):
         name = _cpu_dtypes()[logits.dtype]
         # 16-bit floats as their bit patterns (numpy has no bfloat16); the

@@ -57,7 +57,7 @@ class Vocabulary:
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
     ) -> "Vocabulary":
-        """From a ``transformers`` fast tokenizer; ``vocab_size``: model embedding width."""
+        """From a ``transformers`` fast tokenizer or a ``tokenizers.Tokenizer``; ``vocab_size``: model embedding width."""
     @property
     def vocab_size(self) -> int:
         """Number of token ids a bitmask covers (as on Constraint and Matcher)."""
@@ -65,10 +65,10 @@ class Vocabulary:
     def size(self) -> int:
         """Number of token ids a bitmask covers."""
     def __len__(self) -> int: ...
-    def token_bytes(self, id: int) -> bytes:
-        """Bytes token ``id`` adds to the text (``b""`` for special/unused ids)."""
-    def is_special(self, id: int) -> bool:
-        """Whether ``id`` is special or unused (never allowed by a constraint)."""
+    def token_bytes(self, token_id: int) -> bytes:
+        """Bytes token ``token_id`` adds to the text (``b""`` for special/unused ids)."""
+    def is_special(self, token_id: int) -> bool:
+        """Whether ``token_id`` is special or unused (never allowed by a constraint)."""
     @property
     def eos_token_ids(self) -> List[int]:
         """EOS ids: allowed exactly when the text so far is complete."""

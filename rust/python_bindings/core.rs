@@ -160,9 +160,11 @@ impl PyVocabulary {
         Self::load_file(py, path, eos_token_ids, vocab_size)
     }
 
-    /// From a `transformers` fast tokenizer. `vocab_size` is the model's
-    /// embedding width when it exceeds the tokenizer (padding ids are never
-    /// allowed); `eos_token_ids` overrides the tokenizer's EOS.
+    /// From a `transformers` fast tokenizer, or a `tokenizers.Tokenizer`
+    /// (which knows no EOS: the well-known end-of-text tokens are looked
+    /// up). `vocab_size` is the model's embedding width when it exceeds the
+    /// tokenizer (padding ids are never allowed); `eos_token_ids` overrides
+    /// the tokenizer's EOS.
     #[staticmethod]
     #[pyo3(signature = (tokenizer, *, eos_token_ids=None, vocab_size=None))]
     fn from_huggingface(
@@ -196,15 +198,15 @@ impl PyVocabulary {
         self.env.vocab().size()
     }
 
-    /// The bytes token `id` adds to the text (`b""` for special tokens).
-    fn token_bytes<'py>(&self, py: Python<'py>, id: TokenId) -> PyResult<Bound<'py, PyBytes>> {
-        let id = check_id(id, self.env.vocab().size())?;
+    /// The bytes token `token_id` adds to the text (`b""` for special tokens).
+    fn token_bytes<'py>(&self, py: Python<'py>, token_id: TokenId) -> PyResult<Bound<'py, PyBytes>> {
+        let id = check_id(token_id, self.env.vocab().size())?;
         Ok(PyBytes::new(py, self.env.vocab().token_bytes(id)))
     }
 
-    /// Whether `id` is special/unused (never allowed by a constraint).
-    fn is_special(&self, id: TokenId) -> PyResult<bool> {
-        let id = check_id(id, self.env.vocab().size())?;
+    /// Whether `token_id` is special/unused (never allowed by a constraint).
+    fn is_special(&self, token_id: TokenId) -> PyResult<bool> {
+        let id = check_id(token_id, self.env.vocab().size())?;
         Ok(self.env.vocab().is_special(id))
     }
 
@@ -338,8 +340,9 @@ fn py_bool(b: bool) -> &'static str {
     }
 }
 
-/// A token id argument: any Python int (huge ones are out of range, not
-/// an OverflowError).
+/// A token id argument (the parameter is `token_id` wherever one id is
+/// taken): any Python int (huge ones are out of range, not an
+/// OverflowError).
 pub(crate) struct TokenId(i64);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
@@ -348,12 +351,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
         // bool is an int subclass (and numpy's bool_ has __index__ on old
         // numpy): `consume_token(True)` is a bug, not token 1.
         if ob.is_instance_of::<pyo3::types::PyBool>() || ob.get_type().name()?.extract::<String>()?.starts_with("bool") {
-            return Err(PyTypeError::new_err("token id must be an int, got bool"));
+            return Err(PyTypeError::new_err("token_id must be an int, got bool"));
         }
         match ob.extract::<i64>() {
             Ok(v) => Ok(TokenId(v)),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(ob.py()) => Ok(TokenId(i64::MAX)),
-            Err(_) => Err(PyTypeError::new_err(format!("token id must be an int, got {}", ob.get_type().name()?))),
+            Err(_) => Err(PyTypeError::new_err(format!("token_id must be an int, got {}", ob.get_type().name()?))),
         }
     }
 }
@@ -362,9 +365,9 @@ fn check_id(id: TokenId, size: usize) -> PyResult<u32> {
     let TokenId(id) = id;
     if id < 0 || id as u64 >= size as u64 {
         if id == i64::MAX {
-            return Err(PyValueError::new_err(format!("token id out of range for vocabulary of size {size}")));
+            return Err(PyValueError::new_err(format!("token_id out of range for vocabulary of size {size}")));
         }
-        return Err(PyValueError::new_err(format!("token id {id} out of range for vocabulary of size {size}")));
+        return Err(PyValueError::new_err(format!("token_id {id} out of range for vocabulary of size {size}")));
     }
     Ok(id as u32)
 }
@@ -595,6 +598,14 @@ fn as_torch_tensor<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
 /// An array argument `what` of element type `T` (`dtype` names it): a
 /// numpy array, or a CPU torch tensor viewed through `.numpy()` (no copy;
 /// torch checks the device and layout). Anything else is a TypeError.
+///
+/// A tensor over read-only memory (`torch.from_numpy` of a non-writeable
+/// array, which torch only warns about) cannot be told apart, so it is
+/// written like any tensor: torch has no read-only tensors (its
+/// `torch._numpy` says so), `.numpy()` of it is writeable, its DLPack
+/// export carries no read-only flag (flags 0), and its storage is like
+/// that of any tensor over outside memory (`resizable()` is False for every
+/// `from_numpy` or DLPack tensor). The README says so.
 pub(crate) fn array_arg<'py, T: numpy::Element>(obj: &Bound<'py, PyAny>, what: &str, dtype: &str) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     if let Ok(a) = obj.cast::<PyArrayDyn<T>>() {
         return Ok(a.clone());
@@ -608,7 +619,12 @@ pub(crate) fn array_arg<'py, T: numpy::Element>(obj: &Bound<'py, PyAny>, what: &
         if device != "cpu" {
             return Err(PyValueError::new_err(format!("{what} must be on the CPU (got device {device:?})")));
         }
-        let arr = t.call_method0(intern!(py, "detach"))?.call_method0(intern!(py, "numpy"))?;
+        // Sparse, nested and negated-view tensors have no numpy view: torch
+        // says why (a RuntimeError or TypeError), reported as a TypeError.
+        let arr = t
+            .call_method0(intern!(py, "detach"))
+            .and_then(|d| d.call_method0(intern!(py, "numpy")))
+            .map_err(|e| PyTypeError::new_err(format!("{what} must be a dense CPU tensor viewable as a numpy array ({})", e.value(py))))?;
         return match arr.cast::<PyArrayDyn<T>>() {
             Ok(a) => Ok(a.clone()),
             Err(_) => Err(PyTypeError::new_err(format!(
