@@ -274,6 +274,13 @@ def test_tensors_without_a_numpy_view_are_type_errors(tiny, matcher):
     bm[0, 0] = 1
     ts.apply_token_bitmask_inplace(neg, bm)
     assert neg[0, 0] == -1 and torch.isinf(neg[0, 1:]).all() and (neg[0, 1:] < 0).all()
+    # A negated view of a bitmask is read through its values (-(-1) = 1:
+    # token 0 only); a sparse bitmask is a TypeError.
+    logits = torch.zeros(1, 64)
+    ts.apply_token_bitmask_inplace(logits, torch.tensor([[-1, 0]], dtype=torch.int32)._neg_view())
+    assert logits[0, 0] == 0 and torch.isinf(logits[0, 1:]).all()
+    with pytest.raises(TypeError, match="^bitmask must be a dense"):
+        ts.apply_token_bitmask_inplace(logits, torch.zeros(1, 2, dtype=torch.int32).to_sparse())
 
 
 def test_bytes_backed_numpy_bitmask_is_read_only(tiny, matcher):

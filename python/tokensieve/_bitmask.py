@@ -156,6 +156,8 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
     elif isinstance(bitmask, torch.Tensor):
         if bitmask.dtype != torch.int32:
             raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
+        if bitmask.layout != torch.strided or bitmask.is_nested:
+            raise TypeError(f"bitmask must be a dense (strided) tensor, got layout {bitmask.layout}")
     else:
         raise TypeError(f"bitmask must be a numpy array or torch tensor, got {type(bitmask).__name__}")
     _check_bitmask_dims(tuple(logits.shape), tuple(bitmask.shape))
@@ -171,7 +173,7 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         # 16-bit floats as their bit patterns (numpy has no bfloat16); the
         # Rust side checks both arrays again.
         view = logits.detach() if name == "float32" else logits.detach().view(torch.int16)
-        _core._apply_bitmask_cpu(view.numpy(), bitmask.contiguous().numpy(), name)
+        _core._apply_bitmask_cpu(view.numpy(), bitmask.resolve_neg().contiguous().numpy(), name)
         return
     bm = bitmask.to(logits.device, non_blocking=True)
     if logits.is_cuda and logits.is_contiguous() and bm.is_contiguous() and _triton_apply(logits, bm, vocab):
