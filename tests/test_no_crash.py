@@ -283,6 +283,23 @@ def test_tensors_without_a_numpy_view_are_type_errors(tiny, matcher):
         ts.apply_token_bitmask_inplace(logits, torch.zeros(1, 2, dtype=torch.int32).to_sparse())
 
 
+def test_logits_tracked_by_autograd_are_masked_through_torch():
+    torch = pytest.importorskip("torch")
+    bm = np.zeros((1, 2), np.int32)
+    bm[0, 0] = 0b101
+    leaf = torch.zeros(1, 64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable"):  # torch's own rule, not a silent write
+        ts.apply_token_bitmask_inplace(leaf, bm)
+    assert (leaf == 0).all()
+    x = leaf * 2  # not a leaf: the masking is recorded, gradients flow to allowed tokens only
+    ts.apply_token_bitmask_inplace(x, bm)
+    torch.logsumexp(x, -1).sum().backward()
+    assert leaf.grad[0, [0, 2]].tolist() == [1.0, 1.0] and leaf.grad[0, 1] == 0 and leaf.grad[0, 3:].eq(0).all()
+    with torch.no_grad():
+        ts.apply_token_bitmask_inplace(leaf, bm)  # no graph: the fast path
+    assert leaf[0, 0] == 0 and torch.isinf(leaf[0, 1])
+
+
 def test_bytes_backed_numpy_bitmask_is_read_only(tiny, matcher):
     buf = bytes(4 * (-(-tiny.size // 32)))
     bm = np.frombuffer(buf, np.int32)

@@ -168,6 +168,7 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         and bitmask.device.type == "cpu"
         and logits.dtype in _cpu_dtypes()
         and not logits.is_neg()  # a negated view has no numpy view: torch ops below
+        and not (logits.requires_grad and torch.is_grad_enabled())  # autograd sees torch ops only
     ):
         name = _cpu_dtypes()[logits.dtype]
         # 16-bit floats as their bit patterns (numpy has no bfloat16); the
