@@ -79,6 +79,35 @@ def test_vocabulary_pickles(load_vocab):
         assert ts.Matcher(c).allowed_tokens() == ts.Matcher(d).allowed_tokens()
 
 
+def test_constraints_pickle(load_vocab):
+    """A constraint pickles as the compile call that made it (source,
+    vocabulary, options); unpickled, it allows what the original allows."""
+    import pickle
+
+    gpt2 = load_vocab("gpt2")
+    made = [
+        ts.compile_regex("[0-9]{2}-[a-z]+", gpt2, max_states=5000),
+        ts.compile_grammar('start: "(" NUM ("," NUM)* ")"\nNUM: /[0-9]+/', gpt2),
+        ts.compile_grammar('root ::= "yes" | "no"', gpt2, syntax="gbnf", start="root"),
+        ts.compile_json(gpt2, whitespace="compact", max_depth=3),
+        ts.compile_json_schema({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, gpt2,
+                               separators=(",", ":")),
+    ]
+    for c in made:
+        d = pickle.loads(pickle.dumps(c))
+        assert type(d) is ts.Constraint and repr(d) == repr(c)
+        m, n = ts.Matcher(c), ts.Matcher(d)
+        for _ in range(6):  # the same masks along the same path
+            allowed = m.allowed_tokens()
+            assert n.allowed_tokens() == allowed
+            if not allowed:
+                break
+            t = allowed[len(allowed) // 2]
+            assert m.consume_token(t) and n.consume_token(t)
+    with pytest.raises(ValueError, match="func must be one of"):
+        ts._core._constraint_from_recipe("eval", ("1",), {})
+
+
 def test_one_name_for_the_vocabulary_size(tiny):
     c = ts.compile_regex("a", tiny)
     assert tiny.vocab_size == tiny.size == c.vocab_size == ts.Matcher(c).vocab_size == 3

@@ -2,7 +2,7 @@
 
 from os import PathLike
 import numpy as np
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, final
 
 from typing_extensions import Self
 
@@ -18,6 +18,7 @@ __all__ = [
     "bitmask_words",
     "_apply_bitmask_cpu",
     "_vocabulary_from_parts",
+    "_constraint_from_recipe",
     "resample_into",
     "ess",
     "log_normalize_into",
@@ -81,7 +82,9 @@ class Vocabulary:
 
 @final
 class Constraint:
-    """A compiled constraint; immutable, shared by matchers and threads."""
+    """A compiled constraint; immutable, shared by matchers and threads.
+    Pickles (for multiprocessing and serving frameworks) as the compile call
+    that made it: unpickling compiles it again."""
 
     @property
     def vocab_size(self) -> int: ...
@@ -200,6 +203,9 @@ def _vocabulary_from_parts(
     token_bytes: Sequence[Optional[bytes]], eos_token_ids: Sequence[int], spelling: str, adds_prefix_space: bool
 ) -> Vocabulary:
     """Unpickle a Vocabulary."""
+
+def _constraint_from_recipe(func: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Constraint:
+    """Unpickle a Constraint: compile it again (``func`` names a compile function)."""
 
 def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
     """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""

@@ -376,6 +376,67 @@ fn check_id(id: TokenId, size: usize) -> PyResult<u32> {
 #[pyclass(module = "tokensieve._core", name = "Constraint", frozen)]
 pub struct PyConstraint {
     pub(crate) inner: Arc<CoreConstraint>,
+    /// How it was compiled, so that it pickles: unpickling compiles it again
+    /// (the same source, vocabulary and options give the same constraint).
+    recipe: Recipe,
+}
+
+/// A call of one of [`RECIPE_FUNCTIONS`] with normalised arguments (plain
+/// str/int/bool values and the `Vocabulary`, never the caller's objects).
+struct Recipe {
+    func: &'static str,
+    args: Py<pyo3::types::PyTuple>,
+    kwargs: Py<PyDict>,
+}
+
+/// The compile functions a pickled constraint may name.
+const RECIPE_FUNCTIONS: [&str; 4] = ["compile_regex", "compile_json", "compile_grammar", "_compile_json_schema"];
+
+impl PyConstraint {
+    /// A constraint compiled by `func(*args, **kwargs)` (keyword arguments
+    /// that are None are left out).
+    pub(crate) fn new<'py>(
+        inner: Arc<CoreConstraint>,
+        func: &'static str,
+        args: Bound<'py, pyo3::types::PyTuple>,
+        kwargs: &[(&str, Option<Bound<'py, PyAny>>)],
+    ) -> PyResult<Self> {
+        debug_assert!(RECIPE_FUNCTIONS.contains(&func));
+        let py = args.py();
+        let kw = PyDict::new(py);
+        for (k, v) in kwargs {
+            if let Some(v) = v {
+                kw.set_item(k, v)?;
+            }
+        }
+        Ok(PyConstraint {
+            inner,
+            recipe: Recipe {
+                func,
+                args: args.unbind(),
+                kwargs: kw.unbind(),
+            },
+        })
+    }
+}
+
+/// Unpickle a `Constraint` (see `Constraint.__reduce__`): compile it again.
+#[pyfunction]
+fn _constraint_from_recipe<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: Bound<'py, pyo3::types::PyTuple>,
+    kwargs: Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !RECIPE_FUNCTIONS.contains(&func) {
+        return Err(PyValueError::new_err(format!("func must be one of {RECIPE_FUNCTIONS:?}, got {func:?}")));
+    }
+    let out = py.import(intern!(py, "tokensieve._core"))?.getattr(func)?.call(args, Some(&kwargs))?;
+    // _compile_json_schema returns (constraint, warnings).
+    match out.cast::<pyo3::types::PyTuple>() {
+        Ok(t) => t.get_item(0),
+        Err(_) => Ok(out),
+    }
 }
 
 #[pymethods]
@@ -396,6 +457,16 @@ impl PyConstraint {
     #[getter]
     fn num_states(&self) -> usize {
         self.inner.num_states()
+    }
+
+    /// Pickle support: the compile call, made again on unpickling.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str, Py<pyo3::types::PyTuple>, Py<PyDict>))> {
+        let rebuild = py
+            .import(intern!(py, "tokensieve._core"))?
+            .getattr(intern!(py, "_constraint_from_recipe"))?;
+        let r = &self.recipe;
+        Ok((rebuild, (r.func, r.args.clone_ref(py), r.kwargs.clone_ref(py))))
     }
 
     fn __repr__(&self) -> String {
@@ -444,6 +515,7 @@ fn compile_regex(
 ) -> PyResult<PyConstraint> {
     let pattern: String = arg(pattern, "pattern", "a str")?;
     let pattern = pattern.as_str();
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let max_states = opt_size(max_states, "max_states")?;
     let max_nfa_bytes = opt_size(max_nfa_bytes, "max_nfa_bytes")?;
@@ -460,7 +532,17 @@ fn compile_regex(
     }
     let env = vocab.env.clone();
     let inner = py.detach(|| CoreConstraint::regex(env, pattern, &limits)).map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    let int = |x: Option<usize>| x.map(|x| x.into_pyobject(py).map(|v| v.into_any())).transpose();
+    PyConstraint::new(
+        inner,
+        "compile_regex",
+        (pattern, vocab_obj).into_pyobject(py)?,
+        &[
+            ("max_states", int(max_states)?),
+            ("max_nfa_bytes", int(max_nfa_bytes)?),
+            ("max_dfa_bytes", int(max_dfa_bytes)?),
+        ],
+    )
 }
 
 /// The deepest JSON nesting `compile_json` accepts: the grammar unrolls one
@@ -489,6 +571,7 @@ fn compile_json(
             "vocab must be a tokensieve.Vocabulary, got str (compile_json takes no source: its JSON grammar is built in)",
         ));
     }
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let whitespace: String = opt_arg(whitespace, "whitespace", "a str")?.unwrap_or_else(|| "flexible".into());
     let max_depth = opt_size(max_depth, "max_depth")?.unwrap_or(crate::grammar::json::DEFAULT_MAX_DEPTH);
@@ -518,7 +601,16 @@ fn compile_json(
             CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    PyConstraint::new(
+        inner,
+        "compile_json",
+        (vocab_obj,).into_pyobject(py)?,
+        &[
+            ("whitespace", Some(whitespace.into_pyobject(py)?.into_any())),
+            ("max_depth", Some(max_depth.into_pyobject(py)?.into_any())),
+            ("mask_cache_bytes", Some(mask_cache_bytes.into_pyobject(py)?.into_any())),
+        ],
+    )
 }
 
 /// Compile a context-free grammar: `syntax="lark"` (Lark EBNF, start rule
@@ -539,6 +631,7 @@ fn compile_grammar(
     use crate::grammar::{gbnf, lark};
     let text: String = arg(text, "text", "a str (the grammar source)")?;
     let text = text.as_str();
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let syntax: String = opt_arg(syntax, "syntax", "a str")?.unwrap_or_else(|| "lark".into());
     let syntax = syntax.as_str();
@@ -560,7 +653,16 @@ fn compile_grammar(
             CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    PyConstraint::new(
+        inner,
+        "compile_grammar",
+        (text, vocab_obj).into_pyobject(py)?,
+        &[
+            ("syntax", Some(syntax.into_pyobject(py)?.into_any())),
+            ("start", start.map(|s| s.into_pyobject(py).map(|v| v.into_any())).transpose()?),
+            ("mask_cache_bytes", Some(mask_cache_bytes.into_pyobject(py)?.into_any())),
+        ],
+    )
 }
 
 /// Follows one sequence through a constraint.
@@ -963,5 +1065,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
     m.add_function(wrap_pyfunction!(_apply_bitmask_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(_vocabulary_from_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(_constraint_from_recipe, m)?)?;
     Ok(())
 }
