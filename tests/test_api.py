@@ -271,3 +271,18 @@ def test_without_torch_the_hf_module_says_which_extra():
 def test_out_of_range_ids_in_lists_name_the_parameter(eos):
     with pytest.raises(ValueError, match="^eos_token_ids"):
         ts.Vocabulary(token_bytes=[b"a"], eos_token_ids=eos)
+
+
+def test_logits_processor_ids_take_integer_types_only(tiny):
+    pytest.importorskip("transformers")
+    from tokensieve.hf import LogitsProcessor
+
+    c = ts.compile_regex("a", tiny)
+    p = LogitsProcessor(c, eos_token_ids=[np.int64(2)], pad_token_id=np.uint8(2))
+    assert p.eos_token_ids == [2] and p.pad_token_id == 2 and type(p.pad_token_id) is int
+    for kw, name in (({"eos_token_ids": [1.7]}, "eos_token_ids"), ({"eos_token_ids": [True]}, "eos_token_ids"),
+                     ({"pad_token_id": 2.0}, "pad_token_id"), ({"pad_token_id": False}, "pad_token_id")):
+        with pytest.raises(TypeError, match=f"^{name} must be an int"):
+            LogitsProcessor(c, **kw)
+    with pytest.raises(TypeError, match="^constraint must be"):
+        LogitsProcessor("a")  # type: ignore[arg-type]

@@ -22,15 +22,21 @@ def _cpu_dtypes() -> Dict[Any, str]:
     return _CPU_DTYPES
 
 
-def _positive_int(value: Any, name: str) -> int:
-    """``value`` as a positive Python int: any integer type (numpy ints
-    included), not ``bool``; a TypeError or ValueError naming ``name``."""
+def _int_arg(value: Any, name: str) -> int:
+    """``value`` as a Python int: any integer type (numpy ints included),
+    not ``bool`` nor a float; a TypeError naming ``name``."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     try:
-        v = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as a positive Python int (see :func:`_int_arg`); a
+    TypeError or ValueError naming ``name``."""
+    v = _int_arg(value, name)
     if v <= 0:
         raise ValueError(f"{name} must be positive, got {v}")
     return v
