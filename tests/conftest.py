@@ -9,6 +9,8 @@ tests still run on a fresh clone; tests that need another tokenizer skip.
 Two ways to use the helpers:
 
 * import them: ``from conftest import load_vocab, tokenizers_dir, tokenizer_path``
+  (``real_tokenizer()`` names Llama 3, or the shipped GPT-2 without
+  ``../shared``, for tests that need a real tokenizer but not a given one)
 * or take the fixtures of the same names: ``def test_x(load_vocab): v = load_vocab("gpt2")``
 
 ``load_vocab(name)`` is cached for the whole test session (one load per
@@ -83,6 +85,16 @@ def tokenizer_path(name: str) -> Path:
     if name in SHIPPED and SHIPPED[name].is_file():
         return _shipped_as_shared(name)
     pytest.skip(f"shared tokenizer {name!r} not found under {tokenizers_dir()}")
+
+
+def real_tokenizer(preferred: str = "llama-3-8b-instruct") -> str:
+    """The name of a real tokenizer for tests that need one but not that
+    one: ``preferred`` when the shared folder holds it, else ``"gpt2"``
+    (shipped with the package), so those tests run on a fresh clone."""
+    d = tokenizers_dir() / preferred
+    if any((d / f).is_file() for f in ("tokenizer.json", "tokenizer.json.gz")):
+        return preferred
+    return "gpt2"
 
 
 @functools.lru_cache(maxsize=None)

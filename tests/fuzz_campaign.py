@@ -1,7 +1,7 @@
 """A fuzz campaign of random and hostile input against every door of
 tokensieve: regexes, Lark and GBNF grammars, token ids, bitmask shapes and
-dtypes, resampling inputs, logits masking and mutated tokenizer.json
-files. Run by tests/test_fuzz.py in a subprocess (so a crash is a failed
+dtypes, resampling inputs, AWRS draws with odd accept callbacks, logits
+masking and mutated tokenizer.json files. Run by tests/test_fuzz.py in a subprocess (so a crash is a failed
 test, not a dead test run); also runnable by hand::
 
     python tests/fuzz_campaign.py --scale 1.0
@@ -140,6 +140,11 @@ def fuzz_token_ids(ids: List[Any]) -> None:
 
 # ------------------------------------------------------------------ bitmasks and logits
 
+try:
+    import torch as TORCH
+except ImportError:  # numpy-only install: no tensor inputs
+    TORCH = None
+
 DTYPES = [np.int32, np.int64, np.uint32, np.int16, np.float32, np.float64, np.float16, bool, np.uint8]
 W = -(-TINY.size // 32)
 
@@ -156,13 +161,24 @@ def odd_array(kind: int, shape: List[int], dtype: Any) -> Any:
         a = np.frombuffer(bytes(a.nbytes + 1), dtype=np.uint8)[1:].view(np.uint8)  # misaligned bytes
     elif kind == 5:
         return a.tolist()
+    elif kind >= 6 and TORCH is not None:  # torch tensors: dense, transposed, sparse, negated view, meta
+        t = TORCH.from_numpy(a)
+        if kind == 7 and t.dim() == 2:
+            t = t.T
+        elif kind == 8 and t.dim() >= 1 and t.dtype != TORCH.uint32:  # (no sparse uint32 in torch)
+            t = t.to_sparse()
+        elif kind == 9 and not t.dtype.is_floating_point and t.dtype != TORCH.bool:
+            t = t._neg_view()
+        elif kind == 10:
+            t = t.to("meta")
+        return t
     return a
 
 
 shapes = st.lists(st.sampled_from([0, 1, 2, W - 1, W, W + 1, 3]), max_size=3)
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), shapes, st.sampled_from(DTYPES), st.integers(-3, 3)), min_size=10, max_size=10))
+@given(st.lists(st.tuples(st.integers(0, 10), shapes, st.sampled_from(DTYPES), st.integers(-3, 3)), min_size=10, max_size=10))
 def fuzz_bitmasks(cases: List[Any]) -> None:
     m = ts.Matcher(JSON)
     for kind, shape, dtype, index in cases:
@@ -199,6 +215,44 @@ def fuzz_resampling(cases: List[Any]) -> None:
         guarded("resampling", lambda: resample.log_normalize(x))
         guarded("resampling", lambda: _core.resample_into(k, x, np.empty(3, np.int64), 1))
         guarded("resampling", lambda: _core.Population(n if isinstance(n, int) else 3).add_log_weights(x))
+
+
+# ------------------------------------------------------------------ AWRS (accept callbacks)
+
+ACCEPTS: List[Any] = [
+    lambda ids: [True] * len(ids),
+    lambda ids: [False] * len(ids),
+    lambda ids: [],
+    lambda ids: None,
+    lambda ids: ["x"] * len(ids),
+    lambda ids: [True] * (len(ids) + 3),
+    lambda ids: np.ones(len(ids), bool),
+    3,
+]
+ROW_ACCEPTS: List[Any] = [lambda rows, ids: [True] * len(ids), lambda rows, ids: [[True]] * len(ids), lambda rows, ids: 0]
+
+
+@given(st.lists(st.tuples(st.lists(floats, min_size=0, max_size=40), st.integers(0, 7), st.sampled_from(["awrs", "mask", "x"]),
+                          st.integers(-1, 3), st.integers(0, 5), st.integers(0, 3)), min_size=4, max_size=4))
+def fuzz_awrs(cases: List[Any]) -> None:
+    for lw, a, sampler, max_calls, kind, rows in cases:
+        x: Any = np.array(lw, np.float64)
+        if kind == 1:
+            x.flags.writeable = False
+        elif kind == 2:
+            x = x[::2]
+        elif kind == 3:
+            x = x.astype(np.float32)
+        elif kind == 5:
+            x = lw
+        mask = None if kind % 2 else np.full(max(1, -(-len(lw) // 32)), -1 if kind < 3 else 0x55555555, np.int32)
+        guarded("awrs", lambda: _core.awrs_sample(x, ACCEPTS[a], sampler=sampler, max_calls=max_calls, seed=a, mask=mask))
+        guarded("awrs", lambda: _core.awrs_sample(x, ACCEPTS[a], max=0.0, cum=np.zeros(1), mask=mask, known={a: 0.5}))
+        if rows and isinstance(x, np.ndarray) and x.size % rows == 0:
+            x2 = x.reshape(rows, -1)
+            m2 = None if mask is None else np.tile(mask[:1], (rows, max(1, -(-x2.shape[1] // 32))))
+            guarded("awrs", lambda: _core.awrs_sample_rows(x2, ROW_ACCEPTS[a % 3], list(range(rows)), sampler=sampler,
+                                                           max_calls=max_calls, mask=m2))
 
 
 # ------------------------------------------------------------------ tokenizer.json
@@ -250,6 +304,7 @@ CATEGORIES = {
     "token ids": (fuzz_token_ids, 250),
     "bitmasks": (fuzz_bitmasks, 250),
     "resampling": (fuzz_resampling, 400),
+    "awrs": (fuzz_awrs, 300),
     "tokenizer.json": (fuzz_tokenizer_json, 400),
 }
 

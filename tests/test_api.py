@@ -79,6 +79,35 @@ def test_vocabulary_pickles(load_vocab):
         assert ts.Matcher(c).allowed_tokens() == ts.Matcher(d).allowed_tokens()
 
 
+def test_constraints_pickle(load_vocab):
+    """A constraint pickles as the compile call that made it (source,
+    vocabulary, options); unpickled, it allows what the original allows."""
+    import pickle
+
+    gpt2 = load_vocab("gpt2")
+    made = [
+        ts.compile_regex("[0-9]{2}-[a-z]+", gpt2, max_states=5000),
+        ts.compile_grammar('start: "(" NUM ("," NUM)* ")"\nNUM: /[0-9]+/', gpt2),
+        ts.compile_grammar('root ::= "yes" | "no"', gpt2, syntax="gbnf", start="root"),
+        ts.compile_json(gpt2, whitespace="compact", max_depth=3),
+        ts.compile_json_schema({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, gpt2,
+                               separators=(",", ":")),
+    ]
+    for c in made:
+        d = pickle.loads(pickle.dumps(c))
+        assert type(d) is ts.Constraint and repr(d) == repr(c)
+        m, n = ts.Matcher(c), ts.Matcher(d)
+        for _ in range(6):  # the same masks along the same path
+            allowed = m.allowed_tokens()
+            assert n.allowed_tokens() == allowed
+            if not allowed:
+                break
+            t = allowed[len(allowed) // 2]
+            assert m.consume_token(t) and n.consume_token(t)
+    with pytest.raises(ValueError, match="func must be one of"):
+        ts._core._constraint_from_recipe("eval", ("1",), {})
+
+
 def test_one_name_for_the_vocabulary_size(tiny):
     c = ts.compile_regex("a", tiny)
     assert tiny.vocab_size == tiny.size == c.vocab_size == ts.Matcher(c).vocab_size == 3
@@ -122,8 +151,11 @@ def test_compile_json_takes_no_source(tiny):
         (lambda v, c, m: ts.compile_json(v, whitespace=3), "whitespace"),
         (lambda v, c, m: ts.compile_json(v, max_depth="64"), "max_depth"),
         (lambda v, c, m: ts.Matcher(v), "constraint"),
-        (lambda v, c, m: m.consume_token("a"), "token id"),
-        (lambda v, c, m: m.consume_token(True), "token id"),
+        (lambda v, c, m: m.consume_token("a"), "token_id"),
+        (lambda v, c, m: m.consume_token(True), "token_id"),
+        (lambda v, c, m: m.is_allowed(1.0), "token_id"),
+        (lambda v, c, m: v.token_bytes("0"), "token_id"),
+        (lambda v, c, m: v.is_special(None), "token_id"),
         (lambda v, c, m: m.consume_tokens("ab"), "token_ids"),
         (lambda v, c, m: m.consume_tokens([0, "b"]), "token_ids"),
         (lambda v, c, m: m.rollback("1"), "n"),
@@ -208,22 +240,15 @@ def test_two_token_vocabulary_with_eos_agrees_everywhere():
             m.consume_token(allowed[-1])
 
 
-def test_llama3_vocabulary_loads_quickly():
-    """One streaming pass over tokenizer.json (merges skipped): ~20 ms for
-    Llama 3 on a busy 2-core machine; the bound only catches a regression
-    to building the merges or a `Value` of the vocabulary (~100+ ms)."""
-    import time
-
+def test_llama3_vocabulary_loads():
+    """Read, parsed and EOS-resolved in Rust in one streaming pass (merges
+    skipped); its time (~22 ms, target < 100 ms) is measured by
+    benches/startup_bench.py, not asserted here."""
     from conftest import tokenizer_path
 
-    path = tokenizer_path("llama-3-8b-instruct")
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        v = ts.Vocabulary.from_tokenizer_file(path)
-        best = min(best, time.perf_counter() - t0)
+    v = ts.Vocabulary.from_tokenizer_file(tokenizer_path("llama-3-8b-instruct"))
     assert v.vocab_size == 128256 and v.eos_token_ids == [128009]
-    assert best < 0.1, f"Llama 3 vocabulary took {best * 1e3:.0f} ms"
+    assert v.token_bytes(128000) == b"" and v.is_special(128000)  # <|begin_of_text|>
 
 
 def test_without_torch_the_hf_module_says_which_extra():
@@ -246,3 +271,18 @@ def test_without_torch_the_hf_module_says_which_extra():
 def test_out_of_range_ids_in_lists_name_the_parameter(eos):
     with pytest.raises(ValueError, match="^eos_token_ids"):
         ts.Vocabulary(token_bytes=[b"a"], eos_token_ids=eos)
+
+
+def test_logits_processor_ids_take_integer_types_only(tiny):
+    pytest.importorskip("transformers")
+    from tokensieve.hf import LogitsProcessor
+
+    c = ts.compile_regex("a", tiny)
+    p = LogitsProcessor(c, eos_token_ids=[np.int64(2)], pad_token_id=np.uint8(2))
+    assert p.eos_token_ids == [2] and p.pad_token_id == 2 and type(p.pad_token_id) is int
+    for kw, name in (({"eos_token_ids": [1.7]}, "eos_token_ids"), ({"eos_token_ids": [True]}, "eos_token_ids"),
+                     ({"pad_token_id": 2.0}, "pad_token_id"), ({"pad_token_id": False}, "pad_token_id")):
+        with pytest.raises(TypeError, match=f"^{name} must be an int"):
+            LogitsProcessor(c, **kw)
+    with pytest.raises(TypeError, match="^constraint must be"):
+        LogitsProcessor("a")  # type: ignore[arg-type]

@@ -12,15 +12,15 @@ from typing import Any, List, Optional
 import pytest
 
 import tokensieve as ts
-from conftest import load_vocab, tokenizer_path
+from conftest import load_vocab, real_tokenizer, tokenizer_path
 
 tokenizers = pytest.importorskip("tokenizers")
 
 
 @pytest.fixture(scope="module")
 def llama():
-    path = tokenizer_path("llama-3-8b-instruct")
-    return load_vocab("llama-3-8b-instruct"), tokenizers.Tokenizer.from_file(str(path))
+    name = real_tokenizer("llama-3-8b-instruct")  # the shipped GPT-2 without ../shared
+    return load_vocab(name), tokenizers.Tokenizer.from_file(str(tokenizer_path(name)))
 
 
 def accepts(c: ts.Constraint, tok: Any, text: str) -> bool:

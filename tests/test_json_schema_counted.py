@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 import tokensieve as ts
-from conftest import load_vocab, tokenizer_path
+from conftest import load_vocab, real_tokenizer, tokenizer_path
 from test_json_schema import accepts
 
 tokenizers = pytest.importorskip("tokenizers")
 jsonschema = pytest.importorskip("jsonschema")
 
-LLAMA3 = "llama-3-8b-instruct"
+LLAMA3 = real_tokenizer("llama-3-8b-instruct")  # the shipped GPT-2 without ../shared
 
 
 @pytest.fixture(scope="module")

@@ -37,9 +37,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tokensieve as ts  # noqa: E402
-from conftest import load_vocab, tokenizer_path  # noqa: E402
+from conftest import load_vocab, real_tokenizer, tokenizer_path  # noqa: E402
 
-LLAMA3 = "llama-3-8b-instruct"
+LLAMA3 = real_tokenizer("llama-3-8b-instruct")  # the shipped GPT-2 without ../shared
 STATS: Dict[str, int] = collections.Counter()
 
 LEAVES: List[Any] = [

@@ -453,8 +453,17 @@ def test_from_huggingface_rejects_slow_tokenizer():
     class NotFast:
         eos_token_id = 0
 
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^tokenizer must be"):
         ts.Vocabulary.from_huggingface(NotFast())
+
+
+def test_from_huggingface_takes_a_tokenizers_tokenizer():
+    tok = tokenizers.Tokenizer.from_file(str(tokenizer_path("gpt2")))
+    v = ts.Vocabulary.from_huggingface(tok)
+    w = load_vocab("gpt2")
+    assert v.eos_token_ids == w.eos_token_ids == [50256]  # <|endoftext|>, a well-known EOS name
+    assert v.size == w.size and all(v.token_bytes(i) == w.token_bytes(i) for i in range(0, v.size, 97))
+    assert ts.Vocabulary.from_huggingface(tok, eos_token_ids=[13], vocab_size=50304).eos_token_ids == [13]
 
 
 def test_gemma3_json_gz_loads():

@@ -1,16 +1,21 @@
-"""The Hugging Face-facing tests against the newest and the lowest
-``transformers`` we support, with deprecation warnings as errors.
+"""The Hugging Face-facing tests against the newest, the last 4.x and the
+lowest ``transformers`` we support, with deprecation warnings as errors.
 
-    python tests/transformers_compat.py [--lowest 4.40.0] [--only newest|lowest] [-- extra pytest args]
+    python tests/transformers_compat.py [--lowest 4.40.0] [--middle 4.57.6]
+        [--only newest|middle|lowest] [-- extra pytest args]
 
 * **newest**: the ``transformers`` of the running environment (CI installs
   the newest release that ``pyproject.toml`` allows);
-* **lowest**: the floor of ``pyproject.toml`` (``transformers>=4.40``),
-  installed into a throwaway virtual environment that sees the running
-  environment's packages (torch, numpy, pytest, tokensieve itself) but has
-  its own ``transformers`` and what that version pins (``tokenizers``
-  0.19, ``huggingface_hub`` < 1.0). The environment is kept under
-  ``$TOKENSIEVE_COMPAT_DIR`` (default: the system temp dir) and reused.
+* **middle**: the last 4.x release (``past_key_values`` still accepted as
+  tuples, with deprecation warnings; the ``tokenizers`` 0.22 line);
+* **lowest**: the floor of ``pyproject.toml`` (``transformers>=4.40``).
+
+The middle and lowest versions are installed into throwaway virtual
+environments that see the running environment's packages (torch, numpy,
+pytest, tokensieve itself) but have their own ``transformers`` and what
+that version pins (for 4.40: ``tokenizers`` 0.19, ``huggingface_hub`` <
+1.0). The environments are kept under ``$TOKENSIEVE_COMPAT_DIR`` (default:
+the system temp dir) and reused.
 
 Each run is ``pytest -W error::DeprecationWarning -W error::FutureWarning``
 over :data:`TESTS`: a warning that our code paths (``tokensieve.hf``,
@@ -39,10 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The floor of ``transformers`` in pyproject.toml (``hf`` and ``test`` extras).
 LOWEST = "4.40.0"
 
+#: The last 4.x release, between the floor and 5.x.
+MIDDLE = "4.57.6"
+
 #: Tests that exercise tokensieve.hf, HFModel and the SMC drivers on tiny
-#: random transformers models, and Vocabulary.from_huggingface.
+#: random transformers models, Vocabulary.from_huggingface, and the CLI's
+#: ``generate`` (AutoModelForCausalLM / AutoTokenizer of a local folder).
 TESTS = (
     "tests/test_hf.py",
+    "tests/test_cli.py",
     "tests/test_smc_hf.py",
     "tests/test_smc_potentials.py",
     "tests/test_examples.py",
@@ -58,7 +68,7 @@ OLD_TOKENIZERS_DESELECT = "not qwen3 and not gemma"
 WARNINGS_AS_ERRORS = ("-W", "error::DeprecationWarning", "-W", "error::FutureWarning")
 
 
-def lowest_env(version: str) -> Path:
+def version_env(version: str) -> Path:
     """A virtual environment with ``transformers==version`` that sees this
     interpreter's packages (made, or reused, under the compat dir)."""
     base = Path(os.environ.get("TOKENSIEVE_COMPAT_DIR") or tempfile.gettempdir())
@@ -103,14 +113,17 @@ def run_tests(python: str, label: str, extra: Sequence[str], deselect: Optional[
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lowest", default=LOWEST, help=f"the lowest transformers version (default {LOWEST})")
-    p.add_argument("--only", choices=("newest", "lowest"))
+    p.add_argument("--middle", default=MIDDLE, help=f"a version in between (default {MIDDLE})")
+    p.add_argument("--only", choices=("newest", "middle", "lowest"))
     p.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     a = p.parse_args(argv)
     rcs: List[int] = []
     if a.only in (None, "newest"):
         rcs.append(run_tests(sys.executable, "newest", a.pytest_args))
+    if a.only in (None, "middle"):
+        rcs.append(run_tests(str(version_env(a.middle)), "middle", a.pytest_args))
     if a.only in (None, "lowest"):
-        rcs.append(run_tests(str(lowest_env(a.lowest)), "lowest", a.pytest_args, OLD_TOKENIZERS_DESELECT))
+        rcs.append(run_tests(str(version_env(a.lowest)), "lowest", a.pytest_args, OLD_TOKENIZERS_DESELECT))
     return max(rcs)
 
 

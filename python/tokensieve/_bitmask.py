@@ -22,15 +22,21 @@ def _cpu_dtypes() -> Dict[Any, str]:
     return _CPU_DTYPES
 
 
-def _positive_int(value: Any, name: str) -> int:
-    """``value`` as a positive Python int: any integer type (numpy ints
-    included), not ``bool``; a TypeError or ValueError naming ``name``."""
+def _int_arg(value: Any, name: str) -> int:
+    """``value`` as a Python int: any integer type (numpy ints included),
+    not ``bool`` nor a float; a TypeError naming ``name``."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool")
     try:
-        v = operator.index(value)
+        return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as a positive Python int (see :func:`_int_arg`); a
+    TypeError or ValueError naming ``name``."""
+    v = _int_arg(value, name)
     if v <= 0:
         raise ValueError(f"{name} must be positive, got {v}")
     return v
@@ -147,6 +153,8 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         raise TypeError(f"logits must be a numpy array or torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got {logits.dtype}")
+    if logits.layout != torch.strided or logits.is_nested:
+        raise TypeError(f"logits must be a dense (strided) tensor, got layout {logits.layout}")
     if isinstance(bitmask, np.ndarray):
         if bitmask.dtype != np.int32:
             raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
@@ -154,6 +162,8 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
     elif isinstance(bitmask, torch.Tensor):
         if bitmask.dtype != torch.int32:
             raise TypeError(f"bitmask must have dtype int32, got {bitmask.dtype}")
+        if bitmask.layout != torch.strided or bitmask.is_nested:
+            raise TypeError(f"bitmask must be a dense (strided) tensor, got layout {bitmask.layout}")
     else:
         raise TypeError(f"bitmask must be a numpy array or torch tensor, got {type(bitmask).__name__}")
     _check_bitmask_dims(tuple(logits.shape), tuple(bitmask.shape))
@@ -163,12 +173,14 @@ def apply_token_bitmask_inplace(logits: Any, bitmask: Any) -> None:
         and logits.is_contiguous()
         and bitmask.device.type == "cpu"
         and logits.dtype in _cpu_dtypes()
+        and not logits.is_neg()  # a negated view has no numpy view: torch ops below
+        and not (logits.requires_grad and torch.is_grad_enabled())  # autograd sees torch ops only
     ):
         name = _cpu_dtypes()[logits.dtype]
         # 16-bit floats as their bit patterns (numpy has no bfloat16); the
         # Rust side checks both arrays again.
         view = logits.detach() if name == "float32" else logits.detach().view(torch.int16)
-        _core._apply_bitmask_cpu(view.numpy(), bitmask.contiguous().numpy(), name)
+        _core._apply_bitmask_cpu(view.numpy(), bitmask.resolve_neg().contiguous().numpy(), name)
         return
     bm = bitmask.to(logits.device, non_blocking=True)
     if logits.is_cuda and logits.is_contiguous() and bm.is_contiguous() and _triton_apply(logits, bm, vocab):

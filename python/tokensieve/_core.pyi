@@ -2,7 +2,7 @@
 
 from os import PathLike
 import numpy as np
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, final
 
 from typing_extensions import Self
 
@@ -18,6 +18,7 @@ __all__ = [
     "bitmask_words",
     "_apply_bitmask_cpu",
     "_vocabulary_from_parts",
+    "_constraint_from_recipe",
     "resample_into",
     "ess",
     "log_normalize_into",
@@ -57,7 +58,7 @@ class Vocabulary:
         eos_token_ids: Optional[Sequence[int]] = None,
         vocab_size: Optional[int] = None,
     ) -> "Vocabulary":
-        """From a ``transformers`` fast tokenizer; ``vocab_size``: model embedding width."""
+        """From a ``transformers`` fast tokenizer or a ``tokenizers.Tokenizer``; ``vocab_size``: model embedding width."""
     @property
     def vocab_size(self) -> int:
         """Number of token ids a bitmask covers (as on Constraint and Matcher)."""
@@ -65,10 +66,10 @@ class Vocabulary:
     def size(self) -> int:
         """Number of token ids a bitmask covers."""
     def __len__(self) -> int: ...
-    def token_bytes(self, id: int) -> bytes:
-        """Bytes token ``id`` adds to the text (``b""`` for special/unused ids)."""
-    def is_special(self, id: int) -> bool:
-        """Whether ``id`` is special or unused (never allowed by a constraint)."""
+    def token_bytes(self, token_id: int) -> bytes:
+        """Bytes token ``token_id`` adds to the text (``b""`` for special/unused ids)."""
+    def is_special(self, token_id: int) -> bool:
+        """Whether ``token_id`` is special or unused (never allowed by a constraint)."""
     @property
     def eos_token_ids(self) -> List[int]:
         """EOS ids: allowed exactly when the text so far is complete."""
@@ -81,7 +82,9 @@ class Vocabulary:
 
 @final
 class Constraint:
-    """A compiled constraint; immutable, shared by matchers and threads."""
+    """A compiled constraint; immutable, shared by matchers and threads.
+    Pickles (for multiprocessing and serving frameworks) as the compile call
+    that made it: unpickling compiles it again."""
 
     @property
     def vocab_size(self) -> int: ...
@@ -200,6 +203,9 @@ def _vocabulary_from_parts(
     token_bytes: Sequence[Optional[bytes]], eos_token_ids: Sequence[int], spelling: str, adds_prefix_space: bool
 ) -> Vocabulary:
     """Unpickle a Vocabulary."""
+
+def _constraint_from_recipe(func: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Constraint:
+    """Unpickle a Constraint: compile it again (``func`` names a compile function)."""
 
 def _apply_bitmask_cpu(logits: np.ndarray, bitmask: Any, dtype: str) -> None:
     """Mask CPU logits (float32, or int16 bit patterns of float16/bfloat16) in place."""

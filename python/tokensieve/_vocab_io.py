@@ -7,12 +7,17 @@ from typing import Any, List, Optional, Tuple
 
 
 def read_hf_tokenizer(tokenizer: Any, eos_token_ids: Optional[List[int]]) -> Tuple[str, Optional[List[int]]]:
-    """Return (tokenizer.json text, EOS ids) for a ``transformers`` fast tokenizer."""
+    """Return (tokenizer.json text, EOS ids) for a ``transformers`` fast
+    tokenizer or a ``tokenizers.Tokenizer`` (which knows no EOS: without
+    ``eos_token_ids`` the well-known end-of-text tokens are looked up)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None and _is_tokenizers_tokenizer(tokenizer):
+        backend = tokenizer
     if backend is None:
         raise TypeError(
-            f"{type(tokenizer).__name__} is not a fast (Rust-backed) tokenizer; "
-            "load it with use_fast=True or pass its tokenizer.json to Vocabulary.from_tokenizer_file"
+            f"tokenizer must be a transformers fast (Rust-backed) tokenizer or a tokenizers.Tokenizer, got "
+            f"{type(tokenizer).__name__}; load it with use_fast=True or pass its tokenizer.json to "
+            "Vocabulary.from_tokenizer_file"
         )
     text = backend.to_str()
     if eos_token_ids is None:
@@ -22,3 +27,11 @@ def read_hf_tokenizer(tokenizer: Any, eos_token_ids: Optional[List[int]]) -> Tup
         elif isinstance(eos, (list, tuple)):
             eos_token_ids = [int(e) for e in eos]
     return text, eos_token_ids
+
+
+def _is_tokenizers_tokenizer(obj: Any) -> bool:
+    """Whether ``obj`` is a ``tokenizers.Tokenizer`` (tokenizers imported)."""
+    import sys
+
+    tokenizers = sys.modules.get("tokenizers")
+    return tokenizers is not None and isinstance(obj, tokenizers.Tokenizer)

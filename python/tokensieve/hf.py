@@ -41,7 +41,7 @@ except ImportError as _e:  # pragma: no cover - exercised only without the extra
     ) from _e
 
 from . import _core
-from ._bitmask import _positive_int, allocate_token_bitmask, apply_token_bitmask_inplace
+from ._bitmask import _int_arg, _positive_int, allocate_token_bitmask, apply_token_bitmask_inplace
 
 __all__ = ["LogitsProcessor"]
 
@@ -126,12 +126,12 @@ class LogitsProcessor(_HFLogitsProcessor):
         self._vocab_size = int(constraint.vocab_size)
         self.eos_token_ids: Optional[List[int]] = None
         if eos_token_ids is not None:
-            eos = [int(e) for e in eos_token_ids]
+            eos = [_int_arg(e, "eos_token_ids") for e in eos_token_ids]
             for e in eos:
                 if not 0 <= e < self._vocab_size:
                     raise ValueError(f"EOS id {e} out of range for vocabulary size {self._vocab_size}")
             self.eos_token_ids = eos
-        self.pad_token_id: Optional[int] = None if pad_token_id is None else int(pad_token_id)
+        self.pad_token_id: Optional[int] = None if pad_token_id is None else _int_arg(pad_token_id, "pad_token_id")
         self.mask_times: List[float] = []
         self.reset()
 
@@ -252,7 +252,7 @@ class LogitsProcessor(_HFLogitsProcessor):
         """The vocabulary of ``tokenizer`` (``vocab_size`` any int type, not
         below the tokenizer's), a constraint compiled against it, and EOS
         and pad ids as ``generate`` uses them."""
-        eos = None if eos_token_ids is None else [int(e) for e in eos_token_ids]
+        eos = None if eos_token_ids is None else [_int_arg(e, "eos_token_ids") for e in eos_token_ids]
         size = None if vocab_size is None else _positive_int(vocab_size, "vocab_size")
         vocab = _core.Vocabulary.from_huggingface(tokenizer, eos_token_ids=eos, vocab_size=size)
         constraint = compile(vocab)

@@ -160,9 +160,11 @@ impl PyVocabulary {
         Self::load_file(py, path, eos_token_ids, vocab_size)
     }
 
-    /// From a `transformers` fast tokenizer. `vocab_size` is the model's
-    /// embedding width when it exceeds the tokenizer (padding ids are never
-    /// allowed); `eos_token_ids` overrides the tokenizer's EOS.
+    /// From a `transformers` fast tokenizer, or a `tokenizers.Tokenizer`
+    /// (which knows no EOS: the well-known end-of-text tokens are looked
+    /// up). `vocab_size` is the model's embedding width when it exceeds the
+    /// tokenizer (padding ids are never allowed); `eos_token_ids` overrides
+    /// the tokenizer's EOS.
     #[staticmethod]
     #[pyo3(signature = (tokenizer, *, eos_token_ids=None, vocab_size=None))]
     fn from_huggingface(
@@ -196,15 +198,15 @@ impl PyVocabulary {
         self.env.vocab().size()
     }
 
-    /// The bytes token `id` adds to the text (`b""` for special tokens).
-    fn token_bytes<'py>(&self, py: Python<'py>, id: TokenId) -> PyResult<Bound<'py, PyBytes>> {
-        let id = check_id(id, self.env.vocab().size())?;
+    /// The bytes token `token_id` adds to the text (`b""` for special tokens).
+    fn token_bytes<'py>(&self, py: Python<'py>, token_id: TokenId) -> PyResult<Bound<'py, PyBytes>> {
+        let id = check_id(token_id, self.env.vocab().size())?;
         Ok(PyBytes::new(py, self.env.vocab().token_bytes(id)))
     }
 
-    /// Whether `id` is special/unused (never allowed by a constraint).
-    fn is_special(&self, id: TokenId) -> PyResult<bool> {
-        let id = check_id(id, self.env.vocab().size())?;
+    /// Whether `token_id` is special/unused (never allowed by a constraint).
+    fn is_special(&self, token_id: TokenId) -> PyResult<bool> {
+        let id = check_id(token_id, self.env.vocab().size())?;
         Ok(self.env.vocab().is_special(id))
     }
 
@@ -338,8 +340,9 @@ fn py_bool(b: bool) -> &'static str {
     }
 }
 
-/// A token id argument: any Python int (huge ones are out of range, not
-/// an OverflowError).
+/// A token id argument (the parameter is `token_id` wherever one id is
+/// taken): any Python int (huge ones are out of range, not an
+/// OverflowError).
 pub(crate) struct TokenId(i64);
 
 impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
@@ -348,12 +351,12 @@ impl<'a, 'py> FromPyObject<'a, 'py> for TokenId {
         // bool is an int subclass (and numpy's bool_ has __index__ on old
         // numpy): `consume_token(True)` is a bug, not token 1.
         if ob.is_instance_of::<pyo3::types::PyBool>() || ob.get_type().name()?.extract::<String>()?.starts_with("bool") {
-            return Err(PyTypeError::new_err("token id must be an int, got bool"));
+            return Err(PyTypeError::new_err("token_id must be an int, got bool"));
         }
         match ob.extract::<i64>() {
             Ok(v) => Ok(TokenId(v)),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(ob.py()) => Ok(TokenId(i64::MAX)),
-            Err(_) => Err(PyTypeError::new_err(format!("token id must be an int, got {}", ob.get_type().name()?))),
+            Err(_) => Err(PyTypeError::new_err(format!("token_id must be an int, got {}", ob.get_type().name()?))),
         }
     }
 }
@@ -362,9 +365,9 @@ fn check_id(id: TokenId, size: usize) -> PyResult<u32> {
     let TokenId(id) = id;
     if id < 0 || id as u64 >= size as u64 {
         if id == i64::MAX {
-            return Err(PyValueError::new_err(format!("token id out of range for vocabulary of size {size}")));
+            return Err(PyValueError::new_err(format!("token_id out of range for vocabulary of size {size}")));
         }
-        return Err(PyValueError::new_err(format!("token id {id} out of range for vocabulary of size {size}")));
+        return Err(PyValueError::new_err(format!("token_id {id} out of range for vocabulary of size {size}")));
     }
     Ok(id as u32)
 }
@@ -373,6 +376,67 @@ fn check_id(id: TokenId, size: usize) -> PyResult<u32> {
 #[pyclass(module = "tokensieve._core", name = "Constraint", frozen)]
 pub struct PyConstraint {
     pub(crate) inner: Arc<CoreConstraint>,
+    /// How it was compiled, so that it pickles: unpickling compiles it again
+    /// (the same source, vocabulary and options give the same constraint).
+    recipe: Recipe,
+}
+
+/// A call of one of [`RECIPE_FUNCTIONS`] with normalised arguments (plain
+/// str/int/bool values and the `Vocabulary`, never the caller's objects).
+struct Recipe {
+    func: &'static str,
+    args: Py<pyo3::types::PyTuple>,
+    kwargs: Py<PyDict>,
+}
+
+/// The compile functions a pickled constraint may name.
+const RECIPE_FUNCTIONS: [&str; 4] = ["compile_regex", "compile_json", "compile_grammar", "_compile_json_schema"];
+
+impl PyConstraint {
+    /// A constraint compiled by `func(*args, **kwargs)` (keyword arguments
+    /// that are None are left out).
+    pub(crate) fn new<'py>(
+        inner: Arc<CoreConstraint>,
+        func: &'static str,
+        args: Bound<'py, pyo3::types::PyTuple>,
+        kwargs: &[(&str, Option<Bound<'py, PyAny>>)],
+    ) -> PyResult<Self> {
+        debug_assert!(RECIPE_FUNCTIONS.contains(&func));
+        let py = args.py();
+        let kw = PyDict::new(py);
+        for (k, v) in kwargs {
+            if let Some(v) = v {
+                kw.set_item(k, v)?;
+            }
+        }
+        Ok(PyConstraint {
+            inner,
+            recipe: Recipe {
+                func,
+                args: args.unbind(),
+                kwargs: kw.unbind(),
+            },
+        })
+    }
+}
+
+/// Unpickle a `Constraint` (see `Constraint.__reduce__`): compile it again.
+#[pyfunction]
+fn _constraint_from_recipe<'py>(
+    py: Python<'py>,
+    func: &str,
+    args: Bound<'py, pyo3::types::PyTuple>,
+    kwargs: Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !RECIPE_FUNCTIONS.contains(&func) {
+        return Err(PyValueError::new_err(format!("func must be one of {RECIPE_FUNCTIONS:?}, got {func:?}")));
+    }
+    let out = py.import(intern!(py, "tokensieve._core"))?.getattr(func)?.call(args, Some(&kwargs))?;
+    // _compile_json_schema returns (constraint, warnings).
+    match out.cast::<pyo3::types::PyTuple>() {
+        Ok(t) => t.get_item(0),
+        Err(_) => Ok(out),
+    }
 }
 
 #[pymethods]
@@ -393,6 +457,16 @@ impl PyConstraint {
     #[getter]
     fn num_states(&self) -> usize {
         self.inner.num_states()
+    }
+
+    /// Pickle support: the compile call, made again on unpickling.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (&'static str, Py<pyo3::types::PyTuple>, Py<PyDict>))> {
+        let rebuild = py
+            .import(intern!(py, "tokensieve._core"))?
+            .getattr(intern!(py, "_constraint_from_recipe"))?;
+        let r = &self.recipe;
+        Ok((rebuild, (r.func, r.args.clone_ref(py), r.kwargs.clone_ref(py))))
     }
 
     fn __repr__(&self) -> String {
@@ -441,6 +515,7 @@ fn compile_regex(
 ) -> PyResult<PyConstraint> {
     let pattern: String = arg(pattern, "pattern", "a str")?;
     let pattern = pattern.as_str();
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let max_states = opt_size(max_states, "max_states")?;
     let max_nfa_bytes = opt_size(max_nfa_bytes, "max_nfa_bytes")?;
@@ -457,7 +532,17 @@ fn compile_regex(
     }
     let env = vocab.env.clone();
     let inner = py.detach(|| CoreConstraint::regex(env, pattern, &limits)).map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    let int = |x: Option<usize>| x.map(|x| x.into_pyobject(py).map(|v| v.into_any())).transpose();
+    PyConstraint::new(
+        inner,
+        "compile_regex",
+        (pattern, vocab_obj).into_pyobject(py)?,
+        &[
+            ("max_states", int(max_states)?),
+            ("max_nfa_bytes", int(max_nfa_bytes)?),
+            ("max_dfa_bytes", int(max_dfa_bytes)?),
+        ],
+    )
 }
 
 /// The deepest JSON nesting `compile_json` accepts: the grammar unrolls one
@@ -486,6 +571,7 @@ fn compile_json(
             "vocab must be a tokensieve.Vocabulary, got str (compile_json takes no source: its JSON grammar is built in)",
         ));
     }
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let whitespace: String = opt_arg(whitespace, "whitespace", "a str")?.unwrap_or_else(|| "flexible".into());
     let max_depth = opt_size(max_depth, "max_depth")?.unwrap_or(crate::grammar::json::DEFAULT_MAX_DEPTH);
@@ -515,7 +601,16 @@ fn compile_json(
             CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    PyConstraint::new(
+        inner,
+        "compile_json",
+        (vocab_obj,).into_pyobject(py)?,
+        &[
+            ("whitespace", Some(whitespace.into_pyobject(py)?.into_any())),
+            ("max_depth", Some(max_depth.into_pyobject(py)?.into_any())),
+            ("mask_cache_bytes", Some(mask_cache_bytes.into_pyobject(py)?.into_any())),
+        ],
+    )
 }
 
 /// Compile a context-free grammar: `syntax="lark"` (Lark EBNF, start rule
@@ -536,6 +631,7 @@ fn compile_grammar(
     use crate::grammar::{gbnf, lark};
     let text: String = arg(text, "text", "a str (the grammar source)")?;
     let text = text.as_str();
+    let vocab_obj = vocab;
     let vocab = vocab_arg(vocab)?;
     let syntax: String = opt_arg(syntax, "syntax", "a str")?.unwrap_or_else(|| "lark".into());
     let syntax = syntax.as_str();
@@ -557,7 +653,16 @@ fn compile_grammar(
             CoreConstraint::grammar(env, &g, &limits)
         })
         .map_err(to_pyerr)?;
-    Ok(PyConstraint { inner })
+    PyConstraint::new(
+        inner,
+        "compile_grammar",
+        (text, vocab_obj).into_pyobject(py)?,
+        &[
+            ("syntax", Some(syntax.into_pyobject(py)?.into_any())),
+            ("start", start.map(|s| s.into_pyobject(py).map(|v| v.into_any())).transpose()?),
+            ("mask_cache_bytes", Some(mask_cache_bytes.into_pyobject(py)?.into_any())),
+        ],
+    )
 }
 
 /// Follows one sequence through a constraint.
@@ -595,6 +700,14 @@ fn as_torch_tensor<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
 /// An array argument `what` of element type `T` (`dtype` names it): a
 /// numpy array, or a CPU torch tensor viewed through `.numpy()` (no copy;
 /// torch checks the device and layout). Anything else is a TypeError.
+///
+/// A tensor over read-only memory (`torch.from_numpy` of a non-writeable
+/// array, which torch only warns about) cannot be told apart, so it is
+/// written like any tensor: torch has no read-only tensors (its
+/// `torch._numpy` says so), `.numpy()` of it is writeable, its DLPack
+/// export carries no read-only flag (flags 0), and its storage is like
+/// that of any tensor over outside memory (`resizable()` is False for every
+/// `from_numpy` or DLPack tensor). The README says so.
 pub(crate) fn array_arg<'py, T: numpy::Element>(obj: &Bound<'py, PyAny>, what: &str, dtype: &str) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     if let Ok(a) = obj.cast::<PyArrayDyn<T>>() {
         return Ok(a.clone());
@@ -608,7 +721,12 @@ pub(crate) fn array_arg<'py, T: numpy::Element>(obj: &Bound<'py, PyAny>, what: &
         if device != "cpu" {
             return Err(PyValueError::new_err(format!("{what} must be on the CPU (got device {device:?})")));
         }
-        let arr = t.call_method0(intern!(py, "detach"))?.call_method0(intern!(py, "numpy"))?;
+        // Sparse, nested and negated-view tensors have no numpy view: torch
+        // says why (a RuntimeError or TypeError), reported as a TypeError.
+        let arr = t
+            .call_method0(intern!(py, "detach"))
+            .and_then(|d| d.call_method0(intern!(py, "numpy")))
+            .map_err(|e| PyTypeError::new_err(format!("{what} must be a dense CPU tensor viewable as a numpy array ({})", e.value(py))))?;
         return match arr.cast::<PyArrayDyn<T>>() {
             Ok(a) => Ok(a.clone()),
             Err(_) => Err(PyTypeError::new_err(format!(
@@ -947,5 +1065,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bitmask_words, m)?)?;
     m.add_function(wrap_pyfunction!(_apply_bitmask_cpu, m)?)?;
     m.add_function(wrap_pyfunction!(_vocabulary_from_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(_constraint_from_recipe, m)?)?;
     Ok(())
 }

@@ -21,13 +21,23 @@ use crate::matcher::{Constraint as CoreConstraint, DEFAULT_MASK_CACHE_BYTES};
 fn _compile_json_schema(
     py: Python<'_>,
     schema: &str,
-    vocab: &PyVocabulary,
+    vocab: Bound<'_, PyVocabulary>,
     whitespace: &str,
     separators: Option<(String, String)>,
     strict: bool,
     max_depth: usize,
     mask_cache_bytes: usize,
 ) -> PyResult<(PyConstraint, Vec<String>)> {
+    let recipe_kwargs = [
+        ("whitespace", Some(whitespace.into_pyobject(py)?.into_any())),
+        (
+            "separators",
+            separators.clone().map(|s| s.into_pyobject(py).map(|v| v.into_any())).transpose()?,
+        ),
+        ("strict", Some(strict.into_pyobject(py)?.to_owned().into_any())),
+        ("max_depth", Some(max_depth.into_pyobject(py)?.into_any())),
+        ("mask_cache_bytes", Some(mask_cache_bytes.into_pyobject(py)?.into_any())),
+    ];
     let ws = match (separators, whitespace) {
         (Some((item, key)), _) => Whitespace::Separators { item, key },
         (None, "flexible") => Whitespace::Flexible,
@@ -47,7 +57,7 @@ fn _compile_json_schema(
         mask_cache_bytes,
         ..GrammarLimits::default()
     };
-    let env = vocab.env.clone();
+    let env = vocab.get().env.clone();
     let (inner, warnings) = py
         .detach(|| {
             env.prepare_json_strings();
@@ -55,7 +65,8 @@ fn _compile_json_schema(
             Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
         })
         .map_err(to_pyerr)?;
-    Ok((PyConstraint { inner }, warnings))
+    let args = (schema, vocab).into_pyobject(py)?;
+    Ok((PyConstraint::new(inner, "_compile_json_schema", args, &recipe_kwargs)?, warnings))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
