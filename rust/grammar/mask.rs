@@ -418,7 +418,6 @@ pub struct LazyDfa {
     /// sees a byte only through the lexer, so bytes of one class move every
     /// configuration alike).
     trans: Trans,
-    stride: usize,
     /// (set id, terminals scanned) -> id of the set the scan pushes. Many
     /// lexer states end a lexeme the same way (every prefix of a keyword
     /// that is also a NAME), so the parser runs once per distinct scan.
@@ -499,12 +498,12 @@ impl LazyDfa {
         if self.trans.states != 0 {
             return;
         }
-        self.stride = g.lexer.num_classes();
-        self.trans.stride = self.stride;
+        let stride = g.lexer.num_classes();
+        self.trans.stride = stride;
         self.trans.push(); // state 0 is DEAD
         self.info.push((0, false, 0));
         self.loops.push(([0; 4], false));
-        self.class_bytes.resize(self.stride, [0; 4]);
+        self.class_bytes.resize(stride, [0; 4]);
         for b in 0..=255u8 {
             let c = g.lexer.byte_class(b);
             self.class_bytes[c][b as usize / 64] |= 1 << (b % 64);
