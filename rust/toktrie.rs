@@ -46,6 +46,9 @@ pub struct Node {
 pub struct SubtreeBytes {
     index: Vec<u32>,
     sets: Vec<[u64; 4]>,
+    /// Per kept node, the most characters (bytes other than UTF-8
+    /// continuation bytes) on a path below it, at most 255.
+    heights: Vec<u8>,
     /// Per node, one bit: [`SubtreeBytes::whole_chars_below`].
     utf8: Vec<u64>,
 }
@@ -55,6 +58,16 @@ impl SubtreeBytes {
     #[inline]
     pub fn get(&self, i: usize) -> Option<&[u64; 4]> {
         self.sets.get(*self.index.get(i)? as usize)
+    }
+
+    /// The most characters on a path below node `i` (bytes that are not
+    /// UTF-8 continuation bytes; at most 255), if its subtree is large
+    /// enough to be kept. Below a node of whole characters
+    /// ([`SubtreeBytes::whole_chars_below`]) that is the most characters a
+    /// token below adds.
+    #[inline]
+    pub fn char_height(&self, i: usize) -> Option<usize> {
+        self.heights.get(*self.index.get(i)? as usize).map(|&h| h as usize)
     }
 
     /// Node `i` spells whole UTF-8 characters and every path below it
@@ -345,9 +358,12 @@ impl TokTrie {
     pub fn subtree_bytes(&self, min_nodes: usize) -> SubtreeBytes {
         let n = self.nodes.len();
         let mut all = vec![[0u64; 4]; n];
+        let mut height = vec![0u8; n];
         for i in (0..n).rev() {
             let mut set = [0u64; 4];
             for c in self.children(i) {
+                let lead = !(0x80..0xC0).contains(&self.nodes[c].byte);
+                height[i] = height[i].max(height[c].saturating_add(lead as u8));
                 let b = self.nodes[c].byte as usize;
                 set[b / 64] |= 1 << (b % 64);
                 for (w, x) in set.iter_mut().zip(&all[c]) {
@@ -358,10 +374,12 @@ impl TokTrie {
         }
         let mut index = vec![u32::MAX; n];
         let mut sets = Vec::new();
+        let mut heights = Vec::new();
         for (i, set) in all.into_iter().enumerate() {
             if self.nodes[i].subtree_end as usize - i >= min_nodes {
                 index[i] = sets.len() as u32;
                 sets.push(set);
+                heights.push(height[i]);
             }
         }
         // Decoder state per node (preorder: a parent before its children),
@@ -382,7 +400,7 @@ impl TokTrie {
                 utf8[i / 64] |= 1 << (i % 64);
             }
         }
-        SubtreeBytes { index, sets, utf8 }
+        SubtreeBytes { index, sets, heights, utf8 }
     }
 
     /// For every node, an id equal for two nodes iff their subtrees have the

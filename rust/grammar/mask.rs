@@ -17,7 +17,7 @@
 use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::fxhash::FxMap;
-use crate::regex::WalkSignature;
+use crate::regex::{Dfa, WalkSignature};
 use crate::toktrie::{SubtreeBytes, TokTrie};
 
 /// Lexer-only part of a mask for one (lexer state, allowed set).
@@ -43,10 +43,7 @@ impl LexEntry {
         if in_progress && can_end(lexer, s, allowed) {
             boundaries.push((0u32, s));
         }
-        // Per lexer state met: the bytes that extend the lexeme and lead
-        // back to the same state (a string body's characters), and when
-        // first needed the characters that do ([`char_loop`]).
-        let mut loops: FxMap<u32, ([u64; 4], Option<[u64; 4]>)> = FxMap::default();
+        let mut memo = WalkStates::new(lexer.num_states());
         // Visit every accepted node (not only token ends) to find boundaries.
         let nodes = trie.nodes();
         let mut states = vec![0u32; trie.max_depth() + 1];
@@ -55,50 +52,29 @@ impl LexEntry {
         while i < nodes.len() {
             let node = nodes[i];
             let d = node.depth as usize;
-            let from = states[d - 1];
-            if !extends(lexer, from, node.byte, allowed) {
+            let ls = lexer.next(states[d - 1], node.byte);
+            let status = memo.status(lexer, ls, allowed);
+            if status & LIVE == 0 {
                 i = node.subtree_end as usize;
                 continue;
             }
-            let ls = lexer.next(from, node.byte);
             states[d] = ls;
             for &t in trie.node_tokens(i) {
                 set_bit(&mut inner, t);
             }
-            if can_end(lexer, ls, allowed) {
+            if status & ENDS != 0 {
                 boundaries.push((i as u32, ls));
             }
             if let Some(bytes) = below.get(i) {
-                let (set, chars) = loops.entry(ls).or_insert_with(|| {
-                    let mut set = [0u64; 4];
-                    let classes = lexer.classes();
-                    let mut last = (usize::MAX, false); // (class, loops)
-                    for b in 0..=255u8 {
-                        let c = classes[b as usize] as usize;
-                        if c != last.0 {
-                            last = (c, lexer.next(ls, b) == ls && extends(lexer, ls, b, allowed));
-                        }
-                        if last.1 {
-                            set[b as usize / 64] |= 1 << (b % 64);
-                        }
-                    }
-                    (set, None)
-                });
-                let subset = |bytes: &[u64; 4], of: &[u64; 4]| bytes.iter().zip(of).all(|(b, l)| b & !l == 0);
-                // Continuation bytes below a node of whole characters
-                // belong to characters whose lead byte is below too.
-                let mut leads = *bytes;
-                leads[2] &= !CONTINUATION_BYTES;
-                if subset(bytes, set) || (below.whole_chars_below(i) && subset(&leads, chars.get_or_insert_with(|| char_loop(lexer, ls, allowed)))) {
-                    // Every node below is reached in `ls` itself (or inside
-                    // a character that leads back to it): all its tokens
-                    // extend the lexeme, and a node there is a boundary
-                    // only if some child does not extend: none.
+                if memo.accepts_below(lexer, ls, allowed, below, i, bytes) {
+                    // Every node below extends the lexeme, and none may
+                    // end it: all its tokens are inside, and node `i` is
+                    // no boundary after all (none of its children ends).
                     for &t in trie.subtree_tokens(i) {
                         set_bit(&mut inner, t);
                     }
-                    if can_end(lexer, ls, allowed) {
-                        boundaries.pop(); // node `i`'s children all extend
+                    if status & ENDS != 0 {
+                        boundaries.pop();
                     }
                     i = node.subtree_end as usize;
                     continue;
@@ -155,9 +131,297 @@ impl LexEntry {
     }
 }
 
+/// [`WalkStates::status`] bit: the state extends the lexeme (some allowed
+/// terminal can still match).
+const LIVE: u8 = 1;
+/// [`WalkStates::status`] bit: an allowed terminal matches here.
+const ENDS: u8 = 2;
+/// [`WalkStates::status`] bit: computed.
+const KNOWN: u8 = 4;
+
+/// The most characters a run ([`WalkStates::runs`]) is followed for: a run
+/// costs a few lexer steps per character, and higher subtrees are rare
+/// (runs of spaces or dashes) and are then taken one level further down.
+const MAX_RUN: u32 = 16;
+
+/// What one [`LexEntry::build`] walk has learned about the lexer states it
+/// met, dense by state so that a trie node costs array lookups, not hash
+/// lookups or terminal-set intersections.
+struct WalkStates {
+    /// Per lexer state: [`KNOWN`] | [`LIVE`] | [`ENDS`], or 0.
+    status: Vec<u8>,
+    /// Per lexer state: index into `subtree` plus one, or 0.
+    slot: Vec<u32>,
+    subtree: Vec<SubtreeFacts>,
+}
+
+/// What decides whether a lexer state accepts a whole trie subtree.
+struct SubtreeFacts {
+    /// Bytes that lead straight back to the state.
+    loop_bytes: [u64; 4],
+    /// First bytes of the characters that lead back to it ([`char_loop`]),
+    /// when first needed.
+    loop_chars: Option<[u64; 4]>,
+    /// The state's step of a run ([`WalkStates::run_step`]) and its runs
+    /// ([`WalkStates::runs`]), when first needed.
+    step: Option<Option<([u64; 4], u32)>>,
+    runs: Option<Vec<([u64; 4], u32)>>,
+}
+
+impl WalkStates {
+    fn new(states: usize) -> Self {
+        WalkStates {
+            status: vec![0; states],
+            slot: vec![0; states],
+            subtree: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn status(&mut self, lexer: &Dfa, t: u32, allowed: &[u64]) -> u8 {
+        let st = self.status[t as usize];
+        if st != 0 {
+            return st;
+        }
+        let mut st = KNOWN;
+        if t != DEAD_STATE && intersects(lexer.reach(t), allowed) {
+            st |= LIVE;
+            if can_end(lexer, t, allowed) {
+                st |= ENDS;
+            }
+        }
+        self.status[t as usize] = st;
+        st
+    }
+
+    fn facts(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> usize {
+        let k = self.slot[s as usize];
+        if k != 0 {
+            return k as usize - 1;
+        }
+        let mut loop_bytes = [0u64; 4];
+        let classes = lexer.classes();
+        let mut last = (usize::MAX, false); // (class, loops)
+        for b in 0..=255u8 {
+            let c = classes[b as usize] as usize;
+            if c != last.0 {
+                let t = lexer.next(s, b);
+                last = (c, t == s && self.status(lexer, t, allowed) & LIVE != 0);
+            }
+            if last.1 {
+                loop_bytes[b as usize / 64] |= 1 << (b % 64);
+            }
+        }
+        self.subtree.push(SubtreeFacts {
+            loop_bytes,
+            loop_chars: None,
+            step: None,
+            runs: None,
+        });
+        self.slot[s as usize] = self.subtree.len() as u32;
+        self.subtree.len() - 1
+    }
+
+    /// Whether, from lexer state `s` at trie node `i` (with `bytes` below
+    /// it), every node below extends the lexeme and none can end it but by
+    /// looping back to `s`. Three ways, cheapest first: every byte below
+    /// loops back to `s` (a string body over ASCII); node `i` spells whole
+    /// characters and every character met loops back (a string body, any
+    /// script); or every character met moves `s` along one run no shorter
+    /// than the subtree is high (a string body of bounded length, where
+    /// each character moves the count on).
+    fn accepts_below(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], below: &SubtreeBytes, i: usize, bytes: &[u64; 4]) -> bool {
+        let k = self.facts(lexer, s, allowed);
+        if subset(bytes, &self.subtree[k].loop_bytes) {
+            return true;
+        }
+        if !below.whole_chars_below(i) {
+            return false;
+        }
+        // Continuation bytes below a node of whole characters belong to
+        // characters whose lead byte is below too.
+        let mut leads = *bytes;
+        leads[2] &= !CONTINUATION_BYTES;
+        let chars = match self.subtree[k].loop_chars {
+            Some(c) => c,
+            None => {
+                let c = char_loop(lexer, s, allowed);
+                self.subtree[k].loop_chars = Some(c);
+                c
+            }
+        };
+        if subset(&leads, &chars) {
+            return true;
+        }
+        match below.char_height(i) {
+            Some(h) if h as u32 <= MAX_RUN => self.runs(lexer, s, allowed).iter().any(|(set, n)| *n >= h as u32 && subset(&leads, set)),
+            _ => false,
+        }
+    }
+
+    /// Lexer state `s`'s runs: each a set of characters (by first byte)
+    /// and a length, such that any string of that many or fewer of those
+    /// characters, the last perhaps cut short, extends the lexeme from `s`
+    /// through states that cannot end it. A string body of bounded length
+    /// (`maxLength`, `{0,24}`) is a run: every character moves its count
+    /// on by one. Each step follows the characters that lead to the most
+    /// common next state ([`WalkStates::run_step`]); where a later step
+    /// keeps fewer of them, a longer run of those few follows the shorter
+    /// run of all (ASCII may go on where other characters have stopped).
+    fn runs(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> &[([u64; 4], u32)] {
+        let k = self.facts(lexer, s, allowed);
+        if self.subtree[k].runs.is_none() {
+            let mut runs: Vec<([u64; 4], u32)> = Vec::new();
+            let mut set = [u64::MAX; 4];
+            let mut cur = s;
+            let mut n = 0;
+            while n < MAX_RUN {
+                let kc = self.facts(lexer, cur, allowed);
+                let step = match self.subtree[kc].step {
+                    Some(step) => step,
+                    None => {
+                        let step = self.run_step(lexer, cur, allowed);
+                        self.subtree[kc].step = Some(step);
+                        step
+                    }
+                };
+                let Some((bytes, t)) = step else { break };
+                let mut kept = set;
+                for (w, b) in kept.iter_mut().zip(&bytes) {
+                    *w &= b;
+                }
+                if kept != set {
+                    if n > 0 {
+                        runs.push((set, n));
+                    }
+                    if kept == [0; 4] {
+                        break;
+                    }
+                    set = kept;
+                }
+                n += 1;
+                cur = t;
+            }
+            if n > 0 && set != [0; 4] && runs.last().is_none_or(|r| r.1 < n) {
+                runs.push((set, n));
+            }
+            self.subtree[k].runs = Some(runs);
+        }
+        self.subtree[k].runs.as_deref().unwrap_or_default()
+    }
+
+    /// One step of a run from `s`: the first bytes of the characters that
+    /// lead to its most common next state, and that state, if one of them
+    /// qualifies (see [`WalkStates::runs`]).
+    fn run_step(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> Option<([u64; 4], u32)> {
+        use crate::toktrie::UTF8_START;
+        let mut to: Vec<(u32, [u64; 4], u32)> = Vec::new(); // (next state, first bytes, how many)
+        let mut frontier: Vec<(u32, u8)> = Vec::new();
+        let mut next: Vec<(u32, u8)> = Vec::new();
+        let mut last = None; // where the last group's characters lead
+        for (b0, u, fresh) in char_starts(lexer) {
+            if fresh {
+                // Where every valid character starting with `b0` leads, if
+                // to one state and only through live states that cannot
+                // end a lexeme.
+                let mut dest: Option<u32> = None;
+                let mut ok = true;
+                frontier.clear();
+                frontier.push((lexer.next(s, b0), u));
+                while ok && !frontier.is_empty() {
+                    next.clear();
+                    for &(q, u) in &frontier {
+                        if self.status(lexer, q, allowed) != KNOWN | LIVE {
+                            ok = false;
+                            break;
+                        }
+                        if u == UTF8_START {
+                            if dest.is_some_and(|d| d != q) {
+                                ok = false;
+                                break;
+                            }
+                            dest = Some(q);
+                            continue;
+                        }
+                        for (b, u2) in continuations(lexer, u) {
+                            let q2 = (lexer.next(q, b), u2);
+                            if !next.contains(&q2) {
+                                next.push(q2);
+                            }
+                        }
+                    }
+                    std::mem::swap(&mut frontier, &mut next);
+                }
+                last = if ok { dest } else { None };
+            }
+            if let Some(t) = last {
+                let k = match to.iter().position(|e| e.0 == t) {
+                    Some(k) => k,
+                    None => {
+                        to.push((t, [0; 4], 0));
+                        to.len() - 1
+                    }
+                };
+                to[k].1[b0 as usize / 64] |= 1 << (b0 % 64);
+                to[k].2 += 1;
+            }
+        }
+        to.iter().max_by_key(|e| e.2).map(|&(t, set, _)| (set, t))
+    }
+}
+
+/// `a` is a subset of `b` (256-bit byte sets).
+#[inline]
+fn subset(a: &[u64; 4], b: &[u64; 4]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x & !y == 0)
+}
+
+#[inline]
+fn intersects(a: &[u64], b: &[u64]) -> bool {
+    a.iter().zip(b).any(|(x, y)| x & y != 0)
+}
+
+const DEAD_STATE: u32 = crate::regex::DEAD;
+
 /// Bytes 0x80..=0xBF (UTF-8 continuation bytes) as the third word of a
 /// 256-bit byte set.
 const CONTINUATION_BYTES: u64 = u64::MAX;
+
+/// The bytes that may start a UTF-8 character, with the decoder state
+/// after each, and whether it starts a new group: a byte of the previous
+/// byte's lexer class with the same decoder state starts characters that
+/// lead where that one's do.
+fn char_starts(lexer: &Dfa) -> impl Iterator<Item = (u8, crate::toktrie::Utf8State, bool)> + '_ {
+    use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+    let mut last = (usize::MAX, UTF8_INVALID);
+    (0..=255u8).filter_map(move |b| {
+        let u = utf8_step(UTF8_START, b);
+        if u == UTF8_INVALID {
+            return None;
+        }
+        let key = (lexer.byte_class(b), u);
+        let fresh = key != last;
+        last = key;
+        Some((b, u, fresh))
+    })
+}
+
+/// The continuation bytes that may follow UTF-8 decoder state `u`, one
+/// per (lexer byte class, decoder state after it): a byte of the previous
+/// byte's class with the same decoder outcome leads where that one did.
+fn continuations(lexer: &Dfa, u: crate::toktrie::Utf8State) -> impl Iterator<Item = (u8, crate::toktrie::Utf8State)> + '_ {
+    use crate::toktrie::{utf8_step, UTF8_INVALID};
+    let mut last = (usize::MAX, UTF8_INVALID);
+    (0x80..=0xBFu8).filter_map(move |b| {
+        let u2 = utf8_step(u, b);
+        let key = (lexer.byte_class(b), u2);
+        if u2 == UTF8_INVALID || key == last {
+            return None;
+        }
+        last = key;
+        Some((b, u2))
+    })
+}
 
 /// The first bytes (ASCII bytes and UTF-8 lead bytes) of the characters
 /// that lead from lexer state `s` back to `s` through states that extend
@@ -167,7 +431,7 @@ const CONTINUATION_BYTES: u64 = u64::MAX;
 /// trie node of whole characters ([`SubtreeBytes::whole_chars_below`])
 /// whose first bytes all lie in this set every token extends the lexeme.
 fn char_loop(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
-    use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+    use crate::toktrie::UTF8_START;
     let mut frontier: Vec<(u32, u8)> = Vec::new();
     let mut next: Vec<(u32, u8)> = Vec::new();
     // Whether every valid character that starts with `b0` leads back to `s`.
@@ -183,16 +447,7 @@ fn char_loop(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
         while !frontier.is_empty() {
             next.clear();
             for &(q, u) in &frontier {
-                let mut last = (usize::MAX, UTF8_INVALID);
-                for b in 0x80..=0xBFu8 {
-                    let u2 = utf8_step(u, b);
-                    // A byte of the previous byte's class with the same
-                    // decoder outcome leads where that one did.
-                    let key = (lexer.byte_class(b), u2);
-                    if u2 == UTF8_INVALID || key == last {
-                        continue;
-                    }
-                    last = key;
+                for (b, u2) in continuations(lexer, u) {
                     if !extends(lexer, q, b, allowed) {
                         return false;
                     }
@@ -211,17 +466,12 @@ fn char_loop(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
         true
     };
     let mut set = [0u64; 4];
-    let mut last = (usize::MAX, UTF8_INVALID, false); // (class, decoder, returns)
-    for b0 in 0..=255u8 {
-        let u = utf8_step(UTF8_START, b0);
-        if u == UTF8_INVALID {
-            continue;
+    let mut last = false; // the last group's characters return
+    for (b0, u, fresh) in char_starts(lexer) {
+        if fresh {
+            last = returns(b0, u);
         }
-        let c = lexer.byte_class(b0);
-        if (c, u) != (last.0, last.1) {
-            last = (c, u, returns(b0, u));
-        }
-        if last.2 {
+        if last {
             set[b0 as usize / 64] |= 1 << (b0 % 64);
         }
     }
@@ -916,6 +1166,36 @@ pub(crate) mod tests {
         // `é` (C3 A9) loops but `è` (C3 A8) leaves the chosen body: no 0xC3.
         let chosen = char_loop(&lexer, open, &[0b10]);
         assert!(has(&chosen, b'z') && !has(&chosen, 0xC3) && !has(&chosen, b'A'));
+    }
+
+    /// Strings of bounded length: the lexer counts their characters (a
+    /// run at every state, [`WalkStates::runs`]) or the parser counts
+    /// chunks of them, beside unbounded strings and key literals that
+    /// share the lexer's states. The layered mask equals a plain walk at
+    /// every byte, non-ASCII characters and escapes included, near the
+    /// bounds too, on GPT-2 and Llama 3.
+    #[test]
+    fn layered_mask_equals_plain_walk_on_counted_strings() {
+        let schema = r#"{"type": "object", "properties": {
+            "a": {"type": "string", "maxLength": 12},
+            "b": {"type": "string", "minLength": 3, "maxLength": 40},
+            "c": {"type": "string", "maxLength": 150},
+            "d": {"type": "string"},
+            "ab": {"type": "string", "minLength": 5, "maxLength": 5},
+            "e": {"type": "string", "maxLength": 30}},
+            "additionalProperties": false}"#;
+        let docs = [
+            r#"{"a": "héllo wörld!", "b": "ab\n€€€ some text that is long", "c": "x", "d": "free", "ab": "a\"b€d", "e": "twenty-eight characters her€"}"#,
+            r#"{"a": "", "b": "日本語のテキスト、そして more text here at the end!", "c": "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 ééééééééééé", "ab": "12345"}"#,
+        ];
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
+            let g = CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap();
+            for doc in docs {
+                check_doc(&env, &g, doc, 1, true);
+            }
+        }
     }
 
     /// The layered mask equals a plain trie walk with the full parser, at
