@@ -65,20 +65,18 @@ impl LexEntry {
             if status & ENDS != 0 {
                 boundaries.push((i as u32, ls));
             }
-            if let Some(bytes) = below.get(i) {
-                if memo.accepts_below(lexer, ls, allowed, below, i, bytes) {
-                    // Every node below extends the lexeme, and none may
-                    // end it: all its tokens are inside, and node `i` is
-                    // no boundary after all (none of its children ends).
-                    for &t in trie.subtree_tokens(i) {
-                        set_bit(&mut inner, t);
-                    }
-                    if status & ENDS != 0 {
-                        boundaries.pop();
-                    }
-                    i = node.subtree_end as usize;
-                    continue;
+            if memo.accepts_below(lexer, ls, allowed, below, i, node.subtree_end as usize - i) {
+                // Every node below extends the lexeme, and none may end
+                // it: all its tokens are inside, and node `i` is no
+                // boundary after all (none of its children ends).
+                for &t in trie.subtree_tokens(i) {
+                    set_bit(&mut inner, t);
                 }
+                if status & ENDS != 0 {
+                    boundaries.pop();
+                }
+                i = node.subtree_end as usize;
+                continue;
             }
             i += 1;
         }
@@ -143,6 +141,13 @@ const KNOWN: u8 = 4;
 /// costs a few lexer steps per character, and higher subtrees are rare
 /// (runs of spaces or dashes) and are then taken one level further down.
 const MAX_RUN: u32 = 16;
+
+/// The fewest trie nodes a subtree must hold for a walk to ask for a
+/// state's runs: they cost a pass over the lexer's byte classes per step,
+/// which a small subtree does not repay (code grammars meet many states,
+/// each below small subtrees only: SynCode's JavaScript masks were 20%
+/// slower asking everywhere).
+const MIN_RUN_SUBTREE: usize = 32;
 
 /// What one [`LexEntry::build`] walk has learned about the lexer states it
 /// met, dense by state so that a trie node costs array lookups, not hash
@@ -222,15 +227,16 @@ impl WalkStates {
         self.subtree.len() - 1
     }
 
-    /// Whether, from lexer state `s` at trie node `i` (with `bytes` below
-    /// it), every node below extends the lexeme and none can end it but by
-    /// looping back to `s`. Three ways, cheapest first: every byte below
+    /// Whether, from lexer state `s` at trie node `i` (whose subtree holds
+    /// `size` nodes), every node below extends the lexeme and none can end
+    /// it but by looping back to `s`. Three ways, cheapest first: every byte below
     /// loops back to `s` (a string body over ASCII); node `i` spells whole
     /// characters and every character met loops back (a string body, any
     /// script); or every character met moves `s` along one run no shorter
     /// than the subtree is high (a string body of bounded length, where
     /// each character moves the count on).
-    fn accepts_below(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], below: &SubtreeBytes, i: usize, bytes: &[u64; 4]) -> bool {
+    fn accepts_below(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], below: &SubtreeBytes, i: usize, size: usize) -> bool {
+        let Some(bytes) = below.get(i) else { return false };
         let k = self.facts(lexer, s, allowed);
         if subset(bytes, &self.subtree[k].loop_bytes) {
             return true;
@@ -254,7 +260,9 @@ impl WalkStates {
             return true;
         }
         match below.char_height(i) {
-            Some(h) if h as u32 <= MAX_RUN => self.runs(lexer, s, allowed).iter().any(|(set, n)| *n >= h as u32 && subset(&leads, set)),
+            Some(h) if h as u32 <= MAX_RUN && size >= MIN_RUN_SUBTREE => {
+                self.runs(lexer, s, allowed).iter().any(|(set, n)| *n >= h as u32 && subset(&leads, set))
+            }
             _ => false,
         }
     }
