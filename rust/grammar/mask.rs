@@ -228,13 +228,13 @@ impl WalkStates {
     }
 
     /// Whether, from lexer state `s` at trie node `i` (whose subtree holds
-    /// `size` nodes), every node below extends the lexeme and none can end
-    /// it but by looping back to `s`. Three ways, cheapest first: every byte below
-    /// loops back to `s` (a string body over ASCII); node `i` spells whole
-    /// characters and every character met loops back (a string body, any
-    /// script); or every character met moves `s` along one run no shorter
-    /// than the subtree is high (a string body of bounded length, where
-    /// each character moves the count on).
+    /// `size` nodes), every node below extends the lexeme and none is a
+    /// boundary. Three ways, cheapest first: every byte below loops back
+    /// to `s` (a string body over ASCII); node `i` spells whole characters
+    /// and every character met loops back (a string body, any script); or
+    /// every character met moves `s` along one run no shorter than the
+    /// subtree is high (a string body of bounded length, where each
+    /// character moves the count on).
     fn accepts_below(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], below: &SubtreeBytes, i: usize, size: usize) -> bool {
         let Some(bytes) = below.get(i) else { return false };
         let k = self.facts(lexer, s, allowed);
