@@ -367,14 +367,10 @@ impl Dfa {
         // refinement nothing new: only one of each such column is read (a
         // string body reached from a lexer over many terminals has dozens
         // of classes and a handful of distinct columns).
-        let mut column_ids: FxMap<Vec<u32>, ()> = FxMap::default();
-        let mut cols: Vec<usize> = Vec::new();
-        for c in 0..stride {
-            let column: Vec<u32> = (0..n).map(|q| succ[q * stride + c]).collect();
-            if column_ids.insert(column, ()).is_none() {
-                cols.push(c);
-            }
-        }
+        let mut columns: crate::fxhash::FxSet<Vec<u32>> = Default::default();
+        let cols: Vec<usize> = (0..stride)
+            .filter(|&c| columns.insert((0..n).map(|q| succ[q * stride + c]).collect()))
+            .collect();
         let width = cols.len();
         // Blocks by label, then by successors' blocks, until no block
         // splits. Keys live in one flat buffer (no allocation per state and

@@ -721,8 +721,9 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Some bit is set in both.
 #[inline]
-fn intersects(a: &[u64], b: &[u64]) -> bool {
+pub(crate) fn intersects(a: &[u64], b: &[u64]) -> bool {
     a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 

@@ -14,7 +14,7 @@
 //! shape give equal answers from the same parser state, so each shape is
 //! walked once per mask and its result replayed by offset.
 
-use super::earley::{can_end, extends, CompiledGrammar, GrammarState};
+use super::earley::{can_end, extends, intersects, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::fxhash::FxMap;
 use crate::regex::{Dfa, WalkSignature};
@@ -322,45 +322,11 @@ impl WalkStates {
     /// lead to its most common next state, and that state, if one of them
     /// qualifies (see [`WalkStates::runs`]).
     fn run_step(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> Option<([u64; 4], u32)> {
-        use crate::toktrie::UTF8_START;
         let mut to: Vec<(u32, [u64; 4], u32)> = Vec::new(); // (next state, first bytes, how many)
-        let mut frontier: Vec<(u32, u8)> = Vec::new();
-        let mut next: Vec<(u32, u8)> = Vec::new();
         let mut last = None; // where the last group's characters lead
         for (b0, u, fresh) in char_starts(lexer) {
             if fresh {
-                // Where every valid character starting with `b0` leads, if
-                // to one state and only through live states that cannot
-                // end a lexeme.
-                let mut dest: Option<u32> = None;
-                let mut ok = true;
-                frontier.clear();
-                frontier.push((lexer.next(s, b0), u));
-                while ok && !frontier.is_empty() {
-                    next.clear();
-                    for &(q, u) in &frontier {
-                        if self.status(lexer, q, allowed) != KNOWN | LIVE {
-                            ok = false;
-                            break;
-                        }
-                        if u == UTF8_START {
-                            if dest.is_some_and(|d| d != q) {
-                                ok = false;
-                                break;
-                            }
-                            dest = Some(q);
-                            continue;
-                        }
-                        for (b, u2) in continuations(lexer, u) {
-                            let q2 = (lexer.next(q, b), u2);
-                            if !next.contains(&q2) {
-                                next.push(q2);
-                            }
-                        }
-                    }
-                    std::mem::swap(&mut frontier, &mut next);
-                }
-                last = if ok { dest } else { None };
+                last = char_dest(lexer, s, b0, u, None, |q| self.status(lexer, q, allowed) == KNOWN | LIVE);
             }
             if let Some(t) = last {
                 let k = match to.iter().position(|e| e.0 == t) {
@@ -382,11 +348,6 @@ impl WalkStates {
 #[inline]
 fn subset(a: &[u64; 4], b: &[u64; 4]) -> bool {
     a.iter().zip(b).all(|(x, y)| x & !y == 0)
-}
-
-#[inline]
-fn intersects(a: &[u64], b: &[u64]) -> bool {
-    a.iter().zip(b).any(|(x, y)| x & y != 0)
 }
 
 const DEAD_STATE: u32 = crate::regex::DEAD;
@@ -438,52 +399,64 @@ fn continuations(lexer: &Dfa, u: crate::toktrie::Utf8State) -> impl Iterator<Ite
 /// per-byte states inside such a character is thereby live, so below a
 /// trie node of whole characters ([`SubtreeBytes::whole_chars_below`])
 /// whose first bytes all lie in this set every token extends the lexeme.
-fn char_loop(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
-    use crate::toktrie::UTF8_START;
-    let mut frontier: Vec<(u32, u8)> = Vec::new();
-    let mut next: Vec<(u32, u8)> = Vec::new();
-    // Whether every valid character that starts with `b0` leads back to `s`.
-    let mut returns = |b0: u8, u: u8| -> bool {
-        if !extends(lexer, s, b0, allowed) {
-            return false;
-        }
-        frontier.clear();
-        frontier.push((lexer.next(s, b0), u));
-        if u == UTF8_START {
-            return frontier[0].0 == s;
-        }
-        while !frontier.is_empty() {
-            next.clear();
-            for &(q, u) in &frontier {
-                for (b, u2) in continuations(lexer, u) {
-                    if !extends(lexer, q, b, allowed) {
-                        return false;
-                    }
-                    let q2 = lexer.next(q, b);
-                    if u2 == UTF8_START {
-                        if q2 != s {
-                            return false;
-                        }
-                    } else if !next.contains(&(q2, u2)) {
-                        next.push((q2, u2));
-                    }
-                }
-            }
-            std::mem::swap(&mut frontier, &mut next);
-        }
-        true
-    };
+fn char_loop(lexer: &Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
+    let live = |q: u32| q != DEAD_STATE && intersects(lexer.reach(q), allowed);
     let mut set = [0u64; 4];
     let mut last = false; // the last group's characters return
     for (b0, u, fresh) in char_starts(lexer) {
         if fresh {
-            last = returns(b0, u);
+            last = char_dest(lexer, s, b0, u, Some(s), live).is_some();
         }
         if last {
             set[b0 as usize / 64] |= 1 << (b0 % 64);
         }
     }
     set
+}
+
+/// Where every valid character that starts with byte `b0` (the decoder in
+/// state `u` after it) leads from lexer state `s`, if all of them lead to
+/// one state (`want`, when given) and `ok` holds for every state on the
+/// way, that one included. Stops at the first state that fails.
+fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Option<u32>, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
+    use crate::toktrie::UTF8_START;
+    // A character ends in `q`: one more that must end where all others do.
+    let arrive = |q: u32, ok_q: bool, dest: &mut Option<u32>| -> bool {
+        if !ok_q || dest.is_some_and(|d| d != q) {
+            return false;
+        }
+        *dest = Some(q);
+        true
+    };
+    let mut dest = want;
+    let q = lexer.next(s, b0);
+    if u == UTF8_START {
+        return arrive(q, ok(q), &mut dest).then_some(q); // one byte: no buffers
+    }
+    if !ok(q) {
+        return None;
+    }
+    let mut frontier = vec![(q, u)];
+    let mut next = Vec::new();
+    while !frontier.is_empty() {
+        next.clear();
+        for &(q, u) in &frontier {
+            for (b, u2) in continuations(lexer, u) {
+                let q2 = lexer.next(q, b);
+                if u2 == UTF8_START {
+                    if !arrive(q2, ok(q2), &mut dest) {
+                        return None;
+                    }
+                } else if !ok(q2) {
+                    return None;
+                } else if !next.contains(&(q2, u2)) {
+                    next.push((q2, u2));
+                }
+            }
+        }
+        std::mem::swap(&mut frontier, &mut next);
+    }
+    dest
 }
 
 /// A [`LexEntry`] keyed by the lexer's walk signature, shared by every
@@ -912,7 +885,7 @@ impl LazyWalk {
                             }
                             *stale = false;
                         }
-                        if bytes.iter().zip(set.iter()).all(|(b, l)| b & !l == 0) {
+                        if subset(bytes, set) {
                             out.push((i - root) as u32 | WHOLE);
                             i = node.subtree_end as usize;
                             continue;
@@ -1174,6 +1147,15 @@ pub(crate) mod tests {
         // `é` (C3 A9) loops but `è` (C3 A8) leaves the chosen body: no 0xC3.
         let chosen = char_loop(&lexer, open, &[0b10]);
         assert!(has(&chosen, b'z') && !has(&chosen, 0xC3) && !has(&chosen, b'A'));
+        // Every character from `À` to `ÿ` (0xC3 0x80-0xBF) is live, but `è`
+        // also starts `èa`: characters that start with 0xC3 lead to two
+        // states, so they neither loop nor make a run step.
+        let two = crate::regex::Dfa::compile_many(&[r#""(?:[À-ÿ]|èa)*""#], &Default::default()).unwrap();
+        let body = two.run(two.start(), b"\"");
+        assert!(!has(&char_loop(&two, body, &[1]), 0xC3));
+        let live = |q| q != DEAD_STATE;
+        assert_eq!(char_dest(&two, body, 0xC3, crate::toktrie::utf8_step(0, 0xC3), None, live), None);
+        assert_eq!(char_dest(&two, body, b'"', 0, None, live), Some(two.run(body, b"\"")));
     }
 
     /// Strings of bounded length: the lexer counts their characters (a
@@ -1196,10 +1178,10 @@ pub(crate) mod tests {
             r#"{"a": "héllo wörld!", "b": "ab\n€€€ some text that is long", "c": "x", "d": "free", "ab": "a\"b€d", "e": "twenty-eight characters her€"}"#,
             r#"{"a": "", "b": "日本語のテキスト、そして more text here at the end!", "c": "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 ééééééééééé", "ab": "12345"}"#,
         ];
+        let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
+        let g = CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap();
         for name in ["gpt2", "llama-3-8b-instruct"] {
             let Some(env) = load_env(name) else { return };
-            let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
-            let g = CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap();
             for doc in docs {
                 check_doc(&env, &g, doc, 1, true);
             }
