@@ -15,8 +15,9 @@
 use crate::bitmask::{set_bit, words_for};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
+use crate::grammar::body::BodyIndex;
 use crate::grammar::earley::{CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_by_walk, fill_from_entry, LazyDfa, LexEntry, SharedLexEntry, WalkCache};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -31,6 +32,7 @@ pub struct TokEnv {
     trie: OnceLock<TokTrie>,
     shapes: OnceLock<Vec<u32>>,
     below: OnceLock<SubtreeBytes>,
+    body: OnceLock<BodyIndex>,
     /// Lexer-layer entries of every grammar over this vocabulary, by walk
     /// signature, and their bytes (at most [`SHARED_LEX_BYTES`]).
     shared_lex: Mutex<(SharedLexMap, usize)>,
@@ -56,6 +58,7 @@ impl TokEnv {
             trie: OnceLock::new(),
             shapes: OnceLock::new(),
             below: OnceLock::new(),
+            body: OnceLock::new(),
             shared_lex: Mutex::default(),
             json_strings: OnceLock::new(),
         })
@@ -95,8 +98,20 @@ impl TokEnv {
     /// (or an earlier compile of a schema) met a lexeme that walks alike:
     /// the first string of every JSON Schema then costs a copy, not a walk
     /// of the vocabulary.
-    fn lex_entry(&self, g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
-        let build = || LexEntry::build(g, self.trie(), self.subtree_bytes(), ls, in_progress, allowed, self.mask_words());
+    fn lex_entry(&self, g: &CompiledGrammar, memo: &BodyMemo, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
+        let build = || {
+            LexEntry::build(
+                g,
+                self.trie(),
+                self.subtree_bytes(),
+                Some(self.body_index()),
+                Some(memo),
+                ls,
+                in_progress,
+                allowed,
+                self.mask_words(),
+            )
+        };
         // Only a lexeme in progress (a string or number body): from the
         // lexer's start the walk depends on the grammar's whole set of
         // terminals and is rarely met again elsewhere.
@@ -144,6 +159,12 @@ impl TokEnv {
     /// [`TokTrie::subtree_bytes`]); built on first use by a grammar.
     pub fn subtree_bytes(&self) -> &SubtreeBytes {
         self.below.get_or_init(|| self.trie().subtree_bytes(2))
+    }
+
+    /// String-body tokens by length and the entry nodes of all others
+    /// (see [`BodyIndex`]); built on first use by a grammar.
+    pub fn body_index(&self) -> &BodyIndex {
+        self.body.get_or_init(|| BodyIndex::new(self.trie()))
     }
 
     pub fn mask_words(&self) -> usize {
@@ -204,6 +225,8 @@ struct GrammarMaskCache {
     map: Mutex<MaskMap>,
     lex: Mutex<LexMap>,
     walks: Mutex<WalkCache>,
+    /// How body characters move the lexer ([`BodyMemo`]).
+    body: BodyMemo,
     /// The automaton of parser configurations every mask walk of this
     /// grammar extends ([`LazyDfa`]), and the bytes charged for it.
     dfa: Mutex<(LazyDfa, usize)>,
@@ -302,6 +325,7 @@ impl Constraint {
         GrammarState::new(&g)?; // the initial set must exist
         env.shapes();
         env.subtree_bytes();
+        env.body_index();
         Ok(Arc::new(Constraint {
             env,
             kind: Kind::Grammar(Arc::new(GrammarKind {
@@ -418,7 +442,7 @@ impl GrammarKind {
             let entry = match found {
                 Some(e) => e,
                 None => {
-                    let e = Arc::new(env.lex_entry(g, ls, in_progress, &lex_key.2));
+                    let e = Arc::new(env.lex_entry(g, &cache.body, ls, in_progress, &lex_key.2));
                     if cache.reserve(e.bytes()) {
                         cache.lex.lock().unwrap().insert(lex_key, e.clone());
                     }

@@ -13,7 +13,14 @@
 //! repeat (`abc",` and `xyz",` both continue with `,`); subtrees of equal
 //! shape give equal answers from the same parser state, so each shape is
 //! walked once per mask and its result replayed by offset.
+//!
+//! Inside a string or key the first layer need not walk the trie at all:
+//! where every body character keeps the lexeme going, the ~96% of a
+//! vocabulary made of body characters only is a precomputed bit set
+//! ([`BodyIndex`]), and only the few thousand other tokens are walked,
+//! from the state their body prefix leads to.
 
+use super::body::{self, BodyIndex, SKELETON_ENTRY};
 use super::earley::{can_end, extends, intersects, CompiledGrammar, GrammarState};
 use crate::bitmask::set_bit;
 use crate::fxhash::FxMap;
@@ -36,50 +43,125 @@ pub struct LexEntry {
 }
 
 impl LexEntry {
-    pub fn build(g: &CompiledGrammar, trie: &TokTrie, below: &SubtreeBytes, s: u32, in_progress: bool, allowed: &[u64], words: usize) -> LexEntry {
+    /// The entry of lexer state `s` under `allowed`. With `body` (the
+    /// vocabulary's index of string-body tokens), a lexeme in progress
+    /// whose state every body character moves along one path
+    /// ([`WalkStates::body_run`]) takes its body tokens from the index and
+    /// walks only the others, from their entry nodes; one where body
+    /// characters part ways but all keep the lexeme going
+    /// ([`WalkStates::body_closed`]; `memo` keeps what this build learns
+    /// for the next) takes them too and walks the paths to the entry nodes;
+    /// otherwise the whole trie is walked. All give the same entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        g: &CompiledGrammar,
+        trie: &TokTrie,
+        below: &SubtreeBytes,
+        body: Option<&BodyIndex>,
+        memo: Option<&BodyMemo>,
+        s: u32,
+        in_progress: bool,
+        allowed: &[u64],
+        words: usize,
+    ) -> LexEntry {
         let lexer = &g.lexer;
-        let mut inner = vec![0u32; words].into_boxed_slice();
-        let mut boundaries = Vec::new();
+        let mut walk = LexWalk {
+            trie,
+            lexer,
+            below,
+            allowed,
+            memo: WalkStates::new(lexer.num_states()),
+            states: vec![0u32; trie.max_depth() + 1],
+            inner: vec![0u32; words].into_boxed_slice(),
+            boundaries: Vec::new(),
+        };
         if in_progress && can_end(lexer, s, allowed) {
-            boundaries.push((0u32, s));
+            walk.boundaries.push((0u32, s));
         }
-        let mut memo = WalkStates::new(lexer.num_states());
-        // Visit every accepted node (not only token ends) to find boundaries.
-        let nodes = trie.nodes();
-        let mut states = vec![0u32; trie.max_depth() + 1];
-        states[0] = s;
-        let mut i = 1;
-        while i < nodes.len() {
-            let node = nodes[i];
-            let d = node.depth as usize;
-            let ls = lexer.next(states[d - 1], node.byte);
-            let status = memo.status(lexer, ls, allowed);
-            if status & LIVE == 0 {
-                i = node.subtree_end as usize;
-                continue;
-            }
-            states[d] = ls;
-            for &t in trie.node_tokens(i) {
-                set_bit(&mut inner, t);
-            }
-            if status & ENDS != 0 {
-                boundaries.push((i as u32, ls));
-            }
-            if memo.accepts_below(lexer, ls, allowed, below, i, node.subtree_end as usize - i) {
-                // Every node below extends the lexeme, and none may end
-                // it: all its tokens are inside, and node `i` is no
-                // boundary after all (none of its children ends).
-                for &t in trie.subtree_tokens(i) {
-                    set_bit(&mut inner, t);
+        let plan = match body {
+            Some(ix) if in_progress => {
+                let mut fresh = BodyFacts::default();
+                let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
+                let facts = match memo.as_mut() {
+                    Some(m) => match m.get_mut(allowed) {
+                        Some(f) => f,
+                        None => m.entry(allowed.to_vec()).or_default(),
+                    },
+                    None => &mut fresh,
+                };
+                match walk.memo.body_run(lexer, s, allowed, facts) {
+                    Ok(run) => Plan::Run(ix, run),
+                    Err(Stop::Parted) if facts.closed.contains(&s) => Plan::Closed(ix),
+                    // Met by an exploration that failed: likely to fail
+                    // again (only the cost of trying is at stake).
+                    Err(Stop::Parted) if facts.tried.contains(&s) => Plan::Walk,
+                    Err(Stop::Parted) => match walk.memo.body_closed(lexer, s, allowed) {
+                        Ok(states) => {
+                            facts.closed.extend(states);
+                            Plan::Closed(ix)
+                        }
+                        Err(states) => {
+                            facts.tried.extend(states);
+                            Plan::Walk
+                        }
+                    },
+                    Err(Stop::Other) => Plan::Walk,
                 }
-                if status & ENDS != 0 {
-                    boundaries.pop();
-                }
-                i = node.subtree_end as usize;
-                continue;
             }
-            i += 1;
+            _ => Plan::Walk,
+        };
+        match plan {
+            Plan::Run(ix, run) => {
+                walk.inner.copy_from_slice(match run.end {
+                    RunEnd::Cycle(_) => ix.all(),
+                    RunEnd::Dead => ix.upto(run.states.len() - 1),
+                });
+                let es = ix.entries();
+                let mut k = 0;
+                while k < es.len() {
+                    let e = es[k];
+                    let mut j = k + 1;
+                    while j < es.len() && es[j].same_start(&e) {
+                        j += 1;
+                    }
+                    // The state before the entry byte (inside the run, so
+                    // every state on the way extends the lexeme), and the
+                    // one after it: where that is dead, so is every node of
+                    // the group.
+                    if let Some(q) = run.state_at(e.chars as usize, e.partial_len > 0) {
+                        let q = lexer.run(q, e.partial());
+                        if q != DEAD_STATE && walk.memo.status(lexer, lexer.next(q, e.byte), allowed) & LIVE != 0 {
+                            for x in &es[k..j] {
+                                let n = x.node as usize;
+                                walk.states[trie.node_depth(n) - 1] = q;
+                                walk.walk(n, trie.subtree_end(n));
+                            }
+                        }
+                    }
+                    k = j;
+                }
+            }
+            Plan::Closed(ix) => {
+                // Every body token is inside, but body characters lead to
+                // different states: follow the paths to the entry nodes.
+                walk.inner.copy_from_slice(ix.all());
+                walk.states[0] = s;
+                for &x in ix.skeleton() {
+                    let n = (x & !SKELETON_ENTRY) as usize;
+                    if x & SKELETON_ENTRY != 0 {
+                        walk.walk(n, trie.subtree_end(n));
+                    } else {
+                        let d = trie.node_depth(n);
+                        walk.states[d] = lexer.next(walk.states[d - 1], trie.node_byte(n));
+                    }
+                }
+            }
+            Plan::Walk => {
+                walk.states[0] = s;
+                walk.walk(1, trie.nodes().len());
+            }
         }
+        let LexWalk { inner, mut boundaries, .. } = walk;
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
         Self::grouped(g, allowed, inner, boundaries)
     }
@@ -149,6 +231,148 @@ const MAX_RUN: u32 = 16;
 /// slower asking everywhere).
 const MIN_RUN_SUBTREE: usize = 32;
 
+/// One [`LexEntry::build`]: what it has found so far, and the state of
+/// the walk at each depth of the trie path it is on.
+struct LexWalk<'a> {
+    trie: &'a TokTrie,
+    lexer: &'a Dfa,
+    below: &'a SubtreeBytes,
+    allowed: &'a [u64],
+    memo: WalkStates,
+    /// Lexer state after the path's bytes, by depth (the caller sets the
+    /// one above where a walk starts).
+    states: Vec<u32>,
+    inner: Box<[u32]>,
+    boundaries: Vec<(u32, u32)>,
+}
+
+impl LexWalk<'_> {
+    /// Walk the nodes `lo..hi` (whole subtrees in preorder) from the state
+    /// `states` holds at the depth above `lo`, visiting every accepted node
+    /// (not only token ends) to find boundaries.
+    fn walk(&mut self, lo: usize, hi: usize) {
+        let (trie, lexer, allowed, below) = (self.trie, self.lexer, self.allowed, self.below);
+        // Locals, not fields, in the loop: the compiler then keeps them in
+        // registers (a field behind `&mut self` may alias the bit sets).
+        let memo = &mut self.memo;
+        let states = &mut self.states[..];
+        let inner = &mut self.inner[..];
+        let boundaries = &mut self.boundaries;
+        let nodes = trie.nodes();
+        let mut i = lo;
+        while i < hi {
+            let node = nodes[i];
+            let d = node.depth as usize;
+            let ls = lexer.next(states[d - 1], node.byte);
+            let status = memo.status(lexer, ls, allowed);
+            if status & LIVE == 0 {
+                i = node.subtree_end as usize;
+                continue;
+            }
+            states[d] = ls;
+            for &t in trie.node_tokens(i) {
+                set_bit(inner, t);
+            }
+            if status & ENDS != 0 {
+                boundaries.push((i as u32, ls));
+            }
+            if memo.accepts_below(lexer, ls, allowed, below, i, node.subtree_end as usize - i) {
+                // Every node below extends the lexeme, and none may end
+                // it: all its tokens are inside, and node `i` is no
+                // boundary after all (none of its children ends).
+                for &t in trie.subtree_tokens(i) {
+                    set_bit(inner, t);
+                }
+                if status & ENDS != 0 {
+                    boundaries.pop();
+                }
+                i = node.subtree_end as usize;
+                continue;
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Why [`WalkStates::body_run`] found no run.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Body characters lead to states that do not walk alike.
+    Parted,
+    /// Some lead to a state that ends the lexeme or leaves it, or the run
+    /// is longer than [`body::MAX_COUNTED`].
+    Other,
+}
+
+/// What lexer-entry builds of one grammar learn about how body characters
+/// move its lexer, by allowed terminals, for the next build: every token
+/// inside a string or key starts a build from another state of the same
+/// run or set.
+#[derive(Debug, Default)]
+pub struct BodyMemo(std::sync::Mutex<FxMap<Vec<u64>, BodyFacts>>);
+
+#[derive(Debug, Default)]
+struct BodyFacts {
+    /// [`WalkStates::body_step`] by state.
+    steps: FxMap<u32, Result<u32, Stop>>,
+    /// States from which every string of body characters keeps the lexeme
+    /// going ([`WalkStates::body_closed`]), and states met by explorations
+    /// that found otherwise or gave up.
+    closed: crate::fxhash::FxSet<u32>,
+    tried: crate::fxhash::FxSet<u32>,
+    /// [`WalkStates::equiv`]'s answers.
+    alike: FxMap<(u32, u32), bool>,
+}
+
+/// How a [`LexEntry::build`] goes about it.
+enum Plan<'a> {
+    /// Body characters move the lexer along one run
+    /// ([`WalkStates::body_run`]): body tokens from the index, entries
+    /// grouped by the length of their body prefix.
+    Run(&'a BodyIndex, BodyRun),
+    /// Body characters keep the lexeme going but part ways
+    /// ([`WalkStates::body_closed`]): every body token, and the paths to
+    /// the entries.
+    Closed(&'a BodyIndex),
+    /// The whole trie.
+    Walk,
+}
+
+/// How every body character moves the lexer on from a state
+/// ([`WalkStates::body_run`]).
+struct BodyRun {
+    /// The state, then the state after each body character in turn.
+    states: Vec<u32>,
+    end: RunEnd,
+}
+
+enum RunEnd {
+    /// No body character keeps the lexeme alive after the last state.
+    Dead,
+    /// After the last state, every body character leads back to
+    /// `states[k]`.
+    Cycle(usize),
+}
+
+impl BodyRun {
+    /// The state after `p` body characters, if the lexeme lives through
+    /// them (and, with `partial`, through the start of one more).
+    fn state_at(&self, p: usize, partial: bool) -> Option<u32> {
+        let n = self.states.len() - 1;
+        match self.end {
+            RunEnd::Dead => (p < n || (p == n && !partial)).then(|| self.states[p]),
+            RunEnd::Cycle(_) if p <= n => Some(self.states[p]),
+            RunEnd::Cycle(k) => Some(self.states[k + (p - k) % (n + 1 - k)]),
+        }
+    }
+}
+
+/// The most lexer states [`WalkStates::body_closed`] explores.
+const MAX_BODY_STATES: usize = 512;
+
+/// The most state pairs [`WalkStates::equiv`] compares before it gives up.
+const MAX_EQUIV_PAIRS: usize = 512;
+
 /// What one [`LexEntry::build`] walk has learned about the lexer states it
 /// met, dense by state so that a trie node costs array lookups, not hash
 /// lookups or terminal-set intersections.
@@ -158,6 +382,11 @@ struct WalkStates {
     /// Per lexer state: index into `subtree` plus one, or 0.
     slot: Vec<u32>,
     subtree: Vec<SubtreeFacts>,
+    /// One byte of each lexer class.
+    class_reps: Vec<u8>,
+    /// First bytes of body characters, one per group that leads alike
+    /// ([`WalkStates::body_starts`]).
+    body_starts: Vec<(u8, crate::toktrie::Utf8State)>,
 }
 
 /// What decides whether a lexer state accepts a whole trie subtree.
@@ -179,6 +408,8 @@ impl WalkStates {
             status: vec![0; states],
             slot: vec![0; states],
             subtree: Vec::new(),
+            class_reps: Vec::new(),
+            body_starts: Vec::new(),
         }
     }
 
@@ -267,6 +498,186 @@ impl WalkStates {
         }
     }
 
+    /// The first bytes of body characters ([`body::starts_body_char`])
+    /// with the decoder state after each, one per group of bytes of one
+    /// lexer class and decoder state ([`char_starts`]): characters that
+    /// start with bytes of one group lead alike.
+    fn body_starts(&mut self, lexer: &Dfa) -> &[(u8, crate::toktrie::Utf8State)] {
+        if self.body_starts.is_empty() {
+            let mut skipped = true; // the last byte was not kept
+            for (b0, u, fresh) in char_starts(lexer) {
+                if !body::starts_body_char(b0) {
+                    skipped = true;
+                    continue;
+                }
+                if fresh || skipped {
+                    self.body_starts.push((b0, u));
+                }
+                skipped = false;
+            }
+        }
+        &self.body_starts
+    }
+
+    /// Where every body character ([`body::starts_body_char`]) leads from
+    /// `q`, if all lead to one state through states that extend the
+    /// lexeme and cannot end it, that one included; or to states that
+    /// walk alike ([`WalkStates::equiv`]: a value string's `T` that also
+    /// starts the key literal `"T"` moves the value alike), then the first.
+    fn body_step(&mut self, lexer: &Dfa, q: u32, allowed: &[u64], alike_memo: &mut FxMap<(u32, u32), bool>) -> Result<u32, Stop> {
+        let mut dest = None;
+        for k in 0..self.body_starts(lexer).len() {
+            let (b0, u) = self.body_starts[k];
+            let mut parted = false;
+            let judge = |a| match a {
+                Ask::Pass(x) => self.status(lexer, x, allowed) == KNOWN | LIVE,
+                Ask::Alike(x, y) => {
+                    let alike = self.equiv(lexer, x, y, allowed, alike_memo);
+                    parted |= !alike;
+                    alike
+                }
+            };
+            match char_dest(lexer, q, b0, u, dest, judge) {
+                Some(d) => dest = Some(d),
+                None if parted => return Err(Stop::Parted),
+                None => return Err(Stop::Other),
+            }
+        }
+        dest.ok_or(Stop::Other)
+    }
+
+    /// Whether lexer states `a` and `b` walk alike under `allowed`: every
+    /// byte string leads both to states that extend the lexeme or not
+    /// alike and that match the same allowed terminals, which is all a
+    /// walk, a boundary's scan and its continuation ask of a state. States
+    /// that differ only in terminals `allowed` leaves out (a key literal
+    /// beside a value string) are alike. `false` past [`MAX_EQUIV_PAIRS`].
+    fn equiv(&mut self, lexer: &Dfa, a: u32, b: u32, allowed: &[u64], memo: &mut FxMap<(u32, u32), bool>) -> bool {
+        let key = (a.min(b), a.max(b));
+        if let Some(&r) = memo.get(&key) {
+            return r;
+        }
+        if self.class_reps.is_empty() {
+            let mut seen = vec![false; lexer.num_classes()];
+            for x in 0..=255u8 {
+                let c = lexer.byte_class(x);
+                if !seen[c] {
+                    seen[c] = true;
+                    self.class_reps.push(x);
+                }
+            }
+        }
+        let mut seen: crate::fxhash::FxSet<(u32, u32)> = Default::default();
+        let mut stack = vec![key];
+        seen.insert(key);
+        let mut alike = true;
+        'pairs: while let Some((x, y)) = stack.pop() {
+            let (sx, sy) = (self.status(lexer, x, allowed), self.status(lexer, y, allowed));
+            if sx != sy
+                || (sx & ENDS != 0
+                    && lexer
+                        .matches(x)
+                        .iter()
+                        .zip(lexer.matches(y))
+                        .zip(allowed)
+                        .any(|((m, n), w)| (m ^ n) & w != 0))
+            {
+                alike = false;
+                break;
+            }
+            if sx & LIVE == 0 {
+                continue;
+            }
+            for &c in &self.class_reps {
+                let (nx, ny) = (lexer.next(x, c), lexer.next(y, c));
+                if nx != ny && seen.insert((nx.min(ny), nx.max(ny))) {
+                    if seen.len() > MAX_EQUIV_PAIRS {
+                        alike = false;
+                        break 'pairs;
+                    }
+                    stack.push((nx.min(ny), nx.max(ny)));
+                }
+            }
+        }
+        memo.insert(key, alike);
+        alike
+    }
+
+    /// Whether every string of body characters from `s` (the last one
+    /// perhaps cut short) leads only through states that extend the
+    /// lexeme and cannot end it, whichever states those are: a key beside
+    /// key literals, where any other key is allowed too. Then every body
+    /// token is inside the lexeme, and the same holds from every state
+    /// met, which are returned. Otherwise, or past [`MAX_BODY_STATES`]
+    /// states, the states met before it gave up.
+    fn body_closed(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> Result<crate::fxhash::FxSet<u32>, crate::fxhash::FxSet<u32>> {
+        let mut seen: crate::fxhash::FxSet<u32> = Default::default();
+        seen.insert(s);
+        let mut stack = vec![s];
+        let mut dests = Vec::new();
+        while let Some(q) = stack.pop() {
+            for k in 0..self.body_starts(lexer).len() {
+                let (b0, u) = self.body_starts[k];
+                dests.clear();
+                if !char_dests(lexer, q, b0, u, |x| self.status(lexer, x, allowed) == KNOWN | LIVE, &mut dests) {
+                    return Err(seen);
+                }
+                for &t in &dests {
+                    if seen.insert(t) {
+                        if seen.len() > MAX_BODY_STATES {
+                            return Err(seen);
+                        }
+                        stack.push(t);
+                    }
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The states body characters move `s` through, if they all move it
+    /// alike: on until no body character keeps the lexeme alive
+    /// ([`RunEnd::Dead`], within [`body::MAX_COUNTED`] characters: a
+    /// string of bounded length) or back to a state met before
+    /// ([`RunEnd::Cycle`]: a free string, or one with only a minimum
+    /// length). [`Stop::Parted`] where characters part ways (a key
+    /// literal's next letter), [`Stop::Other`] where some may end the
+    /// lexeme or the run goes on longer.
+    fn body_run(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], facts: &mut BodyFacts) -> Result<BodyRun, Stop> {
+        let mut states = vec![s];
+        loop {
+            let q = *states.last().unwrap_or(&s);
+            let step = match facts.steps.get(&q) {
+                Some(&step) => step,
+                None => {
+                    let step = self.body_step(lexer, q, allowed, &mut facts.alike);
+                    facts.steps.insert(q, step);
+                    step
+                }
+            };
+            match step {
+                Ok(t) => {
+                    if let Some(k) = states.iter().position(|&x| x == t) {
+                        return Ok(BodyRun {
+                            states,
+                            end: RunEnd::Cycle(k),
+                        });
+                    }
+                    if states.len() > body::MAX_COUNTED {
+                        return Err(Stop::Other);
+                    }
+                    states.push(t);
+                }
+                Err(why) => {
+                    let dead = (0..=255u8)
+                        .filter(|&b| body::starts_body_char(b))
+                        .all(|b| self.status(lexer, lexer.next(q, b), allowed) & LIVE == 0);
+                    return if dead { Ok(BodyRun { states, end: RunEnd::Dead }) } else { Err(why) };
+                }
+            }
+        }
+    }
+
     /// Lexer state `s`'s runs: each a set of characters (by first byte)
     /// and a length, such that any string of that many or fewer of those
     /// characters, the last perhaps cut short, extends the lexeme from `s`
@@ -326,7 +737,7 @@ impl WalkStates {
         let mut last = None; // where the last group's characters lead
         for (b0, u, fresh) in char_starts(lexer) {
             if fresh {
-                last = char_dest(lexer, s, b0, u, None, |q| self.status(lexer, q, allowed) == KNOWN | LIVE);
+                last = char_dest(lexer, s, b0, u, None, exact(|q| self.status(lexer, q, allowed) == KNOWN | LIVE));
             }
             if let Some(t) = last {
                 let k = match to.iter().position(|e| e.0 == t) {
@@ -405,7 +816,7 @@ fn char_loop(lexer: &Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
     let mut last = false; // the last group's characters return
     for (b0, u, fresh) in char_starts(lexer) {
         if fresh {
-            last = char_dest(lexer, s, b0, u, Some(s), live).is_some();
+            last = char_dest(lexer, s, b0, u, Some(s), exact(live)).is_some();
         }
         if last {
             set[b0 as usize / 64] |= 1 << (b0 % 64);
@@ -414,27 +825,85 @@ fn char_loop(lexer: &Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
     set
 }
 
+/// What [`char_dest`] asks its caller about lexer states.
+enum Ask {
+    /// May a character pass through (or end in) this state?
+    Pass(u32),
+    /// Two characters end in these states: do they end alike?
+    Alike(u32, u32),
+}
+
+/// A [`char_dest`] judge that passes the states `ok` accepts and counts
+/// only equal states alike.
+fn exact(mut ok: impl FnMut(u32) -> bool) -> impl FnMut(Ask) -> bool {
+    move |a| match a {
+        Ask::Pass(q) => ok(q),
+        Ask::Alike(x, y) => x == y,
+    }
+}
+
 /// Where every valid character that starts with byte `b0` (the decoder in
 /// state `u` after it) leads from lexer state `s`, if all of them lead to
-/// one state (`want`, when given) and `ok` holds for every state on the
-/// way, that one included. Stops at the first state that fails.
-fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Option<u32>, mut ok: impl FnMut(u32) -> bool) -> Option<u32> {
-    use crate::toktrie::UTF8_START;
+/// one state (`want`, when given), or to states `judge` finds alike (then
+/// the first), and `judge` lets every state on the way pass, that one
+/// included. Stops at the first state that fails.
+fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Option<u32>, mut judge: impl FnMut(Ask) -> bool) -> Option<u32> {
     // A character ends in `q`: one more that must end where all others do.
-    let arrive = |q: u32, ok_q: bool, dest: &mut Option<u32>| -> bool {
-        if !ok_q || dest.is_some_and(|d| d != q) {
+    fn arrive(q: u32, dest: &mut Option<u32>, judge: &mut impl FnMut(Ask) -> bool) -> bool {
+        if !judge(Ask::Pass(q)) {
             return false;
         }
-        *dest = Some(q);
-        true
-    };
+        match *dest {
+            Some(d) => d == q || judge(Ask::Alike(d, q)),
+            None => {
+                *dest = Some(q);
+                true
+            }
+        }
+    }
     let mut dest = want;
+    let ok = char_walk(
+        lexer,
+        s,
+        b0,
+        u,
+        |q, end| if end { arrive(q, &mut dest, &mut judge) } else { judge(Ask::Pass(q)) },
+    );
+    if ok {
+        dest
+    } else {
+        None
+    }
+}
+
+/// Every state the valid characters that start with byte `b0` (the
+/// decoder in state `u` after it) lead to from lexer state `s`, added to
+/// `out`; `false` (and `out` incomplete) if `ok` fails for a state on the
+/// way, those included.
+fn char_dests(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut ok: impl FnMut(u32) -> bool, out: &mut Vec<u32>) -> bool {
+    char_walk(lexer, s, b0, u, |q, end| {
+        if !ok(q) {
+            return false;
+        }
+        if end && !out.contains(&q) {
+            out.push(q);
+        }
+        true
+    })
+}
+
+/// Follow every valid character that starts with byte `b0` (the decoder
+/// in state `u` after it) from lexer state `s`: `visit(state, ends a
+/// character)` for each state on the way (once per state and decoder
+/// state inside a character), until it says `false` (then `false`).
+fn char_walk(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut visit: impl FnMut(u32, bool) -> bool) -> bool {
+    use crate::toktrie::UTF8_START;
     let q = lexer.next(s, b0);
     if u == UTF8_START {
-        return arrive(q, ok(q), &mut dest).then_some(q); // one byte: no buffers
+        return visit(q, true); // one byte: no buffers
     }
-    if !ok(q) {
-        return None;
+    if !visit(q, false) {
+        return false;
     }
     let mut frontier = vec![(q, u)];
     let mut next = Vec::new();
@@ -443,20 +912,17 @@ fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Op
         for &(q, u) in &frontier {
             for (b, u2) in continuations(lexer, u) {
                 let q2 = lexer.next(q, b);
-                if u2 == UTF8_START {
-                    if !arrive(q2, ok(q2), &mut dest) {
-                        return None;
-                    }
-                } else if !ok(q2) {
-                    return None;
-                } else if !next.contains(&(q2, u2)) {
+                if !visit(q2, u2 == UTF8_START) {
+                    return false;
+                }
+                if u2 != UTF8_START && !next.contains(&(q2, u2)) {
                     next.push((q2, u2));
                 }
             }
         }
         std::mem::swap(&mut frontier, &mut next);
     }
-    dest
+    true
 }
 
 /// A [`LexEntry`] keyed by the lexer's walk signature, shared by every
@@ -1016,7 +1482,7 @@ pub(crate) mod tests {
             if i % stride == 0 || i == n {
                 let (ls, ip, allowed) = st.lexer_view(g);
                 let allowed = allowed.to_vec();
-                let entry = LexEntry::build(g, trie, env.subtree_bytes(), ls, ip, &allowed, words);
+                let entry = LexEntry::build(g, trie, env.subtree_bytes(), Some(env.body_index()), None, ls, ip, &allowed, words);
                 let mut fast = vec![0u32; words];
                 fill_from_entry(
                     g,
@@ -1154,8 +1620,8 @@ pub(crate) mod tests {
         let body = two.run(two.start(), b"\"");
         assert!(!has(&char_loop(&two, body, &[1]), 0xC3));
         let live = |q| q != DEAD_STATE;
-        assert_eq!(char_dest(&two, body, 0xC3, crate::toktrie::utf8_step(0, 0xC3), None, live), None);
-        assert_eq!(char_dest(&two, body, b'"', 0, None, live), Some(two.run(body, b"\"")));
+        assert_eq!(char_dest(&two, body, 0xC3, crate::toktrie::utf8_step(0, 0xC3), None, exact(live)), None);
+        assert_eq!(char_dest(&two, body, b'"', 0, None, exact(live)), Some(two.run(body, b"\"")));
     }
 
     /// Strings of bounded length: the lexer counts their characters (a
@@ -1184,6 +1650,94 @@ pub(crate) mod tests {
             let Some(env) = load_env(name) else { return };
             for doc in docs {
                 check_doc(&env, &g, doc, 1, true);
+            }
+        }
+    }
+
+    /// With the string-body index ([`BodyIndex`]) a lexer entry equals the
+    /// one a walk of the whole trie builds: at every byte of documents with
+    /// free, counted (in the lexer and in chunks) and minimum-length
+    /// strings, key literals (` "` and `_"` are tokens), escapes, non-ASCII
+    /// and cut-short characters, on GPT-2 and Llama 3; and, on GPT-2, from
+    /// every state of the lexer with every terminal allowed, mid-character
+    /// states included.
+    #[test]
+    fn body_index_entries_equal_whole_walks() {
+        let schema = r#"{"type": "object", "properties": {
+            "a": {"type": "string", "maxLength": 12},
+            "b": {"type": "string", "minLength": 3, "maxLength": 40},
+            "c": {"type": "string", "minLength": 4},
+            "d": {"type": "string"},
+            "ab": {"type": "string", "minLength": 5, "maxLength": 5},
+            "e": {"type": "string", "maxLength": 30, "pattern": "^[^é]*$"},
+            "f": {"enum": ["alpha", "beta\n", "日本"]},
+            " ": {"type": "integer"},
+            "__": {"type": "string", "maxLength": 3}}}"#;
+        let docs = [
+            r#"{"a": "héllo wörld!", "b": "ab\n€€€ some text that is long", "c": "xyzw\"q", "d": "free 日本語 \u0001", "ab": "a\"b€d", "e": "twenty-eight characters here", "f": "beta\n", " ": 1, "__": "ab", "zz": "other"}"#,
+            r#"{"a": "", "b": "日本語のテキスト、そして more text here", "c": "長い文字列です", "ab": "12345", "f": "日本"}"#,
+        ];
+        let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
+        let g = CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap();
+        let sorted = |e: &LexEntry| {
+            let mut b = e.boundaries.clone();
+            b.sort_unstable();
+            b
+        };
+        let memo = BodyMemo::default();
+        let same = |env: &TokEnv, ls: u32, ip: bool, allowed: &[u64], at: &str| {
+            let (trie, below, words) = (env.trie(), env.subtree_bytes(), env.mask_words());
+            let fast = LexEntry::build(&g, trie, below, Some(env.body_index()), Some(&memo), ls, ip, allowed, words);
+            let slow = LexEntry::build(&g, trie, below, None, None, ls, ip, allowed, words);
+            if fast.inner != slow.inner {
+                let a = crate::bitmask::ones(&fast.inner);
+                let b = crate::bitmask::ones(&slow.inner);
+                let extra: Vec<_> = a
+                    .iter()
+                    .filter(|t| !b.contains(t))
+                    .take(10)
+                    .map(|&t| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string())
+                    .collect();
+                let missing: Vec<_> = b
+                    .iter()
+                    .filter(|t| !a.contains(t))
+                    .take(10)
+                    .map(|&t| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string())
+                    .collect();
+                panic!("inner tokens differ {at}: extra {extra:?} missing {missing:?}");
+            }
+            // The same boundary nodes, in lexer states that walk alike
+            // (the index walks from one state of each such set).
+            let (a, b) = (sorted(&fast), sorted(&slow));
+            assert_eq!(
+                a.iter().map(|x| x.0).collect::<Vec<_>>(),
+                b.iter().map(|x| x.0).collect::<Vec<_>>(),
+                "boundaries differ {at}"
+            );
+            let mut states = WalkStates::new(g.lexer.num_states());
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    states.equiv(&g.lexer, x.1, y.1, allowed, &mut FxMap::default()),
+                    "boundary {x:?} / {y:?} {at}"
+                );
+            }
+        };
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            for doc in docs {
+                let mut st = GrammarState::new(&g).unwrap();
+                for (i, byte) in doc.bytes().enumerate() {
+                    let (ls, ip, allowed) = st.lexer_view(&g);
+                    let allowed = allowed.to_vec();
+                    same(&env, ls, ip, &allowed, &format!("{name} before byte {i} of {doc}"));
+                    assert!(st.push_byte(&g, byte), "{doc} rejected at byte {i}");
+                }
+            }
+            if name == "gpt2" {
+                let all = vec![u64::MAX; g.lexer.pattern_words()];
+                for ls in 0..g.lexer.num_states() as u32 {
+                    same(&env, ls, true, &all, &format!("lexer state {ls}"));
+                }
             }
         }
     }

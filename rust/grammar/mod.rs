@@ -36,6 +36,7 @@
 //! characters, or promoted regular parts that no following terminal can
 //! run into ([`promote`]), and never are.
 
+pub mod body;
 pub mod earley;
 pub mod ebnf;
 pub mod gbnf;
