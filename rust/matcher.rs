@@ -36,9 +36,6 @@ pub struct TokEnv {
     /// Lexer-layer entries of every grammar over this vocabulary, by walk
     /// signature, and their bytes (at most [`SHARED_LEX_BYTES`]).
     shared_lex: Mutex<(SharedLexMap, usize)>,
-    /// Set once the JSON string entries are in `shared_lex`
-    /// ([`TokEnv::prepare_json_strings`]).
-    json_strings: OnceLock<()>,
 }
 
 /// [`SharedLexEntry`]s by (lexeme in progress, walk signature).
@@ -60,37 +57,18 @@ impl TokEnv {
             below: OnceLock::new(),
             body: OnceLock::new(),
             shared_lex: Mutex::default(),
-            json_strings: OnceLock::new(),
         })
     }
 
-    /// Put the lexer-layer entries of a JSON string value (after its
-    /// opening quote, and inside its body) into the shared entries, once
-    /// per vocabulary. Every JSON Schema's free strings walk alike, so like
-    /// the token trie this is per-vocabulary data: computed here, the first
-    /// string of each schema costs a copy, not a walk of the vocabulary
-    /// (llguidance precomputes its string-body token sets per tokenizer the
-    /// same way). Best effort: a vocabulary without single-byte tokens for
-    /// `"` and `a` just skips it.
-    pub fn prepare_json_strings(self: &Arc<Self>) {
-        self.json_strings.get_or_init(|| {
-            let Ok(c) = crate::json_schema::compile_str(r#"{"type": "string"}"#, &Default::default()) else {
-                return;
-            };
-            let Ok(k) = Constraint::grammar(self.clone(), &c.grammar, &GrammarLimits::default()) else {
-                return;
-            };
-            let mut m = Matcher::new(k);
-            let mut out = vec![0u32; self.mask_words()];
-            for b in [b'"', b'a'] {
-                match self.trie().longest_prefix(&[b]) {
-                    Some((t, 1, _)) if matches!(m.consume_token(t), Ok(true)) => {
-                        let _ = m.fill_mask(&mut out);
-                    }
-                    _ => return,
-                }
-            }
-        });
+    /// Build the per-vocabulary data JSON strings use (the token trie and
+    /// the string-body index, [`BodyIndex`]) now rather than at the first
+    /// mask: every JSON Schema's strings take their body tokens from it,
+    /// so like the token trie it is per-vocabulary work (llguidance
+    /// precomputes its string-body token sets per tokenizer the same way).
+    pub fn prepare_json_strings(&self) {
+        self.shapes();
+        self.subtree_bytes();
+        self.body_index();
     }
 
     /// The lexer-layer entry of grammar `g` in lexer state `ls` under
@@ -115,7 +93,10 @@ impl TokEnv {
         // Only a lexeme in progress (a string or number body): from the
         // lexer's start the walk depends on the grammar's whole set of
         // terminals and is rarely met again elsewhere.
-        let sig = if in_progress {
+        // Nor one whose body tokens come from the index: its build is
+        // cheaper than the signature.
+        let indexed = LexEntry::uses_index(g, Some(self.body_index()), Some(memo), ls, in_progress, allowed);
+        let sig = if in_progress && !indexed {
             g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
         } else {
             None
@@ -895,9 +876,8 @@ mod tests {
         }
     }
 
-    /// Lexer-layer entries found in the vocabulary's shared cache (prepared
-    /// for JSON strings, or built by an earlier grammar whose lexer walks
-    /// alike: JSON Schemas with
+    /// Lexer-layer entries found in the vocabulary's shared cache (built
+    /// by an earlier grammar whose lexer walks alike: JSON Schemas with
     /// different property names, patterns and formats, all with JSON
     /// strings) give the masks of a plain walk, on GPT-2 and Llama 3.
     #[test]
@@ -920,7 +900,7 @@ mod tests {
         for tok in ["gpt2", "llama-3-8b-instruct"] {
             let Some(env) = shared_env(tok) else { return };
             env.prepare_json_strings();
-            assert!(!env.shared_lex.lock().unwrap().0.is_empty(), "JSON string entries prepared");
+            assert!(env.body.get().is_some(), "string-body index prepared");
             // Twice over: the second round finds every entry shared (and
             // adds none).
             let mut sizes = Vec::new();

@@ -78,38 +78,7 @@ impl LexEntry {
         if in_progress && can_end(lexer, s, allowed) {
             walk.boundaries.push((0u32, s));
         }
-        let plan = match body {
-            Some(ix) if in_progress => {
-                let mut fresh = BodyFacts::default();
-                let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
-                let facts = match memo.as_mut() {
-                    Some(m) => match m.get_mut(allowed) {
-                        Some(f) => f,
-                        None => m.entry(allowed.to_vec()).or_default(),
-                    },
-                    None => &mut fresh,
-                };
-                match walk.memo.body_run(lexer, s, allowed, facts) {
-                    Ok(run) => Plan::Run(ix, run),
-                    Err(Stop::Parted) if facts.closed.contains(&s) => Plan::Closed(ix),
-                    // Met by an exploration that failed: likely to fail
-                    // again (only the cost of trying is at stake).
-                    Err(Stop::Parted) if facts.tried.contains(&s) => Plan::Walk,
-                    Err(Stop::Parted) => match walk.memo.body_closed(lexer, s, allowed) {
-                        Ok(states) => {
-                            facts.closed.extend(states);
-                            Plan::Closed(ix)
-                        }
-                        Err(states) => {
-                            facts.tried.extend(states);
-                            Plan::Walk
-                        }
-                    },
-                    Err(Stop::Other) => Plan::Walk,
-                }
-            }
-            _ => Plan::Walk,
-        };
+        let plan = choose_plan(lexer, body, memo, &mut walk.memo, s, in_progress, allowed);
         match plan {
             Plan::Run(ix, run) => {
                 walk.inner.copy_from_slice(match run.end {
@@ -164,6 +133,14 @@ impl LexEntry {
         let LexWalk { inner, mut boundaries, .. } = walk;
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
         Self::grouped(g, allowed, inner, boundaries)
+    }
+
+    /// Whether [`LexEntry::build`] takes this entry's body tokens from the
+    /// index rather than walking the whole trie (then it is cheap: no
+    /// need to look for it among entries shared by walk signature).
+    pub fn uses_index(g: &CompiledGrammar, body: Option<&BodyIndex>, memo: Option<&BodyMemo>, s: u32, in_progress: bool, allowed: &[u64]) -> bool {
+        let mut states = WalkStates::new(g.lexer.num_states());
+        !matches!(choose_plan(&g.lexer, body, memo, &mut states, s, in_progress, allowed), Plan::Walk)
     }
 
     /// The entry with `boundaries` in groups (see [`LexEntry::groups`]).
@@ -230,6 +207,52 @@ const MAX_RUN: u32 = 16;
 /// each below small subtrees only: SynCode's JavaScript masks were 20%
 /// slower asking everywhere).
 const MIN_RUN_SUBTREE: usize = 32;
+
+/// How [`LexEntry::build`] computes the entry of lexer state `s` (see
+/// there).
+fn choose_plan<'a>(
+    lexer: &Dfa,
+    body: Option<&'a BodyIndex>,
+    memo: Option<&BodyMemo>,
+    states: &mut WalkStates,
+    s: u32,
+    in_progress: bool,
+    allowed: &[u64],
+) -> Plan<'a> {
+    match body {
+        Some(ix) if in_progress => {
+            let mut fresh = BodyMemoInner::default();
+            let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
+            let BodyMemoInner { by_allowed, succ } = match memo.as_mut() {
+                Some(m) => &mut **m,
+                None => &mut fresh,
+            };
+            let facts = match by_allowed.get_mut(allowed) {
+                Some(f) => f,
+                None => by_allowed.entry(allowed.to_vec()).or_default(),
+            };
+            match states.body_run(lexer, s, allowed, facts) {
+                Ok(run) => Plan::Run(ix, run),
+                Err(Stop::Parted) if facts.closed.contains(&s) => Plan::Closed(ix),
+                // Met by an exploration that failed: likely to fail
+                // again (only the cost of trying is at stake).
+                Err(Stop::Parted) if facts.tried.contains(&s) => Plan::Walk,
+                Err(Stop::Parted) => match states.body_closed(lexer, s, allowed, succ) {
+                    Ok(states) => {
+                        facts.closed.extend(states);
+                        Plan::Closed(ix)
+                    }
+                    Err(states) => {
+                        facts.tried.extend(states);
+                        Plan::Walk
+                    }
+                },
+                Err(Stop::Other) => Plan::Walk,
+            }
+        }
+        _ => Plan::Walk,
+    }
+}
 
 /// One [`LexEntry::build`]: what it has found so far, and the state of
 /// the walk at each depth of the trie path it is on.
@@ -309,7 +332,16 @@ enum Stop {
 /// inside a string or key starts a build from another state of the same
 /// run or set.
 #[derive(Debug, Default)]
-pub struct BodyMemo(std::sync::Mutex<FxMap<Vec<u64>, BodyFacts>>);
+pub struct BodyMemo(std::sync::Mutex<BodyMemoInner>);
+
+#[derive(Debug, Default)]
+struct BodyMemoInner {
+    by_allowed: FxMap<Vec<u64>, BodyFacts>,
+    /// Per lexer state, whatever the allowed terminals: the states body
+    /// characters pass through and (`true`) end in, each once
+    /// ([`WalkStates::body_closed`]).
+    succ: FxMap<u32, Box<[(u32, bool)]>>,
+}
 
 #[derive(Debug, Default)]
 struct BodyFacts {
@@ -610,25 +642,37 @@ impl WalkStates {
     /// token is inside the lexeme, and the same holds from every state
     /// met, which are returned. Otherwise, or past [`MAX_BODY_STATES`]
     /// states, the states met before it gave up.
-    fn body_closed(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> Result<crate::fxhash::FxSet<u32>, crate::fxhash::FxSet<u32>> {
+    fn body_closed(
+        &mut self,
+        lexer: &Dfa,
+        s: u32,
+        allowed: &[u64],
+        succ: &mut FxMap<u32, Box<[(u32, bool)]>>,
+    ) -> Result<crate::fxhash::FxSet<u32>, crate::fxhash::FxSet<u32>> {
         let mut seen: crate::fxhash::FxSet<u32> = Default::default();
         seen.insert(s);
         let mut stack = vec![s];
-        let mut dests = Vec::new();
         while let Some(q) = stack.pop() {
-            for k in 0..self.body_starts(lexer).len() {
-                let (b0, u) = self.body_starts[k];
-                dests.clear();
-                if !char_dests(lexer, q, b0, u, |x| self.status(lexer, x, allowed) == KNOWN | LIVE, &mut dests) {
+            if let std::collections::hash_map::Entry::Vacant(v) = succ.entry(q) {
+                let mut out: crate::fxhash::FxSet<(u32, bool)> = Default::default();
+                for k in 0..self.body_starts(lexer).len() {
+                    let (b0, u) = self.body_starts[k];
+                    char_walk(lexer, q, b0, u, |x, end| {
+                        out.insert((x, end));
+                        true
+                    });
+                }
+                v.insert(out.into_iter().collect());
+            }
+            for &(t, end) in succ.get(&q).map_or(&[][..], |v| &v[..]) {
+                if self.status(lexer, t, allowed) != KNOWN | LIVE {
                     return Err(seen);
                 }
-                for &t in &dests {
-                    if seen.insert(t) {
-                        if seen.len() > MAX_BODY_STATES {
-                            return Err(seen);
-                        }
-                        stack.push(t);
+                if end && seen.insert(t) {
+                    if seen.len() > MAX_BODY_STATES {
+                        return Err(seen);
                     }
+                    stack.push(t);
                 }
             }
         }
@@ -874,22 +918,6 @@ fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Op
     } else {
         None
     }
-}
-
-/// Every state the valid characters that start with byte `b0` (the
-/// decoder in state `u` after it) lead to from lexer state `s`, added to
-/// `out`; `false` (and `out` incomplete) if `ok` fails for a state on the
-/// way, those included.
-fn char_dests(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut ok: impl FnMut(u32) -> bool, out: &mut Vec<u32>) -> bool {
-    char_walk(lexer, s, b0, u, |q, end| {
-        if !ok(q) {
-            return false;
-        }
-        if end && !out.contains(&q) {
-            out.push(q);
-        }
-        true
-    })
 }
 
 /// Follow every valid character that starts with byte `b0` (the decoder
