@@ -66,6 +66,11 @@ pub struct BodyIndex {
     upto: Vec<Box<[u32]>>,
     /// Sorted by (chars, partial, byte, node).
     entries: Vec<Entry>,
+    /// `at_chars[n]`: nodes spelling exactly `n` whole body characters
+    /// that have children, `n` in `1..=MAX_COUNTED`: where a lexeme may
+    /// end after `n` characters (a string's first chunk), each is a
+    /// boundary.
+    at_chars: Vec<Vec<u32>>,
     /// The nodes on the paths to entry nodes, in preorder, entry nodes
     /// marked with [`SKELETON_ENTRY`]: where body characters do not all
     /// move the lexer alike (a key beside key literals), a walk follows
@@ -95,6 +100,7 @@ impl BodyIndex {
         let mut all = vec![0u32; words].into_boxed_slice();
         let mut exact: Vec<Box<[u32]>> = (0..=MAX_COUNTED).map(|_| vec![0u32; words].into_boxed_slice()).collect();
         let mut entries = Vec::new();
+        let mut at_chars = vec![Vec::new(); MAX_COUNTED + 1];
         // Per depth on the current path: (complete characters, decoder
         // state, bytes of the character in progress).
         #[derive(Clone, Copy)]
@@ -164,6 +170,9 @@ impl BodyIndex {
             };
             path[d] = next;
             ids[d] = i as u32;
+            if next.plen == 0 && next.chars as usize <= MAX_COUNTED && node.subtree_end as usize > i + 1 {
+                at_chars[next.chars as usize].push(i as u32);
+            }
             let len = next.chars as usize + (next.plen > 0) as usize;
             for &t in trie.node_tokens(i) {
                 set_bit(&mut all, t);
@@ -192,6 +201,7 @@ impl BodyIndex {
             all,
             upto: exact,
             entries,
+            at_chars,
             skeleton,
         }
     }
@@ -211,13 +221,21 @@ impl BodyIndex {
         &self.entries
     }
 
+    /// Nodes of exactly `n <= MAX_COUNTED` whole body characters that
+    /// have children.
+    pub fn at_chars(&self, n: usize) -> &[u32] {
+        &self.at_chars[n]
+    }
+
     /// Paths to the entry nodes (see [`BodyIndex::skeleton`]).
     pub fn skeleton(&self) -> &[u32] {
         &self.skeleton
     }
 
     pub fn bytes(&self) -> usize {
-        (self.upto.len() + 1) * std::mem::size_of_val(&*self.all) + self.entries.len() * std::mem::size_of::<Entry>() + self.skeleton.len() * 4
+        (self.upto.len() + 1) * std::mem::size_of_val(&*self.all)
+            + self.entries.len() * std::mem::size_of::<Entry>()
+            + (self.skeleton.len() + self.at_chars.iter().map(Vec::len).sum::<usize>()) * 4
     }
 }
 
@@ -297,6 +315,19 @@ mod tests {
                     assert_eq!(below.len(), 1, "{b:?}: {below:?}");
                 }
             }
+        }
+        // Nodes of n whole body characters with children, and no others.
+        let spelled = |x: usize| &toks[trie.subtree_tokens(x)[0] as usize][..trie.node_depth(x)];
+        for n in 1..=MAX_COUNTED {
+            let want: Vec<u32> = (1..trie.num_nodes())
+                .filter(|&x| trie.subtree_end(x) > x + 1)
+                .filter(|&x| {
+                    let b = spelled(x);
+                    std::str::from_utf8(b).is_ok() && len_of(b) == Some(n)
+                })
+                .map(|x| x as u32)
+                .collect();
+            assert_eq!(idx.at_chars(n), &want[..], "{n} characters");
         }
         // The skeleton: every entry, marked, and every node above one.
         let sk = idx.skeleton();

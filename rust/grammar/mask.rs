@@ -81,10 +81,14 @@ impl LexEntry {
         let plan = choose_plan(lexer, body, memo, &mut walk.memo, s, in_progress, allowed);
         match plan {
             Plan::Run(ix, run) => {
+                let n = run.states.len() - 1;
                 walk.inner.copy_from_slice(match run.end {
                     RunEnd::Cycle(_) => ix.all(),
-                    RunEnd::Dead => ix.upto(run.states.len() - 1),
+                    RunEnd::Dead | RunEnd::Ends => ix.upto(n),
                 });
+                if let RunEnd::Ends = run.end {
+                    walk.boundaries.extend(ix.at_chars(n).iter().map(|&x| (x, run.states[n])));
+                }
                 let es = ix.entries();
                 let mut k = 0;
                 while k < es.len() {
@@ -381,6 +385,10 @@ struct BodyRun {
 enum RunEnd {
     /// No body character keeps the lexeme alive after the last state.
     Dead,
+    /// Nor after the last state, where the lexeme may end (a string's first
+    /// chunk, longer strings going on in the next lexeme): every node of
+    /// that many whole characters with children is a boundary.
+    Ends,
     /// After the last state, every body character leads back to
     /// `states[k]`.
     Cycle(usize),
@@ -392,7 +400,7 @@ impl BodyRun {
     fn state_at(&self, p: usize, partial: bool) -> Option<u32> {
         let n = self.states.len() - 1;
         match self.end {
-            RunEnd::Dead => (p < n || (p == n && !partial)).then(|| self.states[p]),
+            RunEnd::Dead | RunEnd::Ends => (p < n || (p == n && !partial)).then(|| self.states[p]),
             RunEnd::Cycle(_) if p <= n => Some(self.states[p]),
             RunEnd::Cycle(k) => Some(self.states[k + (p - k) % (n + 1 - k)]),
         }
@@ -400,7 +408,7 @@ impl BodyRun {
 }
 
 /// The most lexer states [`WalkStates::body_closed`] explores.
-const MAX_BODY_STATES: usize = 512;
+const MAX_BODY_STATES: usize = 2048;
 
 /// The most state pairs [`WalkStates::equiv`] compares before it gives up.
 const MAX_EQUIV_PAIRS: usize = 512;
@@ -563,6 +571,8 @@ impl WalkStates {
             let mut parted = false;
             let judge = |a| match a {
                 Ask::Pass(x) => self.status(lexer, x, allowed) == KNOWN | LIVE,
+                // A run may end where a lexeme ends ([`RunEnd::Ends`]).
+                Ask::End(x) => self.status(lexer, x, allowed) & LIVE != 0,
                 Ask::Alike(x, y) => {
                     let alike = self.equiv(lexer, x, y, allowed, alike_memo);
                     parted |= !alike;
@@ -679,6 +689,14 @@ impl WalkStates {
         Ok(seen)
     }
 
+    /// No body character keeps the lexeme going from `q`: the first byte
+    /// of each leads to a state that does not extend it.
+    fn body_dead(&mut self, lexer: &Dfa, q: u32, allowed: &[u64]) -> bool {
+        (0..=255u8)
+            .filter(|&b| body::starts_body_char(b))
+            .all(|b| self.status(lexer, lexer.next(q, b), allowed) & LIVE == 0)
+    }
+
     /// The states body characters move `s` through, if they all move it
     /// alike: on until no body character keeps the lexeme alive
     /// ([`RunEnd::Dead`], within [`body::MAX_COUNTED`] characters: a
@@ -700,8 +718,26 @@ impl WalkStates {
                 }
             };
             match step {
+                Ok(t) if self.status(lexer, t, allowed) & ENDS != 0 => {
+                    // The lexeme may end after these characters: the run
+                    // stops there if none goes on (a string's first chunk).
+                    if states.len() > body::MAX_COUNTED {
+                        return Err(Stop::Other);
+                    }
+                    states.push(t);
+                    return if self.body_dead(lexer, t, allowed) {
+                        Ok(BodyRun { states, end: RunEnd::Ends })
+                    } else {
+                        Err(Stop::Other)
+                    };
+                }
                 Ok(t) => {
-                    if let Some(k) = states.iter().position(|&x| x == t) {
+                    // Back to a state met before, or on to one that walks
+                    // like this one (a free key string whose lexer state
+                    // also counts a value string's characters): a cycle.
+                    let back = states.iter().position(|&x| x == t);
+                    let back = back.or_else(|| self.equiv(lexer, q, t, allowed, &mut facts.alike).then_some(states.len() - 1));
+                    if let Some(k) = back {
                         return Ok(BodyRun {
                             states,
                             end: RunEnd::Cycle(k),
@@ -713,10 +749,11 @@ impl WalkStates {
                     states.push(t);
                 }
                 Err(why) => {
-                    let dead = (0..=255u8)
-                        .filter(|&b| body::starts_body_char(b))
-                        .all(|b| self.status(lexer, lexer.next(q, b), allowed) & LIVE == 0);
-                    return if dead { Ok(BodyRun { states, end: RunEnd::Dead }) } else { Err(why) };
+                    return if self.body_dead(lexer, q, allowed) {
+                        Ok(BodyRun { states, end: RunEnd::Dead })
+                    } else {
+                        Err(why)
+                    };
                 }
             }
         }
@@ -871,8 +908,10 @@ fn char_loop(lexer: &Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
 
 /// What [`char_dest`] asks its caller about lexer states.
 enum Ask {
-    /// May a character pass through (or end in) this state?
+    /// May a character pass through this state?
     Pass(u32),
+    /// May a character end in this state?
+    End(u32),
     /// Two characters end in these states: do they end alike?
     Alike(u32, u32),
 }
@@ -881,7 +920,7 @@ enum Ask {
 /// only equal states alike.
 fn exact(mut ok: impl FnMut(u32) -> bool) -> impl FnMut(Ask) -> bool {
     move |a| match a {
-        Ask::Pass(q) => ok(q),
+        Ask::Pass(q) | Ask::End(q) => ok(q),
         Ask::Alike(x, y) => x == y,
     }
 }
@@ -894,7 +933,7 @@ fn exact(mut ok: impl FnMut(u32) -> bool) -> impl FnMut(Ask) -> bool {
 fn char_dest(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, want: Option<u32>, mut judge: impl FnMut(Ask) -> bool) -> Option<u32> {
     // A character ends in `q`: one more that must end where all others do.
     fn arrive(q: u32, dest: &mut Option<u32>, judge: &mut impl FnMut(Ask) -> bool) -> bool {
-        if !judge(Ask::Pass(q)) {
+        if !judge(Ask::End(q)) {
             return false;
         }
         match *dest {

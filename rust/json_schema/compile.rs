@@ -1725,7 +1725,30 @@ impl<'a> Compiler<'a> {
 
     /// A string of `min..=max` characters as chunks of exactly `k`
     /// characters and a closing chunk of fewer, counted by the parser.
+    /// Where the minimum allows strings of at most [`MAX_REGEX_COUNT`]
+    /// characters, those are one terminal, counted in the lexer, beside a
+    /// head of exactly that many that the chunks continue: most strings are
+    /// short, and a mask inside a string counted in the lexer is a copy
+    /// of precomputed tokens (`grammar::body`), while one inside a chunk
+    /// meets the chunk's end within a few characters.
     fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
+        let n = MAX_REGEX_COUNT;
+        if let Some(m) = max.filter(|&m| min <= n && m > n) {
+            let short = self.b.terminal("STRING", &format!("\"{CH}{{{min},{n}}}\""));
+            let head = self.b.terminal("STRING_CHUNK", &format!("\"{CH}{{{n}}}"));
+            let rest = self.chunks(1, Some(m - n), "");
+            let open = self.b.fresh("strchunk");
+            self.b.rule(open, vec![Sym::T(short)]);
+            self.b.rule(open, vec![Sym::T(head), rest]);
+            return Sym::N(open);
+        }
+        self.chunks(min, max, "\"")
+    }
+
+    /// `min..=max` characters as chunks of exactly `k` characters and a
+    /// closing chunk of fewer and the closing quote, the first chunk
+    /// after `quote`.
+    fn chunks(&mut self, min: u64, max: Option<u64>, quote: &str) -> Sym {
         let big = max.map_or(min, |m| m.max(min));
         let k = big.div_ceil(4096).clamp(16, 2048);
         let states = match max {
@@ -1734,7 +1757,7 @@ impl<'a> Compiler<'a> {
         };
         let nts: Vec<u32> = (0..=states).map(|_| self.b.fresh("strchunk")).collect();
         for j in 0..=states {
-            let q = if j == 0 { "\"" } else { "" };
+            let q = if j == 0 { quote } else { "" };
             let done = j * k;
             let full_ok = match max {
                 Some(n) => done + k <= n,
