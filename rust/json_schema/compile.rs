@@ -254,6 +254,8 @@ pub struct Compiler<'a> {
     /// and bounds.
     counted: HashMap<String, Option<Sym>>,
     depth: usize,
+    /// Some long string starts with a head counted in the lexer.
+    string_heads: bool,
 }
 
 /// Keywords that constrain a value (all others are annotations): a
@@ -465,11 +467,14 @@ impl<'a> Compiler<'a> {
             dfas: HashMap::new(),
             counted: HashMap::new(),
             depth: 0,
+            string_heads: false,
         }
     }
 
     /// Compile the whole document into a grammar with start symbol `start`.
-    pub fn run(mut self) -> Result<(crate::grammar::Grammar, Vec<String>)> {
+    /// Also says whether some long string starts with a head counted in
+    /// the lexer ([`Options::string_heads`]).
+    pub fn run(mut self) -> Result<(crate::grammar::Grammar, Vec<String>, bool)> {
         let v = self.emit(vec![String::new()])?;
         let start = self.b.nonterminal("start");
         match self.p.ws {
@@ -484,7 +489,7 @@ impl<'a> Compiler<'a> {
             Error::EmptyLanguage(_) => Error::EmptyLanguage("the schema admits no JSON value (contradictory or unsatisfiable constraints)".into()),
             e => e,
         })?;
-        Ok((g, self.warnings))
+        Ok((g, self.warnings, self.string_heads))
     }
 
     /// Whether `text` is matched in full by `regex`.
@@ -1733,11 +1738,12 @@ impl<'a> Compiler<'a> {
     /// meets the chunk's end within a few characters.
     fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
         let n = MAX_REGEX_COUNT;
-        if let Some(m) = max.filter(|&m| min <= n && m > n) {
+        if let Some(m) = max.filter(|&m| self.opts.string_heads && min <= n && m > n) {
             let short = self.b.terminal("STRING", &format!("\"{CH}{{{min},{n}}}\""));
             let head = self.b.terminal("STRING_CHUNK", &format!("\"{CH}{{{n}}}"));
             let rest = self.chunks(1, Some(m - n), "");
             let open = self.b.fresh("strchunk");
+            self.string_heads = true;
             self.b.rule(open, vec![Sym::T(short)]);
             self.b.rule(open, vec![Sym::T(head), rest]);
             return Sym::N(open);

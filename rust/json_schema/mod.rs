@@ -55,6 +55,13 @@ pub struct Options {
     pub strict: bool,
     /// Deepest nesting of subschemas (and of `$ref`/`allOf` chains).
     pub max_depth: usize,
+    /// Count the first characters of a long string (`maxLength` above the
+    /// lexer's count) in the lexer, the rest in chunks (see
+    /// `compile::chunked_string`): masks inside most strings are then a
+    /// copy of precomputed tokens, at the price of a larger lexer. Off,
+    /// the whole string is counted in chunks (the fallback where that
+    /// lexer grows past its bound).
+    pub string_heads: bool,
 }
 
 /// Default [`Options::max_depth`].
@@ -74,6 +81,7 @@ impl Default for Options {
             whitespace: Whitespace::Flexible,
             strict: true,
             max_depth: DEFAULT_MAX_DEPTH,
+            string_heads: true,
         }
     }
 }
@@ -83,6 +91,9 @@ impl Default for Options {
 pub struct Compiled {
     pub grammar: Grammar,
     pub warnings: Vec<String>,
+    /// Some long string starts with a head counted in the lexer
+    /// ([`Options::string_heads`]).
+    pub string_heads: bool,
 }
 
 /// Compile a parsed schema.
@@ -109,7 +120,11 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
             .join()
             .map_err(|_| Error::Usage("internal error: the JSON Schema compiler panicked (please report the schema)".into()))?
     })
-    .map(|(grammar, warnings)| Compiled { grammar, warnings })
+    .map(|(grammar, warnings, string_heads)| Compiled {
+        grammar,
+        warnings,
+        string_heads,
+    })
 }
 
 /// Compile a schema given as JSON text.

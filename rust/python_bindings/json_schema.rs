@@ -6,6 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::core::{to_pyerr, PyConstraint, PyVocabulary};
+use crate::error::Error;
 use crate::grammar::GrammarLimits;
 use crate::json_schema::{compile_str, Options, Whitespace};
 use crate::matcher::{Constraint as CoreConstraint, DEFAULT_MASK_CACHE_BYTES};
@@ -52,6 +53,7 @@ fn _compile_json_schema(
         whitespace: ws,
         strict,
         max_depth,
+        ..Options::default()
     };
     let limits = GrammarLimits {
         mask_cache_bytes,
@@ -62,7 +64,16 @@ fn _compile_json_schema(
         .detach(|| {
             env.prepare_json_strings();
             let c = compile_str(schema, &opts)?;
-            Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
+            match CoreConstraint::grammar(env.clone(), &c.grammar, &limits) {
+                // Long strings' heads counted in the lexer can make it too
+                // large: count them in chunks only.
+                Err(Error::TooLarge(_)) if c.string_heads => {
+                    let plain = Options { string_heads: false, ..opts };
+                    let c = compile_str(schema, &plain)?;
+                    Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
+                }
+                r => Ok((r?, c.warnings)),
+            }
         })
         .map_err(to_pyerr)?;
     let args = (schema, vocab).into_pyobject(py)?;
