@@ -77,39 +77,27 @@ impl TokEnv {
     /// the first string of every JSON Schema then costs a copy, not a walk
     /// of the vocabulary.
     fn lex_entry(&self, g: &CompiledGrammar, memo: &BodyMemo, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
-        let build = || {
-            LexEntry::build(
-                g,
-                self.trie(),
-                self.subtree_bytes(),
-                Some(self.body_index()),
-                Some(memo),
-                ls,
-                in_progress,
-                allowed,
-                self.mask_words(),
-            )
-        };
+        let plan = LexEntry::plan(g, Some(self.body_index()), Some(memo), ls, in_progress, allowed);
+        let build = |plan| LexEntry::build_planned(g, self.trie(), self.subtree_bytes(), plan, ls, in_progress, allowed, self.mask_words());
         // Only a lexeme in progress (a string or number body): from the
         // lexer's start the walk depends on the grammar's whole set of
-        // terminals and is rarely met again elsewhere.
-        // Nor one whose body tokens come from the index: its build is
-        // cheaper than the signature.
-        let indexed = LexEntry::uses_index(g, Some(self.body_index()), Some(memo), ls, in_progress, allowed);
-        let sig = if in_progress && !indexed {
+        // terminals and is rarely met again elsewhere. Nor one whose body
+        // tokens come from the index: its build is cheaper than the
+        // signature.
+        let sig = if in_progress && !plan.uses_index() {
             g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
         } else {
             None
         };
         let Some(mut sig) = sig else {
-            return build();
+            return build(plan);
         };
         let key = (in_progress, std::mem::take(&mut sig.key));
         let found = self.shared_lex.lock().unwrap().0.get(&key).cloned();
         if let Some(shared) = found {
             return LexEntry::from_shared(g, allowed, &shared, &sig);
         }
-        let e = build();
+        let e = build(plan);
         let shared = e.to_shared(&sig);
         let bytes = shared.bytes() + key.1.len() * 4 + 64;
         let mut map = self.shared_lex.lock().unwrap();

@@ -64,13 +64,47 @@ impl LexEntry {
         allowed: &[u64],
         words: usize,
     ) -> LexEntry {
+        let plan = Self::plan(g, body, memo, s, in_progress, allowed);
+        Self::build_planned(g, trie, below, plan, s, in_progress, allowed, words)
+    }
+
+    /// How [`LexEntry::build`] will go about the entry of lexer state `s`
+    /// under `allowed`, decided before it is built (see
+    /// [`LexPlan::uses_index`]).
+    pub fn plan<'a>(
+        g: &CompiledGrammar,
+        body: Option<&'a BodyIndex>,
+        memo: Option<&BodyMemo>,
+        s: u32,
+        in_progress: bool,
+        allowed: &[u64],
+    ) -> LexPlan<'a> {
+        let mut states = WalkStates::new(g.lexer.num_states());
+        let plan = choose_plan(&g.lexer, body, memo, &mut states, s, in_progress, allowed);
+        LexPlan { plan, states }
+    }
+
+    /// [`LexEntry::build`] by a plan [`LexEntry::plan`] made for the same
+    /// state and allowed terminals.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_planned(
+        g: &CompiledGrammar,
+        trie: &TokTrie,
+        below: &SubtreeBytes,
+        plan: LexPlan<'_>,
+        s: u32,
+        in_progress: bool,
+        allowed: &[u64],
+        words: usize,
+    ) -> LexEntry {
         let lexer = &g.lexer;
+        let LexPlan { plan, states } = plan;
         let mut walk = LexWalk {
             trie,
             lexer,
             below,
             allowed,
-            memo: WalkStates::new(lexer.num_states()),
+            memo: states,
             states: vec![0u32; trie.max_depth() + 1],
             inner: vec![0u32; words].into_boxed_slice(),
             boundaries: Vec::new(),
@@ -78,7 +112,6 @@ impl LexEntry {
         if in_progress && can_end(lexer, s, allowed) {
             walk.boundaries.push((0u32, s));
         }
-        let plan = choose_plan(lexer, body, memo, &mut walk.memo, s, in_progress, allowed);
         match plan {
             Plan::Run(ix, run) => {
                 let n = run.states.len() - 1;
@@ -137,14 +170,6 @@ impl LexEntry {
         let LexWalk { inner, mut boundaries, .. } = walk;
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
         Self::grouped(g, allowed, inner, boundaries)
-    }
-
-    /// Whether [`LexEntry::build`] takes this entry's body tokens from the
-    /// index rather than walking the whole trie (then it is cheap: no
-    /// need to look for it among entries shared by walk signature).
-    pub fn uses_index(g: &CompiledGrammar, body: Option<&BodyIndex>, memo: Option<&BodyMemo>, s: u32, in_progress: bool, allowed: &[u64]) -> bool {
-        let mut states = WalkStates::new(g.lexer.num_states());
-        !matches!(choose_plan(&g.lexer, body, memo, &mut states, s, in_progress, allowed), Plan::Walk)
     }
 
     /// The entry with `boundaries` in groups (see [`LexEntry::groups`]).
@@ -211,6 +236,22 @@ const MAX_RUN: u32 = 16;
 /// each below small subtrees only: SynCode's JavaScript masks were 20%
 /// slower asking everywhere).
 const MIN_RUN_SUBTREE: usize = 32;
+
+/// A plan for [`LexEntry::build_planned`], with what making it learned
+/// about the lexer's states.
+pub struct LexPlan<'a> {
+    plan: Plan<'a>,
+    states: WalkStates,
+}
+
+impl LexPlan<'_> {
+    /// Whether the entry's body tokens come from the index rather than a
+    /// walk of the whole trie (then it is cheap: no need to look for it
+    /// among entries shared by walk signature).
+    pub fn uses_index(&self) -> bool {
+        !matches!(self.plan, Plan::Walk)
+    }
+}
 
 /// How [`LexEntry::build`] computes the entry of lexer state `s` (see
 /// there).
@@ -690,11 +731,13 @@ impl WalkStates {
     }
 
     /// No body character keeps the lexeme going from `q`: the first byte
-    /// of each leads to a state that does not extend it.
+    /// of each leads to a state that does not extend it (one byte of each
+    /// group of [`WalkStates::body_starts`] stands for its lexer class).
     fn body_dead(&mut self, lexer: &Dfa, q: u32, allowed: &[u64]) -> bool {
-        (0..=255u8)
-            .filter(|&b| body::starts_body_char(b))
-            .all(|b| self.status(lexer, lexer.next(q, b), allowed) & LIVE == 0)
+        (0..self.body_starts(lexer).len()).all(|k| {
+            let b = self.body_starts[k].0;
+            self.status(lexer, lexer.next(q, b), allowed) & LIVE == 0
+        })
     }
 
     /// The states body characters move `s` through, if they all move it
@@ -1757,21 +1800,13 @@ pub(crate) mod tests {
             let fast = LexEntry::build(&g, trie, below, Some(env.body_index()), Some(&memo), ls, ip, allowed, words);
             let slow = LexEntry::build(&g, trie, below, None, None, ls, ip, allowed, words);
             if fast.inner != slow.inner {
-                let a = crate::bitmask::ones(&fast.inner);
-                let b = crate::bitmask::ones(&slow.inner);
-                let extra: Vec<_> = a
-                    .iter()
-                    .filter(|t| !b.contains(t))
-                    .take(10)
-                    .map(|&t| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string())
-                    .collect();
-                let missing: Vec<_> = b
-                    .iter()
-                    .filter(|t| !a.contains(t))
-                    .take(10)
-                    .map(|&t| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string())
-                    .collect();
-                panic!("inner tokens differ {at}: extra {extra:?} missing {missing:?}");
+                let (a, b) = (crate::bitmask::ones(&fast.inner), crate::bitmask::ones(&slow.inner));
+                // Up to ten tokens of `x` not in `y`, spelled.
+                let only = |x: &[u32], y: &[u32]| -> Vec<String> {
+                    let spell = |t: u32| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string();
+                    x.iter().filter(|t| !y.contains(t)).take(10).map(|&t| spell(t)).collect()
+                };
+                panic!("inner tokens differ {at}: extra {:?} missing {:?}", only(&a, &b), only(&b, &a));
             }
             // The same boundary nodes, in lexer states that walk alike
             // (the index walks from one state of each such set).
