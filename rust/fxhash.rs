@@ -26,9 +26,20 @@ impl Hasher for Fx {
         // the low ones.
         self.0.rotate_left(26)
     }
+    /// Eight bytes per round: slices of integers (`Vec<u32>` and
+    /// `Vec<u64>` keys: allowed-terminal sets, walk signatures) hash
+    /// through here as their raw bytes.
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            // The length keeps "ab" and "ab\0" apart.
+            self.write_u64(u64::from_le_bytes(last) ^ (rest.len() as u64) << 59);
         }
     }
     fn write_u8(&mut self, x: u8) {

@@ -14,6 +14,7 @@
 //! never cuts off a longer one (`a|ab` accepts both).
 
 use crate::error::{Error, Result};
+use crate::fxhash::FxMap;
 use regex_automata::{
     dfa::{dense, Automaton, StartKind},
     nfa::thompson,
@@ -324,11 +325,18 @@ impl Dfa {
     /// allowed patterns). `None` past `max_states` states or once the
     /// refinement would pass over more than `max_work` (state, class) pairs.
     fn quotient(&self, s: u32, allowed: &[u64], max_states: usize, max_work: usize) -> Option<Quotient> {
+        self.quotient_with(s, allowed, max_states, max_work, true)
+    }
+
+    /// [`Dfa::quotient`]; `paths: false` refines paths too (to test the
+    /// shortcut against).
+    fn quotient_with(&self, s: u32, allowed: &[u64], max_states: usize, max_work: usize, paths: bool) -> Option<Quotient> {
         use crate::fxhash::FxMap;
         const NONE: u32 = u32::MAX;
         let stride = self.stride;
         let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
         let mut states = vec![s];
+        let mut revisits = false;
         let mut index: FxMap<u32, u32> = FxMap::default();
         index.insert(s, 0);
         let mut succ: Vec<u32> = Vec::new(); // `stride` per state
@@ -349,11 +357,19 @@ impl Dfa {
                         return None;
                     }
                     states.push(t);
+                } else {
+                    revisits = true;
                 }
                 succ.push(id);
             }
         }
         let n = states.len();
+        // A path (each state one live byte class on to a new state: the
+        // rest of a literal, such as an object key) is its own minimal
+        // automaton: state `k` is the only one with a longest continuation
+        // of `n - 1 - k` classes. Refinement would take `n` rounds to find
+        // that out.
+        let path = paths && !revisits && succ.chunks(stride).all(|row| row.iter().filter(|&&t| t != NONE).count() <= 1);
         let mut label_ids: FxMap<Vec<u64>, u32> = FxMap::default();
         let labels: Vec<u32> = states
             .iter()
@@ -363,6 +379,15 @@ impl Dfa {
                 *label_ids.entry(m).or_insert(next)
             })
             .collect();
+        if path {
+            return Some(Quotient {
+                states,
+                succ,
+                labels,
+                block: (0..n as u32).collect(),
+                nblocks: n,
+            });
+        }
         // Byte classes that every reachable state maps alike tell the
         // refinement nothing new: only one of each such column is read (a
         // string body reached from a lexer over many terminals has dozens
@@ -678,7 +703,7 @@ impl Dfa {
         let bc = dfa.byte_classes();
         let mut classes = [0u8; 256];
         let mut reps: Vec<u8> = Vec::new();
-        let mut class_of_rep = std::collections::HashMap::new();
+        let mut class_of_rep: FxMap<u8, u8> = FxMap::default();
         for b in 0..=255u8 {
             let c = bc.get(b);
             let ours = *class_of_rep.entry(c).or_insert_with(|| {
@@ -690,8 +715,8 @@ impl Dfa {
         let stride = reps.len();
 
         let pwords = npatterns.div_ceil(64).max(1);
-        let raw_matches = |sid: StateID| -> Vec<u64> {
-            let mut m = vec![0u64; pwords];
+        let raw_matches = |sid: StateID, m: &mut [u64]| {
+            m.fill(0);
             let e = dfa.next_eoi_state(sid);
             if dfa.is_match_state(e) {
                 for k in 0..dfa.match_len(e) {
@@ -699,55 +724,79 @@ impl Dfa {
                     m[p / 64] |= 1u64 << (p % 64);
                 }
             }
-            m
         };
-        // BFS over reachable states; index 0 reserved for dead.
-        type Key = (StateID, Vec<u64>);
-        let mut ids: std::collections::HashMap<Key, u32> = std::collections::HashMap::new();
-        let mut order: Vec<Key> = vec![(StateID::ZERO, vec![])]; // placeholder for dead
+        // BFS over reachable (state, first-match patterns done) pairs; the
+        // done sets are interned (id 0: none, the only one without
+        // first-match patterns), so a pair is two integers and a
+        // transition costs one lookup in a small-key map, not an
+        // allocation and a SipHash of a vector. Index 0 is reserved for
+        // dead.
+        let mut done_sets: Vec<Vec<u64>> = vec![vec![0u64; pwords]];
+        let mut done_ids: FxMap<Vec<u64>, u32> = FxMap::default();
+        done_ids.insert(vec![0u64; pwords], 0);
+        let any_first = first.iter().any(|&f| f != 0);
+        let mut ids: FxMap<(StateID, u32), u32> = FxMap::default();
+        let mut order: Vec<(StateID, u32)> = vec![(StateID::ZERO, 0)]; // placeholder for dead
         let mut trans: Vec<u32> = vec![DEAD; stride];
         let mut queue = std::collections::VecDeque::new();
-        let mut intern = |sid: Key, order: &mut Vec<Key>, queue: &mut std::collections::VecDeque<Key>| -> Result<u32> {
-            let (sid, done) = sid;
-            if dfa.is_dead_state(sid) {
-                return Ok(DEAD);
-            }
-            if dfa.is_quit_state(sid) {
-                return Err(Error::Usage(
-                    "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
-                ));
-            }
-            let key = (sid, done);
-            if let Some(&i) = ids.get(&key) {
-                return Ok(i);
-            }
-            let i = order.len() as u32;
-            if order.len() > limits.max_states {
-                return Err(Error::TooLarge(format!("more than {} DFA states", limits.max_states)));
-            }
-            ids.insert(key.clone(), i);
-            order.push(key.clone());
-            queue.push_back(key);
-            Ok(i)
-        };
-        let start = intern((start_id, vec![0u64; pwords]), &mut order, &mut queue)?;
+        let mut intern =
+            |key: (StateID, u32), order: &mut Vec<(StateID, u32)>, queue: &mut std::collections::VecDeque<(StateID, u32)>| -> Result<u32> {
+                let sid = key.0;
+                if dfa.is_dead_state(sid) {
+                    return Ok(DEAD);
+                }
+                if dfa.is_quit_state(sid) {
+                    return Err(Error::Usage(
+                        "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
+                    ));
+                }
+                if let Some(&i) = ids.get(&key) {
+                    return Ok(i);
+                }
+                let i = order.len() as u32;
+                if order.len() > limits.max_states {
+                    return Err(Error::TooLarge(format!("more than {} DFA states", limits.max_states)));
+                }
+                ids.insert(key, i);
+                order.push(key);
+                queue.push_back(key);
+                Ok(i)
+            };
+        let start = intern((start_id, 0), &mut order, &mut queue)?;
         let mut from = 0usize;
+        let mut m = vec![0u64; pwords];
         while let Some((sid, done)) = queue.pop_front() {
             from += 1;
             trans.resize((from + 1) * stride, DEAD);
             // First-match patterns matched here are over for every successor.
-            let m = raw_matches(sid);
-            let done2: Vec<u64> = done.iter().zip(&m).zip(first).map(|((d, m), f)| d | (m & f)).collect();
+            let done2 = if any_first {
+                raw_matches(sid, &mut m);
+                let d: Vec<u64> = done_sets[done as usize]
+                    .iter()
+                    .zip(&m)
+                    .zip(first)
+                    .map(|((d, m), f)| d | (m & f))
+                    .collect();
+                let next = done_sets.len() as u32;
+                let id = *done_ids.entry(d.clone()).or_insert(next);
+                if id == next {
+                    done_sets.push(d);
+                }
+                id
+            } else {
+                0
+            };
             for (c, &b) in reps.iter().enumerate() {
                 let t = dfa.next_state(sid, b);
-                trans[from * stride + c] = intern((t, done2.clone()), &mut order, &mut queue)?;
+                trans[from * stride + c] = intern((t, done2), &mut order, &mut queue)?;
             }
         }
         let n = order.len();
         trans.resize(n * stride, DEAD);
         let mut matches = vec![0u64; n * pwords];
-        for (i, (sid, done)) in order.iter().enumerate().skip(1) {
-            for (w, (m, d)) in raw_matches(*sid).iter().zip(done).enumerate() {
+        for (i, &(sid, done)) in order.iter().enumerate().skip(1) {
+            raw_matches(sid, &mut m);
+            for (w, (m, d)) in m.iter().zip(&done_sets[done as usize]).enumerate() {
                 matches[i * pwords + w] = m & !d;
             }
         }
@@ -939,6 +988,40 @@ mod tests {
         // A state past the bound gets no signature.
         let mut out = Vec::new();
         assert!(!d.signature(d.start(), &[0b111], 2, &mut out));
+    }
+
+    /// The shortcut for paths (the rest of a literal) finds the blocks
+    /// refinement finds: every state its own, on lexers where literals
+    /// share prefixes and suffixes with each other and with a pattern.
+    #[test]
+    fn quotient_of_a_path_is_the_refined_one() {
+        let lexers: [&[&str]; 3] = [
+            &[r#""name""#, r#""username""#, r#""nam""#, r#""[a-z]*""#],
+            &["abcabc", "abd", "(?:abc)+x", "[0-9]+"],
+            &["null", "nul", "true", "false", "-?[0-9]+"],
+        ];
+        let mut paths = 0;
+        for pats in lexers {
+            let d = Dfa::compile_many(pats, &RegexLimits::default()).unwrap();
+            let words = pats.len().div_ceil(64);
+            for allowed in 1..(1u64 << pats.len()) {
+                for st in 1..d.num_states() as u32 {
+                    let Some(fast) = d.quotient_with(st, &[allowed][..words], 64, usize::MAX, true) else {
+                        continue;
+                    };
+                    let slow = d.quotient_with(st, &[allowed][..words], 64, usize::MAX, false).unwrap();
+                    assert_eq!(fast.states, slow.states);
+                    // Same partition: blocks correspond one to one.
+                    let mut map = std::collections::HashMap::new();
+                    for (a, b) in fast.block.iter().zip(&slow.block) {
+                        assert_eq!(*map.entry(*a).or_insert(*b), *b, "{pats:?} state {st} allowed {allowed:b}");
+                    }
+                    assert_eq!(fast.nblocks, slow.nblocks, "{pats:?} state {st} allowed {allowed:b}");
+                    paths += usize::from(fast.nblocks == fast.states.len());
+                }
+            }
+        }
+        assert!(paths > 20, "only {paths} quotients without merged states");
     }
 
     #[test]
