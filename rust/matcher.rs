@@ -12,7 +12,7 @@
 //! memory-bounded cache. That cache is an optimisation: the walk alone is
 //! exact and is all a grammar state can rely on.
 
-use crate::bitmask::{set_bit, words_for};
+use crate::bitmask::{set_bit, words_for, StoredMask};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::body::BodyIndex;
@@ -148,7 +148,7 @@ pub const DEFAULT_MASK_CACHE_BYTES: usize = 256 << 20;
 /// the byte budget is spent, further states are computed on every request.
 #[derive(Debug)]
 struct MaskCache {
-    slots: Vec<OnceLock<Box<[u32]>>>,
+    slots: Vec<OnceLock<StoredMask>>,
     used: AtomicUsize,
     budget: usize,
 }
@@ -213,7 +213,7 @@ struct LexerClasses {
 }
 
 /// Full masks by [`GrammarState::mask_key`].
-type MaskMap = FxMap<(u32, bool, u128), Arc<[u32]>>;
+type MaskMap = FxMap<(u32, bool, u128), Arc<StoredMask>>;
 
 /// Lexer-layer entries by (lexer state, lexeme in progress, allowed
 /// terminals reachable from that state).
@@ -346,7 +346,7 @@ impl RegexKind {
     fn fill_mask(&self, env: &TokEnv, state: u32, out: &mut [u32]) {
         let slot = &self.cache.slots[state as usize];
         if let Some(m) = slot.get() {
-            out.copy_from_slice(m);
+            m.write_to(out);
             return;
         }
         out.fill(0);
@@ -365,9 +365,10 @@ impl RegexKind {
                 set_bit(out, e);
             }
         }
-        let bytes = std::mem::size_of_val(out);
+        let stored = StoredMask::new(out);
+        let bytes = stored.bytes() + 32;
         if self.cache.used.fetch_add(bytes, Ordering::Relaxed) + bytes <= self.cache.budget {
-            let _ = slot.set(out.to_vec().into_boxed_slice());
+            let _ = slot.set(stored);
         } else {
             self.cache.used.fetch_sub(bytes, Ordering::Relaxed);
         }
@@ -385,8 +386,8 @@ impl GrammarKind {
         if key.1 {
             key.0 = cache.lexer_class(g, key.0, st.lexer_view(g).2);
         }
-        if let Some(m) = cache.map.lock().unwrap().get(&key) {
-            out.copy_from_slice(m);
+        if let Some(m) = cache.map.lock().unwrap().get(&key).cloned() {
+            m.write_to(out);
             return Ok(());
         }
         let trie = env.trie();
@@ -433,8 +434,9 @@ impl GrammarKind {
                 set_bit(out, e);
             }
         }
-        if cache.reserve(std::mem::size_of_val(out)) {
-            cache.map.lock().unwrap().insert(key, out.to_vec().into());
+        let stored = StoredMask::new(out);
+        if cache.reserve(stored.bytes() + 64) {
+            cache.map.lock().unwrap().insert(key, Arc::new(stored));
         }
         Ok(())
     }

@@ -84,7 +84,18 @@ pub struct Dfa {
     terminal: Vec<bool>,
     start: u32,
     npatterns: usize,
+    /// Per UTF-8 decoder state inside a character (see
+    /// [`crate::toktrie::utf8_step`]): one continuation byte per run of
+    /// bytes with the same byte class and decoder successor, and that
+    /// successor. A JSON lexer has one to four such runs in 0x80..=0xBF;
+    /// walks that follow characters through the automaton
+    /// ([`crate::grammar::mask`]) would otherwise try all 64 bytes at
+    /// every step.
+    utf8_conts: Utf8Continuations,
 }
+
+/// See [`Dfa::utf8_continuations`]: per decoder state, (byte, next state).
+type Utf8Continuations = Box<[Box<[(u8, u8)]>]>;
 
 pub const DEAD: u32 = 0;
 
@@ -219,6 +230,18 @@ pub struct WalkSignature {
 }
 
 impl Dfa {
+    /// The continuation bytes that matter after UTF-8 decoder state `u`
+    /// (1..=7: inside a character): one per run of bytes in 0x80..=0xBF
+    /// with the same byte class and decoder successor, with that
+    /// successor. Empty for state 0 and invalid states.
+    #[inline]
+    pub fn utf8_continuations(&self, u: crate::toktrie::Utf8State) -> &[(u8, crate::toktrie::Utf8State)] {
+        if u == 0 || u as usize >= self.utf8_conts.len() {
+            return &[];
+        }
+        &self.utf8_conts[u as usize]
+    }
+
     #[inline(always)]
     pub fn next(&self, s: u32, b: u8) -> u32 {
         // Every state id stored in `trans` is < num_states and classes are
@@ -910,7 +933,28 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
         terminal,
         start: new_id[start as usize],
         npatterns,
+        utf8_conts: utf8_continuations(&classes),
     }
+}
+
+/// See [`Dfa::utf8_continuations`].
+fn utf8_continuations(classes: &[u8; 256]) -> Utf8Continuations {
+    use crate::toktrie::{utf8_step, UTF8_INVALID};
+    (0..8u8)
+        .map(|u| {
+            let mut out = Vec::new();
+            let mut last = (u8::MAX, UTF8_INVALID);
+            for b in 0x80..=0xBFu8 {
+                let u2 = utf8_step(u, b);
+                let key = (classes[b as usize], u2);
+                if u2 != UTF8_INVALID && key != last {
+                    out.push((b, u2));
+                    last = key;
+                }
+            }
+            out.into_boxed_slice()
+        })
+        .collect()
 }
 
 fn syntax_error(span: &regex_syntax::ast::Span, message: &str) -> Error {

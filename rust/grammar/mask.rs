@@ -22,7 +22,7 @@
 
 use super::body::{self, BodyIndex, SKELETON_ENTRY};
 use super::earley::{can_end, extends, intersects, CompiledGrammar, GrammarState};
-use crate::bitmask::set_bit;
+use crate::bitmask::{set_bit, StoredMask};
 use crate::fxhash::FxMap;
 use crate::regex::{Dfa, WalkSignature};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -31,7 +31,7 @@ use crate::toktrie::{SubtreeBytes, TokTrie};
 #[derive(Debug)]
 pub struct LexEntry {
     /// Tokens all of whose bytes extend the lexeme in progress.
-    inner: Box<[u32]>,
+    inner: std::sync::Arc<StoredMask>,
     /// (trie node, lexer state there) where the lexeme may end and a
     /// non-extending child follows; grouped by the terminals the lexeme
     /// matches there, then sorted by lexer state.
@@ -106,7 +106,7 @@ impl LexEntry {
             allowed,
             memo: states,
             states: vec![0u32; trie.max_depth() + 1],
-            inner: vec![0u32; words].into_boxed_slice(),
+            inner: take_scratch(words),
             boundaries: Vec::new(),
         };
         if in_progress && can_end(lexer, s, allowed) {
@@ -169,11 +169,13 @@ impl LexEntry {
         }
         let LexWalk { inner, mut boundaries, .. } = walk;
         boundaries.retain(|&(n, ls)| trie.children(n as usize).any(|c| !extends(lexer, ls, trie.node_byte(c), allowed)));
-        Self::grouped(g, allowed, inner, boundaries)
+        let stored = std::sync::Arc::new(StoredMask::new(&inner));
+        give_back_scratch(inner);
+        Self::grouped(g, allowed, stored, boundaries)
     }
 
     /// The entry with `boundaries` in groups (see [`LexEntry::groups`]).
-    fn grouped(g: &CompiledGrammar, allowed: &[u64], inner: Box<[u32]>, mut boundaries: Vec<(u32, u32)>) -> LexEntry {
+    fn grouped(g: &CompiledGrammar, allowed: &[u64], inner: std::sync::Arc<StoredMask>, mut boundaries: Vec<(u32, u32)>) -> LexEntry {
         let mut group_of: FxMap<Vec<u64>, u32> = FxMap::default();
         let mut by_state: FxMap<u32, u32> = FxMap::default();
         for &(_, ls) in &boundaries {
@@ -213,8 +215,27 @@ impl LexEntry {
     }
 
     pub fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.inner) + self.boundaries.len() * 8 + self.groups.len() * 4
+        self.inner.bytes() + self.boundaries.len() * 8 + self.groups.len() * 4
     }
+}
+
+thread_local! {
+    /// A mask-sized buffer [`LexEntry::build_planned`] walks into before
+    /// the entry keeps its [`StoredMask`]: a fresh zeroed buffer per build
+    /// faulted in its pages on every first visit.
+    static SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `words` words, from this thread's scratch.
+fn take_scratch(words: usize) -> Box<[u32]> {
+    let mut v = SCRATCH.with(|c| c.take());
+    v.clear();
+    v.resize(words, 0);
+    v.into_boxed_slice()
+}
+
+fn give_back_scratch(b: Box<[u32]>) {
+    SCRATCH.with(|c| c.set(b.into_vec()));
 }
 
 /// [`WalkStates::status`] bit: the state extends the lexeme (some allowed
@@ -914,17 +935,7 @@ fn char_starts(lexer: &Dfa) -> impl Iterator<Item = (u8, crate::toktrie::Utf8Sta
 /// per (lexer byte class, decoder state after it): a byte of the previous
 /// byte's class with the same decoder outcome leads where that one did.
 fn continuations(lexer: &Dfa, u: crate::toktrie::Utf8State) -> impl Iterator<Item = (u8, crate::toktrie::Utf8State)> + '_ {
-    use crate::toktrie::{utf8_step, UTF8_INVALID};
-    let mut last = (usize::MAX, UTF8_INVALID);
-    (0x80..=0xBFu8).filter_map(move |b| {
-        let u2 = utf8_step(u, b);
-        let key = (lexer.byte_class(b), u2);
-        if u2 == UTF8_INVALID || key == last {
-            return None;
-        }
-        last = key;
-        Some((b, u2))
-    })
+    lexer.utf8_continuations(u).iter().copied()
 }
 
 /// The first bytes (ASCII bytes and UTF-8 lead bytes) of the characters
@@ -1040,13 +1051,13 @@ fn char_walk(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut visi
 /// in the signature.
 #[derive(Debug)]
 pub struct SharedLexEntry {
-    inner: Box<[u32]>,
+    inner: std::sync::Arc<StoredMask>,
     boundaries: Vec<(u32, u32)>,
 }
 
 impl SharedLexEntry {
     pub fn bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.inner) + self.boundaries.len() * 8
+        self.inner.bytes() + self.boundaries.len() * 8
     }
 }
 
@@ -1142,7 +1153,7 @@ pub fn fill_from_entry(
     reserve: &dyn Fn(usize) -> bool,
     out: &mut [u32],
 ) {
-    out.copy_from_slice(&entry.inner);
+    entry.inner.write_to(out);
     // Lexemes ending in different lexer states often leave the parser in
     // the same configuration (an identifier ended after "re" or after "ret"
     // scans the same NAME), so results are kept per configuration after
@@ -1800,7 +1811,7 @@ pub(crate) mod tests {
             let fast = LexEntry::build(&g, trie, below, Some(env.body_index()), Some(&memo), ls, ip, allowed, words);
             let slow = LexEntry::build(&g, trie, below, None, None, ls, ip, allowed, words);
             if fast.inner != slow.inner {
-                let (a, b) = (crate::bitmask::ones(&fast.inner), crate::bitmask::ones(&slow.inner));
+                let (a, b) = (fast.inner.ones(), slow.inner.ones());
                 // Up to ten tokens of `x` not in `y`, spelled.
                 let only = |x: &[u32], y: &[u32]| -> Vec<String> {
                     let spell = |t: u32| String::from_utf8_lossy(env.vocab().token_bytes(t)).to_string();
