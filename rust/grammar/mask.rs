@@ -796,23 +796,23 @@ impl WalkStates {
                     };
                 }
                 Ok(t) => {
-                    // Back to a state met before, or on to one that walks
-                    // like this one (a free key string whose lexer state
-                    // also counts a value string's characters): a cycle.
-                    let back = states.iter().position(|&x| x == t);
-                    let back = back.or_else(|| self.equiv(lexer, q, t, allowed, &mut facts.alike).then_some(states.len() - 1));
-                    if let Some(k) = back {
+                    // Back to a state met before: a cycle.
+                    if let Some(k) = states.iter().position(|&x| x == t) {
                         return Ok(BodyRun {
                             states,
                             end: RunEnd::Cycle(k),
                         });
                     }
                     if states.len() > body::MAX_COUNTED {
-                        return Err(Stop::Other);
+                        states.push(t);
+                        return self.alike_cycle(lexer, states, allowed, &mut facts.alike).ok_or(Stop::Other);
                     }
                     states.push(t);
                 }
                 Err(why) => {
+                    if let Some(run) = self.alike_cycle(lexer, states.clone(), allowed, &mut facts.alike) {
+                        return Ok(run);
+                    }
                     return if self.body_dead(lexer, q, allowed) {
                         Ok(BodyRun { states, end: RunEnd::Dead })
                     } else {
@@ -821,6 +821,29 @@ impl WalkStates {
                 }
             }
         }
+    }
+
+    /// The run `states` (each the body step of the one before) as a cycle
+    /// at its first state that walks like the next ([`WalkStates::equiv`]:
+    /// a free key string whose lexer state also counts a value string's
+    /// characters), cut after that state; `None` if there is none.
+    ///
+    /// Why after the run, not at each step: a string of bounded length
+    /// counts its characters, and its consecutive states differ only in
+    /// how many remain, which `equiv` finds out at the count's end. Asked
+    /// at every step (a 32-character head beside a 2,000-state lexer),
+    /// that was a quadratic 14 M instructions for one mask. Two states that
+    /// walk alike make every later pair alike too, so a run with such a
+    /// pair never ends (the lexeme could always go on): only runs that stop
+    /// short of an end need the question, and their first alike pair is the
+    /// one a check at every step would have found.
+    fn alike_cycle(&mut self, lexer: &Dfa, mut states: Vec<u32>, allowed: &[u64], memo: &mut FxMap<(u32, u32), bool>) -> Option<BodyRun> {
+        let k = (0..states.len().saturating_sub(1)).find(|&i| self.equiv(lexer, states[i], states[i + 1], allowed, memo))?;
+        states.truncate(k + 1);
+        Some(BodyRun {
+            states,
+            end: RunEnd::Cycle(k),
+        })
     }
 
     /// Lexer state `s`'s runs: each a set of characters (by first byte)
