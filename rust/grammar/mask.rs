@@ -803,15 +803,16 @@ impl WalkStates {
                             end: RunEnd::Cycle(k),
                         });
                     }
-                    if states.len() > body::MAX_COUNTED {
-                        states.push(t);
+                    states.push(t);
+                    if states.len() > body::MAX_COUNTED + 1 {
                         return self.alike_cycle(lexer, states, allowed, &mut facts.alike).ok_or(Stop::Other);
                     }
-                    states.push(t);
                 }
                 Err(why) => {
-                    if let Some(run) = self.alike_cycle(lexer, states.clone(), allowed, &mut facts.alike) {
-                        return Ok(run);
+                    if states.len() > 1 {
+                        if let Some(run) = self.alike_cycle(lexer, states.clone(), allowed, &mut facts.alike) {
+                            return Ok(run);
+                        }
                     }
                     return if self.body_dead(lexer, q, allowed) {
                         Ok(BodyRun { states, end: RunEnd::Dead })
