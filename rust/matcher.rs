@@ -60,12 +60,14 @@ impl TokEnv {
         })
     }
 
-    /// Build the per-vocabulary data JSON strings use (the token trie and
-    /// the string-body index, [`BodyIndex`]) now rather than at the first
-    /// mask: every JSON Schema's strings take their body tokens from it,
-    /// so like the token trie it is per-vocabulary work (llguidance
-    /// precomputes its string-body token sets per tokenizer the same way).
-    pub fn prepare_json_strings(&self) {
+    /// Build the per-vocabulary data grammar masks use (the token trie,
+    /// its subtree shapes and bytes, and the string-body index,
+    /// [`BodyIndex`]) now rather than at the first mask: every JSON
+    /// Schema's strings take their body tokens from the index, so like the
+    /// token trie it is per-vocabulary work (llguidance precomputes its
+    /// string-body token sets per tokenizer the same way).
+    /// [`Constraint::grammar`] calls it.
+    pub fn prepare_grammar_data(&self) {
         self.shapes();
         self.subtree_bytes();
         self.body_index();
@@ -289,12 +291,35 @@ impl Constraint {
         }))
     }
 
+    /// A JSON Schema (JSON text) compiled to a grammar constraint, and the
+    /// warnings of non-strict mode. Where long strings' heads counted in
+    /// the lexer ([`crate::json_schema::Options::string_heads`]) make the
+    /// lexer too large, the schema is compiled again with every string
+    /// counted in chunks.
+    pub fn json_schema(
+        env: Arc<TokEnv>,
+        schema: &str,
+        opts: &crate::json_schema::Options,
+        limits: &GrammarLimits,
+    ) -> Result<(Arc<Self>, Vec<String>)> {
+        let c = crate::json_schema::compile_str(schema, opts)?;
+        match Self::grammar(env.clone(), &c.grammar, limits) {
+            Err(Error::TooLarge(_)) if c.string_heads => {
+                let plain = crate::json_schema::Options {
+                    string_heads: false,
+                    ..opts.clone()
+                };
+                let c = crate::json_schema::compile_str(schema, &plain)?;
+                Ok((Self::grammar(env, &c.grammar, limits)?, c.warnings))
+            }
+            r => Ok((r?, c.warnings)),
+        }
+    }
+
     pub fn grammar(env: Arc<TokEnv>, grammar: &Grammar, limits: &GrammarLimits) -> Result<Arc<Self>> {
         let g = CompiledGrammar::new(grammar, limits)?;
         GrammarState::new(&g)?; // the initial set must exist
-        env.shapes();
-        env.subtree_bytes();
-        env.body_index();
+        env.prepare_grammar_data();
         Ok(Arc::new(Constraint {
             env,
             kind: Kind::Grammar(Arc::new(GrammarKind {
@@ -889,7 +914,7 @@ mod tests {
         ];
         for tok in ["gpt2", "llama-3-8b-instruct"] {
             let Some(env) = shared_env(tok) else { return };
-            env.prepare_json_strings();
+            env.prepare_grammar_data();
             assert!(env.body.get().is_some(), "string-body index prepared");
             // Twice over: the second round finds every entry shared (and
             // adds none).

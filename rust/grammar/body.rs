@@ -129,11 +129,7 @@ impl BodyIndex {
             let at = path[d - 1];
             let b = node.byte;
             let u = utf8_step(at.u, b);
-            let body = if at.u == UTF8_START {
-                is_body_ascii(b) || (b >= 0x80 && u != UTF8_INVALID)
-            } else {
-                u != UTF8_INVALID
-            };
+            let body = if at.u == UTF8_START { starts_body_char(b) } else { u != UTF8_INVALID };
             if !body {
                 on_skeleton[i] = 2;
                 for &a in ids[1..d].iter().rev() {

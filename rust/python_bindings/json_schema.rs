@@ -6,9 +6,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::core::{to_pyerr, PyConstraint, PyVocabulary};
-use crate::error::Error;
 use crate::grammar::GrammarLimits;
-use crate::json_schema::{compile_str, Options, Whitespace};
+use crate::json_schema::{Options, Whitespace};
 use crate::matcher::{Constraint as CoreConstraint, DEFAULT_MASK_CACHE_BYTES};
 
 /// Compile a JSON Schema given as JSON text. Returns `(constraint,
@@ -60,22 +59,7 @@ fn _compile_json_schema(
         ..GrammarLimits::default()
     };
     let env = vocab.get().env.clone();
-    let (inner, warnings) = py
-        .detach(|| {
-            env.prepare_json_strings();
-            let c = compile_str(schema, &opts)?;
-            match CoreConstraint::grammar(env.clone(), &c.grammar, &limits) {
-                // Long strings' heads counted in the lexer can make it too
-                // large: count them in chunks only.
-                Err(Error::TooLarge(_)) if c.string_heads => {
-                    let plain = Options { string_heads: false, ..opts };
-                    let c = compile_str(schema, &plain)?;
-                    Ok((CoreConstraint::grammar(env, &c.grammar, &limits)?, c.warnings))
-                }
-                r => Ok((r?, c.warnings)),
-            }
-        })
-        .map_err(to_pyerr)?;
+    let (inner, warnings) = py.detach(|| CoreConstraint::json_schema(env, schema, &opts, &limits)).map_err(to_pyerr)?;
     let args = (schema, vocab).into_pyobject(py)?;
     Ok((PyConstraint::new(inner, "_compile_json_schema", args, &recipe_kwargs)?, warnings))
 }
