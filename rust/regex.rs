@@ -184,6 +184,15 @@ pub fn first_bytes(pattern: &str) -> Option<[u64; 4]> {
     }
 }
 
+thread_local! {
+    /// regex-automata's Thompson compiler, kept per thread: a new one
+    /// allocates and fills a 320 KB cache of UTF-8 suffixes on its first
+    /// Unicode class, more than the rest of a small lexer's compile
+    /// touches (in a freshly forked worker, 80 page faults per schema). A
+    /// kept one only bumps the cache's version number.
+    static NFA_COMPILER: std::cell::RefCell<thompson::Compiler> = std::cell::RefCell::new(thompson::Compiler::new());
+}
+
 /// A terminal for [`Dfa::compile_terminals`].
 #[derive(Debug, Clone, Copy)]
 pub struct TerminalSpec<'a> {
@@ -666,15 +675,15 @@ impl Dfa {
                 .map_err(|e| syntax_error(e.span(), &e.kind().to_string()))?;
             hirs.push(hir);
         }
-        let nfa = thompson::Compiler::new()
-            .configure(
-                thompson::Config::new()
-                    .nfa_size_limit(Some(limits.nfa_size))
-                    .which_captures(thompson::WhichCaptures::None)
-                    .shrink(false),
-            )
-            .build_many_from_hir(&hirs)
-            .map_err(|e| Error::TooLarge(format!("NFA exceeds {} bytes ({e})", limits.nfa_size)))?;
+        let config = thompson::Config::new()
+            .nfa_size_limit(Some(limits.nfa_size))
+            .which_captures(thompson::WhichCaptures::None)
+            .shrink(false);
+        let too_large = |e: thompson::BuildError| Error::TooLarge(format!("NFA exceeds {} bytes ({e})", limits.nfa_size));
+        let nfa = NFA_COMPILER.with(|cached| match cached.try_borrow_mut() {
+            Ok(mut c) => c.configure(config).build_many_from_hir(&hirs).map_err(too_large),
+            Err(_) => thompson::Compiler::new().configure(config).build_many_from_hir(&hirs).map_err(too_large),
+        })?;
         let alphabet = nfa.byte_classes().alphabet_len().max(1);
         let determinize_limit = limits.dfa_size.min(limits.determinize_work / alphabet);
         let dfa = dense::Builder::new()

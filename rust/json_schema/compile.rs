@@ -256,6 +256,12 @@ pub struct Compiler<'a> {
     depth: usize,
     /// Some long string starts with a head counted in the lexer.
     string_heads: bool,
+    /// Lowest stack address the recursion may reach (0: unchecked, the
+    /// compiler runs on a thread whose stack is sized for `max_depth`).
+    stack_floor: usize,
+    /// The recursion reached [`Self::stack_floor`]: whatever `run`
+    /// returns is void, and the caller starts again on a large stack.
+    pub out_of_stack: bool,
 }
 
 /// Keywords that constrain a value (all others are annotations): a
@@ -468,13 +474,41 @@ impl<'a> Compiler<'a> {
             counted: HashMap::new(),
             depth: 0,
             string_heads: false,
+            stack_floor: 0,
+            out_of_stack: false,
         }
+    }
+
+    /// Check the recursion against `floor`, the lowest stack address it
+    /// may reach (see [`Self::out_of_stack`]).
+    pub fn with_stack_floor(mut self, floor: usize) -> Self {
+        self.stack_floor = floor;
+        self
+    }
+
+    /// Called on entry to each recursive step bounded by `max_depth`
+    /// (nesting, `$ref`/`allOf` chains, negations): an error once the
+    /// stack is below the floor. The error may be caught on the way up (a
+    /// branch tried and refused), so the sticky flag, not the error, is
+    /// what voids the run.
+    fn stack_check(&mut self, ptr: &str) -> Result<()> {
+        if self.stack_floor != 0 && super::stack::approx_sp() < self.stack_floor {
+            self.out_of_stack = true;
+            return Err(schema_err(ptr, "the caller's stack budget is exhausted"));
+        }
+        Ok(())
     }
 
     /// Compile the whole document into a grammar with start symbol `start`.
     /// Also says whether some long string starts with a head counted in
     /// the lexer ([`Options::string_heads`]).
     pub fn run(mut self) -> Result<(crate::grammar::Grammar, Vec<String>, bool)> {
+        self.run_in_place()
+    }
+
+    /// [`Self::run`], leaving the compiler behind (to read
+    /// [`Self::out_of_stack`]); call it once.
+    pub fn run_in_place(&mut self) -> Result<(crate::grammar::Grammar, Vec<String>, bool)> {
         let v = self.emit(vec![String::new()])?;
         let start = self.b.nonterminal("start");
         match self.p.ws {
@@ -485,11 +519,11 @@ impl<'a> Compiler<'a> {
             None => self.b.rule(start, vec![v]),
         }
         self.b.define_missing(&[self.never]);
-        let g = self.b.finish("start").map_err(|e| match e {
+        let g = std::mem::take(&mut self.b).finish("start").map_err(|e| match e {
             Error::EmptyLanguage(_) => Error::EmptyLanguage("the schema admits no JSON value (contradictory or unsatisfiable constraints)".into()),
             e => e,
         })?;
-        Ok((g, self.warnings, self.string_heads))
+        Ok((g, std::mem::take(&mut self.warnings), self.string_heads))
     }
 
     /// Whether `text` is matched in full by `regex`.
@@ -531,6 +565,7 @@ impl<'a> Compiler<'a> {
     }
 
     fn apply(&mut self, s: &mut Shape, ptr: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        self.stack_check(ptr)?;
         if chain.iter().any(|c| c == ptr) {
             return Err(schema_err(
                 ptr,
@@ -848,6 +883,7 @@ impl<'a> Compiler<'a> {
 
     /// `not` of the schema at `ptr`, applied to `s` (see [`Self::negation`]).
     fn apply_negated(&mut self, s: &mut Shape, ptr: &str, conj: &Conj, chain: &mut Vec<String>, seen: &mut Vec<String>) -> Result<()> {
+        self.stack_check(ptr)?;
         match self.negation(ptr, chain.len())? {
             Ok(ds) => self.apply_disjuncts(s, &format!("!{ptr}"), ds, conj, chain, seen),
             Err(m) => self.unsupported("not", ptr, &m),
@@ -957,6 +993,7 @@ impl<'a> Compiler<'a> {
     /// schemas terminate through the memo of conjunctions.
     fn negation(&mut self, ptr: &str, depth: usize) -> Result<std::result::Result<Disjuncts, String>> {
         const NUM: u8 = INT | FRAC;
+        self.stack_check(ptr)?;
         if depth > self.opts.max_depth {
             return Err(schema_err(ptr, format!("not/$ref nesting deeper than max_depth={}", self.opts.max_depth)));
         }
@@ -1120,6 +1157,7 @@ impl<'a> Compiler<'a> {
     // ----- emission -----
 
     fn emit(&mut self, mut conj: Conj) -> Result<Sym> {
+        self.stack_check(conj.first().map_or("", |s| s.as_str()))?;
         conj.sort();
         conj.dedup();
         if let Some(&s) = self.memo.get(&conj) {

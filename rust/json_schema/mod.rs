@@ -107,10 +107,35 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
             message: format!("a schema must be an object or a boolean, got {schema}"),
         });
     }
-    // The compiler recurses once per level of subschema nesting and of
-    // `$ref`/`allOf` chains (bounded by `max_depth`): it runs on a thread of
-    // its own with a stack sized for the deepest allowed nesting, so no
-    // schema can overflow the caller's (e.g. Python's main) thread stack.
+    compile_with_budget(schema, opts, INLINE_STACK_BUDGET)
+}
+
+/// [`compile`], trying the caller's thread first with at most `budget`
+/// bytes of stack for the compiler's recursion.
+///
+/// The compiler recurses once per level of subschema nesting and of
+/// `$ref`/`allOf` chains (bounded by `max_depth`), so no fixed stack fits
+/// every schema a caller may pass. Most schemas are shallow: they compile
+/// on the caller's thread, checked against a floor `budget` below the
+/// current stack pointer, provided the thread has `budget` plus a margin
+/// left. A schema that reaches the floor (or a thread too short of stack
+/// to try) compiles again on a thread of its own, with a stack sized for
+/// the deepest allowed nesting. Spawning that thread costs more than
+/// compiling a median schema in a freshly forked process (its stack and
+/// allocator state are new pages), which is why it is the fallback.
+fn compile_with_budget(schema: &Value, opts: &Options, budget: usize) -> Result<Compiled> {
+    let done = |(grammar, warnings, string_heads)| Compiled {
+        grammar,
+        warnings,
+        string_heads,
+    };
+    if let Some(floor) = stack::floor_for(budget) {
+        let mut c = compile::Compiler::new(schema, opts).with_stack_floor(floor);
+        let r = c.run_in_place();
+        if !c.out_of_stack {
+            return r.map(done);
+        }
+    }
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("json-schema".into())
@@ -120,11 +145,81 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
             .join()
             .map_err(|_| Error::Usage("internal error: the JSON Schema compiler panicked (please report the schema)".into()))?
     })
-    .map(|(grammar, warnings, string_heads)| Compiled {
-        grammar,
-        warnings,
-        string_heads,
-    })
+    .map(done)
+}
+
+/// Stack the compiler's recursion may use on the caller's thread
+/// ([`compile_with_budget`]): a few hundred levels of nesting.
+const INLINE_STACK_BUDGET: usize = 1 << 20;
+
+/// Where the caller's stack ends.
+mod stack {
+    /// Stack left untouched below the budget: room for the recursions
+    /// outside the checked ones (JSON values, at most serde_json's 128
+    /// levels; regex compilation) and for signal handlers.
+    const MARGIN: usize = 1 << 20;
+
+    /// An address in the current stack frame.
+    #[inline(always)]
+    pub fn approx_sp() -> usize {
+        let marker = 0u8;
+        std::hint::black_box(&marker) as *const u8 as usize
+    }
+
+    /// The floor `budget` bytes below the current frame, if the current
+    /// thread's stack reaches `budget + MARGIN` below it (stacks grow
+    /// down on every target this is compiled for); `None` where the
+    /// stack's extent is unknown.
+    pub fn floor_for(budget: usize) -> Option<usize> {
+        let low = lowest_address()?;
+        let sp = approx_sp();
+        let floor = sp.checked_sub(budget)?;
+        (floor.checked_sub(MARGIN)? >= low).then_some(floor)
+    }
+
+    /// The lowest usable address of the current thread's stack (above its
+    /// guard), asked of the C library once per thread.
+    #[cfg(target_os = "linux")]
+    fn lowest_address() -> Option<usize> {
+        use std::cell::Cell;
+        thread_local! {
+            static LOW: Cell<Option<Option<usize>>> = const { Cell::new(None) };
+        }
+        LOW.with(|low| {
+            if let Some(v) = low.get() {
+                return v;
+            }
+            let v = query();
+            low.set(Some(v));
+            v
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn query() -> Option<usize> {
+        // SAFETY: `attr` is initialised by pthread_getattr_np before it is
+        // read and destroyed exactly once; the out-pointers are valid locals.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: libc::size_t = 0;
+            let mut guard: libc::size_t = 0;
+            let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0 && libc::pthread_attr_getguardsize(&attr, &mut guard) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            if !ok || addr.is_null() || size == 0 {
+                return None;
+            }
+            (addr as usize).checked_add(guard)
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn lowest_address() -> Option<usize> {
+        None
+    }
 }
 
 /// Compile a schema given as JSON text.

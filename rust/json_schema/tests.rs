@@ -369,6 +369,49 @@ fn deep_ref_chains_are_bounded() {
 }
 
 #[test]
+fn the_callers_stack_is_tried_first_and_a_thread_is_the_fallback() {
+    // The 1,900-level chain above, compiled three ways: straight on a
+    // thread (budget 0 fails the first check), inline until a 16 KB budget
+    // runs out and then on a thread, and with the default budget. Same
+    // grammar each time.
+    let mut defs = serde_json::Map::new();
+    for i in 0..1900 {
+        defs.insert(format!("d{i}"), json!({"$ref": format!("#/$defs/d{}", i + 1)}));
+    }
+    defs.insert("d1900".into(), json!({"type": "integer", "minimum": 3}));
+    let s = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+    let deep = Options {
+        max_depth: 2000,
+        ..Options::default()
+    };
+    let dbg = |budget: usize| format!("{:?}", compile_with_budget(&s, &deep, budget).unwrap().grammar);
+    let reference = dbg(0);
+    assert_eq!(dbg(16 << 10), reference);
+    assert_eq!(dbg(INLINE_STACK_BUDGET), reference);
+
+    // The check itself: a small budget is exhausted by the chain (and the
+    // run is void), the default budget holds a shallow schema.
+    let floor = stack::floor_for(16 << 10).expect("the test thread's stack extent is known");
+    let mut c = compile::Compiler::new(&s, &deep).with_stack_floor(floor);
+    let _ = c.run_in_place();
+    assert!(c.out_of_stack);
+    // (On a thread with a main thread's 8 MB: the test harness's 2 MB
+    // threads are too short to try inline with the default budget.)
+    std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            let shallow = json!({"type": "object", "properties": {"a": {"type": "array", "items": {"type": "string"}}}});
+            let opts = Options::default();
+            let floor = stack::floor_for(INLINE_STACK_BUDGET).unwrap();
+            let mut c = compile::Compiler::new(&shallow, &opts).with_stack_floor(floor);
+            assert!(c.run_in_place().is_ok() && !c.out_of_stack);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
 fn negated_assertions_hold_on_their_own_type_only() {
     check(json!({"not": {"minimum": 3}}), &["2", "2.5", "-7"], &["3", "3.0", "4", r#""x""#, "null"]);
     check(json!({"not": {"maxLength": 2}}), &[r#""abc""#], &[r#""ab""#, "1", "null", "[]"]);
