@@ -24,6 +24,8 @@ use regex_automata::{
 use regex_syntax::ast::parse::ParserBuilder;
 use regex_syntax::hir::translate::TranslatorBuilder;
 
+mod determinize;
+
 /// Bounds that keep hostile patterns from exhausting time or memory.
 #[derive(Debug, Clone, Copy)]
 pub struct RegexLimits {
@@ -191,6 +193,17 @@ thread_local! {
     /// touches (in a freshly forked worker, 80 page faults per schema). A
     /// kept one only bumps the cache's version number.
     static NFA_COMPILER: std::cell::RefCell<thompson::Compiler> = std::cell::RefCell::new(thompson::Compiler::new());
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: determinize with regex-automata even without look-around
+    /// (the reference for [`determinize`]).
+    static FORCE_DENSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+#[cfg(not(test))]
+thread_local! {
+    static FORCE_DENSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A terminal for [`Dfa::compile_terminals`].
@@ -686,6 +699,29 @@ impl Dfa {
         })?;
         let alphabet = nfa.byte_classes().alphabet_len().max(1);
         let determinize_limit = limits.dfa_size.min(limits.determinize_work / alphabet);
+        let pwords = patterns.len().div_ceil(64).max(1);
+        let mut first = vec![0u64; pwords];
+        for (i, _) in first_match.iter().enumerate().filter(|(_, &f)| f) {
+            first[i / 64] |= 1 << (i % 64);
+        }
+        if !cfg!(test) || !FORCE_DENSE.with(|f| f.get()) {
+            if let Some(sub) = determinize::determinize(&nfa, limits, determinize_limit)? {
+                if first.iter().all(|&f| f == 0) {
+                    // Already numbered as `finish` wants it (dead 0, classes
+                    // in byte order): no renumbering pass.
+                    let determinize::SubsetDfa {
+                        classes,
+                        stride,
+                        trans,
+                        pwords,
+                        matches,
+                        start,
+                    } = sub;
+                    return Ok(Self::finish(classes, stride, trans, matches, pwords, start, patterns.len(), map));
+                }
+                return Self::from_source(&sub, limits, patterns.len(), &first, map);
+            }
+        }
         let dfa = dense::Builder::new()
             .configure(
                 dense::Config::new()
@@ -711,33 +747,26 @@ impl Dfa {
                     Error::TooLarge(format!("DFA exceeds {} bytes ({msg})", limits.dfa_size))
                 }
             })?;
-        let pwords = patterns.len().div_ceil(64).max(1);
-        let mut first = vec![0u64; pwords];
-        for (i, _) in first_match.iter().enumerate().filter(|(_, &f)| f) {
-            first[i / 64] |= 1 << (i % 64);
-        }
-        Self::from_dense(&dfa, limits, patterns.len(), &first, map)
+        Self::from_source(&DenseSource(&dfa), limits, patterns.len(), &first, map)
     }
 
-    /// Our DFA from regex-automata's. States are pairs (its state, the
-    /// first-match patterns already matched on the way), the latter masked
-    /// out of the state's matches; without first-match patterns the second
-    /// part is always empty and this is a plain renumbering.
+    /// Our DFA from a determinized automaton (regex-automata's, or
+    /// [`determinize`]'s). States are pairs
+    /// (its state, the first-match patterns already matched on the way),
+    /// the latter masked out of the state's matches; without first-match
+    /// patterns the second part is always empty and this is a plain
+    /// renumbering.
     /// With `map`, the result's patterns are its terminals (see
     /// [`Dfa::compile_terminals`]).
-    fn from_dense(dfa: &dense::DFA<Vec<u32>>, limits: &RegexLimits, npatterns: usize, first: &[u64], map: Option<&TerminalMap>) -> Result<Dfa> {
-        let start_cfg = start::Config::new().anchored(Anchored::Yes);
-        let start_id = dfa
-            .start_state(&start_cfg)
-            .map_err(|e| Error::Usage(format!("cannot start regex automaton: {e}")))?;
+    fn from_source<S: Source>(src: &S, limits: &RegexLimits, npatterns: usize, first: &[u64], map: Option<&TerminalMap>) -> Result<Dfa> {
+        let start_id = src.start()?;
 
-        // Our byte classes: regex-automata's (EOI handled separately).
-        let bc = dfa.byte_classes();
+        // Our byte classes: the source's (EOI handled separately).
         let mut classes = [0u8; 256];
         let mut reps: Vec<u8> = Vec::new();
         let mut class_of_rep: FxMap<u8, u8> = FxMap::default();
         for b in 0..=255u8 {
-            let c = bc.get(b);
+            let c = src.byte_class(b);
             let ours = *class_of_rep.entry(c).or_insert_with(|| {
                 reps.push(b);
                 (reps.len() - 1) as u8
@@ -747,16 +776,7 @@ impl Dfa {
         let stride = reps.len();
 
         let pwords = npatterns.div_ceil(64).max(1);
-        let raw_matches = |sid: StateID, m: &mut [u64]| {
-            m.fill(0);
-            let e = dfa.next_eoi_state(sid);
-            if dfa.is_match_state(e) {
-                for k in 0..dfa.match_len(e) {
-                    let p = dfa.match_pattern(e, k).as_usize();
-                    m[p / 64] |= 1u64 << (p % 64);
-                }
-            }
-        };
+        let raw_matches = |sid: S::Id, m: &mut [u64]| src.matches(sid, m);
         // BFS over reachable (state, first-match patterns done) pairs; the
         // done sets are interned (id 0: none, the only one without
         // first-match patterns), so a pair is two integers and a
@@ -767,33 +787,32 @@ impl Dfa {
         let mut done_ids: FxMap<Vec<u64>, u32> = FxMap::default();
         done_ids.insert(vec![0u64; pwords], 0);
         let any_first = first.iter().any(|&f| f != 0);
-        let mut ids: FxMap<(StateID, u32), u32> = FxMap::default();
-        let mut order: Vec<(StateID, u32)> = vec![(StateID::ZERO, 0)]; // placeholder for dead
+        let mut ids: FxMap<(S::Id, u32), u32> = FxMap::default();
+        let mut order: Vec<(S::Id, u32)> = vec![(start_id, 0)]; // placeholder for dead
         let mut trans: Vec<u32> = vec![DEAD; stride];
         let mut queue = std::collections::VecDeque::new();
-        let mut intern =
-            |key: (StateID, u32), order: &mut Vec<(StateID, u32)>, queue: &mut std::collections::VecDeque<(StateID, u32)>| -> Result<u32> {
-                let sid = key.0;
-                if dfa.is_dead_state(sid) {
-                    return Ok(DEAD);
-                }
-                if dfa.is_quit_state(sid) {
-                    return Err(Error::Usage(
-                        "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
-                    ));
-                }
-                if let Some(&i) = ids.get(&key) {
-                    return Ok(i);
-                }
-                let i = order.len() as u32;
-                if order.len() > limits.max_states {
-                    return Err(Error::TooLarge(format!("more than {} DFA states", limits.max_states)));
-                }
-                ids.insert(key, i);
-                order.push(key);
-                queue.push_back(key);
-                Ok(i)
-            };
+        let mut intern = |key: (S::Id, u32), order: &mut Vec<(S::Id, u32)>, queue: &mut std::collections::VecDeque<(S::Id, u32)>| -> Result<u32> {
+            let sid = key.0;
+            if src.is_dead(sid) {
+                return Ok(DEAD);
+            }
+            if src.is_quit(sid) {
+                return Err(Error::Usage(
+                    "the pattern needs look-around the DFA cannot decide (Unicode word boundary on non-ASCII input); use (?-u:\\b)".into(),
+                ));
+            }
+            if let Some(&i) = ids.get(&key) {
+                return Ok(i);
+            }
+            let i = order.len() as u32;
+            if order.len() > limits.max_states {
+                return Err(Error::TooLarge(format!("more than {} DFA states", limits.max_states)));
+            }
+            ids.insert(key, i);
+            order.push(key);
+            queue.push_back(key);
+            Ok(i)
+        };
         let start = intern((start_id, 0), &mut order, &mut queue)?;
         let mut from = 0usize;
         let mut m = vec![0u64; pwords];
@@ -819,7 +838,7 @@ impl Dfa {
                 0
             };
             for (c, &b) in reps.iter().enumerate() {
-                let t = dfa.next_state(sid, b);
+                let t = src.next(sid, b);
                 trans[from * stride + c] = intern((t, done2), &mut order, &mut queue)?;
             }
         }
@@ -832,8 +851,25 @@ impl Dfa {
                 matches[i * pwords + w] = m & !d;
             }
         }
+        Ok(Self::finish(classes, stride, trans, matches, pwords, start, npatterns, map))
+    }
+
+    /// From a numbered automaton (state 0 dead) and its pattern matches:
+    /// terminal matches where `map` says so, then pruning.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        classes: [u8; 256],
+        stride: usize,
+        trans: Vec<u32>,
+        matches: Vec<u64>,
+        pwords: usize,
+        start: u32,
+        npatterns: usize,
+        map: Option<&TerminalMap>,
+    ) -> Dfa {
+        let n = trans.len() / stride;
         let Some(map) = map else {
-            return Ok(prune_and_renumber(classes, stride, trans, matches, pwords, start, npatterns));
+            return prune_and_renumber(classes, stride, trans, matches, pwords, start, npatterns);
         };
         // Terminal `t` matches where its pattern does and no terminal it
         // excludes does; what it can still reach follows from that in
@@ -856,7 +892,78 @@ impl Dfa {
                 }
             }
         }
-        Ok(prune_and_renumber(classes, stride, trans, tmatches, twords, start, nterms))
+        prune_and_renumber(classes, stride, trans, tmatches, twords, start, nterms)
+    }
+}
+
+/// What [`Dfa::from_source`] reads of a determinized automaton.
+trait Source {
+    type Id: Copy + Eq + std::hash::Hash;
+    fn start(&self) -> Result<Self::Id>;
+    /// The byte's class; classes are numbered in byte order.
+    fn byte_class(&self, b: u8) -> u8;
+    fn next(&self, s: Self::Id, b: u8) -> Self::Id;
+    fn is_dead(&self, s: Self::Id) -> bool;
+    /// A state where the automaton gave up (look-around it cannot decide).
+    fn is_quit(&self, s: Self::Id) -> bool;
+    /// The patterns matched if the text ends in `s`, into `m` (cleared).
+    fn matches(&self, s: Self::Id, m: &mut [u64]);
+}
+
+/// regex-automata's dense DFA (patterns with look-around).
+struct DenseSource<'a>(&'a dense::DFA<Vec<u32>>);
+
+impl Source for DenseSource<'_> {
+    type Id = StateID;
+    fn start(&self) -> Result<StateID> {
+        self.0
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .map_err(|e| Error::Usage(format!("cannot start regex automaton: {e}")))
+    }
+    fn byte_class(&self, b: u8) -> u8 {
+        self.0.byte_classes().get(b)
+    }
+    fn next(&self, s: StateID, b: u8) -> StateID {
+        self.0.next_state(s, b)
+    }
+    fn is_dead(&self, s: StateID) -> bool {
+        self.0.is_dead_state(s)
+    }
+    fn is_quit(&self, s: StateID) -> bool {
+        self.0.is_quit_state(s)
+    }
+    fn matches(&self, s: StateID, m: &mut [u64]) {
+        m.fill(0);
+        // Matches are delayed by one byte: read them past the end.
+        let e = self.0.next_eoi_state(s);
+        if self.0.is_match_state(e) {
+            for k in 0..self.0.match_len(e) {
+                let p = self.0.match_pattern(e, k).as_usize();
+                m[p / 64] |= 1u64 << (p % 64);
+            }
+        }
+    }
+}
+
+impl Source for determinize::SubsetDfa {
+    type Id = u32;
+    fn start(&self) -> Result<u32> {
+        Ok(self.start)
+    }
+    fn byte_class(&self, b: u8) -> u8 {
+        self.classes[b as usize]
+    }
+    fn next(&self, s: u32, b: u8) -> u32 {
+        self.trans[s as usize * self.stride + self.classes[b as usize] as usize]
+    }
+    fn is_dead(&self, s: u32) -> bool {
+        s == DEAD
+    }
+    fn is_quit(&self, _: u32) -> bool {
+        false
+    }
+    fn matches(&self, s: u32, m: &mut [u64]) {
+        m.copy_from_slice(&self.matches[s as usize * self.pwords..][..self.pwords]);
     }
 }
 
@@ -1025,6 +1132,148 @@ mod tests {
 
     /// Lexer states that behave alike under the allowed patterns share a
     /// signature; allowing a pattern that tells them apart separates them.
+    /// Whether `a` and `b` match the same patterns on every byte string
+    /// (a walk over reachable pairs of states).
+    fn same_language(a: &Dfa, b: &Dfa) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![(a.start(), b.start())];
+        while let Some((x, y)) = stack.pop() {
+            if !seen.insert((x, y)) {
+                continue;
+            }
+            if (x == DEAD) != (y == DEAD) || a.matches(x) != b.matches(y) {
+                return false;
+            }
+            if x == DEAD {
+                continue;
+            }
+            for byte in 0..=255u8 {
+                stack.push((a.next(x, byte), b.next(y, byte)));
+            }
+        }
+        true
+    }
+
+    /// Both determinizers on the same terminals (first-match flags and
+    /// exclusions included): the same language, pattern by pattern.
+    fn check_against_regex_automata(terms: &[TerminalSpec<'_>]) {
+        let limits = RegexLimits::default();
+        let ours = Dfa::compile_terminals(terms, &limits);
+        FORCE_DENSE.with(|f| f.set(true));
+        let theirs = Dfa::compile_terminals(terms, &limits);
+        FORCE_DENSE.with(|f| f.set(false));
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => {
+                let pats: Vec<&str> = terms.iter().map(|t| t.pattern).collect();
+                assert!(same_language(&a, &b), "{pats:?}");
+                assert!(a.num_states() <= b.num_states(), "{pats:?}: {} > {}", a.num_states(), b.num_states());
+            }
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!(
+                "{:?}: ours {:?}, regex-automata {:?}",
+                terms.iter().map(|t| t.pattern).collect::<Vec<_>>(),
+                a.err(),
+                b.err()
+            ),
+        }
+    }
+
+    #[test]
+    fn subset_construction_equals_regex_automata_on_lexers() {
+        let json_str = r#""(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f]))*""#;
+        let counted = r#""(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f])){3,12}""#;
+        let counted2 = r#""(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u00(?:0[0-7bef]|1[0-9a-f])){7,9}""#;
+        let lexers: Vec<Vec<(&str, bool, Vec<u32>)>> = vec![
+            vec![("[a-z]+", false, vec![]), ("char", false, vec![]), ("[0-9]+", false, vec![])],
+            vec![
+                (json_str, false, vec![1, 2]),
+                (r#""name""#, false, vec![]),
+                (r#""host""#, false, vec![]),
+                (counted, false, vec![]),
+                (counted2, false, vec![]),
+            ],
+            vec![
+                (r#"".*?""#, true, vec![]),
+                (r"[^\n]*", false, vec![]),
+                (r" //[^\n]*", false, vec![]),
+                (" ", false, vec![]),
+            ],
+            vec![
+                (r"\p{L}+", false, vec![]),
+                (r"[αβγ]{2,4}|\d+", false, vec![]),
+                (r"(?:ab|a)*b?", false, vec![]),
+                ("", false, vec![]),
+            ],
+            vec![
+                (r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", false, vec![]),
+                (r"\{[ \t\n\r]*", false, vec![]),
+                (r"[ \t\n\r]*,[ \t\n\r]*", false, vec![]),
+            ],
+            vec![
+                (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,10}[A-Za-z0-9])?\.){0,3}[A-Za-z]{2,6}", false, vec![]),
+                (r"[^@]+@[^@]+", true, vec![]),
+            ],
+            vec![
+                (r"[\x00-\xff]", false, vec![]),
+                (r"(?-u:[\x80-\xff])+", false, vec![]),
+                (r"é|e\u{301}", false, vec![]),
+            ],
+        ];
+        for lexer in &lexers {
+            let terms: Vec<TerminalSpec<'_>> = lexer
+                .iter()
+                .map(|(p, f, e)| TerminalSpec {
+                    pattern: p,
+                    first_match: *f,
+                    except: e,
+                })
+                .collect();
+            check_against_regex_automata(&terms);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 300, ..Default::default() })]
+        /// Random small patterns, several per lexer, some first-match.
+        #[test]
+        fn subset_construction_equals_regex_automata(
+            pats in proptest::collection::vec(regex_strategy(), 1..4),
+            firsts in proptest::collection::vec(proptest::bool::ANY, 4),
+        ) {
+            let terms: Vec<TerminalSpec<'_>> = pats
+                .iter()
+                .zip(&firsts)
+                .map(|(p, &f)| TerminalSpec { pattern: p, first_match: f, except: &[] })
+                .collect();
+            check_against_regex_automata(&terms);
+        }
+    }
+
+    fn regex_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("é".to_string()),
+            Just("[a-c]".to_string()),
+            Just("[^a]".to_string()),
+            Just(r"\d".to_string()),
+            Just("[α-ω]".to_string()),
+            Just(".".to_string()),
+            Just(r#"""#.to_string()),
+        ];
+        leaf.prop_recursive(4, 24, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 2..4).prop_map(|v| v.concat()),
+                proptest::collection::vec(inner.clone(), 2..4).prop_map(|v| format!("(?:{})", v.join("|"))),
+                inner.clone().prop_map(|r| format!("(?:{r})*")),
+                inner.clone().prop_map(|r| format!("(?:{r})?")),
+                inner.clone().prop_map(|r| format!("(?:{r})*?")),
+                (inner, 0u32..3, 0u32..3).prop_map(|(r, m, k)| format!("(?:{r}){{{m},{}}}", m + k)),
+            ]
+        })
+    }
+
     #[test]
     fn signatures_name_states_equal_under_allowed_patterns() {
         let d = Dfa::compile_many(&["[a-z]+", "char", "[0-9]+"], &RegexLimits::default()).unwrap();

@@ -1,0 +1,241 @@
+//! Subset construction from a Thompson NFA without look-around, for the
+//! lexers of grammars and schemas.
+//!
+//! Why not regex-automata's determinizer: a lexer's patterns run side by
+//! side, so its automaton is large (thousands of states for a schema with
+//! a few counted strings and a format), and compiling it was 75% of the
+//! time from schema to first mask. regex-automata computes each
+//! transition on its own (every NFA state of the set, for every byte
+//! class), hashes states with SipHash, and supports look-around, match
+//! priorities and unanchored searches that a lexer never needs. Here one
+//! pass over the set's NFA states buckets their targets by byte class,
+//! classes with the same targets share one epsilon closure (most of an
+//! alphabet goes to the same place), and closures of equal target sets
+//! are remembered across states.
+//!
+//! The result is the plain subset automaton: state 0 dead, a state's
+//! matches the patterns whose match state is in its closure (what
+//! regex-automata reports at end of input, with `MatchKind::All`).
+//! [`super::Dfa`] takes it from there (first-match patterns, terminals,
+//! pruning). Patterns with look-around (`^`, `$`, `\b`) go to
+//! regex-automata instead.
+
+use super::{Error, RegexLimits, Result, DEAD};
+use crate::fxhash::FxMap;
+use regex_automata::nfa::thompson::{State, NFA};
+use regex_automata::util::primitives::StateID;
+
+/// A complete DFA over byte classes (see the module documentation).
+pub(super) struct SubsetDfa {
+    /// Byte class of each byte: the NFA's classes, numbered in byte order.
+    pub classes: [u8; 256],
+    /// Number of classes (transitions per state).
+    pub stride: usize,
+    /// `trans[s * stride + c]`: the successor of state `s` on class `c`.
+    pub trans: Vec<u32>,
+    /// Pattern-set words per state.
+    pub pwords: usize,
+    /// `matches[s * pwords..][..pwords]`: patterns matched in state `s`.
+    pub matches: Vec<u64>,
+    pub start: u32,
+}
+
+/// Bytes of bookkeeping per state, as regex-automata counts it against
+/// `determinize_size_limit` (two handles and an ID in its maps, a header in
+/// the state's encoding), so that both determinizers refuse after about
+/// the same amount of work.
+const STATE_OVERHEAD: usize = 45;
+
+/// The subset automaton of `nfa` from its anchored start, or `None` if the
+/// NFA has look-around. `work_limit` bounds the builder's memory (see
+/// [`RegexLimits::determinize_work`]).
+pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) -> Result<Option<SubsetDfa>> {
+    if !nfa.look_set_any().is_empty() {
+        return Ok(None);
+    }
+    let bc = nfa.byte_classes();
+    let mut classes = [0u8; 256];
+    for b in 0..=255u8 {
+        classes[b as usize] = bc.get(b);
+    }
+    let stride = classes[255] as usize + 1;
+    let npatterns = nfa.pattern_len();
+    let pwords = npatterns.div_ceil(64).max(1);
+    let mut d = Builder {
+        nfa,
+        stride,
+        pwords,
+        seen: vec![0; nfa.states().len()],
+        stamp: 0,
+        stack: Vec::new(),
+        keys: vec![Box::new([])],
+        ids: FxMap::default(),
+        closures: FxMap::default(),
+        trans: vec![DEAD; stride],
+        matches: vec![0; pwords],
+        work: 0,
+        work_limit,
+        limits,
+    };
+    let start = d.state_of_targets(vec![nfa.start_anchored().as_u32()])?;
+    // States are numbered in creation order: explore them in that order.
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
+    let mut next = 1usize;
+    while next < d.keys.len() {
+        for b in &mut buckets {
+            b.clear();
+        }
+        for &s in d.keys[next].iter() {
+            let mut edge = |start: u8, end: u8, to: StateID| {
+                for c in classes[start as usize]..=classes[end as usize] {
+                    buckets[c as usize].push(to.as_u32());
+                }
+            };
+            match nfa.state(StateID::new_unchecked(s as usize)) {
+                State::ByteRange { trans } => edge(trans.start, trans.end, trans.next),
+                State::Sparse(sp) => {
+                    for t in sp.transitions.iter() {
+                        edge(t.start, t.end, t.next);
+                    }
+                }
+                State::Dense(dn) => {
+                    // The NFA's classes refine every transition, so a
+                    // class's first byte speaks for the class.
+                    let mut b = 0usize;
+                    while b < 256 {
+                        let c = classes[b];
+                        let to = dn.transitions[b];
+                        if to != StateID::ZERO {
+                            buckets[c as usize].push(to.as_u32());
+                        }
+                        while b < 256 && classes[b] == c {
+                            b += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (c, bucket) in buckets.iter_mut().enumerate() {
+            if bucket.is_empty() {
+                continue;
+            }
+            bucket.sort_unstable();
+            bucket.dedup();
+            let to = match d.closures.get(bucket.as_slice()) {
+                Some(&to) => to,
+                None => d.state_of_targets(bucket.clone())?,
+            };
+            d.trans[next * stride + c] = to;
+        }
+        next += 1;
+    }
+    Ok(Some(SubsetDfa {
+        classes,
+        stride,
+        trans: d.trans,
+        pwords,
+        matches: d.matches,
+        start,
+    }))
+}
+
+struct Builder<'a> {
+    nfa: &'a NFA,
+    stride: usize,
+    pwords: usize,
+    /// Epsilon-closure visit marks: `seen[s] == stamp` once visited.
+    seen: Vec<u32>,
+    stamp: u32,
+    stack: Vec<u32>,
+    /// Per DFA state, its NFA states with transitions or a match, sorted
+    /// (index 0: dead, empty).
+    keys: Vec<Box<[u32]>>,
+    ids: FxMap<Box<[u32]>, u32>,
+    /// The DFA state reached from a sorted set of NFA targets.
+    closures: FxMap<Box<[u32]>, u32>,
+    trans: Vec<u32>,
+    matches: Vec<u64>,
+    work: usize,
+    work_limit: usize,
+    limits: &'a RegexLimits,
+}
+
+impl Builder<'_> {
+    /// The DFA state of the epsilon closure of `targets` (sorted, distinct),
+    /// created if new.
+    fn state_of_targets(&mut self, targets: Vec<u32>) -> Result<u32> {
+        let key = self.closure(&targets);
+        let id = if key.is_empty() {
+            DEAD
+        } else if let Some(&id) = self.ids.get(key.as_slice()) {
+            id
+        } else {
+            self.add_state(key)?
+        };
+        self.closures.insert(targets.into_boxed_slice(), id);
+        Ok(id)
+    }
+
+    fn add_state(&mut self, key: Vec<u32>) -> Result<u32> {
+        let id = self.keys.len() as u32;
+        if self.keys.len() > self.limits.max_states {
+            return Err(Error::TooLarge(format!("more than {} DFA states", self.limits.max_states)));
+        }
+        self.work += STATE_OVERHEAD + 2 * key.len();
+        if self.work > self.work_limit {
+            return Err(Error::TooLarge(format!(
+                "DFA construction exceeds its work bound ({} bytes at {} byte classes; determinization exceeded size limit of {})",
+                self.work_limit,
+                self.stride + 1,
+                self.work_limit
+            )));
+        }
+        if (self.keys.len() + 1) * (self.stride + 1) * 4 > self.limits.dfa_size {
+            return Err(Error::TooLarge(format!("DFA exceeds {} bytes", self.limits.dfa_size)));
+        }
+        self.trans.resize((id as usize + 1) * self.stride, DEAD);
+        self.matches.resize((id as usize + 1) * self.pwords, 0);
+        for &s in &key {
+            if let State::Match { pattern_id } = self.nfa.state(StateID::new_unchecked(s as usize)) {
+                let p = pattern_id.as_usize();
+                self.matches[id as usize * self.pwords + p / 64] |= 1 << (p % 64);
+            }
+        }
+        let key = key.into_boxed_slice();
+        self.ids.insert(key.clone(), id);
+        self.keys.push(key);
+        Ok(id)
+    }
+
+    /// The NFA states with transitions or a match reachable from `roots`
+    /// through epsilon moves, sorted.
+    fn closure(&mut self, roots: &[u32]) -> Vec<u32> {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.seen.fill(0);
+            self.stamp = 1;
+        }
+        let mut out = Vec::new();
+        self.stack.extend(roots.iter().rev());
+        while let Some(s) = self.stack.pop() {
+            if self.seen[s as usize] == self.stamp {
+                continue;
+            }
+            self.seen[s as usize] = self.stamp;
+            match self.nfa.state(StateID::new_unchecked(s as usize)) {
+                State::ByteRange { .. } | State::Sparse(_) | State::Dense(_) | State::Match { .. } => out.push(s),
+                State::Union { alternates } => self.stack.extend(alternates.iter().rev().map(|a| a.as_u32())),
+                State::BinaryUnion { alt1, alt2 } => {
+                    self.stack.push(alt2.as_u32());
+                    self.stack.push(alt1.as_u32());
+                }
+                State::Capture { next, .. } => self.stack.push(next.as_u32()),
+                // No look-around here (checked above); Fail leads nowhere.
+                State::Look { .. } | State::Fail => {}
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
