@@ -253,6 +253,11 @@ pub struct Compiler<'a> {
     /// Length-counted strings built by [`Self::counted_string`], by body
     /// and bounds.
     counted: HashMap<String, Option<Sym>>,
+    /// Character automata of patterns (`true`) and format bodies
+    /// (`false`), or why there is none: a schema often repeats a format
+    /// (three `oneOf` branches of hostname / ipv4 / ipv6 formats, each
+    /// tried for its own disjointness and for the union).
+    char_dfas: HashMap<(bool, String), std::result::Result<CharDfa, String>>,
     depth: usize,
     /// Some long string starts with a head counted in the lexer.
     string_heads: bool,
@@ -472,6 +477,7 @@ impl<'a> Compiler<'a> {
             any: None,
             dfas: HashMap::new(),
             counted: HashMap::new(),
+            char_dfas: HashMap::new(),
             depth: 0,
             string_heads: false,
             stack_floor: 0,
@@ -529,6 +535,27 @@ impl<'a> Compiler<'a> {
     /// Whether `text` is matched in full by `regex`.
     fn full_match(&mut self, regex: &str, text: &str) -> Result<bool> {
         validate::full_match(&mut self.dfas, regex, text)
+    }
+
+    /// [`counted::pattern_dfa`] (`is_pattern`) or [`counted::body_dfa`] of
+    /// `text`, computed once per compile.
+    fn char_dfa(&mut self, is_pattern: bool, text: &str) -> Result<CharDfa> {
+        let key = (is_pattern, text.to_string());
+        if let Some(r) = self.char_dfas.get(&key) {
+            return r.clone().map_err(Error::Usage);
+        }
+        let r = if is_pattern { counted::pattern_dfa(text) } else { counted::body_dfa(text) };
+        match r {
+            Ok(d) => {
+                self.char_dfas.insert(key, Ok(d.clone()));
+                Ok(d)
+            }
+            Err(Error::Usage(m)) => {
+                self.char_dfas.insert(key, Err(m.clone()));
+                Err(Error::Usage(m))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn unsupported(&mut self, keyword: &str, ptr: &str, message: &str) -> Result<()> {
@@ -1553,21 +1580,21 @@ impl<'a> Compiler<'a> {
             Err(e) => Err(e),
         };
         for (p, _) in &s.patterns {
-            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            let Some(d) = usage(self.char_dfa(true, p))? else { return Ok(None) };
             parts.push(d);
         }
         for (f, _) in &s.formats {
             match strings::format_body(f) {
                 Ok(None) => {}
                 Ok(Some(b)) => {
-                    let Some(d) = usage(counted::body_dfa(&b))? else { return Ok(None) };
+                    let Some(d) = usage(self.char_dfa(false, &b))? else { return Ok(None) };
                     parts.push(d);
                 }
                 Err(_) => return Ok(None),
             }
         }
         for (p, _) in &s.not_patterns {
-            let Some(d) = usage(counted::pattern_dfa(p))? else { return Ok(None) };
+            let Some(d) = usage(self.char_dfa(true, p))? else { return Ok(None) };
             parts.push(d.complement());
             // Where Python's `re` (the validators') may find a match ECMA
             // does not, a string must not count as failing the pattern:
@@ -1577,7 +1604,7 @@ impl<'a> Compiler<'a> {
             }
         }
         for (b, _) in &s.not_formats {
-            let Some(d) = usage(counted::body_dfa(b))? else { return Ok(None) };
+            let Some(d) = usage(self.char_dfa(false, b))? else { return Ok(None) };
             parts.push(d.complement());
         }
         let excl: Vec<String> = s.excluded.iter().filter_map(|(v, _)| v.as_str().map(str::to_string)).collect();
@@ -1659,7 +1686,7 @@ impl<'a> Compiler<'a> {
                     // No regex over the encoded text (an anchor inside the
                     // pattern): its automaton as rules, if it has one.
                     let only = s.patterns.len() == 1 && body.is_none() && s.formats.iter().all(|(f, _)| matches!(strings::format_body(f), Ok(None)));
-                    match counted::pattern_dfa(p) {
+                    match self.char_dfa(true, p) {
                         Ok(d) if only => return self.counted_string(&d, None, s.min_len, s.max_len),
                         _ => self.unsupported("pattern", kp, &m)?,
                     }
@@ -1682,8 +1709,8 @@ impl<'a> Compiler<'a> {
                         // The general case: the pattern's (or format's)
                         // automaton times a character counter.
                         let dfa = match &pattern {
-                            Some(p) => counted::pattern_dfa(p),
-                            None => counted::body_dfa(&b),
+                            Some(p) => self.char_dfa(true, p),
+                            None => self.char_dfa(false, &b),
                         };
                         match dfa.and_then(|d| self.counted_string(&d, Some(&b), s.min_len, s.max_len)) {
                             Ok(sym) => return Ok(sym),

@@ -20,6 +20,7 @@
 
 use super::strings;
 use crate::error::{Error, Result};
+use crate::fxhash::FxMap;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use std::collections::HashMap;
 
@@ -162,27 +163,53 @@ impl Nfa {
     }
 
     /// Adds to `set` what empty moves reach; the anchored ones only `at_start`
-    /// (no character read yet) / `at_end` (none to follow).
-    fn closure(&self, set: &mut Vec<usize>, at_start: bool, at_end: bool) {
-        let mut seen = vec![false; self.eps.len()];
-        let mut stack = set.clone();
+    /// (no character read yet) / `at_end` (none to follow). `seen` is
+    /// scratch, reused across calls.
+    fn closure(&self, set: &mut Vec<usize>, at_start: bool, at_end: bool, seen: &mut Seen) {
+        seen.next(self.eps.len());
+        let mut stack = std::mem::take(&mut seen.stack);
+        stack.clear();
+        stack.extend_from_slice(set);
         for &s in set.iter() {
-            seen[s] = true;
+            seen.marks[s] = seen.stamp;
         }
         let none: &[usize] = &[];
         while let Some(s) = stack.pop() {
             let starts = if at_start { &self.eps_start[s][..] } else { none };
             let ends = if at_end { &self.eps_end[s][..] } else { none };
             for &t in self.eps[s].iter().chain(starts).chain(ends) {
-                if !seen[t] {
-                    seen[t] = true;
+                if seen.marks[t] != seen.stamp {
+                    seen.marks[t] = seen.stamp;
                     set.push(t);
                     stack.push(t);
                 }
             }
         }
+        seen.stack = stack;
         set.sort_unstable();
         set.dedup();
+    }
+}
+
+/// Visit marks for [`Nfa::closure`]: a state is seen iff its mark equals
+/// the current stamp, so starting a closure costs nothing per NFA state.
+#[derive(Default)]
+struct Seen {
+    marks: Vec<u32>,
+    stamp: u32,
+    stack: Vec<usize>,
+}
+
+impl Seen {
+    fn next(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.marks.fill(0);
+            self.stamp = 1;
+        }
     }
 }
 
@@ -257,25 +284,32 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
         return Err(too_large("character classes"));
     }
     // Each class as its atom indices (classes are unions of atoms).
+    // Atoms are sorted and cut at every range's ends: a range's atoms are
+    // the run of those starting inside it.
     let class_atoms: Vec<Vec<usize>> = nfa
         .classes
         .iter()
         .map(|c| {
-            atoms
-                .iter()
-                .enumerate()
-                .filter(|(_, &(lo, _))| c.iter().any(|&(a, b)| a <= lo && lo <= b))
-                .map(|(i, _)| i)
-                .collect()
+            let mut v: Vec<usize> = Vec::new();
+            for &(a, b) in c {
+                let from = atoms.partition_point(|&(lo, _)| lo < a);
+                let to = atoms.partition_point(|&(lo, _)| lo <= b);
+                v.extend(from..to);
+            }
+            v.sort_unstable();
+            v.dedup();
+            v
         })
         .collect();
     const DEAD: usize = usize::MAX;
     // The start state is the only one read at the start: it is never
     // shared with a later state of the same NFA set (`ids` holds the
     // others), since anchors may make the two accept differently.
+    let mut seen = Seen::default();
     let mut first = vec![start];
-    nfa.closure(&mut first, true, false);
-    let mut ids: HashMap<Vec<usize>, usize> = HashMap::new();
+    nfa.closure(&mut first, true, false, &mut seen);
+    let mut ids: FxMap<Vec<usize>, usize> = FxMap::default();
+    let mut reached: FxMap<Vec<usize>, usize> = FxMap::default();
     let mut sets = vec![first];
     let mut table: Vec<Vec<usize>> = Vec::new();
     let mut i = 0;
@@ -294,7 +328,16 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
                 row.push(DEAD);
                 continue;
             }
-            nfa.closure(&mut t, false, false);
+            // Most atoms of a state go to the same targets; equal targets
+            // have equal closures, in this state and any other.
+            t.sort_unstable();
+            t.dedup();
+            if let Some(&id) = reached.get(&t) {
+                row.push(id);
+                continue;
+            }
+            let key = t.clone();
+            nfa.closure(&mut t, false, false, &mut seen);
             let id = match ids.get(&t) {
                 Some(&id) => id,
                 None => {
@@ -306,6 +349,7 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
                     sets.len() - 1
                 }
             };
+            reached.insert(key, id);
             row.push(id);
         }
         table.push(row);
@@ -316,17 +360,34 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
         .enumerate()
         .map(|(i, s)| {
             let mut end = s.clone();
-            nfa.closure(&mut end, i == 0, true);
+            nfa.closure(&mut end, i == 0, true, &mut seen);
             end.binary_search(&accept).is_ok()
         })
         .collect();
+    // Atoms whose columns are equal move every state alike: refinement
+    // needs one of each (a format's hundreds of atoms are a few kinds of
+    // character).
+    let mut columns: FxMap<Vec<usize>, ()> = FxMap::default();
+    let mut reps: Vec<usize> = Vec::new();
+    for a in 0..atoms.len() {
+        let col: Vec<usize> = table.iter().map(|row| row[a]).collect();
+        if columns.insert(col, ()).is_none() {
+            reps.push(a);
+        }
+    }
     // Moore: refine blocks by (accepting, block of each atom's target).
     let mut block: Vec<usize> = acc.iter().map(|&a| a as usize).collect();
     loop {
-        let mut sig: HashMap<(usize, Vec<usize>), usize> = HashMap::new();
+        let mut sig: FxMap<(usize, Vec<usize>), usize> = FxMap::default();
         let next: Vec<usize> = (0..sets.len())
             .map(|q| {
-                let key = (block[q], table[q].iter().map(|&t| if t == DEAD { DEAD } else { block[t] }).collect());
+                let key = (
+                    block[q],
+                    reps.iter()
+                        .map(|&a| table[q][a])
+                        .map(|t| if t == DEAD { DEAD } else { block[t] })
+                        .collect(),
+                );
                 let n = sig.len();
                 *sig.entry(key).or_insert(n)
             })
