@@ -544,7 +544,11 @@ impl<'a> Compiler<'a> {
         if let Some(r) = self.char_dfas.get(&key) {
             return r.clone().map_err(Error::Usage);
         }
-        let r = if is_pattern { counted::pattern_dfa(text) } else { counted::body_dfa(text) };
+        let r = if is_pattern {
+            counted::pattern_dfa(text)
+        } else {
+            counted::body_dfa(text)
+        };
         match r {
             Ok(d) => {
                 self.char_dfas.insert(key, Ok(d.clone()));

@@ -116,16 +116,24 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                 _ => {}
             }
         }
-        for (c, bucket) in buckets.iter_mut().enumerate() {
-            if bucket.is_empty() {
+        // Neighbouring classes mostly go to the same targets: compare with
+        // the previous class before looking the targets up.
+        let mut prev: Option<(usize, u32)> = None;
+        for c in 0..stride {
+            if buckets[c].is_empty() {
+                prev = None;
                 continue;
             }
-            bucket.sort_unstable();
-            bucket.dedup();
-            let to = match d.closures.get(bucket.as_slice()) {
-                Some(&to) => to,
-                None => d.state_of_targets(bucket.clone())?,
+            buckets[c].sort_unstable();
+            buckets[c].dedup();
+            let to = match prev {
+                Some((p, to)) if buckets[p] == buckets[c] => to,
+                _ => match d.closures.get(buckets[c].as_slice()) {
+                    Some(&to) => to,
+                    None => d.state_of_targets(buckets[c].clone())?,
+                },
             };
+            prev = Some((c, to));
             d.trans[next * stride + c] = to;
         }
         next += 1;
