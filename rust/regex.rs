@@ -971,21 +971,34 @@ impl Source for determinize::SubsetDfa {
 /// reach none into `DEAD`, and renumber the survivors densely.
 fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matches: Vec<u64>, pwords: usize, start: u32, npatterns: usize) -> Dfa {
     let n = trans.len() / stride;
-    // Reverse edges in CSR form.
+    // Reverse edges in CSR form, each (state, successor) pair once and
+    // none into dead, from dead or onto itself: a string body's state has
+    // most of the alphabet going to one successor, and most of a large
+    // lexer's transitions are dead.
+    let mut last = vec![u32::MAX; n];
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    for s in 1..n {
+        for &t in &trans[s * stride..(s + 1) * stride] {
+            if t != DEAD && t as usize != s && last[t as usize] != s as u32 {
+                last[t as usize] = s as u32;
+                edges.push((s as u32, t));
+            }
+        }
+    }
     let mut indeg = vec![0u32; n + 1];
-    for &t in &trans {
+    for &(_, t) in &edges {
         indeg[t as usize + 1] += 1;
     }
     for i in 0..n {
         indeg[i + 1] += indeg[i];
     }
     let mut fill = indeg.clone();
-    let mut preds = vec![0u32; trans.len()];
-    for (e, &t) in trans.iter().enumerate() {
-        let s = (e / stride) as u32;
+    let mut preds = vec![0u32; edges.len()];
+    for &(s, t) in &edges {
         preds[fill[t as usize] as usize] = s;
         fill[t as usize] += 1;
     }
+    drop(edges);
     // reach[s] = matches[s] | union of reach over successors (fixpoint).
     let mut reach = matches.clone();
     reach[..pwords].fill(0);

@@ -80,6 +80,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
     let start = d.state_of_targets(vec![nfa.start_anchored().as_u32()])?;
     // States are numbered in creation order: explore them in that order.
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
+    let mut sorted: Vec<u32> = Vec::new();
     let mut next = 1usize;
     while next < d.keys.len() {
         for b in &mut buckets {
@@ -116,22 +117,29 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                 _ => {}
             }
         }
-        // Neighbouring classes mostly go to the same targets: compare with
-        // the previous class before looking the targets up.
+        // Neighbouring classes mostly go to the same targets, pushed in the
+        // same order (the state's NFA states in turn): compare the raw
+        // buckets before sorting a copy and looking it up.
         let mut prev: Option<(usize, u32)> = None;
         for c in 0..stride {
             if buckets[c].is_empty() {
                 prev = None;
                 continue;
             }
-            buckets[c].sort_unstable();
-            buckets[c].dedup();
             let to = match prev {
                 Some((p, to)) if buckets[p] == buckets[c] => to,
-                _ => match d.closures.get(buckets[c].as_slice()) {
-                    Some(&to) => to,
-                    None => d.state_of_targets(buckets[c].clone())?,
-                },
+                _ => {
+                    sorted.clear();
+                    sorted.extend_from_slice(&buckets[c]);
+                    if sorted.len() > 1 {
+                        sorted.sort_unstable();
+                        sorted.dedup();
+                    }
+                    match d.closures.get(sorted.as_slice()) {
+                        Some(&to) => to,
+                        None => d.state_of_targets(sorted.clone())?,
+                    }
+                }
             };
             prev = Some((c, to));
             d.trans[next * stride + c] = to;
