@@ -60,6 +60,21 @@ impl TokEnv {
         })
     }
 
+    /// How many of the per-vocabulary structures (trie, shapes, subtree
+    /// bytes, body index) are built: a caller can tell whether a call
+    /// built one (and so freed its temporaries).
+    pub fn data_built(&self) -> usize {
+        [
+            self.trie.get().is_some(),
+            self.shapes.get().is_some(),
+            self.below.get().is_some(),
+            self.body.get().is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count()
+    }
+
     /// Build the per-vocabulary data grammar masks use (the token trie,
     /// its subtree shapes and bytes, and the string-body index,
     /// [`BodyIndex`]) now rather than at the first mask: every JSON

@@ -282,6 +282,7 @@ impl PyVocabulary {
             _ => return Err(PyTypeError::new_err("Vocabulary() takes exactly one of tokenizer_json or token_bytes=")),
         }
         .map_err(to_pyerr)?;
+        super::release_freed_memory();
         Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 
@@ -317,6 +318,7 @@ impl PyVocabulary {
         let vocab = py
             .detach(|| CoreVocab::from_tokenizer_json_named(&text, eos_token_ids, eos_name.as_deref(), vocab_size))
             .map_err(to_pyerr)?;
+        super::release_freed_memory();
         Ok(PyVocabulary { env: TokEnv::new(vocab) })
     }
 }
@@ -531,7 +533,9 @@ fn compile_regex(
         limits.dfa_size = x;
     }
     let env = vocab.env.clone();
-    let inner = py.detach(|| CoreConstraint::regex(env, pattern, &limits)).map_err(to_pyerr)?;
+    let inner = py
+        .detach(|| super::after_setup(&vocab.env, || CoreConstraint::regex(env, pattern, &limits)))
+        .map_err(to_pyerr)?;
     let int = |x: Option<usize>| x.map(|x| x.into_pyobject(py).map(|v| v.into_any())).transpose();
     PyConstraint::new(
         inner,
@@ -593,12 +597,14 @@ fn compile_json(
     let env = vocab.env.clone();
     let inner = py
         .detach(|| {
-            let g = json_grammar(ws, max_depth)?;
-            let limits = GrammarLimits {
-                mask_cache_bytes,
-                ..GrammarLimits::default()
-            };
-            CoreConstraint::grammar(env, &g, &limits)
+            super::after_setup(&vocab.env, || {
+                let g = json_grammar(ws, max_depth)?;
+                let limits = GrammarLimits {
+                    mask_cache_bytes,
+                    ..GrammarLimits::default()
+                };
+                CoreConstraint::grammar(env, &g, &limits)
+            })
         })
         .map_err(to_pyerr)?;
     PyConstraint::new(
@@ -645,12 +651,14 @@ fn compile_grammar(
     let env = vocab.env.clone();
     let inner = py
         .detach(|| {
-            let g = match syntax {
-                "lark" => lark::parse_lark_with_start(text, start.unwrap_or("start"), &limits)?,
-                "gbnf" => gbnf::parse_gbnf_with_start(text, start.unwrap_or("root"), &limits)?,
-                other => return Err(Error::Usage(format!("syntax must be \"lark\" or \"gbnf\", got {other:?}"))),
-            };
-            CoreConstraint::grammar(env, &g, &limits)
+            super::after_setup(&vocab.env, || {
+                let g = match syntax {
+                    "lark" => lark::parse_lark_with_start(text, start.unwrap_or("start"), &limits)?,
+                    "gbnf" => gbnf::parse_gbnf_with_start(text, start.unwrap_or("root"), &limits)?,
+                    other => return Err(Error::Usage(format!("syntax must be \"lark\" or \"gbnf\", got {other:?}"))),
+                };
+                CoreConstraint::grammar(env, &g, &limits)
+            })
         })
         .map_err(to_pyerr)?;
     PyConstraint::new(

@@ -59,7 +59,10 @@ fn _compile_json_schema(
         ..GrammarLimits::default()
     };
     let env = vocab.get().env.clone();
-    let (inner, warnings) = py.detach(|| CoreConstraint::json_schema(env, schema, &opts, &limits)).map_err(to_pyerr)?;
+    let probe = env.clone();
+    let (inner, warnings) = py
+        .detach(|| super::after_setup(&probe, || CoreConstraint::json_schema(env, schema, &opts, &limits)))
+        .map_err(to_pyerr)?;
     let args = (schema, vocab).into_pyobject(py)?;
     Ok((PyConstraint::new(inner, "_compile_json_schema", args, &recipe_kwargs)?, warnings))
 }

@@ -27,6 +27,36 @@ mod resample;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's `mi_collect` (statically linked by the `mimalloc` crate):
+    /// with `force`, hands freed pages back to the OS now rather than after
+    /// its purge delay.
+    fn mi_collect(force: bool);
+}
+
+/// After one-time work that frees much of what it allocated (parsing a
+/// tokenizer.json, building a vocabulary's token trie and string-body
+/// index): give the freed pages back. mimalloc otherwise keeps them until
+/// its next purge, which a process that then only computes masks may not
+/// reach for a long time: without this the process stayed ~38 MB larger
+/// than with glibc's malloc after loading Llama 3 and compiling a schema
+/// (103 MB against 65 MB).
+fn release_freed_memory() {
+    // SAFETY: mi_collect takes no pointers; any thread may call it.
+    unsafe { mi_collect(true) }
+}
+
+/// Runs `f` (a compile) and releases freed memory if it built some of the
+/// vocabulary's one-time data ([`release_freed_memory`]).
+fn after_setup<T>(env: &crate::matcher::TokEnv, f: impl FnOnce() -> T) -> T {
+    let before = env.data_built();
+    let r = f();
+    if env.data_built() != before {
+        release_freed_memory();
+    }
+    r
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     awrs::register(m)?;
