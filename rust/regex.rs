@@ -201,9 +201,17 @@ thread_local! {
     /// (the reference for [`determinize`]).
     static FORCE_DENSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
-#[cfg(not(test))]
-thread_local! {
-    static FORCE_DENSE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+
+/// Whether to skip [`determinize`] (tests only, see `FORCE_DENSE`).
+fn force_dense() -> bool {
+    #[cfg(test)]
+    {
+        FORCE_DENSE.with(|f| f.get())
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
 }
 
 /// A terminal for [`Dfa::compile_terminals`].
@@ -704,7 +712,7 @@ impl Dfa {
         for (i, _) in first_match.iter().enumerate().filter(|(_, &f)| f) {
             first[i / 64] |= 1 << (i % 64);
         }
-        if !cfg!(test) || !FORCE_DENSE.with(|f| f.get()) {
+        if !force_dense() {
             if let Some(sub) = determinize::determinize(&nfa, limits, determinize_limit)? {
                 if first.iter().all(|&f| f == 0) {
                     // Already numbered as `finish` wants it (dead 0, classes
