@@ -19,6 +19,7 @@
 //! - [`smc`]: particle population bookkeeping for SMC.
 //! - [`awrs`]: adaptive weighted rejection sampling for opaque constraints.
 //! - [`fastmath`]: branch-free `exp`/`ln` shared by `resample` and `masked`.
+//! - [`marks`]: visit marks cleared in constant time (subset constructions).
 
 pub mod awrs;
 pub mod bitmask;
@@ -27,6 +28,7 @@ pub mod fastmath;
 pub mod fxhash;
 pub mod grammar;
 pub mod json_schema;
+pub mod marks;
 pub mod masked;
 pub mod matcher;
 pub mod regex;

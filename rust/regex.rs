@@ -784,7 +784,6 @@ impl Dfa {
         let stride = reps.len();
 
         let pwords = npatterns.div_ceil(64).max(1);
-        let raw_matches = |sid: S::Id, m: &mut [u64]| src.matches(sid, m);
         // BFS over reachable (state, first-match patterns done) pairs; the
         // done sets are interned (id 0: none, the only one without
         // first-match patterns), so a pair is two integers and a
@@ -829,7 +828,7 @@ impl Dfa {
             trans.resize((from + 1) * stride, DEAD);
             // First-match patterns matched here are over for every successor.
             let done2 = if any_first {
-                raw_matches(sid, &mut m);
+                src.matches(sid, &mut m);
                 let d: Vec<u64> = done_sets[done as usize]
                     .iter()
                     .zip(&m)
@@ -854,7 +853,7 @@ impl Dfa {
         trans.resize(n * stride, DEAD);
         let mut matches = vec![0u64; n * pwords];
         for (i, &(sid, done)) in order.iter().enumerate().skip(1) {
-            raw_matches(sid, &mut m);
+            src.matches(sid, &mut m);
             for (w, (m, d)) in m.iter().zip(&done_sets[done as usize]).enumerate() {
                 matches[i * pwords + w] = m & !d;
             }
@@ -1151,8 +1150,6 @@ mod tests {
         }
     }
 
-    /// Lexer states that behave alike under the allowed patterns share a
-    /// signature; allowing a pattern that tells them apart separates them.
     /// Whether `a` and `b` match the same patterns on every byte string
     /// (a walk over reachable pairs of states).
     fn same_language(a: &Dfa, b: &Dfa) -> bool {
@@ -1295,6 +1292,8 @@ mod tests {
         })
     }
 
+    /// Lexer states that behave alike under the allowed patterns share a
+    /// signature; allowing a pattern that tells them apart separates them.
     #[test]
     fn signatures_name_states_equal_under_allowed_patterns() {
         let d = Dfa::compile_many(&["[a-z]+", "char", "[0-9]+"], &RegexLimits::default()).unwrap();

@@ -21,6 +21,7 @@
 use super::strings;
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
+use crate::marks::Marks;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use std::collections::HashMap;
 
@@ -166,20 +167,19 @@ impl Nfa {
     /// (no character read yet) / `at_end` (none to follow). `seen` is
     /// scratch, reused across calls.
     fn closure(&self, set: &mut Vec<usize>, at_start: bool, at_end: bool, seen: &mut Seen) {
-        seen.next(self.eps.len());
+        seen.marks.reset(self.eps.len());
         let mut stack = std::mem::take(&mut seen.stack);
         stack.clear();
         stack.extend_from_slice(set);
         for &s in set.iter() {
-            seen.marks[s] = seen.stamp;
+            seen.marks.insert(s);
         }
         let none: &[usize] = &[];
         while let Some(s) = stack.pop() {
             let starts = if at_start { &self.eps_start[s][..] } else { none };
             let ends = if at_end { &self.eps_end[s][..] } else { none };
             for &t in self.eps[s].iter().chain(starts).chain(ends) {
-                if seen.marks[t] != seen.stamp {
-                    seen.marks[t] = seen.stamp;
+                if seen.marks.insert(t) {
                     set.push(t);
                     stack.push(t);
                 }
@@ -191,26 +191,12 @@ impl Nfa {
     }
 }
 
-/// Visit marks for [`Nfa::closure`]: a state is seen iff its mark equals
-/// the current stamp, so starting a closure costs nothing per NFA state.
+/// Scratch for [`Nfa::closure`], reused across calls: visit marks (reset
+/// in constant time) and the work stack.
 #[derive(Default)]
 struct Seen {
-    marks: Vec<u32>,
-    stamp: u32,
+    marks: Marks,
     stack: Vec<usize>,
-}
-
-impl Seen {
-    fn next(&mut self, n: usize) {
-        if self.marks.len() < n {
-            self.marks.resize(n, 0);
-        }
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.marks.fill(0);
-            self.stamp = 1;
-        }
-    }
 }
 
 /// Moves out of one state: (character class as inclusive ranges, target),

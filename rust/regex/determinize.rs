@@ -22,6 +22,7 @@
 
 use super::{Error, RegexLimits, Result, DEAD};
 use crate::fxhash::FxMap;
+use crate::marks::Marks;
 use regex_automata::nfa::thompson::{State, NFA};
 use regex_automata::util::primitives::StateID;
 
@@ -65,8 +66,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
         nfa,
         stride,
         pwords,
-        seen: vec![0; nfa.states().len()],
-        stamp: 0,
+        seen: Marks::default(),
         stack: Vec::new(),
         keys: vec![Box::new([])],
         ids: FxMap::default(),
@@ -160,9 +160,8 @@ struct Builder<'a> {
     nfa: &'a NFA,
     stride: usize,
     pwords: usize,
-    /// Epsilon-closure visit marks: `seen[s] == stamp` once visited.
-    seen: Vec<u32>,
-    stamp: u32,
+    /// Epsilon-closure visit marks.
+    seen: Marks,
     stack: Vec<u32>,
     /// Per DFA state, its NFA states with transitions or a match, sorted
     /// (index 0: dead, empty).
@@ -227,18 +226,13 @@ impl Builder<'_> {
     /// The NFA states with transitions or a match reachable from `roots`
     /// through epsilon moves, sorted.
     fn closure(&mut self, roots: &[u32]) -> Vec<u32> {
-        self.stamp = self.stamp.wrapping_add(1);
-        if self.stamp == 0 {
-            self.seen.fill(0);
-            self.stamp = 1;
-        }
+        self.seen.reset(self.nfa.states().len());
         let mut out = Vec::new();
         self.stack.extend(roots.iter().rev());
         while let Some(s) = self.stack.pop() {
-            if self.seen[s as usize] == self.stamp {
+            if !self.seen.insert(s as usize) {
                 continue;
             }
-            self.seen[s as usize] = self.stamp;
             match self.nfa.state(StateID::new_unchecked(s as usize)) {
                 State::ByteRange { .. } | State::Sparse(_) | State::Dense(_) | State::Match { .. } => out.push(s),
                 State::Union { alternates } => self.stack.extend(alternates.iter().rev().map(|a| a.as_u32())),
