@@ -98,6 +98,12 @@ pub struct Compiled {
 
 /// Compile a parsed schema.
 pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
+    check(schema, opts)?;
+    compile_with_budget(schema, opts, INLINE_STACK_BUDGET)
+}
+
+/// What [`compile`] refuses before compiling anything.
+fn check(schema: &Value, opts: &Options) -> Result<()> {
     if opts.max_depth > MAX_MAX_DEPTH {
         return Err(Error::Usage(format!("max_depth {} is too large (limit {MAX_MAX_DEPTH})", opts.max_depth)));
     }
@@ -107,7 +113,7 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
             message: format!("a schema must be an object or a boolean, got {schema}"),
         });
     }
-    compile_with_budget(schema, opts, INLINE_STACK_BUDGET)
+    Ok(())
 }
 
 /// [`compile`], trying the caller's thread first with at most `budget`
@@ -124,28 +130,36 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
 /// compiling a median schema in a freshly forked process (its stack and
 /// allocator state are new pages), which is why it is the fallback.
 fn compile_with_budget(schema: &Value, opts: &Options, budget: usize) -> Result<Compiled> {
-    let done = |(grammar, warnings, string_heads)| Compiled {
-        grammar,
-        warnings,
-        string_heads,
-    };
     if let Some(floor) = stack::floor_for(budget) {
         let mut c = compile::Compiler::new(schema, opts).with_stack_floor(floor);
         let r = c.run_in_place();
         if !c.out_of_stack {
-            return r.map(done);
+            return r.map(compiled);
         }
     }
+    on_compiler_thread(|| compile::Compiler::new(schema, opts).run()).map(compiled)
+}
+
+fn compiled((grammar, warnings, string_heads): (Grammar, Vec<String>, bool)) -> Compiled {
+    Compiled {
+        grammar,
+        warnings,
+        string_heads,
+    }
+}
+
+/// Runs `f` on a thread of its own whose stack fits the deepest allowed
+/// nesting ([`COMPILER_STACK_BYTES`]).
+fn on_compiler_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("json-schema".into())
             .stack_size(COMPILER_STACK_BYTES)
-            .spawn_scoped(scope, || compile::Compiler::new(schema, opts).run())
+            .spawn_scoped(scope, f)
             .map_err(|e| Error::Usage(format!("cannot start the JSON Schema compiler thread: {e}")))?
             .join()
             .map_err(|_| Error::Usage("internal error: the JSON Schema compiler panicked (please report the schema)".into()))?
     })
-    .map(done)
 }
 
 /// Stack the compiler's recursion may use on the caller's thread
@@ -223,12 +237,26 @@ mod stack {
 }
 
 /// Compile a schema given as JSON text.
+///
+/// Parsing recurses once per level of JSON nesting (serde_json stops at
+/// 128), and so does dropping the value: on a thread short of stack (a
+/// Python thread started after `threading.stack_size(32768)`) both happen
+/// on the compiler's thread, not only the compile.
 pub fn compile_str(text: &str, opts: &Options) -> Result<Compiled> {
-    let v: Value = serde_json::from_str(text).map_err(|e| Error::Schema {
-        pointer: "#".into(),
-        message: format!("not valid JSON: {e}"),
-    })?;
-    compile(&v, opts)
+    let parse = || -> Result<Value> {
+        serde_json::from_str(text).map_err(|e| Error::Schema {
+            pointer: "#".into(),
+            message: format!("not valid JSON: {e}"),
+        })
+    };
+    if stack::floor_for(INLINE_STACK_BUDGET).is_some() {
+        return compile(&parse()?, opts);
+    }
+    on_compiler_thread(|| {
+        let v = parse()?;
+        check(&v, opts)?;
+        compile::Compiler::new(&v, opts).run().map(compiled)
+    })
 }
 
 #[cfg(test)]

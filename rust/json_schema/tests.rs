@@ -412,6 +412,20 @@ fn the_callers_stack_is_tried_first_and_a_thread_is_the_fallback() {
 }
 
 #[test]
+fn a_thread_short_of_stack_parses_on_the_compilers() {
+    // JSON nested 120 deep (serde_json allows 128) on a 64 KB thread: the
+    // parse, the compile and the drop all go to the compiler's thread.
+    let text = format!(r#"{{"const": {}0{}}}"#, "[".repeat(120), "]".repeat(120));
+    let c = std::thread::Builder::new()
+        .stack_size(64 << 10)
+        .spawn(move || compile_str(&text, &Options::default()).map(|c| c.grammar.terminals.len()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(c.unwrap() > 0);
+}
+
+#[test]
 fn negated_assertions_hold_on_their_own_type_only() {
     check(json!({"not": {"minimum": 3}}), &["2", "2.5", "-7"], &["3", "3.0", "4", r#""x""#, "null"]);
     check(json!({"not": {"maxLength": 2}}), &[r#""abc""#], &[r#""ab""#, "1", "null", "[]"]);
