@@ -185,10 +185,16 @@ impl LexEntry {
                 *group_of.entry(m).or_insert(next)
             });
         }
-        boundaries.sort_by_key(|&(_, ls)| (by_state[&ls], ls));
+        // Sort keys computed once: a hash lookup per comparison was 4% of a
+        // slow mask's instructions. (Stable: most boundaries share one key,
+        // and their order by node is kept.)
+        let mut keyed: Vec<(u32, u32, u32)> = boundaries.iter().map(|&(n, ls)| (by_state[&ls], ls, n)).collect();
+        keyed.sort_by_key(|&(g, ls, _)| (g, ls));
+        boundaries.clear();
+        boundaries.extend(keyed.iter().map(|&(_, ls, n)| (n, ls)));
         let mut groups = Vec::new();
-        for (i, w) in boundaries.windows(2).enumerate() {
-            if by_state[&w[0].1] != by_state[&w[1].1] {
+        for (i, w) in keyed.windows(2).enumerate() {
+            if w[0].0 != w[1].0 {
                 groups.push(i as u32 + 1);
             }
         }
@@ -724,17 +730,25 @@ impl WalkStates {
         let mut seen: crate::fxhash::FxSet<u32> = Default::default();
         seen.insert(s);
         let mut stack = vec![s];
+        // Each state's successors, deduplicated by dense marks: a key
+        // beside a few hundred literal states meets ~25,000 (state, end)
+        // pairs, which a hash set made a third of that mask.
+        let mut marks = crate::marks::Marks::default();
+        let mut out: Vec<(u32, bool)> = Vec::new();
         while let Some(q) = stack.pop() {
             if let std::collections::hash_map::Entry::Vacant(v) = succ.entry(q) {
-                let mut out: crate::fxhash::FxSet<(u32, bool)> = Default::default();
+                marks.reset(2 * lexer.num_states());
+                out.clear();
                 for k in 0..self.body_starts(lexer).len() {
                     let (b0, u) = self.body_starts[k];
                     char_walk(lexer, q, b0, u, |x, end| {
-                        out.insert((x, end));
+                        if marks.insert(2 * x as usize + end as usize) {
+                            out.push((x, end));
+                        }
                         true
                     });
                 }
-                v.insert(out.into_iter().collect());
+                v.insert(out.as_slice().into());
             }
             for &(t, end) in succ.get(&q).map_or(&[][..], |v| &v[..]) {
                 if self.status(lexer, t, allowed) != KNOWN | LIVE {
@@ -1050,15 +1064,22 @@ fn char_walk(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut visi
     if !visit(q, false) {
         return false;
     }
-    let mut frontier = vec![(q, u)];
-    let mut next = Vec::new();
-    while !frontier.is_empty() {
+    // The frontiers come from this thread's pool: a mask's plan walks the
+    // characters of hundreds of states, and two fresh vectors per
+    // multi-byte start were a fifth of its instructions. (A `visit` that
+    // walks characters itself finds the pool empty and allocates.)
+    let (mut frontier, mut next) = CHAR_WALK_BUFS.with(|c| c.take());
+    frontier.clear();
+    frontier.push((q, u));
+    let mut ok = true;
+    'levels: while !frontier.is_empty() {
         next.clear();
         for &(q, u) in &frontier {
             for (b, u2) in continuations(lexer, u) {
                 let q2 = lexer.next(q, b);
                 if !visit(q2, u2 == UTF8_START) {
-                    return false;
+                    ok = false;
+                    break 'levels;
                 }
                 if u2 != UTF8_START && !next.contains(&(q2, u2)) {
                     next.push((q2, u2));
@@ -1067,7 +1088,16 @@ fn char_walk(lexer: &Dfa, s: u32, b0: u8, u: crate::toktrie::Utf8State, mut visi
         }
         std::mem::swap(&mut frontier, &mut next);
     }
-    true
+    CHAR_WALK_BUFS.with(|c| c.set((frontier, next)));
+    ok
+}
+
+/// Frontier buffers of a [`char_walk`], per character byte level.
+type CharWalkBufs = (Vec<(u32, crate::toktrie::Utf8State)>, Vec<(u32, crate::toktrie::Utf8State)>);
+
+thread_local! {
+    /// [`char_walk`]'s frontier buffers, kept between calls.
+    static CHAR_WALK_BUFS: std::cell::Cell<CharWalkBufs> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// A [`LexEntry`] keyed by the lexer's walk signature, shared by every
