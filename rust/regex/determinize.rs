@@ -68,7 +68,8 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
         pwords,
         seen: Marks::default(),
         stack: Vec::new(),
-        keys: vec![Box::new([])],
+        closure: Vec::new(),
+        keys: vec![std::rc::Rc::from([])],
         ids: FxMap::default(),
         closures: FxMap::default(),
         trans: vec![DEAD; stride],
@@ -77,7 +78,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
         work_limit,
         limits,
     };
-    let start = d.state_of_targets(vec![nfa.start_anchored().as_u32()])?;
+    let start = d.state_of_targets(&[nfa.start_anchored().as_u32()])?;
     // States are numbered in creation order: explore them in that order.
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
     let mut sorted: Vec<u32> = Vec::new();
@@ -137,7 +138,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                     }
                     match d.closures.get(sorted.as_slice()) {
                         Some(&to) => to,
-                        None => d.state_of_targets(sorted.clone())?,
+                        None => d.state_of_targets(&sorted)?,
                     }
                 }
             };
@@ -163,10 +164,13 @@ struct Builder<'a> {
     /// Epsilon-closure visit marks.
     seen: Marks,
     stack: Vec<u32>,
+    /// The last [`Builder::closure`].
+    closure: Vec<u32>,
     /// Per DFA state, its NFA states with transitions or a match, sorted
-    /// (index 0: dead, empty).
-    keys: Vec<Box<[u32]>>,
-    ids: FxMap<Box<[u32]>, u32>,
+    /// (index 0: dead, empty); shared with `ids`, so that each is
+    /// allocated once.
+    keys: Vec<std::rc::Rc<[u32]>>,
+    ids: FxMap<std::rc::Rc<[u32]>, u32>,
     /// The DFA state reached from a sorted set of NFA targets.
     closures: FxMap<Box<[u32]>, u32>,
     trans: Vec<u32>,
@@ -179,20 +183,21 @@ struct Builder<'a> {
 impl Builder<'_> {
     /// The DFA state of the epsilon closure of `targets` (sorted, distinct),
     /// created if new.
-    fn state_of_targets(&mut self, targets: Vec<u32>) -> Result<u32> {
-        let key = self.closure(&targets);
-        let id = if key.is_empty() {
+    fn state_of_targets(&mut self, targets: &[u32]) -> Result<u32> {
+        self.closure(targets);
+        let id = if self.closure.is_empty() {
             DEAD
-        } else if let Some(&id) = self.ids.get(key.as_slice()) {
+        } else if let Some(&id) = self.ids.get(self.closure.as_slice()) {
             id
         } else {
+            let key: std::rc::Rc<[u32]> = self.closure.as_slice().into();
             self.add_state(key)?
         };
-        self.closures.insert(targets.into_boxed_slice(), id);
+        self.closures.insert(targets.into(), id);
         Ok(id)
     }
 
-    fn add_state(&mut self, key: Vec<u32>) -> Result<u32> {
+    fn add_state(&mut self, key: std::rc::Rc<[u32]>) -> Result<u32> {
         let id = self.keys.len() as u32;
         if self.keys.len() > self.limits.max_states {
             return Err(Error::TooLarge(format!("more than {} DFA states", self.limits.max_states)));
@@ -211,23 +216,25 @@ impl Builder<'_> {
         }
         self.trans.resize((id as usize + 1) * self.stride, DEAD);
         self.matches.resize((id as usize + 1) * self.pwords, 0);
-        for &s in &key {
+        for &s in key.iter() {
             if let State::Match { pattern_id } = self.nfa.state(StateID::new_unchecked(s as usize)) {
                 let p = pattern_id.as_usize();
                 self.matches[id as usize * self.pwords + p / 64] |= 1 << (p % 64);
             }
         }
-        let key = key.into_boxed_slice();
         self.ids.insert(key.clone(), id);
         self.keys.push(key);
         Ok(id)
     }
 
-    /// The NFA states with transitions or a match reachable from `roots`
-    /// through epsilon moves, sorted.
-    fn closure(&mut self, roots: &[u32]) -> Vec<u32> {
+    /// Into `self.closure`: the NFA states with transitions or a match
+    /// reachable from `roots` through epsilon moves, sorted. (One buffer
+    /// for all closures: most find a state that exists, and growing a
+    /// fresh vector for each was a tenth of a large lexer's construction.)
+    fn closure(&mut self, roots: &[u32]) {
         self.seen.reset(self.nfa.states().len());
-        let mut out = Vec::new();
+        let out = &mut self.closure;
+        out.clear();
         self.stack.extend(roots.iter().rev());
         while let Some(s) = self.stack.pop() {
             if !self.seen.insert(s as usize) {
@@ -246,6 +253,5 @@ impl Builder<'_> {
             }
         }
         out.sort_unstable();
-        out
     }
 }
