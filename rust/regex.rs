@@ -231,6 +231,17 @@ struct TerminalMap {
     except: Vec<Vec<u32>>,
 }
 
+/// [`Dfa::quotient_in`]'s per-thread index of states met.
+#[derive(Default)]
+struct QuotientIndex {
+    marks: crate::marks::Marks,
+    index: Vec<u32>,
+}
+
+thread_local! {
+    static QUOTIENT_INDEX: std::cell::Cell<QuotientIndex> = std::cell::Cell::new(QuotientIndex::default());
+}
+
 /// See [`Dfa::quotient`]: per state (breadth first from the start), its
 /// successors by byte class (`u32::MAX`: none), label id and block.
 struct Quotient {
@@ -388,34 +399,16 @@ impl Dfa {
         const NONE: u32 = u32::MAX;
         let stride = self.stride;
         let live = |t: u32| t != DEAD && self.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0);
-        let mut states = vec![s];
-        let mut revisits = false;
-        let mut index: FxMap<u32, u32> = FxMap::default();
-        index.insert(s, 0);
-        let mut succ: Vec<u32> = Vec::new(); // `stride` per state
-        let mut i = 0;
-        while i < states.len() {
-            let q = states[i];
-            i += 1;
-            for c in 0..stride {
-                let t = self.trans[q as usize * stride + c];
-                if !live(t) {
-                    succ.push(NONE);
-                    continue;
-                }
-                let next = states.len() as u32;
-                let id = *index.entry(t).or_insert(next);
-                if id == next {
-                    if states.len() >= max_states {
-                        return None;
-                    }
-                    states.push(t);
-                } else {
-                    revisits = true;
-                }
-                succ.push(id);
-            }
-        }
+        // Every call names a handful of states of a possibly large
+        // automaton: their indices live in a per-thread array whose marks
+        // start over in constant time (a hash map was a fifth of a
+        // signature's cost).
+        let (states, succ, revisits) = QUOTIENT_INDEX.with(|cell| {
+            let mut ix = cell.take();
+            let r = self.quotient_in(&mut ix, s, max_states, &live);
+            cell.set(ix);
+            r
+        })?;
         let n = states.len();
         // A path (each state one live byte class on to a new state: the
         // rest of a literal, such as an object key) is its own minimal
@@ -423,15 +416,7 @@ impl Dfa {
         // of `n - 1 - k` classes. Refinement would take `n` rounds to find
         // that out.
         let path = paths && !revisits && succ.chunks(stride).all(|row| row.iter().filter(|&&t| t != NONE).count() <= 1);
-        let mut label_ids: FxMap<Vec<u64>, u32> = FxMap::default();
-        let labels: Vec<u32> = states
-            .iter()
-            .map(|&q| {
-                let m: Vec<u64> = self.matches(q).iter().zip(allowed).map(|(m, a)| m & a).collect();
-                let next = label_ids.len() as u32;
-                *label_ids.entry(m).or_insert(next)
-            })
-            .collect();
+        let labels = self.quotient_labels(&states, allowed);
         if path {
             return Some(Quotient {
                 states,
@@ -442,20 +427,35 @@ impl Dfa {
             });
         }
         // Byte classes that every reachable state maps alike tell the
-        // refinement nothing new: only one of each such column is read (a
-        // string body reached from a lexer over many terminals has dozens
-        // of classes and a handful of distinct columns).
-        let mut columns: crate::fxhash::FxSet<Vec<u32>> = Default::default();
-        let cols: Vec<usize> = (0..stride)
-            .filter(|&c| columns.insert((0..n).map(|q| succ[q * stride + c]).collect()))
-            .collect();
+        // refinement nothing new: only one of each such column is read
+        // (a string body reached from a lexer over many terminals has
+        // dozens of classes and a handful of distinct columns).
+        // Columns are compared in place, grouped by a hash.
+        let column_hash = |c: usize| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = crate::fxhash::BuildFx.build_hasher();
+            for q in 0..n {
+                h.write_u32(succ[q * stride + c]);
+            }
+            h.finish()
+        };
+        let mut by_hash: FxMap<u64, Vec<usize>> = FxMap::default();
+        let mut cols: Vec<usize> = Vec::new();
+        for c in 0..stride {
+            let seen = by_hash.entry(column_hash(c)).or_default();
+            if !seen.iter().any(|&o| (0..n).all(|q| succ[q * stride + o] == succ[q * stride + c])) {
+                seen.push(c);
+                cols.push(c);
+            }
+        }
         let width = cols.len();
         // Blocks by label, then by successors' blocks, until no block
-        // splits. Keys live in one flat buffer (no allocation per state and
-        // round).
+        // splits. Keys live in one flat buffer (no allocation per state
+        // and round).
         let mut block = labels.clone();
-        let mut nblocks = label_ids.len();
+        let mut nblocks = labels.iter().max().map_or(0, |&m| m as usize + 1);
         let mut keys = vec![0u32; n * (width + 1)];
+        let mut refined = vec![0u32; n];
         for round in 0.. {
             if round >= max_work / (n * width).max(1) {
                 return None;
@@ -470,14 +470,13 @@ impl Dfa {
             }
             let mut ids: FxMap<&[u32], u32> = FxMap::default();
             ids.reserve(n);
-            let mut refined = vec![0u32; n];
             for (q, r) in refined.iter_mut().enumerate() {
                 let next = ids.len() as u32;
                 *r = *ids.entry(&keys[q * (width + 1)..(q + 1) * (width + 1)]).or_insert(next);
             }
             let stable = ids.len() == nblocks;
             nblocks = ids.len();
-            block = refined;
+            std::mem::swap(&mut block, &mut refined);
             if stable {
                 break;
             }
@@ -489,6 +488,74 @@ impl Dfa {
             block,
             nblocks,
         })
+    }
+
+    /// The breadth-first part of [`Dfa::quotient_with`]: the states
+    /// reachable from `s` through `live` ones, their successors by class
+    /// (`u32::MAX` where not live), and whether any state was reached
+    /// twice. `None` past `max_states`.
+    fn quotient_in(&self, ix: &mut QuotientIndex, s: u32, max_states: usize, live: &impl Fn(u32) -> bool) -> Option<(Vec<u32>, Vec<u32>, bool)> {
+        const NONE: u32 = u32::MAX;
+        let stride = self.stride;
+        ix.marks.reset(self.num_states());
+        if ix.index.len() < self.num_states() {
+            ix.index.resize(self.num_states(), 0);
+        }
+        let mut states = vec![s];
+        ix.marks.insert(s as usize);
+        ix.index[s as usize] = 0;
+        let mut revisits = false;
+        let mut succ: Vec<u32> = Vec::new(); // `stride` per state
+        let mut i = 0;
+        while i < states.len() {
+            let q = states[i];
+            i += 1;
+            for c in 0..stride {
+                let t = self.trans[q as usize * stride + c];
+                if !live(t) {
+                    succ.push(NONE);
+                    continue;
+                }
+                let id = if ix.marks.insert(t as usize) {
+                    if states.len() >= max_states {
+                        return None;
+                    }
+                    let id = states.len() as u32;
+                    ix.index[t as usize] = id;
+                    states.push(t);
+                    id
+                } else {
+                    revisits = true;
+                    ix.index[t as usize]
+                };
+                succ.push(id);
+            }
+        }
+        Some((states, succ, revisits))
+    }
+
+    /// Each state's allowed matches, numbered in order of first appearance.
+    fn quotient_labels(&self, states: &[u32], allowed: &[u64]) -> Vec<u32> {
+        use crate::fxhash::FxMap;
+        if self.pwords == 1 && allowed.len() == 1 {
+            let mut ids: FxMap<u64, u32> = FxMap::default();
+            return states
+                .iter()
+                .map(|&q| {
+                    let next = ids.len() as u32;
+                    *ids.entry(self.matches(q)[0] & allowed[0]).or_insert(next)
+                })
+                .collect();
+        }
+        let mut ids: FxMap<Vec<u64>, u32> = FxMap::default();
+        states
+            .iter()
+            .map(|&q| {
+                let m: Vec<u64> = self.matches(q).iter().zip(allowed).map(|(m, a)| m & a).collect();
+                let next = ids.len() as u32;
+                *ids.entry(m).or_insert(next)
+            })
+            .collect()
     }
 
     /// What a trie walk of one lexeme from `s` reads of this automaton,
