@@ -21,6 +21,12 @@ pub fn get_bit(mask: &[u32], t: u32) -> bool {
 /// Token ids whose bit is set, in increasing order.
 pub fn ones(mask: &[u32]) -> Vec<u32> {
     let mut out = Vec::new();
+    push_ones(mask, &mut out);
+    out
+}
+
+/// Appends the indices of `mask`'s set bits, in increasing order.
+fn push_ones(mask: &[u32], out: &mut Vec<u32>) {
     for (w, &word) in mask.iter().enumerate() {
         let mut x = word;
         while x != 0 {
@@ -29,7 +35,6 @@ pub fn ones(mask: &[u32]) -> Vec<u32> {
             x &= x - 1;
         }
     }
-    out
 }
 
 /// A mask kept in a cache: the ids of its set bits where few are set (the
@@ -79,10 +84,10 @@ impl StoredMask {
         // this function was a quarter of a simple first-visit mask.
         const BLOCK: usize = 16;
         let limit = mask.len() / SPARSE_FRACTION;
-        let blocks = mask.chunks_exact(BLOCK);
+        let mut blocks = mask.chunks_exact(BLOCK);
         let rest = blocks.remainder();
         let mut n = 0usize;
-        for block in blocks.clone() {
+        for block in &mut blocks {
             if block.iter().fold(0, |a, &w| a | w) != 0 {
                 n += count_ones(block);
                 if n > limit {
@@ -95,25 +100,7 @@ impl StoredMask {
             return StoredMask::Dense(mask.into());
         }
         let mut ids = Vec::with_capacity(n);
-        let mut push_word = |i: usize, word: u32| {
-            let mut x = word;
-            while x != 0 {
-                ids.push((i * 32) as u32 + x.trailing_zeros());
-                x &= x - 1;
-            }
-        };
-        for (k, block) in blocks.enumerate() {
-            if block.iter().fold(0, |a, &w| a | w) == 0 {
-                continue;
-            }
-            for (j, &word) in block.iter().enumerate() {
-                push_word(k * BLOCK + j, word);
-            }
-        }
-        let base = mask.len() - rest.len();
-        for (j, &word) in rest.iter().enumerate() {
-            push_word(base + j, word);
-        }
+        push_ones(mask, &mut ids);
         StoredMask::Sparse(ids.into_boxed_slice(), mask.len())
     }
 

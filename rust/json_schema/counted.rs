@@ -20,7 +20,7 @@
 
 use super::strings;
 use crate::error::{Error, Result};
-use crate::fxhash::FxMap;
+use crate::fxhash::{FxMap, FxSet};
 use crate::marks::Marks;
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 use std::collections::HashMap;
@@ -353,11 +353,11 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
     // Atoms whose columns are equal move every state alike: refinement
     // needs one of each (a format's hundreds of atoms are a few kinds of
     // character).
-    let mut columns: FxMap<Vec<usize>, ()> = FxMap::default();
+    let mut columns: FxSet<Vec<usize>> = FxSet::default();
     let mut reps: Vec<usize> = Vec::new();
     for a in 0..atoms.len() {
         let col: Vec<usize> = table.iter().map(|row| row[a]).collect();
-        if columns.insert(col, ()).is_none() {
+        if columns.insert(col) {
             reps.push(a);
         }
     }
