@@ -73,20 +73,21 @@ def load_files(data_dir: Path, limit: Optional[int], tokenize) -> List[Tuple[str
 # Child: one engine, one file.
 
 
-def bench_file(engine: Engine, schema: str, tests: List[Tuple[bool, List[int]]]) -> Dict[str, Any]:
+def bench_file(engine: Engine, schema: str, tests: List[Tuple[bool, List[int]]], slow_us: float = float("inf")) -> Dict[str, Any]:
     """Runs one file through ``engine`` (in the current process); returns the
-    status, TTFM, per-token times and what went wrong."""
+    status, TTFM, per-token times, the tokens slower than ``slow_us`` (as
+    ``slow``: ``(µs, instance, token)``) and what went wrong."""
     bm = engine.allocate_mask()
     res: Dict[str, Any] = {"tbm_us": array.array("d"), "mask_disagrees": 0, "valid_rejected": 0, "invalid_accepted": 0}
     gc.disable()  # no collector pauses inside the timed steps
     try:
-        _bench_file_body(engine, schema, tests, res, bm)
+        _bench_file_body(engine, schema, tests, res, bm, slow_us)
     finally:
         gc.enable()
     return res
 
 
-def _bench_file_body(engine: Engine, schema: str, tests: List[Tuple[bool, List[int]]], res: Dict[str, Any], bm: Any) -> None:
+def _bench_file_body(engine: Engine, schema: str, tests: List[Tuple[bool, List[int]]], res: Dict[str, Any], bm: Any, slow_us: float) -> None:
     """The body of :func:`bench_file`: fills ``res`` in place."""
     pc = time.perf_counter_ns
     t0 = pc()
@@ -107,6 +108,8 @@ def _bench_file_body(engine: Engine, schema: str, tests: List[Tuple[bool, List[i
             engine.fill_mask(m, bm)
             ok = engine.consume(m, t)
             tbm.append((pc() - s) / 1e3)
+            if tbm[-1] > slow_us:
+                res.setdefault("slow", []).append((round(tbm[-1], 1), i, k))
             if tbm[-1] > res.get("slowest_us", -1.0):
                 res["slowest_us"], res["slowest_at"] = tbm[-1], (i, k)
             if mask_bit(bm, t) != ok:
@@ -130,9 +133,9 @@ def warm(engine: Engine) -> None:
     engine.fill_mask(engine.matcher(engine.compile('{"type": "object", "properties": {"a": {"type": "string"}}}')), engine.allocate_mask())
 
 
-def _child_main(conn, engine: Engine, schema: str, tests) -> None:
+def _child_main(conn, engine: Engine, schema: str, tests, slow_us: float) -> None:
     try:
-        res = bench_file(engine, schema, tests)
+        res = bench_file(engine, schema, tests, slow_us)
         res["tbm_us"] = res["tbm_us"].tobytes()
         conn.send(res)
     except BaseException as e:  # noqa: BLE001 - reported as a crash
@@ -141,11 +144,11 @@ def _child_main(conn, engine: Engine, schema: str, tests) -> None:
         conn.close()
 
 
-def run_forked(engine: Engine, schema: str, tests, timeout: float) -> Dict[str, Any]:
+def run_forked(engine: Engine, schema: str, tests, timeout: float, slow_us: float = float("inf")) -> Dict[str, Any]:
     """:func:`bench_file` in a forked child with a time limit."""
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_child_main, args=(send, engine, schema, tests), daemon=True)
+    p = ctx.Process(target=_child_main, args=(send, engine, schema, tests, slow_us), daemon=True)
     p.start()
     send.close()
     res: Optional[Dict[str, Any]] = None
@@ -239,6 +242,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated; unavailable ones are reported and skipped")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per file and engine")
     ap.add_argument("--json", type=Path, default=None, help="write summaries, ratios and per-file statuses here")
+    ap.add_argument("--slow-us", type=float, default=float("inf"),
+                    help="record each token slower than this (µs) per file in the JSON, as `slow`: [µs, instance, token]")
     args = ap.parse_args(argv)
 
     t_all = time.monotonic()
@@ -258,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     for i, (fname, schema, tests) in enumerate(files):
         for name, eng in engines.items():
             t0 = time.monotonic()
-            results[name][fname] = run_forked(eng, schema, tests, args.timeout)
+            results[name][fname] = run_forked(eng, schema, tests, args.timeout, args.slow_us)
             wall[name] += time.monotonic() - t0
         if (i + 1) % 100 == 0:
             print(f"  {i + 1} files ({time.monotonic() - t_all:.0f} s)", flush=True)

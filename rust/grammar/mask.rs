@@ -295,7 +295,7 @@ fn choose_plan<'a>(
         Some(ix) if in_progress => {
             let mut fresh = BodyMemoInner::default();
             let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
-            let BodyMemoInner { by_allowed, succ } = match memo.as_mut() {
+            let BodyMemoInner { by_allowed, succ, reach } = match memo.as_mut() {
                 Some(m) => &mut **m,
                 None => &mut fresh,
             };
@@ -303,9 +303,18 @@ fn choose_plan<'a>(
                 Some(f) => f,
                 None => by_allowed.entry(allowed.to_vec()).or_default(),
             };
+            // Where every body string is known to keep the lexeme going
+            // (found out once per state, below, where characters part
+            // ways), a run is worth only a short search for alike states:
+            // the closed plan is the fallback, not a walk of the whole trie.
+            let known_closed = reach.get(&s).is_some_and(|r| r.as_ref().is_some_and(|r| r.closed_under(allowed)));
+            if known_closed {
+                states.equiv_budget = MAX_EQUIV_PAIRS_IF_CLOSED;
+            }
             match states.body_run(lexer, s, allowed, facts) {
                 Ok(run) => Plan::Run(ix, run),
-                Err(Stop::Parted) if facts.closed.contains(&s) => Plan::Closed(ix),
+                Err(Stop::Parted) if known_closed || facts.closed.contains(&s) => Plan::Closed(ix),
+                Err(Stop::Parted) if states.body_reach(lexer, s, succ, reach).is_some_and(|r| r.closed_under(allowed)) => Plan::Closed(ix),
                 // Met by an exploration that failed: likely to fail
                 // again (only the cost of trying is at stake).
                 Err(Stop::Parted) if facts.tried.contains(&s) => Plan::Walk,
@@ -413,7 +422,45 @@ struct BodyMemoInner {
     /// characters pass through and (`true`) end in, each once
     /// ([`WalkStates::body_closed`]).
     succ: FxMap<u32, Box<[(u32, bool)]>>,
+    /// Per lexer state, whatever the allowed terminals: what body strings
+    /// from it meet ([`WalkStates::body_reach`]); `None` where that says
+    /// nothing (some body string dies) or was too large to find out.
+    reach: FxMap<u32, Option<std::sync::Arc<BodyReach>>>,
 }
+
+/// What every string of body characters from a lexer state meets (the
+/// states [`WalkStates::body_closed`] checks), whatever the allowed
+/// terminals: the terminals each state met can still reach, intersected,
+/// and those any state met matches, united.
+///
+/// Why: `body_closed` answers per allowed set, and a key of an object
+/// that allows other keys beside its listed ones starts from the same
+/// lexer state at every key with another allowed set (the listed keys not
+/// yet written). In the one lexer over all of a schema's terminals that
+/// state's body strings meet thousands of states (every key literal and
+/// value string beside the free key), more than `body_closed` may
+/// explore per mask. Explored once per state, this answers every allowed
+/// set that shares a terminal all those states reach (the free key) and
+/// none they match.
+#[derive(Debug)]
+struct BodyReach {
+    reach_all: Box<[u64]>,
+    match_any: Box<[u64]>,
+}
+
+impl BodyReach {
+    /// Whether every body string keeps the lexeme going under `allowed`
+    /// without ending it (sufficient for [`WalkStates::body_closed`]'s
+    /// `Ok`, not necessary).
+    fn closed_under(&self, allowed: &[u64]) -> bool {
+        intersects(&self.reach_all, allowed) && !intersects(&self.match_any, allowed)
+    }
+}
+
+/// The most lexer states one [`WalkStates::body_reach`] explores. Paid
+/// once per state for every allowed set, so well above
+/// [`MAX_BODY_STATES`].
+const MAX_BODY_REACH_STATES: usize = 1 << 15;
 
 #[derive(Debug, Default)]
 struct BodyFacts {
@@ -475,11 +522,23 @@ impl BodyRun {
     }
 }
 
+/// [`WalkStates::body_successors`]' buffers, kept over one exploration.
+#[derive(Default)]
+struct SuccScratch {
+    marks: crate::marks::Marks,
+    out: Vec<(u32, bool)>,
+}
+
 /// The most lexer states [`WalkStates::body_closed`] explores.
 const MAX_BODY_STATES: usize = 2048;
 
 /// The most state pairs [`WalkStates::equiv`] compares before it gives up.
 const MAX_EQUIV_PAIRS: usize = 512;
+
+/// [`MAX_EQUIV_PAIRS`] where [`BodyReach`] already shows the lexeme
+/// closed: a key among hundreds of literals compared each pair of body
+/// states up to the limit, 90% of its mask, to find none alike.
+const MAX_EQUIV_PAIRS_IF_CLOSED: usize = 32;
 
 /// What one [`LexEntry::build`] walk has learned about the lexer states it
 /// met, dense by state so that a trie node costs array lookups, not hash
@@ -495,6 +554,8 @@ struct WalkStates {
     /// First bytes of body characters, one per group that leads alike
     /// ([`WalkStates::body_starts`]).
     body_starts: Vec<(u8, crate::toktrie::Utf8State)>,
+    /// The most pairs one [`WalkStates::equiv`] compares.
+    equiv_budget: usize,
 }
 
 /// What decides whether a lexer state accepts a whole trie subtree.
@@ -518,6 +579,7 @@ impl WalkStates {
             subtree: Vec::new(),
             class_reps: Vec::new(),
             body_starts: Vec::new(),
+            equiv_budget: MAX_EQUIV_PAIRS,
         }
     }
 
@@ -661,7 +723,8 @@ impl WalkStates {
     /// alike and that match the same allowed terminals, which is all a
     /// walk, a boundary's scan and its continuation ask of a state. States
     /// that differ only in terminals `allowed` leaves out (a key literal
-    /// beside a value string) are alike. `false` past [`MAX_EQUIV_PAIRS`].
+    /// beside a value string) are alike. `false` past
+    /// [`WalkStates::equiv_budget`] pairs.
     fn equiv(&mut self, lexer: &Dfa, a: u32, b: u32, allowed: &[u64], memo: &mut FxMap<(u32, u32), bool>) -> bool {
         let key = (a.min(b), a.max(b));
         if let Some(&r) = memo.get(&key) {
@@ -681,6 +744,7 @@ impl WalkStates {
         let mut stack = vec![key];
         seen.insert(key);
         let mut alike = true;
+        let mut gave_up = false;
         'pairs: while let Some((x, y)) = stack.pop() {
             let (sx, sy) = (self.status(lexer, x, allowed), self.status(lexer, y, allowed));
             if sx != sy
@@ -701,15 +765,20 @@ impl WalkStates {
             for &c in &self.class_reps {
                 let (nx, ny) = (lexer.next(x, c), lexer.next(y, c));
                 if nx != ny && seen.insert((nx.min(ny), nx.max(ny))) {
-                    if seen.len() > MAX_EQUIV_PAIRS {
+                    if seen.len() > self.equiv_budget {
                         alike = false;
+                        gave_up = true;
                         break 'pairs;
                     }
                     stack.push((nx.min(ny), nx.max(ny)));
                 }
             }
         }
-        memo.insert(key, alike);
+        // A shorter search's giving up is not kept: a later one with the
+        // full budget may find the pair alike.
+        if !gave_up || self.equiv_budget == MAX_EQUIV_PAIRS {
+            memo.insert(key, alike);
+        }
         alike
     }
 
@@ -730,27 +799,9 @@ impl WalkStates {
         let mut seen: crate::fxhash::FxSet<u32> = Default::default();
         seen.insert(s);
         let mut stack = vec![s];
-        // Each state's successors, deduplicated by dense marks: a key
-        // beside a few hundred literal states meets ~25,000 (state, end)
-        // pairs, which a hash set made a third of that mask.
-        let mut marks = crate::marks::Marks::default();
-        let mut out: Vec<(u32, bool)> = Vec::new();
+        let mut scratch = SuccScratch::default();
         while let Some(q) = stack.pop() {
-            if let std::collections::hash_map::Entry::Vacant(v) = succ.entry(q) {
-                marks.reset(2 * lexer.num_states());
-                out.clear();
-                for k in 0..self.body_starts(lexer).len() {
-                    let (b0, u) = self.body_starts[k];
-                    char_walk(lexer, q, b0, u, |x, end| {
-                        if marks.insert(2 * x as usize + end as usize) {
-                            out.push((x, end));
-                        }
-                        true
-                    });
-                }
-                v.insert(out.as_slice().into());
-            }
-            for &(t, end) in succ.get(&q).map_or(&[][..], |v| &v[..]) {
+            for &(t, end) in self.body_successors(lexer, q, succ, &mut scratch) {
                 if self.status(lexer, t, allowed) != KNOWN | LIVE {
                     return Err(seen);
                 }
@@ -763,6 +814,92 @@ impl WalkStates {
             }
         }
         Ok(seen)
+    }
+
+    /// The states body characters lead `q` through (`false`) and to
+    /// (`true`), each once, memoised in `succ`.
+    fn body_successors<'s>(
+        &mut self,
+        lexer: &Dfa,
+        q: u32,
+        succ: &'s mut FxMap<u32, Box<[(u32, bool)]>>,
+        scratch: &mut SuccScratch,
+    ) -> &'s [(u32, bool)] {
+        if let std::collections::hash_map::Entry::Vacant(v) = succ.entry(q) {
+            // Deduplicated by dense marks: a key beside a few hundred
+            // literal states meets ~25,000 (state, end) pairs, which a hash
+            // set made a third of that mask.
+            let SuccScratch { marks, out } = scratch;
+            marks.reset(2 * lexer.num_states());
+            out.clear();
+            for k in 0..self.body_starts(lexer).len() {
+                let (b0, u) = self.body_starts[k];
+                char_walk(lexer, q, b0, u, |x, end| {
+                    if marks.insert(2 * x as usize + end as usize) {
+                        out.push((x, end));
+                    }
+                    true
+                });
+            }
+            v.insert(out.as_slice().into());
+        }
+        &succ[&q]
+    }
+
+    /// [`BodyReach`] of `s`, explored once per state and lent to every
+    /// state met on the way (their body strings are among `s`'s, so what
+    /// holds of all of `s`'s holds of theirs).
+    fn body_reach(
+        &mut self,
+        lexer: &Dfa,
+        s: u32,
+        succ: &mut FxMap<u32, Box<[(u32, bool)]>>,
+        memo: &mut FxMap<u32, Option<std::sync::Arc<BodyReach>>>,
+    ) -> Option<std::sync::Arc<BodyReach>> {
+        if let Some(r) = memo.get(&s) {
+            return r.clone();
+        }
+        let mut reach_all = lexer.reach(s).to_vec();
+        let mut match_any = vec![0u64; reach_all.len()];
+        let mut seen = crate::marks::Marks::default();
+        seen.reset(lexer.num_states());
+        seen.insert(s as usize);
+        let mut met = vec![s];
+        let mut stack = vec![s];
+        let mut scratch = SuccScratch::default();
+        let found = 'explore: {
+            while let Some(q) = stack.pop() {
+                for &(t, end) in self.body_successors(lexer, q, succ, &mut scratch) {
+                    for ((r, m), (rt, mt)) in reach_all.iter_mut().zip(&mut match_any).zip(lexer.reach(t).iter().zip(lexer.matches(t))) {
+                        *r &= rt;
+                        *m |= mt;
+                    }
+                    if t == DEAD_STATE || reach_all.iter().all(|&w| w == 0) {
+                        break 'explore false; // some body string dies
+                    }
+                    if end && seen.insert(t as usize) {
+                        if met.len() >= MAX_BODY_REACH_STATES {
+                            break 'explore false;
+                        }
+                        met.push(t);
+                        stack.push(t);
+                    }
+                }
+            }
+            true
+        };
+        if !found {
+            memo.insert(s, None);
+            return None;
+        }
+        let r = std::sync::Arc::new(BodyReach {
+            reach_all: reach_all.into(),
+            match_any: match_any.into(),
+        });
+        for q in met {
+            memo.entry(q).or_insert_with(|| Some(r.clone()));
+        }
+        Some(r)
     }
 
     /// No body character keeps the lexeme going from `q`: the first byte
@@ -1852,6 +1989,36 @@ pub(crate) mod tests {
             r#"{"a": "héllo wörld!", "b": "ab\n€€€ some text that is long", "c": "xyzw\"q", "d": "free 日本語 \u0001", "ab": "a\"b€d", "e": "twenty-eight characters here", "f": "beta\n", " ": 1, "__": "ab", "zz": "other"}"#,
             r#"{"a": "", "b": "日本語のテキスト、そして more text here", "c": "長い文字列です", "ab": "12345", "f": "日本"}"#,
         ];
+        entries_equal_whole_walks(schema, &docs, true);
+        // A key beside hundreds of key literals and enum strings, where
+        // other keys are allowed too: the key's body strings meet more
+        // lexer states than `body_closed` explores per mask, so its plan
+        // comes from `body_reach`.
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("setting_{}_{}", ["alpha", "beta", "gamma", "delta", "omega"][i % 5], i * 7919 % 1000))
+            .collect();
+        let props: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match i % 3 {
+                0 => format!(r#""{n}": {{"type": "string"}}"#),
+                1 => format!(r#""{n}": {{"enum": ["{n}_on", "{n}_off", "auto"]}}"#),
+                _ => format!(r#""{n}": {{"type": "integer"}}"#),
+            })
+            .collect();
+        let schema = format!(r#"{{"type": "object", "properties": {{{}}}}}"#, props.join(", "));
+        let doc = format!(
+            r#"{{"{}": "free text é", "{}": "{}_off", "{}": 7, "setting_alpha_x": 1, "zzz 日本": "auto"}}"#,
+            names[0], names[1], names[1], names[2]
+        );
+        entries_equal_whole_walks(&schema, &[doc.as_str()], false);
+    }
+
+    /// [`LexEntry::build`] with the body index equals the whole-trie walk
+    /// before every byte of `docs`, on GPT-2 and Llama 3 (with
+    /// `every_state`, also from every lexer state with every terminal
+    /// allowed, on GPT-2).
+    fn entries_equal_whole_walks(schema: &str, docs: &[&str], every_state: bool) {
         let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
         let g = CompiledGrammar::new(&c.grammar, &GrammarLimits::default()).unwrap();
         let sorted = |e: &LexEntry| {
@@ -1900,7 +2067,7 @@ pub(crate) mod tests {
                     assert!(st.push_byte(&g, byte), "{doc} rejected at byte {i}");
                 }
             }
-            if name == "gpt2" {
+            if name == "gpt2" && every_state {
                 let all = vec![u64::MAX; g.lexer.pattern_words()];
                 for ls in 0..g.lexer.num_states() as u32 {
                     same(&env, ls, true, &all, &format!("lexer state {ls}"));
