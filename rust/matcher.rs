@@ -307,27 +307,26 @@ impl Constraint {
     }
 
     /// A JSON Schema (JSON text) compiled to a grammar constraint, and the
-    /// warnings of non-strict mode. Where long strings' heads counted in
-    /// the lexer ([`crate::json_schema::Options::string_heads`]) make the
-    /// lexer too large, the schema is compiled again with every string
-    /// counted in chunks.
+    /// warnings of non-strict mode. Where the strings counted in the lexer
+    /// ([`crate::json_schema::Options::lexer_count`], long strings' heads)
+    /// make the lexer too large, the schema is compiled again with a
+    /// smaller lexer ([`crate::json_schema::Options::smaller_lexer`]).
     pub fn json_schema(
         env: Arc<TokEnv>,
         schema: &str,
         opts: &crate::json_schema::Options,
         limits: &GrammarLimits,
     ) -> Result<(Arc<Self>, Vec<String>)> {
-        let c = crate::json_schema::compile_str(schema, opts)?;
-        match Self::grammar(env.clone(), &c.grammar, limits) {
-            Err(Error::TooLarge(_)) if c.string_heads => {
-                let plain = crate::json_schema::Options {
-                    string_heads: false,
-                    ..opts.clone()
-                };
-                let c = crate::json_schema::compile_str(schema, &plain)?;
-                Ok((Self::grammar(env, &c.grammar, limits)?, c.warnings))
+        let mut opts = opts.clone();
+        loop {
+            let c = crate::json_schema::compile_str(schema, &opts)?;
+            match Self::grammar(env.clone(), &c.grammar, limits) {
+                Err(Error::TooLarge(m)) if c.lexer_counts => match opts.smaller_lexer() {
+                    Some(o) => opts = o,
+                    None => return Err(Error::TooLarge(m)),
+                },
+                r => return Ok((r?, c.warnings)),
             }
-            r => Ok((r?, c.warnings)),
         }
     }
 

@@ -21,9 +21,8 @@
 use crate::bitmask::{set_bit, words_for};
 use crate::toktrie::{utf8_step, TokTrie, Utf8State, UTF8_INVALID, UTF8_START};
 
-/// The longest bounded run of body characters the index answers directly
-/// (strings counted in the lexer have at most
-/// `json_schema::compile::MAX_REGEX_COUNT` characters).
+/// The longest bounded run of body characters whose tokens the index
+/// keeps as a bit set; longer counts add the few longer tokens to it.
 pub const MAX_COUNTED: usize = 32;
 
 /// Where a token's body prefix ends: the node of the first byte that no
@@ -64,12 +63,16 @@ pub struct BodyIndex {
     /// `upto[n]`: those of at most `n` characters (a cut-short last one
     /// counts), `n` in `0..=MAX_COUNTED`.
     upto: Vec<Box<[u32]>>,
+    /// (characters, token) of the longer ones, by length: a few hundred
+    /// (168 of Llama 3's tokens have more than 32 body characters), so
+    /// `upto` for longer counts is `upto[MAX_COUNTED]` plus these.
+    long: Vec<(u32, u32)>,
     /// Sorted by (chars, partial, byte, node).
     entries: Vec<Entry>,
     /// `at_chars[n]`: nodes spelling exactly `n` whole body characters
-    /// that have children, `n` in `1..=MAX_COUNTED`: where a lexeme may
-    /// end after `n` characters (a string's first chunk), each is a
-    /// boundary.
+    /// that have children, `n` up to the trie's depth: where a lexeme may
+    /// end after `n` characters (a string at its `maxLength`, a chunk of
+    /// a longer one), each is a boundary.
     at_chars: Vec<Vec<u32>>,
     /// The nodes on the paths to entry nodes, in preorder, entry nodes
     /// marked with [`SKELETON_ENTRY`]: where body characters do not all
@@ -100,7 +103,8 @@ impl BodyIndex {
         let mut all = vec![0u32; words].into_boxed_slice();
         let mut exact: Vec<Box<[u32]>> = (0..=MAX_COUNTED).map(|_| vec![0u32; words].into_boxed_slice()).collect();
         let mut entries = Vec::new();
-        let mut at_chars = vec![Vec::new(); MAX_COUNTED + 1];
+        let mut at_chars = vec![Vec::new(); trie.max_depth() + 1];
+        let mut long = Vec::new();
         // Per depth on the current path: (complete characters, decoder
         // state, bytes of the character in progress).
         #[derive(Clone, Copy)]
@@ -166,7 +170,7 @@ impl BodyIndex {
             };
             path[d] = next;
             ids[d] = i as u32;
-            if next.plen == 0 && next.chars as usize <= MAX_COUNTED && node.subtree_end as usize > i + 1 {
+            if next.plen == 0 && node.subtree_end as usize > i + 1 {
                 at_chars[next.chars as usize].push(i as u32);
             }
             let len = next.chars as usize + (next.plen > 0) as usize;
@@ -174,6 +178,8 @@ impl BodyIndex {
                 set_bit(&mut all, t);
                 if len <= MAX_COUNTED {
                     set_bit(&mut exact[len], t);
+                } else {
+                    long.push((len as u32, t));
                 }
             }
             i += 1;
@@ -186,6 +192,7 @@ impl BodyIndex {
             }
         }
         entries.sort_unstable();
+        long.sort_unstable();
         let skeleton = (0..nodes.len() as u32)
             .filter_map(|i| match on_skeleton[i as usize] {
                 0 => None,
@@ -196,6 +203,7 @@ impl BodyIndex {
         BodyIndex {
             all,
             upto: exact,
+            long,
             entries,
             at_chars,
             skeleton,
@@ -207,9 +215,28 @@ impl BodyIndex {
         &self.all
     }
 
-    /// Body-character tokens of at most `n <= MAX_COUNTED` characters.
-    pub fn upto(&self, n: usize) -> &[u32] {
-        &self.upto[n]
+    /// Write the body-character tokens of at most `n` characters to `out`.
+    pub fn upto_into(&self, n: usize, out: &mut [u32]) {
+        if n >= self.max_chars() {
+            out.copy_from_slice(&self.all);
+            return;
+        }
+        out.copy_from_slice(&self.upto[n.min(MAX_COUNTED)]);
+        for &(_, t) in self.long.iter().take_while(|&&(len, _)| len as usize <= n) {
+            set_bit(out, t);
+        }
+    }
+
+    /// The most characters of a body-character token.
+    fn max_chars(&self) -> usize {
+        self.long.last().map_or(MAX_COUNTED, |&(len, _)| len as usize)
+    }
+
+    /// More characters than any token's body prefix holds (a cut-short
+    /// last one counted): a lexeme that body characters keep going this
+    /// long holds every body token, and reaches every entry byte.
+    pub fn horizon(&self) -> usize {
+        self.max_chars().max(self.entries.last().map_or(0, |e| e.chars as usize + 1)) + 1
     }
 
     /// Entry nodes, sorted by body prefix, partial character and byte.
@@ -217,10 +244,9 @@ impl BodyIndex {
         &self.entries
     }
 
-    /// Nodes of exactly `n <= MAX_COUNTED` whole body characters that
-    /// have children.
+    /// Nodes of exactly `n` whole body characters that have children.
     pub fn at_chars(&self, n: usize) -> &[u32] {
-        &self.at_chars[n]
+        self.at_chars.get(n).map_or(&[], |v| &v[..])
     }
 
     /// Paths to the entry nodes (see [`BodyIndex::skeleton`]).
@@ -231,6 +257,7 @@ impl BodyIndex {
     pub fn bytes(&self) -> usize {
         (self.upto.len() + 1) * std::mem::size_of_val(&*self.all)
             + self.entries.len() * std::mem::size_of::<Entry>()
+            + self.long.len() * 8
             + (self.skeleton.len() + self.at_chars.iter().map(Vec::len).sum::<usize>()) * 4
     }
 }
@@ -260,6 +287,11 @@ mod tests {
             vec![b'x', 0xED, 0xA0],
             "日本".as_bytes().to_vec(),
             b"a\nb".to_vec(),
+            // Longer than MAX_COUNTED: the index adds these one by one.
+            b"0123456789012345678901234567890123456789".to_vec(),
+            b"012345678901234567890123456789012345".to_vec(),
+            "0123456789012345678901234567890123é日".as_bytes().to_vec(),
+            b"0123456789012345678901234567890123456789\"".to_vec(),
         ];
         let vocab = Vocabulary::from_token_bytes(toks.iter().cloned().map(Some).collect(), vec![], None).unwrap();
         let trie = TokTrie::new(&vocab);
@@ -285,12 +317,16 @@ mod tests {
             }
             Some(n)
         };
+        let mut upto = vec![0u32; words_for(trie.vocab_size())];
+        let longest = toks.iter().filter_map(|b| len_of(b)).max().unwrap_or(0);
+        assert!(idx.horizon() > longest.max(40), "{}", idx.horizon());
         for (t, b) in toks.iter().enumerate() {
             match len_of(b) {
                 Some(n) => {
                     assert!(has(idx.all(), t), "{b:?}");
-                    for m in 0..=MAX_COUNTED {
-                        assert_eq!(has(idx.upto(m), t), n <= m, "{b:?} upto {m}");
+                    for m in 0..=longest + 2 {
+                        idx.upto_into(m, &mut upto);
+                        assert_eq!(has(&upto, t), n <= m, "{b:?} upto {m}");
                     }
                 }
                 None => {
@@ -314,7 +350,7 @@ mod tests {
         }
         // Nodes of n whole body characters with children, and no others.
         let spelled = |x: usize| &toks[trie.subtree_tokens(x)[0] as usize][..trie.node_depth(x)];
-        for n in 1..=MAX_COUNTED {
+        for n in 1..=longest + 2 {
             let want: Vec<u32> = (1..trie.num_nodes())
                 .filter(|&x| trie.subtree_end(x) > x + 1)
                 .filter(|&x| {

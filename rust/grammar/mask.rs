@@ -115,10 +115,10 @@ impl LexEntry {
         match plan {
             Plan::Run(ix, run) => {
                 let n = run.states.len() - 1;
-                walk.inner.copy_from_slice(match run.end {
-                    RunEnd::Cycle(_) => ix.all(),
-                    RunEnd::Dead | RunEnd::Ends => ix.upto(n),
-                });
+                match run.end {
+                    RunEnd::Cycle(_) | RunEnd::Long => walk.inner.copy_from_slice(ix.all()),
+                    RunEnd::Dead | RunEnd::Ends => ix.upto_into(n, &mut walk.inner),
+                }
                 if let RunEnd::Ends = run.end {
                     walk.boundaries.extend(ix.at_chars(n).iter().map(|&x| (x, run.states[n])));
                 }
@@ -307,6 +307,7 @@ fn choose_plan<'a>(
             // (found out once per state, below, where characters part
             // ways), a run is worth only a short search for alike states:
             // the closed plan is the fallback, not a walk of the whole trie.
+            states.horizon = ix.horizon();
             let known_closed = reach.get(&s).is_some_and(|r| r.as_ref().is_some_and(|r| r.closed_under(allowed)));
             if known_closed {
                 states.equiv_budget = MAX_EQUIV_PAIRS_IF_CLOSED;
@@ -403,8 +404,7 @@ impl LexWalk<'_> {
 enum Stop {
     /// Body characters lead to states that do not walk alike.
     Parted,
-    /// Some lead to a state that ends the lexeme or leaves it, or the run
-    /// is longer than [`body::MAX_COUNTED`].
+    /// Some lead to a state that ends the lexeme or leaves it.
     Other,
 }
 
@@ -507,6 +507,10 @@ enum RunEnd {
     /// After the last state, every body character leads back to
     /// `states[k]`.
     Cycle(usize),
+    /// The run goes on past [`BodyIndex::horizon`] characters (a string
+    /// counted in the lexer, far from its `maxLength`): no token reaches
+    /// where it goes.
+    Long,
 }
 
 impl BodyRun {
@@ -515,7 +519,7 @@ impl BodyRun {
     fn state_at(&self, p: usize, partial: bool) -> Option<u32> {
         let n = self.states.len() - 1;
         match self.end {
-            RunEnd::Dead | RunEnd::Ends => (p < n || (p == n && !partial)).then(|| self.states[p]),
+            RunEnd::Dead | RunEnd::Ends | RunEnd::Long => (p < n || (p == n && !partial)).then(|| self.states[p]),
             RunEnd::Cycle(_) if p <= n => Some(self.states[p]),
             RunEnd::Cycle(k) => Some(self.states[k + (p - k) % (n + 1 - k)]),
         }
@@ -556,6 +560,9 @@ struct WalkStates {
     body_starts: Vec<(u8, crate::toktrie::Utf8State)>,
     /// The most pairs one [`WalkStates::equiv`] compares.
     equiv_budget: usize,
+    /// [`BodyIndex::horizon`]: a run that lives this long is
+    /// [`RunEnd::Long`].
+    horizon: usize,
 }
 
 /// What decides whether a lexer state accepts a whole trie subtree.
@@ -580,6 +587,7 @@ impl WalkStates {
             class_reps: Vec::new(),
             body_starts: Vec::new(),
             equiv_budget: MAX_EQUIV_PAIRS,
+            horizon: body::MAX_COUNTED + 1,
         }
     }
 
@@ -914,12 +922,12 @@ impl WalkStates {
 
     /// The states body characters move `s` through, if they all move it
     /// alike: on until no body character keeps the lexeme alive
-    /// ([`RunEnd::Dead`], within [`body::MAX_COUNTED`] characters: a
-    /// string of bounded length) or back to a state met before
-    /// ([`RunEnd::Cycle`]: a free string, or one with only a minimum
-    /// length). [`Stop::Parted`] where characters part ways (a key
-    /// literal's next letter), [`Stop::Other`] where some may end the
-    /// lexeme or the run goes on longer.
+    /// ([`RunEnd::Dead`]: a string of bounded length), back to a state
+    /// met before ([`RunEnd::Cycle`]: a free string, or one with only a
+    /// minimum length), or past the longest token ([`RunEnd::Long`]: a
+    /// long string counted in the lexer). [`Stop::Parted`] where
+    /// characters part ways (a key literal's next letter), [`Stop::Other`]
+    /// where some may end the lexeme.
     fn body_run(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], facts: &mut BodyFacts) -> Result<BodyRun, Stop> {
         let mut states = vec![s];
         loop {
@@ -936,9 +944,6 @@ impl WalkStates {
                 Ok(t) if self.status(lexer, t, allowed) & ENDS != 0 => {
                     // The lexeme may end after these characters: the run
                     // stops there if none goes on (a string's first chunk).
-                    if states.len() > body::MAX_COUNTED {
-                        return Err(Stop::Other);
-                    }
                     states.push(t);
                     return if self.body_dead(lexer, t, allowed) {
                         Ok(BodyRun { states, end: RunEnd::Ends })
@@ -955,8 +960,16 @@ impl WalkStates {
                         });
                     }
                     states.push(t);
-                    if states.len() > body::MAX_COUNTED + 1 {
-                        return self.alike_cycle(lexer, states, allowed, &mut facts.alike).ok_or(Stop::Other);
+                    if states.len() == body::MAX_COUNTED + 2 {
+                        // Long enough to be a cycle of states that walk
+                        // alike, if it is one (asked once: the question
+                        // costs the run's length).
+                        if let Some(run) = self.alike_cycle(lexer, states.clone(), allowed, &mut facts.alike) {
+                            return Ok(run);
+                        }
+                    }
+                    if states.len() > self.horizon {
+                        return Ok(BodyRun { states, end: RunEnd::Long });
                     }
                 }
                 Err(why) => {
@@ -1984,10 +1997,21 @@ pub(crate) mod tests {
             "e": {"type": "string", "maxLength": 30, "pattern": "^[^é]*$"},
             "f": {"enum": ["alpha", "beta\n", "日本"]},
             " ": {"type": "integer"},
-            "__": {"type": "string", "maxLength": 3}}}"#;
+            "__": {"type": "string", "maxLength": 3},
+            "g": {"type": "string", "maxLength": 600000},
+            "h": {"type": "string", "minLength": 50, "maxLength": 60}}}"#;
+        // `g` is a head and chunks of 147 characters (a run past every
+        // token's length, and runs that end after more than 32
+        // characters), `h` chunks of 16 with a minimum.
+        let long = format!(
+            r#"{{"g": "{}", "h": "{}"}}"#,
+            "A long text, with punctuation; numbers 12345 and é€日本 characters \\\" quoted \\n. ".repeat(4),
+            "fifty-five characters, give or take: a string near its max"
+        );
         let docs = [
             r#"{"a": "héllo wörld!", "b": "ab\n€€€ some text that is long", "c": "xyzw\"q", "d": "free 日本語 \u0001", "ab": "a\"b€d", "e": "twenty-eight characters here", "f": "beta\n", " ": 1, "__": "ab", "zz": "other"}"#,
             r#"{"a": "", "b": "日本語のテキスト、そして more text here", "c": "長い文字列です", "ab": "12345", "f": "日本"}"#,
+            long.as_str(),
         ];
         entries_equal_whole_walks(schema, &docs, true);
         // A key beside hundreds of key literals and enum strings, where

@@ -39,9 +39,6 @@ const ARR: u8 = 32;
 const OBJ: u8 = 64;
 const ALL: u8 = 127;
 
-/// Strings up to this many characters are one regex terminal; longer
-/// bounds are counted by the parser in chunks.
-const MAX_REGEX_COUNT: u64 = 32;
 /// Largest length / item / property count enforced.
 const MAX_COUNT: u64 = 10_000_000;
 /// Most distinct subschema conjunctions compiled for one schema.
@@ -259,8 +256,9 @@ pub struct Compiler<'a> {
     /// tried for its own disjointness and for the union).
     char_dfas: HashMap<(bool, String), std::result::Result<CharDfa, String>>,
     depth: usize,
-    /// Some long string starts with a head counted in the lexer.
-    string_heads: bool,
+    /// The lexer counts strings beyond what the fallback options would
+    /// (see [`super::Compiled::lexer_counts`]).
+    lexer_counts: bool,
     /// Lowest stack address the recursion may reach (0: unchecked, the
     /// compiler runs on a thread whose stack is sized for `max_depth`).
     stack_floor: usize,
@@ -479,7 +477,7 @@ impl<'a> Compiler<'a> {
             counted: HashMap::new(),
             char_dfas: HashMap::new(),
             depth: 0,
-            string_heads: false,
+            lexer_counts: false,
             stack_floor: 0,
             out_of_stack: false,
         }
@@ -506,8 +504,8 @@ impl<'a> Compiler<'a> {
     }
 
     /// Compile the whole document into a grammar with start symbol `start`.
-    /// Also says whether some long string starts with a head counted in
-    /// the lexer ([`Options::string_heads`]).
+    /// Also says whether the lexer counts strings beyond what the
+    /// fallback options would ([`super::Compiled::lexer_counts`]).
     pub fn run(mut self) -> Result<(crate::grammar::Grammar, Vec<String>, bool)> {
         self.run_in_place()
     }
@@ -529,7 +527,7 @@ impl<'a> Compiler<'a> {
             Error::EmptyLanguage(_) => Error::EmptyLanguage("the schema admits no JSON value (contradictory or unsatisfiable constraints)".into()),
             e => e,
         })?;
-        Ok((g, std::mem::take(&mut self.warnings), self.string_heads))
+        Ok((g, std::mem::take(&mut self.warnings), self.lexer_counts))
     }
 
     /// Whether `text` is matched in full by `regex`.
@@ -1733,7 +1731,8 @@ impl<'a> Compiler<'a> {
             return Err(Error::TooLarge(format!("string length bound above {MAX_COUNT}")));
         }
         let big = max.map_or(min, |m| m.max(min));
-        if big <= MAX_REGEX_COUNT {
+        if big <= self.opts.lexer_count {
+            self.lexer_counts |= big > super::MIN_LEXER_COUNT;
             let rep = match max {
                 Some(m) if m == min => format!("{{{m}}}"),
                 Some(m) => format!("{{{min},{m}}}"),
@@ -1799,20 +1798,20 @@ impl<'a> Compiler<'a> {
 
     /// A string of `min..=max` characters as chunks of exactly `k`
     /// characters and a closing chunk of fewer, counted by the parser.
-    /// Where the minimum allows strings of at most [`MAX_REGEX_COUNT`]
+    /// Where the minimum allows strings of at most [`Options::lexer_count`]
     /// characters, those are one terminal, counted in the lexer, beside a
     /// head of exactly that many that the chunks continue: most strings are
     /// short, and a mask inside a string counted in the lexer is a copy
     /// of precomputed tokens (`grammar::body`), while one inside a chunk
     /// meets the chunk's end within a few characters.
     fn chunked_string(&mut self, min: u64, max: Option<u64>) -> Sym {
-        let n = MAX_REGEX_COUNT;
+        let n = self.opts.lexer_count;
         if let Some(m) = max.filter(|&m| self.opts.string_heads && min <= n && m > n) {
             let short = self.b.terminal("STRING", &format!("\"{CH}{{{min},{n}}}\""));
             let head = self.b.terminal("STRING_CHUNK", &format!("\"{CH}{{{n}}}"));
             let rest = self.chunks(1, Some(m - n), "");
             let open = self.b.fresh("strchunk");
-            self.string_heads = true;
+            self.lexer_counts = true;
             self.b.rule(open, vec![Sym::T(short)]);
             self.b.rule(open, vec![Sym::T(head), rest]);
             return Sym::N(open);
@@ -1825,7 +1824,16 @@ impl<'a> Compiler<'a> {
     /// after `quote`.
     fn chunks(&mut self, min: u64, max: Option<u64>, quote: &str) -> Sym {
         let big = max.map_or(min, |m| m.max(min));
-        let k = big.div_ceil(4096).clamp(16, 2048);
+        // Chunks as long as the lexer counts (a token near a chunk's end is
+        // slow: see [`Options::lexer_count`]), 16 characters in the
+        // smallest lexer.
+        let least = if self.opts.lexer_count > super::MIN_LEXER_COUNT {
+            self.lexer_counts = true;
+            self.opts.lexer_count
+        } else {
+            16
+        };
+        let k = big.div_ceil(4096).clamp(least, 2048);
         let states = match max {
             Some(n) => n / k,
             None => min.div_ceil(k).max(1),

@@ -62,7 +62,31 @@ pub struct Options {
     /// the whole string is counted in chunks (the fallback where that
     /// lexer grows past its bound).
     pub string_heads: bool,
+    /// Strings with at most this many characters are one lexer terminal,
+    /// as are long strings' heads; above [`MIN_LEXER_COUNT`], chunks of
+    /// longer ones hold at least this many too (16 otherwise).
+    ///
+    /// The trade: a token inside a string counted in the lexer costs a
+    /// copy of precomputed tokens and a few walks, one near a chunk's end
+    /// a parser step and a walk per boundary (1-5 ms on Llama 3); but the
+    /// lexer, one DFA over every terminal, grows with the count, and so
+    /// does compile time. On MaskBench, 64 made TBM p99 247 us against
+    /// 259 and TTFM p99 52 ms against 28 (schemas with patterns beside
+    /// long strings), so the default is the smallest. Where the lexer
+    /// grows past its bound, the schema is compiled again with a smaller
+    /// one ([`Options::smaller_lexer`]).
+    pub lexer_count: u64,
 }
+
+/// Default [`Options::lexer_count`].
+pub const LEXER_COUNT: u64 = MIN_LEXER_COUNT;
+
+/// The smallest [`Options::lexer_count`].
+pub const MIN_LEXER_COUNT: u64 = 32;
+
+/// The largest [`Options::lexer_count`]: a counter costs the lexer about
+/// 14 states a character (escapes, UTF-8 sequences).
+pub const MAX_LEXER_COUNT: u64 = 1024;
 
 /// Default [`Options::max_depth`].
 pub const DEFAULT_MAX_DEPTH: usize = 128;
@@ -82,6 +106,7 @@ impl Default for Options {
             strict: true,
             max_depth: DEFAULT_MAX_DEPTH,
             string_heads: true,
+            lexer_count: LEXER_COUNT,
         }
     }
 }
@@ -91,9 +116,32 @@ impl Default for Options {
 pub struct Compiled {
     pub grammar: Grammar,
     pub warnings: Vec<String>,
-    /// Some long string starts with a head counted in the lexer
-    /// ([`Options::string_heads`]).
-    pub string_heads: bool,
+    /// The lexer counts strings beyond what the fallback options would
+    /// ([`Options::lexer_count`] above [`MIN_LEXER_COUNT`], or a long
+    /// string's head, [`Options::string_heads`]): where it grows past its
+    /// bound, [`Options::smaller_lexer`] may bring it under.
+    pub lexer_counts: bool,
+}
+
+impl Options {
+    /// The options of the next fallback where a schema compiled with
+    /// these made the lexer too large (see [`Compiled::lexer_counts`]):
+    /// the smallest lexer count first, then no heads; `None` after both.
+    pub fn smaller_lexer(&self) -> Option<Options> {
+        if self.lexer_count > MIN_LEXER_COUNT {
+            Some(Options {
+                lexer_count: MIN_LEXER_COUNT,
+                ..self.clone()
+            })
+        } else if self.string_heads {
+            Some(Options {
+                string_heads: false,
+                ..self.clone()
+            })
+        } else {
+            None
+        }
+    }
 }
 
 /// Compile a parsed schema.
@@ -106,6 +154,12 @@ pub fn compile(schema: &Value, opts: &Options) -> Result<Compiled> {
 fn check(schema: &Value, opts: &Options) -> Result<()> {
     if opts.max_depth > MAX_MAX_DEPTH {
         return Err(Error::Usage(format!("max_depth {} is too large (limit {MAX_MAX_DEPTH})", opts.max_depth)));
+    }
+    if !(MIN_LEXER_COUNT..=MAX_LEXER_COUNT).contains(&opts.lexer_count) {
+        return Err(Error::Usage(format!(
+            "lexer_count {} is out of range ({MIN_LEXER_COUNT}..={MAX_LEXER_COUNT})",
+            opts.lexer_count
+        )));
     }
     if !schema.is_object() && !schema.is_boolean() {
         return Err(Error::Schema {
@@ -140,11 +194,11 @@ fn compile_with_budget(schema: &Value, opts: &Options, budget: usize) -> Result<
     on_compiler_thread(|| compile::Compiler::new(schema, opts).run()).map(compiled)
 }
 
-fn compiled((grammar, warnings, string_heads): (Grammar, Vec<String>, bool)) -> Compiled {
+fn compiled((grammar, warnings, lexer_counts): (Grammar, Vec<String>, bool)) -> Compiled {
     Compiled {
         grammar,
         warnings,
-        string_heads,
+        lexer_counts,
     }
 }
 

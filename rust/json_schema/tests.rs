@@ -814,3 +814,58 @@ fn excluded_arrays_and_objects() {
     assert!(e.contains("not"), "{e}");
     check(json!({"type": "string", "not": {"const": [1]}}), &[r#""x""#], &["[1]"]);
 }
+
+/// A schema whose lexer outgrows its bound with a larger lexer count
+/// (MaskBench's Github_hard---o21072, from ../shared: patterned strings
+/// beside long ones) compiles with the smaller one, and the matcher takes
+/// that road by itself.
+#[test]
+fn a_lexer_too_large_is_compiled_again_smaller() {
+    let path = format!("{}/../shared/maskbench-dev/Github_hard---o21072.json", env!("CARGO_MANIFEST_DIR"));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipping: {path} not found");
+        return;
+    };
+    let d: Value = serde_json::from_str(&text).unwrap();
+    let schema = &d["schema"];
+    let limits = GrammarLimits::default();
+    let large = Options {
+        lexer_count: 64,
+        ..Options::default()
+    };
+    let c = compile(schema, &large).unwrap();
+    assert!(c.lexer_counts);
+    let e = CompiledGrammar::new(&c.grammar, &limits).unwrap_err();
+    assert!(matches!(e, Error::TooLarge(_)), "{e}");
+    let smaller = large.smaller_lexer().unwrap();
+    assert_eq!((smaller.lexer_count, smaller.string_heads), (MIN_LEXER_COUNT, true));
+    let g = CompiledGrammar::new(&compile(schema, &smaller).unwrap().grammar, &limits).unwrap();
+    let mut valid = 0;
+    for t in d["tests"].as_array().unwrap() {
+        if t["valid"].as_bool() == Some(true) {
+            let text = serde_json::to_string(&t["data"]).unwrap();
+            assert!(accepts(&g, &text), "{text}");
+            valid += 1;
+        }
+    }
+    assert!(valid > 0);
+    let Some(env) = crate::grammar::mask::tests::load_env("gpt2") else {
+        return;
+    };
+    crate::matcher::Constraint::json_schema(env, &schema.to_string(), &large, &limits).unwrap();
+    for n in [0, 31, 1025] {
+        let e = compile(
+            schema,
+            &Options {
+                lexer_count: n,
+                ..Options::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lexer_count"), "{e}");
+    }
+    // The ladder ends: no heads after the smallest count, then nothing.
+    let last = smaller.smaller_lexer().unwrap();
+    assert!(!last.string_heads && last.smaller_lexer().is_none());
+}
