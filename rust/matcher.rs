@@ -459,7 +459,20 @@ impl GrammarKind {
                 }
             };
             let reserve = |bytes: usize| cache.reserve(bytes);
-            fill_from_entry(g, dfa, trie, env.shapes(), env.subtree_bytes(), st, &entry, &cache.walks, &reserve, out);
+            let body = (env.body_index(), &cache.body);
+            fill_from_entry(
+                g,
+                dfa,
+                trie,
+                env.shapes(),
+                env.subtree_bytes(),
+                body,
+                st,
+                &entry,
+                &cache.walks,
+                &reserve,
+                out,
+            );
         }
         if let Some(guard) = shared.as_mut() {
             cache.charge_dfa(guard, st.error.is_some());
