@@ -94,6 +94,72 @@ pub struct Dfa {
     /// ([`crate::grammar::mask`]) would otherwise try all 64 bytes at
     /// every step.
     utf8_conts: Utf8Continuations,
+    /// Each state's subset of NFA states, where the automaton is the plain
+    /// subset construction ([`Dfa::alike_by_subsets`]).
+    subsets: Option<std::sync::Arc<Subsets>>,
+}
+
+/// Per state of a lexer built by plain subset construction, the NFA states
+/// it stands for, and which pattern each NFA state belongs to.
+///
+/// Why: the lexer runs every terminal of a grammar side by side, so two
+/// states that differ only in terminals the parser does not allow now (a
+/// value string's count beside a format's or a key's progress) walk alike,
+/// and `grammar::mask` asks that question at every step of a run of body
+/// characters. Asked by exploring pairs of states it gives up past a
+/// budget when the other terminals branch widely, and the mask falls back
+/// to a walk of the whole trie; asked of the subsets it is a comparison.
+#[derive(Debug)]
+struct Subsets {
+    /// Pattern of each NFA state.
+    nfa_pattern: Vec<u32>,
+    /// `keys[start[s] as usize..start[s + 1] as usize]`: state `s`'s NFA
+    /// states, sorted.
+    start: Vec<u32>,
+    keys: Vec<u32>,
+    /// Per terminal (pattern of the result): the NFA patterns its matches
+    /// depend on, its own and those of the terminals it excludes.
+    depends: Vec<Vec<u32>>,
+    /// Words of a bit set over NFA patterns.
+    nwords: usize,
+}
+
+/// Most NFA states kept over all of a lexer's subsets ([`Subsets`]); a
+/// larger automaton goes without.
+const MAX_SUBSET_ENTRIES: usize = 1 << 21;
+
+/// The pattern each state of `nfa` belongs to, if no state belongs to
+/// two (every pattern's states are its own).
+fn nfa_owners(nfa: &regex_automata::nfa::thompson::NFA) -> Option<Vec<u32>> {
+    use regex_automata::nfa::thompson::State;
+    use regex_automata::util::primitives::{PatternID, StateID};
+    const NONE: u32 = u32::MAX;
+    let mut owner = vec![NONE; nfa.states().len()];
+    let mut stack = Vec::new();
+    for p in 0..nfa.pattern_len() {
+        let start = nfa.start_pattern(PatternID::new_unchecked(p))?;
+        stack.push(start);
+        while let Some(s) = stack.pop() {
+            let o = &mut owner[s.as_usize()];
+            if *o == p as u32 {
+                continue;
+            }
+            if *o != NONE {
+                return None;
+            }
+            *o = p as u32;
+            match nfa.state(s) {
+                State::ByteRange { trans } => stack.push(trans.next),
+                State::Sparse(sp) => stack.extend(sp.transitions.iter().map(|t| t.next)),
+                State::Dense(dn) => stack.extend(dn.transitions.iter().copied().filter(|&t| t != StateID::ZERO)),
+                State::Look { next, .. } | State::Capture { next, .. } => stack.push(*next),
+                State::Union { alternates } => stack.extend(alternates.iter().copied()),
+                State::BinaryUnion { alt1, alt2 } => stack.extend([*alt1, *alt2]),
+                State::Fail | State::Match { .. } => {}
+            }
+        }
+    }
+    Some(owner)
 }
 
 /// See [`Dfa::utf8_continuations`]: per decoder state, (byte, next state).
@@ -791,8 +857,11 @@ impl Dfa {
                         pwords,
                         matches,
                         start,
+                        keys,
                     } = sub;
-                    return Ok(Self::finish(classes, stride, trans, matches, pwords, start, patterns.len(), map));
+                    let (mut dfa, kept) = Self::finish(classes, stride, trans, matches, pwords, start, patterns.len(), map);
+                    dfa.subsets = Self::subsets(&nfa, &kept, &keys, patterns.len(), map);
+                    return Ok(dfa);
                 }
                 return Self::from_source(&sub, limits, patterns.len(), &first, map);
             }
@@ -823,6 +892,77 @@ impl Dfa {
                 }
             })?;
         Self::from_source(&DenseSource(&dfa), limits, patterns.len(), &first, map)
+    }
+
+    /// [`Subsets`] of `dfa`, built from `keys` (the subsets of the states
+    /// before `finish` pruned and renumbered them; it keeps their order).
+    fn subsets(
+        nfa: &regex_automata::nfa::thompson::NFA,
+        old: &[u32],
+        keys: &[std::rc::Rc<[u32]>],
+        npatterns: usize,
+        map: Option<&TerminalMap>,
+    ) -> Option<std::sync::Arc<Subsets>> {
+        let nfa_pattern = nfa_owners(nfa)?;
+        let total: usize = old.iter().map(|&o| keys[o as usize].len()).sum();
+        if total > MAX_SUBSET_ENTRIES {
+            return None;
+        }
+        let mut start = Vec::with_capacity(old.len() + 1);
+        let mut flat = Vec::with_capacity(total);
+        for &o in old.iter() {
+            start.push(flat.len() as u32);
+            flat.extend_from_slice(&keys[o as usize]);
+        }
+        start.push(flat.len() as u32);
+        let depends = match map {
+            Some(m) => (0..m.pattern_of.len())
+                .map(|t| {
+                    std::iter::once(m.pattern_of[t])
+                        .chain(m.except[t].iter().map(|&e| m.pattern_of[e as usize]))
+                        .collect()
+                })
+                .collect(),
+            None => (0..npatterns as u32).map(|p| vec![p]).collect(),
+        };
+        Some(std::sync::Arc::new(Subsets {
+            nfa_pattern,
+            start,
+            keys: flat,
+            depends,
+            nwords: npatterns.div_ceil(64).max(1),
+        }))
+    }
+
+    /// Whether states `a` and `b` are alike under the terminals `allowed`
+    /// because their subsets agree on every NFA state of the patterns
+    /// those terminals depend on (see [`Subsets`]): then every byte string
+    /// leads both to states with the same allowed matches and reach, since
+    /// each pattern's NFA states move on their own. `false` says nothing
+    /// (the subsets may differ in states that never matter), and so does
+    /// an automaton without subsets.
+    pub fn alike_by_subsets(&self, a: u32, b: u32, allowed: &[u64]) -> bool {
+        let Some(sub) = &self.subsets else { return false };
+        if a == DEAD || b == DEAD {
+            return a == b;
+        }
+        let mut rel = vec![0u64; sub.nwords];
+        for (w, &bits) in allowed.iter().enumerate() {
+            let mut x = bits;
+            while x != 0 {
+                let t = w * 64 + x.trailing_zeros() as usize;
+                x &= x - 1;
+                for &p in sub.depends.get(t).map_or(&[][..], |v| &v[..]) {
+                    rel[p as usize / 64] |= 1 << (p % 64);
+                }
+            }
+        }
+        let keep = |q: &&u32| {
+            let p = sub.nfa_pattern[**q as usize];
+            p == u32::MAX || rel[p as usize / 64] >> (p % 64) & 1 != 0
+        };
+        let key = |s: u32| &sub.keys[sub.start[s as usize] as usize..sub.start[s as usize + 1] as usize];
+        key(a).iter().filter(keep).eq(key(b).iter().filter(keep))
     }
 
     /// Our DFA from a determinized automaton (regex-automata's, or
@@ -925,11 +1065,12 @@ impl Dfa {
                 matches[i * pwords + w] = m & !d;
             }
         }
-        Ok(Self::finish(classes, stride, trans, matches, pwords, start, npatterns, map))
+        Ok(Self::finish(classes, stride, trans, matches, pwords, start, npatterns, map).0)
     }
 
     /// From a numbered automaton (state 0 dead) and its pattern matches:
-    /// terminal matches where `map` says so, then pruning.
+    /// terminal matches where `map` says so, then pruning; and per state of
+    /// the result the state it was.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         classes: [u8; 256],
@@ -940,7 +1081,7 @@ impl Dfa {
         start: u32,
         npatterns: usize,
         map: Option<&TerminalMap>,
-    ) -> Dfa {
+    ) -> (Dfa, Vec<u32>) {
         let n = trans.len() / stride;
         let Some(map) = map else {
             return prune_and_renumber(classes, stride, trans, matches, pwords, start, npatterns);
@@ -1042,8 +1183,17 @@ impl Source for determinize::SubsetDfa {
 }
 
 /// Compute which patterns each state can still reach, merge states that
-/// reach none into `DEAD`, and renumber the survivors densely.
-fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matches: Vec<u64>, pwords: usize, start: u32, npatterns: usize) -> Dfa {
+/// reach none into `DEAD`, and renumber the survivors densely (in order);
+/// also per state of the result the state it was.
+fn prune_and_renumber(
+    classes: [u8; 256],
+    stride: usize,
+    trans: Vec<u32>,
+    matches: Vec<u64>,
+    pwords: usize,
+    start: u32,
+    npatterns: usize,
+) -> (Dfa, Vec<u32>) {
     let n = trans.len() / stride;
     // Reverse edges in CSR form, each (state, successor) pair once and
     // none into dead, from dead or onto itself: a string body's state has
@@ -1107,6 +1257,12 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
         }
     }
     let m = next as usize;
+    let mut kept = vec![0u32; m];
+    for (s, &id) in new_id.iter().enumerate().skip(1) {
+        if id != DEAD {
+            kept[id as usize] = s as u32;
+        }
+    }
     let mut ntrans = vec![DEAD; m * stride];
     let mut nmatch = vec![0u64; m * pwords];
     let mut nreach = vec![0u64; m * pwords];
@@ -1126,7 +1282,7 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
             }
         }
     }
-    Dfa {
+    let dfa = Dfa {
         classes,
         stride,
         trans: ntrans,
@@ -1137,7 +1293,9 @@ fn prune_and_renumber(classes: [u8; 256], stride: usize, trans: Vec<u32>, matche
         start: new_id[start as usize],
         npatterns,
         utf8_conts: utf8_continuations(&classes),
-    }
+        subsets: None,
+    };
+    (dfa, kept)
 }
 
 /// See [`Dfa::utf8_continuations`].
@@ -1411,6 +1569,91 @@ mod tests {
             }
         }
         assert!(paths > 20, "only {paths} quotients without merged states");
+    }
+
+    /// Whether `a` and `b` walk alike under `allowed`, by exploring every
+    /// pair of states the same byte strings lead them to.
+    fn alike_exhaustive(d: &Dfa, a: u32, b: u32, allowed: &[u64]) -> bool {
+        let status = |s: u32| -> (bool, Vec<u64>) {
+            let live = s != DEAD && d.reach(s).iter().zip(allowed).any(|(r, a)| r & a != 0);
+            (live, d.matches(s).iter().zip(allowed).map(|(m, a)| m & a).collect())
+        };
+        let reps: Vec<u8> = (0..=255u8).filter(|&b| b == 0 || d.byte_class(b) != d.byte_class(b - 1)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![(a, b)];
+        seen.insert((a, b));
+        while let Some((x, y)) = stack.pop() {
+            let (sx, sy) = (status(x), status(y));
+            if sx != sy {
+                return false;
+            }
+            if !sx.0 {
+                continue;
+            }
+            for &c in &reps {
+                let p = (d.next(x, c), d.next(y, c));
+                if p.0 != p.1 && seen.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
+        true
+    }
+
+    /// Where two states' subsets agree on the patterns an allowed set
+    /// depends on, the states walk alike: checked against an exhaustive
+    /// exploration on a JSON Schema lexer (key literals, other keys that
+    /// exclude them, an enum, a format, counted and free strings, numbers),
+    /// for every pair of states under single terminals, all terminals and
+    /// random sets of them.
+    #[test]
+    fn alike_by_subsets_implies_alike() {
+        let schema = r#"{"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "nick": {"enum": ["ann", "bob", "anna"]},
+            "day": {"type": "string", "format": "date"},
+            "free": {"type": "string"},
+            "n": {"type": "integer", "minimum": 3, "maximum": 1200}}}"#;
+        let c = crate::json_schema::compile_str(schema, &Default::default()).unwrap();
+        let g = crate::grammar::earley::CompiledGrammar::new(&c.grammar, &crate::grammar::GrammarLimits::default()).unwrap();
+        let d = &g.lexer;
+        assert!(d.subsets.is_some());
+        let n = d.num_states() as u32;
+        let words = d.pattern_words();
+        let nt = d.npatterns;
+        let mut sets: Vec<Vec<u64>> = vec![vec![u64::MAX; words]];
+        for t in 0..nt {
+            let mut v = vec![0u64; words];
+            v[t / 64] |= 1 << (t % 64);
+            sets.push(v);
+        }
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..8 {
+            let mut v = vec![0u64; words];
+            for t in 0..nt {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                if rng.is_multiple_of(3) {
+                    v[t / 64] |= 1 << (t % 64);
+                }
+            }
+            sets.push(v);
+        }
+        let (mut alike, mut distinct) = (0, 0);
+        for allowed in &sets {
+            for a in 1..n {
+                for b in a + 1..n {
+                    if d.alike_by_subsets(a, b, allowed) {
+                        assert!(alike_exhaustive(d, a, b, allowed), "states {a} and {b} under {allowed:?}");
+                        alike += 1;
+                    } else {
+                        distinct += 1;
+                    }
+                }
+            }
+        }
+        assert!(alike > 100 && distinct > 100, "{alike} alike, {distinct} not");
     }
 
     #[test]

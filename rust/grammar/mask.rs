@@ -759,6 +759,10 @@ impl WalkStates {
         if let Some(&r) = memo.get(&key) {
             return r;
         }
+        if lexer.alike_by_subsets(a, b, allowed) {
+            memo.insert(key, true);
+            return true;
+        }
         if self.class_reps.is_empty() {
             let mut seen = vec![false; lexer.num_classes()];
             for x in 0..=255u8 {

@@ -39,6 +39,9 @@ pub(super) struct SubsetDfa {
     /// `matches[s * pwords..][..pwords]`: patterns matched in state `s`.
     pub matches: Vec<u64>,
     pub start: u32,
+    /// Per state, its NFA states with transitions or a match, sorted
+    /// (state 0, dead: none).
+    pub keys: Vec<std::rc::Rc<[u32]>>,
 }
 
 /// Bytes of bookkeeping per state, as regex-automata counts it against
@@ -154,6 +157,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
         pwords,
         matches: d.matches,
         start,
+        keys: d.keys,
     }))
 }
 
