@@ -7,7 +7,7 @@
 //! cleared by bumping the stamp.
 
 /// A set of indices `0..n` with constant-time [`Marks::reset`].
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Marks {
     marks: Vec<u32>,
     stamp: u32,

@@ -214,9 +214,20 @@ pub struct Chart {
     /// Per set: the generation that built it.
     gens: Vec<u32>,
     /// Scratch buffers of [`Chart::context`].
-    ctx_stack: Vec<(usize, u32)>,
+    /// (set, nonterminal, start of its closure in `ctx_closure` or
+    /// [`NO_CLOSURE`]).
+    ctx_stack: Vec<(usize, u32, u32)>,
+    /// The closures of the entries of `ctx_stack`, in stack order.
     ctx_closure: Vec<u32>,
     ctx_wait: Vec<u32>,
+    /// Members met by [`Chart::closure`], and those it still has to
+    /// expand.
+    ctx_marks: crate::marks::Marks,
+    ctx_queue: Vec<u32>,
+    /// Closures by (generation of the set, nonterminal), and how many
+    /// members they hold in all (see [`Chart::closure`]).
+    closures: FxMap<(u32, u32), Box<[u32]>>,
+    closure_members: usize,
     /// Completion index of large sets: (awaited symbol, item index) sorted by
     /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
     /// which are scanned instead.
@@ -240,6 +251,19 @@ const OWN: u32 = NT_FLAG;
 
 /// Context memo entries beyond which it starts over.
 const MAX_CONTEXT_MEMO: usize = 1 << 18;
+
+/// [`Chart::ctx`] keys (in place of a nonterminal) of a set's
+/// [`Chart::fingerprint`] and [`Chart::local_fingerprint_at`]: no
+/// nonterminal, with or without [`OWN`], comes near them.
+const FOLD_FULL: u32 = u32::MAX;
+
+/// Members of memoised closures ([`Chart::closures`]) beyond which they
+/// start over.
+const MAX_CLOSURE_MEMBERS: usize = 1 << 20;
+
+/// A [`Chart::ctx_stack`] entry whose closure is not computed yet.
+const NO_CLOSURE: u32 = u32::MAX;
+const FOLD_LOCAL: u32 = u32::MAX - 1;
 
 impl Chart {
     /// Record item `it` of set `k` (under construction, generation `gen`);
@@ -302,7 +326,26 @@ impl Chart {
     /// start rule is complete there: [`Chart::fingerprint`] (`local`
     /// false: items waiting on a nonterminal left out, the contexts of those
     /// predicted at `k` closed over) or [`Chart::local_fingerprint_at`].
+    ///
+    /// Memoised per set (in `ctx`, under [`FOLD_FULL`] / [`FOLD_LOCAL`]):
+    /// a mask asks for the same set's fingerprint once per group of
+    /// boundaries it walks from there, and a set of a large object (a
+    /// hundred optional properties, each a string or null) holds thousands
+    /// of items.
     fn fold_set(&mut self, g: &CompiledGrammar, k: usize, local: bool) -> u128 {
+        let tag = if local { FOLD_LOCAL } else { FOLD_FULL };
+        if let Some(h) = self.memo(k, tag) {
+            return h;
+        }
+        if self.ctx.len() > MAX_CONTEXT_MEMO {
+            self.ctx.clear(); // entries of popped sets pile up
+        }
+        let h = self.fold_set_uncached(g, k, local);
+        self.ctx.insert((self.gens[k], tag), h);
+        h
+    }
+
+    fn fold_set_uncached(&mut self, g: &CompiledGrammar, k: usize, local: bool) -> u128 {
         let (mut a, mut b) = if local {
             (0x2545_f491_4f6c_dd1du64, 0x9e37_79b9_7f4a_7c15u64)
         } else {
@@ -350,18 +393,35 @@ impl Chart {
         let mut closure = std::mem::take(&mut self.ctx_closure);
         let mut wait = std::mem::take(&mut self.ctx_wait);
         stack.clear();
-        stack.push((k, nt));
-        while let Some(&(k, nt)) = stack.last() {
+        closure.clear();
+        stack.push((k, nt, NO_CLOSURE));
+        while let Some(&(k, nt, at)) = stack.last() {
             if self.memo(k, nt).is_some() {
                 stack.pop();
+                if at != NO_CLOSURE {
+                    closure.truncate(at as usize);
+                }
                 continue;
             }
-            self.closure(g, k, nt, &mut closure, &mut wait);
+            // An entry's closure is computed once and kept while entries
+            // above it are resolved (LIFO: they append after it and are
+            // gone when it is on top again): a set of a hundred optional
+            // properties had every closure recomputed once per dependency.
+            let at = if at == NO_CLOSURE {
+                let at = closure.len();
+                self.closure(g, k, nt, &mut closure, &mut wait);
+                if let Some(top) = stack.last_mut() {
+                    top.2 = at as u32;
+                }
+                at
+            } else {
+                at as usize
+            };
             // Each member's own part (its waiting items, with the contexts
             // of their origins) is memoised apart: the contexts of a chain
             // of nested rules predicted in one set share most members.
             let before = stack.len();
-            for &x in &closure {
+            for &x in &closure[at..] {
                 if self.memo(k, x | OWN).is_some() {
                     continue;
                 }
@@ -371,7 +431,7 @@ impl Chart {
                     let o = it.origin as usize;
                     let l = g.dot_lhs[it.dot as usize];
                     if o < k && self.memo(o, l).is_none() {
-                        stack.push((o, l));
+                        stack.push((o, l, NO_CLOSURE));
                     }
                 }
             }
@@ -379,7 +439,7 @@ impl Chart {
                 continue;
             }
             let mut h = 0x51_7c_c1_b7_27_22_0a_95u128;
-            for &x in &closure {
+            for &x in &closure[at..] {
                 let own = match self.memo(k, x | OWN) {
                     Some(own) => own,
                     None => {
@@ -406,6 +466,7 @@ impl Chart {
             }
             self.ctx.insert((self.gens[k], nt), h);
             stack.pop();
+            closure.truncate(at);
         }
         self.ctx_stack = stack;
         self.ctx_closure = closure;
@@ -419,27 +480,55 @@ impl Chart {
         self.ctx.get(&(self.gens[k], nt)).copied()
     }
 
-    /// `nt` and every nonterminal with a rule predicted at `k` that waits
-    /// there on a member, sorted.
-    fn closure(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<u32>) {
-        out.clear();
+    /// Append to `out`: `nt` and every nonterminal with a rule predicted
+    /// at `k` that waits there on a member, sorted.
+    ///
+    /// A member's own closure is part of this one, so a member whose
+    /// closure is known brings it whole instead of being expanded: in a
+    /// set of an object with a hundred optional properties, each
+    /// property's rule waits on the next one's, every context asks for the
+    /// closure of one more of them, and expanding each member every time
+    /// was quadratic in the properties per set.
+    fn closure(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<u32>) {
+        let from = out.len();
+        let gen = self.gens[k];
+        let mut queue = std::mem::take(&mut self.ctx_queue);
+        queue.clear();
+        self.ctx_marks.reset(g.rules_of.len());
+        self.ctx_marks.insert(nt as usize);
         out.push(nt);
-        let mut i = 0;
-        while i < out.len() {
-            let x = out[i];
-            i += 1;
+        queue.push(nt);
+        while let Some(x) = queue.pop() {
+            if x != nt {
+                if let Some(known) = self.closures.get(&(gen, x)) {
+                    for &y in known.iter() {
+                        if self.ctx_marks.insert(y as usize) {
+                            out.push(y);
+                        }
+                    }
+                    continue;
+                }
+            }
             self.waiting(g, k, x, wait);
             for &j in wait.iter() {
                 let it = self.items[j as usize];
                 if it.origin as usize == k {
                     let l = g.dot_lhs[it.dot as usize];
-                    if !out.contains(&l) {
+                    if self.ctx_marks.insert(l as usize) {
                         out.push(l);
+                        queue.push(l);
                     }
                 }
             }
         }
-        out.sort_unstable();
+        self.ctx_queue = queue;
+        out[from..].sort_unstable();
+        if self.closure_members > MAX_CLOSURE_MEMBERS {
+            self.closures.clear();
+            self.closure_members = 0;
+        }
+        self.closure_members += out.len() - from;
+        self.closures.insert((gen, nt), out[from..].into());
     }
 
     /// Indices (into `items`) of the items of set `k` waiting on `nt`,
@@ -513,6 +602,8 @@ impl CompiledGrammar {
         c.generation = c.generation.wrapping_add(1);
         if c.generation == 0 {
             c.ctx.clear();
+            c.closures.clear();
+            c.closure_members = 0;
             c.predicted.iter_mut().for_each(|p| *p = 0);
             c.dot_seen.iter_mut().for_each(|p| *p = 0);
             c.dot_other.iter_mut().for_each(|p| p.0 = 0);
