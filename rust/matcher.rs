@@ -48,6 +48,22 @@ const SHARED_LEX_BYTES: usize = 64 << 20;
 /// would cost more than it saves).
 const MAX_SHARED_LEX_STATES: usize = 256;
 
+/// The fewest bytes that must extend a lexeme for its entry to be looked
+/// up among shared ones (see [`TokEnv::lex_entry`]): a string body has
+/// ~190 (printable ASCII and UTF-8 lead bytes), a key among key literals
+/// the few first letters of the keys left.
+const MIN_SHARED_LIVE_BYTES: usize = 64;
+
+/// How many bytes extend the lexeme in lexer state `s` under `allowed`.
+fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
+    (0..=255u8)
+        .filter(|&b| {
+            let t = lexer.next(s, b);
+            t != crate::regex::DEAD && lexer.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0)
+        })
+        .count()
+}
+
 impl TokEnv {
     pub fn new(vocab: Vocabulary) -> Arc<Self> {
         Arc::new(TokEnv {
@@ -100,8 +116,11 @@ impl TokEnv {
         // lexer's start the walk depends on the grammar's whole set of
         // terminals and is rarely met again elsewhere. Nor one whose body
         // tokens come from the index: its build is cheaper than the
-        // signature.
-        let sig = if in_progress && !plan.uses_index() {
+        // signature. Nor one few bytes extend (a key among key literals):
+        // its walk stays in a few subtrees and cost less than the
+        // signature, which found no entry to share (every key of an object
+        // has its own allowed keys).
+        let sig = if in_progress && !plan.uses_index() && live_bytes(&g.lexer, ls, allowed) >= MIN_SHARED_LIVE_BYTES {
             g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
         } else {
             None
@@ -922,6 +941,8 @@ mod tests {
     /// by an earlier grammar whose lexer walks alike: JSON Schemas with
     /// different property names, patterns and formats, all with JSON
     /// strings) give the masks of a plain walk, on GPT-2 and Llama 3.
+    /// (Only lexemes that many bytes extend are shared: the word-character
+    /// patterns here, not the date or the lowercase one.)
     #[test]
     fn shared_lexer_entries_across_grammars() {
         let schemas = [
@@ -936,6 +957,14 @@ mod tests {
             (
                 r#"{"type":"object","properties":{"id":{"type":"string","pattern":"^[a-z]+$"},"when":{"type":"string","format":"date"}}}"#,
                 r#"{"id": "abc", "when": "2024-02-29"}"#,
+            ),
+            (
+                r#"{"type":"object","properties":{"etag":{"type":"string","pattern":"^[\\w\\.:-]+$"},"css":{"type":"string","pattern":"^[\\w\\s-]+$"}}}"#,
+                r#"{"etag": "a.b:c-d_e", "css": "x y-z"}"#,
+            ),
+            (
+                r#"{"type":"object","properties":{"key":{"type":"string","pattern":"^[\\w\\.:-]+$"}}}"#,
+                r#"{"key": "v1.2:rc-3"}"#,
             ),
             (r#"{"type":"array","items":{"type":"string","maxLength":3}}"#, r#"["ab", "", "xyz"]"#),
         ];
