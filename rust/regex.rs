@@ -1093,16 +1093,35 @@ impl Dfa {
         let twords = nterms.div_ceil(64).max(1);
         let mut tmatches = vec![0u64; n * twords];
         let bit = |v: &[u64], i: usize| v[i / 64] >> (i % 64) & 1 != 0;
+        // By pattern, its terminals; and the terminals that exclude some.
+        // Most states match nothing and a few patterns at most, so a state
+        // costs its matched patterns, not a pass over every terminal (that
+        // was a tenth of a large schema's compile).
+        let mut terms_of: Vec<Vec<u32>> = vec![Vec::new(); npatterns];
+        for (t, &p) in map.pattern_of.iter().enumerate() {
+            terms_of[p as usize].push(t as u32);
+        }
+        let excluding: Vec<usize> = (0..nterms).filter(|&t| !map.except[t].is_empty()).collect();
         for i in 1..n {
             let pm = &matches[i * pwords..(i + 1) * pwords];
+            if pm.iter().all(|&w| w == 0) {
+                continue;
+            }
             let tm = &mut tmatches[i * twords..(i + 1) * twords];
-            for (t, &p) in map.pattern_of.iter().enumerate() {
-                if bit(pm, p as usize) {
-                    tm[t / 64] |= 1 << (t % 64);
+            for (w, &word) in pm.iter().enumerate() {
+                let mut x = word;
+                while x != 0 {
+                    let p = w * 64 + x.trailing_zeros() as usize;
+                    x &= x - 1;
+                    for &t in &terms_of[p] {
+                        tm[t as usize / 64] |= 1 << (t % 64);
+                    }
                 }
             }
-            for (t, except) in map.except.iter().enumerate() {
-                if bit(tm, t) && except.iter().any(|&e| bit(tm, e as usize)) {
+            // Excluded terminals exclude none themselves: the order of
+            // these checks does not matter.
+            for &t in &excluding {
+                if bit(tm, t) && map.except[t].iter().any(|&e| bit(tm, e as usize)) {
                     tm[t / 64] &= !(1 << (t % 64));
                 }
             }
