@@ -16,7 +16,7 @@ use crate::bitmask::{set_bit, words_for, StoredMask};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::body::BodyIndex;
-use crate::grammar::earley::{CompiledGrammar, GrammarState};
+use crate::grammar::earley::{intersects, CompiledGrammar, GrammarState};
 use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
@@ -59,7 +59,7 @@ fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
     (0..=255u8)
         .filter(|&b| {
             let t = lexer.next(s, b);
-            t != crate::regex::DEAD && lexer.reach(t).iter().zip(allowed).any(|(r, a)| r & a != 0)
+            t != crate::regex::DEAD && intersects(lexer.reach(t), allowed)
         })
         .count()
 }
