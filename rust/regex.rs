@@ -1282,6 +1282,25 @@ fn prune_and_renumber(
             kept[id as usize] = s as u32;
         }
     }
+    if m == n {
+        // Every state lives (the usual case): the tables stand as they
+        // are, without a second copy of the largest one.
+        let terminal = (0..n).map(|s| trans[s * stride..(s + 1) * stride].iter().all(|&t| t == DEAD)).collect();
+        let dfa = Dfa {
+            classes,
+            stride,
+            trans,
+            pwords,
+            matches,
+            reach,
+            terminal,
+            start,
+            npatterns,
+            utf8_conts: utf8_continuations(&classes),
+            subsets: None,
+        };
+        return (dfa, kept);
+    }
     let mut ntrans = vec![DEAD; m * stride];
     let mut nmatch = vec![0u64; m * pwords];
     let mut nreach = vec![0u64; m * pwords];

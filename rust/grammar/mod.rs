@@ -46,7 +46,7 @@ pub mod mask;
 pub mod promote;
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use crate::fxhash::FxMap;
 
 /// A grammar symbol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,10 +118,10 @@ impl Default for GrammarLimits {
 #[derive(Debug, Default)]
 pub struct GrammarBuilder {
     terminals: Vec<Terminal>,
-    term_by_regex: HashMap<String, u32>,
-    term_by_name: HashMap<String, u32>,
+    term_by_regex: FxMap<String, u32>,
+    term_by_name: FxMap<String, u32>,
     nonterminals: Vec<String>,
-    nt_by_name: HashMap<String, u32>,
+    nt_by_name: FxMap<String, u32>,
     rules: Vec<Rule>,
     ignore: Vec<u32>,
     fresh: usize,
@@ -135,7 +135,9 @@ impl GrammarBuilder {
     /// A terminal for `regex`; identical regexes share one terminal.
     pub fn terminal(&mut self, name: &str, regex: &str) -> u32 {
         if let Some(&t) = self.term_by_regex.get(regex) {
-            self.term_by_name.entry(name.to_string()).or_insert(t);
+            if !self.term_by_name.contains_key(name) {
+                self.term_by_name.insert(name.to_string(), t);
+            }
             return t;
         }
         let t = self.push_terminal(name, regex, Vec::new(), regex.to_string());
@@ -333,40 +335,73 @@ pub(crate) fn locate_empty_language(e: Error, text: &str, name: &str) -> Error {
 }
 
 impl Grammar {
-    /// Which nonterminals derive some finite terminal string (a fixpoint).
+    /// Which nonterminals derive some finite terminal string: the least
+    /// fixpoint, by counting each rule's not-yet-productive occurrences
+    /// (linear in the grammar: a pass-until-stable loop is quadratic on
+    /// the long chains JSON Schema counting emits).
     pub fn productive(&self) -> Vec<bool> {
-        let mut productive = vec![false; self.nonterminals.len()];
-        loop {
-            let mut changed = false;
-            for r in &self.rules {
-                if !productive[r.lhs as usize] && self.rule_is_productive(r, &productive) {
-                    productive[r.lhs as usize] = true;
-                    changed = true;
-                }
-            }
-            if !changed {
-                return productive;
-            }
-        }
+        self.fixpoint(|_| true)
     }
 
-    /// Which nonterminals derive the empty string (a fixpoint). A rule of
-    /// nullable symbols only is productive, so dropping unproductive rules
-    /// first changes nothing here.
+    /// Which nonterminals derive the empty string (the same fixpoint over
+    /// rules without terminals). A rule of nullable symbols only is
+    /// productive, so dropping unproductive rules first changes nothing here.
     pub fn nullable(&self) -> Vec<bool> {
-        let mut nullable = vec![false; self.nonterminals.len()];
-        loop {
-            let mut changed = false;
-            for r in &self.rules {
-                if !nullable[r.lhs as usize] && r.rhs.iter().all(|s| matches!(s, Sym::N(m) if nullable[*m as usize])) {
-                    nullable[r.lhs as usize] = true;
-                    changed = true;
+        self.fixpoint(|r| r.rhs.iter().all(|s| matches!(s, Sym::N(_))))
+    }
+
+    /// The least set of nonterminals closed under "a rule that `counts`
+    /// whose right-hand nonterminals are all in the set puts its
+    /// left-hand side in": each rule's count of nonterminal occurrences
+    /// not yet in the set, and for each nonterminal the rules it occurs
+    /// in, so every occurrence is resolved once.
+    fn fixpoint(&self, counts: impl Fn(&Rule) -> bool) -> Vec<bool> {
+        let n = self.nonterminals.len();
+        let mut done = vec![false; n];
+        let mut missing = vec![0u32; self.rules.len()];
+        // Occurrences grouped by nonterminal (counting sort): `occ[start[m]..start[m + 1]]`.
+        let mut start = vec![0u32; n + 1];
+        for r in self.rules.iter().filter(|r| counts(r)) {
+            for s in &r.rhs {
+                if let Sym::N(m) = s {
+                    start[*m as usize + 1] += 1;
                 }
             }
-            if !changed {
-                return nullable;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut occ = vec![0u32; start[n] as usize];
+        let mut work = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if !counts(r) {
+                missing[i] = u32::MAX;
+                continue;
+            }
+            for s in &r.rhs {
+                if let Sym::N(m) = s {
+                    occ[fill[*m as usize] as usize] = i as u32;
+                    fill[*m as usize] += 1;
+                    missing[i] += 1;
+                }
+            }
+            if missing[i] == 0 && !done[r.lhs as usize] {
+                done[r.lhs as usize] = true;
+                work.push(r.lhs);
             }
         }
+        while let Some(m) = work.pop() {
+            for &i in &occ[start[m as usize] as usize..start[m as usize + 1] as usize] {
+                missing[i as usize] -= 1;
+                let lhs = self.rules[i as usize].lhs;
+                if missing[i as usize] == 0 && !done[lhs as usize] {
+                    done[lhs as usize] = true;
+                    work.push(lhs);
+                }
+            }
+        }
+        done
     }
 
     /// Every symbol of `r`'s right-hand side is a terminal or productive.
@@ -405,5 +440,57 @@ impl Grammar {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pass-until-stable fixpoint the worklist replaced.
+    fn reference(g: &Grammar, counts: impl Fn(&Rule) -> bool) -> Vec<bool> {
+        let mut done = vec![false; g.nonterminals.len()];
+        loop {
+            let mut changed = false;
+            for r in g.rules.iter().filter(|r| counts(r)) {
+                if !done[r.lhs as usize]
+                    && r.rhs
+                        .iter()
+                        .all(|s| matches!(s, Sym::T(_)) || matches!(s, Sym::N(m) if done[*m as usize]))
+                {
+                    done[r.lhs as usize] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                return done;
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Productive and nullable sets equal the naive fixpoint on random
+        /// grammars (repeated symbols, self-loops, unused nonterminals).
+        #[test]
+        fn fixpoints_match_reference(
+            n in 1usize..12,
+            rules in proptest::collection::vec((0u32..12, proptest::collection::vec((proptest::bool::ANY, 0u32..12), 0..4)), 0..30),
+        ) {
+            let g = Grammar {
+                terminals: vec![],
+                nonterminals: (0..n).map(|i| format!("n{i}")).collect(),
+                rules: rules
+                    .into_iter()
+                    .map(|(l, rhs)| Rule {
+                        lhs: l % n as u32,
+                        rhs: rhs.into_iter().map(|(t, x)| if t { Sym::T(x) } else { Sym::N(x % n as u32) }).collect(),
+                    })
+                    .collect(),
+                start: 0,
+                ignore: vec![],
+            };
+            proptest::prop_assert_eq!(g.productive(), reference(&g, |_| true));
+            proptest::prop_assert_eq!(g.nullable(), reference(&g, |r| r.rhs.iter().all(|s| matches!(s, Sym::N(_)))));
+        }
     }
 }

@@ -250,6 +250,8 @@ pub struct Compiler<'a> {
     /// Length-counted strings built by [`Self::counted_string`], by body
     /// and bounds.
     counted: HashMap<String, Option<Sym>>,
+    /// [`Compiler::chunks`] by `(min, max, quote)`: many strings share one bound.
+    chunked: HashMap<(u64, Option<u64>, bool), Sym>,
     /// Character automata of patterns (`true`) and format bodies
     /// (`false`), or why there is none: a schema often repeats a format
     /// (three `oneOf` branches of hostname / ipv4 / ipv6 formats, each
@@ -475,6 +477,7 @@ impl<'a> Compiler<'a> {
             any: None,
             dfas: HashMap::new(),
             counted: HashMap::new(),
+            chunked: HashMap::new(),
             char_dfas: HashMap::new(),
             depth: 0,
             lexer_counts: false,
@@ -1823,6 +1826,10 @@ impl<'a> Compiler<'a> {
     /// closing chunk of fewer and the closing quote, the first chunk
     /// after `quote`.
     fn chunks(&mut self, min: u64, max: Option<u64>, quote: &str) -> Sym {
+        let memo = (min, max, !quote.is_empty());
+        if let Some(&sym) = self.chunked.get(&memo) {
+            return sym;
+        }
         let big = max.map_or(min, |m| m.max(min));
         // Chunks as long as the lexer counts (a token near a chunk's end is
         // slow: see [`Options::lexer_count`]), 16 characters in the
@@ -1839,15 +1846,27 @@ impl<'a> Compiler<'a> {
             None => min.div_ceil(k).max(1),
         };
         let nts: Vec<u32> = (0..=states).map(|_| self.b.fresh("strchunk")).collect();
+        // Up to 4,097 chunk states share a handful of terminals: build
+        // each one's regex once, not once a state.
+        let mut full_t: [Option<u32>; 2] = [None, None];
+        let mut last_t: Option<(u64, u64, bool, u32)> = None;
         for j in 0..=states {
-            let q = if j == 0 { quote } else { "" };
+            let first = j == 0 && !quote.is_empty();
+            let q = if first { quote } else { "" };
             let done = j * k;
             let full_ok = match max {
                 Some(n) => done + k <= n,
                 None => true,
             };
             if full_ok {
-                let full = self.b.terminal("STRING_CHUNK", &format!("{q}{CH}{{{k}}}"));
+                let full = match full_t[first as usize] {
+                    Some(t) => t,
+                    None => {
+                        let t = self.b.terminal("STRING_CHUNK", &format!("{q}{CH}{{{k}}}"));
+                        full_t[first as usize] = Some(t);
+                        t
+                    }
+                };
                 let next = if j == states { nts[j as usize] } else { nts[j as usize + 1] };
                 self.b.rule(nts[j as usize], vec![Sym::T(full), Sym::N(next)]);
             }
@@ -1857,11 +1876,20 @@ impl<'a> Compiler<'a> {
                 None => k - 1,
             };
             if a <= b {
-                let last = self.b.terminal("STRING_END", &format!("{q}{CH}{{{a},{b}}}\""));
+                let last = match last_t {
+                    Some((la, lb, lf, t)) if (la, lb, lf) == (a, b, first) => t,
+                    _ => {
+                        let t = self.b.terminal("STRING_END", &format!("{q}{CH}{{{a},{b}}}\""));
+                        last_t = Some((a, b, first, t));
+                        t
+                    }
+                };
                 self.b.rule(nts[j as usize], vec![Sym::T(last)]);
             }
         }
-        Sym::N(nts[0])
+        let sym = Sym::N(nts[0]);
+        self.chunked.insert(memo, sym);
+        sym
     }
 
     // ----- enums and literals -----

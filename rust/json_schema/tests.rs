@@ -830,7 +830,7 @@ fn a_lexer_too_large_is_compiled_again_smaller() {
     let schema = &d["schema"];
     let limits = GrammarLimits::default();
     let large = Options {
-        lexer_count: 64,
+        lexer_count: 1024,
         ..Options::default()
     };
     let c = compile(schema, &large).unwrap();

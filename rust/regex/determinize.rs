@@ -83,19 +83,24 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
     };
     let start = d.state_of_targets(&[nfa.start_anchored().as_u32()])?;
     // States are numbered in creation order: explore them in that order.
+    //
+    // A state's outgoing transitions, as class ranges, cut the alphabet
+    // into segments within which every class has the same targets; the
+    // targets are bucketed per segment, not per class. Most transitions
+    // of a lexer's string bodies span nearly every class ("any character
+    // but the quote"), and pushing each target into every class's bucket
+    // was most of the construction's time.
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
     let mut sorted: Vec<u32> = Vec::new();
+    let mut ranges: Vec<(u8, u8, u32)> = Vec::new();
+    let mut cut = vec![false; stride + 1];
+    let mut seg_of = vec![0u32; stride];
+    let mut seg_start: Vec<usize> = Vec::with_capacity(stride + 1);
     let mut next = 1usize;
     while next < d.keys.len() {
-        for b in &mut buckets {
-            b.clear();
-        }
+        ranges.clear();
         for &s in d.keys[next].iter() {
-            let mut edge = |start: u8, end: u8, to: StateID| {
-                for c in classes[start as usize]..=classes[end as usize] {
-                    buckets[c as usize].push(to.as_u32());
-                }
-            };
+            let mut edge = |start: u8, end: u8, to: StateID| ranges.push((classes[start as usize], classes[end as usize], to.as_u32()));
             match nfa.state(StateID::new_unchecked(s as usize)) {
                 State::ByteRange { trans } => edge(trans.start, trans.end, trans.next),
                 State::Sparse(sp) => {
@@ -111,7 +116,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                         let c = classes[b];
                         let to = dn.transitions[b];
                         if to != StateID::ZERO {
-                            buckets[c as usize].push(to.as_u32());
+                            ranges.push((c, c, to.as_u32()));
                         }
                         while b < 256 && classes[b] == c {
                             b += 1;
@@ -121,20 +126,47 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                 _ => {}
             }
         }
-        // Neighbouring classes mostly go to the same targets, pushed in the
-        // same order (the state's NFA states in turn): compare the raw
+        if ranges.is_empty() {
+            next += 1;
+            continue;
+        }
+        cut.fill(false);
+        cut[0] = true;
+        for &(a, b, _) in &ranges {
+            cut[a as usize] = true;
+            cut[b as usize + 1] = true;
+        }
+        seg_start.clear();
+        for c in 0..stride {
+            if cut[c] {
+                seg_start.push(c);
+            }
+            seg_of[c] = seg_start.len() as u32 - 1;
+        }
+        seg_start.push(stride);
+        let nseg = seg_start.len() - 1;
+        for b in &mut buckets[..nseg] {
+            b.clear();
+        }
+        for &(a, b, to) in &ranges {
+            for g in seg_of[a as usize]..=seg_of[b as usize] {
+                buckets[g as usize].push(to);
+            }
+        }
+        // Neighbouring segments mostly go to the same targets, pushed in
+        // the same order (the state's NFA states in turn): compare the raw
         // buckets before sorting a copy and looking it up.
         let mut prev: Option<(usize, u32)> = None;
-        for c in 0..stride {
-            if buckets[c].is_empty() {
+        for g in 0..nseg {
+            if buckets[g].is_empty() {
                 prev = None;
                 continue;
             }
             let to = match prev {
-                Some((p, to)) if buckets[p] == buckets[c] => to,
+                Some((p, to)) if buckets[p] == buckets[g] => to,
                 _ => {
                     sorted.clear();
-                    sorted.extend_from_slice(&buckets[c]);
+                    sorted.extend_from_slice(&buckets[g]);
                     if sorted.len() > 1 {
                         sorted.sort_unstable();
                         sorted.dedup();
@@ -145,8 +177,8 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                     }
                 }
             };
-            prev = Some((c, to));
-            d.trans[next * stride + c] = to;
+            prev = Some((g, to));
+            d.trans[next * stride + seg_start[g]..next * stride + seg_start[g + 1]].fill(to);
         }
         next += 1;
     }
