@@ -214,7 +214,7 @@ fn walk(states: &[Moves], mut q: usize, s: &str) -> Option<usize> {
 
 /// A minimal DFA over characters: per state, its transitions as
 /// (character class, target) with disjoint classes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CharDfa {
     pub start: usize,
     pub accept: Vec<bool>,
@@ -269,22 +269,17 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
     if atoms.len() > MAX_ATOMS {
         return Err(too_large("character classes"));
     }
-    // Each class as its atom indices (classes are unions of atoms).
+    // Each class as runs of atom indices (classes are unions of atoms).
     // Atoms are sorted and cut at every range's ends: a range's atoms are
     // the run of those starting inside it.
-    let class_atoms: Vec<Vec<usize>> = nfa
+    let class_runs: Vec<Vec<(usize, usize)>> = nfa
         .classes
         .iter()
         .map(|c| {
-            let mut v: Vec<usize> = Vec::new();
-            for &(a, b) in c {
-                let from = atoms.partition_point(|&(lo, _)| lo < a);
-                let to = atoms.partition_point(|&(lo, _)| lo <= b);
-                v.extend(from..to);
-            }
-            v.sort_unstable();
-            v.dedup();
-            v
+            c.iter()
+                .map(|&(a, b)| (atoms.partition_point(|&(lo, _)| lo < a), atoms.partition_point(|&(lo, _)| lo <= b)))
+                .filter(|(from, to)| from < to)
+                .collect()
         })
         .collect();
     const DEAD: usize = usize::MAX;
@@ -298,45 +293,86 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
     let mut reached: FxMap<Vec<usize>, usize> = FxMap::default();
     let mut sets = vec![first];
     let mut table: Vec<Vec<usize>> = Vec::new();
+    // A state's edges cut the atoms into segments within which every atom
+    // has the same targets: targets are gathered per segment, not per atom
+    // (a format's "any character but ..." classes span hundreds of atoms).
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+    let mut cut = vec![false; atoms.len() + 1];
+    // Every state's cuts together: atoms between two of them have equal
+    // columns in the table.
+    let mut any_cut = vec![false; atoms.len() + 1];
+    let mut seg_of = vec![0usize; atoms.len()];
+    let mut seg_start: Vec<usize> = Vec::new();
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
     let mut i = 0;
     while i < sets.len() {
-        let mut targets: Vec<Vec<usize>> = vec![Vec::new(); atoms.len()];
+        runs.clear();
         for &s in &sets[i] {
             for &(c, to) in &nfa.edges[s] {
-                for &a in &class_atoms[c] {
-                    targets[a].push(to);
-                }
+                runs.extend(class_runs[c].iter().map(|&(a, b)| (a, b, to)));
             }
         }
-        let mut row = Vec::with_capacity(atoms.len());
-        for mut t in targets {
-            if t.is_empty() {
-                row.push(DEAD);
+        cut.fill(false);
+        cut[0] = true;
+        for &(a, b, _) in &runs {
+            cut[a] = true;
+            cut[b] = true;
+        }
+        seg_start.clear();
+        for a in 0..atoms.len() {
+            if cut[a] {
+                seg_start.push(a);
+            }
+            seg_of[a] = seg_start.len() - 1;
+        }
+        seg_start.push(atoms.len());
+        for (x, &c) in any_cut.iter_mut().zip(&cut) {
+            *x |= c;
+        }
+        let nseg = seg_start.len() - 1;
+        if buckets.len() < nseg {
+            buckets.resize(nseg, Vec::new());
+        }
+        for b in &mut buckets[..nseg] {
+            b.clear();
+        }
+        for &(a, b, to) in &runs {
+            for bucket in &mut buckets[seg_of[a]..=seg_of[b - 1]] {
+                bucket.push(to);
+            }
+        }
+        let mut row = vec![DEAD; atoms.len()];
+        for g in 0..nseg {
+            if buckets[g].is_empty() {
                 continue;
             }
-            // Most atoms of a state go to the same targets; equal targets
-            // have equal closures, in this state and any other.
+            // Equal targets have equal closures, in this state and any
+            // other.
+            let mut t = std::mem::take(&mut buckets[g]);
             t.sort_unstable();
             t.dedup();
-            if let Some(&id) = reached.get(&t) {
-                row.push(id);
-                continue;
-            }
-            let key = t.clone();
-            nfa.closure(&mut t, false, false, &mut seen);
-            let id = match ids.get(&t) {
+            let id = match reached.get(&t) {
                 Some(&id) => id,
                 None => {
-                    if sets.len() >= MAX_DFA {
-                        return Err(too_large("DFA states"));
-                    }
-                    sets.push(t.clone());
-                    ids.insert(t, sets.len() - 1);
-                    sets.len() - 1
+                    let key = t.clone();
+                    nfa.closure(&mut t, false, false, &mut seen);
+                    let id = match ids.get(&t) {
+                        Some(&id) => id,
+                        None => {
+                            if sets.len() >= MAX_DFA {
+                                return Err(too_large("DFA states"));
+                            }
+                            sets.push(t.clone());
+                            ids.insert(t.clone(), sets.len() - 1);
+                            sets.len() - 1
+                        }
+                    };
+                    reached.insert(key, id);
+                    id
                 }
             };
-            reached.insert(key, id);
-            row.push(id);
+            buckets[g] = t;
+            row[seg_start[g]..seg_start[g + 1]].fill(id);
         }
         table.push(row);
         i += 1;
@@ -353,36 +389,45 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
     // Atoms whose columns are equal move every state alike: refinement
     // needs one of each (a format's hundreds of atoms are a few kinds of
     // character).
+    // The first atom of each class is where some state cuts (the one
+    // before it is in the same segment of every state otherwise), so only
+    // those are compared.
     let mut columns: FxSet<Vec<usize>> = FxSet::default();
     let mut reps: Vec<usize> = Vec::new();
-    for a in 0..atoms.len() {
+    for a in (0..atoms.len()).filter(|&a| any_cut[a]) {
         let col: Vec<usize> = table.iter().map(|row| row[a]).collect();
         if columns.insert(col) {
             reps.push(a);
         }
     }
-    // Moore: refine blocks by (accepting, block of each atom's target).
+    // Moore: refine blocks by (accepting, block of each atom's target),
+    // until the number of blocks stops growing. One signature buffer for
+    // every state: only a new signature is copied into the map.
     let mut block: Vec<usize> = acc.iter().map(|&a| a as usize).collect();
+    let mut blocks = if acc.iter().all(|&a| a) || acc.iter().all(|&a| !a) { 1 } else { 2 };
+    let mut sig: FxMap<Vec<usize>, usize> = FxMap::default();
+    let mut key: Vec<usize> = Vec::with_capacity(reps.len() + 1);
+    let mut next = vec![0usize; sets.len()];
     loop {
-        let mut sig: FxMap<(usize, Vec<usize>), usize> = FxMap::default();
-        let next: Vec<usize> = (0..sets.len())
-            .map(|q| {
-                let key = (
-                    block[q],
-                    reps.iter()
-                        .map(|&a| table[q][a])
-                        .map(|t| if t == DEAD { DEAD } else { block[t] })
-                        .collect(),
-                );
-                let n = sig.len();
-                *sig.entry(key).or_insert(n)
-            })
-            .collect();
-        let stable = sig.len() == block.iter().collect::<std::collections::HashSet<_>>().len();
-        block = next;
-        if stable {
+        sig.clear();
+        for q in 0..sets.len() {
+            key.clear();
+            key.push(block[q]);
+            key.extend(reps.iter().map(|&a| table[q][a]).map(|t| if t == DEAD { DEAD } else { block[t] }));
+            next[q] = match sig.get(key.as_slice()) {
+                Some(&b) => b,
+                None => {
+                    let b = sig.len();
+                    sig.insert(key.clone(), b);
+                    b
+                }
+            };
+        }
+        std::mem::swap(&mut block, &mut next);
+        if sig.len() == blocks {
             break;
         }
+        blocks = sig.len();
     }
     let n = block.iter().max().map_or(0, |m| m + 1);
     let mut trans = vec![Vec::new(); n];
