@@ -90,6 +90,50 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
     // of a lexer's string bodies span nearly every class ("any character
     // but the quote"), and pushing each target into every class's bucket
     // was most of the construction's time.
+    //
+    // Each NFA state's transitions as class ranges, once (CSR: those of
+    // `s` are `tr[tr_at[s]..tr_at[s + 1]]`), neighbouring classes with one
+    // target merged: a state of the subset automaton gathers its members'
+    // ranges by copying them, not by converting each member's transitions
+    // again for every subset it belongs to (3-4% of the construction).
+    let mut tr: Vec<(u8, u8, u32)> = Vec::new();
+    let mut tr_at: Vec<u32> = Vec::with_capacity(nfa.states().len() + 1);
+    for s in nfa.states() {
+        tr_at.push(tr.len() as u32);
+        let first = tr.len();
+        let mut edge = |a: u8, b: u8, to: u32| {
+            let mine = tr.len() > first;
+            match tr.last_mut() {
+                Some(last) if mine && last.2 == to && last.1 as usize + 1 == a as usize => last.1 = b,
+                _ => tr.push((a, b, to)),
+            }
+        };
+        match s {
+            State::ByteRange { trans } => edge(classes[trans.start as usize], classes[trans.end as usize], trans.next.as_u32()),
+            State::Sparse(sp) => {
+                for t in sp.transitions.iter() {
+                    edge(classes[t.start as usize], classes[t.end as usize], t.next.as_u32());
+                }
+            }
+            State::Dense(dn) => {
+                // The NFA's classes refine every transition, so a
+                // class's first byte speaks for the class.
+                let mut b = 0usize;
+                while b < 256 {
+                    let c = classes[b];
+                    let to = dn.transitions[b];
+                    if to != StateID::ZERO {
+                        edge(c, c, to.as_u32());
+                    }
+                    while b < 256 && classes[b] == c {
+                        b += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    tr_at.push(tr.len() as u32);
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
     let mut sorted: Vec<u32> = Vec::new();
     let mut ranges: Vec<(u8, u8, u32)> = Vec::new();
@@ -100,31 +144,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
     while next < d.keys.len() {
         ranges.clear();
         for &s in d.keys[next].iter() {
-            let mut edge = |start: u8, end: u8, to: StateID| ranges.push((classes[start as usize], classes[end as usize], to.as_u32()));
-            match nfa.state(StateID::new_unchecked(s as usize)) {
-                State::ByteRange { trans } => edge(trans.start, trans.end, trans.next),
-                State::Sparse(sp) => {
-                    for t in sp.transitions.iter() {
-                        edge(t.start, t.end, t.next);
-                    }
-                }
-                State::Dense(dn) => {
-                    // The NFA's classes refine every transition, so a
-                    // class's first byte speaks for the class.
-                    let mut b = 0usize;
-                    while b < 256 {
-                        let c = classes[b];
-                        let to = dn.transitions[b];
-                        if to != StateID::ZERO {
-                            ranges.push((c, c, to.as_u32()));
-                        }
-                        while b < 256 && classes[b] == c {
-                            b += 1;
-                        }
-                    }
-                }
-                _ => {}
-            }
+            ranges.extend_from_slice(&tr[tr_at[s as usize] as usize..tr_at[s as usize + 1] as usize]);
         }
         if ranges.is_empty() {
             next += 1;
@@ -165,15 +185,20 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
             let to = match prev {
                 Some((p, to)) if buckets[p] == buckets[g] => to,
                 _ => {
-                    sorted.clear();
-                    sorted.extend_from_slice(&buckets[g]);
-                    if sorted.len() > 1 {
+                    // Targets come in the order of the state's NFA
+                    // states, mostly ascending already: sort only if not.
+                    let targets = if buckets[g].is_sorted_by(|a, b| a < b) {
+                        &buckets[g][..]
+                    } else {
+                        sorted.clear();
+                        sorted.extend_from_slice(&buckets[g]);
                         sorted.sort_unstable();
                         sorted.dedup();
-                    }
-                    match d.closures.get(sorted.as_slice()) {
+                        &sorted[..]
+                    };
+                    match d.closures.get(targets) {
                         Some(&to) => to,
-                        None => d.state_of_targets(&sorted)?,
+                        None => d.state_of_targets(targets)?,
                     }
                 }
             };
