@@ -248,9 +248,8 @@ pub struct Compiler<'a> {
     /// (a pattern is tested against every property name, a terminal
     /// against every enum value): each compiled once.
     dfas: HashMap<String, Dfa>,
-    /// Length-counted strings built by [`Self::counted_string`], by body
-    /// and bounds.
-    /// [`Compiler::counted_string`] by (automaton, min, max).
+    /// Length-counted strings built by [`Self::counted_string`], by
+    /// (automaton, min, max).
     counted: FxMap<(CharDfa, u64, Option<u64>), Option<Sym>>,
     /// [`Compiler::chunks`] by `(min, max, quote)`: many strings share one bound.
     chunked: HashMap<(u64, Option<u64>, bool), Sym>,
