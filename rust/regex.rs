@@ -25,6 +25,7 @@ use regex_syntax::ast::parse::ParserBuilder;
 use regex_syntax::hir::translate::TranslatorBuilder;
 
 mod determinize;
+pub(crate) use determinize::Segments;
 
 /// Bounds that keep hostile patterns from exhausting time or memory.
 #[derive(Debug, Clone, Copy)]
@@ -1282,53 +1283,37 @@ fn prune_and_renumber(
             kept[id as usize] = s as u32;
         }
     }
-    if m == n {
-        // Every state lives (the usual case): the tables stand as they
-        // are, without a second copy of the largest one.
-        let terminal = (0..n).map(|s| trans[s * stride..(s + 1) * stride].iter().all(|&t| t == DEAD)).collect();
-        let dfa = Dfa {
-            classes,
-            stride,
-            trans,
-            pwords,
-            matches,
-            reach,
-            terminal,
-            start,
-            npatterns,
-            utf8_conts: utf8_continuations(&classes),
-            subsets: None,
-        };
-        return (dfa, kept);
-    }
-    let mut ntrans = vec![DEAD; m * stride];
-    let mut nmatch = vec![0u64; m * pwords];
-    let mut nreach = vec![0u64; m * pwords];
-    let mut terminal = vec![true; m];
-    for s in 1..n {
-        let ns = new_id[s] as usize;
-        if ns == 0 {
-            continue;
-        }
-        nmatch[ns * pwords..(ns + 1) * pwords].copy_from_slice(&matches[s * pwords..(s + 1) * pwords]);
-        nreach[ns * pwords..(ns + 1) * pwords].copy_from_slice(&reach[s * pwords..(s + 1) * pwords]);
-        for c in 0..stride {
-            let t = new_id[trans[s * stride + c] as usize];
-            ntrans[ns * stride + c] = t;
-            if t != DEAD {
-                terminal[ns] = false;
+    // Every state lives (the usual case): the tables stand as they are,
+    // without a second copy of the largest one.
+    let (trans, matches, reach, start) = if m == n {
+        (trans, matches, reach, start)
+    } else {
+        let mut ntrans = vec![DEAD; m * stride];
+        let mut nmatch = vec![0u64; m * pwords];
+        let mut nreach = vec![0u64; m * pwords];
+        for s in 1..n {
+            let ns = new_id[s] as usize;
+            if ns == 0 {
+                continue;
+            }
+            nmatch[ns * pwords..(ns + 1) * pwords].copy_from_slice(&matches[s * pwords..(s + 1) * pwords]);
+            nreach[ns * pwords..(ns + 1) * pwords].copy_from_slice(&reach[s * pwords..(s + 1) * pwords]);
+            for c in 0..stride {
+                ntrans[ns * stride + c] = new_id[trans[s * stride + c] as usize];
             }
         }
-    }
+        (ntrans, nmatch, nreach, new_id[start as usize])
+    };
+    let terminal = trans.chunks_exact(stride).map(|row| row.iter().all(|&t| t == DEAD)).collect();
     let dfa = Dfa {
         classes,
         stride,
-        trans: ntrans,
+        trans,
         pwords,
-        matches: nmatch,
-        reach: nreach,
+        matches,
+        reach,
         terminal,
-        start: new_id[start as usize],
+        start,
         npatterns,
         utf8_conts: utf8_continuations(&classes),
         subsets: None,

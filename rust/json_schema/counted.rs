@@ -297,12 +297,10 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
     // has the same targets: targets are gathered per segment, not per atom
     // (a format's "any character but ..." classes span hundreds of atoms).
     let mut runs: Vec<(usize, usize, usize)> = Vec::new();
-    let mut cut = vec![false; atoms.len() + 1];
+    let mut segs = crate::regex::Segments::default();
     // Every state's cuts together: atoms between two of them have equal
     // columns in the table.
-    let mut any_cut = vec![false; atoms.len() + 1];
-    let mut seg_of = vec![0usize; atoms.len()];
-    let mut seg_start: Vec<usize> = Vec::new();
+    let mut any_cut = vec![false; atoms.len()];
     let mut buckets: Vec<Vec<usize>> = Vec::new();
     let mut i = 0;
     while i < sets.len() {
@@ -312,24 +310,11 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
                 runs.extend(class_runs[c].iter().map(|&(a, b)| (a, b, to)));
             }
         }
-        cut.fill(false);
-        cut[0] = true;
-        for &(a, b, _) in &runs {
-            cut[a] = true;
-            cut[b] = true;
+        segs.cut(atoms.len(), runs.iter().map(|&(a, b, _)| (a, b - 1)));
+        let nseg = segs.len();
+        for g in 0..nseg {
+            any_cut[segs.range(g).start] = true;
         }
-        seg_start.clear();
-        for a in 0..atoms.len() {
-            if cut[a] {
-                seg_start.push(a);
-            }
-            seg_of[a] = seg_start.len() - 1;
-        }
-        seg_start.push(atoms.len());
-        for (x, &c) in any_cut.iter_mut().zip(&cut) {
-            *x |= c;
-        }
-        let nseg = seg_start.len() - 1;
         if buckets.len() < nseg {
             buckets.resize(nseg, Vec::new());
         }
@@ -337,7 +322,7 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
             b.clear();
         }
         for &(a, b, to) in &runs {
-            for bucket in &mut buckets[seg_of[a]..=seg_of[b - 1]] {
+            for bucket in &mut buckets[segs.of(a)..=segs.of(b - 1)] {
                 bucket.push(to);
             }
         }
@@ -372,7 +357,7 @@ fn determinize(nfa: &Nfa, start: usize, accept: usize) -> Result<CharDfa> {
                 }
             };
             buckets[g] = t;
-            row[seg_start[g]..seg_start[g + 1]].fill(id);
+            row[segs.range(g)].fill(id);
         }
         table.push(row);
         i += 1;

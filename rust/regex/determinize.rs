@@ -137,9 +137,7 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
     let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); stride];
     let mut sorted: Vec<u32> = Vec::new();
     let mut ranges: Vec<(u8, u8, u32)> = Vec::new();
-    let mut cut = vec![false; stride + 1];
-    let mut seg_of = vec![0u32; stride];
-    let mut seg_start: Vec<usize> = Vec::with_capacity(stride + 1);
+    let mut segs = Segments::default();
     let mut next = 1usize;
     while next < d.keys.len() {
         ranges.clear();
@@ -150,27 +148,14 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
             next += 1;
             continue;
         }
-        cut.fill(false);
-        cut[0] = true;
-        for &(a, b, _) in &ranges {
-            cut[a as usize] = true;
-            cut[b as usize + 1] = true;
-        }
-        seg_start.clear();
-        for c in 0..stride {
-            if cut[c] {
-                seg_start.push(c);
-            }
-            seg_of[c] = seg_start.len() as u32 - 1;
-        }
-        seg_start.push(stride);
-        let nseg = seg_start.len() - 1;
+        segs.cut(stride, ranges.iter().map(|&(a, b, _)| (a as usize, b as usize)));
+        let nseg = segs.len();
         for b in &mut buckets[..nseg] {
             b.clear();
         }
         for &(a, b, to) in &ranges {
-            for g in seg_of[a as usize]..=seg_of[b as usize] {
-                buckets[g as usize].push(to);
+            for bucket in &mut buckets[segs.of(a as usize)..=segs.of(b as usize)] {
+                bucket.push(to);
             }
         }
         // Neighbouring segments mostly go to the same targets, pushed in
@@ -203,7 +188,8 @@ pub(super) fn determinize(nfa: &NFA, limits: &RegexLimits, work_limit: usize) ->
                 }
             };
             prev = Some((g, to));
-            d.trans[next * stride + seg_start[g]..next * stride + seg_start[g + 1]].fill(to);
+            let r = segs.range(g);
+            d.trans[next * stride + r.start..next * stride + r.end].fill(to);
         }
         next += 1;
     }
@@ -314,5 +300,55 @@ impl Builder<'_> {
             }
         }
         out.sort_unstable();
+    }
+}
+
+/// The segments that a set of index ranges cuts `0..n` into: every index
+/// of one segment lies in the same ranges. Both subset constructions (this
+/// one over byte classes, `json_schema::counted`'s over character atoms)
+/// gather a state's targets per segment: most transitions span nearly the
+/// whole alphabet, and gathering per index was most of their time.
+#[derive(Debug, Default)]
+pub(crate) struct Segments {
+    cut: Vec<bool>,
+    of: Vec<u32>,
+    start: Vec<usize>,
+}
+
+impl Segments {
+    /// Cut `0..n` at both ends of each range (`(first, last)`, inclusive,
+    /// within `0..n`).
+    pub(crate) fn cut(&mut self, n: usize, ranges: impl Iterator<Item = (usize, usize)>) {
+        self.cut.clear();
+        self.cut.resize(n + 1, false);
+        self.cut[0] = true;
+        for (a, b) in ranges {
+            self.cut[a] = true;
+            self.cut[b + 1] = true;
+        }
+        self.start.clear();
+        self.of.clear();
+        for i in 0..n {
+            if self.cut[i] {
+                self.start.push(i);
+            }
+            self.of.push(self.start.len() as u32 - 1);
+        }
+        self.start.push(n);
+    }
+
+    /// The number of segments.
+    pub(crate) fn len(&self) -> usize {
+        self.start.len() - 1
+    }
+
+    /// The segment of index `i`.
+    pub(crate) fn of(&self, i: usize) -> usize {
+        self.of[i] as usize
+    }
+
+    /// The indices of segment `g`.
+    pub(crate) fn range(&self, g: usize) -> std::ops::Range<usize> {
+        self.start[g]..self.start[g + 1]
     }
 }
