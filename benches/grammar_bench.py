@@ -15,6 +15,18 @@ An engine that rejects the valid sample (or fails to compile, or runs out
 of time) is recorded with how far it got; ratios are computed on the token
 positions every engine processed.
 
+Masks are compared too: after each timed mask the child records (untimed)
+how many of the vocabulary's regular tokens it allows and a hash of which.
+For each peer the table notes at how many positions its mask differs from
+tokensieve's (whose masks are the exact ones, checked against brute force
+in the tests), the first such position, and the largest difference in
+allowed tokens. Ratios are also given on the positions where every
+engine's mask agrees: elsewhere the engines answer different questions.
+Example: llguidance reads SynCode C's lazy block comment `/*(.|\n)*?*/`
+greedily, so it allows `/**/*.` at every statement start, and after the
+sample's first `/*` it allows nearly every token to the end of the file
+(inside its comment), at 3 us a mask.
+
 Grammars: ``benches/grammars/`` (sources and licenses in SOURCES.md there)
 plus ``../shared/grammars/``; each ``NAME.gbnf`` / ``NAME.lark`` comes with
 ``NAME.1.txt``. XGrammar reads GBNF-style EBNF, so it runs the GBNF ones.
@@ -44,6 +56,8 @@ SHARED = ROOT.parent / "shared"
 TOKENIZER = SHARED / "tokenizers" / "llama-3-8b-instruct" / "tokenizer.json"
 DIRS = [ROOT / "benches" / "grammars", SHARED / "grammars"]
 ENGINES = ("tokensieve", "llguidance", "xgrammar")
+# Llama 3's regular tokens (ids from 128,000 on are special).
+REGULAR = 128_000
 
 
 def grammars(filt: Optional[str]) -> List[Path]:
@@ -144,6 +158,17 @@ def _child(engine: str, path: Path) -> Dict[str, object]:
         # Every engine fills an int32 (1, ceil(V / 32)) bitmask, bit t % 32 of word t // 32.
         return bool((int(bm[0, t >> 5]) >> (t & 31)) & 1)
 
+    import hashlib
+
+    import numpy as np
+
+    def digest() -> List[object]:
+        # The regular tokens only (special tokens such as EOS differ in
+        # meaning between engines): how many are allowed, and which.
+        words = np.asarray(bm)[0, : REGULAR // 32].astype(np.int32)
+        bits = np.unpackbits(words.view(np.uint8))
+        return [int(bits.sum()), hashlib.blake2b(words.tobytes(), digest_size=8).hexdigest()]
+
     t0 = time.perf_counter()
     try:
         m = start()
@@ -152,18 +177,21 @@ def _child(engine: str, path: Path) -> Dict[str, object]:
         return res
     res["ttfm_ms"] = (time.perf_counter() - t0) * 1e3
     times: List[float] = []
+    digests: List[List[object]] = []
     done = 0
     for i, t in enumerate(ids):
         if i > 0:
             s = time.perf_counter()
             mask(m)
             times.append(time.perf_counter() - s)
+            digests.append(digest())
         if not allowed(t) or not commit(m, t):
             res["error"] = f"rejected token {i} of {len(ids)}"
             break
         done = i + 1
     res["done"] = done
     res["mask_us"] = [x * 1e6 for x in times]
+    res["masks"] = digests
     res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
 
@@ -219,19 +247,41 @@ def main() -> None:
 
     head = "| grammar | tokens | engine | TTFM ms | total ms | p50 us | p99 us | max ms | RSS MB | note |"
     rows = [head, "|" + "---|" * 10]
-    ratios: Dict[str, List[float]] = {"total vs llguidance": [], "total vs faster peer": [], "ttfm vs llguidance": []}
+    ratios: Dict[str, List[float]] = {
+        "total vs llguidance": [],
+        "total vs faster peer": [],
+        "ttfm vs llguidance": [],
+        "agreeing total vs llguidance": [],
+        "agreeing total vs faster peer": [],
+    }
     names: Dict[str, List[str]] = {k: [] for k in ratios}
     for name, per in raw.items():
         # Positions every engine that ran processed (ratios are taken on these).
         common = min((len(r.get("mask_us", [])) for r in per.values() if "ttfm_ms" in r), default=0)
-        totals = {}
+        # ... and of those, the ones where every peer's mask equals tokensieve's.
+        ours = per.get("tokensieve", {}).get("masks", [])
+        differs: Dict[str, List[int]] = {}
+        for e, r in per.items():
+            if e != "tokensieve" and "masks" in r and ours:
+                differs[e] = [j for j in range(min(common, len(ours), len(r["masks"]))) if ours[j] != r["masks"][j]]
+        agreeing = [j for j in range(common) if not any(j in d for d in map(set, differs.values()))]
+        totals, agreed = {}, {}
         for e, r in per.items():
             xs = r.get("mask_us", [])
             note = " ".join(str(r.get("error", "")).split())[:110].replace("|", "/")
+            if differs.get(e):
+                d = differs[e]
+                gap = max(d, key=lambda j: abs(ours[j][0] - r["masks"][j][0]))
+                note = (note + "; " if note else "") + (
+                    f"mask differs at {len(d)} of {common} positions, first token {d[0] + 1} "
+                    f"(tokensieve allows {ours[d[0]][0]}, {e} {r['masks'][d[0]][0]}); "
+                    f"most at token {gap + 1} ({ours[gap][0]} vs {r['masks'][gap][0]})"
+                )
             if "ttfm_ms" not in r:
                 rows.append(f"| {name} | {r.get('tokens', '')} | {e} | | | | | | | {note} |")
                 continue
             totals[e] = sum(xs[:common]) / 1e3
+            agreed[e] = sum(xs[j] for j in agreeing) / 1e3
             rows.append(
                 f"| {name} | {r['tokens']} | {e} | {r['ttfm_ms']:.2f} | {sum(xs) / 1e3:.1f} | {statistics.median(xs) if xs else float('nan'):.1f} "
                 f"| {pct(xs, 99):.0f} | {max(xs) / 1e3 if xs else float('nan'):.2f} | {r.get('rss_mb', 0):.0f} | {note} |"
@@ -246,9 +296,19 @@ def main() -> None:
         if "tokensieve" in totals and peers:
             ratios["total vs faster peer"].append(totals["tokensieve"] / min(peers))
             names["total vs faster peer"].append(name)
+        if "tokensieve" in agreed and agreed.get("llguidance", 0) > 0:
+            ratios["agreeing total vs llguidance"].append(agreed["tokensieve"] / agreed["llguidance"])
+            names["agreeing total vs llguidance"].append(name)
+        peers = [v for k, v in agreed.items() if k != "tokensieve" and v > 0]
+        if "tokensieve" in agreed and peers:
+            ratios["agreeing total vs faster peer"].append(agreed["tokensieve"] / min(peers))
+            names["agreeing total vs faster peer"].append(name)
     table = "\n".join(rows)
+    def where(k: str) -> str:
+        return "on positions where all masks agree" if k.startswith("agreeing") else "on common positions"
+
     summary = "\n".join(
-        f"- tokensieve / {k.split(' vs ')[1]}, {k.split(' vs ')[0]} (on common positions), geometric mean over {len(v)} grammars: "
+        f"- tokensieve / {k.split(' vs ')[1]}, {k.split(' vs ')[0].replace('agreeing ', '')} ({where(k)}), geometric mean over {len(v)} grammars: "
         f"**{geomean(v):.2f}x** (below 1 = tokensieve faster; per grammar: "
         f"{', '.join(f'{n.rsplit(chr(46), 1)[0]} {x:.2f}' for n, x in zip(names[k], v))})"
         for k, v in ratios.items()
