@@ -233,6 +233,8 @@ pub struct Chart {
     /// which are scanned instead.
     waits: Vec<(u32, u32)>,
     waits_at: Vec<(u32, u32)>,
+    /// Scratch: the terminals expected by the set under construction.
+    scratch: Vec<u64>,
 }
 
 /// Sets with at least this many items get a completion index. Completing a
@@ -266,26 +268,6 @@ const NO_CLOSURE: u32 = u32::MAX;
 const FOLD_LOCAL: u32 = u32::MAX - 1;
 
 impl Chart {
-    /// Record item `it` of set `k` (under construction, generation `gen`);
-    /// `true` if it is new there.
-    #[inline]
-    fn fresh(&mut self, it: Item, k: u32, gen: u32) -> bool {
-        if it.origin == k {
-            let s = &mut self.dot_seen[it.dot as usize];
-            let new = *s != gen;
-            *s = gen;
-            new
-        } else {
-            let s = &mut self.dot_other[it.dot as usize];
-            if s.0 != gen {
-                *s = (gen, it.origin);
-                true
-            } else {
-                s.1 != it.origin && self.seen.insert(it)
-            }
-        }
-    }
-
     fn set_range(&self, k: usize) -> std::ops::Range<usize> {
         let s = self.sets[k] as usize;
         let e = self.sets.get(k + 1).map_or(self.items.len(), |&e| e as usize);
@@ -598,7 +580,11 @@ impl CompiledGrammar {
         let k = c.sets.len() as u32;
         let start = c.items.len();
         c.sets.push(start as u32);
-        c.seen.clear();
+        // Clearing a hash set writes all its control bytes, empty or not:
+        // once an ambiguous set had grown it, every later set paid for that.
+        if !c.seen.is_empty() {
+            c.seen.clear();
+        }
         c.generation = c.generation.wrapping_add(1);
         if c.generation == 0 {
             c.ctx.clear();
@@ -617,24 +603,63 @@ impl CompiledGrammar {
             c.dot_seen.resize(self.rhs.len(), 0);
             c.dot_other.resize(self.rhs.len(), (0, 0));
         }
+        let pw = self.pwords;
+        // Borrowed apart, so that the loop keeps them in registers rather
+        // than reloading them through `c` after every push.
+        let Chart {
+            items,
+            sets,
+            expect,
+            seen,
+            predicted,
+            dot_seen,
+            dot_other,
+            wait_count,
+            wait_syms,
+            waits,
+            waits_at,
+            gens,
+            scratch,
+            ..
+        } = c;
+        let mut fresh = |it: Item| -> bool {
+            if it.origin == k {
+                let s = &mut dot_seen[it.dot as usize];
+                let new = *s != gen;
+                *s = gen;
+                new
+            } else {
+                let s = &mut dot_other[it.dot as usize];
+                if s.0 != gen {
+                    *s = (gen, it.origin);
+                    true
+                } else {
+                    s.1 != it.origin && seen.insert(it)
+                }
+            }
+        };
         for it in seeds {
-            if c.fresh(it, k, gen) {
-                c.items.push(it);
+            if fresh(it) {
+                items.push(it);
             }
         }
-        let pw = self.pwords;
-        let mut expected = vec![0u64; pw];
+        let expected = scratch;
+        expected.clear();
+        expected.resize(pw, 0);
+        // Items waiting on a nonterminal, counted per nonterminal as they
+        // come (for the completion index below).
+        wait_syms.clear();
         let mut i = start;
-        while i < c.items.len() {
-            if c.items.len() - start > self.max_items_per_set {
-                c.items.truncate(start);
-                c.sets.pop();
+        while i < items.len() {
+            if items.len() - start > self.max_items_per_set {
+                items.truncate(start);
+                sets.pop();
                 return Err(Error::TooLarge(format!(
                     "Earley set exceeded {} items (grammar too ambiguous)",
                     self.max_items_per_set
                 )));
             }
-            let it = c.items[i];
+            let it = items[i];
             i += 1;
             let sym = self.rhs[it.dot as usize];
             if sym & END_FLAG != 0 {
@@ -650,52 +675,55 @@ impl CompiledGrammar {
                 // Complete: advance items in the origin set waiting on lhs.
                 let lhs = self.rule_lhs[(sym & !END_FLAG) as usize];
                 let want = NT_FLAG | lhs;
-                let (ws, we) = if it.origin == k { (0, 0) } else { c.waits_at[it.origin as usize] };
+                let (ws, we) = waits_at[it.origin as usize];
                 if ws < we {
-                    let idx = &c.waits[ws as usize..we as usize];
+                    let idx = &waits[ws as usize..we as usize];
                     let from = idx.partition_point(|&(sym, _)| sym < want);
-                    let mut j = ws as usize + from;
-                    while j < we as usize && c.waits[j].0 == want {
-                        let w = c.items[c.waits[j].1 as usize];
-                        j += 1;
+                    for &(sym, j) in &idx[from..] {
+                        if sym != want {
+                            break;
+                        }
+                        let w = items[j as usize];
                         let adv = Item {
                             dot: w.dot + 1,
                             origin: w.origin,
                         };
-                        if c.fresh(adv, k, gen) {
-                            c.items.push(adv);
+                        if fresh(adv) {
+                            items.push(adv);
                         }
                     }
                 } else {
-                    let range = if it.origin == k {
-                        start..c.items.len()
-                    } else {
-                        c.set_range(it.origin as usize)
-                    };
-                    for j in range {
-                        let w = c.items[j];
+                    let (s, e) = (sets[it.origin as usize] as usize, sets[it.origin as usize + 1] as usize);
+                    for j in s..e {
+                        let w = items[j];
                         if self.rhs[w.dot as usize] == want {
                             let adv = Item {
                                 dot: w.dot + 1,
                                 origin: w.origin,
                             };
-                            if c.fresh(adv, k, gen) {
-                                c.items.push(adv);
+                            if fresh(adv) {
+                                items.push(adv);
                             }
                         }
                     }
                 }
             } else if sym & NT_FLAG != 0 {
                 let n = (sym & !NT_FLAG) as usize;
-                if c.predicted[n] != gen {
-                    c.predicted[n] = gen;
+                let w = &mut wait_count[n];
+                if w.0 != gen {
+                    *w = (gen, 0);
+                    wait_syms.push(n as u32);
+                }
+                w.1 += 1;
+                if predicted[n] != gen {
+                    predicted[n] = gen;
                     for &r in &self.rules_of[n] {
                         let p = Item {
                             dot: self.rule_start[r as usize],
                             origin: k,
                         };
-                        if c.fresh(p, k, gen) {
-                            c.items.push(p);
+                        if fresh(p) {
+                            items.push(p);
                         }
                     }
                 }
@@ -704,41 +732,22 @@ impl CompiledGrammar {
                         dot: it.dot + 1,
                         origin: it.origin,
                     };
-                    if c.fresh(adv, k, gen) {
-                        c.items.push(adv);
+                    if fresh(adv) {
+                        items.push(adv);
                     }
                 }
             } else {
                 expected[sym as usize / 64] |= 1 << (sym % 64);
             }
         }
-        if c.items.len() == start {
-            c.sets.pop();
+        if items.len() == start {
+            sets.pop();
             return Ok(false);
         }
-        let ws = c.waits.len();
-        if c.items.len() - start >= INDEX_MIN_ITEMS {
-            // Grouped by symbol with a counting sort: count per
-            // nonterminal, order the few distinct ones, then place.
-            let Chart {
-                items,
-                waits,
-                wait_count,
-                wait_syms,
-                ..
-            } = c;
-            wait_syms.clear();
-            for it in &items[start..] {
-                let sym = self.rhs[it.dot as usize];
-                if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
-                    let w = &mut wait_count[(sym & !NT_FLAG) as usize];
-                    if w.0 != gen {
-                        *w = (gen, 0);
-                        wait_syms.push(sym & !NT_FLAG);
-                    }
-                    w.1 += 1;
-                }
-            }
+        let ws = waits.len();
+        if items.len() - start >= INDEX_MIN_ITEMS {
+            // Grouped by symbol with a counting sort: the few distinct
+            // nonterminals waited on (counted above) in order, then place.
             wait_syms.sort_unstable();
             let mut slot = ws as u32;
             for &x in wait_syms.iter() {
@@ -757,11 +766,11 @@ impl CompiledGrammar {
                 }
             }
         }
-        c.waits_at.push((ws as u32, c.waits.len() as u32));
-        c.gens.push(gen);
-        c.expect.extend_from_slice(&expected);
+        waits_at.push((ws as u32, waits.len() as u32));
+        gens.push(gen);
+        expect.extend_from_slice(expected);
         for (w, e) in expected.iter().enumerate() {
-            c.expect.push(e | self.ignore[w]);
+            expect.push(e | self.ignore[w]);
         }
         Ok(true)
     }
