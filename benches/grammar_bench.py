@@ -76,7 +76,12 @@ def grammars(filt: Optional[str]) -> List[Path]:
 
 
 def _child(engine: str, path: Path) -> Dict[str, object]:
-    os.environ["RAYON_NUM_THREADS"] = "1"
+    # Single thread, for every engine and for the libraries they import:
+    # numpy's OpenBLAS starts a worker per core that spins for a while
+    # after import (10-14% of a child's CPU samples under perf, on a 2-vCPU
+    # VM).
+    for var in ("RAYON_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
     from tokenizers import Tokenizer
 
     text = path.read_text(encoding="utf-8")
