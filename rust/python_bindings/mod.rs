@@ -52,7 +52,7 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 /// processes, single masks of SynCode Go and JavaScript took 25 ms instead
 /// of 3-6, and the sample's total doubled (280 against 145-185 ms). With
 /// 4 KiB pages the same masks take 6 ms in every process, and the process
-/// holds 15-20 MB less. Only this library's allocator changes: unlike
+/// holds 11-15 MB less. Only this library's allocator changes: unlike
 /// `MIMALLOC_ALLOW_THP=0` at load time, this does not switch huge pages off
 /// for the whole process (numpy and torch keep theirs).
 fn no_huge_pages() {
