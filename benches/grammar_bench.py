@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -225,6 +225,11 @@ def pct(xs: List[float], q: float) -> float:
     return s[min(len(s) - 1, int(math.ceil(q / 100 * len(s))) - 1)]
 
 
+def masks_of(r: Dict[str, object]) -> List[List[Any]]:
+    """A child's per-position mask digests: [allowed count, hash]."""
+    return cast(List[List[Any]], r.get("masks", []))
+
+
 def geomean(xs: List[float]) -> float:
     xs = [x for x in xs if x > 0 and math.isfinite(x)]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
@@ -264,23 +269,25 @@ def main() -> None:
         # Positions every engine that ran processed (ratios are taken on these).
         common = min((len(r.get("mask_us", [])) for r in per.values() if "ttfm_ms" in r), default=0)
         # ... and of those, the ones where every peer's mask equals tokensieve's.
-        ours = per.get("tokensieve", {}).get("masks", [])
+        ours = masks_of(per.get("tokensieve", {}))
         differs: Dict[str, List[int]] = {}
         for e, r in per.items():
-            if e != "tokensieve" and "masks" in r and ours:
-                differs[e] = [j for j in range(min(common, len(ours), len(r["masks"]))) if ours[j] != r["masks"][j]]
-        agreeing = [j for j in range(common) if not any(j in d for d in map(set, differs.values()))]
+            theirs = masks_of(r)
+            if e != "tokensieve" and theirs and ours:
+                differs[e] = [j for j in range(min(common, len(ours), len(theirs))) if ours[j] != theirs[j]]
+        differ_somewhere = set().union(*differs.values())
+        agreeing = [j for j in range(common) if j not in differ_somewhere]
         totals, agreed = {}, {}
         for e, r in per.items():
-            xs = r.get("mask_us", [])
+            xs = cast(List[float], r.get("mask_us", []))
             note = " ".join(str(r.get("error", "")).split())[:110].replace("|", "/")
             if differs.get(e):
-                d = differs[e]
-                gap = max(d, key=lambda j: abs(ours[j][0] - r["masks"][j][0]))
+                d, theirs = differs[e], masks_of(r)
+                gap = max(d, key=lambda j: abs(ours[j][0] - theirs[j][0]))
                 note = (note + "; " if note else "") + (
                     f"mask differs at {len(d)} of {common} positions, first token {d[0] + 1} "
-                    f"(tokensieve allows {ours[d[0]][0]}, {e} {r['masks'][d[0]][0]}); "
-                    f"most at token {gap + 1} ({ours[gap][0]} vs {r['masks'][gap][0]})"
+                    f"(tokensieve allows {ours[d[0]][0]}, {e} {theirs[d[0]][0]}); "
+                    f"most at token {gap + 1} ({ours[gap][0]} vs {theirs[gap][0]})"
                 )
             if "ttfm_ms" not in r:
                 rows.append(f"| {name} | {r.get('tokens', '')} | {e} | | | | | | | {note} |")
