@@ -2115,6 +2115,45 @@ pub(crate) mod tests {
         }
     }
 
+    /// DEL (0x7F) is not a body character of the index ([`body::is_body_ascii`]):
+    /// string rules that exclude it (llama.cpp's json.gbnf) use the index,
+    /// and where a string allows it its tokens are walked as entries. Both,
+    /// on GPT-2 and Llama 3, against the plain walk at every byte.
+    #[test]
+    fn del_in_string_bodies_equals_plain_walk() {
+        let lim = GrammarLimits::default();
+        let allows = crate::grammar::lark::parse_lark(
+            r#"start: STR
+STR: /"[^"\\\x00-\x1f]*"/"#,
+            &lim,
+        )
+        .unwrap();
+        let allows = CompiledGrammar::new(&allows, &lim).unwrap();
+        let excludes = crate::grammar::gbnf::parse_gbnf(
+            r#"root ::= string ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" [nt"] )* "\""
+ws ::= " "?"#,
+            &lim,
+        )
+        .unwrap();
+        let excludes = CompiledGrammar::new(&excludes, &lim).unwrap();
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            check_doc(&env, &allows, "\"ab\u{7f}c d\u{7f}\u{7f}é\"", 1, true);
+            check_doc(&env, &excludes, "\"ab c\\n dé\"", 1, true);
+        }
+        // Inside either string the index applies (it did not where DEL was
+        // a body character that the rule excludes).
+        let Some(env) = load_env("llama-3-8b-instruct") else { return };
+        for g in [&allows, &excludes] {
+            let mut st = GrammarState::new(g).unwrap();
+            assert!(st.push_byte(g, b'"') && st.push_byte(g, b'a'));
+            let (ls, ip, allowed) = st.lexer_view(g);
+            let plan = LexEntry::plan(g, Some(env.body_index()), Some(&BodyMemo::default()), ls, ip, allowed);
+            assert!(plan.uses_index());
+        }
+    }
+
     #[test]
     fn char_loops_follow_every_continuation() {
         let lexer = crate::regex::Dfa::compile_many(&[r#""(?:[^"\\\x00-\x1f]|\\.)*""#, r#""[a-zé]*""#], &Default::default()).unwrap();
