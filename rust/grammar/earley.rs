@@ -252,15 +252,7 @@ const INDEX_MIN_ITEMS: usize = 12;
 const OWN: u32 = NT_FLAG;
 
 /// Context memo entries beyond which it starts over.
-///
-/// Small on purpose: most entries belong to sets a mask's walk pushed and
-/// popped, dead a mask later, so starting over loses little, while a map
-/// left to grow rehashed everything in it at each doubling, inside some
-/// unlucky mask and on fresh pages: with 2^18, a third of c.gbnf's worst
-/// mask (4.3 M instructions, 2.9 M at 2^14), for no gain in total (PoC
-/// Python and SynCode Go: 1% fewer instructions at 2^14). It also bounds
-/// the map near 1 MB per parser state rather than 16 MB.
-const MAX_CONTEXT_MEMO: usize = 1 << 14;
+const MAX_CONTEXT_MEMO: usize = 1 << 18;
 
 /// [`Chart::ctx`] keys (in place of a nonterminal) of a set's
 /// [`Chart::fingerprint`] and [`Chart::local_fingerprint_at`]: no
