@@ -1,17 +1,18 @@
 //! The tokens of a JSON string body, indexed once per vocabulary.
 //!
-//! Inside a string every body character (anything but `"`, `\`, DEL and
-//! the controls U+0000..U+001F; see [`is_body_ascii`]) usually moves the
-//! lexer the same way: back to the same state in a free string, one count
-//! on in a string of bounded length. Where it does, the lexer walk of the token trie
-//! ([`super::mask::LexEntry::build`]) need not visit the ~120,000 tokens
-//! made of body characters alone (96% of Llama 3's vocabulary): those of at
-//! most as many characters as the lexer can still take are all inside the
-//! lexeme, a precomputed bit set, and the rest are dead. Only the few
-//! thousand tokens that hold another byte (a closing quote, an escape, a
-//! newline, a byte that is not UTF-8) are walked, each from the state its
-//! body prefix leads to. That prefix is the same for every token that
-//! shares its length, so the walk starts at "entry" nodes grouped by it.
+//! Inside a string every body character (anything but `"`, `\`, DEL and the
+//! controls U+0000..U+001F; see [`is_body_ascii`]) usually moves the lexer
+//! the same way: back to the same state in a free string, one count on in a
+//! string of bounded length. Where it does, the lexer walk of the token
+//! trie ([`super::mask::LexEntry::build`]) need not visit the ~120,000
+//! tokens made of body characters alone (96% of Llama 3's vocabulary):
+//! those of at most as many characters as the lexer can still take are all
+//! inside the lexeme, a precomputed bit set, and the rest are dead. Only
+//! the few thousand tokens that hold another byte (a closing quote, an
+//! escape, a newline, a byte that is not UTF-8) are walked, each from the
+//! state its body prefix leads to. That prefix is the same for every token
+//! that shares its length, so the walk starts at "entry" nodes grouped by
+//! it.
 //!
 //! llguidance precomputes token sets of string bodies the same way (its
 //! "slices"); this index is exact for any lexer, because the walk only

@@ -2057,7 +2057,8 @@ pub(crate) mod tests {
         let lim = GrammarLimits::default();
         let g = match syntax {
             "gbnf" => crate::grammar::gbnf::parse_gbnf(text, &lim),
-            _ => crate::grammar::lark::parse_lark(text, &lim),
+            "lark" => crate::grammar::lark::parse_lark(text, &lim),
+            other => panic!("no grammar syntax {other:?}"),
         };
         CompiledGrammar::new(&g.unwrap(), &lim).unwrap()
     }
@@ -2167,14 +2168,7 @@ pub(crate) mod tests {
                 } else {
                     (sample, true)
                 };
-                let lim = GrammarLimits::default();
-                let g = if f.extension().unwrap() == "gbnf" {
-                    crate::grammar::gbnf::parse_gbnf(&text, &lim)
-                } else {
-                    crate::grammar::lark::parse_lark(&text, &lim)
-                }
-                .unwrap();
-                let g = CompiledGrammar::new(&g, &lim).unwrap();
+                let g = compiled(&f.extension().unwrap().to_string_lossy(), &text);
                 check_doc(&env, &g, &sample, 5, complete);
             }
         }
@@ -2187,10 +2181,8 @@ pub(crate) mod tests {
     /// and Llama 3, against the plain walk at every byte.
     #[test]
     fn multibyte_string_bodies_equal_plain_walk() {
-        let lim = GrammarLimits::default();
-        let json = CompiledGrammar::new(&json_grammar(Whitespace::Compact, 4).unwrap(), &lim).unwrap();
-        let chosen = crate::grammar::lark::parse_lark("start: STR\nSTR: /\"[a-zé日]*\"/\n", &lim).unwrap();
-        let chosen = CompiledGrammar::new(&chosen, &lim).unwrap();
+        let json = CompiledGrammar::new(&json_grammar(Whitespace::Compact, 4).unwrap(), &GrammarLimits::default()).unwrap();
+        let chosen = compiled("lark", "start: STR\nSTR: /\"[a-zé日]*\"/\n");
         for name in ["gpt2", "llama-3-8b-instruct"] {
             let Some(env) = load_env(name) else { return };
             check_doc(&env, &json, r#"["日本語 é😀 \u00e9","ĥ"]"#, 1, true);
