@@ -41,6 +41,13 @@ pub struct CompiledGrammar {
     ignore: Vec<u64>,
     pwords: usize,
     max_items_per_set: usize,
+    /// Per nonterminal: what predicting it brings into a set, worked out
+    /// on first use ([`CompiledGrammar::prediction`]); `None` where that
+    /// is over [`MAX_PREDICTION_ITEMS`] or the grammar's share of them is
+    /// spent, and the set takes the items one by one instead.
+    predictions: Box<[std::sync::OnceLock<Option<Prediction>>]>,
+    /// Items all predictions of this grammar may still hold.
+    prediction_budget: std::sync::atomic::AtomicUsize,
     /// No lexeme extends another (every complete match is a lexer state no
     /// byte leads on from): GBNF's single characters. Such grammars get
     /// their masks from one lazy walk of the whole trie (see
@@ -166,7 +173,98 @@ impl CompiledGrammar {
             ignore,
             pwords,
             max_items_per_set: limits.max_items_per_set,
+            predictions: (0..=n_nt).map(|_| std::sync::OnceLock::new()).collect(),
+            prediction_budget: std::sync::atomic::AtomicUsize::new(PREDICTION_BUDGET_PER_SYMBOL * (total + 2)),
             prefix_free_lexemes,
+        })
+    }
+}
+
+/// The items that predicting a nonterminal adds to a set, all with that
+/// set as their origin: the nonterminal's rules, the rules of every
+/// nonterminal they predict in turn, and each of those advanced over its
+/// nullable prefix.
+///
+/// Why kept: they depend on the nonterminal alone, yet in a grammar with
+/// optional whitespace between all symbols (a character-level grammar of a
+/// programming language) they are two thirds of every set (96 of 136 items
+/// per set on the PoC JavaScript grammar), and each was taken one by one
+/// through the work loop: decoded, checked for completion, its symbol
+/// predicted or its terminal recorded. As a list they are copied in and
+/// never enter the loop, since nothing in it can change them: a rule
+/// predicted in the set it completes in is nullable and was advanced over
+/// already.
+#[derive(Debug)]
+struct Prediction {
+    dots: Box<[u32]>,
+    /// The nonterminals predicted along the way, the first one included:
+    /// a later item waiting on one of them finds it predicted.
+    nts: Box<[u32]>,
+    /// The terminals those items wait on.
+    expect: Box<[u64]>,
+}
+
+/// Items beyond which a single [`Prediction`] is not kept.
+const MAX_PREDICTION_ITEMS: usize = 1 << 14;
+
+/// [`Prediction`] items a grammar may keep, per symbol of its rules: the
+/// predictions of all nonterminals could be quadratic in the grammar (each
+/// holding most rules), but a generation meets few of them.
+const PREDICTION_BUDGET_PER_SYMBOL: usize = 16;
+
+impl CompiledGrammar {
+    /// What predicting nonterminal `n` adds to a set, or `None` where it
+    /// is not kept (see [`CompiledGrammar::predictions`]).
+    #[inline]
+    fn prediction(&self, n: usize) -> Option<&Prediction> {
+        self.predictions[n].get_or_init(|| self.predict(n)).as_ref()
+    }
+
+    fn predict(&self, n: usize) -> Option<Prediction> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut dots = Vec::new();
+        let mut nts = vec![n as u32];
+        let mut met: FxSet<u32> = FxSet::default();
+        met.insert(n as u32);
+        let mut expect = vec![0u64; self.pwords];
+        let mut i = 0;
+        while i < nts.len() {
+            let m = nts[i] as usize;
+            i += 1;
+            // Each rule is met once (its nonterminal is), and its dot only
+            // moves right: no dot is listed twice.
+            for &r in &self.rules_of[m] {
+                let mut d = self.rule_start[r as usize];
+                loop {
+                    dots.push(d);
+                    let sym = self.rhs[d as usize];
+                    if sym & END_FLAG != 0 {
+                        break;
+                    }
+                    if sym & NT_FLAG == 0 {
+                        expect[sym as usize / 64] |= 1 << (sym % 64);
+                        break;
+                    }
+                    let x = sym & !NT_FLAG;
+                    if met.insert(x) {
+                        nts.push(x);
+                    }
+                    if !self.nullable[x as usize] {
+                        break;
+                    }
+                    d += 1;
+                }
+            }
+            if dots.len() > MAX_PREDICTION_ITEMS {
+                return None;
+            }
+        }
+        let need = dots.len() + nts.len();
+        self.prediction_budget.fetch_update(Relaxed, Relaxed, |b| b.checked_sub(need)).ok()?;
+        Some(Prediction {
+            dots: dots.into(),
+            nts: nts.into(),
+            expect: expect.into(),
         })
     }
 }
@@ -235,6 +333,9 @@ pub struct Chart {
     waits_at: Vec<(u32, u32)>,
     /// Scratch: the terminals expected by the set under construction.
     scratch: Vec<u64>,
+    /// Scratch: the items of [`Prediction`]s added to the set under
+    /// construction, appended to it once the work loop is done.
+    predicted_items: Vec<Item>,
 }
 
 /// Sets with at least this many items get a completion index. Completing a
@@ -346,6 +447,12 @@ impl Chart {
             let c = if !local && s & NT_FLAG != 0 {
                 continue;
             } else if local && o == k {
+                if k > 0 {
+                    // Predicted here: which items those are follows from
+                    // the dots of the others (every set above the first
+                    // has some), so they add nothing to the name.
+                    continue;
+                }
                 0x6a09_e667_f3bc_c908
             } else {
                 self.context(g, o, g.dot_lhs[it.dot as usize])
@@ -620,26 +727,33 @@ impl CompiledGrammar {
             waits_at,
             gens,
             scratch,
+            predicted_items,
             ..
         } = c;
-        let mut fresh = |it: Item| -> bool {
-            if it.origin == k {
-                let s = &mut dot_seen[it.dot as usize];
-                let new = *s != gen;
-                *s = gen;
-                new
-            } else {
-                let s = &mut dot_other[it.dot as usize];
-                if s.0 != gen {
-                    *s = (gen, it.origin);
-                    true
+        predicted_items.clear();
+        // A macro rather than a closure: a closure would hold `dot_seen`
+        // for the whole loop, and predictions mark it too.
+        macro_rules! fresh {
+            ($it:expr) => {{
+                let it: Item = $it;
+                if it.origin == k {
+                    let s = &mut dot_seen[it.dot as usize];
+                    let new = *s != gen;
+                    *s = gen;
+                    new
                 } else {
-                    s.1 != it.origin && seen.insert(it)
+                    let s = &mut dot_other[it.dot as usize];
+                    if s.0 != gen {
+                        *s = (gen, it.origin);
+                        true
+                    } else {
+                        s.1 != it.origin && seen.insert(it)
+                    }
                 }
-            }
-        };
+            }};
+        }
         for it in seeds {
-            if fresh(it) {
+            if fresh!(it) {
                 items.push(it);
             }
         }
@@ -651,7 +765,7 @@ impl CompiledGrammar {
         wait_syms.clear();
         let mut i = start;
         while i < items.len() {
-            if items.len() - start > self.max_items_per_set {
+            if items.len() - start + predicted_items.len() > self.max_items_per_set {
                 items.truncate(start);
                 sets.pop();
                 return Err(Error::TooLarge(format!(
@@ -688,7 +802,7 @@ impl CompiledGrammar {
                             dot: w.dot + 1,
                             origin: w.origin,
                         };
-                        if fresh(adv) {
+                        if fresh!(adv) {
                             items.push(adv);
                         }
                     }
@@ -701,7 +815,7 @@ impl CompiledGrammar {
                                 dot: w.dot + 1,
                                 origin: w.origin,
                             };
-                            if fresh(adv) {
+                            if fresh!(adv) {
                                 items.push(adv);
                             }
                         }
@@ -716,14 +830,41 @@ impl CompiledGrammar {
                 }
                 w.1 += 1;
                 if predicted[n] != gen {
-                    predicted[n] = gen;
-                    for &r in &self.rules_of[n] {
-                        let p = Item {
-                            dot: self.rule_start[r as usize],
-                            origin: k,
-                        };
-                        if fresh(p) {
-                            items.push(p);
+                    if let Some(p) = self.prediction(n) {
+                        // Its nonterminals' rules all come with it.
+                        for &m in p.nts.iter() {
+                            predicted[m as usize] = gen;
+                        }
+                        for &d in p.dots.iter() {
+                            let seen = &mut dot_seen[d as usize];
+                            if *seen == gen {
+                                continue;
+                            }
+                            *seen = gen;
+                            predicted_items.push(Item { dot: d, origin: k });
+                            let sym = self.rhs[d as usize];
+                            if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
+                                let w = &mut wait_count[(sym & !NT_FLAG) as usize];
+                                if w.0 != gen {
+                                    *w = (gen, 0);
+                                    wait_syms.push(sym & !NT_FLAG);
+                                }
+                                w.1 += 1;
+                            }
+                        }
+                        for (e, x) in expected.iter_mut().zip(p.expect.iter()) {
+                            *e |= x;
+                        }
+                    } else {
+                        predicted[n] = gen;
+                        for &r in &self.rules_of[n] {
+                            let p = Item {
+                                dot: self.rule_start[r as usize],
+                                origin: k,
+                            };
+                            if fresh!(p) {
+                                items.push(p);
+                            }
                         }
                     }
                 }
@@ -732,13 +873,22 @@ impl CompiledGrammar {
                         dot: it.dot + 1,
                         origin: it.origin,
                     };
-                    if fresh(adv) {
+                    if fresh!(adv) {
                         items.push(adv);
                     }
                 }
             } else {
                 expected[sym as usize / 64] |= 1 << (sym % 64);
             }
+        }
+        items.extend_from_slice(predicted_items);
+        if items.len() - start > self.max_items_per_set {
+            items.truncate(start);
+            sets.pop();
+            return Err(Error::TooLarge(format!(
+                "Earley set exceeded {} items (grammar too ambiguous)",
+                self.max_items_per_set
+            )));
         }
         if items.len() == start {
             sets.pop();
