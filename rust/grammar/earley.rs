@@ -190,10 +190,14 @@ impl CompiledGrammar {
 /// programming language) they are two thirds of every set (96 of 136 items
 /// per set on the PoC JavaScript grammar), and each was taken one by one
 /// through the work loop: decoded, checked for completion, its symbol
-/// predicted or its terminal recorded. As a list they are copied in and
-/// never enter the loop, since nothing in it can change them: a rule
-/// predicted in the set it completes in is nullable and was advanced over
-/// already.
+/// predicted or its terminal recorded. Nothing in the loop can change
+/// them (a rule predicted in the set it completes in is nullable and was
+/// advanced over already), so they never enter it: a set names the merged
+/// predictions of its roots instead (see [`Chart::set_combo`]), or, where
+/// that is not kept, takes the list as it is.
+///
+/// A merged prediction of several roots is a `Prediction` too, with no
+/// `nts`.
 #[derive(Debug)]
 struct Prediction {
     dots: Box<[u32]>,
@@ -202,7 +206,42 @@ struct Prediction {
     nts: Box<[u32]>,
     /// The terminals those items wait on.
     expect: Box<[u64]>,
+    /// (terminal, dot) of the items waiting on a terminal, sorted: what a
+    /// scan advances.
+    by_term: Box<[(u32, u32)]>,
+    /// (nonterminal, dot) of the items waiting on a nonterminal, sorted:
+    /// what a completion advances.
+    by_wait: Box<[(u32, u32)]>,
+    /// The nonterminals some of those items wait on, as a bitset: most
+    /// completions into a set find their waiting items among those that
+    /// came from earlier sets, not among the predicted ones.
+    waited: Box<[u64]>,
 }
+
+impl Prediction {
+    /// The items waiting on nonterminal `nt`.
+    #[inline]
+    fn waiting_on(&self, nt: u32) -> &[(u32, u32)] {
+        if self.waited[nt as usize / 64] >> (nt % 64) & 1 == 0 {
+            return &[];
+        }
+        Self::entries(&self.by_wait, nt)
+    }
+
+    /// The entries of `list` (`by_term` or `by_wait`) for symbol `sym`.
+    #[inline]
+    fn entries(list: &[(u32, u32)], sym: u32) -> &[(u32, u32)] {
+        let from = list.partition_point(|&(x, _)| x < sym);
+        let to = from + list[from..].partition_point(|&(x, _)| x == sym);
+        &list[from..to]
+    }
+}
+
+/// A set whose predicted items are in `items` (see [`Chart::set_combo`]).
+const NO_COMBO: u32 = u32::MAX;
+
+/// Heap for one chart's merged predictions ([`Chart::combos`]).
+const MAX_COMBO_BYTES: usize = 4 << 20;
 
 /// Items beyond which a single [`Prediction`] is not kept.
 const MAX_PREDICTION_ITEMS: usize = 1 << 14;
@@ -259,13 +298,50 @@ impl CompiledGrammar {
                 return None;
             }
         }
-        let need = dots.len() + nts.len();
+        let need = 3 * dots.len() + nts.len() + 2 * self.rules_of.len().div_ceil(64);
         self.prediction_budget.fetch_update(Relaxed, Relaxed, |b| b.checked_sub(need)).ok()?;
-        Some(Prediction {
+        nts.sort_unstable();
+        Some(Prediction::new(self, dots, nts, expect))
+    }
+}
+
+impl Prediction {
+    /// A prediction of items `dots` (each once), having predicted `nts`,
+    /// waiting on terminals `expect`.
+    fn new(g: &CompiledGrammar, dots: Vec<u32>, nts: Vec<u32>, expect: Vec<u64>) -> Prediction {
+        let words = g.rules_of.len().div_ceil(64);
+        let mut by_term = Vec::new();
+        let mut by_wait = Vec::new();
+        for &d in &dots {
+            let sym = g.rhs[d as usize];
+            if sym & END_FLAG != 0 {
+                continue;
+            }
+            if sym & NT_FLAG != 0 {
+                by_wait.push((sym & !NT_FLAG, d));
+            } else {
+                by_term.push((sym, d));
+            }
+        }
+        by_term.sort_unstable();
+        by_wait.sort_unstable();
+        let mut waited = vec![0u64; words];
+        for &(x, _) in &by_wait {
+            waited[x as usize / 64] |= 1 << (x % 64);
+        }
+        Prediction {
             dots: dots.into(),
             nts: nts.into(),
             expect: expect.into(),
-        })
+            by_term: by_term.into(),
+            by_wait: by_wait.into(),
+            waited: waited.into(),
+        }
+    }
+
+    /// Approximate heap size.
+    fn bytes(&self) -> usize {
+        4 * (self.dots.len() + self.nts.len()) + 8 * (self.expect.len() + self.waited.len() + self.by_term.len() + self.by_wait.len())
     }
 }
 
@@ -317,7 +393,7 @@ pub struct Chart {
     ctx_stack: Vec<(usize, u32, u32)>,
     /// The closures of the entries of `ctx_stack`, in stack order.
     ctx_closure: Vec<u32>,
-    ctx_wait: Vec<u32>,
+    ctx_wait: Vec<Item>,
     /// Members met by [`Chart::closure`], and those it still has to
     /// expand.
     ctx_marks: crate::marks::Marks,
@@ -336,6 +412,30 @@ pub struct Chart {
     /// Scratch: the items of [`Prediction`]s added to the set under
     /// construction, appended to it once the work loop is done.
     predicted_items: Vec<Item>,
+    /// Per set: the [`Prediction`] in `combos` that holds its predicted
+    /// items, or [`NO_COMBO`] where `items` holds them. A set's predicted
+    /// items follow from the nonterminals its other items predict (its
+    /// "roots"), so each combination of roots met is merged once into one
+    /// prediction and the set names it: it then holds and closes over only
+    /// the items that came from earlier sets (35 rather than 136 per set
+    /// on the PoC JavaScript grammar), and a completion into it reads one
+    /// list. Which combinations occur depends on the grammar, not the text
+    /// (they are LR(0) closures in all but name).
+    set_combo: Vec<u32>,
+    /// Combination ids by [`roots_key`] of their roots.
+    combo_ids: FxMap<u128, u32>,
+    combos: Vec<std::sync::Arc<Prediction>>,
+    /// Heap held by `combos`; past [`MAX_COMBO_BYTES`] new sets hold
+    /// their predicted items in `items`.
+    combo_bytes: usize,
+    /// Scratch: the roots of the set under construction.
+    roots: Vec<u32>,
+    /// Scratch: the items a scan starts a set with.
+    seeds: Vec<Item>,
+    /// Scratch for merging predictions: per dot, the stamp of the last
+    /// merge that took it.
+    dot_mark: Vec<u32>,
+    mark_stamp: u32,
 }
 
 /// Sets with at least this many items get a completion index. Completing a
@@ -459,6 +559,13 @@ impl Chart {
             };
             fold_item(&mut a, &mut b, it.dot, c);
         }
+        if let Some(p) = self.combo(k).filter(|_| !local) {
+            // The predicted items waiting on a terminal.
+            for &(_, d) in p.by_term.iter() {
+                let c = self.context(g, k, g.dot_lhs[d as usize]);
+                fold_item(&mut a, &mut b, d, c);
+            }
+        }
         let r = if local { 11 } else { 7 };
         ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(r) ^ accepts) as u128
     }
@@ -515,8 +622,7 @@ impl Chart {
                     continue;
                 }
                 self.waiting(g, k, x, &mut wait);
-                for &j in &wait {
-                    let it = self.items[j as usize];
+                for &it in &wait {
                     let o = it.origin as usize;
                     let l = g.dot_lhs[it.dot as usize];
                     if o < k && self.memo(o, l).is_none() {
@@ -534,8 +640,7 @@ impl Chart {
                     None => {
                         let (mut a, mut b) = (x as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4fu64);
                         self.waiting(g, k, x, &mut wait);
-                        for &j in &wait {
-                            let it = self.items[j as usize];
+                        for &it in &wait {
                             let o = it.origin as usize;
                             let c = if o < k {
                                 self.memo(o, g.dot_lhs[it.dot as usize]).unwrap()
@@ -578,7 +683,7 @@ impl Chart {
     /// property's rule waits on the next one's, every context asks for the
     /// closure of one more of them, and expanding each member every time
     /// was quadratic in the properties per set.
-    fn closure(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<u32>) {
+    fn closure(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<Item>) {
         let from = out.len();
         let gen = self.gens[k];
         let mut queue = std::mem::take(&mut self.ctx_queue);
@@ -599,8 +704,7 @@ impl Chart {
                 }
             }
             self.waiting(g, k, x, wait);
-            for &j in wait.iter() {
-                let it = self.items[j as usize];
+            for &it in wait.iter() {
                 if it.origin as usize == k {
                     let l = g.dot_lhs[it.dot as usize];
                     if self.ctx_marks.insert(l as usize) {
@@ -620,23 +724,84 @@ impl Chart {
         self.closures.insert((gen, nt), out[from..].into());
     }
 
-    /// Indices (into `items`) of the items of set `k` waiting on `nt`,
-    /// into `out` (cleared first).
-    fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>) {
+    /// The items of set `k` waiting on `nt`, each once, into `out`
+    /// (cleared first).
+    fn waiting(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<Item>) {
         out.clear();
         let want = NT_FLAG | nt;
         let (ws, we) = self.waits_at[k];
         if ws < we {
             let idx = &self.waits[ws as usize..we as usize];
             let from = idx.partition_point(|&(sym, _)| sym < want);
-            out.extend(idx[from..].iter().take_while(|&&(sym, _)| sym == want).map(|&(_, j)| j));
+            out.extend(
+                idx[from..]
+                    .iter()
+                    .take_while(|&&(sym, _)| sym == want)
+                    .map(|&(_, j)| self.items[j as usize]),
+            );
         } else {
-            out.extend(self.set_range(k).filter(|&j| g.rhs[self.items[j].dot as usize] == want).map(|j| j as u32));
+            out.extend(self.items[self.set_range(k)].iter().filter(|it| g.rhs[it.dot as usize] == want));
         }
+        let c = self.set_combo[k];
+        if c != NO_COMBO {
+            out.extend(
+                self.combos[c as usize]
+                    .waiting_on(nt)
+                    .iter()
+                    .map(|&(_, d)| Item { dot: d, origin: k as u32 }),
+            );
+        }
+    }
+
+    /// Id in `combos` of the merged prediction of the roots in `roots`,
+    /// merged now if no set met them before.
+    fn combo_id(&mut self, g: &CompiledGrammar) -> u32 {
+        let key = roots_key(&self.roots);
+        if let Some(&id) = self.combo_ids.get(&key) {
+            return id;
+        }
+        if self.dot_mark.len() < g.rhs.len() {
+            self.dot_mark.resize(g.rhs.len(), 0);
+        }
+        self.mark_stamp = self.mark_stamp.wrapping_add(1);
+        if self.mark_stamp == 0 {
+            self.dot_mark.iter_mut().for_each(|m| *m = 0);
+            self.mark_stamp = 1;
+        }
+        let stamp = self.mark_stamp;
+        let mut dots = Vec::new();
+        let mut expect = vec![0u64; g.pwords];
+        for &r in &self.roots {
+            let p = g.prediction(r as usize).expect("a root's prediction is kept");
+            for &d in p.dots.iter() {
+                let m = &mut self.dot_mark[d as usize];
+                if *m != stamp {
+                    *m = stamp;
+                    dots.push(d);
+                }
+            }
+            for (e, x) in expect.iter_mut().zip(p.expect.iter()) {
+                *e |= x;
+            }
+        }
+        let p = Prediction::new(g, dots, Vec::new(), expect);
+        self.combo_bytes += p.bytes() + 40;
+        let id = self.combos.len() as u32;
+        self.combos.push(std::sync::Arc::new(p));
+        self.combo_ids.insert(key, id);
+        id
+    }
+
+    /// The prediction holding set `k`'s predicted items, if one does.
+    #[inline]
+    fn combo(&self, k: usize) -> Option<std::sync::Arc<Prediction>> {
+        let c = self.set_combo[k];
+        (c != NO_COMBO).then(|| self.combos[c as usize].clone())
     }
 
     fn pop_set(&mut self, pwords: usize) {
         self.gens.pop();
+        self.set_combo.pop();
         if let Some((ws, _)) = self.waits_at.pop() {
             self.waits.truncate(ws as usize);
         }
@@ -686,7 +851,9 @@ impl CompiledGrammar {
     fn push_set(&self, c: &mut Chart, seeds: impl Iterator<Item = Item>) -> Result<bool> {
         let k = c.sets.len() as u32;
         let start = c.items.len();
+        let c_combo_bytes = c.combo_bytes;
         c.sets.push(start as u32);
+        c.roots.clear();
         // Clearing a hash set writes all its control bytes, empty or not:
         // once an ambiguous set had grown it, every later set paid for that.
         if !c.seen.is_empty() {
@@ -716,7 +883,6 @@ impl CompiledGrammar {
         let Chart {
             items,
             sets,
-            expect,
             seen,
             predicted,
             dot_seen,
@@ -728,9 +894,18 @@ impl CompiledGrammar {
             gens,
             scratch,
             predicted_items,
+            roots,
+            set_combo,
+            combos,
             ..
         } = c;
         predicted_items.clear();
+        // Whether the predicted items will be held by a merged prediction
+        // (see [`Chart::set_combo`]): in every set but the first (whose
+        // predicted items are what names it), unless merged predictions
+        // are over budget or a prediction is not kept; the set then takes
+        // the items of its roots so far one by one.
+        let mut rooted = k > 0 && c_combo_bytes <= MAX_COMBO_BYTES;
         // A macro rather than a closure: a closure would hold `dot_seen`
         // for the whole loop, and predictions mark it too.
         macro_rules! fresh {
@@ -763,6 +938,37 @@ impl CompiledGrammar {
         // Items waiting on a nonterminal, counted per nonterminal as they
         // come (for the completion index below).
         wait_syms.clear();
+        // The items of prediction `p` not in the set yet, into
+        // `predicted_items` (they never enter the work loop, see
+        // [`Prediction`]).
+        macro_rules! take_items {
+            ($p:expr) => {{
+                let p: &Prediction = $p;
+                for &m in p.nts.iter() {
+                    predicted[m as usize] = gen;
+                }
+                for &d in p.dots.iter() {
+                    let seen = &mut dot_seen[d as usize];
+                    if *seen == gen {
+                        continue;
+                    }
+                    *seen = gen;
+                    predicted_items.push(Item { dot: d, origin: k });
+                    let sym = self.rhs[d as usize];
+                    if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
+                        let w = &mut wait_count[(sym & !NT_FLAG) as usize];
+                        if w.0 != gen {
+                            *w = (gen, 0);
+                            wait_syms.push(sym & !NT_FLAG);
+                        }
+                        w.1 += 1;
+                    }
+                }
+                for (e, x) in expected.iter_mut().zip(p.expect.iter()) {
+                    *e |= x;
+                }
+            }};
+        }
         let mut i = start;
         while i < items.len() {
             if items.len() - start + predicted_items.len() > self.max_items_per_set {
@@ -821,6 +1027,19 @@ impl CompiledGrammar {
                         }
                     }
                 }
+                // And those its merged prediction holds.
+                let combo = set_combo[it.origin as usize];
+                if combo != NO_COMBO {
+                    for &(_, d) in combos[combo as usize].waiting_on(lhs) {
+                        let adv = Item {
+                            dot: d + 1,
+                            origin: it.origin,
+                        };
+                        if fresh!(adv) {
+                            items.push(adv);
+                        }
+                    }
+                }
             } else if sym & NT_FLAG != 0 {
                 let n = (sym & !NT_FLAG) as usize;
                 let w = &mut wait_count[n];
@@ -830,33 +1049,27 @@ impl CompiledGrammar {
                 }
                 w.1 += 1;
                 if predicted[n] != gen {
-                    if let Some(p) = self.prediction(n) {
-                        // Its nonterminals' rules all come with it.
+                    predicted[n] = gen;
+                    let pred = self.prediction(n);
+                    if rooted && pred.is_none() {
+                        rooted = false;
+                        for &r in roots.iter() {
+                            take_items!(self.prediction(r as usize).expect("a root's prediction is kept"));
+                        }
+                        roots.clear();
+                    }
+                    if let Some(p) = pred.filter(|_| rooted) {
+                        // Held by its name; what it predicts in turn too.
                         for &m in p.nts.iter() {
                             predicted[m as usize] = gen;
                         }
-                        for &d in p.dots.iter() {
-                            let seen = &mut dot_seen[d as usize];
-                            if *seen == gen {
-                                continue;
-                            }
-                            *seen = gen;
-                            predicted_items.push(Item { dot: d, origin: k });
-                            let sym = self.rhs[d as usize];
-                            if sym & NT_FLAG != 0 && sym & END_FLAG == 0 {
-                                let w = &mut wait_count[(sym & !NT_FLAG) as usize];
-                                if w.0 != gen {
-                                    *w = (gen, 0);
-                                    wait_syms.push(sym & !NT_FLAG);
-                                }
-                                w.1 += 1;
-                            }
-                        }
+                        roots.push(n as u32);
                         for (e, x) in expected.iter_mut().zip(p.expect.iter()) {
                             *e |= x;
                         }
+                    } else if let Some(p) = pred {
+                        take_items!(p);
                     } else {
-                        predicted[n] = gen;
                         for &r in &self.rules_of[n] {
                             let p = Item {
                                 dot: self.rule_start[r as usize],
@@ -918,6 +1131,9 @@ impl CompiledGrammar {
         }
         waits_at.push((ws as u32, waits.len() as u32));
         gens.push(gen);
+        let combo = if roots.is_empty() { NO_COMBO } else { c.combo_id(self) };
+        c.set_combo.push(combo);
+        let (expect, expected) = (&mut c.expect, &c.scratch);
         expect.extend_from_slice(expected);
         for (w, e) in expected.iter().enumerate() {
             expect.push(e | self.ignore[w]);
@@ -929,18 +1145,38 @@ impl CompiledGrammar {
     fn scan(&self, c: &mut Chart, terms: &[u64]) -> Result<bool> {
         let top = c.sets.len() - 1;
         let range = c.set_range(top);
-        let seeds: Vec<Item> = c.items[range]
-            .iter()
-            .filter(|it| {
-                let s = self.rhs[it.dot as usize];
-                s & (NT_FLAG | END_FLAG) == 0 && terms[s as usize / 64] >> (s % 64) & 1 == 1
-            })
-            .map(|it| Item {
-                dot: it.dot + 1,
-                origin: it.origin,
-            })
-            .collect();
-        self.push_set(c, seeds.into_iter())
+        let mut seeds = std::mem::take(&mut c.seeds);
+        seeds.clear();
+        seeds.extend(
+            c.items[range]
+                .iter()
+                .filter(|it| {
+                    let s = self.rhs[it.dot as usize];
+                    s & (NT_FLAG | END_FLAG) == 0 && terms[s as usize / 64] >> (s % 64) & 1 == 1
+                })
+                .map(|it| Item {
+                    dot: it.dot + 1,
+                    origin: it.origin,
+                }),
+        );
+        // Predicted items held by a merged prediction: looked up per
+        // scanned terminal.
+        if let Some(p) = c.combo(top) {
+            for (w, &bits) in terms.iter().enumerate() {
+                let mut bits = bits;
+                while bits != 0 {
+                    let t = (w * 64) as u32 + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    seeds.extend(Prediction::entries(&p.by_term, t).iter().map(|&(_, d)| Item {
+                        dot: d + 1,
+                        origin: top as u32,
+                    }));
+                }
+            }
+        }
+        let r = self.push_set(c, seeds.iter().copied());
+        c.seeds = seeds;
+        r
     }
 
     /// The top set contains the completed start rule.
@@ -950,6 +1186,20 @@ impl CompiledGrammar {
             .iter()
             .any(|it| it.origin == 0 && self.rhs[it.dot as usize] == end)
     }
+}
+
+/// A 128-bit name of a set of roots (each root once), whatever their
+/// order: sorting them per set and hashing the sorted list as a key cost
+/// 3% of the PoC JavaScript grammar's mask instructions. A collision
+/// would give a set the wrong predicted items, as one of the 128-bit
+/// fingerprints the masks are memoised by would; both are as unlikely.
+fn roots_key(roots: &[u32]) -> u128 {
+    let (mut a, mut b) = (0u64, 0u64);
+    for &r in roots {
+        a = a.wrapping_add(mix(r as u64 ^ 0x243f_6a88_85a3_08d3));
+        b = b.wrapping_add(mix((r as u64).wrapping_mul(0x1319_8a2e_0370_7344) ^ 0xa409_3822_299f_31d0));
+    }
+    ((mix(a ^ roots.len() as u64) as u128) << 64) | mix(b) as u128
 }
 
 /// Fold item (dot, context) into an order-independent pair of accumulators.
@@ -998,6 +1248,8 @@ pub struct GrammarState {
     height: Vec<u32>,
     /// First error hit while pushing (limits); reported by the matcher.
     pub(crate) error: Option<Error>,
+    /// Scratch: the terminals a lexeme end scans.
+    scan: Vec<u64>,
 }
 
 impl GrammarState {
@@ -1008,6 +1260,7 @@ impl GrammarState {
             height: vec![chart.num_sets() as u32],
             chart,
             error: None,
+            scan: Vec::new(),
         })
     }
 
@@ -1110,11 +1363,16 @@ impl GrammarState {
         if !intersects(m, self.chart.allowed(pw)) {
             return None;
         }
-        let scan: Vec<u64> = m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y).collect();
+        let mut scan = std::mem::take(&mut self.scan);
+        scan.clear();
+        scan.extend(m.iter().zip(self.chart.expected(pw)).map(|(x, y)| x & y));
         if scan.iter().all(|&w| w == 0) {
+            self.scan = scan;
             return Some(false); // only %ignore terminals matched: the parser stays put
         }
-        match g.scan(&mut self.chart, &scan) {
+        let r = g.scan(&mut self.chart, &scan);
+        self.scan = scan;
+        match r {
             Ok(true) => Some(true),
             Ok(false) => None,
             Err(e) => {
