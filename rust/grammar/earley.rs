@@ -1572,4 +1572,81 @@ mod tests {
         b.rule(s, vec![Sym::T(t)]);
         assert!(CompiledGrammar::new(&b.finish("s").unwrap(), &GrammarLimits::default()).is_err());
     }
+
+    /// Sets that hold their predicted items by name (merged predictions)
+    /// parse exactly as sets that hold them item by item: at every byte of
+    /// the PoC grammars' samples, the bytes that may follow, acceptance and
+    /// both fingerprints are the same whether merged predictions are used,
+    /// refused (over the chart's budget), or only some predictions are kept
+    /// (sets switch to items midway).
+    #[test]
+    fn held_predictions_parse_as_items() {
+        use std::sync::atomic::Ordering::Relaxed;
+        for name in ["llamacpp-poc-javascript", "llamacpp-poc-python"] {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/grammars/");
+            let text = std::fs::read_to_string(format!("{dir}{name}.gbnf")).unwrap();
+            let sample = std::fs::read_to_string(format!("{dir}{name}.1.txt")).unwrap();
+            let doc = &sample.as_bytes()[..sample.len().min(400)];
+            let compile = |budget: Option<usize>| {
+                let g = crate::grammar::gbnf::parse_gbnf(&text, &GrammarLimits::default()).unwrap();
+                let g = CompiledGrammar::new(&g, &GrammarLimits::default()).unwrap();
+                if let Some(b) = budget {
+                    g.prediction_budget.store(b, Relaxed);
+                }
+                g
+            };
+            // What the whole walk keeps, so that half of it mixes.
+            let used = {
+                let g = compile(None);
+                let full = g.prediction_budget.load(Relaxed);
+                let mut st = GrammarState::new(&g).unwrap();
+                assert!(doc.iter().all(|&b| st.push_byte(&g, b)));
+                full - g.prediction_budget.load(Relaxed)
+            };
+            // Merged predictions; refused by the chart; no prediction kept;
+            // some kept.
+            let gs = [compile(None), compile(None), compile(Some(0)), compile(Some(used / 2))];
+            let mut sts: Vec<GrammarState> = gs.iter().map(|g| GrammarState::new(g).unwrap()).collect();
+            sts[1].chart.combo_bytes = usize::MAX / 2;
+            let mut probes: Vec<u8> = doc.to_vec();
+            probes.extend_from_slice(b"\t\r\x00\x7f\xc3\xff");
+            probes.sort_unstable();
+            probes.dedup();
+            for (i, &byte) in doc.iter().enumerate() {
+                let mut seen = Vec::new();
+                for (g, st) in gs.iter().zip(sts.iter_mut()) {
+                    let next: Vec<u8> = probes
+                        .iter()
+                        .copied()
+                        .filter(|&b| {
+                            let ok = st.push_byte(g, b);
+                            if ok {
+                                st.pop_bytes(g, 1);
+                            }
+                            ok
+                        })
+                        .collect();
+                    let top = st.chart_height() - 1;
+                    seen.push((next, st.is_accepting(g), st.mask_key(g), st.set_fingerprint(g, top)));
+                }
+                for (v, other) in seen.iter().enumerate().skip(1) {
+                    assert_eq!(&seen[0], other, "{name}: variant {v} differs after {i} bytes");
+                }
+                for (g, st) in gs.iter().zip(sts.iter_mut()) {
+                    assert!(st.push_byte(g, byte), "{name}: byte {i} rejected");
+                }
+            }
+            assert!(
+                sts[0].chart.set_combo.iter().any(|&c| c != NO_COMBO),
+                "{name}: no set named a merged prediction"
+            );
+            assert!(sts[1].chart.set_combo.iter().all(|&c| c == NO_COMBO));
+            assert!(sts[2].chart.set_combo.iter().all(|&c| c == NO_COMBO));
+            let mixed = &sts[3].chart.set_combo;
+            assert!(
+                mixed.contains(&NO_COMBO) && mixed.iter().any(|&c| c != NO_COMBO),
+                "{name}: half the budget did not mix"
+            );
+        }
+    }
 }
