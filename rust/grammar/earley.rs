@@ -206,34 +206,72 @@ struct Prediction {
     nts: Box<[u32]>,
     /// The terminals those items wait on.
     expect: Box<[u64]>,
-    /// (terminal, dot) of the items waiting on a terminal, sorted: what a
-    /// scan advances.
-    by_term: Box<[(u32, u32)]>,
-    /// (nonterminal, dot) of the items waiting on a nonterminal, sorted:
-    /// what a completion advances.
-    by_wait: Box<[(u32, u32)]>,
-    /// The nonterminals some of those items wait on, as a bitset: most
-    /// completions into a set find their waiting items among those that
-    /// came from earlier sets, not among the predicted ones.
-    waited: Box<[u64]>,
+    /// The items waiting on a terminal, by terminal: what a scan
+    /// advances.
+    by_term: BySymbol,
+    /// The items waiting on a nonterminal, by nonterminal: what a
+    /// completion advances.
+    by_wait: BySymbol,
 }
 
-impl Prediction {
-    /// The items waiting on nonterminal `nt`.
-    #[inline]
-    fn waiting_on(&self, nt: u32) -> &[(u32, u32)] {
-        if self.waited[nt as usize / 64] >> (nt % 64) & 1 == 0 {
-            return &[];
+/// Dots grouped by the symbol they wait on, each group found in constant
+/// time: a bitset of the symbols present, how many are present before
+/// each word of it, and each group's range.
+///
+/// Why not a sorted list searched in halves: a completion into a set
+/// looks its nonterminal up once, and the binary searches were half of
+/// the chart's time on the PoC JavaScript grammar.
+#[derive(Debug)]
+struct BySymbol {
+    present: Box<[u64]>,
+    rank: Box<[u32]>,
+    at: Box<[u32]>,
+    dots: Box<[u32]>,
+}
+
+impl BySymbol {
+    /// From (symbol, dot) pairs, symbols below `symbols`.
+    fn new(mut pairs: Vec<(u32, u32)>, symbols: usize) -> BySymbol {
+        pairs.sort_unstable();
+        let words = symbols.div_ceil(64);
+        let mut present = vec![0u64; words];
+        let mut at = Vec::new();
+        for (i, &(x, _)) in pairs.iter().enumerate() {
+            if i == 0 || pairs[i - 1].0 != x {
+                present[x as usize / 64] |= 1 << (x % 64);
+                at.push(i as u32);
+            }
         }
-        Self::entries(&self.by_wait, nt)
+        at.push(pairs.len() as u32);
+        let mut rank = Vec::with_capacity(words);
+        let mut before = 0;
+        for w in &present {
+            rank.push(before);
+            before += w.count_ones();
+        }
+        BySymbol {
+            present: present.into(),
+            rank: rank.into(),
+            at: at.into(),
+            dots: pairs.into_iter().map(|(_, d)| d).collect(),
+        }
     }
 
-    /// The entries of `list` (`by_term` or `by_wait`) for symbol `sym`.
+    /// The dots waiting on `sym`.
     #[inline]
-    fn entries(list: &[(u32, u32)], sym: u32) -> &[(u32, u32)] {
-        let from = list.partition_point(|&(x, _)| x < sym);
-        let to = from + list[from..].partition_point(|&(x, _)| x == sym);
-        &list[from..to]
+    fn get(&self, sym: u32) -> &[u32] {
+        let bit = 1u64 << (sym % 64);
+        let w = sym as usize / 64;
+        let word = self.present.get(w).copied().unwrap_or(0);
+        if word & bit == 0 {
+            return &[];
+        }
+        let r = (self.rank[w] + (word & (bit - 1)).count_ones()) as usize;
+        &self.dots[self.at[r] as usize..self.at[r + 1] as usize]
+    }
+
+    fn bytes(&self) -> usize {
+        8 * self.present.len() + 4 * (self.rank.len() + self.at.len() + self.dots.len())
     }
 }
 
@@ -298,7 +336,7 @@ impl CompiledGrammar {
                 return None;
             }
         }
-        let need = 3 * dots.len() + nts.len() + 2 * self.rules_of.len().div_ceil(64);
+        let need = 3 * dots.len() + nts.len() + 4 * (self.rules_of.len() + 64 * self.pwords) / 64;
         self.prediction_budget.fetch_update(Relaxed, Relaxed, |b| b.checked_sub(need)).ok()?;
         nts.sort_unstable();
         Some(Prediction::new(self, dots, nts, expect))
@@ -309,7 +347,6 @@ impl Prediction {
     /// A prediction of items `dots` (each once), having predicted `nts`,
     /// waiting on terminals `expect`.
     fn new(g: &CompiledGrammar, dots: Vec<u32>, nts: Vec<u32>, expect: Vec<u64>) -> Prediction {
-        let words = g.rules_of.len().div_ceil(64);
         let mut by_term = Vec::new();
         let mut by_wait = Vec::new();
         for &d in &dots {
@@ -323,25 +360,18 @@ impl Prediction {
                 by_term.push((sym, d));
             }
         }
-        by_term.sort_unstable();
-        by_wait.sort_unstable();
-        let mut waited = vec![0u64; words];
-        for &(x, _) in &by_wait {
-            waited[x as usize / 64] |= 1 << (x % 64);
-        }
         Prediction {
             dots: dots.into(),
             nts: nts.into(),
+            by_term: BySymbol::new(by_term, 64 * expect.len()),
             expect: expect.into(),
-            by_term: by_term.into(),
-            by_wait: by_wait.into(),
-            waited: waited.into(),
+            by_wait: BySymbol::new(by_wait, g.rules_of.len()),
         }
     }
 
     /// Approximate heap size.
     fn bytes(&self) -> usize {
-        4 * (self.dots.len() + self.nts.len()) + 8 * (self.expect.len() + self.waited.len() + self.by_term.len() + self.by_wait.len())
+        4 * (self.dots.len() + self.nts.len()) + 8 * self.expect.len() + self.by_term.bytes() + self.by_wait.bytes()
     }
 }
 
@@ -561,7 +591,7 @@ impl Chart {
         }
         if let Some(p) = self.combo(k).filter(|_| !local) {
             // The predicted items waiting on a terminal.
-            for &(_, d) in p.by_term.iter() {
+            for &d in p.by_term.dots.iter() {
                 let c = self.context(g, k, g.dot_lhs[d as usize]);
                 fold_item(&mut a, &mut b, d, c);
             }
@@ -744,12 +774,7 @@ impl Chart {
         }
         let c = self.set_combo[k];
         if c != NO_COMBO {
-            out.extend(
-                self.combos[c as usize]
-                    .waiting_on(nt)
-                    .iter()
-                    .map(|&(_, d)| Item { dot: d, origin: k as u32 }),
-            );
+            out.extend(self.combos[c as usize].by_wait.get(nt).iter().map(|&d| Item { dot: d, origin: k as u32 }));
         }
     }
 
@@ -1030,7 +1055,7 @@ impl CompiledGrammar {
                 // And those its merged prediction holds.
                 let combo = set_combo[it.origin as usize];
                 if combo != NO_COMBO {
-                    for &(_, d) in combos[combo as usize].waiting_on(lhs) {
+                    for &d in combos[combo as usize].by_wait.get(lhs) {
                         let adv = Item {
                             dot: d + 1,
                             origin: it.origin,
@@ -1167,7 +1192,7 @@ impl CompiledGrammar {
                 while bits != 0 {
                     let t = (w * 64) as u32 + bits.trailing_zeros();
                     bits &= bits - 1;
-                    seeds.extend(Prediction::entries(&p.by_term, t).iter().map(|&(_, d)| Item {
+                    seeds.extend(p.by_term.get(t).iter().map(|&d| Item {
                         dot: d + 1,
                         origin: top as u32,
                     }));
