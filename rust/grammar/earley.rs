@@ -414,7 +414,15 @@ pub struct Chart {
     /// set, nonterminal, with [`OWN`] for a member's own part). Keys use the
     /// generation rather than the index, so a popped set's entries never
     /// answer for the set that replaces it.
+    ///
+    /// A set's first [`NEAR_CONTEXTS`] entries are kept beside it instead
+    /// (`ctx_keys` / `ctx_values`, per set index, emptied when the index
+    /// is built again): most sets need few, and in one table shared by all
+    /// sets, popped ones included, each lookup was a cache miss (a tenth
+    /// of the PoC JavaScript grammar's mask time).
     ctx: FxMap<(u32, u32), u128>,
+    ctx_keys: Vec<Vec<u32>>,
+    ctx_values: Vec<Vec<u128>>,
     /// Per set: the generation that built it.
     gens: Vec<u32>,
     /// Scratch buffers of [`Chart::context`].
@@ -481,6 +489,9 @@ const INDEX_MIN_ITEMS: usize = 12;
 /// Marks a memoised own part in [`Chart::ctx`] (nonterminal ids are below
 /// [`NT_FLAG`]).
 const OWN: u32 = NT_FLAG;
+
+/// Memoised contexts kept beside each set (see [`Chart::ctx`]).
+const NEAR_CONTEXTS: usize = 16;
 
 /// Context memo entries beyond which it starts over.
 const MAX_CONTEXT_MEMO: usize = 1 << 18;
@@ -554,7 +565,7 @@ impl Chart {
             self.ctx.clear(); // entries of popped sets pile up
         }
         let h = self.fold_set_uncached(g, k, local);
-        self.ctx.insert((self.gens[k], tag), h);
+        self.remember(k, tag, h);
         h
     }
 
@@ -680,7 +691,7 @@ impl Chart {
                             fold_item(&mut a, &mut b, it.dot, c);
                         }
                         let own = ((a as u128) << 64) | b as u128;
-                        self.ctx.insert((self.gens[k], x | OWN), own);
+                        self.remember(k, x | OWN, own);
                         own
                     }
                 };
@@ -688,7 +699,7 @@ impl Chart {
                 let hi = mix(((own >> 64) as u64) ^ ((h >> 64) as u64) ^ lo);
                 h = ((hi as u128) << 64) | lo as u128;
             }
-            self.ctx.insert((self.gens[k], nt), h);
+            self.remember(k, nt, h);
             stack.pop();
             closure.truncate(at);
         }
@@ -701,7 +712,25 @@ impl Chart {
     /// Memoised context (or, with [`OWN`], own part) of `nt` at set `k`.
     #[inline]
     fn memo(&self, k: usize, nt: u32) -> Option<u128> {
+        let keys = &self.ctx_keys[k];
+        if let Some(i) = keys.iter().position(|&x| x == nt) {
+            return Some(self.ctx_values[k][i]);
+        }
+        if keys.len() < NEAR_CONTEXTS {
+            return None;
+        }
         self.ctx.get(&(self.gens[k], nt)).copied()
+    }
+
+    /// Memoise context (or own part) `h` of `nt` at set `k`.
+    #[inline]
+    fn remember(&mut self, k: usize, nt: u32, h: u128) {
+        if self.ctx_keys[k].len() < NEAR_CONTEXTS {
+            self.ctx_keys[k].push(nt);
+            self.ctx_values[k].push(h);
+        } else {
+            self.ctx.insert((self.gens[k], nt), h);
+        }
     }
 
     /// Append to `out`: `nt` and every nonterminal with a rule predicted
@@ -879,6 +908,13 @@ impl CompiledGrammar {
         let c_combo_bytes = c.combo_bytes;
         c.sets.push(start as u32);
         c.roots.clear();
+        if c.ctx_keys.len() <= k as usize {
+            c.ctx_keys.push(Vec::new());
+            c.ctx_values.push(Vec::new());
+        } else {
+            c.ctx_keys[k as usize].clear();
+            c.ctx_values[k as usize].clear();
+        }
         // Clearing a hash set writes all its control bytes, empty or not:
         // once an ambiguous set had grown it, every later set paid for that.
         if !c.seen.is_empty() {
