@@ -7,6 +7,12 @@
 //! nonterminals are handled the Aycock–Horspool way: predicting a nullable
 //! symbol also advances over it at once.
 //!
+//! Why sets hold their predicted items by name: which items a set predicts
+//! follows from the nonterminals its other items wait on, so the closure
+//! of each combination met is merged once per chart and a set records
+//! which one it holds (see `Chart::set_combo`). In grammars with optional
+//! whitespace between all symbols those items are most of every set.
+//!
 //! Why a lexer: the token trie walk pushes one byte at a time, and most
 //! bytes only extend the current lexeme (a string body, a number). The
 //! lexer is one DFA over all terminals whose states know which terminals
