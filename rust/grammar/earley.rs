@@ -485,7 +485,8 @@ pub struct Chart {
 /// A copy keeps the sets and leaves the memos and scratch behind: they
 /// are caches, rebuilt on demand, and the context memo alone (up to 2^18
 /// entries) made copying a matcher cost 8-10 ms on the PoC JavaScript
-/// grammar; SMC copies one per resampled particle.
+/// grammar; SMC copies one per resampled particle. A field that describes
+/// the sets themselves must be listed here: the rest start empty.
 impl Clone for Chart {
     fn clone(&self) -> Self {
         Chart {
@@ -816,7 +817,7 @@ impl Chart {
 
     /// The items of set `k` waiting on `nt`, each once, into `out`
     /// (cleared first).
-    fn waiting(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<Item>) {
+    fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<Item>) {
         out.clear();
         let want = NT_FLAG | nt;
         let (ws, we) = self.waits_at[k];
