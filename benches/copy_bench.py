@@ -53,11 +53,8 @@ def main() -> None:
     tok = Tokenizer.from_file(str(TOKENIZER))
     bm = ts.allocate_token_bitmask(1, vocab.size)
     for path in GRAMMARS:
-        if path.suffix == ".gbnf":
-            c = ts.compile_grammar(path.read_text(), vocab, syntax="gbnf", start="root")
-        else:
-            c = ts.compile_grammar(path.read_text(), vocab, syntax="lark")
-        m = ts.Matcher(c)
+        syntax = "gbnf" if path.suffix == ".gbnf" else "lark"
+        m = ts.Matcher(ts.compile_grammar(path.read_text(), vocab, syntax=syntax))
         sample = path.with_name(path.stem + ".1.txt").read_text()
         ids = tok.encode(sample, add_special_tokens=False).ids
         for t in ids[:-1]:

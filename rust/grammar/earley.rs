@@ -1666,6 +1666,35 @@ mod tests {
         assert!(CompiledGrammar::new(&b.finish("s").unwrap(), &GrammarLimits::default()).is_err());
     }
 
+    /// A bench grammar (`benches/grammars/NAME.gbnf`) and the first `len`
+    /// bytes of its sample.
+    fn bench_gbnf(name: &str, len: usize) -> (String, Vec<u8>) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/grammars/");
+        let text = std::fs::read_to_string(format!("{dir}{name}.gbnf")).unwrap();
+        let mut doc = std::fs::read(format!("{dir}{name}.1.txt")).unwrap();
+        doc.truncate(len);
+        (text, doc)
+    }
+
+    /// What the future of `st` looks like from outside: the bytes of
+    /// `probes` that may follow, acceptance, the mask key and the top
+    /// set's name.
+    fn outlook(g: &CompiledGrammar, st: &mut GrammarState, probes: &[u8]) -> (Vec<u8>, bool, (u32, bool, u128), u128) {
+        let next = probes
+            .iter()
+            .copied()
+            .filter(|&b| {
+                let ok = st.push_byte(g, b);
+                if ok {
+                    st.pop_bytes(g, 1);
+                }
+                ok
+            })
+            .collect();
+        let top = st.chart_height() - 1;
+        (next, st.is_accepting(g), st.mask_key(g), st.set_fingerprint(g, top))
+    }
+
     /// Sets that hold their predicted items by name (merged predictions)
     /// parse exactly as sets that hold them item by item: at every byte of
     /// the PoC grammars' samples, the bytes that may follow, acceptance and
@@ -1676,10 +1705,8 @@ mod tests {
     fn held_predictions_parse_as_items() {
         use std::sync::atomic::Ordering::Relaxed;
         for name in ["llamacpp-poc-javascript", "llamacpp-poc-python"] {
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/grammars/");
-            let text = std::fs::read_to_string(format!("{dir}{name}.gbnf")).unwrap();
-            let sample = std::fs::read_to_string(format!("{dir}{name}.1.txt")).unwrap();
-            let doc = &sample.as_bytes()[..sample.len().min(400)];
+            let (text, doc) = bench_gbnf(name, 400);
+            let doc = &doc[..];
             let compile = |budget: Option<usize>| {
                 let g = crate::grammar::gbnf::parse_gbnf(&text, &GrammarLimits::default()).unwrap();
                 let g = CompiledGrammar::new(&g, &GrammarLimits::default()).unwrap();
@@ -1708,19 +1735,7 @@ mod tests {
             for (i, &byte) in doc.iter().enumerate() {
                 let mut seen = Vec::new();
                 for (g, st) in gs.iter().zip(sts.iter_mut()) {
-                    let next: Vec<u8> = probes
-                        .iter()
-                        .copied()
-                        .filter(|&b| {
-                            let ok = st.push_byte(g, b);
-                            if ok {
-                                st.pop_bytes(g, 1);
-                            }
-                            ok
-                        })
-                        .collect();
-                    let top = st.chart_height() - 1;
-                    seen.push((next, st.is_accepting(g), st.mask_key(g), st.set_fingerprint(g, top)));
+                    seen.push(outlook(g, st, &probes));
                 }
                 for (v, other) in seen.iter().enumerate().skip(1) {
                     assert_eq!(&seen[0], other, "{name}: variant {v} differs after {i} bytes");
@@ -1748,25 +1763,10 @@ mod tests {
     /// same next bytes, acceptance and fingerprints.
     #[test]
     fn copies_parse_as_originals() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/grammars/");
-        let text = std::fs::read_to_string(format!("{dir}llamacpp-poc-javascript.gbnf")).unwrap();
-        let sample = std::fs::read_to_string(format!("{dir}llamacpp-poc-javascript.1.txt")).unwrap();
-        let doc = &sample.as_bytes()[..sample.len().min(600)];
+        let (text, doc) = bench_gbnf("llamacpp-poc-javascript", 600);
         let g = crate::grammar::gbnf::parse_gbnf(&text, &GrammarLimits::default()).unwrap();
         let g = CompiledGrammar::new(&g, &GrammarLimits::default()).unwrap();
-        let look = |st: &mut GrammarState| {
-            let next: Vec<u8> = (0..=255u8)
-                .filter(|&b| {
-                    let ok = st.push_byte(&g, b);
-                    if ok {
-                        st.pop_bytes(&g, 1);
-                    }
-                    ok
-                })
-                .collect();
-            let top = st.chart_height() - 1;
-            (next, st.is_accepting(&g), st.mask_key(&g), st.set_fingerprint(&g, top))
-        };
+        let every: Vec<u8> = (0..=255).collect();
         let mut st = GrammarState::new(&g).unwrap();
         let mut i = 0;
         while i < doc.len() {
@@ -1774,7 +1774,7 @@ mod tests {
                 let mut cp = st.clone();
                 assert!(cp.chart.ctx.is_empty() && cp.chart.ctx_keys.iter().all(Vec::is_empty));
                 for &b in &doc[i..(i + 40).min(doc.len())] {
-                    assert_eq!(look(&mut st), look(&mut cp), "after {i} bytes");
+                    assert_eq!(outlook(&g, &mut st, &every), outlook(&g, &mut cp, &every), "after {i} bytes");
                     assert!(st.push_byte(&g, b) && cp.push_byte(&g, b));
                     i += 1;
                 }

@@ -674,10 +674,7 @@ impl WalkStates {
         if !below.whole_chars_below(i) {
             return false;
         }
-        // Continuation bytes below a node of whole characters belong to
-        // characters whose lead byte is below too.
-        let mut leads = *bytes;
-        leads[2] &= !CONTINUATION_BYTES;
+        let leads = lead_bytes(bytes);
         let chars = match self.subtree[k].loop_chars {
             Some(c) => c,
             None => {
@@ -1124,6 +1121,15 @@ const DEAD_STATE: u32 = crate::regex::DEAD;
 /// Bytes 0x80..=0xBF (UTF-8 continuation bytes) as the third word of a
 /// 256-bit byte set.
 const CONTINUATION_BYTES: u64 = u64::MAX;
+
+/// The bytes of `bytes` (those below a node of whole characters) that
+/// start a character: continuation bytes there belong to characters whose
+/// lead byte is below too.
+fn lead_bytes(bytes: &[u64; 4]) -> [u64; 4] {
+    let mut leads = *bytes;
+    leads[2] &= !CONTINUATION_BYTES;
+    leads
+}
 
 /// The bytes that may start a UTF-8 character, with the decoder state
 /// after each, and whether it starts a new group: a byte of the previous
@@ -1929,8 +1935,7 @@ impl LazyWalk {
                                 slot as usize
                             };
                             let (yes, no) = &mut char_loops[slot - 1];
-                            let mut leads = *bytes;
-                            leads[2] &= !CONTINUATION_BYTES;
+                            let leads = lead_bytes(bytes);
                             if !leads.iter().zip(no.iter()).any(|(l, n)| l & n != 0) {
                                 let (ls, _, set_id) = info[t as usize];
                                 if subset(&leads, yes) || chars_loop(&g.lexer, ls, &set_allowed[set_id as usize], &leads, yes, no) {
