@@ -1643,7 +1643,9 @@ pub struct LazyDfa {
     trans: Trans,
     /// (set id, terminals scanned) -> id of the set the scan pushes. Many
     /// lexer states end a lexeme the same way (every prefix of a keyword
-    /// that is also a NAME), so the parser runs once per distinct scan.
+    /// that is also a NAME), and many byte classes are the same one-byte
+    /// lexeme to a set (any letter inside an identifier), so the parser
+    /// runs once per distinct scan ([`LazyDfa::known_scan`]).
     scans: FxMap<(u32, Vec<u64>), u32>,
     /// Per state: the bytes known to lead straight back to it, kept up as
     /// transitions are learned (recomputing it from the whole row after
@@ -1662,6 +1664,17 @@ pub struct LazyDfa {
     char_loops: Vec<([u64; 4], [u64; 4])>,
     /// Per lexer byte class: its bytes.
     class_bytes: Vec<[u64; 4]>,
+    /// Scratch for a key of `scans`.
+    scan_scratch: Vec<u64>,
+}
+
+/// A scan for [`LazyDfa::scans`] to remember once the parser has run.
+struct PendingScan {
+    /// (set id, terminals scanned).
+    key: (u32, Vec<u64>),
+    /// How many sets the parser's step pushes before the scan's own (one
+    /// where a lexeme ended before the byte and `b` alone is another).
+    pushed_before: usize,
 }
 
 /// States per block of [`Trans`].
@@ -1798,6 +1811,41 @@ impl LazyDfa {
             UNKNOWN
         } else {
             DEAD
+        }
+    }
+
+    /// The state after a lexeme ends in lexer state `s` (one no byte
+    /// extends) from a configuration with set `set`, when the parser need
+    /// not run: the scan it makes is known from another state with that
+    /// set, or scans only `%ignore` terminals. Otherwise [`UNKNOWN`] and
+    /// the key under which to remember the scan, with `pushed_before`.
+    ///
+    /// Why: in a grammar of single-character lexemes (GBNF) every byte
+    /// ends one, and a state has a transition per lexer byte class (every
+    /// letter of a keyword is its own). Inside an identifier those letters
+    /// all scan the same identifier character, so the parser runs once
+    /// per scan instead of once per class; nor does the walk replay its
+    /// path to get there (PoC JavaScript: three steps in four led to a
+    /// known set).
+    fn known_scan(&mut self, g: &CompiledGrammar, set: u32, s: u32, pushed_before: usize) -> (u32, Option<PendingScan>) {
+        let m = g.lexer.matches(s);
+        if !intersects(m, &self.set_allowed[set as usize]) {
+            return (DEAD, None);
+        }
+        let mut key = (set, std::mem::take(&mut self.scan_scratch));
+        key.1.clear();
+        key.1.extend(m.iter().zip(&self.set_expected[set as usize]).map(|(x, y)| x & y));
+        let after = if key.1.iter().all(|&w| w == 0) {
+            Some(set)
+        } else {
+            self.scans.get(&key).copied()
+        };
+        match after {
+            Some(after) => {
+                self.scan_scratch = key.1;
+                (self.state_id(g.lexer.start(), false, after), None)
+            }
+            None => (UNKNOWN, Some(PendingScan { key, pushed_before })),
         }
     }
 }
@@ -1966,26 +2014,39 @@ impl LazyWalk {
             let mut scan_key = None;
             if t == UNKNOWN {
                 // A lexeme ends here: if the same scan from the same set
-                // was seen, the new lexeme starts on its known result.
+                // was seen, its known result is taken.
                 let (ls, _, set) = dfa.info[from as usize];
-                let m = g.lexer.matches(ls);
                 let allowed = &dfa.set_allowed[set as usize];
                 if extends(&g.lexer, ls, b, allowed) {
-                    // `b` completes a lexeme no byte extends: the parser runs.
-                } else if !m.iter().zip(allowed).any(|(x, y)| x & y != 0) {
-                    t = DEAD;
+                    // `b` completes a lexeme no byte extends (a GBNF
+                    // character, a closing quote).
+                    (t, scan_key) = dfa.known_scan(g, set, g.lexer.next(ls, b), 0);
                 } else {
-                    let scan: Vec<u64> = m.iter().zip(&dfa.set_expected[set as usize]).map(|(x, y)| x & y).collect();
-                    let after = if scan.iter().all(|&w| w == 0) {
-                        Some(set)
+                    let m = g.lexer.matches(ls);
+                    if !intersects(m, allowed) {
+                        t = DEAD;
                     } else {
-                        dfa.scans.get(&(set, scan.clone())).copied()
-                    };
-                    if let Some(after) = after {
-                        let fresh = dfa.state_id(g.lexer.start(), false, after);
-                        t = dfa.lexer_step(g, fresh, b);
-                    } else {
-                        scan_key = Some((set, scan));
+                        let scan: Vec<u64> = m.iter().zip(&dfa.set_expected[set as usize]).map(|(x, y)| x & y).collect();
+                        let ignored = scan.iter().all(|&w| w == 0);
+                        let after = if ignored {
+                            Some(set)
+                        } else {
+                            dfa.scans.get(&(set, scan.clone())).copied()
+                        };
+                        if let Some(after) = after {
+                            let fresh = dfa.state_id(g.lexer.start(), false, after);
+                            t = dfa.lexer_step(g, fresh, b);
+                            if t == UNKNOWN {
+                                // `b` alone is a lexeme no byte extends.
+                                let s3 = g.lexer.next(g.lexer.start(), b);
+                                (t, scan_key) = dfa.known_scan(g, after, s3, usize::from(!ignored));
+                            }
+                        } else {
+                            scan_key = Some(PendingScan {
+                                key: (set, scan),
+                                pushed_before: 0,
+                            });
+                        }
                     }
                 }
             }
@@ -2009,11 +2070,13 @@ impl LazyWalk {
                     } else {
                         dfa.set_id(g, st, after - 1)
                     };
-                    if let Some(key) = scan_key {
-                        // The scan pushed set `before` (a byte that alone
-                        // completes a lexeme may have pushed another).
-                        if after > before {
-                            let id = if after == before + 1 { set } else { dfa.set_id(g, st, before) };
+                    if let Some(PendingScan { key, pushed_before }) = scan_key {
+                        // The scan pushed set `before + pushed_before` (a
+                        // byte that alone completes a lexeme may have pushed
+                        // another after it).
+                        let at = before + pushed_before;
+                        if after > at {
+                            let id = if after == at + 1 { set } else { dfa.set_id(g, st, at) };
                             dfa.scans.insert(key, id);
                         }
                     }
