@@ -1891,6 +1891,10 @@ pub struct LazyWalk {
     /// and the byte that led to it (kept between walks to save allocations).
     ids: Vec<u32>,
     path: Vec<u8>,
+    /// Per depth that `st` stands for: how many bytes it has taken to get
+    /// there (fewer than the depth where a replay skipped a byte that leads
+    /// a state back to itself).
+    taken: Vec<usize>,
 }
 
 impl LazyWalk {
@@ -1928,13 +1932,16 @@ impl LazyWalk {
         if self.ids.len() < need {
             self.ids.resize(need, 0);
             self.path.resize(need, 0);
+            self.taken.resize(need, 0);
         }
         let nodes = trie.nodes();
         let classes = g.lexer.classes();
         // ids[k]: state after k bytes below the base on the current path;
-        // path[k]: the (k+1)-th byte. `st` has actually taken `real` bytes,
-        // of which the first `valid` are still a prefix of the current path.
+        // path[k]: the (k+1)-th byte. `st` stands for depth `real` of a
+        // path of which the first `valid` bytes are still a prefix of the
+        // current path, and has taken `taken[real]` bytes.
         self.ids[0] = self.base;
+        self.taken[0] = 0;
         let (mut real, mut valid) = (0usize, 0usize);
         let mut i = root;
         loop {
@@ -2052,17 +2059,27 @@ impl LazyWalk {
             }
             if t == UNKNOWN {
                 if real > valid {
-                    st.pop_bytes(g, real - valid);
+                    st.pop_bytes(g, self.taken[real] - self.taken[valid]);
                 }
                 real = valid;
                 while real < d - 1 {
-                    let ok = st.push_byte(g, self.path[real]);
-                    debug_assert!(ok, "replaying a known transition");
+                    // A byte known to lead the state back to itself is
+                    // skipped: `st` is then in a configuration with the
+                    // same future, which is all a transition depends on
+                    // (inside an identifier, most of the path).
+                    let mut n = self.taken[real];
+                    if self.ids[real + 1] != self.ids[real] {
+                        let ok = st.push_byte(g, self.path[real]);
+                        debug_assert!(ok, "replaying a known transition");
+                        n += 1;
+                    }
                     real += 1;
+                    self.taken[real] = n;
                 }
                 let before = st.chart_height();
                 t = if st.push_byte(g, b) {
                     real += 1;
+                    self.taken[real] = self.taken[real - 1] + 1;
                     let after = st.chart_height();
                     let (ls, ip) = st.lexer_position(g);
                     let set = if after == before {
@@ -2094,8 +2111,8 @@ impl LazyWalk {
             }
             // The fast path now takes this node with the known transition.
         }
-        if real > 0 {
-            st.pop_bytes(g, real);
+        if self.taken[real] > 0 {
+            st.pop_bytes(g, self.taken[real]);
         }
     }
 }
