@@ -446,6 +446,11 @@ pub struct Chart {
     /// members they hold in all (see [`Chart::closure`]).
     closures: FxMap<(u32, u32), Box<[u32]>>,
     closure_members: usize,
+    /// Closures of the sets that hold their predictions by name, by
+    /// (combination, nonterminal): only predicted items take part in a
+    /// closure, so every set with one combination has the same closures,
+    /// wherever it sits (see [`Chart::closure`]).
+    combo_closures: FxMap<(u32, u32), Box<[u32]>>,
     /// Completion index of large sets: (awaited symbol, item index) sorted by
     /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
     /// which are scanned instead.
@@ -777,6 +782,22 @@ impl Chart {
     fn closure(&mut self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<u32>, wait: &mut Vec<Item>) {
         let from = out.len();
         let gen = self.gens[k];
+        // A set holding its predictions by name holds no other item with
+        // its own origin, so its closures are its combination's: a set
+        // met at another position (every identifier character in a new
+        // context) finds them made.
+        let combo = self.set_combo[k];
+        if combo != NO_COMBO {
+            if let Some(known) = self.combo_closures.get(&(combo, nt)) {
+                out.extend_from_slice(known);
+                return;
+            }
+        }
+        let (memo, key) = if combo != NO_COMBO {
+            (&self.combo_closures, combo)
+        } else {
+            (&self.closures, gen)
+        };
         let mut queue = std::mem::take(&mut self.ctx_queue);
         queue.clear();
         self.ctx_marks.reset(g.rules_of.len());
@@ -785,7 +806,7 @@ impl Chart {
         queue.push(nt);
         while let Some(x) = queue.pop() {
             if x != nt {
-                if let Some(known) = self.closures.get(&(gen, x)) {
+                if let Some(known) = memo.get(&(key, x)) {
                     for &y in known.iter() {
                         if self.ctx_marks.insert(y as usize) {
                             out.push(y);
@@ -809,10 +830,15 @@ impl Chart {
         out[from..].sort_unstable();
         if self.closure_members > MAX_CLOSURE_MEMBERS {
             self.closures.clear();
+            self.combo_closures.clear();
             self.closure_members = 0;
         }
         self.closure_members += out.len() - from;
-        self.closures.insert((gen, nt), out[from..].into());
+        if combo != NO_COMBO {
+            self.combo_closures.insert((combo, nt), out[from..].into());
+        } else {
+            self.closures.insert((gen, nt), out[from..].into());
+        }
     }
 
     /// The items of set `k` waiting on `nt`, each once, into `out`
