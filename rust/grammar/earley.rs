@@ -451,6 +451,8 @@ pub struct Chart {
     /// closure, so every set with one combination has the same closures,
     /// wherever it sits (see [`Chart::closure`]).
     combo_closures: FxMap<(u32, u32), Box<[u32]>>,
+    /// Per (combination, nonterminal): [`Chart::combo_own`].
+    combo_own: FxMap<(u32, u32), (u64, u64)>,
     /// Completion index of large sets: (awaited symbol, item index) sorted by
     /// symbol; `waits_at[k]` is set `k`'s range, empty for small sets,
     /// which are scanned instead.
@@ -541,6 +543,11 @@ const FOLD_FULL: u32 = u32::MAX;
 /// Members of memoised closures ([`Chart::closures`]) beyond which they
 /// start over.
 const MAX_CLOSURE_MEMBERS: usize = 1 << 20;
+
+/// What an item predicted in the set whose context is being folded
+/// contributes in place of a context: the set itself says what it
+/// advances.
+const OWN_ORIGIN: u128 = 0x5bd1_e995;
 
 /// A [`Chart::ctx_stack`] entry whose closure is not computed yet.
 const NO_CLOSURE: u32 = u32::MAX;
@@ -699,7 +706,8 @@ impl Chart {
                 if self.memo(k, x | OWN).is_some() {
                     continue;
                 }
-                self.waiting(g, k, x, &mut wait);
+                // Items with origin `k` need no context.
+                self.waiting_held(g, k, x, &mut wait);
                 for &it in &wait {
                     let o = it.origin as usize;
                     let l = g.dot_lhs[it.dot as usize];
@@ -717,15 +725,21 @@ impl Chart {
                     Some(own) => own,
                     None => {
                         let (mut a, mut b) = (x as u64 ^ 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4fu64);
-                        self.waiting(g, k, x, &mut wait);
+                        self.waiting_held(g, k, x, &mut wait);
                         for &it in &wait {
                             let o = it.origin as usize;
                             let c = if o < k {
                                 self.memo(o, g.dot_lhs[it.dot as usize]).unwrap()
                             } else {
-                                0x5bd1_e995
+                                OWN_ORIGIN
                             };
                             fold_item(&mut a, &mut b, it.dot, c);
+                        }
+                        let combo = self.set_combo[k];
+                        if combo != NO_COMBO {
+                            let (pa, pb) = self.combo_own(combo, x);
+                            a = a.wrapping_add(pa);
+                            b ^= pb;
                         }
                         let own = ((a as u128) << 64) | b as u128;
                         self.remember(k, x | OWN, own);
@@ -831,6 +845,7 @@ impl Chart {
         if self.closure_members > MAX_CLOSURE_MEMBERS {
             self.closures.clear();
             self.combo_closures.clear();
+            self.combo_own.clear();
             self.closure_members = 0;
         }
         self.closure_members += out.len() - from;
@@ -844,6 +859,16 @@ impl Chart {
     /// The items of set `k` waiting on `nt`, each once, into `out`
     /// (cleared first).
     fn waiting(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<Item>) {
+        self.waiting_held(g, k, nt, out);
+        let c = self.set_combo[k];
+        if c != NO_COMBO {
+            out.extend(self.combos[c as usize].by_wait.get(nt).iter().map(|&d| Item { dot: d, origin: k as u32 }));
+        }
+    }
+
+    /// [`Chart::waiting`] without the items set `k`'s combination holds
+    /// (all of them where it has none).
+    fn waiting_held(&self, g: &CompiledGrammar, k: usize, nt: u32, out: &mut Vec<Item>) {
         out.clear();
         let want = NT_FLAG | nt;
         let (ws, we) = self.waits_at[k];
@@ -859,10 +884,22 @@ impl Chart {
         } else {
             out.extend(self.items[self.set_range(k)].iter().filter(|it| g.rhs[it.dot as usize] == want));
         }
-        let c = self.set_combo[k];
-        if c != NO_COMBO {
-            out.extend(self.combos[c as usize].by_wait.get(nt).iter().map(|&d| Item { dot: d, origin: k as u32 }));
+    }
+
+    /// The fold of the items of combination `c` waiting on `nt`, as a
+    /// context's own part folds items predicted in its set
+    /// ([`OWN_ORIGIN`]). The fold adds and xors, so this part is the same
+    /// in every set that holds `c`, and is folded in whole.
+    fn combo_own(&mut self, c: u32, nt: u32) -> (u64, u64) {
+        if let Some(&v) = self.combo_own.get(&(c, nt)) {
+            return v;
         }
+        let (mut a, mut b) = (0u64, 0u64);
+        for &d in self.combos[c as usize].by_wait.get(nt) {
+            fold_item(&mut a, &mut b, d, OWN_ORIGIN);
+        }
+        self.combo_own.insert((c, nt), (a, b));
+        (a, b)
     }
 
     /// Id in `combos` of the merged prediction of the roots in `roots`,
