@@ -801,17 +801,15 @@ impl Chart {
         // met at another position (every identifier character in a new
         // context) finds them made.
         let combo = self.set_combo[k];
-        if combo != NO_COMBO {
-            if let Some(known) = self.combo_closures.get(&(combo, nt)) {
-                out.extend_from_slice(known);
-                return;
-            }
-        }
         let (memo, key) = if combo != NO_COMBO {
             (&self.combo_closures, combo)
         } else {
             (&self.closures, gen)
         };
+        if let Some(known) = memo.get(&(key, nt)) {
+            out.extend_from_slice(known);
+            return;
+        }
         let mut queue = std::mem::take(&mut self.ctx_queue);
         queue.clear();
         self.ctx_marks.reset(g.rules_of.len());
@@ -849,11 +847,12 @@ impl Chart {
             self.closure_members = 0;
         }
         self.closure_members += out.len() - from;
-        if combo != NO_COMBO {
-            self.combo_closures.insert((combo, nt), out[from..].into());
+        let memo = if combo != NO_COMBO {
+            &mut self.combo_closures
         } else {
-            self.closures.insert((gen, nt), out[from..].into());
-        }
+            &mut self.closures
+        };
+        memo.insert((key, nt), out[from..].into());
     }
 
     /// The items of set `k` waiting on `nt`, each once, into `out`
@@ -1094,6 +1093,19 @@ impl CompiledGrammar {
         // Items waiting on a nonterminal, counted per nonterminal as they
         // come (for the completion index below).
         wait_syms.clear();
+        // The set is dropped and the step refused: more items than the
+        // ambiguity limit allows (the work loop counts the predicted items
+        // it will append).
+        macro_rules! too_large {
+            () => {{
+                items.truncate(start);
+                sets.pop();
+                return Err(Error::TooLarge(format!(
+                    "Earley set exceeded {} items (grammar too ambiguous)",
+                    self.max_items_per_set
+                )));
+            }};
+        }
         // The items of prediction `p` not in the set yet, into
         // `predicted_items` (they never enter the work loop, see
         // [`Prediction`]).
@@ -1128,12 +1140,7 @@ impl CompiledGrammar {
         let mut i = start;
         while i < items.len() {
             if items.len() - start + predicted_items.len() > self.max_items_per_set {
-                items.truncate(start);
-                sets.pop();
-                return Err(Error::TooLarge(format!(
-                    "Earley set exceeded {} items (grammar too ambiguous)",
-                    self.max_items_per_set
-                )));
+                too_large!();
             }
             let it = items[i];
             i += 1;
@@ -1252,12 +1259,7 @@ impl CompiledGrammar {
         }
         items.extend_from_slice(predicted_items);
         if items.len() - start > self.max_items_per_set {
-            items.truncate(start);
-            sets.pop();
-            return Err(Error::TooLarge(format!(
-                "Earley set exceeded {} items (grammar too ambiguous)",
-                self.max_items_per_set
-            )));
+            too_large!();
         }
         if items.len() == start {
             sets.pop();

@@ -1828,24 +1828,36 @@ impl LazyDfa {
     /// path to get there (PoC JavaScript: three steps in four led to a
     /// known set).
     fn known_scan(&mut self, g: &CompiledGrammar, set: u32, s: u32, pushed_before: usize) -> (u32, Option<PendingScan>) {
-        let m = g.lexer.matches(s);
-        if !intersects(m, &self.set_allowed[set as usize]) {
+        if !intersects(g.lexer.matches(s), &self.set_allowed[set as usize]) {
             return (DEAD, None);
         }
+        match self.scan_result(g, set, s, pushed_before) {
+            Ok((after, _)) => (self.state_id(g.lexer.start(), false, after), None),
+            Err(pending) => (UNKNOWN, Some(pending)),
+        }
+    }
+
+    /// The set a lexeme ended in lexer state `s` leaves from set `set`
+    /// (whose allowed terminals it matches), and whether it scanned only
+    /// `%ignore` terminals (the set is then `set` itself, nothing pushed);
+    /// or, where no state with that set made this scan yet, what to
+    /// remember once the parser has made it.
+    fn scan_result(&mut self, g: &CompiledGrammar, set: u32, s: u32, pushed_before: usize) -> Result<(u32, bool), PendingScan> {
         let mut key = (set, std::mem::take(&mut self.scan_scratch));
         key.1.clear();
-        key.1.extend(m.iter().zip(&self.set_expected[set as usize]).map(|(x, y)| x & y));
-        let after = if key.1.iter().all(|&w| w == 0) {
-            Some(set)
+        key.1
+            .extend(g.lexer.matches(s).iter().zip(&self.set_expected[set as usize]).map(|(x, y)| x & y));
+        let known = if key.1.iter().all(|&w| w == 0) {
+            Some((set, true))
         } else {
-            self.scans.get(&key).copied()
+            self.scans.get(&key).map(|&after| (after, false))
         };
-        match after {
-            Some(after) => {
+        match known {
+            Some(known) => {
                 self.scan_scratch = key.1;
-                (self.state_id(g.lexer.start(), false, after), None)
+                Ok(known)
             }
-            None => (UNKNOWN, Some(PendingScan { key, pushed_before })),
+            None => Err(PendingScan { key, pushed_before }),
         }
     }
 }
@@ -2028,19 +2040,11 @@ impl LazyWalk {
                     // `b` completes a lexeme no byte extends (a GBNF
                     // character, a closing quote).
                     (t, scan_key) = dfa.known_scan(g, set, g.lexer.next(ls, b), 0);
+                } else if !intersects(g.lexer.matches(ls), allowed) {
+                    t = DEAD;
                 } else {
-                    let m = g.lexer.matches(ls);
-                    if !intersects(m, allowed) {
-                        t = DEAD;
-                    } else {
-                        let scan: Vec<u64> = m.iter().zip(&dfa.set_expected[set as usize]).map(|(x, y)| x & y).collect();
-                        let ignored = scan.iter().all(|&w| w == 0);
-                        let after = if ignored {
-                            Some(set)
-                        } else {
-                            dfa.scans.get(&(set, scan.clone())).copied()
-                        };
-                        if let Some(after) = after {
+                    match dfa.scan_result(g, set, ls, 0) {
+                        Ok((after, ignored)) => {
                             let fresh = dfa.state_id(g.lexer.start(), false, after);
                             t = dfa.lexer_step(g, fresh, b);
                             if t == UNKNOWN {
@@ -2048,12 +2052,8 @@ impl LazyWalk {
                                 let s3 = g.lexer.next(g.lexer.start(), b);
                                 (t, scan_key) = dfa.known_scan(g, after, s3, usize::from(!ignored));
                             }
-                        } else {
-                            scan_key = Some(PendingScan {
-                                key: (set, scan),
-                                pushed_before: 0,
-                            });
                         }
+                        Err(pending) => scan_key = Some(pending),
                     }
                 }
             }
