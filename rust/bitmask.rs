@@ -118,6 +118,24 @@ impl StoredMask {
         }
     }
 
+    /// Set in `out` the bits of this mask that are clear in `except`.
+    pub fn or_into_except(&self, out: &mut [u32], except: &[u32]) {
+        match self {
+            StoredMask::Dense(words) => {
+                for ((o, &w), &x) in out.iter_mut().zip(words.iter()).zip(except) {
+                    *o |= w & !x;
+                }
+            }
+            StoredMask::Sparse(ids, _) => {
+                for &t in ids.iter() {
+                    if !get_bit(except, t) {
+                        set_bit(out, t);
+                    }
+                }
+            }
+        }
+    }
+
     /// Token ids whose bit is set, in increasing order.
     pub fn ones(&self) -> Vec<u32> {
         match self {
@@ -166,6 +184,33 @@ mod tests {
 
     /// A stored mask writes back the mask it was made from, sparse or
     /// dense, over whatever the output held.
+    #[test]
+    fn or_into_except_sets_what_the_exception_does_not_hold() {
+        let except = {
+            let mut m = vec![0u32; 64];
+            for t in [5u32, 700, 701] {
+                set_bit(&mut m, t);
+            }
+            m
+        };
+        // Sparse (few bits) and dense (most bits) stored masks alike.
+        for bits in [vec![3u32, 5, 700, 2047], (0..2048).filter(|t| t % 3 != 0).collect::<Vec<u32>>()] {
+            let mut mask = vec![0u32; 64];
+            for &t in &bits {
+                set_bit(&mut mask, t);
+            }
+            let mut out = vec![0u32; 64];
+            set_bit(&mut out, 1);
+            StoredMask::new(&mask).or_into_except(&mut out, &except);
+            let mut want: Vec<u32> = std::iter::once(1)
+                .chain(bits.iter().copied().filter(|t| ![5, 700, 701].contains(t)))
+                .collect();
+            want.sort();
+            want.dedup();
+            assert_eq!(ones(&out), want);
+        }
+    }
+
     #[test]
     fn stored_masks_round_trip() {
         for bits in [vec![], vec![0u32, 5, 63], (0..40).collect::<Vec<u32>>(), (0..64).step_by(3).collect()] {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::body::BodyIndex;
 use crate::grammar::earley::{intersects, CompiledGrammar, GrammarState};
-use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, WalkCache};
+use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, StartEntries, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -36,7 +36,14 @@ pub struct TokEnv {
     /// Lexer-layer entries of every grammar over this vocabulary, by walk
     /// signature, and their bytes (at most [`SHARED_LEX_BYTES`]).
     shared_lex: Mutex<(SharedLexMap, usize)>,
+    /// Masks of the tokens whose first byte is in a set, by the set (at
+    /// most [`MAX_FIRST_BYTE_MASKS`]): a lexer state's extending bytes
+    /// (identifier characters, digits) are few sets per grammar.
+    first_bytes: Mutex<FxMap<[u64; 4], Arc<[u32]>>>,
 }
+
+/// How many masks [`TokEnv::first_bytes`] keeps (each a mask's size).
+const MAX_FIRST_BYTE_MASKS: usize = 64;
 
 /// [`SharedLexEntry`]s by (lexeme in progress, walk signature).
 type SharedLexMap = FxMap<(bool, Vec<u32>), Arc<SharedLexEntry>>;
@@ -73,7 +80,32 @@ impl TokEnv {
             below: OnceLock::new(),
             body: OnceLock::new(),
             shared_lex: Mutex::default(),
+            first_bytes: Mutex::default(),
         })
+    }
+
+    /// The tokens whose first byte is in `bytes` (a 256-bit set), as a
+    /// mask; kept for the next ask.
+    pub fn first_bytes(&self, bytes: &[u64; 4]) -> Arc<[u32]> {
+        if let Some(m) = self.first_bytes.lock().unwrap().get(bytes) {
+            return m.clone();
+        }
+        let trie = self.trie();
+        let mut m = vec![0u32; self.mask_words()];
+        for c in trie.children(0) {
+            let b = trie.node_byte(c);
+            if bytes[b as usize / 64] >> (b % 64) & 1 != 0 {
+                for &t in trie.subtree_tokens(c) {
+                    set_bit(&mut m, t);
+                }
+            }
+        }
+        let m: Arc<[u32]> = m.into();
+        let mut map = self.first_bytes.lock().unwrap();
+        if map.len() < MAX_FIRST_BYTE_MASKS {
+            map.insert(*bytes, m.clone());
+        }
+        m
     }
 
     /// How many of the per-vocabulary structures (trie, shapes, subtree
@@ -223,6 +255,30 @@ struct GrammarKind {
     cache: GrammarMaskCache,
 }
 
+/// [`StartEntries`] of one grammar's masks.
+struct Starts<'a> {
+    env: &'a TokEnv,
+    g: &'a CompiledGrammar,
+    cache: &'a GrammarMaskCache,
+}
+
+impl StartEntries for Starts<'_> {
+    fn start_entry(&self, allowed: &[u64]) -> Option<Arc<LexEntry>> {
+        let g = self.g;
+        let reach = g.lexer.reach(g.lexer.start());
+        let key = (
+            g.lexer.start(),
+            false,
+            allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>(),
+        );
+        self.cache.lex.lock().unwrap().get(&key).cloned()
+    }
+
+    fn first_bytes(&self, bytes: &[u64; 4]) -> Arc<[u32]> {
+        self.env.first_bytes(bytes)
+    }
+}
+
 /// Masks of grammar states keyed by [`GrammarState::mask_key`], and the
 /// lexer layer ([`LexEntry`]) keyed by (lexer state, in progress, allowed).
 #[derive(Debug, Default)]
@@ -278,6 +334,24 @@ impl GrammarMaskCache {
         };
         classes.by_state.insert(key, c);
         c
+    }
+
+    /// The lexer-layer entry of lexer state `ls` (a lexeme in progress or
+    /// not) under `allowed`, built on first use.
+    fn lex_entry(&self, env: &TokEnv, g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> Arc<LexEntry> {
+        // Only terminals still reachable from `ls` matter, so keys from
+        // different parser contexts (an object key, a string value)
+        // coincide inside the same lexeme.
+        let reach = g.lexer.reach(ls);
+        let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
+        if let Some(e) = self.lex.lock().unwrap().get(&lex_key) {
+            return e.clone();
+        }
+        let e = Arc::new(env.lex_entry(g, &self.body, ls, in_progress, &lex_key.2));
+        if self.reserve(e.bytes()) {
+            self.lex.lock().unwrap().insert(lex_key, e.clone());
+        }
+        e
     }
 
     /// Charge the shared automaton's growth to the budget. Over budget it
@@ -461,22 +535,7 @@ impl GrammarKind {
         if !in_progress && g.prefix_free_lexemes {
             fill_by_walk(g, dfa, trie, env.shapes(), env.subtree_bytes(), st, out);
         } else {
-            // Only terminals still reachable from `ls` matter, so keys
-            // from different parser contexts (an object key, a string
-            // value) coincide inside the same lexeme.
-            let reach = g.lexer.reach(ls);
-            let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
-            let found = cache.lex.lock().unwrap().get(&lex_key).cloned();
-            let entry = match found {
-                Some(e) => e,
-                None => {
-                    let e = Arc::new(env.lex_entry(g, &cache.body, ls, in_progress, &lex_key.2));
-                    if cache.reserve(e.bytes()) {
-                        cache.lex.lock().unwrap().insert(lex_key, e.clone());
-                    }
-                    e
-                }
-            };
+            let entry = cache.lex_entry(env, g, ls, in_progress, allowed);
             let reserve = |bytes: usize| cache.reserve(bytes);
             let body = (env.body_index(), &cache.body);
             fill_from_entry(
@@ -490,6 +549,7 @@ impl GrammarKind {
                 &entry,
                 &cache.walks,
                 &reserve,
+                &Starts { env, g, cache },
                 out,
             );
         }
@@ -816,6 +876,28 @@ mod tests {
         t.push(None); // EOS
         let eos = (t.len() - 1) as u32;
         TokEnv::new(Vocabulary::from_token_bytes(t, vec![eos], Some(40)).unwrap())
+    }
+
+    /// The tokens by first byte are those whose bytes start with one of
+    /// the bytes asked for (the empty token and EOS never), kept alike.
+    #[test]
+    fn first_bytes_are_tokens_by_their_first_byte() {
+        let toks = ["ab", "a", "b", "ba", " a", "", "xyz", "\u{e9}"];
+        let e = env(&toks);
+        let mut set = [0u64; 4];
+        for b in [b'a', b' ', 0xC3] {
+            set[b as usize / 64] |= 1 << (b % 64);
+        }
+        let want: Vec<u32> = toks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_bytes().first().is_some_and(|&b| set[b as usize / 64] >> (b % 64) & 1 != 0))
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert_eq!(want, vec![0, 1, 4, 7]);
+        assert_eq!(ones(&e.first_bytes(&set)), want);
+        assert!(Arc::ptr_eq(&e.first_bytes(&set), &e.first_bytes(&set)), "kept for the next ask");
+        assert_eq!(ones(&e.first_bytes(&[0; 4])), Vec::<u32>::new());
     }
 
     #[test]
