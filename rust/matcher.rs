@@ -533,7 +533,7 @@ impl GrammarKind {
         };
         let (ls, in_progress, allowed) = st.lexer_view(g);
         if !in_progress && g.prefix_free_lexemes {
-            fill_by_walk(g, dfa, trie, env.shapes(), env.subtree_bytes(), st, out);
+            fill_by_walk(g, dfa, trie, env.shapes(), env.subtree_bytes(), Some(env.body_index()), st, out);
         } else {
             let entry = cache.lex_entry(env, g, ls, in_progress, allowed);
             let reserve = |bytes: usize| cache.reserve(bytes);
