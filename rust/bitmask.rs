@@ -182,8 +182,8 @@ pub fn apply_mask<T: Copy>(row: &mut [T], mask: &[u32], neg_inf: T) {
 mod tests {
     use super::*;
 
-    /// A stored mask writes back the mask it was made from, sparse or
-    /// dense, over whatever the output held.
+    /// A stored mask adds to the output what it holds that the exception
+    /// does not, sparse or dense.
     #[test]
     fn or_into_except_sets_what_the_exception_does_not_hold() {
         let except = {
@@ -211,6 +211,8 @@ mod tests {
         }
     }
 
+    /// A stored mask writes back the mask it was made from, sparse or
+    /// dense, over whatever the output held.
     #[test]
     fn stored_masks_round_trip() {
         for bits in [vec![], vec![0u32, 5, 63], (0..40).collect::<Vec<u32>>(), (0..64).step_by(3).collect()] {

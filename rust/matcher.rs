@@ -264,13 +264,7 @@ struct Starts<'a> {
 
 impl StartEntries for Starts<'_> {
     fn start_entry(&self, allowed: &[u64]) -> Option<Arc<LexEntry>> {
-        let g = self.g;
-        let reach = g.lexer.reach(g.lexer.start());
-        let key = (
-            g.lexer.start(),
-            false,
-            allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>(),
-        );
+        let key = GrammarMaskCache::lex_key(self.g, self.g.lexer.start(), false, allowed);
         self.cache.lex.lock().unwrap().get(&key).cloned()
     }
 
@@ -336,14 +330,19 @@ impl GrammarMaskCache {
         c
     }
 
+    /// The key of the lexer-layer entry of lexer state `ls` under
+    /// `allowed`. Only terminals still reachable from `ls` matter, so keys
+    /// from different parser contexts (an object key, a string value)
+    /// coincide inside the same lexeme.
+    fn lex_key(g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> (u32, bool, Vec<u64>) {
+        let reach = g.lexer.reach(ls);
+        (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect())
+    }
+
     /// The lexer-layer entry of lexer state `ls` (a lexeme in progress or
     /// not) under `allowed`, built on first use.
     fn lex_entry(&self, env: &TokEnv, g: &CompiledGrammar, ls: u32, in_progress: bool, allowed: &[u64]) -> Arc<LexEntry> {
-        // Only terminals still reachable from `ls` matter, so keys from
-        // different parser contexts (an object key, a string value)
-        // coincide inside the same lexeme.
-        let reach = g.lexer.reach(ls);
-        let lex_key = (ls, in_progress, allowed.iter().zip(reach).map(|(a, r)| a & r).collect::<Vec<u64>>());
+        let lex_key = Self::lex_key(g, ls, in_progress, allowed);
         if let Some(e) = self.lex.lock().unwrap().get(&lex_key) {
             return e.clone();
         }

@@ -1343,7 +1343,6 @@ pub fn fill_by_walk(
 ) {
     out.fill(0);
     let mut walk = LazyWalk::new(g, dfa, st);
-    let mut memo = WalkMemo::default();
     let run = match body {
         Some(ix) if ix.all().len() == out.len() => dfa.body_run(g, st, walk.base),
         _ => None,
@@ -1364,6 +1363,7 @@ pub fn fill_by_walk(
         }
         return;
     }
+    let mut memo = WalkMemo::default();
     for c in trie.children(0) {
         let accepted = memo.get_or_walk(shapes[c], |arena| walk.walk_subtree(g, dfa, trie, below, st, c, arena));
         set_accepted(trie, c, accepted, out);
