@@ -136,6 +136,14 @@ impl StoredMask {
         }
     }
 
+    /// The set token ids, where the mask is kept as a list of them.
+    pub fn sparse_ids(&self) -> Option<&[u32]> {
+        match self {
+            StoredMask::Dense(_) => None,
+            StoredMask::Sparse(ids, _) => Some(ids),
+        }
+    }
+
     /// Token ids whose bit is set, in increasing order.
     pub fn ones(&self) -> Vec<u32> {
         match self {

@@ -271,6 +271,10 @@ impl StartEntries for Starts<'_> {
     fn first_bytes(&self, bytes: &[u64; 4]) -> Arc<[u32]> {
         self.env.first_bytes(bytes)
     }
+
+    fn first_byte(&self, t: u32) -> u8 {
+        self.env.vocab.token_bytes(t).first().copied().unwrap_or(0)
+    }
 }
 
 /// Masks of grammar states keyed by [`GrammarState::mask_key`], and the

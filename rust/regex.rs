@@ -95,6 +95,10 @@ pub struct Dfa {
     /// ([`crate::grammar::mask`]) would otherwise try all 64 bytes at
     /// every step.
     utf8_conts: Utf8Continuations,
+    /// See [`Dfa::char_start_groups`].
+    char_groups: Box<[CharStartGroup]>,
+    /// See [`Dfa::class_bytes`].
+    class_sets: Box<[(u8, [u64; 4])]>,
     /// Each state's subset of NFA states, where the automaton is the plain
     /// subset construction ([`Dfa::alike_by_subsets`]).
     subsets: Option<std::sync::Arc<Subsets>>,
@@ -165,6 +169,19 @@ fn nfa_owners(nfa: &regex_automata::nfa::thompson::NFA) -> Option<Vec<u32>> {
 
 /// See [`Dfa::utf8_continuations`]: per decoder state, (byte, next state).
 type Utf8Continuations = Box<[Box<[(u8, u8)]>]>;
+
+/// The bytes that may start a UTF-8 character with one byte class and one
+/// decoder state after them ([`Dfa::char_start_groups`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CharStartGroup {
+    /// The group's first byte, which stands for all of it.
+    pub first: u8,
+    /// The decoder state after any byte of the group.
+    pub utf8: crate::toktrie::Utf8State,
+    /// The group's bytes, as a 256-bit set, and how many there are.
+    pub bytes: [u64; 4],
+    pub count: u32,
+}
 
 pub const DEAD: u32 = 0;
 
@@ -348,6 +365,25 @@ impl Dfa {
             return &[];
         }
         &self.utf8_conts[u as usize]
+    }
+
+    /// The bytes that may start a UTF-8 character, grouped by byte class
+    /// and decoder outcome (in order of their first bytes): every character
+    /// that starts with a byte of a group leads a state where the same
+    /// character with the group's first byte does. Walks that follow
+    /// characters ([`crate::grammar::mask`]) ask once per group, not once
+    /// per byte (per lexer state met, that pass over 256 bytes was a fifth
+    /// of a JSON grammar's slowest masks).
+    #[inline]
+    pub fn char_start_groups(&self) -> &[CharStartGroup] {
+        &self.char_groups
+    }
+
+    /// Per byte class: its first byte and all its bytes (a 256-bit set).
+    /// Anything asked of every byte of a state is asked once per class.
+    #[inline]
+    pub fn class_bytes(&self) -> &[(u8, [u64; 4])] {
+        &self.class_sets
     }
 
     #[inline(always)]
@@ -1316,9 +1352,55 @@ fn prune_and_renumber(
         start,
         npatterns,
         utf8_conts: utf8_continuations(&classes),
+        char_groups: char_start_groups(&classes),
+        class_sets: class_sets(&classes, stride),
         subsets: None,
     };
     (dfa, kept)
+}
+
+/// See [`Dfa::class_bytes`].
+fn class_sets(classes: &[u8; 256], stride: usize) -> Box<[(u8, [u64; 4])]> {
+    let mut out = vec![(0u8, [0u64; 4]); stride];
+    let mut seen = vec![false; stride];
+    for b in 0..=255u8 {
+        let c = classes[b as usize] as usize;
+        if !seen[c] {
+            seen[c] = true;
+            out[c].0 = b;
+        }
+        out[c].1[b as usize / 64] |= 1 << (b % 64);
+    }
+    out.retain(|x| x.1 != [0; 4]);
+    out.into_boxed_slice()
+}
+
+/// See [`Dfa::char_start_groups`].
+fn char_start_groups(classes: &[u8; 256]) -> Box<[CharStartGroup]> {
+    use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+    let mut out: Vec<CharStartGroup> = Vec::new();
+    for b in 0..=255u8 {
+        let u = utf8_step(UTF8_START, b);
+        if u == UTF8_INVALID {
+            continue;
+        }
+        let c = classes[b as usize];
+        let k = match out.iter().position(|g| g.utf8 == u && classes[g.first as usize] == c) {
+            Some(k) => k,
+            None => {
+                out.push(CharStartGroup {
+                    first: b,
+                    utf8: u,
+                    bytes: [0; 4],
+                    count: 0,
+                });
+                out.len() - 1
+            }
+        };
+        out[k].bytes[b as usize / 64] |= 1 << (b % 64);
+        out[k].count += 1;
+    }
+    out.into_boxed_slice()
 }
 
 /// See [`Dfa::utf8_continuations`].
@@ -1780,6 +1862,51 @@ mod tests {
         ));
         assert!(matches!(Dfa::compile(r"\w{2000}", &RegexLimits::default()), Err(Error::TooLarge(_))));
         assert!(t.elapsed().as_secs() < 60);
+    }
+
+    /// Class sets and character-start groups partition the bytes they
+    /// cover, and every byte of one moves every state as its first byte
+    /// does (with the same UTF-8 decoder outcome, for character starts).
+    #[test]
+    fn class_sets_and_char_start_groups_partition_alike_bytes() {
+        use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+        let d = Dfa::compile_many(&[r#""[^"\\]*""#, "[a-z]+", "é+|日本", "[0-9]+"], &RegexLimits::default()).unwrap();
+        let has = |set: &[u64; 4], b: u8| set[b as usize / 64] >> (b % 64) & 1 != 0;
+        let mut seen = [0u64; 4];
+        for (first, bytes) in d.class_bytes() {
+            assert!(has(bytes, *first));
+            for b in 0..=255u8 {
+                if has(bytes, b) {
+                    assert!(!has(&seen, b), "byte {b} in two classes");
+                    assert_eq!(d.byte_class(b), d.byte_class(*first));
+                }
+            }
+            for (w, x) in seen.iter_mut().zip(bytes) {
+                *w |= x;
+            }
+        }
+        assert_eq!(seen, [u64::MAX; 4], "every byte has a class");
+        let mut seen = [0u64; 4];
+        let mut firsts = Vec::new();
+        for g in d.char_start_groups() {
+            firsts.push(g.first);
+            assert_eq!(g.count, g.bytes.iter().map(|w| w.count_ones()).sum::<u32>());
+            for b in 0..=255u8 {
+                if has(&g.bytes, b) {
+                    assert!(!has(&seen, b), "byte {b} in two groups");
+                    assert_eq!((d.byte_class(b), utf8_step(UTF8_START, b)), (d.byte_class(g.first), g.utf8));
+                }
+            }
+            for (w, x) in seen.iter_mut().zip(&g.bytes) {
+                *w |= x;
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(has(&seen, b), utf8_step(UTF8_START, b) != UTF8_INVALID, "byte {b}");
+        }
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]), "groups in order of their first bytes");
+        // Far fewer groups than lead bytes: a question per group is cheap.
+        assert!(d.char_start_groups().len() < 64, "{}", d.char_start_groups().len());
     }
 
     #[test]

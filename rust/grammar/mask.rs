@@ -80,14 +80,14 @@ impl LexEntry {
     pub fn plan<'a>(
         g: &CompiledGrammar,
         body: Option<&'a BodyIndex>,
-        memo: Option<&BodyMemo>,
+        memo: Option<&'a BodyMemo>,
         s: u32,
         in_progress: bool,
         allowed: &[u64],
     ) -> LexPlan<'a> {
         let mut states = WalkStates::new(g.lexer.num_states());
         let plan = choose_plan(&g.lexer, body, memo, &mut states, s, in_progress, allowed);
-        LexPlan { plan, states }
+        LexPlan { plan, states, memo }
     }
 
     /// [`LexEntry::build`] by a plan [`LexEntry::plan`] made for the same
@@ -104,12 +104,13 @@ impl LexEntry {
         words: usize,
     ) -> LexEntry {
         let lexer = &g.lexer;
-        let LexPlan { plan, states } = plan;
+        let LexPlan { plan, states, memo } = plan;
         let mut walk = LexWalk {
             trie,
             lexer,
             below,
             allowed,
+            shared: memo,
             memo: states,
             states: vec![0u32; trie.max_depth() + 1],
             inner: take_scratch(words),
@@ -290,6 +291,8 @@ const MIN_RUN_SUBTREE: usize = 32;
 pub struct LexPlan<'a> {
     plan: Plan<'a>,
     states: WalkStates,
+    /// The grammar's memo, which the walk adds what it learns to.
+    memo: Option<&'a BodyMemo>,
 }
 
 impl LexPlan<'_> {
@@ -316,7 +319,7 @@ fn choose_plan<'a>(
         Some(ix) if in_progress => {
             let mut fresh = BodyMemoInner::default();
             let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
-            let BodyMemoInner { by_allowed, succ, reach } = match memo.as_mut() {
+            let BodyMemoInner { by_allowed, succ, reach, .. } = match memo.as_mut() {
                 Some(m) => &mut **m,
                 None => &mut fresh,
             };
@@ -365,6 +368,8 @@ struct LexWalk<'a> {
     below: &'a SubtreeBytes,
     allowed: &'a [u64],
     memo: WalkStates,
+    /// The grammar's memo of lexer-state facts ([`WalkStates::accepts_below`]).
+    shared: Option<&'a BodyMemo>,
     /// Lexer state after the path's bytes, by depth (the caller sets the
     /// one above where a walk starts).
     states: Vec<u32>,
@@ -377,7 +382,7 @@ impl LexWalk<'_> {
     /// `states` holds at the depth above `lo`, visiting every accepted node
     /// (not only token ends) to find boundaries.
     fn walk(&mut self, lo: usize, hi: usize) {
-        let (trie, lexer, allowed, below) = (self.trie, self.lexer, self.allowed, self.below);
+        let (trie, lexer, allowed, below, shared) = (self.trie, self.lexer, self.allowed, self.below, self.shared);
         // Locals, not fields, in the loop: the compiler then keeps them in
         // registers (a field behind `&mut self` may alias the bit sets).
         let memo = &mut self.memo;
@@ -405,7 +410,7 @@ impl LexWalk<'_> {
                 continue;
             }
             states[d] = ls;
-            if memo.accepts_below(lexer, ls, allowed, below, i, end - i) {
+            if memo.accepts_below(lexer, ls, allowed, below, i, end - i, shared) {
                 // Every node below extends the lexeme, and none may end
                 // it: all its tokens are inside, and node `i` is no
                 // boundary (none of its children ends).
@@ -450,6 +455,60 @@ struct BodyMemoInner {
     /// from it meet ([`WalkStates::body_reach`]); `None` where that says
     /// nothing (some body string dies) or was too large to find out.
     reach: FxMap<u32, Option<std::sync::Arc<BodyReach>>>,
+    /// Per lexer state, whatever the allowed terminals: the bytes that lead
+    /// straight back to it ([`SubtreeFacts::loop_bytes`] of a live state).
+    loop_bytes: FxMap<u32, [u64; 4]>,
+    /// Per (lexer state, allowed terminals it can still reach):
+    /// [`SubtreeFacts::loop_chars`] and [`WalkStates::runs`], where found.
+    chars: FxMap<(u32, Box<[u64]>), CharFacts>,
+}
+
+/// A lexer state's runs ([`WalkStates::runs`]): (first bytes, length).
+type Runs = std::sync::Arc<[([u64; 4], u32)]>;
+
+/// What [`BodyMemoInner::chars`] keeps of a state.
+#[derive(Debug, Default, Clone)]
+struct CharFacts {
+    loop_chars: Option<[u64; 4]>,
+    runs: Option<Runs>,
+}
+
+/// The most entries [`BodyMemoInner::loop_bytes`] and
+/// [`BodyMemoInner::chars`] keep each (an entry of `chars` holds a set of
+/// terminals: a few kB at worst in a schema's large lexer).
+const MAX_SHARED_STATE_FACTS: usize = 1 << 12;
+
+impl BodyMemo {
+    /// The key of lexer state `s` under `allowed` in
+    /// [`BodyMemoInner::chars`]: a state's character facts ask only about
+    /// states it leads to, whose reachable terminals are among its own, so
+    /// only the allowed terminals `s` can reach matter (every value
+    /// position of a JSON grammar meets the same string body).
+    fn chars_key(lexer: &Dfa, s: u32, allowed: &[u64]) -> (u32, Box<[u64]>) {
+        (s, lexer.reach(s).iter().zip(allowed).map(|(r, a)| r & a).collect())
+    }
+
+    fn loop_bytes(&self, s: u32) -> Option<[u64; 4]> {
+        self.0.lock().unwrap().loop_bytes.get(&s).copied()
+    }
+
+    fn keep_loop_bytes(&self, s: u32, bytes: [u64; 4]) {
+        let mut m = self.0.lock().unwrap();
+        if m.loop_bytes.len() < MAX_SHARED_STATE_FACTS {
+            m.loop_bytes.insert(s, bytes);
+        }
+    }
+
+    fn char_facts(&self, key: &(u32, Box<[u64]>)) -> CharFacts {
+        self.0.lock().unwrap().chars.get(key).cloned().unwrap_or_default()
+    }
+
+    fn keep_char_facts(&self, key: (u32, Box<[u64]>), f: impl FnOnce(&mut CharFacts)) {
+        let mut m = self.0.lock().unwrap();
+        if m.chars.len() < MAX_SHARED_STATE_FACTS || m.chars.contains_key(&key) {
+            f(m.chars.entry(key).or_default());
+        }
+    }
 }
 
 /// What every string of body characters from a lexer state meets (the
@@ -599,7 +658,10 @@ struct SubtreeFacts {
     /// The state's step of a run ([`WalkStates::run_step`]) and its runs
     /// ([`WalkStates::runs`]), when first needed.
     step: Option<Option<([u64; 4], u32)>>,
-    runs: Option<Vec<([u64; 4], u32)>>,
+    runs: Option<Runs>,
+    /// Whether `loop_chars` and `runs` were looked up in the grammar's
+    /// [`BodyMemo`].
+    shared: bool,
 }
 
 impl WalkStates {
@@ -632,29 +694,38 @@ impl WalkStates {
         st
     }
 
-    fn facts(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> usize {
+    /// The index of lexer state `s`'s [`SubtreeFacts`], made on first use
+    /// (its loop bytes from `shared`, the grammar's memo, where known:
+    /// those of a live state do not depend on the allowed terminals).
+    fn facts(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], shared: Option<&BodyMemo>) -> usize {
         let k = self.slot[s as usize];
         if k != 0 {
             return k as usize - 1;
         }
-        let mut loop_bytes = [0u64; 4];
-        let classes = lexer.classes();
-        let mut last = (usize::MAX, false); // (class, loops)
-        for b in 0..=255u8 {
-            let c = classes[b as usize] as usize;
-            if c != last.0 {
-                let t = lexer.next(s, b);
-                last = (c, t == s && self.status(lexer, t, allowed) & LIVE != 0);
+        let loop_bytes = if self.status(lexer, s, allowed) & LIVE == 0 {
+            [0u64; 4]
+        } else if let Some(b) = shared.and_then(|m| m.loop_bytes(s)) {
+            b
+        } else {
+            let mut loop_bytes = [0u64; 4];
+            for (rep, bytes) in lexer.class_bytes() {
+                if lexer.next(s, *rep) == s {
+                    for (w, b) in loop_bytes.iter_mut().zip(bytes) {
+                        *w |= b;
+                    }
+                }
             }
-            if last.1 {
-                loop_bytes[b as usize / 64] |= 1 << (b % 64);
+            if let Some(m) = shared {
+                m.keep_loop_bytes(s, loop_bytes);
             }
-        }
+            loop_bytes
+        };
         self.subtree.push(SubtreeFacts {
             loop_bytes,
             loop_chars: None,
             step: None,
             runs: None,
+            shared: false,
         });
         self.slot[s as usize] = self.subtree.len() as u32;
         self.subtree.len() - 1
@@ -668,9 +739,25 @@ impl WalkStates {
     /// every character met moves `s` along one run no shorter than the
     /// subtree is high (a string body of bounded length, where each
     /// character moves the count on).
-    fn accepts_below(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], below: &SubtreeBytes, i: usize, size: usize) -> bool {
+    ///
+    /// What is learned of `s`'s characters is kept in `shared` (the
+    /// grammar's memo) for later walks: the first masks of a JSON document
+    /// each build an entry for another allowed set, and each met the same
+    /// string and number states afresh (a quarter of SynCode JSON's
+    /// slowest masks).
+    #[allow(clippy::too_many_arguments)]
+    fn accepts_below(
+        &mut self,
+        lexer: &Dfa,
+        s: u32,
+        allowed: &[u64],
+        below: &SubtreeBytes,
+        i: usize,
+        size: usize,
+        shared: Option<&BodyMemo>,
+    ) -> bool {
         let Some(bytes) = below.get(i) else { return false };
-        let k = self.facts(lexer, s, allowed);
+        let k = self.facts(lexer, s, allowed, shared);
         if subset(bytes, &self.subtree[k].loop_bytes) {
             return true;
         }
@@ -678,11 +765,29 @@ impl WalkStates {
             return false;
         }
         let leads = lead_bytes(bytes);
+        let key = match shared {
+            Some(m) if !self.subtree[k].shared => {
+                let key = BodyMemo::chars_key(lexer, s, allowed);
+                let known = m.char_facts(&key);
+                let f = &mut self.subtree[k];
+                f.shared = true;
+                f.loop_chars = f.loop_chars.or(known.loop_chars);
+                if f.runs.is_none() {
+                    f.runs = known.runs;
+                }
+                Some(key)
+            }
+            _ => None,
+        };
         let chars = match self.subtree[k].loop_chars {
             Some(c) => c,
             None => {
                 let c = char_loop(lexer, s, allowed);
                 self.subtree[k].loop_chars = Some(c);
+                if let Some(m) = shared {
+                    let key = key.clone().unwrap_or_else(|| BodyMemo::chars_key(lexer, s, allowed));
+                    m.keep_char_facts(key, |f| f.loop_chars = Some(c));
+                }
                 c
             }
         };
@@ -691,7 +796,13 @@ impl WalkStates {
         }
         match below.char_height(i) {
             Some(h) if h as u32 <= MAX_RUN && size >= MIN_RUN_SUBTREE => {
-                self.runs(lexer, s, allowed).iter().any(|(set, n)| *n >= h as u32 && subset(&leads, set))
+                let known = self.subtree[k].runs.is_some();
+                let runs = self.runs(lexer, s, allowed, shared);
+                if let (Some(m), false) = (shared, known) {
+                    let key = key.unwrap_or_else(|| BodyMemo::chars_key(lexer, s, allowed));
+                    m.keep_char_facts(key, |f| f.runs = Some(runs.clone()));
+                }
+                runs.iter().any(|(set, n)| *n >= h as u32 && subset(&leads, set))
             }
             _ => false,
         }
@@ -1045,15 +1156,15 @@ impl WalkStates {
     /// common next state ([`WalkStates::run_step`]); where a later step
     /// keeps fewer of them, a longer run of those few follows the shorter
     /// run of all (ASCII may go on where other characters have stopped).
-    fn runs(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> &[([u64; 4], u32)] {
-        let k = self.facts(lexer, s, allowed);
+    fn runs(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], shared: Option<&BodyMemo>) -> Runs {
+        let k = self.facts(lexer, s, allowed, shared);
         if self.subtree[k].runs.is_none() {
             let mut runs: Vec<([u64; 4], u32)> = Vec::new();
             let mut set = [u64::MAX; 4];
             let mut cur = s;
             let mut n = 0;
             while n < MAX_RUN {
-                let kc = self.facts(lexer, cur, allowed);
+                let kc = self.facts(lexer, cur, allowed, shared);
                 let step = match self.subtree[kc].step {
                     Some(step) => step,
                     None => {
@@ -1082,9 +1193,9 @@ impl WalkStates {
             if n > 0 && set != [0; 4] && runs.last().is_none_or(|r| r.1 < n) {
                 runs.push((set, n));
             }
-            self.subtree[k].runs = Some(runs);
+            self.subtree[k].runs = Some(runs.into());
         }
-        self.subtree[k].runs.as_deref().unwrap_or_default()
+        self.subtree[k].runs.clone().unwrap_or_else(|| Vec::new().into())
     }
 
     /// One step of a run from `s`: the first bytes of the characters that
@@ -1092,12 +1203,8 @@ impl WalkStates {
     /// qualifies (see [`WalkStates::runs`]).
     fn run_step(&mut self, lexer: &Dfa, s: u32, allowed: &[u64]) -> Option<([u64; 4], u32)> {
         let mut to: Vec<(u32, [u64; 4], u32)> = Vec::new(); // (next state, first bytes, how many)
-        let mut last = None; // where the last group's characters lead
-        for (b0, u, fresh) in char_starts(lexer) {
-            if fresh {
-                last = char_dest(lexer, s, b0, u, None, exact(|q| self.status(lexer, q, allowed) == KNOWN | LIVE));
-            }
-            if let Some(t) = last {
+        for g in lexer.char_start_groups() {
+            if let Some(t) = char_dest(lexer, s, g.first, g.utf8, None, exact(|q| self.status(lexer, q, allowed) == KNOWN | LIVE)) {
                 let k = match to.iter().position(|e| e.0 == t) {
                     Some(k) => k,
                     None => {
@@ -1105,8 +1212,10 @@ impl WalkStates {
                         to.len() - 1
                     }
                 };
-                to[k].1[b0 as usize / 64] |= 1 << (b0 % 64);
-                to[k].2 += 1;
+                for (w, b) in to[k].1.iter_mut().zip(&g.bytes) {
+                    *w |= b;
+                }
+                to[k].2 += g.count;
             }
         }
         to.iter().max_by_key(|e| e.2).map(|&(t, set, _)| (set, t))
@@ -1170,13 +1279,11 @@ fn continuations(lexer: &Dfa, u: crate::toktrie::Utf8State) -> impl Iterator<Ite
 fn char_loop(lexer: &Dfa, s: u32, allowed: &[u64]) -> [u64; 4] {
     let live = |q: u32| q != DEAD_STATE && intersects(lexer.reach(q), allowed);
     let mut set = [0u64; 4];
-    let mut last = false; // the last group's characters return
-    for (b0, u, fresh) in char_starts(lexer) {
-        if fresh {
-            last = char_dest(lexer, s, b0, u, Some(s), exact(live)).is_some();
-        }
-        if last {
-            set[b0 as usize / 64] |= 1 << (b0 % 64);
+    for g in lexer.char_start_groups() {
+        if char_dest(lexer, s, g.first, g.utf8, Some(s), exact(live)).is_some() {
+            for (w, b) in set.iter_mut().zip(&g.bytes) {
+                *w |= b;
+            }
         }
     }
     set
@@ -1450,6 +1557,8 @@ pub trait StartEntries {
     fn start_entry(&self, allowed: &[u64]) -> Option<std::sync::Arc<LexEntry>>;
     /// The tokens whose first byte is in `bytes` (a 256-bit set), as a mask.
     fn first_bytes(&self, bytes: &[u64; 4]) -> std::sync::Arc<[u32]>;
+    /// The first byte of token `t` (one of the trie's).
+    fn first_byte(&self, t: u32) -> u8;
 }
 
 /// Complete a mask for grammar state `st` from its lexer entry. `walks`
@@ -1589,12 +1698,28 @@ impl Finish<'_> {
             return false;
         }
         let mut ext = [0u64; 4];
-        for b in 0..=255u8 {
-            if extends(&g.lexer, s, b, allowed) {
-                ext[b as usize / 64] |= 1 << (b % 64);
+        for (rep, bytes) in g.lexer.class_bytes() {
+            if extends(&g.lexer, s, *rep, allowed) {
+                for (w, b) in ext.iter_mut().zip(bytes) {
+                    *w |= b;
+                }
             }
         }
-        entry.inner.or_into_except(out, &starts.first_bytes(&ext));
+        match entry.inner.sparse_ids() {
+            // A few tokens (after a number: `,`, `]`, ` `): each judged by
+            // its first byte, rather than by a mask of every token whose
+            // first byte extends the lexeme (a letter starts half of them,
+            // and making that mask was a JSON grammar's slowest mask).
+            Some(ids) => {
+                for &t in ids {
+                    let b = starts.first_byte(t);
+                    if ext[b as usize / 64] >> (b % 64) & 1 == 0 {
+                        set_bit(out, t);
+                    }
+                }
+            }
+            None => entry.inner.or_into_except(out, &starts.first_bytes(&ext)),
+        }
         // Boundaries below a first byte that extends the lexeme are not
         // after its end.
         let tops: Vec<(usize, usize)> = trie.children(0).map(|c| (c, trie.subtree_end(c))).collect();
@@ -2413,6 +2538,10 @@ pub(crate) mod tests {
         fn first_bytes(&self, bytes: &[u64; 4]) -> std::sync::Arc<[u32]> {
             self.env.first_bytes(bytes)
         }
+
+        fn first_byte(&self, t: u32) -> u8 {
+            self.env.vocab().token_bytes(t)[0]
+        }
     }
 
     /// Feed `doc` byte by byte; before every `stride`-th byte (and at the
@@ -2583,7 +2712,8 @@ ws ::= " "?"#,
             let mut st = GrammarState::new(g).unwrap();
             assert!(st.push_byte(g, b'"') && st.push_byte(g, b'a'));
             let (ls, ip, allowed) = st.lexer_view(g);
-            let plan = LexEntry::plan(g, Some(env.body_index()), Some(&BodyMemo::default()), ls, ip, allowed);
+            let memo = BodyMemo::default();
+            let plan = LexEntry::plan(g, Some(env.body_index()), Some(&memo), ls, ip, allowed);
             assert!(plan.uses_index());
         }
     }
