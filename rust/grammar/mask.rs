@@ -147,8 +147,21 @@ impl LexEntry {
                         if q != DEAD_STATE && walk.memo.status(lexer, lexer.next(q, e.byte), allowed) & LIVE != 0 {
                             for x in &es[k..j] {
                                 let n = x.node as usize;
+                                let end = trie.subtree_end(n);
+                                if end == n + 1 {
+                                    // A leaf (most entries: a body token
+                                    // and its closing quote): the entry
+                                    // byte keeps the lexeme going (above),
+                                    // so its tokens are inside. A call of
+                                    // the walk per leaf was a tenth of a
+                                    // string's first mask.
+                                    for &t in trie.node_tokens(n) {
+                                        set_bit(&mut walk.inner, t);
+                                    }
+                                    continue;
+                                }
                                 walk.states[trie.node_depth(n) - 1] = q;
-                                walk.walk(n, trie.subtree_end(n));
+                                walk.walk(n, end);
                             }
                         }
                     }
