@@ -331,7 +331,7 @@ fn choose_plan<'a>(
     match body {
         Some(ix) if in_progress => {
             let mut fresh = BodyMemoInner::default();
-            let mut memo = memo.map(|m| m.0.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut memo = memo.map(BodyMemo::inner);
             let BodyMemoInner { by_allowed, succ, reach, .. } = match memo.as_mut() {
                 Some(m) => &mut **m,
                 None => &mut fresh,
@@ -501,23 +501,29 @@ impl BodyMemo {
         (s, lexer.reach(s).iter().zip(allowed).map(|(r, a)| r & a).collect())
     }
 
+    /// The memo, whatever a panic elsewhere left it in (it holds only
+    /// answers, each written whole).
+    fn inner(&self) -> std::sync::MutexGuard<'_, BodyMemoInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn loop_bytes(&self, s: u32) -> Option<[u64; 4]> {
-        self.0.lock().unwrap().loop_bytes.get(&s).copied()
+        self.inner().loop_bytes.get(&s).copied()
     }
 
     fn keep_loop_bytes(&self, s: u32, bytes: [u64; 4]) {
-        let mut m = self.0.lock().unwrap();
+        let mut m = self.inner();
         if m.loop_bytes.len() < MAX_SHARED_STATE_FACTS {
             m.loop_bytes.insert(s, bytes);
         }
     }
 
     fn char_facts(&self, key: &(u32, Box<[u64]>)) -> CharFacts {
-        self.0.lock().unwrap().chars.get(key).cloned().unwrap_or_default()
+        self.inner().chars.get(key).cloned().unwrap_or_default()
     }
 
     fn keep_char_facts(&self, key: (u32, Box<[u64]>), f: impl FnOnce(&mut CharFacts)) {
-        let mut m = self.0.lock().unwrap();
+        let mut m = self.inner();
         if m.chars.len() < MAX_SHARED_STATE_FACTS || m.chars.contains_key(&key) {
             f(m.chars.entry(key).or_default());
         }
