@@ -379,8 +379,9 @@ impl Dfa {
         &self.char_groups
     }
 
-    /// Per byte class: its first byte and all its bytes (a 256-bit set).
-    /// Anything asked of every byte of a state is asked once per class.
+    /// Per byte class, by class id: its first byte and all its bytes (a
+    /// 256-bit set). Anything asked of every byte of a state is asked once
+    /// per class.
     #[inline]
     pub fn class_bytes(&self) -> &[(u8, [u64; 4])] {
         &self.class_sets
@@ -1371,7 +1372,6 @@ fn class_sets(classes: &[u8; 256], stride: usize) -> Box<[(u8, [u64; 4])]> {
         }
         out[c].1[b as usize / 64] |= 1 << (b % 64);
     }
-    out.retain(|x| x.1 != [0; 4]);
     out.into_boxed_slice()
 }
 
@@ -1886,6 +1886,7 @@ mod tests {
             }
         }
         assert_eq!(seen, [u64::MAX; 4], "every byte has a class");
+        assert!((0..=255u8).all(|b| has(&d.class_bytes()[d.byte_class(b)].1, b)), "indexed by class");
         let mut seen = [0u64; 4];
         let mut firsts = Vec::new();
         for g in d.char_start_groups() {

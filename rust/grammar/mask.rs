@@ -1957,8 +1957,6 @@ pub struct LazyDfa {
     /// the first question: at 64 bytes for every state, their growth
     /// doubled the page faults of SynCode Java's slowest masks.
     char_loops: Vec<([u64; 4], [u64; 4])>,
-    /// Per lexer byte class: its bytes.
-    class_bytes: Vec<[u64; 4]>,
     /// Scratch for a key of `scans`.
     scan_scratch: Vec<u64>,
     /// Per state, what [`LazyDfa::body_run`] found.
@@ -2051,11 +2049,6 @@ impl LazyDfa {
             self.loops.push([0; 4]);
             self.char_slot.push(NO_CHAR_LOOPS);
         }
-        self.class_bytes.resize(stride, [0; 4]);
-        for b in 0..=255u8 {
-            let c = g.lexer.byte_class(b);
-            self.class_bytes[c][b as usize / 64] |= 1 << (b % 64);
-        }
     }
 
     /// Whether every body character of the string-body index (ASCII but
@@ -2096,19 +2089,20 @@ impl LazyDfa {
     /// Whether every body character leads `st`'s configuration to state
     /// `target` (see [`LazyDfa::body_run`]).
     fn body_chars_lead_to(&mut self, g: &CompiledGrammar, st: &mut GrammarState, target: u32) -> bool {
-        use crate::toktrie::{utf8_step, Utf8State, UTF8_INVALID, UTF8_START};
+        use crate::toktrie::{Utf8State, UTF8_START};
         /// The characters from UTF-8 state `u` on (bytes already pushed)
-        /// all end at `target`.
+        /// all end at `target`: one byte per lexer class and next decoder
+        /// state, from the lexer's tables.
         fn chars(dfa: &mut LazyDfa, g: &CompiledGrammar, st: &mut GrammarState, target: u32, u: Utf8State) -> bool {
-            let mut seen: Vec<(usize, Utf8State)> = Vec::new();
-            let range = if u == UTF8_START { 0x80..=0xFFu8 } else { 0x80..=0xBFu8 };
-            for b in range {
-                let u2 = utf8_step(u, b);
-                let key = (g.lexer.byte_class(b), u2);
-                if u2 == UTF8_INVALID || seen.contains(&key) {
-                    continue;
-                }
-                seen.push(key);
+            let mut leads = g
+                .lexer
+                .char_start_groups()
+                .iter()
+                .filter(|x| x.utf8 != UTF8_START)
+                .map(|x| (x.first, x.utf8));
+            let mut conts = g.lexer.utf8_continuations(u).iter().copied();
+            let next: &mut dyn Iterator<Item = (u8, Utf8State)> = if u == UTF8_START { &mut leads } else { &mut conts };
+            for (b, u2) in next {
                 if !st.push_byte(g, b) {
                     return false;
                 }
@@ -2487,7 +2481,7 @@ impl LazyWalk {
             }
             dfa.trans.set(from, class, t);
             if t == from {
-                for (w, x) in dfa.loops[from as usize].iter_mut().zip(&dfa.class_bytes[class]) {
+                for (w, x) in dfa.loops[from as usize].iter_mut().zip(&g.lexer.class_bytes()[class].1) {
                     *w |= x;
                 }
             }
