@@ -1410,6 +1410,233 @@ pub struct GrammarState {
     scan: Vec<u64>,
 }
 
+/// The bytes a walk pushed onto one [`GrammarState`], kept so that the
+/// parser can be put back into a configuration without taking them again.
+///
+/// Why: a mask walk over [`crate::grammar::mask::LazyDfa`] trails the
+/// trie with the real parser only where a transition is new, and to get
+/// there it replayed the path from the deepest node the parser stood on.
+/// Nearly all of those replays (98% on the PoC Python grammar, where they
+/// were 60% of the parser steps of its slowest masks) led to a
+/// configuration the same walk had already stood in, by another path. Any
+/// chart in a configuration with that name has the same future (the
+/// premise of the lazy automaton), so the sets the parser built the first
+/// time are copied back instead of rebuilt: a copy of the items rather
+/// than an Earley step per byte.
+///
+/// Each record is one byte taken: its lexer state, the sets it pushed,
+/// and the record of the byte before it (a tree rooted at the base). The
+/// records are valid only over the base they were taken from (the sets
+/// below it, and their item and index offsets, must be the same);
+/// [`ByteSnaps::clear`] before another.
+#[derive(Debug, Default)]
+pub struct ByteSnaps {
+    bytes: Vec<SnapByte>,
+    sets: Vec<SnapSet>,
+    items: Vec<Item>,
+    waits: Vec<(u32, u32)>,
+    expect: Vec<u64>,
+    /// The contexts memoised beside each set ([`Chart::memo`]), saved when
+    /// the set is popped and put back with it: a set's contexts are asked
+    /// for again by every set built above it.
+    memo_keys: Vec<u32>,
+    memo_values: Vec<u128>,
+    /// Scratch for [`ByteSnaps::goto`].
+    chain: Vec<u32>,
+    popped: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SnapByte {
+    /// The record of the byte before, or [`NO_SNAP`].
+    prev: u32,
+    /// Bytes taken from the base, this one included.
+    depth: u32,
+    /// What the caller named the configuration after it.
+    name: u32,
+    /// Lexer state after it.
+    lex: u32,
+    /// Its sets in `sets`.
+    sets: (u32, u32),
+}
+
+/// A set as the parser built it, with where its copies are kept.
+#[derive(Debug, Clone, Copy)]
+struct SnapSet {
+    /// Its index in the chart.
+    index: u32,
+    start: u32,
+    gen: u32,
+    combo: u32,
+    waits_at: (u32, u32),
+    items: (u32, u32),
+    waits: (u32, u32),
+    /// Its saved contexts in `memo_keys` / `memo_values`.
+    memo: (u32, u32),
+}
+
+/// No record: the base itself.
+pub const NO_SNAP: u32 = u32::MAX;
+
+/// Items past which [`ByteSnaps::full`] says so (8 MiB).
+const MAX_SNAP_ITEMS: usize = 1 << 20;
+
+impl ByteSnaps {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.sets.clear();
+        self.items.clear();
+        self.waits.clear();
+        self.expect.clear();
+        self.memo_keys.clear();
+        self.memo_values.clear();
+    }
+
+    /// Whether the records hold as much as they should: the caller goes
+    /// back to the base and clears them.
+    pub fn full(&self) -> bool {
+        self.items.len() > MAX_SNAP_ITEMS || self.memo_keys.len() > MAX_SNAP_ITEMS || self.bytes.len() >= (NO_SNAP / 2) as usize
+    }
+
+    /// The name given to record `r` (`base` for [`NO_SNAP`]).
+    pub fn name(&self, r: u32, base: u32) -> u32 {
+        if r == NO_SNAP {
+            base
+        } else {
+            self.bytes[r as usize].name
+        }
+    }
+
+    fn depth(&self, r: u32) -> u32 {
+        if r == NO_SNAP {
+            0
+        } else {
+            self.bytes[r as usize].depth
+        }
+    }
+
+    /// Record the last byte `st` took, after record `prev` (`st` stood
+    /// there before it), naming the configuration after it `name`.
+    pub fn record(&mut self, g: &CompiledGrammar, st: &GrammarState, prev: u32, name: u32) -> u32 {
+        let n = st.lex.len();
+        let (h0, h1) = (st.height[n - 2] as usize, st.height[n - 1] as usize);
+        let c = &st.chart;
+        let first = self.sets.len() as u32;
+        for k in h0..h1 {
+            let r = c.set_range(k);
+            let items = (self.items.len() as u32, (self.items.len() + r.len()) as u32);
+            self.items.extend_from_slice(&c.items[r.clone()]);
+            let (ws, we) = c.waits_at[k];
+            let waits = (self.waits.len() as u32, self.waits.len() as u32 + (we - ws));
+            self.waits.extend_from_slice(&c.waits[ws as usize..we as usize]);
+            self.expect.extend_from_slice(&c.expect[2 * k * g.pwords..(2 * k + 2) * g.pwords]);
+            self.sets.push(SnapSet {
+                index: k as u32,
+                start: r.start as u32,
+                gen: c.gens[k],
+                combo: c.set_combo[k],
+                waits_at: (ws, we),
+                items,
+                waits,
+                memo: (0, 0),
+            });
+        }
+        self.bytes.push(SnapByte {
+            prev,
+            depth: self.depth(prev) + 1,
+            name,
+            lex: st.lex[n - 1],
+            sets: (first, self.sets.len() as u32),
+        });
+        (self.bytes.len() - 1) as u32
+    }
+
+    /// Move `st`, standing at record `from`, to record `to`: pop the bytes
+    /// down to the records' common ancestor, then copy back the sets of
+    /// the records from there to `to`.
+    #[inline]
+    pub fn goto(&mut self, g: &CompiledGrammar, st: &mut GrammarState, from: u32, to: u32) {
+        if from != to {
+            self.go(g, st, from, to);
+        }
+    }
+
+    #[inline(never)]
+    fn go(&mut self, g: &CompiledGrammar, st: &mut GrammarState, from: u32, to: u32) {
+        let mut chain = std::mem::take(&mut self.chain);
+        chain.clear();
+        let (mut a, mut b) = (from, to);
+        let mut popped = std::mem::take(&mut self.popped);
+        popped.clear();
+        while self.depth(a) > self.depth(b) {
+            popped.push(a);
+            a = self.bytes[a as usize].prev;
+        }
+        while self.depth(b) > self.depth(a) {
+            chain.push(b);
+            b = self.bytes[b as usize].prev;
+        }
+        while a != b {
+            popped.push(a);
+            a = self.bytes[a as usize].prev;
+            chain.push(b);
+            b = self.bytes[b as usize].prev;
+        }
+        let c = &mut st.chart;
+        for &r in &popped {
+            let rec = self.bytes[r as usize];
+            for j in rec.sets.0..rec.sets.1 {
+                let s = &mut self.sets[j as usize];
+                let k = s.index as usize;
+                let keys = &c.ctx_keys[k];
+                if keys.len() > (s.memo.1 - s.memo.0) as usize {
+                    let at = self.memo_keys.len() as u32;
+                    self.memo_keys.extend_from_slice(keys);
+                    self.memo_values.extend_from_slice(&c.ctx_values[k]);
+                    s.memo = (at, self.memo_keys.len() as u32);
+                }
+            }
+        }
+        self.popped = popped;
+        let pop = (self.depth(from) - self.depth(a)) as usize;
+        if pop > 0 {
+            st.pop_bytes(g, pop);
+        }
+        let pw = g.pwords;
+        let c = &mut st.chart;
+        for &r in chain.iter().rev() {
+            let rec = self.bytes[r as usize];
+            for j in rec.sets.0..rec.sets.1 {
+                let s = self.sets[j as usize];
+                let k = c.sets.len();
+                debug_assert_eq!(s.start as usize, c.items.len(), "records of another base");
+                debug_assert_eq!(s.waits_at.0 as usize, c.waits.len(), "records of another base");
+                c.sets.push(s.start);
+                c.items.extend_from_slice(&self.items[s.items.0 as usize..s.items.1 as usize]);
+                c.waits.extend_from_slice(&self.waits[s.waits.0 as usize..s.waits.1 as usize]);
+                c.waits_at.push(s.waits_at);
+                c.gens.push(s.gen);
+                c.set_combo.push(s.combo);
+                c.expect.extend_from_slice(&self.expect[2 * j as usize * pw..(2 * j as usize + 2) * pw]);
+                // The contexts kept beside a set index are those of
+                // whichever set held it last: this one's are put back.
+                if c.ctx_keys.len() <= k {
+                    c.ctx_keys.push(Vec::new());
+                    c.ctx_values.push(Vec::new());
+                }
+                let (m0, m1) = (s.memo.0 as usize, s.memo.1 as usize);
+                c.ctx_keys[k].clear();
+                c.ctx_keys[k].extend_from_slice(&self.memo_keys[m0..m1]);
+                c.ctx_values[k].clear();
+                c.ctx_values[k].extend_from_slice(&self.memo_values[m0..m1]);
+            }
+            st.lex.push(rec.lex);
+            st.height.push(c.sets.len() as u32);
+        }
+        self.chain = chain;
+    }
+}
+
 impl GrammarState {
     pub fn new(g: &CompiledGrammar) -> Result<Self> {
         let chart = g.initial_chart()?;
@@ -1674,6 +1901,71 @@ mod tests {
         b.rule(f, vec![Sym::T(num)]);
         b.rule(f, vec![Sym::T(lp), Sym::N(e), Sym::T(rp)]);
         CompiledGrammar::new(&b.finish("e").unwrap(), &GrammarLimits::default()).unwrap()
+    }
+
+    /// Records taken over one base, visited in any order: the chart after
+    /// [`ByteSnaps::goto`] is the one the bytes build, set for set, with the
+    /// same future (the same fingerprints, the same next steps).
+    #[test]
+    fn byte_snaps_put_back_the_charts_the_bytes_build() {
+        let gbnf = "root ::= (expr \";\")*\nexpr ::= term ((\"+\" | \"-\") term)*\nterm ::= [a-z]+ | \"(\" expr \")\" | [0-9]+\n";
+        let char_level = crate::grammar::gbnf::parse_gbnf(gbnf, &GrammarLimits::default()).unwrap();
+        let char_level = CompiledGrammar::new(&char_level, &GrammarLimits::default()).unwrap();
+        for (g, base, paths) in [
+            (arith(), "1+", &["(2*3", "(4+", "5 ", "(2*", "(2*3)", "6 *7"][..]),
+            (char_level, "ab;", &["(x+", "(x+y", "(12-", "ab", "(x+(", "a;b"][..]),
+        ] {
+            let fresh = |bytes: &str| {
+                let mut st = GrammarState::new(&g).unwrap();
+                for b in base.bytes().chain(bytes.bytes()) {
+                    assert!(st.push_byte(&g, b), "{base}{bytes}");
+                }
+                st
+            };
+            let mut st = fresh("");
+            let mut snaps = ByteSnaps::default();
+            let mut at = NO_SNAP;
+            // One record per prefix of every path, each taken from its parent.
+            let mut records: Vec<(String, u32)> = vec![(String::new(), NO_SNAP)];
+            for p in paths {
+                for n in 1..=p.len() {
+                    if records.iter().any(|(q, _)| q == &p[..n]) {
+                        continue;
+                    }
+                    let parent = records.iter().find(|(q, _)| q == &p[..n - 1]).unwrap().1;
+                    snaps.goto(&g, &mut st, at, parent);
+                    assert!(st.push_byte(&g, p.as_bytes()[n - 1]));
+                    at = snaps.record(&g, &st, parent, n as u32);
+                    records.push((p[..n].to_string(), at));
+                }
+            }
+            // Visit them in a scrambled order and back to the base.
+            let order: Vec<usize> = (0..3 * records.len()).map(|i| (i * 7 + 3) % records.len()).chain([0]).collect();
+            for i in order {
+                let (bytes, r) = &records[i];
+                snaps.goto(&g, &mut st, at, *r);
+                at = *r;
+                let mut want = fresh(bytes);
+                assert_eq!(st.chart.items, want.chart.items, "{bytes:?}");
+                assert_eq!(st.chart.sets, want.chart.sets, "{bytes:?}");
+                assert_eq!(st.chart.expect, want.chart.expect, "{bytes:?}");
+                assert_eq!(st.chart.waits_at, want.chart.waits_at, "{bytes:?}");
+                assert_eq!(st.lex, want.lex, "{bytes:?}");
+                assert_eq!(st.height, want.height, "{bytes:?}");
+                assert_eq!(st.mask_key(&g), want.mask_key(&g), "{bytes:?}");
+                assert_eq!(snaps.name(at, 0), if *r == NO_SNAP { 0 } else { bytes.len() as u32 });
+                for b in [b'1', b'+', b'*', b')', b'(', b' ', b'x', b';', b'-'] {
+                    let (x, y) = (st.push_byte(&g, b), want.push_byte(&g, b));
+                    assert_eq!(x, y, "{bytes:?} then {:?}", b as char);
+                    if x {
+                        assert_eq!(st.mask_key(&g), want.mask_key(&g), "{bytes:?} then {:?}", b as char);
+                        assert_eq!(st.is_accepting(&g), want.is_accepting(&g));
+                        st.pop_bytes(&g, 1);
+                        want.pop_bytes(&g, 1);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

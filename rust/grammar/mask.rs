@@ -21,7 +21,7 @@
 //! from the state their body prefix leads to.
 
 use super::body::{self, BodyIndex, SKELETON_ENTRY};
-use super::earley::{can_end, extends, intersects, CompiledGrammar, GrammarState};
+use super::earley::{can_end, extends, intersects, ByteSnaps, CompiledGrammar, GrammarState, NO_SNAP};
 use crate::bitmask::{set_bit, StoredMask};
 use crate::fxhash::FxMap;
 use crate::regex::{Dfa, WalkSignature};
@@ -1672,7 +1672,7 @@ impl Finish<'_> {
         for c in nodes {
             let (walk, dfa, trie, below) = (&mut self.walk, &mut *self.dfa, self.trie, self.below);
             let accepted = memo.get_or_walk(self.shapes[c], |arena| {
-                let w = walk.get_or_insert_with(LazyWalk::default);
+                let w = walk.get_or_insert_with(LazyWalk::unset);
                 if fresh {
                     w.reset(g, dfa, st);
                     fresh = false;
@@ -2279,17 +2279,42 @@ pub struct LazyWalk {
     /// and the byte that led to it (kept between walks to save allocations).
     ids: Vec<u32>,
     path: Vec<u8>,
-    /// Per depth that `st` stands for: how many bytes it has taken to get
-    /// there (fewer than the depth where a replay skipped a byte that leads
-    /// a state back to itself).
-    taken: Vec<usize>,
+    /// The bytes `st` took in this walk ([`ByteSnaps`]), the record it
+    /// stands at, and per state the first record that stood there: the
+    /// parser is moved between records rather than replaying a path.
+    snaps: ByteSnaps,
+    at: u32,
+    snap_of: FxMap<u32, u32>,
+}
+
+thread_local! {
+    /// A finished walk's records, kept for the thread's next walk: a mask
+    /// starts a walk, and growing the records anew each time cost 4% of
+    /// the PoC Python grammar's instructions.
+    static SPARE_SNAPS: std::cell::Cell<Option<(ByteSnaps, FxMap<u32, u32>)>> = const { std::cell::Cell::new(None) };
+}
+
+impl Drop for LazyWalk {
+    fn drop(&mut self) {
+        let spare = (std::mem::take(&mut self.snaps), std::mem::take(&mut self.snap_of));
+        SPARE_SNAPS.with(|s| s.set(Some(spare)));
+    }
 }
 
 impl LazyWalk {
     /// Walk from `st`'s configuration over `dfa`.
     pub fn new(g: &CompiledGrammar, dfa: &mut LazyDfa, st: &mut GrammarState) -> LazyWalk {
-        let mut w = LazyWalk::default();
+        let mut w = LazyWalk::unset();
         w.reset(g, dfa, st);
+        w
+    }
+
+    /// A walk to [`LazyWalk::reset`] before use.
+    fn unset() -> LazyWalk {
+        let mut w = LazyWalk::default();
+        if let Some((snaps, snap_of)) = SPARE_SNAPS.with(|s| s.take()) {
+            (w.snaps, w.snap_of) = (snaps, snap_of);
+        }
         w
     }
 
@@ -2297,6 +2322,9 @@ impl LazyWalk {
     pub fn reset(&mut self, g: &CompiledGrammar, dfa: &mut LazyDfa, st: &mut GrammarState) {
         dfa.init(g);
         self.base = dfa.state_of(g, st);
+        self.snaps.clear();
+        self.snap_of.clear();
+        self.at = NO_SNAP;
     }
 
     /// Walk the subtree of trie node `root` from the base (`st` must be in
@@ -2320,17 +2348,14 @@ impl LazyWalk {
         if self.ids.len() < need {
             self.ids.resize(need, 0);
             self.path.resize(need, 0);
-            self.taken.resize(need, 0);
         }
         let nodes = trie.nodes();
         let classes = g.lexer.classes();
         // ids[k]: state after k bytes below the base on the current path;
-        // path[k]: the (k+1)-th byte. `st` stands for depth `real` of a
-        // path of which the first `valid` bytes are still a prefix of the
-        // current path, and has taken `taken[real]` bytes.
+        // path[k]: the (k+1)-th byte. `st` stands at record `self.at`
+        // (the base at first and at the end).
+        debug_assert_eq!(self.at, NO_SNAP);
         self.ids[0] = self.base;
-        self.taken[0] = 0;
-        let (mut real, mut valid) = (0usize, 0usize);
         let mut i = root;
         loop {
             // Fast path: known transitions only (a table lookup per node).
@@ -2346,7 +2371,6 @@ impl LazyWalk {
                     if t == UNKNOWN {
                         break;
                     }
-                    valid = valid.min(d - 1);
                     if t == DEAD {
                         i = node.subtree_end as usize;
                         continue;
@@ -2402,7 +2426,6 @@ impl LazyWalk {
             let node = nodes[i];
             let d = node.depth as usize - d0;
             let b = node.byte;
-            valid = valid.min(d - 1);
             let from = self.ids[d - 1];
             let class = classes[b as usize] as usize;
             let mut t = dfa.lexer_step(g, from, b);
@@ -2434,28 +2457,46 @@ impl LazyWalk {
                 }
             }
             if t == UNKNOWN {
-                if real > valid {
-                    st.pop_bytes(g, self.taken[real] - self.taken[valid]);
+                if self.snaps.full() {
+                    self.snaps.goto(g, st, self.at, NO_SNAP);
+                    self.snaps.clear();
+                    self.snap_of.clear();
+                    self.at = NO_SNAP;
                 }
-                real = valid;
-                while real < d - 1 {
-                    // A byte known to lead the state back to itself is
-                    // skipped: `st` is then in a configuration with the
-                    // same future, which is all a transition depends on
-                    // (inside an identifier, most of the path).
-                    let mut n = self.taken[real];
-                    if self.ids[real + 1] != self.ids[real] {
-                        let ok = st.push_byte(g, self.path[real]);
-                        debug_assert!(ok, "replaying a known transition");
-                        n += 1;
+                // Put the parser in state `from`: where this walk's parser
+                // stood in it before, copy those sets back; otherwise from
+                // the deepest state on the path it stood in, take the
+                // path's bytes. A byte known to lead a state back to
+                // itself is skipped: `st` is then in a configuration with
+                // the same future, which is all a transition depends on
+                // (inside an identifier, most of the path).
+                if self.snaps.name(self.at, self.base) != from {
+                    let mut j = d - 1;
+                    let mut to = NO_SNAP;
+                    while j > 0 {
+                        if let Some(&r) = self.snap_of.get(&self.ids[j]) {
+                            to = r;
+                            break;
+                        }
+                        if self.ids[j] == self.base {
+                            break;
+                        }
+                        j -= 1;
                     }
-                    real += 1;
-                    self.taken[real] = n;
+                    self.snaps.goto(g, st, self.at, to);
+                    self.at = to;
+                    while j < d - 1 {
+                        if self.ids[j + 1] != self.ids[j] {
+                            let ok = st.push_byte(g, self.path[j]);
+                            debug_assert!(ok, "replaying a known transition");
+                            self.at = self.snaps.record(g, st, self.at, self.ids[j + 1]);
+                            self.snap_of.entry(self.ids[j + 1]).or_insert(self.at);
+                        }
+                        j += 1;
+                    }
                 }
                 let before = st.chart_height();
                 t = if st.push_byte(g, b) {
-                    real += 1;
-                    self.taken[real] = self.taken[real - 1] + 1;
                     let after = st.chart_height();
                     let (ls, ip) = st.lexer_position(g);
                     let set = if after == before {
@@ -2473,11 +2514,13 @@ impl LazyWalk {
                             dfa.scans.insert(key, id);
                         }
                     }
-                    dfa.state_id(ls, ip, set)
+                    let to = dfa.state_id(ls, ip, set);
+                    self.at = self.snaps.record(g, st, self.at, to);
+                    self.snap_of.entry(to).or_insert(self.at);
+                    to
                 } else {
                     DEAD
                 };
-                valid = real;
             }
             dfa.trans.set(from, class, t);
             if t == from {
@@ -2487,9 +2530,8 @@ impl LazyWalk {
             }
             // The fast path now takes this node with the known transition.
         }
-        if self.taken[real] > 0 {
-            st.pop_bytes(g, self.taken[real]);
-        }
+        self.snaps.goto(g, st, self.at, NO_SNAP);
+        self.at = NO_SNAP;
     }
 }
 
