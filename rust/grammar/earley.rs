@@ -764,13 +764,15 @@ impl Chart {
     #[inline]
     fn memo(&self, k: usize, nt: u32) -> Option<u128> {
         let keys = &self.ctx_keys[k];
-        if let Some(i) = keys.iter().position(|&x| x == nt) {
-            return Some(self.ctx_values[k][i]);
+        if let Ok(full) = <&[u32; NEAR_CONTEXTS]>::try_from(keys.as_slice()) {
+            // Compared all at once (vector instructions), not one by one.
+            let hits = full.iter().enumerate().fold(0u32, |m, (i, &x)| m | u32::from(x == nt) << i);
+            if hits != 0 {
+                return Some(self.ctx_values[k][hits.trailing_zeros() as usize]);
+            }
+            return self.ctx.get(&(self.gens[k], nt)).copied();
         }
-        if keys.len() < NEAR_CONTEXTS {
-            return None;
-        }
-        self.ctx.get(&(self.gens[k], nt)).copied()
+        keys.iter().position(|&x| x == nt).map(|i| self.ctx_values[k][i])
     }
 
     /// Memoise context (or own part) `h` of `nt` at set `k`.
