@@ -1891,6 +1891,10 @@ fn push_all(g: &CompiledGrammar, st: &mut GrammarState, bytes: impl Iterator<Ite
 /// [`LazyDfa::char_slot`] of a state where no lexeme is in progress.
 const NO_CHAR_LOOPS: u32 = u32::MAX;
 
+/// Flag of [`LazyDfa::char_slot`]: the state has no lexeme in progress
+/// (characters are judged by [`known_chars_loop`]).
+const NO_LEXEME: u32 = 1 << 31;
+
 /// Transition-table entry not computed yet. Zero, so that a new block of
 /// the table comes from zeroed memory rather than a fill (a row has a
 /// hundred entries where keywords split the bytes into classes, and a walk
@@ -1948,8 +1952,9 @@ pub struct LazyDfa {
     /// hundred classes).
     loops: Vec<[u64; 4]>,
     /// Per state: where in `char_loops` its record is, plus one; 0 before
-    /// the first question, [`NO_CHAR_LOOPS`] where no lexeme is in progress
-    /// (no character leads back there).
+    /// the first question, with [`NO_LEXEME`] set where no lexeme is in
+    /// progress; [`NO_CHAR_LOOPS`] for the placeholders [`UNKNOWN`] and
+    /// [`DEAD`].
     char_slot: Vec<u32>,
     /// The lead bytes known to start only characters that lead back to a
     /// state, and those known not to, for subtrees of whole characters
@@ -1957,6 +1962,10 @@ pub struct LazyDfa {
     /// the first question: at 64 bytes for every state, their growth
     /// doubled the page faults of SynCode Java's slowest masks.
     char_loops: Vec<([u64; 4], [u64; 4])>,
+    /// Per record of `char_loops`, for a state with no lexeme in progress:
+    /// how often [`known_chars_loop`] met a transition not learned yet
+    /// (past [`MAX_CHAR_MISSES`] it is not asked again).
+    char_misses: Vec<u8>,
     /// Scratch for a key of `scans`.
     scan_scratch: Vec<u64>,
     /// Per state, what [`LazyDfa::body_run`] found.
@@ -2031,7 +2040,7 @@ impl LazyDfa {
         let words = self.set_allowed.first().map_or(0, Vec::len);
         self.trans.bytes()
             + self.info.len() * (12 + 24 + 32 + 4)
-            + self.char_loops.len() * 64
+            + self.char_loops.len() * 65
             + self.sets.len() * (24 + 2 * (24 + 8 * words))
             + self.scans.len() * (32 + 8 * words)
     }
@@ -2144,7 +2153,7 @@ impl LazyDfa {
             self.trans.push();
             self.info.push((ls, ip, set));
             self.loops.push([0; 4]);
-            self.char_slot.push(if ip { 0 } else { NO_CHAR_LOOPS });
+            self.char_slot.push(if ip { 0 } else { NO_LEXEME });
         }
         id
     }
@@ -2236,6 +2245,82 @@ impl LazyDfa {
             None => Err(PendingScan { key, pushed_before }),
         }
     }
+}
+
+/// Times [`known_chars_loop`] may meet a transition not learned yet, per
+/// state, before it is no longer asked there.
+const MAX_CHAR_MISSES: u8 = 255;
+
+/// Whether every character starting with a byte of `leads` leads state
+/// `t` of a [`LazyDfa`], where no lexeme is in progress, back to `t` by
+/// transitions already learned (`yes` and `no` as for [`chars_loop`]). A
+/// lead byte whose characters meet a transition not learned yet is judged
+/// neither way (and counted in `misses`): the walk goes down that subtree
+/// and learns it.
+///
+/// Why: in a grammar of single-character lexemes a comment body (`/* */`'s
+/// `( [^*] | "*" [^/] )*`) leads every ordinary character back to one
+/// configuration, but the lexer alone cannot tell (each character ends a
+/// lexeme), so below every node holding a multi-byte character the walk
+/// went byte by byte: the masks after `/*` in llama.cpp's c.gbnf sample
+/// took 9 million instructions each.
+#[allow(clippy::too_many_arguments)]
+fn known_chars_loop(
+    trans: &Trans,
+    classes: &[u8],
+    lexer: &Dfa,
+    t: u32,
+    leads: &[u64; 4],
+    yes: &mut [u64; 4],
+    no: &mut [u64; 4],
+    misses: &mut u8,
+) -> bool {
+    use crate::toktrie::{utf8_step, Utf8State, UTF8_INVALID, UTF8_START};
+    /// Some(whether every character from `q`, UTF-8 state `u` on, ends at
+    /// `t`), None where a transition is not learned.
+    fn back(trans: &Trans, classes: &[u8], lexer: &Dfa, t: u32, q: u32, u: Utf8State) -> Option<bool> {
+        if u == UTF8_START {
+            return Some(q == t);
+        }
+        let mut all = true;
+        for &(c, u2) in lexer.utf8_continuations(u) {
+            match trans.get(q, classes[c as usize] as usize) {
+                UNKNOWN => return None,
+                DEAD => all = false,
+                q2 => all &= back(trans, classes, lexer, t, q2, u2)?,
+            }
+        }
+        Some(all)
+    }
+    for w in 0..4 {
+        let mut todo = leads[w] & !yes[w];
+        while todo != 0 {
+            let bit = todo & todo.wrapping_neg();
+            todo &= todo - 1;
+            let b = (w * 64) as u8 + bit.trailing_zeros() as u8;
+            let u = utf8_step(UTF8_START, b);
+            let q = trans.get(t, classes[b as usize] as usize);
+            let judged = if u == UTF8_INVALID || q == DEAD {
+                Some(false)
+            } else if q == UNKNOWN {
+                None
+            } else {
+                back(trans, classes, lexer, t, q, u)
+            };
+            match judged {
+                Some(true) => yes[w] |= bit,
+                Some(false) => {
+                    no[w] |= bit;
+                    return false;
+                }
+                None => {
+                    *misses = misses.saturating_add(1);
+                    return false;
+                }
+            }
+        }
+    }
+    true
 }
 
 /// Whether every character starting with a byte of `leads` leads lexer
@@ -2362,7 +2447,7 @@ impl LazyWalk {
             {
                 let (trans, ids, path) = (&dfa.trans, &mut self.ids[..], &mut self.path[..]);
                 let loops = &dfa.loops[..];
-                let (char_slot, char_loops) = (&mut dfa.char_slot[..], &mut dfa.char_loops);
+                let (char_slot, char_loops, char_misses) = (&mut dfa.char_slot[..], &mut dfa.char_loops, &mut dfa.char_misses);
                 let (info, set_allowed) = (&dfa.info[..], &dfa.set_allowed[..]);
                 while i < end {
                     let node = nodes[i];
@@ -2389,23 +2474,34 @@ impl LazyWalk {
                         // Below a node of whole characters, characters
                         // rather than bytes must lead back: an identifier
                         // of any script (`\w+` below ` caf` holds `é`,
-                        // two bytes, neither of which loops alone). A
-                        // lexeme must be in progress for a character to
-                        // lead back to the same state.
-                        let slot = char_slot[t as usize];
-                        if slot != NO_CHAR_LOOPS && below.whole_chars_below(i) {
-                            let slot = if slot == 0 {
+                        // two bytes, neither of which loops alone), or a
+                        // GBNF comment's `[^*]` (one lexeme per character,
+                        // judged by the transitions learned).
+                        let flagged = char_slot[t as usize];
+                        let lexeme = flagged & NO_LEXEME == 0;
+                        // Where no lexeme is in progress, ASCII characters
+                        // are bytes: those below must loop already.
+                        if flagged != NO_CHAR_LOOPS && (lexeme || subset(&[bytes[0], bytes[1], 0, 0], set)) && below.whole_chars_below(i) {
+                            let slot = if flagged & !NO_LEXEME == 0 {
                                 char_loops.push(([0; 4], [0; 4]));
-                                char_slot[t as usize] = char_loops.len() as u32;
+                                char_misses.push(0);
+                                char_slot[t as usize] = flagged | char_loops.len() as u32;
                                 char_loops.len()
                             } else {
-                                slot as usize
+                                (flagged & !NO_LEXEME) as usize
                             };
                             let (yes, no) = &mut char_loops[slot - 1];
                             let leads = lead_bytes(bytes);
                             if !leads.iter().zip(no.iter()).any(|(l, n)| l & n != 0) {
-                                let (ls, _, set_id) = info[t as usize];
-                                if subset(&leads, yes) || chars_loop(&g.lexer, ls, &set_allowed[set_id as usize], &leads, yes, no) {
+                                let misses = &mut char_misses[slot - 1];
+                                if subset(&leads, yes)
+                                    || if lexeme {
+                                        let (ls, _, set_id) = info[t as usize];
+                                        chars_loop(&g.lexer, ls, &set_allowed[set_id as usize], &leads, yes, no)
+                                    } else {
+                                        *misses < MAX_CHAR_MISSES && known_chars_loop(trans, classes, &g.lexer, t, &leads, yes, no, misses)
+                                    }
+                                {
                                     out.push((i - root) as u32 | WHOLE);
                                     i = node.subtree_end as usize;
                                     continue;
