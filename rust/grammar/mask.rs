@@ -2275,7 +2275,7 @@ fn known_chars_loop(
     no: &mut [u64; 4],
     misses: &mut u8,
 ) -> bool {
-    use crate::toktrie::{utf8_step, Utf8State, UTF8_INVALID, UTF8_START};
+    use crate::toktrie::{Utf8State, UTF8_INVALID, UTF8_START};
     /// Some(whether every character from `q`, UTF-8 state `u` on, ends at
     /// `t`), None where a transition is not learned.
     fn back(trans: &Trans, classes: &[u8], lexer: &Dfa, t: u32, q: u32, u: Utf8State) -> Option<bool> {
@@ -2292,31 +2292,48 @@ fn known_chars_loop(
         }
         Some(all)
     }
+    judge_leads(leads, yes, no, |b, u| {
+        let q = trans.get(t, classes[b as usize] as usize);
+        let judged = if u == UTF8_INVALID || q == DEAD {
+            Some(false)
+        } else if q == UNKNOWN {
+            None
+        } else {
+            back(trans, classes, lexer, t, q, u)
+        };
+        if judged.is_none() {
+            *misses = misses.saturating_add(1);
+        }
+        judged
+    })
+}
+
+/// Judge the lead bytes of `leads` not yet in `yes`, one at a time, by
+/// `judge` (given the byte and the UTF-8 decoder state after it): a byte
+/// judged true joins `yes`, one judged false joins `no` and ends the
+/// walk; `None` (not known yet) ends it too, recording nothing. Whether
+/// every lead byte was judged true.
+#[inline(always)]
+fn judge_leads(
+    leads: &[u64; 4],
+    yes: &mut [u64; 4],
+    no: &mut [u64; 4],
+    mut judge: impl FnMut(u8, crate::toktrie::Utf8State) -> Option<bool>,
+) -> bool {
+    use crate::toktrie::{utf8_step, UTF8_START};
     for w in 0..4 {
         let mut todo = leads[w] & !yes[w];
         while todo != 0 {
             let bit = todo & todo.wrapping_neg();
             todo &= todo - 1;
             let b = (w * 64) as u8 + bit.trailing_zeros() as u8;
-            let u = utf8_step(UTF8_START, b);
-            let q = trans.get(t, classes[b as usize] as usize);
-            let judged = if u == UTF8_INVALID || q == DEAD {
-                Some(false)
-            } else if q == UNKNOWN {
-                None
-            } else {
-                back(trans, classes, lexer, t, q, u)
-            };
-            match judged {
+            match judge(b, utf8_step(UTF8_START, b)) {
                 Some(true) => yes[w] |= bit,
                 Some(false) => {
                     no[w] |= bit;
                     return false;
                 }
-                None => {
-                    *misses = misses.saturating_add(1);
-                    return false;
-                }
+                None => return false,
             }
         }
     }
@@ -2333,24 +2350,11 @@ fn known_chars_loop(
 /// instructions).
 #[inline(never)]
 fn chars_loop(lexer: &Dfa, s: u32, allowed: &[u64], leads: &[u64; 4], yes: &mut [u64; 4], no: &mut [u64; 4]) -> bool {
-    use crate::toktrie::{utf8_step, UTF8_INVALID, UTF8_START};
+    use crate::toktrie::UTF8_INVALID;
     let live = |q: u32| q != DEAD_STATE && intersects(lexer.reach(q), allowed);
-    for w in 0..4 {
-        let mut todo = leads[w] & !yes[w];
-        while todo != 0 {
-            let bit = todo & todo.wrapping_neg();
-            todo &= todo - 1;
-            let b = (w * 64) as u8 + bit.trailing_zeros() as u8;
-            let u = utf8_step(UTF8_START, b);
-            if u != UTF8_INVALID && char_dest(lexer, s, b, u, Some(s), exact(live)).is_some() {
-                yes[w] |= bit;
-            } else {
-                no[w] |= bit;
-                return false;
-            }
-        }
-    }
-    true
+    judge_leads(leads, yes, no, |b, u| {
+        Some(u != UTF8_INVALID && char_dest(lexer, s, b, u, Some(s), exact(live)).is_some())
+    })
 }
 
 /// A trie walk over a [`LazyDfa`] from one parser configuration (the
