@@ -59,6 +59,11 @@ pub struct CompiledGrammar {
     /// their masks from one lazy walk of the whole trie (see
     /// [`crate::grammar::mask::fill_by_walk`]).
     pub(crate) prefix_free_lexemes: bool,
+    /// Per `rhs` position: 0, or one more than the index in `loop_bytes`
+    /// of the bytes that take an item there round its repetition again
+    /// (see [`repetition_loops`]).
+    dot_loop: Vec<u16>,
+    loop_bytes: Vec<[u64; 4]>,
 }
 
 impl CompiledGrammar {
@@ -167,6 +172,7 @@ impl CompiledGrammar {
         for &t in &g.ignore {
             ignore[t as usize / 64] |= 1 << (t % 64);
         }
+        let (dot_loop, loop_bytes) = repetition_loops(&rhs, &rule_start, &rule_lhs, &rules_of, &lexer);
         Ok(CompiledGrammar {
             rhs,
             rule_start,
@@ -182,8 +188,113 @@ impl CompiledGrammar {
             predictions: (0..=n_nt).map(|_| std::sync::OnceLock::new()).collect(),
             prediction_budget: std::sync::atomic::AtomicUsize::new(PREDICTION_BUDGET_PER_SYMBOL * (total + 2)),
             prefix_free_lexemes,
+            dot_loop,
+            loop_bytes,
         })
     }
+
+    /// How many byte sets [`repetition_loops`] found (none: a walk need
+    /// not look for them).
+    #[inline]
+    pub(crate) fn num_loop_sets(&self) -> usize {
+        self.loop_bytes.len()
+    }
+
+    /// Byte set `id` (from 1) of [`repetition_loops`]: with an item it is
+    /// kept for in the top set and no lexeme in progress, every string of
+    /// its bytes is a valid continuation.
+    #[inline]
+    pub(crate) fn loop_bytes(&self, id: u16) -> &[u64; 4] {
+        &self.loop_bytes[id as usize - 1]
+    }
+}
+
+/// Distinct byte sets [`repetition_loops`] keeps; further loops are left
+/// out (they only make masks faster).
+const MAX_LOOP_SETS: usize = u16::MAX as usize;
+
+/// For each repetition `h -> h x` (how `*` and `+` are desugared, see
+/// `ebnf.rs`), the bytes `b` that alone are a lexeme no byte extends and
+/// that derive `x`: `x` a terminal matching `b`, or a nonterminal with a
+/// rule `x -> T` for such a terminal. Keyed by the dot before `x`.
+///
+/// Why: with an item `[h -> h . x, o]` in the top set and no lexeme in
+/// progress, such a byte ends a lexeme at once (the lexer's state after it
+/// is terminal), the scan advances the item to `[h -> h x ., o]`, whose
+/// completion of `h` at `o` puts `[h -> h . x, o]` back: the next set
+/// holds the item again, with no lexeme in progress. So every string of
+/// those bytes is a valid continuation, whatever else the set holds, and a
+/// trie walk accepts a subtree spelled only with them without a parser
+/// step (inside an identifier where keywords begin -- `in`, `import` --
+/// each prefix is another configuration, and was learned one by one).
+/// The argument is about the parser alone, so it holds for any grammar.
+fn repetition_loops(rhs: &[u32], rule_start: &[u32], rule_lhs: &[u32], rules_of: &[Vec<u32>], lexer: &Dfa) -> (Vec<u16>, Vec<[u64; 4]>) {
+    let mut single: FxMap<u32, [u64; 4]> = FxMap::default();
+    for b in 0..=255u8 {
+        let s = lexer.next(lexer.start(), b);
+        if s == DEAD || !lexer.is_terminal(s) {
+            continue;
+        }
+        for (w, &word) in lexer.matches(s).iter().enumerate() {
+            let mut m = word;
+            while m != 0 {
+                let t = 64 * w as u32 + m.trailing_zeros();
+                m &= m - 1;
+                single.entry(t).or_insert([0; 4])[b as usize / 64] |= 1 << (b % 64);
+            }
+        }
+    }
+    let mut dot_loop = vec![0u16; rhs.len()];
+    let mut sets: Vec<[u64; 4]> = Vec::new();
+    let mut ids: FxMap<[u64; 4], u16> = FxMap::default();
+    if single.is_empty() {
+        return (dot_loop, sets);
+    }
+    let body = |r: usize| {
+        let s = rule_start[r] as usize;
+        let e = rhs[s..].iter().position(|&x| x & END_FLAG != 0).map_or(rhs.len(), |p| s + p);
+        &rhs[s..e]
+    };
+    for r in 0..rule_start.len() {
+        let h = rule_lhs[r];
+        let &[first, x] = body(r) else { continue };
+        if first != NT_FLAG | h {
+            continue;
+        }
+        let mut bytes = [0u64; 4];
+        let mut add = |t: u32| {
+            if let Some(b) = single.get(&t) {
+                for (w, x) in bytes.iter_mut().zip(b) {
+                    *w |= x;
+                }
+            }
+        };
+        if x & NT_FLAG == 0 {
+            add(x);
+        } else {
+            for &r2 in &rules_of[(x & !NT_FLAG) as usize] {
+                if let &[t] = body(r2 as usize) {
+                    if t & NT_FLAG == 0 {
+                        add(t);
+                    }
+                }
+            }
+        }
+        if bytes == [0; 4] {
+            continue;
+        }
+        let id = match ids.get(&bytes) {
+            Some(&id) => id,
+            None if sets.len() < MAX_LOOP_SETS => {
+                sets.push(bytes);
+                ids.insert(bytes, sets.len() as u16);
+                sets.len() as u16
+            }
+            None => continue,
+        };
+        dot_loop[rule_start[r] as usize + 1] = id;
+    }
+    (dot_loop, sets)
 }
 
 /// The items that predicting a nonterminal adds to a set, all with that
@@ -218,6 +329,8 @@ struct Prediction {
     /// The items waiting on a nonterminal, by nonterminal: what a
     /// completion advances.
     by_wait: BySymbol,
+    /// The distinct byte sets of [`repetition_loops`] kept for the items.
+    loops: Box<[u16]>,
 }
 
 /// Dots grouped by the symbol they wait on, each group found in constant
@@ -355,7 +468,12 @@ impl Prediction {
     fn new(g: &CompiledGrammar, dots: Vec<u32>, nts: Vec<u32>, expect: Vec<u64>) -> Prediction {
         let mut by_term = Vec::new();
         let mut by_wait = Vec::new();
+        let mut loops = Vec::new();
         for &d in &dots {
+            let l = g.dot_loop[d as usize];
+            if l != 0 && !loops.contains(&l) {
+                loops.push(l);
+            }
             let sym = g.rhs[d as usize];
             if sym & END_FLAG != 0 {
                 continue;
@@ -372,6 +490,7 @@ impl Prediction {
             by_term: BySymbol::new(by_term, 64 * expect.len()),
             expect: expect.into(),
             by_wait: BySymbol::new(by_wait, g.rules_of.len()),
+            loops: loops.into(),
         }
     }
 
@@ -940,6 +1059,40 @@ impl Chart {
         self.combos.push(std::sync::Arc::new(p));
         self.combo_ids.insert(key, id);
         id
+    }
+
+    /// The two largest byte sets of [`repetition_loops`] kept for the
+    /// items of set `k` (0 for none): each alone, not their union, is a
+    /// set every string of which continues the configuration after set
+    /// `k` when no lexeme is in progress (after `x` in `x = 1`, both `x1`
+    /// and ` \t` continue, but not `\tif`).
+    fn loops_at(&self, g: &CompiledGrammar, k: usize) -> [u16; 2] {
+        let mut best = [0u16; 2];
+        if g.num_loop_sets() == 0 {
+            return best;
+        }
+        let mut size = [0u32; 2];
+        let mut take = |l: u16| {
+            if l == 0 || best.contains(&l) {
+                return;
+            }
+            let n = g.loop_bytes(l).iter().map(|w| w.count_ones()).sum::<u32>();
+            if n > size[0] {
+                (best, size) = ([l, best[0]], [n, size[0]]);
+            } else if n > size[1] {
+                (best[1], size[1]) = (l, n);
+            }
+        };
+        let c = self.set_combo[k];
+        if c != NO_COMBO {
+            for &l in self.combos[c as usize].loops.iter() {
+                take(l);
+            }
+        }
+        for it in &self.items[self.set_range(k)] {
+            take(g.dot_loop[it.dot as usize]);
+        }
+        best
     }
 
     /// The prediction holding set `k`'s predicted items, if one does.
@@ -1774,6 +1927,15 @@ impl GrammarState {
     /// plus `%ignore`).
     pub fn allowed_at(&self, g: &CompiledGrammar, k: usize) -> &[u64] {
         self.chart.allowed_at(k, g.pwords)
+    }
+
+    /// Up to two byte sets ([`CompiledGrammar::loop_bytes`], 0 for none)
+    /// each of which continues the configuration after chart set `k` with
+    /// any string of its bytes where no lexeme is in progress: the bytes
+    /// that take a repetition `h -> h x` one more time, alone (see
+    /// [`repetition_loops`]).
+    pub fn loops_at(&self, g: &CompiledGrammar, k: usize) -> [u16; 2] {
+        self.chart.loops_at(g, k)
     }
 
     /// Terminals the parser expects after chart set `k`.
