@@ -172,7 +172,14 @@ impl CompiledGrammar {
         for &t in &g.ignore {
             ignore[t as usize / 64] |= 1 << (t % 64);
         }
-        let (dot_loop, loop_bytes) = repetition_loops(&rhs, &rule_start, &rule_lhs, &rules_of, &lexer);
+        // Only a walk of single-byte lexemes asks (see `LazyWalk`); where
+        // lexemes are longer, few states could use them, and every new
+        // chart set would work them out for nothing.
+        let (dot_loop, loop_bytes) = if prefix_free_lexemes {
+            repetition_loops(&rhs, &rule_start, &rule_lhs, &rules_of, &lexer)
+        } else {
+            (vec![0; rhs.len()], Vec::new())
+        };
         Ok(CompiledGrammar {
             rhs,
             rule_start,
@@ -193,8 +200,8 @@ impl CompiledGrammar {
         })
     }
 
-    /// How many byte sets [`repetition_loops`] found (none: a walk need
-    /// not look for them).
+    /// How many byte sets [`repetition_loops`] found (none, too, where
+    /// lexemes are longer than a byte: a walk need not look for them).
     #[inline]
     pub(crate) fn num_loop_sets(&self) -> usize {
         self.loop_bytes.len()

@@ -2464,10 +2464,10 @@ impl LazyWalk {
         root: usize,
         out: &mut Vec<u32>,
     ) {
-        // Most grammars have no repetition of one-byte lexemes, or (where
-        // lexemes are longer) few states where one could be taken: their
-        // walk does not pay for asking (it costs a few percent per node).
-        if g.num_loop_sets() == 0 || !g.prefix_free_lexemes {
+        // Most grammars have no repetition of one-byte lexemes (or, where
+        // lexemes are longer, none are kept): their walk does not pay for
+        // asking (it costs a few percent per node).
+        if g.num_loop_sets() == 0 {
             self.walk_subtree_with::<false>(g, dfa, trie, below, st, root, out)
         } else {
             self.walk_subtree_with::<true>(g, dfa, trie, below, st, root, out)
