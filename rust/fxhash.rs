@@ -58,3 +58,144 @@ impl Hasher for Fx {
 
 pub type FxMap<K, V> = HashMap<K, V, BuildFx>;
 pub type FxSet<K> = HashSet<K, BuildFx>;
+
+/// Parts of a [`ShardedMap`].
+const SHARDS: usize = 64;
+
+/// Which part of a [`ShardedMap`] each of 4,096 slots goes to: part `i`
+/// takes the slots `u` with `64 * log2(1 + u / 4096)` in `[i, i + 1)`, so
+/// its share of the keys is `2^(i/64)` times the first part's (a factor
+/// of two across the parts, evenly in log scale).
+static SHARD_OF: [u8; 4096] = {
+    let mut t = [0u8; 4096];
+    let mut u = 0;
+    while u < 4096 {
+        // ((4096 + u) / 4096)^64 in 32.32 fixed point, by six squarings
+        // (below 2^64 before the last, so no product overflows).
+        let mut r: u128 = ((4096 + u) as u128) << 20;
+        let mut i = 0;
+        while i < 6 {
+            r = (r * r) >> 32;
+            i += 1;
+        }
+        t[u] = (127 - r.leading_zeros() - 32) as u8;
+        u += 1;
+    }
+    t
+};
+
+/// An [`FxMap`] in [`SHARDS`] parts of unequal shares, for the maps that
+/// grow to hundreds of thousands of entries while masks are computed.
+///
+/// Why: a hash table doubles all at once, and the call that crosses its
+/// size pays for a table twice as large: every page of it touched for the
+/// first time (2,100 page faults, about 5 ms on a virtual machine, in one
+/// mask of the PoC JavaScript sample) and every entry moved. Parts of
+/// equal shares would all double within a few percent of the same size;
+/// with shares spread over a factor of two, the parts double one at a
+/// time, about every percent of growth, each at a 64th of the cost.
+#[derive(Debug, Clone)]
+pub struct ShardedMap<K, V> {
+    shards: Vec<FxMap<K, V>>,
+    len: usize,
+}
+
+impl<K, V> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap { shards: Vec::new(), len: 0 }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
+    #[inline]
+    fn shard(key: &K) -> usize {
+        // Remixed so that the slot depends on every bit of the hash, and
+        // taken from the top: the part's own table indexes by the low
+        // bits and tags by the top seven of the unmixed hash.
+        let h = BuildFx.hash_one(key).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        SHARD_OF[(h >> 52) as usize] as usize
+    }
+
+    #[inline]
+    pub fn get(&self, key: &K) -> Option<&V> {
+        if self.shards.is_empty() {
+            return None;
+        }
+        self.shards[Self::shard(key)].get(key)
+    }
+
+    /// Insert `value` under `key`, returning the value it replaced.
+    #[inline]
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if self.shards.is_empty() {
+            self.shards = (0..SHARDS).map(|_| FxMap::default()).collect();
+        }
+        let old = self.shards[Self::shard(&key)].insert(key, value);
+        self.len += usize::from(old.is_none());
+        old
+    }
+
+    /// The value under `key`, inserting `value` first where there is none.
+    #[inline]
+    pub fn get_or_insert(&mut self, key: K, value: V) -> &mut V {
+        if self.shards.is_empty() {
+            self.shards = (0..SHARDS).map(|_| FxMap::default()).collect();
+        }
+        match self.shards[Self::shard(&key)].entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.len += 1;
+                e.insert(value)
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Remove every entry, keeping the parts' tables (and their pages).
+    pub fn clear(&mut self) {
+        for s in &mut self.shards {
+            s.clear();
+        }
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_shares_grow_by_two_across_the_parts() {
+        let count = |i: u8| SHARD_OF.iter().filter(|&&s| s == i).count();
+        assert_eq!(SHARD_OF[0], 0);
+        assert_eq!(SHARD_OF[4095] as usize, SHARDS - 1);
+        assert!(SHARD_OF.windows(2).all(|w| w[0] <= w[1]));
+        let (first, last) = (count(0), count(SHARDS as u8 - 1));
+        assert!((40..=50).contains(&first) && (80..=95).contains(&last), "{first} {last}");
+    }
+
+    #[test]
+    fn sharded_map_is_a_map() {
+        let mut m: ShardedMap<(u32, u32), u64> = ShardedMap::default();
+        assert!(m.get(&(1, 2)).is_none() && m.is_empty());
+        for i in 0..10_000u32 {
+            assert_eq!(*m.get_or_insert((i, i / 7), u64::from(i)), u64::from(i));
+        }
+        assert_eq!(*m.get_or_insert((5, 0), 99), 5);
+        assert_eq!(m.insert((5, 0), 6), Some(5));
+        assert_eq!(m.insert((10_000, 0), 1), None);
+        assert_eq!(m.len(), 10_001);
+        assert_eq!(m.get(&(5, 0)), Some(&6));
+        let sizes: Vec<usize> = m.shards.iter().map(|s| s.len()).collect();
+        assert!(sizes[SHARDS - 1] > sizes[0] * 3 / 2, "{sizes:?}");
+        m.clear();
+        assert!(m.is_empty() && m.get(&(5, 0)).is_none());
+    }
+}

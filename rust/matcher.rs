@@ -40,6 +40,37 @@ pub struct TokEnv {
     /// most [`MAX_FIRST_BYTE_MASKS`]): a lexer state's extending bytes
     /// (identifier characters, digits) are few sets per grammar.
     first_bytes: Mutex<FxMap<[u64; 4], Arc<[u32]>>>,
+    /// Per first byte, the mask of the tokens that start with it, for
+    /// the bytes that start many ([`FirstByteMasks`]).
+    first_dense: OnceLock<FirstByteMasks>,
+}
+
+/// Masks of the tokens by first byte, kept only for a byte that starts at
+/// least a 128th of the vocabulary (a space starts a third of Llama 3's,
+/// each letter one or two percent): OR-ing its mask costs less than
+/// setting its tokens one by one, and there are at most 128 such bytes,
+/// so they take at most 16 bytes per token. A mask of the tokens after a
+/// lexeme that whitespace extends was 80% of SynCode JSON's slowest mask,
+/// set token by token.
+#[derive(Debug)]
+struct FirstByteMasks(Vec<Option<Box<[u32]>>>);
+
+impl FirstByteMasks {
+    fn new(trie: &TokTrie, words: usize) -> Self {
+        let mut masks: Vec<Option<Box<[u32]>>> = (0..256).map(|_| None).collect();
+        let min = (words * 32 / 128).max(1);
+        for c in trie.children(0) {
+            let toks = trie.subtree_tokens(c);
+            if toks.len() >= min {
+                let mut m = vec![0u32; words];
+                for &t in toks {
+                    set_bit(&mut m, t);
+                }
+                masks[trie.node_byte(c) as usize] = Some(m.into());
+            }
+        }
+        FirstByteMasks(masks)
+    }
 }
 
 /// How many masks [`TokEnv::first_bytes`] keeps (each a mask's size).
@@ -81,6 +112,7 @@ impl TokEnv {
             body: OnceLock::new(),
             shared_lex: Mutex::default(),
             first_bytes: Mutex::default(),
+            first_dense: OnceLock::new(),
         })
     }
 
@@ -91,12 +123,14 @@ impl TokEnv {
             return m.clone();
         }
         let trie = self.trie();
+        let dense = self.first_dense.get_or_init(|| FirstByteMasks::new(trie, self.mask_words()));
         let mut m = vec![0u32; self.mask_words()];
         for c in trie.children(0) {
             let b = trie.node_byte(c);
             if bytes[b as usize / 64] >> (b % 64) & 1 != 0 {
-                for &t in trie.subtree_tokens(c) {
-                    set_bit(&mut m, t);
+                match &dense.0[b as usize] {
+                    Some(d) => m.iter_mut().zip(d.iter()).for_each(|(w, d)| *w |= d),
+                    None => trie.subtree_tokens(c).iter().for_each(|&t| set_bit(&mut m, t)),
                 }
             }
         }
@@ -109,14 +143,15 @@ impl TokEnv {
     }
 
     /// How many of the per-vocabulary structures (trie, shapes, subtree
-    /// bytes, body index) are built: a caller can tell whether a call
-    /// built one (and so freed its temporaries).
+    /// bytes, body index, masks by first byte) are built: a caller can
+    /// tell whether a call built one (and so freed its temporaries).
     pub fn data_built(&self) -> usize {
         [
             self.trie.get().is_some(),
             self.shapes.get().is_some(),
             self.below.get().is_some(),
             self.body.get().is_some(),
+            self.first_dense.get().is_some(),
         ]
         .iter()
         .filter(|&&b| b)
@@ -124,16 +159,18 @@ impl TokEnv {
     }
 
     /// Build the per-vocabulary data grammar masks use (the token trie,
-    /// its subtree shapes and bytes, and the string-body index,
-    /// [`BodyIndex`]) now rather than at the first mask: every JSON
-    /// Schema's strings take their body tokens from the index, so like the
-    /// token trie it is per-vocabulary work (llguidance precomputes its
-    /// string-body token sets per tokenizer the same way).
+    /// its subtree shapes and bytes, the string-body index,
+    /// [`BodyIndex`], and the masks by first byte) now rather than at the
+    /// first mask: every JSON Schema's strings take their body tokens from
+    /// the index, so like the token trie it is per-vocabulary work
+    /// (llguidance precomputes its string-body token sets per tokenizer the
+    /// same way).
     /// [`Constraint::grammar`] calls it.
     pub fn prepare_grammar_data(&self) {
         self.shapes();
         self.subtree_bytes();
         self.body_index();
+        self.first_dense.get_or_init(|| FirstByteMasks::new(self.trie(), self.mask_words()));
     }
 
     /// The lexer-layer entry of grammar `g` in lexer state `ls` under

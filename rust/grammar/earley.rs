@@ -22,7 +22,7 @@
 
 use super::{Grammar, GrammarLimits, Sym};
 use crate::error::{Error, Result};
-use crate::fxhash::{FxMap, FxSet};
+use crate::fxhash::{FxMap, FxSet, ShardedMap};
 use crate::regex::{Dfa, RegexLimits, TerminalSpec, DEAD};
 
 const NT_FLAG: u32 = 1 << 30;
@@ -552,7 +552,7 @@ pub struct Chart {
     /// is built again): most sets need few, and in one table shared by all
     /// sets, popped ones included, each lookup was a cache miss (a tenth
     /// of the PoC JavaScript grammar's mask time).
-    ctx: FxMap<(u32, u32), u128>,
+    ctx: ShardedMap<(u32, u32), u128>,
     ctx_keys: Vec<Vec<u32>>,
     ctx_values: Vec<Vec<u128>>,
     /// Per set: the generation that built it.

@@ -23,7 +23,7 @@
 use super::body::{self, BodyIndex, SKELETON_ENTRY};
 use super::earley::{can_end, extends, intersects, ByteSnaps, CompiledGrammar, GrammarState, NO_SNAP};
 use crate::bitmask::{set_bit, StoredMask};
-use crate::fxhash::FxMap;
+use crate::fxhash::{FxMap, ShardedMap};
 use crate::regex::{Dfa, WalkSignature};
 use crate::toktrie::{SubtreeBytes, TokTrie};
 
@@ -1432,7 +1432,13 @@ const WHOLE: u32 = 1 << 31;
 
 /// Set the bits of the tokens a subtree walk from node `c` accepted
 /// (offsets from `c`, some standing for whole subtrees).
+///
+/// A mask sets tens of thousands of tokens this way (every identifier
+/// after an operator), a third of such a mask's instructions with a bounds
+/// check per token: the bound is checked once instead.
 fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
+    // Every token of the trie is below its vocabulary's size.
+    assert!(trie.vocab_size() <= out.len() * 32, "mask shorter than the vocabulary");
     for &o in offsets {
         let toks = if o & WHOLE != 0 {
             trie.subtree_tokens(c + (o & !WHOLE) as usize)
@@ -1440,7 +1446,10 @@ fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
             trie.node_tokens(c + o as usize)
         };
         for &t in toks {
-            set_bit(out, t);
+            debug_assert!((t as usize) < trie.vocab_size());
+            // SAFETY: `t < vocab_size <= out.len() * 32` ([`TokTrie::new`]
+            // takes ids from `0..vocab.size()`; asserted above).
+            unsafe { *out.get_unchecked_mut((t >> 5) as usize) |= 1u32 << (t & 31) };
         }
     }
 }
@@ -1930,10 +1939,10 @@ pub struct LazyDfa {
     /// Per state: (lexer state, lexeme in progress, set id); states 0 and
     /// 1 are placeholders for [`UNKNOWN`] and [`DEAD`].
     info: Vec<(u32, bool, u32)>,
-    states: FxMap<(u32, bool, u32), u32>,
+    states: ShardedMap<(u32, bool, u32), u32>,
     /// Set ids by fingerprint; per set id, the terminals the lexer may
     /// match there and those the parser expects.
-    sets: FxMap<u128, u32>,
+    sets: ShardedMap<u128, u32>,
     set_allowed: Vec<Vec<u64>>,
     set_expected: Vec<Vec<u64>>,
     /// The state after a byte of lexer class `c` in state `s` (the parser
@@ -1950,7 +1959,7 @@ pub struct LazyDfa {
     /// scans few distinct sets): with the sets themselves as keys, each
     /// doubling of the table rehashed every set, 9.5 million instructions
     /// and 2,700 page faults in one mask of the PoC JavaScript sample.
-    scans: FxMap<(u32, u32), u32>,
+    scans: ShardedMap<(u32, u32), u32>,
     term_sets: FxMap<Vec<u64>, u32>,
     /// Per state: the bytes known to lead straight back to it, kept up as
     /// transitions are learned (recomputing it from the whole row after
@@ -1982,6 +1991,18 @@ pub struct LazyDfa {
     /// Per state, what [`LazyDfa::body_run`] found.
     body_runs: FxMap<u32, Option<u8>>,
 }
+
+/// States (or set ids) past which [`LazyDfa`]'s per-state (per-set)
+/// arrays reserve room for [`RESERVED_STATES`] at once.
+///
+/// Why: each array doubled by copying, and the mask that crossed a size
+/// paid for the copy and the new pages (5 million instructions and 900
+/// page faults, a third of the PoC JavaScript sample's slowest mask, at
+/// 65,536 states and set ids). Reserved, the room is address space until
+/// states use it (about 100 bytes per state); small grammars (most JSON
+/// Schemas) never get this far.
+const RESERVE_STATES_AT: usize = 4096;
+const RESERVED_STATES: usize = 1 << 20;
 
 /// A scan for [`LazyDfa::scans`] to remember once the parser has run.
 struct PendingScan {
@@ -2161,8 +2182,17 @@ impl LazyDfa {
 
     fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
         let next = self.trans.states as u32;
-        let id = *self.states.entry((ls, ip, set)).or_insert(next);
+        let id = *self.states.get_or_insert((ls, ip, set), next);
         if id == next {
+            if self.info.len() == RESERVE_STATES_AT {
+                // Address space only: pages are touched as states come.
+                // Where it is refused, the arrays grow as before.
+                let more = RESERVED_STATES - self.info.len();
+                let _ = self.info.try_reserve_exact(more);
+                let _ = self.loops.try_reserve_exact(more);
+                let _ = self.sure.try_reserve_exact(more);
+                let _ = self.char_slot.try_reserve_exact(more);
+            }
             self.trans.push();
             self.info.push((ls, ip, set));
             self.loops.push([0; 4]);
@@ -2176,8 +2206,14 @@ impl LazyDfa {
     fn set_id(&mut self, g: &CompiledGrammar, st: &mut GrammarState, k: usize) -> u32 {
         let fp = st.set_fingerprint(g, k);
         let next = self.sets.len() as u32;
-        let id = *self.sets.entry(fp).or_insert(next);
+        let id = *self.sets.get_or_insert(fp, next);
         if id == next {
+            if self.set_allowed.len() == RESERVE_STATES_AT {
+                let more = RESERVED_STATES - self.set_allowed.len();
+                let _ = self.set_allowed.try_reserve_exact(more);
+                let _ = self.set_expected.try_reserve_exact(more);
+                let _ = self.set_sure.try_reserve_exact(more);
+            }
             self.set_allowed.push(st.allowed_at(g, k).to_vec());
             self.set_expected.push(st.expected_at(g, k).to_vec());
             self.set_sure.push(st.loops_at(g, k));
