@@ -124,13 +124,21 @@ impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
         self.shards[Self::shard(key)].get(key)
     }
 
+    /// The part of `shards` that `key` belongs to, the parts made at the
+    /// first insert (a function of the parts alone, so that `len` can be
+    /// updated while the part is borrowed).
+    #[inline]
+    fn part_mut<'a>(shards: &'a mut Vec<FxMap<K, V>>, key: &K) -> &'a mut FxMap<K, V> {
+        if shards.is_empty() {
+            *shards = (0..SHARDS).map(|_| FxMap::default()).collect();
+        }
+        &mut shards[Self::shard(key)]
+    }
+
     /// Insert `value` under `key`, returning the value it replaced.
     #[inline]
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if self.shards.is_empty() {
-            self.shards = (0..SHARDS).map(|_| FxMap::default()).collect();
-        }
-        let old = self.shards[Self::shard(&key)].insert(key, value);
+        let old = Self::part_mut(&mut self.shards, &key).insert(key, value);
         self.len += usize::from(old.is_none());
         old
     }
@@ -138,10 +146,7 @@ impl<K: std::hash::Hash + Eq, V> ShardedMap<K, V> {
     /// The value under `key`, inserting `value` first where there is none.
     #[inline]
     pub fn get_or_insert(&mut self, key: K, value: V) -> &mut V {
-        if self.shards.is_empty() {
-            self.shards = (0..SHARDS).map(|_| FxMap::default()).collect();
-        }
-        match self.shards[Self::shard(&key)].entry(key) {
+        match Self::part_mut(&mut self.shards, &key).entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 self.len += 1;

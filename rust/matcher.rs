@@ -123,7 +123,7 @@ impl TokEnv {
             return m.clone();
         }
         let trie = self.trie();
-        let dense = self.first_dense.get_or_init(|| FirstByteMasks::new(trie, self.mask_words()));
+        let dense = self.first_byte_masks();
         let mut m = vec![0u32; self.mask_words()];
         for c in trie.children(0) {
             let b = trie.node_byte(c);
@@ -170,7 +170,7 @@ impl TokEnv {
         self.shapes();
         self.subtree_bytes();
         self.body_index();
-        self.first_dense.get_or_init(|| FirstByteMasks::new(self.trie(), self.mask_words()));
+        self.first_byte_masks();
     }
 
     /// The lexer-layer entry of grammar `g` in lexer state `ls` under
@@ -221,6 +221,12 @@ impl TokEnv {
     /// does not pay for it.
     pub fn trie(&self) -> &TokTrie {
         self.trie.get_or_init(|| TokTrie::new(&self.vocab))
+    }
+
+    /// Masks of the tokens by first byte ([`FirstByteMasks`]); built on
+    /// first use by a grammar.
+    fn first_byte_masks(&self) -> &FirstByteMasks {
+        self.first_dense.get_or_init(|| FirstByteMasks::new(self.trie(), self.mask_words()))
     }
 
     /// Subtree shape ids of the trie (see [`TokTrie::shape_ids`]); built on

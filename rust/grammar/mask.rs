@@ -2547,11 +2547,12 @@ impl LazyWalk {
                 let (info, set_allowed) = (&dfa.info[..], &dfa.set_allowed[..]);
                 while i < end {
                     let node = nodes[i];
-                    let d = node.depth as usize - d0; // 1-based depth below the base
-                                                      // A byte that takes a repetition once more, with only
-                                                      // such bytes below: the whole subtree is accepted, its
-                                                      // transitions not needed (`[a-z0-9_]*` inside an
-                                                      // identifier, whatever keywords its prefixes begin).
+                    // 1-based depth below the base.
+                    let d = node.depth as usize - d0;
+                    // A byte that takes a repetition once more, with only
+                    // such bytes below: the whole subtree is accepted, its
+                    // transitions not needed (`[a-z0-9_]*` inside an
+                    // identifier, whatever keywords its prefixes begin).
                     if LOOPS
                         && repeats(
                             g,
