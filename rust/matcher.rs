@@ -76,8 +76,12 @@ impl FirstByteMasks {
 /// How many masks [`TokEnv::first_bytes`] keeps (each a mask's size).
 const MAX_FIRST_BYTE_MASKS: usize = 64;
 
-/// [`SharedLexEntry`]s by (lexeme in progress, walk signature).
-type SharedLexMap = FxMap<(bool, Vec<u32>), Arc<SharedLexEntry>>;
+/// [`SharedLexEntry`]s by walk signature. Whether a lexeme is in progress
+/// is not part of the key: an entry differs by it only in whether its
+/// root is a boundary, which the signature's first label says (a lexer
+/// start matches nothing, and a lexeme in progress ends at the root iff
+/// its state matches).
+type SharedLexMap = FxMap<Vec<u32>, Arc<SharedLexEntry>>;
 
 /// Memory bound of a vocabulary's shared lexer-layer entries.
 const SHARED_LEX_BYTES: usize = 64 << 20;
@@ -92,6 +96,12 @@ const MAX_SHARED_LEX_STATES: usize = 256;
 /// the few first letters of the keys left.
 const MIN_SHARED_LIVE_BYTES: usize = 64;
 
+/// The fewest tokens below the two-byte prefixes that extend a lexeme for
+/// its entry to be looked up among shared ones where fewer than
+/// [`MIN_SHARED_LIVE_BYTES`] bytes do (see [`walks_wide`]): Llama 3 has
+/// 5,095 tokens of CJK characters and 1,100 of digits.
+const MIN_SHARED_WALK_TOKENS: usize = 2048;
+
 /// How many bytes extend the lexeme in lexer state `s` under `allowed`.
 fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
     (0..=255u8)
@@ -100,6 +110,35 @@ fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
             t != crate::regex::DEAD && intersects(lexer.reach(t), allowed)
         })
         .count()
+}
+
+/// Whether a lexer walk from `s` spreads over much of the trie, so that
+/// its entry is worth looking up among shared ones: [`MIN_SHARED_LIVE_BYTES`]
+/// bytes extend it (a string body), or [`MIN_SHARED_WALK_TOKENS`] tokens
+/// lie below the two-byte prefixes that do (a run of CJK characters has a
+/// few lead bytes, with thousands of tokens below). A key among key
+/// literals has neither, nor has a number (a thousand tokens of digits).
+fn walks_wide(lexer: &crate::regex::Dfa, trie: &TokTrie, s: u32, allowed: &[u64]) -> bool {
+    if live_bytes(lexer, s, allowed) >= MIN_SHARED_LIVE_BYTES {
+        return true;
+    }
+    let live = |t: u32| t != crate::regex::DEAD && intersects(lexer.reach(t), allowed);
+    let mut tokens = 0;
+    for c in trie.children(0) {
+        let t = lexer.next(s, trie.node_byte(c));
+        if !live(t) {
+            continue;
+        }
+        for c2 in trie.children(c) {
+            if live(lexer.next(t, trie.node_byte(c2))) {
+                tokens += trie.subtree_tokens(c2).len();
+                if tokens >= MIN_SHARED_WALK_TOKENS {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 impl TokEnv {
@@ -181,15 +220,18 @@ impl TokEnv {
     fn lex_entry(&self, g: &CompiledGrammar, memo: &BodyMemo, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
         let plan = LexEntry::plan(g, Some(self.body_index()), Some(memo), ls, in_progress, allowed);
         let build = |plan| LexEntry::build_planned(g, self.trie(), self.subtree_bytes(), plan, ls, in_progress, allowed, self.mask_words());
-        // Only a lexeme in progress (a string or number body): from the
-        // lexer's start the walk depends on the grammar's whole set of
-        // terminals and is rarely met again elsewhere. Nor one whose body
+        // Only a lexeme in progress (a string or number body), or a lexer
+        // start where one terminal is allowed (japanese.gbnf's first run
+        // of characters, whose walk is that of every run after a space):
+        // from a start among several terminals the walk depends on the
+        // grammar's whole set of them and is rarely met again. Nor one whose body
         // tokens come from the index: its build is cheaper than the
-        // signature. Nor one few bytes extend (a key among key literals):
-        // its walk stays in a few subtrees and cost less than the
-        // signature, which found no entry to share (every key of an object
-        // has its own allowed keys).
-        let sig = if in_progress && !plan.uses_index() && live_bytes(&g.lexer, ls, allowed) >= MIN_SHARED_LIVE_BYTES {
+        // signature. Nor one whose walk stays narrow ([`walks_wide`]: a key
+        // among key literals): it visits a few subtrees and cost less than
+        // the signature, which found no entry to share (every key of an
+        // object has its own allowed keys).
+        let one_terminal = allowed.iter().map(|w| w.count_ones()).sum::<u32>() == 1;
+        let sig = if (in_progress || one_terminal) && !plan.uses_index() && walks_wide(&g.lexer, self.trie(), ls, allowed) {
             g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
         } else {
             None
@@ -197,14 +239,14 @@ impl TokEnv {
         let Some(mut sig) = sig else {
             return build(plan);
         };
-        let key = (in_progress, std::mem::take(&mut sig.key));
+        let key = std::mem::take(&mut sig.key);
         let found = self.shared_lex.lock().unwrap().0.get(&key).cloned();
         if let Some(shared) = found {
             return LexEntry::from_shared(g, allowed, &shared, &sig);
         }
         let e = build(plan);
         let shared = e.to_shared(&sig);
-        let bytes = shared.bytes() + key.1.len() * 4 + 64;
+        let bytes = shared.bytes() + key.len() * 4 + 64;
         let mut map = self.shared_lex.lock().unwrap();
         if map.1 + bytes <= SHARED_LEX_BYTES {
             map.1 += bytes;
@@ -1111,6 +1153,42 @@ mod tests {
                 sizes.push(env.shared_lex.lock().unwrap().0.len());
             }
             assert!(sizes[0] > 0 && sizes[1] == sizes[0], "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn shared_entries_keep_lexeme_ends() {
+        // After `c`, `T2` may not end until one more character; after `a`,
+        // `T1` may end at once. Their lexers walk alike byte by byte, so a
+        // signature blind to where a lexeme may end gave `T1` the entry
+        // `T2` shared, without its ends: `a` and `ab` were refused after
+        // `a`.
+        let g2 = "start: T2 \"\\n\"\nT2: /c([\\x20-\\x60\\x62-\\x7e]a)*[\\x20-\\x60\\x62-\\x7e]/\n";
+        let g1 = "start: T1 \"a\" \"b\"\nT1: /a([\\x20-\\x60\\x62-\\x7e]a)*/\n";
+        for tok in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = shared_env(tok) else { return };
+            for (text, doc) in [(g2, "cxax\n"), (g1, "axaab")] {
+                let g = crate::grammar::lark::parse_lark(text, &GrammarLimits::default()).unwrap();
+                check_masks_on(&env, &g, &[doc], 1);
+            }
+            assert!(!env.shared_lex.lock().unwrap().0.is_empty(), "entries were shared");
+        }
+    }
+
+    #[test]
+    fn start_entries_shared_with_lexemes_in_progress() {
+        // Promoted, the first word is one terminal and each later one
+        // another (a space, then letters): the first word's start entry
+        // serves every later word after its space, and the entry inside
+        // the first word serves the later ones.
+        let g = crate::grammar::gbnf::parse_gbnf(r#"root ::= [a-z]+ (" " [a-z]+)*"#, &GrammarLimits::default()).unwrap();
+        for tok in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = shared_env(tok) else { return };
+            let c = Constraint::grammar(env.clone(), &g, &GrammarLimits::default()).unwrap();
+            Matcher::new(c).fill_mask(&mut vec![0u32; env.mask_words()]).unwrap();
+            assert_eq!(env.shared_lex.lock().unwrap().0.len(), 1, "{tok}: the start entry is shared");
+            check_masks_on(&env, &g, &["ab cd efg h"], 1);
+            assert_eq!(env.shared_lex.lock().unwrap().0.len(), 2, "{tok}");
         }
     }
 

@@ -557,7 +557,8 @@ impl Dfa {
         // splits. Keys live in one flat buffer (no allocation per state
         // and round).
         let mut block = labels.clone();
-        let mut nblocks = labels.iter().max().map_or(0, |&m| m as usize + 1);
+        // Labels are 0 (matching nothing) and 1.. densely.
+        let mut nblocks = labels.iter().max().map_or(0, |&m| m as usize) + usize::from(labels.contains(&0));
         let mut keys = vec![0u32; n * (width + 1)];
         let mut refined = vec![0u32; n];
         for round in 0.. {
@@ -638,16 +639,25 @@ impl Dfa {
         Some((states, succ, revisits))
     }
 
-    /// Each state's allowed matches, numbered in order of first appearance.
+    /// Each state's allowed matches: 0 where it matches none, otherwise the
+    /// set numbered from 1 in order of first appearance. Matching nothing
+    /// keeps its own label because a walk signature must tell where a
+    /// lexeme may end: numbered like the others, a state matching nothing
+    /// followed by one matching `A` would read like one matching `A`
+    /// followed by one matching `B`, and an entry shared between them would
+    /// put every lexeme end in the wrong place.
     fn quotient_labels(&self, states: &[u32], allowed: &[u64]) -> Vec<u32> {
         use crate::fxhash::FxMap;
         if self.pwords == 1 && allowed.len() == 1 {
             let mut ids: FxMap<u64, u32> = FxMap::default();
             return states
                 .iter()
-                .map(|&q| {
-                    let next = ids.len() as u32;
-                    *ids.entry(self.matches(q)[0] & allowed[0]).or_insert(next)
+                .map(|&q| match self.matches(q)[0] & allowed[0] {
+                    0 => 0,
+                    m => {
+                        let next = ids.len() as u32 + 1;
+                        *ids.entry(m).or_insert(next)
+                    }
                 })
                 .collect();
         }
@@ -656,7 +666,10 @@ impl Dfa {
             .iter()
             .map(|&q| {
                 let m: Vec<u64> = self.matches(q).iter().zip(allowed).map(|(m, a)| m & a).collect();
-                let next = ids.len() as u32;
+                if m.iter().all(|&w| w == 0) {
+                    return 0;
+                }
+                let next = ids.len() as u32 + 1;
                 *ids.entry(m).or_insert(next)
             })
             .collect()
@@ -1787,6 +1800,25 @@ mod tests {
         let mixed = Dfa::compile_many(&lexer, &RegexLimits::default()).unwrap();
         let sig = |d: &Dfa| d.walk_signature(d.run(d.start(), b"\""), &[1], 256).expect("within the work bound").key;
         assert_eq!(sig(&mixed), sig(&alone));
+    }
+
+    #[test]
+    fn walk_signature_tells_where_lexemes_end() {
+        // From `a` in `a([b-z]a)*` the lexeme may end, then not, then may;
+        // from `c` in `c([b-z]a)*[b-z]` it may not, then may, then not. Both
+        // walk alike byte by byte, and both read "one set of matches, then
+        // another" if matching nothing were numbered like a set; their
+        // entries' boundaries are where the other's are not.
+        let ends_first = Dfa::compile_many(&["a(?:[b-z]a)*"], &RegexLimits::default()).unwrap();
+        let ends_second = Dfa::compile_many(&["c(?:[b-z]a)*[b-z]"], &RegexLimits::default()).unwrap();
+        let sig = |d: &Dfa, b: &[u8]| d.walk_signature(d.run(d.start(), b), &[1], 256).expect("within the work bound").key;
+        assert_ne!(sig(&ends_first, b"a"), sig(&ends_second, b"c"));
+        // Whose terminal it is does not matter.
+        let renamed = Dfa::compile_many(&["x", "a(?:[b-z]a)*"], &RegexLimits::default()).unwrap();
+        assert_eq!(
+            sig(&ends_first, b"a"),
+            renamed.walk_signature(renamed.run(renamed.start(), b"a"), &[2], 256).unwrap().key
+        );
     }
 
     #[test]

@@ -403,6 +403,8 @@ impl LexWalk<'_> {
         let inner = &mut self.inner[..];
         let boundaries = &mut self.boundaries;
         let nodes = trie.nodes();
+        // Every token of the trie is below its vocabulary's size.
+        assert!(trie.vocab_size() <= inner.len() * 32, "mask shorter than the vocabulary");
         let mut i = lo;
         while i < hi {
             let node = nodes[i];
@@ -413,9 +415,9 @@ impl LexWalk<'_> {
                 i = node.subtree_end as usize;
                 continue;
             }
-            for &t in trie.node_tokens(i) {
-                set_bit(inner, t);
-            }
+            // SAFETY: trie ids are below `vocab_size <= inner.len() * 32`
+            // (asserted above).
+            unsafe { set_bits_unchecked(inner, trie.node_tokens(i)) };
             let end = node.subtree_end as usize;
             if end == i + 1 {
                 // A leaf (most nodes): no child to end the lexeme before.
@@ -427,9 +429,8 @@ impl LexWalk<'_> {
                 // Every node below extends the lexeme, and none may end
                 // it: all its tokens are inside, and node `i` is no
                 // boundary (none of its children ends).
-                for &t in trie.subtree_tokens(i) {
-                    set_bit(inner, t);
-                }
+                // SAFETY: as for the node's own tokens above.
+                unsafe { set_bits_unchecked(inner, trie.subtree_tokens(i)) };
                 i = end;
                 continue;
             }
@@ -1432,10 +1433,6 @@ const WHOLE: u32 = 1 << 31;
 
 /// Set the bits of the tokens a subtree walk from node `c` accepted
 /// (offsets from `c`, some standing for whole subtrees).
-///
-/// A mask sets tens of thousands of tokens this way (every identifier
-/// after an operator), a third of such a mask's instructions with a bounds
-/// check per token: the bound is checked once instead.
 fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
     // Every token of the trie is below its vocabulary's size.
     assert!(trie.vocab_size() <= out.len() * 32, "mask shorter than the vocabulary");
@@ -1445,12 +1442,24 @@ fn set_accepted(trie: &TokTrie, c: usize, offsets: &[u32], out: &mut [u32]) {
         } else {
             trie.node_tokens(c + o as usize)
         };
-        for &t in toks {
-            debug_assert!((t as usize) < trie.vocab_size());
-            // SAFETY: `t < vocab_size <= out.len() * 32` ([`TokTrie::new`]
-            // takes ids from `0..vocab.size()`; asserted above).
-            unsafe { *out.get_unchecked_mut((t >> 5) as usize) |= 1u32 << (t & 31) };
-        }
+        // SAFETY: every `t < vocab_size <= out.len() * 32` ([`TokTrie::new`]
+        // takes ids from `0..vocab.size()`; asserted above).
+        unsafe { set_bits_unchecked(out, toks) };
+    }
+}
+
+/// Set the bits of `toks` in `out`. Callers check once for a whole walk
+/// that the mask covers the trie's vocabulary: a bounds check per token
+/// cost a third of the instructions of a mask that sets tens of thousands
+/// of tokens (every identifier after an operator).
+///
+/// # Safety
+/// Every token in `toks` must be below `out.len() * 32`.
+#[inline(always)]
+unsafe fn set_bits_unchecked(out: &mut [u32], toks: &[u32]) {
+    for &t in toks {
+        debug_assert!((t as usize) < out.len() * 32);
+        *out.get_unchecked_mut((t >> 5) as usize) |= 1u32 << (t & 31);
     }
 }
 
