@@ -27,6 +27,16 @@ greedily, so it allows `/**/*.` at every statement start, and after the
 sample's first `/*` it allows nearly every token to the end of the file
 (inside its comment), at 3 us a mask.
 
+With ``--repeat N`` every engine makes N such cold passes, each in a
+fresh child, the engines taking turns (each round starts with the next
+engine), and each position's time is the median of its N cold times (TTFM
+likewise; RSS is the largest). Why: this VM's speed drifts between runs of
+one binary -- the second-slowest mask of japanese.gbnf took 135 to 249 us
+in six runs in a row -- so one pass per engine, minutes apart from the
+other engine's, can turn a p99 or max either way. Each time is still a
+first visit in a fresh process; the median only drops the machine's
+slow (or fast) moments.
+
 Grammars: ``benches/grammars/`` (sources and licenses in SOURCES.md there)
 plus ``../shared/grammars/``; each ``NAME.gbnf`` / ``NAME.lark`` comes with
 ``NAME.1.txt``. XGrammar reads GBNF-style EBNF, so it runs the GBNF ones.
@@ -34,7 +44,8 @@ plus ``../shared/grammars/``; each ``NAME.gbnf`` / ``NAME.lark`` comes with
 Usage::
 
     python benches/grammar_bench.py [--engines tokensieve,llguidance,xgrammar]
-        [--grammar SUBSTRING[,SUBSTRING...]] [--timeout 120] [--json OUT.json] [--out TABLE.md]
+        [--grammar SUBSTRING[,SUBSTRING...]] [--timeout 120] [--repeat 1]
+        [--json OUT.json] [--out TABLE.md]
 """
 
 from __future__ import annotations
@@ -218,6 +229,32 @@ def run_one(engine: str, path: Path, timeout: float) -> Dict[str, object]:
     return json.loads(lines[-1])
 
 
+def merge_runs(runs: List[Dict[str, object]]) -> Dict[str, object]:
+    """One engine's cold passes over one grammar as one result: per position
+    the median time, the median TTFM, the largest RSS. Passes that did not
+    all get as far (a timeout in one of them) are not merged: the first is
+    kept, with the others' outcomes noted."""
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    lens = {len(cast(List[float], r.get("mask_us", []))) for r in runs}
+    same_end = len(lens) == 1 and len({str(r.get("error", "")) for r in runs}) == 1
+    if same_end and not any("ttfm_ms" in r for r in runs):
+        return first  # failed alike every time (a compile error, n/a)
+    if not same_end or any("ttfm_ms" not in r for r in runs):
+        out = dict(first)
+        out["error"] = (str(first.get("error", "")) + f" (runs differ: {[r.get('error', 'ok') for r in runs]})").strip()
+        return out
+    out = dict(first)
+    series = [cast(List[float], r["mask_us"]) for r in runs]
+    out["mask_us"] = [statistics.median(col) for col in zip(*series)]
+    out["ttfm_ms"] = statistics.median(cast(float, r["ttfm_ms"]) for r in runs)
+    out["rss_mb"] = max(cast(float, r.get("rss_mb", 0)) for r in runs)
+    if any(masks_of(r) != masks_of(first) for r in runs):
+        out["error"] = (str(first.get("error", "")) + " (masks differ between runs)").strip()
+    return out
+
+
 def pct(xs: List[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -240,6 +277,7 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--grammar", default=None, help="only grammars whose file name contains this (or one of these, comma-separated)")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--repeat", type=int, default=1, help="cold passes per engine (fresh processes, engines taking turns); per position the median time")
     ap.add_argument("--json", default=None, help="write raw results here")
     ap.add_argument("--out", default=None, help="write the markdown table here")
     ap.add_argument("--child", nargs=2, metavar=("ENGINE", "GRAMMAR"), help=argparse.SUPPRESS)
@@ -249,8 +287,14 @@ def main() -> None:
         return
     engines = [e for e in a.engines.split(",") if e]
     raw: Dict[str, Dict[str, Dict[str, object]]] = {}
+    if a.repeat < 1:
+        ap.error("--repeat must be at least 1")
     for p in grammars(a.grammar):
-        raw[p.name] = {e: run_one(e, p, a.timeout) for e in engines}
+        runs: Dict[str, List[Dict[str, object]]] = {e: [] for e in engines}
+        for k in range(a.repeat):
+            for e in engines[k % len(engines) :] + engines[: k % len(engines)]:
+                runs[e].append(run_one(e, p, a.timeout))
+        raw[p.name] = {e: merge_runs(runs[e]) for e in engines}
         print(p.name, {e: raw[p.name][e].get("error", "ok") for e in engines}, file=sys.stderr, flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(raw))
@@ -326,6 +370,8 @@ def main() -> None:
         for k, v in ratios.items()
         if v
     )
+    if a.repeat > 1:
+        summary += f"\n- Each time is the median of {a.repeat} cold passes per engine (fresh processes, engines taking turns)."
     print(table)
     print()
     print(summary)
