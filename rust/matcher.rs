@@ -16,7 +16,7 @@ use crate::bitmask::{set_bit, words_for, StoredMask};
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
 use crate::grammar::body::BodyIndex;
-use crate::grammar::earley::{intersects, CompiledGrammar, GrammarState};
+use crate::grammar::earley::{extends, CompiledGrammar, GrammarState};
 use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, StartEntries, WalkCache};
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
@@ -103,13 +103,8 @@ const MIN_SHARED_LIVE_BYTES: usize = 64;
 const MIN_SHARED_WALK_TOKENS: usize = 2048;
 
 /// How many bytes extend the lexeme in lexer state `s` under `allowed`.
-fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
-    (0..=255u8)
-        .filter(|&b| {
-            let t = lexer.next(s, b);
-            t != crate::regex::DEAD && intersects(lexer.reach(t), allowed)
-        })
-        .count()
+fn live_bytes(lexer: &Dfa, s: u32, allowed: &[u64]) -> usize {
+    (0..=255u8).filter(|&b| extends(lexer, s, b, allowed)).count()
 }
 
 /// Whether a lexer walk from `s` spreads over much of the trie, so that
@@ -118,19 +113,19 @@ fn live_bytes(lexer: &crate::regex::Dfa, s: u32, allowed: &[u64]) -> usize {
 /// lie below the two-byte prefixes that do (a run of CJK characters has a
 /// few lead bytes, with thousands of tokens below). A key among key
 /// literals has neither, nor has a number (a thousand tokens of digits).
-fn walks_wide(lexer: &crate::regex::Dfa, trie: &TokTrie, s: u32, allowed: &[u64]) -> bool {
+fn walks_wide(lexer: &Dfa, trie: &TokTrie, s: u32, allowed: &[u64]) -> bool {
     if live_bytes(lexer, s, allowed) >= MIN_SHARED_LIVE_BYTES {
         return true;
     }
-    let live = |t: u32| t != crate::regex::DEAD && intersects(lexer.reach(t), allowed);
     let mut tokens = 0;
     for c in trie.children(0) {
-        let t = lexer.next(s, trie.node_byte(c));
-        if !live(t) {
+        let b = trie.node_byte(c);
+        if !extends(lexer, s, b, allowed) {
             continue;
         }
+        let t = lexer.next(s, b);
         for c2 in trie.children(c) {
-            if live(lexer.next(t, trie.node_byte(c2))) {
+            if extends(lexer, t, trie.node_byte(c2), allowed) {
                 tokens += trie.subtree_tokens(c2).len();
                 if tokens >= MIN_SHARED_WALK_TOKENS {
                     return true;
@@ -224,12 +219,12 @@ impl TokEnv {
         // start where one terminal is allowed (japanese.gbnf's first run
         // of characters, whose walk is that of every run after a space):
         // from a start among several terminals the walk depends on the
-        // grammar's whole set of them and is rarely met again. Nor one whose body
-        // tokens come from the index: its build is cheaper than the
-        // signature. Nor one whose walk stays narrow ([`walks_wide`]: a key
-        // among key literals): it visits a few subtrees and cost less than
-        // the signature, which found no entry to share (every key of an
-        // object has its own allowed keys).
+        // grammar's whole set of them and is rarely met again. Nor one
+        // whose body tokens come from the index: its build is cheaper than
+        // the signature. Nor one whose walk stays narrow ([`walks_wide`]:
+        // a key among key literals): it visits a few subtrees and cost
+        // less than the signature, which found no entry to share (every
+        // key of an object has its own allowed keys).
         let one_terminal = allowed.iter().map(|w| w.count_ones()).sum::<u32>() == 1;
         let sig = if (in_progress || one_terminal) && !plan.uses_index() && walks_wide(&g.lexer, self.trie(), ls, allowed) {
             g.lexer.walk_signature(ls, allowed, MAX_SHARED_LEX_STATES)
