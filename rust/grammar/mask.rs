@@ -1510,6 +1510,11 @@ pub fn fill_by_walk(
     }
     let mut memo = WalkMemo::default();
     for c in trie.children(0) {
+        // Most first bytes are dead: skipped once their class is known
+        // dead, as in [`Finish::walk_nodes`].
+        if walk.dead_from_base(g, dfa, trie.node_byte(c)) {
+            continue;
+        }
         let accepted = memo.get_or_walk(shapes[c], |arena| walk.walk_subtree(g, dfa, trie, below, st, c, arena));
         set_accepted(trie, c, accepted, out);
     }
