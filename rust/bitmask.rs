@@ -354,7 +354,11 @@ mod tests {
                 }
                 let want: Vec<u32> = (0..words as u32 * 32).filter(|&t| get_bit(&mask, t)).collect();
                 let stored = StoredMask::new(&mask);
-                assert_eq!(matches!(stored, StoredMask::Dense(..)), want.len() > words / SPARSE_FRACTION, "{words} words");
+                assert_eq!(
+                    matches!(stored, StoredMask::Dense(..)),
+                    want.len() > words / SPARSE_FRACTION,
+                    "{words} words"
+                );
                 assert_eq!(stored.ones(), want);
                 assert_eq!(ones(&mask), want);
             }
