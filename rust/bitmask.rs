@@ -41,13 +41,14 @@ fn ones_upto(mask: &[u32], limit: usize) -> Option<Vec<u32>> {
     let (whole, rest) = mask.as_chunks::<BLOCK>();
     let mut out = Vec::with_capacity(64);
     for (b, block) in whole.iter().enumerate() {
-        if block.iter().fold(0, |a, &w| a | w) == 0 {
+        if all_zero(block) {
             continue;
         }
-        if nonzero_words(block).count_ones() > 4 {
+        let words = nonzero_words(block);
+        if words.count_ones() > 4 {
             return counted_ones_from(mask, b, out, limit);
         }
-        push_block(block, b * BLOCK, &mut out);
+        push_words(block, words, b * BLOCK, &mut out);
         if out.len() > limit {
             return None;
         }
@@ -62,7 +63,7 @@ fn counted_ones_from(mask: &[u32], from: usize, mut out: Vec<u32>, limit: usize)
     let (whole, rest) = mask.as_chunks::<BLOCK>();
     let mut n = out.len() + count_block(rest);
     for block in &whole[from..] {
-        if block.iter().fold(0, |a, &w| a | w) != 0 {
+        if !all_zero(block) {
             n += count_block(block);
             if n > limit {
                 return None;
@@ -74,12 +75,19 @@ fn counted_ones_from(mask: &[u32], from: usize, mut out: Vec<u32>, limit: usize)
     }
     out.reserve_exact(n - out.len());
     for (b, block) in whole.iter().enumerate().skip(from) {
-        if block.iter().fold(0, |a, &w| a | w) != 0 {
+        if !all_zero(block) {
             push_block(block, b * BLOCK, &mut out);
         }
     }
     push_block(rest, whole.len() * BLOCK, &mut out);
     Some(out)
+}
+
+/// Whether every word of `block` is zero: one OR over an array, unrolled
+/// and vectorised.
+#[inline]
+fn all_zero(block: &[u32; BLOCK]) -> bool {
+    block.iter().fold(0, |a, &w| a | w) == 0
 }
 
 /// Which words of `block` (at most 32) are non-zero, as bits.
@@ -109,7 +117,13 @@ fn count_block(block: &[u32]) -> usize {
 /// non-zero words (a sparse mask's non-zero blocks hold one or two each).
 #[inline]
 fn push_block(block: &[u32], first: usize, out: &mut Vec<u32>) {
-    let mut words = nonzero_words(block);
+    push_words(block, nonzero_words(block), first, out);
+}
+
+/// [`push_block`] with its non-zero words known (`words`, as
+/// [`nonzero_words`] gives them).
+#[inline]
+fn push_words(block: &[u32], mut words: u32, first: usize, out: &mut Vec<u32>) {
     while words != 0 {
         let i = words.trailing_zeros() as usize;
         words &= words - 1;
