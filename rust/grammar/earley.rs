@@ -723,11 +723,8 @@ fn cycle_name(h: (u64, u64), x: u32) -> u128 {
     ((mix(h.0 ^ x.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128) << 64) | mix(h.1 ^ x) as u128
 }
 
-/// The context of a member that is a cycle alone (its own fold `own`).
-#[inline]
-fn cycle_fold(seed: (u64, u64), x: u32, own: u128) -> u128 {
-    cycle_name(cycle_step(seed, x, own), x)
-}
+/// The fold of a cycle before its first member.
+const CYCLE_SEED: (u64, u64) = (0x51_7c_c1_b7_27_22_0a_95, 0x2545_f491_4f6c_dd1d);
 
 /// Sets with at least this many items get a completion index. Completing a
 /// nonterminal reads its origin set for the items waiting on it; on an
@@ -965,21 +962,12 @@ impl Chart {
             // its own rules.
             debug_assert_eq!(*x, nt);
             self.waiting(g, k, nt, wait);
-            let (mut a, mut b) = (0u64, 0u64);
             let mut cyclic = false;
-            for it in wait.iter() {
-                let o = it.origin as usize;
-                let c = if o < k {
-                    self.memo(o, g.dot_lhs[it.dot as usize])
-                        .expect("contexts of earlier sets are memoised first")
-                } else {
-                    cyclic = true;
-                    in_cycle(nt)
-                };
-                fold_item(&mut a, &mut b, it.dot, c);
-            }
-            let own = own_fold(a, b);
-            let v = if cyclic { cycle_fold(Self::cycle_seed(), nt, own) } else { own };
+            let own = self.fold_waiting(g, k, wait, |_| {
+                cyclic = true;
+                in_cycle(nt)
+            });
+            let v = if cyclic { cycle_name(cycle_step(CYCLE_SEED, nt, own), nt) } else { own };
             self.remember(k, nt, v);
             return;
         }
@@ -1040,28 +1028,20 @@ impl Chart {
             // Each member's items: their dots, and the contexts they lead
             // to (a member of this component by name).
             let mut cyclic = sc.comp.len() > 1;
-            let mut h = Self::cycle_seed();
+            let mut h = CYCLE_SEED;
             for ci in 0..sc.comp.len() {
                 let y = sc.comp[ci] as usize;
-                let (mut a, mut b) = (0u64, 0u64);
-                for e in sc.start[y]..sc.end[y] {
-                    let it = sc.items[e as usize];
-                    let o = it.origin as usize;
-                    let l = g.dot_lhs[it.dot as usize];
-                    let c = if o < k {
-                        self.memo(o, l).expect("contexts of earlier sets are memoised first")
+                let items = &sc.items[sc.start[y] as usize..sc.end[y] as usize];
+                let own = self.fold_waiting(g, k, items, |l| {
+                    let t = sc.pos(l);
+                    if sc.done[t] {
+                        sc.value[t]
                     } else {
-                        let t = sc.pos(l);
-                        if sc.done[t] {
-                            sc.value[t]
-                        } else {
-                            cyclic = true;
-                            in_cycle(l)
-                        }
-                    };
-                    fold_item(&mut a, &mut b, it.dot, c);
-                }
-                sc.value[y] = own_fold(a, b);
+                        cyclic = true;
+                        in_cycle(l)
+                    }
+                });
+                sc.value[y] = own;
                 h = cycle_step(h, members[y], sc.value[y]);
             }
             for ci in 0..sc.comp.len() {
@@ -1076,10 +1056,22 @@ impl Chart {
         self.ctx_scc = Some(sc);
     }
 
-    /// The fold of a cycle before its first member.
+    /// The own fold of the items waiting on a member at set `k`
+    /// (`items`): each item's dot with the context it leads to, memoised
+    /// for an origin below `k`, `in_set(lhs)` for an item predicted at `k`.
     #[inline]
-    fn cycle_seed() -> (u64, u64) {
-        (0x51_7c_c1_b7_27_22_0a_95, 0x2545_f491_4f6c_dd1d)
+    fn fold_waiting(&self, g: &CompiledGrammar, k: usize, items: &[Item], mut in_set: impl FnMut(u32) -> u128) -> u128 {
+        let (mut a, mut b) = (0u64, 0u64);
+        for it in items {
+            let l = g.dot_lhs[it.dot as usize];
+            let c = if (it.origin as usize) < k {
+                self.memo(it.origin as usize, l).expect("contexts of earlier sets are memoised first")
+            } else {
+                in_set(l)
+            };
+            fold_item(&mut a, &mut b, it.dot, c);
+        }
+        own_fold(a, b)
     }
 
     /// Enter member `j` in [`Chart::fold_closure`]'s search: number it,
