@@ -402,14 +402,21 @@ impl LexWalk<'_> {
         let states = &mut self.states[..];
         let inner = &mut self.inner[..];
         let boundaries = &mut self.boundaries;
-        let nodes = trie.nodes();
+        // Sliced to the walk's end: `nodes[i]` for `i < nodes.len()` then
+        // needs no check.
+        let nodes = &trie.nodes()[..hi];
         // Every token of the trie is below its vocabulary's size.
         assert!(trie.vocab_size() <= inner.len() * 32, "mask shorter than the vocabulary");
+        // One state per depth of the trie (`states` is made that long), and
+        // the walk starts below the root (the only node of depth 0).
+        assert!(states.len() > trie.max_depth() && lo >= 1);
         let mut i = lo;
-        while i < hi {
+        while i < nodes.len() {
             let node = nodes[i];
             let d = node.depth as usize;
-            let ls = lexer.next(states[d - 1], node.byte);
+            // SAFETY: `1 <= d <= max_depth < states.len()` (asserted above).
+            debug_assert!(d >= 1);
+            let ls = lexer.next(unsafe { *states.get_unchecked(d - 1) }, node.byte);
             let status = memo.status(lexer, ls, allowed);
             if status & LIVE == 0 {
                 i = node.subtree_end as usize;
@@ -424,7 +431,8 @@ impl LexWalk<'_> {
                 i += 1;
                 continue;
             }
-            states[d] = ls;
+            // SAFETY: as above.
+            unsafe { *states.get_unchecked_mut(d) = ls };
             if memo.accepts_below(lexer, ls, allowed, below, i, end - i, shared) {
                 // Every node below extends the lexeme, and none may end
                 // it: all its tokens are inside, and node `i` is no
@@ -2072,6 +2080,19 @@ impl Trans {
         self.blocks[b][i]
     }
 
+    /// [`Trans::get`] without bounds checks, for the walk's inner loop
+    /// (two checks per trie node there).
+    ///
+    /// # Safety
+    /// `s` must be a state of the table (below `states`) and `c` a class
+    /// (below `stride`).
+    #[inline(always)]
+    unsafe fn get_unchecked(&self, s: u32, c: usize) -> u32 {
+        debug_assert!((s as usize) < self.states && c < self.stride);
+        let (b, i) = self.at(s, c);
+        *self.blocks.get_unchecked(b).get_unchecked(i)
+    }
+
     #[inline(always)]
     fn set(&mut self, s: u32, c: usize, t: u32) {
         let (b, i) = self.at(s, c);
@@ -2564,7 +2585,9 @@ impl LazyWalk {
             self.ids.resize(need, 0);
             self.path.resize(need, 0);
         }
-        let nodes = trie.nodes();
+        // Sliced to the subtree: `nodes[i]` for `i < nodes.len()` then
+        // needs no check.
+        let nodes = &trie.nodes()[..end];
         let classes = g.lexer.classes();
         // ids[k]: state after k bytes below the base on the current path;
         // path[k]: the (k+1)-th byte. `st` stands at record `self.at`
@@ -2574,15 +2597,28 @@ impl LazyWalk {
         let mut i = root;
         loop {
             // Fast path: known transitions only (a table lookup per node).
+            // Its reads go unchecked where the walk's invariants bound
+            // them (asserted here, or below per node in debug builds):
+            // bounds checks were a fifth of its instructions, and the
+            // loop visits every live node of a dense first-visit mask.
             {
-                let (trans, ids, path) = (&dfa.trans, &mut self.ids[..], &mut self.path[..]);
+                let (trans, ids, path) = (&dfa.trans, &mut self.ids[..need], &mut self.path[..need]);
                 let (loops, sure) = (&dfa.loops[..], &dfa.sure[..]);
                 let (char_slot, char_loops, char_misses) = (&mut dfa.char_slot[..], &mut dfa.char_loops, &mut dfa.char_misses);
                 let (info, set_allowed) = (&dfa.info[..], &dfa.set_allowed[..]);
-                while i < end {
+                // Every state of the table has its loops and character
+                // slot (pushed together in `state_id`), and the table is
+                // this grammar's: every byte class of its lexer (below
+                // `num_classes`) is below the stride.
+                assert!(loops.len() >= trans.states && char_slot.len() >= trans.states);
+                assert!(g.lexer.num_classes() <= trans.stride);
+                while i < nodes.len() {
                     let node = nodes[i];
-                    // 1-based depth below the base.
+                    // 1-based depth below the base: a node below `root` is
+                    // deeper than the base's depth `d0`, and no deeper than
+                    // the trie (`need` = its depth + 2).
                     let d = node.depth as usize - d0;
+                    debug_assert!(d >= 1 && d < need);
                     // A byte that takes a repetition once more, with only
                     // such bytes below: the whole subtree is accepted, its
                     // transitions not needed (`[a-z0-9_]*` inside an
@@ -2600,7 +2636,11 @@ impl LazyWalk {
                         i = node.subtree_end as usize;
                         continue;
                     }
-                    let t = trans.get(ids[d - 1], classes[node.byte as usize] as usize);
+                    // SAFETY: `1 <= d < need` (above); `ids` holds states
+                    // of the table (the base, then transitions taken),
+                    // and classes are below the stride (asserted).
+                    let from = unsafe { *ids.get_unchecked(d - 1) };
+                    let t = unsafe { trans.get_unchecked(from, classes[node.byte as usize] as usize) };
                     if t == UNKNOWN {
                         break;
                     }
@@ -2608,12 +2648,17 @@ impl LazyWalk {
                         i = node.subtree_end as usize;
                         continue;
                     }
-                    ids[d] = t;
-                    path[d - 1] = node.byte;
+                    // SAFETY: `1 <= d < need`.
+                    unsafe {
+                        *ids.get_unchecked_mut(d) = t;
+                        *path.get_unchecked_mut(d - 1) = node.byte;
+                    }
                     if let Some(bytes) = below.get(i) {
                         // Every byte below leads back to `t`: the whole
                         // subtree is accepted.
-                        let set = &loops[t as usize];
+                        // SAFETY: `t` is a state of the table (asserted
+                        // above: every state has its loops).
+                        let set = unsafe { loops.get_unchecked(t as usize) };
                         if subset(bytes, set) {
                             out.push((i - root) as u32 | WHOLE);
                             i = node.subtree_end as usize;
@@ -2625,7 +2670,8 @@ impl LazyWalk {
                         // two bytes, neither of which loops alone), or a
                         // GBNF comment's `[^*]` (one lexeme per character,
                         // judged by the transitions learned).
-                        let flagged = char_slot[t as usize];
+                        // SAFETY: as for `loops`.
+                        let flagged = unsafe { *char_slot.get_unchecked(t as usize) };
                         let lexeme = flagged & NO_LEXEME == 0;
                         // Where no lexeme is in progress, ASCII characters
                         // are bytes: those below must loop already.
