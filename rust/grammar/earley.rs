@@ -777,13 +777,14 @@ impl Chart {
     /// third key of an object looks like the second).
     ///
     /// What the future reads: the top set's items waiting on a terminal
-    /// (scans), whether the start rule is complete (acceptance, which
-    /// [`GrammarState::mask_key`] adds where it still matters), and, for
-    /// each item, what its completion will advance: the *context* of its
-    /// rule's left-hand side at its origin ([`Chart::context`]). Nothing
-    /// else of the chart is ever read again, so an item left over from the
-    /// previous list element (a `ws` that might have followed it) does not
-    /// make the next element's fingerprint differ.
+    /// (scans), whether the start rule is complete (acceptance: the
+    /// lowest bit, apart from the hash of the rest, so that
+    /// [`GrammarState::mask_key`] can leave it out where it cannot matter),
+    /// and, for each item, what its completion will advance: the *context*
+    /// of its rule's left-hand side at its origin ([`Chart::context`]).
+    /// Nothing else of the chart is ever read again, so an item left over
+    /// from the previous list element (a `ws` that might have followed it)
+    /// does not make the next element's fingerprint differ.
     pub fn fingerprint(&mut self, g: &CompiledGrammar) -> u128 {
         self.fold_set(g, self.sets.len() - 1, false)
     }
@@ -860,11 +861,13 @@ impl Chart {
                 fold_item(&mut a, &mut b, g.dot_name[d as usize], c);
             }
         }
-        // The full fingerprint leaves acceptance to [`GrammarState::mask_key`],
-        // which knows whether it can still matter.
-        let accepts = if local { accepts } else { 0 };
-        let r = if local { 11 } else { 7 };
-        ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(r) ^ accepts) as u128
+        if local {
+            return ((mix(a ^ accepts) as u128) << 64) | mix(b ^ a.rotate_left(11) ^ accepts) as u128;
+        }
+        // Acceptance as the lowest bit of the full fingerprint, kept out of
+        // the hash ([`Chart::fingerprint`]).
+        let h = ((mix(a) as u128) << 64) | mix(b ^ a.rotate_left(7)) as u128;
+        (h & !1) | accepts as u128
     }
 
     /// Fingerprint of what completing nonterminal `nt` from set `k` leads
@@ -1748,10 +1751,6 @@ fn dot_names(rhs: &[u32], dot_lhs: &[u32]) -> Vec<u32> {
     names
 }
 
-/// What [`GrammarState::mask_key`] folds into the fingerprint of a set
-/// that accepts.
-const ACCEPTS_TAG: u128 = 0x5be0_cd19_137e_2179_1f83_d9ab_fb41_bd6b;
-
 /// Fold item (dot, context) into an order-independent pair of accumulators.
 #[inline]
 fn fold_item(a: &mut u64, b: &mut u64, dot: u32, c: u128) {
@@ -2059,8 +2058,9 @@ impl GrammarState {
         let (s, ip) = self.lexer_position(g);
         let fp = self.chart.fingerprint(g);
         let matters = !ip || intersects(g.lexer.reach(s), &g.ignore);
-        let fp = if matters && g.chart_accepts(&self.chart) { fp ^ ACCEPTS_TAG } else { fp };
-        (s, ip, fp)
+        // The lowest bit is acceptance ([`Chart::fingerprint`]), memoised
+        // with the rest: no scan of the top set per key.
+        (s, ip, if matters { fp } else { fp & !1 })
     }
 
     /// [`Chart::local_fingerprint_at`] of chart set `k`: a
