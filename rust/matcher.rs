@@ -18,6 +18,7 @@ use crate::fxhash::FxMap;
 use crate::grammar::body::BodyIndex;
 use crate::grammar::earley::{extends, CompiledGrammar, GrammarState};
 use crate::grammar::mask::{fill_by_walk, fill_from_entry, BodyMemo, LazyDfa, LexEntry, SharedLexEntry, StartEntries, WalkCache};
+use crate::grammar::word::WordIndex;
 use crate::grammar::{Grammar, GrammarLimits};
 use crate::regex::{Dfa, RegexLimits, DEAD};
 use crate::toktrie::{SubtreeBytes, TokTrie};
@@ -33,6 +34,7 @@ pub struct TokEnv {
     shapes: OnceLock<Vec<u32>>,
     below: OnceLock<SubtreeBytes>,
     body: OnceLock<BodyIndex>,
+    words: OnceLock<WordIndex>,
     /// Lexer-layer entries of every grammar over this vocabulary, by walk
     /// signature, and their bytes (at most [`SHARED_LEX_BYTES`]).
     shared_lex: Mutex<(SharedLexMap, usize)>,
@@ -144,6 +146,7 @@ impl TokEnv {
             shapes: OnceLock::new(),
             below: OnceLock::new(),
             body: OnceLock::new(),
+            words: OnceLock::new(),
             shared_lex: Mutex::default(),
             first_bytes: Mutex::default(),
             first_dense: OnceLock::new(),
@@ -194,7 +197,8 @@ impl TokEnv {
 
     /// Build the per-vocabulary data grammar masks use (the token trie,
     /// its subtree shapes and bytes, the string-body index,
-    /// [`BodyIndex`], and the masks by first byte) now rather than at the
+    /// [`BodyIndex`], the word index, [`WordIndex`], and the masks by first
+    /// byte) now rather than at the
     /// first mask: every JSON Schema's strings take their body tokens from
     /// the index, so like the token trie it is per-vocabulary work
     /// (llguidance precomputes its string-body token sets per tokenizer the
@@ -204,6 +208,7 @@ impl TokEnv {
         self.shapes();
         self.subtree_bytes();
         self.body_index();
+        self.word_index();
         self.first_byte_masks();
     }
 
@@ -213,7 +218,7 @@ impl TokEnv {
     /// the first string of every JSON Schema then costs a copy, not a walk
     /// of the vocabulary.
     fn lex_entry(&self, g: &CompiledGrammar, memo: &BodyMemo, ls: u32, in_progress: bool, allowed: &[u64]) -> LexEntry {
-        let plan = LexEntry::plan(g, Some(self.body_index()), Some(memo), ls, in_progress, allowed);
+        let plan = LexEntry::plan(g, Some(self.body_index()), Some(self.word_index()), Some(memo), ls, in_progress, allowed);
         let build = |plan| LexEntry::build_planned(g, self.trie(), self.subtree_bytes(), plan, ls, in_progress, allowed, self.mask_words());
         // Only a lexeme in progress (a string or number body), or a lexer
         // start where one terminal is allowed (japanese.gbnf's first run
@@ -282,6 +287,12 @@ impl TokEnv {
     /// (see [`BodyIndex`]); built on first use by a grammar.
     pub fn body_index(&self) -> &BodyIndex {
         self.body.get_or_init(|| BodyIndex::new(self.trie()))
+    }
+
+    /// Word tokens per prefix and the entry nodes of the others (see
+    /// [`WordIndex`]); built on first use by a grammar.
+    pub fn word_index(&self) -> &WordIndex {
+        self.words.get_or_init(|| WordIndex::new(self.trie()))
     }
 
     pub fn mask_words(&self) -> usize {
@@ -628,6 +639,7 @@ impl GrammarKind {
                 env.shapes(),
                 env.subtree_bytes(),
                 body,
+                Some(env.word_index()),
                 st,
                 &entry,
                 &cache.walks,

@@ -40,6 +40,10 @@ pub struct Entry {
     pub byte: u8,
     /// Its trie node.
     pub node: u32,
+    /// The node above it (the root for an entry byte at a token's start):
+    /// where a lexeme that may end inside a run of body characters (a
+    /// line's rest, `/./+`) ends before the entry byte.
+    pub parent: u32,
 }
 
 impl Entry {
@@ -155,6 +159,7 @@ impl BodyIndex {
                     partial_len: at.plen,
                     byte: b,
                     node: i as u32,
+                    parent: ids[d - 1],
                 });
                 i = node.subtree_end as usize;
                 continue;

@@ -18,10 +18,22 @@
 //! where every body character keeps the lexeme going, the ~96% of a
 //! vocabulary made of body characters only is a precomputed bit set
 //! ([`BodyIndex`]), and only the few thousand other tokens are walked,
-//! from the state their body prefix leads to.
+//! from the state their body prefix leads to. A lexeme that may end
+//! anywhere inside such a run (the rest of a line) ends only before the
+//! few entry bytes that do not extend it: their parents are its
+//! boundaries.
+//!
+//! Identifiers likewise: where every word character leads a state into one
+//! state and back to it (an identifier in progress, or one that may start
+//! after a bracket, perhaps after a space), the word tokens are a
+//! precomputed bit set per prefix ([`WordIndex`]), in the lexer layer
+//! ([`Plan::Words`]) as in the walk after a lexeme's end
+//! ([`LazyDfa::word_run`]), and only the tokens that leave the word are
+//! walked.
 
 use super::body::{self, BodyIndex, SKELETON_ENTRY};
 use super::earley::{can_end, extends, intersects, ByteSnaps, CompiledGrammar, GrammarState, NO_SNAP};
+use super::word::{self, Alphabet, WordIndex, Words};
 use crate::bitmask::{set_bit, StoredMask};
 use crate::fxhash::{FxMap, ShardedMap};
 use crate::regex::{Dfa, WalkSignature};
@@ -64,14 +76,15 @@ impl LexEntry {
         trie: &TokTrie,
         below: &SubtreeBytes,
         body: Option<&BodyIndex>,
+        words: Option<&WordIndex>,
         memo: Option<&BodyMemo>,
         s: u32,
         in_progress: bool,
         allowed: &[u64],
-        words: usize,
+        mask_words: usize,
     ) -> LexEntry {
-        let plan = Self::plan(g, body, memo, s, in_progress, allowed);
-        Self::build_planned(g, trie, below, plan, s, in_progress, allowed, words)
+        let plan = Self::plan(g, body, words, memo, s, in_progress, allowed);
+        Self::build_planned(g, trie, below, plan, s, in_progress, allowed, mask_words)
     }
 
     /// How [`LexEntry::build`] will go about the entry of lexer state `s`
@@ -80,13 +93,14 @@ impl LexEntry {
     pub fn plan<'a>(
         g: &CompiledGrammar,
         body: Option<&'a BodyIndex>,
+        words: Option<&'a WordIndex>,
         memo: Option<&'a BodyMemo>,
         s: u32,
         in_progress: bool,
         allowed: &[u64],
     ) -> LexPlan<'a> {
         let mut states = WalkStates::new(g.lexer.num_states());
-        let plan = choose_plan(&g.lexer, body, memo, &mut states, s, in_progress, allowed);
+        let plan = choose_plan(&g.lexer, body, words, memo, &mut states, s, in_progress, allowed);
         LexPlan { plan, states, memo }
     }
 
@@ -144,6 +158,16 @@ impl LexEntry {
                     // the group.
                     if let Some(q) = run.state_at(e.chars as usize, e.partial_len > 0) {
                         let q = lexer.run(q, e.partial());
+                        // Where the lexeme may end before the entry byte
+                        // (inside a run of a lexeme that may end anywhere),
+                        // the parent is a boundary if that byte does not
+                        // extend it (`retain` below); the root's is above,
+                        // and at a run's end every node is one
+                        // (`run_end`).
+                        let run_end = matches!(run.end, RunEnd::Ends) && e.chars as usize == n && e.partial_len == 0;
+                        if q != DEAD_STATE && !run_end && walk.memo.status(lexer, q, allowed) & ENDS != 0 {
+                            walk.boundaries.extend(es[k..j].iter().filter(|x| x.parent != 0).map(|x| (x.parent, q)));
+                        }
                         if q != DEAD_STATE && walk.memo.status(lexer, lexer.next(q, e.byte), allowed) & LIVE != 0 {
                             for x in &es[k..j] {
                                 let n = x.node as usize;
@@ -167,6 +191,10 @@ impl LexEntry {
                     }
                     k = j;
                 }
+                // Entries of one parent with different bytes gave it once
+                // each.
+                walk.boundaries.sort_unstable();
+                walk.boundaries.dedup();
             }
             Plan::Closed(ix) => {
                 // Every body token is inside, but body characters lead to
@@ -182,6 +210,76 @@ impl LexEntry {
                         walk.states[d] = lexer.next(walk.states[d - 1], trie.node_byte(n));
                     }
                 }
+            }
+            Plan::Words(parts) => {
+                // Every word token of each part is inside (after its
+                // prefix, if any); tokens whose first byte neither starts a
+                // word nor is a part's prefix are walked as before; the
+                // others from their entry, past the word (or none of it)
+                // and the character the entry byte cuts short. A lexeme
+                // that may end inside the word (an identifier) ends before
+                // entry bytes that do not extend it: their parents are
+                // boundaries (`retain`), as a prefix may be.
+                walk.states[0] = s;
+                let root = parts.iter().find(|p| p.prefix.node == 0).map(|p| p.words);
+                for c in trie.children(0) {
+                    let taken = root.is_some_and(|w| w.is_first_lead(trie.node_byte(c))) || parts.iter().any(|p| p.prefix.node as usize == c);
+                    if !taken {
+                        walk.walk(c, trie.subtree_end(c));
+                    }
+                }
+                for part in &parts {
+                    let WordPart {
+                        words: w,
+                        prefix: p,
+                        from,
+                        to,
+                    } = *part;
+                    for (x, y) in walk.inner.iter_mut().zip(p.tokens.iter()) {
+                        *x |= y;
+                    }
+                    if p.node != 0 {
+                        // The prefix byte itself, and its children that
+                        // start no word, from the state after it.
+                        let n = p.node as usize;
+                        // SAFETY: trie ids are below the vocabulary's
+                        // size, which the mask covers.
+                        assert!(trie.vocab_size() <= walk.inner.len() * 32);
+                        unsafe { set_bits_unchecked(&mut walk.inner, trie.node_tokens(n)) };
+                        if walk.memo.status(lexer, from, allowed) & ENDS != 0 {
+                            walk.boundaries.push((n as u32, from));
+                        }
+                        walk.states[1] = from;
+                        for c in trie.children(n) {
+                            if !w.is_first_lead(trie.node_byte(c)) {
+                                walk.walk(c, trie.subtree_end(c));
+                            }
+                        }
+                    }
+                    let es = &p.entries;
+                    let mut k = 0;
+                    while k < es.len() {
+                        let e = es[k];
+                        let mut j = k + 1;
+                        while j < es.len() && es[j].same_start(&e) {
+                            j += 1;
+                        }
+                        let q = lexer.run(if e.first { from } else { to }, e.partial());
+                        if q != DEAD_STATE {
+                            if walk.memo.status(lexer, q, allowed) & ENDS != 0 {
+                                walk.boundaries.extend(es[k..j].iter().map(|x| (x.parent, q)));
+                            }
+                            for x in &es[k..j] {
+                                let n = x.node as usize;
+                                walk.states[trie.node_depth(n) - 1] = q;
+                                walk.walk(n, trie.subtree_end(n));
+                            }
+                        }
+                        k = j;
+                    }
+                }
+                walk.boundaries.sort_unstable();
+                walk.boundaries.dedup();
             }
             Plan::Walk => {
                 walk.states[0] = s;
@@ -309,17 +407,103 @@ pub struct LexPlan<'a> {
 }
 
 impl LexPlan<'_> {
-    /// Whether the entry's body tokens come from the index rather than a
-    /// walk of the whole trie (then it is cheap: no need to look for it
-    /// among entries shared by walk signature).
+    /// Whether the entry's body tokens come from the string-body index
+    /// rather than a walk of the trie (then it is cheap: no need to look
+    /// for it among entries shared by walk signature). An entry from the
+    /// word index still walks the root's other children, which cost a
+    /// SynCode C mask more than finding the entry shared.
     pub fn uses_index(&self) -> bool {
-        !matches!(self.plan, Plan::Walk)
+        matches!(self.plan, Plan::Run(..) | Plan::Closed(_))
     }
 }
 
 /// How [`LexEntry::build`] computes the entry of lexer state `s` (see
-/// there).
+/// there): by the string-body index where it applies, else by the word
+/// index ([`word_plan`], remembered per state and allowed terminals in
+/// `memo`), else by a walk of the trie.
+#[allow(clippy::too_many_arguments)]
 fn choose_plan<'a>(
+    lexer: &Dfa,
+    body: Option<&'a BodyIndex>,
+    words: Option<&'a WordIndex>,
+    memo: Option<&BodyMemo>,
+    states: &mut WalkStates,
+    s: u32,
+    in_progress: bool,
+    allowed: &[u64],
+) -> Plan<'a> {
+    let plan = body_plan(lexer, body, memo, states, s, in_progress, allowed);
+    let (Plan::Walk, Some(ix)) = (&plan, words) else { return plan };
+    // Answers per state under these terminals, kept in the grammar's memo
+    // (one lock for them all).
+    let mut fresh = FxMap::default();
+    let mut guard = memo.map(BodyMemo::inner);
+    let known = match guard.as_mut() {
+        Some(m) => {
+            let facts = match m.by_allowed.get_mut(allowed) {
+                Some(f) => f,
+                None => m.by_allowed.entry(allowed.to_vec()).or_default(),
+            };
+            &mut facts.words
+        }
+        None => &mut fresh,
+    };
+    let mut ask = |q: u32| *known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed));
+    let mut parts = Vec::new();
+    if let Some((a, t)) = ask(s) {
+        let w = ix.words(a);
+        if let Some(prefix) = w.prefix(0) {
+            parts.push(WordPart {
+                words: w,
+                prefix,
+                from: s,
+                to: t,
+            });
+        }
+    }
+    // Prefix bytes (a space before a word): the same question from the
+    // state after the byte.
+    for &(node, b) in ix.prefix_nodes() {
+        // A byte that starts a word of the root's part is that part's.
+        if parts.first().is_some_and(|p: &WordPart| p.words.is_first_lead(b)) {
+            continue;
+        }
+        let sp = lexer.next(s, b);
+        if sp == DEAD_STATE || !intersects(lexer.reach(sp), allowed) {
+            continue;
+        }
+        if let Some((a, t)) = ask(sp) {
+            let w = ix.words(a);
+            if let Some(prefix) = w.prefix(node) {
+                parts.push(WordPart {
+                    words: w,
+                    prefix,
+                    from: sp,
+                    to: t,
+                });
+            }
+        }
+    }
+    if parts.is_empty() {
+        Plan::Walk
+    } else {
+        Plan::Words(parts)
+    }
+}
+
+/// One part of a [`Plan::Words`]: the tokens of a prefix (or none) and a
+/// word, whose first character leads lexer state `from` (after the prefix)
+/// to `to`, and every character `to` back to itself.
+#[derive(Clone, Copy)]
+struct WordPart<'a> {
+    words: &'a Words,
+    prefix: &'a word::Prefix,
+    from: u32,
+    to: u32,
+}
+
+/// [`choose_plan`] by the string-body index alone.
+fn body_plan<'a>(
     lexer: &Dfa,
     body: Option<&'a BodyIndex>,
     memo: Option<&BodyMemo>,
@@ -455,7 +639,7 @@ impl LexWalk<'_> {
 enum Stop {
     /// Body characters lead to states that do not walk alike.
     Parted,
-    /// Some lead to a state that ends the lexeme or leaves it.
+    /// Some lead out of the lexeme, or to where it must end.
     Other,
 }
 
@@ -584,6 +768,8 @@ struct BodyFacts {
     tried: crate::fxhash::FxSet<u32>,
     /// [`WalkStates::equiv`]'s answers.
     alike: FxMap<(u32, u32), bool>,
+    /// [`word_plan`] by state.
+    words: FxMap<u32, Option<(Alphabet, u32)>>,
 }
 
 /// How a [`LexEntry::build`] goes about it.
@@ -596,6 +782,11 @@ enum Plan<'a> {
     /// ([`WalkStates::body_closed`]): every body token, and the paths to
     /// the entries.
     Closed(&'a BodyIndex),
+    /// Every word character leads into one state and back to it
+    /// ([`word_plan`]: an identifier), from the state itself or after a
+    /// prefix byte, per part: every word token of each, the root's other
+    /// children, and the word entries.
+    Words(Vec<WordPart<'a>>),
     /// The whole trie.
     Walk,
 }
@@ -1089,9 +1280,10 @@ impl WalkStates {
     /// ([`RunEnd::Dead`]: a string of bounded length), back to a state
     /// met before ([`RunEnd::Cycle`]: a free string, or one with only a
     /// minimum length), or past the longest token ([`RunEnd::Long`]: a
-    /// long string counted in the lexer). [`Stop::Parted`] where
-    /// characters part ways (a key literal's next letter), [`Stop::Other`]
-    /// where some may end the lexeme.
+    /// long string counted in the lexer). The lexeme may end on the way
+    /// where body characters also go on (the rest of a line). [`Stop::Parted`]
+    /// where characters part ways (a key literal's next letter),
+    /// [`Stop::Other`] where some leave the lexeme or must end it.
     fn body_run(&mut self, lexer: &Dfa, s: u32, allowed: &[u64], facts: &mut BodyFacts) -> Result<BodyRun, Stop> {
         let mut states = vec![s];
         loop {
@@ -1105,16 +1297,19 @@ impl WalkStates {
                 }
             };
             match step {
-                Ok(t) if self.status(lexer, t, allowed) & ENDS != 0 => {
-                    // The lexeme may end after these characters: the run
-                    // stops there if none goes on (a string's first chunk).
+                Ok(t) if self.status(lexer, t, allowed) & ENDS != 0 && self.body_dead(lexer, t, allowed) => {
+                    // The lexeme may end after these characters and none
+                    // goes on: the run stops there (a string's first
+                    // chunk).
                     states.push(t);
-                    return if self.body_dead(lexer, t, allowed) {
-                        Ok(BodyRun { states, end: RunEnd::Ends })
-                    } else {
-                        Err(Stop::Other)
-                    };
+                    return Ok(BodyRun { states, end: RunEnd::Ends });
                 }
+                // Where the lexeme may end but body characters go on (the
+                // rest of a line, `/./+`), the run goes on too: maximal
+                // munch reads every body character as extending it, so it
+                // ends only before an entry byte that does not, and
+                // [`LexEntry::build_planned`] finds those ends at the
+                // entries' parents.
                 Ok(t) => {
                     // Back to a state met before: a cycle.
                     if let Some(k) = states.iter().position(|&x| x == t) {
@@ -1626,6 +1821,7 @@ pub fn fill_from_entry(
     shapes: &[u32],
     below: &SubtreeBytes,
     body: (&BodyIndex, &BodyMemo),
+    words: Option<&WordIndex>,
     st: &mut GrammarState,
     entry: &LexEntry,
     walks: &std::sync::Mutex<WalkCache>,
@@ -1643,6 +1839,7 @@ pub fn fill_from_entry(
         below,
         walks,
         reserve,
+        words,
         walk: None,
     };
     let b = &entry.boundaries;
@@ -1684,6 +1881,8 @@ struct Finish<'a> {
     below: &'a SubtreeBytes,
     walks: &'a std::sync::Mutex<WalkCache>,
     reserve: &'a dyn Fn(usize) -> bool,
+    /// The vocabulary's index of word tokens ([`Finish::words`]).
+    words: Option<&'a WordIndex>,
     walk: Option<LazyWalk>,
 }
 
@@ -1817,7 +2016,113 @@ impl Finish<'_> {
                 .filter(move |&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
         });
         let children: Vec<usize> = children.collect();
-        self.walk_nodes(st, children.into_iter(), out);
+        let done = self.words(st, &children, out);
+        if done == [0; 4] {
+            self.walk_nodes(st, children.into_iter(), out);
+        } else {
+            let taken = |c: usize| trie.node_depth(c) == 1 && has_byte(&done, trie.node_byte(c));
+            self.walk_nodes(st, children.into_iter().filter(|&c| !taken(c)), out);
+        }
+    }
+
+    /// Where `nodes` hold the root's children (a lexeme ended at the
+    /// token's start), the tokens of words below them from the
+    /// vocabulary's [`WordIndex`], where [`LazyDfa::word_run`] finds that
+    /// every word character leads `st`'s configuration (or the one after a
+    /// prefix byte) into a word and keeps it there: the prefix's bit set,
+    /// and walks of only its entries. Returns the first bytes it took
+    /// (the lead bytes of word characters for the root, or prefix bytes),
+    /// whose nodes the caller does not walk.
+    ///
+    /// The root's set is taken only where every lead byte's node is among
+    /// `nodes` (it holds the tokens below them all).
+    fn words(&mut self, st: &mut GrammarState, nodes: &[usize], out: &mut [u32]) -> [u64; 4] {
+        let mut done = [0u64; 4];
+        let (g, trie) = (self.g, self.trie);
+        let Some(ix) = self.words else { return done };
+        if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
+            return done;
+        }
+        let mut present = [0u64; 4];
+        let mut tops = 0;
+        for &c in nodes {
+            if trie.node_depth(c) == 1 {
+                add_byte(&mut present, trie.node_byte(c));
+                tops += 1;
+            }
+        }
+        if tops < MIN_WORD_TOPS {
+            return done;
+        }
+        self.dfa.init(g);
+        let base = self.dfa.state_of(g, st);
+        if let Some(a) = self.dfa.word_run(g, st, base, ix, None) {
+            let w = ix.words(a);
+            if let (Some(p), true) = (w.prefix(0), subset(&w.first_leads, &present)) {
+                self.take_words(st, w, p, out);
+                for (d, l) in done.iter_mut().zip(&w.first_leads) {
+                    *d |= l;
+                }
+            }
+        }
+        for &c in nodes {
+            let b = trie.node_byte(c);
+            if trie.node_depth(c) != 1 || has_byte(&done, b) || ix.alphabets().iter().all(|w| w.prefix(c as u32).is_none()) {
+                continue;
+            }
+            let Some(a) = self.dfa.word_run(g, st, base, ix, Some(b)) else {
+                continue;
+            };
+            if let Some(p) = ix.words(a).prefix(c as u32) {
+                self.take_words(st, ix.words(a), p, out);
+                add_byte(&mut done, b);
+            }
+        }
+        done
+    }
+
+    /// The tokens of prefix `p` and word characters of `w` (which
+    /// [`LazyDfa::word_run`] found to run from `st`'s configuration): its
+    /// bit set; the prefix's own tokens and its children that start no
+    /// word character, walked from the prefix's configuration; and its
+    /// entries, from the configuration of their start (the prefix, or a
+    /// word after it, then the cut-short character's bytes).
+    fn take_words(&mut self, st: &mut GrammarState, w: &Words, p: &word::Prefix, out: &mut [u32]) {
+        let (g, trie) = (self.g, self.trie);
+        for (o, x) in out.iter_mut().zip(p.tokens.iter()) {
+            *o |= x;
+        }
+        let pre = (p.node != 0).then(|| trie.node_byte(p.node as usize));
+        if let Some(b) = pre {
+            if !st.push_byte(g, b) {
+                debug_assert!(false, "word_run took the prefix byte");
+                return;
+            }
+            for &t in trie.node_tokens(p.node as usize) {
+                set_bit(out, t);
+            }
+            let below: Vec<usize> = trie.children(p.node as usize).filter(|&c| !w.is_first_lead(trie.node_byte(c))).collect();
+            self.walk_nodes(st, below.into_iter(), out);
+        }
+        let es = &p.entries;
+        let mut k = 0;
+        while k < es.len() {
+            let e = es[k];
+            let mut j = k + 1;
+            while j < es.len() && es[j].same_start(&e) {
+                j += 1;
+            }
+            let head: &[u8] = if e.first { &[] } else { &[WORD_CHAR] };
+            let pushed = push_all(g, st, head.iter().chain(e.partial()).copied());
+            if pushed == head.len() + e.partial().len() {
+                self.walk_nodes(st, es[k..j].iter().map(|x| x.node as usize), out);
+            }
+            st.pop_bytes(g, pushed);
+            k = j;
+        }
+        if pre.is_some() {
+            st.pop_bytes(g, 1);
+        }
     }
 
     /// The subtrees below a run that ended after `r` body characters in
@@ -1841,7 +2146,7 @@ impl Finish<'_> {
         let allowed0 = allowed0.to_vec();
         // From the lexer's start, asked as if a lexeme were in progress:
         // the run is the same question.
-        let LexPlan { plan: Plan::Run(_, run), .. } = LexEntry::plan(g, Some(ix), Some(memo), s0, true, &allowed0) else {
+        let LexPlan { plan: Plan::Run(_, run), .. } = LexEntry::plan(g, Some(ix), None, Some(memo), s0, true, &allowed0) else {
             return false;
         };
         let n0 = run.states.len() - 1;
@@ -1919,6 +2224,60 @@ impl Finish<'_> {
 /// A body character that stands for any: inside a run every body character
 /// moves the lexer alike.
 const BODY_CHAR: u8 = b'a';
+
+/// A word character that stands for any in [`LazyDfa::word_run`].
+const WORD_CHAR: u8 = b'a';
+
+/// Whether every character of `chars` (a trie of [`Words`]) leads lexer
+/// state `from` to `to` through states that extend a lexeme under
+/// `allowed` and that some byte extends (a lexeme in progress all the way,
+/// moved by the lexer alone): a walk over a few thousand bytes.
+fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed: &[u64]) -> bool {
+    let mut at = [from; 5];
+    chars.iter().all(|n| {
+        let d = n.depth as usize;
+        let s = lexer.next(at[d - 1], n.byte);
+        at[d] = s;
+        if n.end {
+            s == to
+        } else {
+            s != DEAD_STATE && !lexer.is_terminal(s) && intersects(lexer.reach(s), allowed)
+        }
+    })
+}
+
+/// The alphabet of `ix` whose characters all lead lexer state `s` to
+/// the state `a` leads it to, and that state back to itself, under
+/// `allowed` (the wider alphabet first), with that state: then the lexer
+/// layer takes the word tokens from the index ([`Plan::Words`]).
+fn word_plan(lexer: &Dfa, ix: &WordIndex, s: u32, allowed: &[u64]) -> Option<(Alphabet, u32)> {
+    let t = lexer.next(s, WORD_CHAR);
+    if t == DEAD_STATE || lexer.is_terminal(t) || !intersects(lexer.reach(t), allowed) {
+        return None;
+    }
+    // The ASCII letters first, a cheap test most states fail.
+    if (0..128u8).any(|b| (b.is_ascii_alphanumeric() || b == b'_') && ix.words(Alphabet::Ascii).is_lead(b) && lexer.next(t, b) != t) {
+        return None;
+    }
+    ix.alphabets()
+        .into_iter()
+        .find(|w| w.prefix(0).is_some() && chars_lead(lexer, &w.first, s, t, allowed) && chars_lead(lexer, &w.chars, t, t, allowed))
+        .map(|w| (w.alphabet, t))
+}
+
+/// The fewest root children a walk must start from for [`Finish::words`]
+/// to ask whether words run: below that few word tokens are at stake.
+const MIN_WORD_TOPS: usize = 16;
+
+#[inline]
+fn has_byte(set: &[u64; 4], b: u8) -> bool {
+    set[b as usize / 64] >> (b % 64) & 1 != 0
+}
+
+#[inline]
+fn add_byte(set: &mut [u64; 4], b: u8) {
+    set[b as usize / 64] |= 1 << (b % 64);
+}
 
 /// Push `bytes` onto `st` up to the first it refuses; how many it took.
 fn push_all(g: &CompiledGrammar, st: &mut GrammarState, bytes: impl Iterator<Item = u8>) -> usize {
@@ -2025,6 +2384,21 @@ pub struct LazyDfa {
     scan_scratch: Vec<u64>,
     /// Per state, what [`LazyDfa::body_run`] found.
     body_runs: FxMap<u32, Option<u8>>,
+    /// What [`LazyDfa::word_run`] learned.
+    words: Box<WordMemo>,
+}
+
+/// [`LazyDfa`]'s memo of word runs, apart from the tables the walk reads.
+#[derive(Debug, Default)]
+struct WordMemo {
+    /// Per (state, prefix node), what [`LazyDfa::word_run`] found.
+    runs: FxMap<(u32, u32), Option<Alphabet>>,
+    /// Per (lexer state, lexer state, set id, alphabet, first
+    /// characters), whether every character leads from the one to the
+    /// other ([`LazyDfa::chars_lead`]).
+    chars_lead: FxMap<(u32, u32, u32, Alphabet, bool), bool>,
+    /// [`LazyDfa::words_may_run`], per alphabet.
+    may_run: [Option<bool>; 3],
 }
 
 /// States (or set ids) past which [`LazyDfa`]'s per-state (per-set)
@@ -2226,6 +2600,103 @@ impl LazyDfa {
             }
         }
         chars(self, g, st, target, UTF8_START)
+    }
+
+    /// Whether the words of `w` may run at all in this grammar: every one
+    /// of its characters leads the lexer's start to the state `a` leads it
+    /// to, and that state back to itself, whatever terminals are allowed,
+    /// as [`LazyDfa::word_run`] needs of the state after a first character
+    /// (which starts a lexeme from the lexer's start). Answered once per
+    /// grammar and alphabet, from the lexer alone: where keywords begin like
+    /// identifiers (`if`, `int`), `i` leads elsewhere than `a`, and the
+    /// grammar's walks do not ask again.
+    pub fn words_may_run(&mut self, g: &CompiledGrammar, w: &Words) -> bool {
+        let slot = &mut self.words.may_run[w.alphabet as usize];
+        *slot.get_or_insert_with(|| {
+            let lexer = &g.lexer;
+            let t = lexer.next(lexer.start(), WORD_CHAR);
+            let any = vec![u64::MAX; lexer.reach(t).len()];
+            t != DEAD_STATE && chars_lead(lexer, &w.first, lexer.start(), t, &any) && chars_lead(lexer, &w.chars, t, t, &any)
+        })
+    }
+
+    /// The alphabet whose words [`WordIndex`] may take whole from state
+    /// `base`, `st`'s own, after the byte of trie node `prefix` (none for
+    /// the root): every word character of it some token holds leads there
+    /// to one state with a lexeme in progress, and back to that state from
+    /// it. The wider alphabet first; remembered per (state, prefix).
+    ///
+    /// Exact by the lexer alone: inside a lexeme a byte that extends it
+    /// moves the configuration by the lexer only ([`LazyDfa::lexer_step`]),
+    /// so a character that leads the lexer from the word's state back to it
+    /// leads the configuration back too. The first character either starts
+    /// a lexeme (no lexeme in progress at the prefix's state) or ends the
+    /// one in progress before it (no word character's lead byte extends
+    /// it), which ends it the same way for every character, the parser's
+    /// step taken once for all by `a`.
+    pub fn word_run(&mut self, g: &CompiledGrammar, st: &mut GrammarState, base: u32, ix: &WordIndex, prefix: Option<u8>) -> Option<Alphabet> {
+        let key = (base, prefix.map_or(u32::MAX, u32::from));
+        if let Some(&known) = self.words.runs.get(&key) {
+            return known;
+        }
+        let mut found = None;
+        if prefix.is_none_or(|b| st.push_byte(g, b)) {
+            let bp = if prefix.is_some() { self.state_of(g, st) } else { base };
+            if st.push_byte(g, WORD_CHAR) {
+                let t = self.state_of(g, st);
+                st.pop_bytes(g, 1);
+                found = ix
+                    .alphabets()
+                    .into_iter()
+                    .find(|w| w.is_first_lead(WORD_CHAR) && self.words_may_run(g, w) && self.words_lead(g, bp, t, w))
+                    .map(|w| w.alphabet);
+            }
+            if prefix.is_some() {
+                st.pop_bytes(g, 1);
+            }
+        }
+        self.words.runs.insert(key, found);
+        found
+    }
+
+    /// Whether every character of `w` leads state `from` to state `t`
+    /// (which `a` leads it to) and `t` back to itself (see
+    /// [`LazyDfa::word_run`]).
+    fn words_lead(&mut self, g: &CompiledGrammar, from: u32, t: u32, w: &Words) -> bool {
+        let lexer = &g.lexer;
+        let (lt, ipt, set) = self.info[t as usize];
+        let (lf, ipf, set_f) = self.info[from as usize];
+        if !ipt || lexer.is_terminal(lt) || !intersects(lexer.reach(lt), &self.set_allowed[set as usize]) {
+            return false;
+        }
+        let first = if ipf {
+            // The lexeme in progress ends before every word character.
+            let allowed = &self.set_allowed[set_f as usize];
+            if (0..=255u8).any(|b| w.is_first_lead(b) && extends(lexer, lf, b, allowed)) {
+                return false;
+            }
+            lexer.start()
+        } else if set_f == set {
+            lf
+        } else {
+            return false;
+        };
+        self.chars_lead(lexer, w, true, first, lt, set) && self.chars_lead(lexer, w, false, lt, lt, set)
+    }
+
+    /// Whether every character of `w` leads lexer state `from` to `to`
+    /// through states that extend a lexeme under set `set`'s allowed
+    /// terminals and that some byte extends (a lexeme in progress all the
+    /// way, moved by the lexer alone). Memoised: a walk over the few
+    /// thousand bytes of [`Words::chars`].
+    fn chars_lead(&mut self, lexer: &Dfa, w: &Words, first: bool, from: u32, to: u32, set: u32) -> bool {
+        let key = (from, to, set, w.alphabet, first);
+        if let Some(&known) = self.words.chars_lead.get(&key) {
+            return known;
+        }
+        let ok = chars_lead(lexer, if first { &w.first } else { &w.chars }, from, to, &self.set_allowed[set as usize]);
+        self.words.chars_lead.insert(key, ok);
+        ok
     }
 
     fn state_id(&mut self, ls: u32, ip: bool, set: u32) -> u32 {
@@ -2845,6 +3316,13 @@ pub(crate) mod tests {
         Some(TokEnv::new(Vocabulary::from_tokenizer_json(&json, None, None).unwrap()))
     }
 
+    /// `g`'s state after `pre`, which it must accept.
+    fn state_after(g: &CompiledGrammar, pre: &str) -> GrammarState {
+        let mut st = GrammarState::new(g).unwrap();
+        assert!(pre.bytes().all(|b| st.push_byte(g, b)), "{pre:?}");
+        st
+    }
+
     /// `text` in `syntax` ("gbnf" or "lark"), compiled with default limits.
     fn compiled(syntax: &str, text: &str) -> CompiledGrammar {
         let lim = GrammarLimits::default();
@@ -2871,6 +3349,7 @@ pub(crate) mod tests {
                 env.trie(),
                 env.subtree_bytes(),
                 Some(env.body_index()),
+                Some(env.word_index()),
                 Some(self.memo),
                 g.lexer.start(),
                 false,
@@ -2918,7 +3397,18 @@ pub(crate) mod tests {
             if i % stride == 0 || i == n {
                 let (ls, ip, allowed) = st.lexer_view(g);
                 let allowed = allowed.to_vec();
-                let entry = LexEntry::build(g, trie, env.subtree_bytes(), Some(env.body_index()), Some(&memo), ls, ip, &allowed, words);
+                let entry = LexEntry::build(
+                    g,
+                    trie,
+                    env.subtree_bytes(),
+                    Some(env.body_index()),
+                    Some(env.word_index()),
+                    Some(&memo),
+                    ls,
+                    ip,
+                    &allowed,
+                    words,
+                );
                 let mut fast = vec![0u32; words];
                 fill_from_entry(
                     g,
@@ -2927,6 +3417,7 @@ pub(crate) mod tests {
                     shapes,
                     env.subtree_bytes(),
                     (env.body_index(), &memo),
+                    Some(env.word_index()),
                     &mut st,
                     &entry,
                     &walks,
@@ -3075,7 +3566,7 @@ ws ::= " "?"#,
             assert!(st.push_byte(g, b'"') && st.push_byte(g, b'a'));
             let (ls, ip, allowed) = st.lexer_view(g);
             let memo = BodyMemo::default();
-            let plan = LexEntry::plan(g, Some(env.body_index()), Some(&memo), ls, ip, allowed);
+            let plan = LexEntry::plan(g, Some(env.body_index()), Some(env.word_index()), Some(&memo), ls, ip, allowed);
             assert!(plan.uses_index());
         }
     }
@@ -3225,6 +3716,94 @@ WS: / +/
             check_doc(&env, &kanji_then_x, "// a é 日x本 \"\nx", 1, true);
             check_doc(&env, &no_bang_first, "// a!\n//\nx", 1, true);
             check_doc(&env, &closing, "/* a * b é日本 😀 \"q\" */x", 1, true);
+        }
+    }
+
+    /// A lexeme that may end anywhere inside a run of body characters (an
+    /// INI value `/./+`, a `#` comment to the end of the line, a value of
+    /// one to six characters) takes its body tokens from the index, its
+    /// boundaries at the entries' parents: against the plain walk at every
+    /// byte, GPT-2 and Llama 3, with multi-byte characters, quotes,
+    /// backslashes and tabs.
+    #[test]
+    fn lexemes_that_may_end_inside_a_run_equal_plain_walk() {
+        let conf = compiled(
+            "lark",
+            "start: item+\nitem: NAME \"=\" VALUE? _NL\nNAME: /\\w/+\nVALUE: /./+\n_NL: /\\r?\\n/\n%ignore \" \"\n",
+        );
+        let comment = compiled(
+            "lark",
+            "start: (NAME \";\")+\nNAME: /[a-z]+/\nCOMMENT: /#[^\\n]*/\n%ignore COMMENT\n%ignore /[ \\n]/\n",
+        );
+        let short = compiled("lark", "start: (SHORT _NL)+\nSHORT: /.{1,6}/\n_NL: \"\\n\"\n");
+        // Inside each lexeme the plan is a run, not a walk of the trie.
+        let run_inside = |g: &CompiledGrammar, pre: &str, env: &TokEnv| {
+            let st = state_after(g, pre);
+            let (ls, ip, allowed) = st.lexer_view(g);
+            assert!(ip, "{pre:?}");
+            LexEntry::plan(g, Some(env.body_index()), None, None, ls, ip, allowed).uses_index()
+        };
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            assert!(run_inside(&conf, "a=b", &env) && run_inside(&conf, "a = b c", &env));
+            assert!(run_inside(&comment, "a; #x", &env) && run_inside(&short, "ab", &env));
+            check_doc(&env, &conf, "host = 0.0.0.0\nname=A \"q\" \\ é日本 😀\tend\r\nx=\ny = ,;[]\n", 1, true);
+            check_doc(&env, &comment, "ab; # a \"q\" \\ é日本 😀\n#\ncd;#x", 1, true);
+            check_doc(&env, &short, "a\nabcdef\né日本 😀\n\"\\ \t\n", 1, true);
+        }
+    }
+
+    /// Identifiers from the word index: after a bracket (no lexeme in
+    /// progress, a space perhaps before the word) the walk takes word
+    /// tokens from the index ([`LazyDfa::word_run`]), and inside an
+    /// identifier so does the lexer layer ([`Plan::Words`]); in Unicode
+    /// words (`\w`), ASCII ones (`CNAME`-like), and not where keywords begin
+    /// like identifiers, or where a word may not follow. Against the plain
+    /// walk at every byte, GPT-2 and Llama 3.
+    #[test]
+    fn words_from_the_index_equal_plain_walk() {
+        let conf = compiled(
+            "lark",
+            "start: section+\nsection: \"[\" NAME \"]\" _NL item*\nitem: NAME \"=\" NAME? _NL\nNAME: /\\w/+\n_NL: /\\n/\n%ignore /[ \\t]+/\n",
+        );
+        let ascii = compiled(
+            "lark",
+            "start: (NAME \"(\" NAME? \")\" \";\")+\nNAME: /[a-zA-Z_][a-zA-Z0-9_]*/\n%ignore \" \"\n",
+        );
+        let keyword = compiled("lark", "start: (\"if\" NAME \";\" | NAME \";\")+\nNAME: /\\w+/\n%ignore \" \"\n");
+        for name in ["gpt2", "llama-3-8b-instruct"] {
+            let Some(env) = load_env(name) else { return };
+            let ix = env.word_index();
+            // The walk's question, after `pre`, with no prefix or a space.
+            let run = |g: &CompiledGrammar, pre: &str, prefix: Option<u8>| {
+                let mut st = state_after(g, pre);
+                let mut dfa = LazyDfa::default();
+                let w = LazyWalk::new(g, &mut dfa, &mut st);
+                dfa.word_run(g, &mut st, w.base, ix, prefix)
+            };
+            // The lexer layer's plan, inside a lexeme.
+            let plan = |g: &CompiledGrammar, pre: &str| {
+                let st = state_after(g, pre);
+                let (ls, ip, allowed) = st.lexer_view(g);
+                match LexEntry::plan(g, Some(env.body_index()), Some(ix), None, ls, ip, allowed).plan {
+                    Plan::Words(parts) => parts.iter().find(|p| p.prefix.node == 0).map(|p| p.words.alphabet),
+                    _ => None,
+                }
+            };
+            assert_eq!(run(&conf, "[", None), Some(Alphabet::Unicode));
+            assert_eq!(run(&conf, "[", Some(b' ')), Some(Alphabet::Unicode));
+            assert_eq!(run(&conf, "[a]\n", None), Some(Alphabet::Unicode));
+            assert_eq!(run(&ascii, "f(", None), Some(Alphabet::AsciiIdent));
+            assert_eq!(run(&ascii, "f(", Some(b' ')), Some(Alphabet::AsciiIdent));
+            assert_eq!(run(&ascii, "f", None), None, "a lexeme in progress that a word extends");
+            assert_eq!(run(&keyword, "", None), None, "`if` begins like a word");
+            assert_eq!(plan(&conf, "[ab"), Some(Alphabet::Unicode));
+            assert_eq!(plan(&ascii, "f(ab"), Some(Alphabet::Ascii));
+            assert_eq!(plan(&keyword, "ab"), Some(Alphabet::Unicode));
+            assert_eq!(plan(&keyword, "i"), None, "`i` may go on to `if`");
+            check_doc(&env, &conf, "[server]\nhost = local\n[ Привет_1 ]\nname=日本語 \n\t[é]\nx=\n", 1, true);
+            check_doc(&env, &ascii, "foo(bar); x_1 ( y ) ;Z9();", 1, true);
+            check_doc(&env, &keyword, "if ab; ifx; i; if if;", 1, true);
         }
     }
 
@@ -3380,8 +3959,19 @@ WS: / +/
         let memo = BodyMemo::default();
         let same = |env: &TokEnv, ls: u32, ip: bool, allowed: &[u64], at: &str| {
             let (trie, below, words) = (env.trie(), env.subtree_bytes(), env.mask_words());
-            let fast = LexEntry::build(&g, trie, below, Some(env.body_index()), Some(&memo), ls, ip, allowed, words);
-            let slow = LexEntry::build(&g, trie, below, None, None, ls, ip, allowed, words);
+            let fast = LexEntry::build(
+                &g,
+                trie,
+                below,
+                Some(env.body_index()),
+                Some(env.word_index()),
+                Some(&memo),
+                ls,
+                ip,
+                allowed,
+                words,
+            );
+            let slow = LexEntry::build(&g, trie, below, None, None, None, ls, ip, allowed, words);
             if fast.inner != slow.inner {
                 let (a, b) = (fast.inner.ones(), slow.inner.ones());
                 // Up to ten tokens of `x` not in `y`, spelled.

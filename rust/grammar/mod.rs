@@ -44,6 +44,7 @@ pub mod json;
 pub mod lark;
 pub mod mask;
 pub mod promote;
+pub mod word;
 
 use crate::error::{Error, Result};
 use crate::fxhash::FxMap;
