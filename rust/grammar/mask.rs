@@ -465,7 +465,7 @@ fn choose_plan<'a>(
     // state after the byte.
     for &(node, b) in ix.prefix_nodes() {
         // A byte that starts a word of the root's part is that part's.
-        if parts.first().is_some_and(|p: &WordPart| p.words.is_first_lead(b)) {
+        if parts.first().is_some_and(|p: &WordPart| p.prefix.node == 0 && p.words.is_first_lead(b)) {
             continue;
         }
         let sp = lexer.next(s, b);
