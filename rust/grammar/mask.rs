@@ -144,14 +144,8 @@ impl LexEntry {
                 if let RunEnd::Ends = run.end {
                     plan_end = Some((n, run.states[n]));
                 }
-                let es = ix.entries();
-                let mut k = 0;
-                while k < es.len() {
-                    let e = es[k];
-                    let mut j = k + 1;
-                    while j < es.len() && es[j].same_start(&e) {
-                        j += 1;
-                    }
+                for group in ix.entries().chunk_by(|a, b| a.same_start(b)) {
+                    let e = group[0];
                     // The state before the entry byte (inside the run, so
                     // every state on the way extends the lexeme), and the
                     // one after it: where that is dead, so is every node of
@@ -166,10 +160,10 @@ impl LexEntry {
                         // (`run_end`).
                         let run_end = matches!(run.end, RunEnd::Ends) && e.chars as usize == n && e.partial_len == 0;
                         if q != DEAD_STATE && !run_end && walk.memo.status(lexer, q, allowed) & ENDS != 0 {
-                            walk.boundaries.extend(es[k..j].iter().filter(|x| x.parent != 0).map(|x| (x.parent, q)));
+                            walk.boundaries.extend(group.iter().filter(|x| x.parent != 0).map(|x| (x.parent, q)));
                         }
                         if q != DEAD_STATE && walk.memo.status(lexer, lexer.next(q, e.byte), allowed) & LIVE != 0 {
-                            for x in &es[k..j] {
+                            for x in group {
                                 let n = x.node as usize;
                                 let end = trie.subtree_end(n);
                                 if end == n + 1 {
@@ -189,7 +183,6 @@ impl LexEntry {
                             }
                         }
                     }
-                    k = j;
                 }
                 // Entries of one parent with different bytes gave it once
                 // each.
@@ -256,26 +249,19 @@ impl LexEntry {
                             }
                         }
                     }
-                    let es = &p.entries;
-                    let mut k = 0;
-                    while k < es.len() {
-                        let e = es[k];
-                        let mut j = k + 1;
-                        while j < es.len() && es[j].same_start(&e) {
-                            j += 1;
-                        }
+                    for group in p.entries.chunk_by(|a, b| a.same_start(b)) {
+                        let e = group[0];
                         let q = lexer.run(if e.first { from } else { to }, e.partial());
                         if q != DEAD_STATE {
                             if walk.memo.status(lexer, q, allowed) & ENDS != 0 {
-                                walk.boundaries.extend(es[k..j].iter().map(|x| (x.parent, q)));
+                                walk.boundaries.extend(group.iter().map(|x| (x.parent, q)));
                             }
-                            for x in &es[k..j] {
+                            for x in group {
                                 let n = x.node as usize;
                                 walk.states[trie.node_depth(n) - 1] = q;
                                 walk.walk(n, trie.subtree_end(n));
                             }
                         }
-                        k = j;
                     }
                 }
                 walk.boundaries.sort_unstable();
@@ -439,13 +425,7 @@ fn choose_plan<'a>(
     let mut fresh = FxMap::default();
     let mut guard = memo.map(BodyMemo::inner);
     let known = match guard.as_mut() {
-        Some(m) => {
-            let facts = match m.by_allowed.get_mut(allowed) {
-                Some(f) => f,
-                None => m.by_allowed.entry(allowed.to_vec()).or_default(),
-            };
-            &mut facts.words
-        }
+        Some(m) => &mut facts_under(&mut m.by_allowed, allowed).words,
         None => &mut fresh,
     };
     let mut ask = |q: u32| *known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed));
@@ -520,10 +500,7 @@ fn body_plan<'a>(
                 Some(m) => &mut **m,
                 None => &mut fresh,
             };
-            let facts = match by_allowed.get_mut(allowed) {
-                Some(f) => f,
-                None => by_allowed.entry(allowed.to_vec()).or_default(),
-            };
+            let facts = facts_under(by_allowed, allowed);
             // Where every body string is known to keep the lexeme going
             // (found out once per state, below, where characters part
             // ways), a run is worth only a short search for alike states:
@@ -770,6 +747,15 @@ struct BodyFacts {
     alike: FxMap<(u32, u32), bool>,
     /// [`word_plan`] by state.
     words: FxMap<u32, Option<(Alphabet, u32)>>,
+}
+
+/// The facts of `by_allowed` under `allowed`, made on first use (the key
+/// copied only then: most builds find it).
+fn facts_under<'m>(by_allowed: &'m mut FxMap<Vec<u64>, BodyFacts>, allowed: &[u64]) -> &'m mut BodyFacts {
+    if !by_allowed.contains_key(allowed) {
+        by_allowed.insert(allowed.to_vec(), BodyFacts::default());
+    }
+    by_allowed.get_mut(allowed).expect("inserted above")
 }
 
 /// How a [`LexEntry::build`] goes about it.
@@ -1737,25 +1723,19 @@ fn walk_entries(
     es: &[body::Entry],
     out: &mut [u32],
 ) {
-    let mut k = 0;
-    while k < es.len() {
-        let mut j = k + 1;
-        while j < es.len() && es[j].partial() == es[k].partial() {
-            j += 1;
-        }
-        let partial = es[k].partial();
+    for group in es.chunk_by(|a, b| a.partial() == b.partial()) {
+        let partial = group[0].partial();
         let pushed = push_all(g, st, partial.iter().copied());
         if pushed == partial.len() {
             let mut w = LazyWalk::new(g, dfa, st);
             let mut m = WalkMemo::default();
-            for x in &es[k..j] {
+            for x in group {
                 let n = x.node as usize;
                 let accepted = m.get_or_walk(shapes[n], |arena| w.walk_subtree(g, dfa, trie, below, st, n, arena));
                 set_accepted(trie, n, accepted, out);
             }
         }
         st.pop_bytes(g, pushed);
-        k = j;
     }
 }
 
@@ -2104,21 +2084,14 @@ impl Finish<'_> {
             let below: Vec<usize> = trie.children(p.node as usize).filter(|&c| !w.is_first_lead(trie.node_byte(c))).collect();
             self.walk_nodes(st, below.into_iter(), out);
         }
-        let es = &p.entries;
-        let mut k = 0;
-        while k < es.len() {
-            let e = es[k];
-            let mut j = k + 1;
-            while j < es.len() && es[j].same_start(&e) {
-                j += 1;
-            }
+        for group in p.entries.chunk_by(|a, b| a.same_start(b)) {
+            let e = group[0];
             let head: &[u8] = if e.first { &[] } else { &[WORD_CHAR] };
             let pushed = push_all(g, st, head.iter().chain(e.partial()).copied());
             if pushed == head.len() + e.partial().len() {
-                self.walk_nodes(st, es[k..j].iter().map(|x| x.node as usize), out);
+                self.walk_nodes(st, group.iter().map(|x| x.node as usize), out);
             }
             st.pop_bytes(g, pushed);
-            k = j;
         }
         if pre.is_some() {
             st.pop_bytes(g, 1);
@@ -2167,13 +2140,9 @@ impl Finish<'_> {
         // state before it, per group of entries that start alike (any body
         // characters lead there alike; a cut-short one is its bytes).
         let es = ix.entries();
-        let mut k = es.partition_point(|e| (e.chars as usize) < r);
-        while k < es.len() {
-            let e = es[k];
-            let mut j = k + 1;
-            while j < es.len() && es[j].same_start(&e) {
-                j += 1;
-            }
+        let from = es.partition_point(|e| (e.chars as usize) < r);
+        for group in es[from..].chunk_by(|a, b| a.same_start(b)) {
+            let e = group[0];
             let p = e.chars as usize - r;
             let first = p == 0 && e.partial_len == 0;
             // Past the next run's end: below a node of the last part.
@@ -2183,11 +2152,10 @@ impl Finish<'_> {
             if inside && !(first && extends(&g.lexer, sr, e.byte, allowed)) {
                 let pushed = push_all(g, st, std::iter::repeat_n(BODY_CHAR, p).chain(e.partial().iter().copied()));
                 if pushed == p + e.partial_len as usize {
-                    self.walk_nodes(st, es[k..j].iter().map(|x| x.node as usize), out);
+                    self.walk_nodes(st, group.iter().map(|x| x.node as usize), out);
                 }
                 st.pop_bytes(g, pushed);
             }
-            k = j;
         }
         // Where the next run ends, the tokens that pass its end, byte by
         // byte from there (long tokens only: `r + n0` characters).
