@@ -422,13 +422,15 @@ fn choose_plan<'a>(
     let (Plan::Walk, Some(ix)) = (&plan, words) else { return plan };
     // Answers per state under these terminals, kept in the grammar's memo
     // (one lock for them all).
-    let mut fresh = FxMap::default();
+    let mut fresh = BodyFacts::default();
     let mut guard = memo.map(BodyMemo::inner);
-    let known = match guard.as_mut() {
-        Some(m) => &mut facts_under(&mut m.by_allowed, allowed).words,
+    let BodyFacts { words: known, alike, .. } = match guard.as_mut() {
+        Some(m) => facts_under(&mut m.by_allowed, allowed),
         None => &mut fresh,
     };
-    let mut ask = |q: u32| *known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed));
+    // The body plan may have cut the budget for alike states short.
+    states.equiv_budget = MAX_EQUIV_PAIRS;
+    let mut ask = |q: u32| *known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed, states, alike));
     let mut parts = Vec::new();
     if let Some((a, t)) = ask(s) {
         let w = ix.words(a);
@@ -1431,10 +1433,12 @@ impl WalkStates {
     }
 }
 
-/// `a` is a subset of `b` (256-bit byte sets).
-#[inline]
+/// `a` is a subset of `b` (256-bit byte sets). Branch-free: the trie
+/// walks ask it at most nodes, and the early-exit loop an iterator makes
+/// compiled to twice the instructions in some builds.
+#[inline(always)]
 fn subset(a: &[u64; 4], b: &[u64; 4]) -> bool {
-    a.iter().zip(b).all(|(x, y)| x & !y == 0)
+    (a[0] & !b[0]) | (a[1] & !b[1]) | (a[2] & !b[2]) | (a[3] & !b[3]) == 0
 }
 
 const DEAD_STATE: u32 = crate::regex::DEAD;
@@ -1988,36 +1992,55 @@ impl Finish<'_> {
 
     /// The children of boundary `nodes` (node, lexer state where the
     /// lexeme ended) whose byte does not extend the lexeme under
-    /// `allowed`, walked from `st` (after the lexeme).
+    /// `allowed`, walked from `st` (after the lexeme), but for the word
+    /// tokens [`Finish::words`] takes from the index.
     fn walk_boundaries(&mut self, st: &mut GrammarState, allowed: &[u64], nodes: impl Iterator<Item = (u32, u32)>, out: &mut [u32]) {
         let (g, trie) = (self.g, self.trie);
-        let children = nodes.flat_map(|(n, ls)| {
-            trie.children(n as usize)
-                .filter(move |&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
-        });
-        let children: Vec<usize> = children.collect();
-        let done = self.words(st, &children, out);
-        if done == [0; 4] {
+        let bounds: Vec<(u32, u32)> = nodes.collect();
+        let children: Vec<usize> = bounds
+            .iter()
+            .flat_map(|&(n, ls)| {
+                trie.children(n as usize)
+                    .filter(move |&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
+            })
+            .collect();
+        let done = self.words(st, allowed, &bounds, &children, out);
+        if done.is_empty() {
             self.walk_nodes(st, children.into_iter(), out);
         } else {
-            let taken = |c: usize| trie.node_depth(c) == 1 && has_byte(&done, trie.node_byte(c));
+            // Taken: a child of the root or of a prefix node whose byte
+            // starts what was taken below it.
+            let taken = |c: usize| {
+                let (d, b) = (trie.node_depth(c), trie.node_byte(c));
+                done.iter().any(|&(p, ref bytes)| {
+                    let below = if p == 0 {
+                        d == 1
+                    } else {
+                        d == 2 && (p as usize) < c && c < trie.subtree_end(p as usize)
+                    };
+                    below && has_byte(bytes, b)
+                })
+            };
             self.walk_nodes(st, children.into_iter().filter(|&c| !taken(c)), out);
         }
     }
 
-    /// Where `nodes` hold the root's children (a lexeme ended at the
-    /// token's start), the tokens of words below them from the
+    /// The tokens of words right after a lexeme's end, from the
     /// vocabulary's [`WordIndex`], where [`LazyDfa::word_run`] finds that
     /// every word character leads `st`'s configuration (or the one after a
     /// prefix byte) into a word and keeps it there: the prefix's bit set,
-    /// and walks of only its entries. Returns the first bytes it took
-    /// (the lead bytes of word characters for the root, or prefix bytes),
-    /// whose nodes the caller does not walk.
+    /// and walks of only its entries. Three places: a lexeme ended at the
+    /// token's start (`nodes` hold the root's children) and a word begins
+    /// the token, or a prefix byte (a space) then a word; or a lexeme
+    /// ended right after a prefix byte (`bounds` holds its node: a space
+    /// that `%ignore` whitespace read) and a word follows. Returns, per
+    /// node below which it took words (the root, or a prefix's), the bytes
+    /// of its children it took: their subtrees are not walked.
     ///
-    /// The root's set is taken only where every lead byte's node is among
+    /// A set is taken only where every lead byte's node below it is among
     /// `nodes` (it holds the tokens below them all).
-    fn words(&mut self, st: &mut GrammarState, nodes: &[usize], out: &mut [u32]) -> [u64; 4] {
-        let mut done = [0u64; 4];
+    fn words(&mut self, st: &mut GrammarState, allowed: &[u64], bounds: &[(u32, u32)], nodes: &[usize], out: &mut [u32]) -> Vec<(u32, [u64; 4])> {
+        let mut done = Vec::new();
         let (g, trie) = (self.g, self.trie);
         let Some(ix) = self.words else { return done };
         if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
@@ -2031,48 +2054,99 @@ impl Finish<'_> {
                 tops += 1;
             }
         }
-        if tops < MIN_WORD_TOPS {
+        // Prefix nodes where a lexeme ended, with enough children after
+        // it: those whose byte ends it.
+        let mut ended: Vec<u32> = bounds
+            .iter()
+            .filter(|&&(n, ls)| {
+                n != 0
+                    && trie.node_depth(n as usize) == 1
+                    && ix.prefix_nodes().binary_search_by_key(&n, |x| x.0).is_ok()
+                    && trie
+                        .children(n as usize)
+                        .filter(|&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
+                        .nth(MIN_WORD_TOPS - 1)
+                        .is_some()
+            })
+            .map(|x| x.0)
+            .collect();
+        ended.sort_unstable();
+        ended.dedup();
+        if tops < MIN_WORD_TOPS && ended.is_empty() {
             return done;
         }
         self.dfa.init(g);
         let base = self.dfa.state_of(g, st);
-        if let Some(a) = self.dfa.word_run(g, st, base, ix, None) {
-            let w = ix.words(a);
-            if let (Some(p), true) = (w.prefix(0), subset(&w.first_leads, &present)) {
-                self.take_words(st, w, p, out);
-                for (d, l) in done.iter_mut().zip(&w.first_leads) {
-                    *d |= l;
+        let root_run = self.dfa.word_run(g, st, base, ix, None);
+        let mut root = [0u64; 4];
+        if tops >= MIN_WORD_TOPS {
+            if let Some(a) = root_run {
+                let w = ix.words(a);
+                if let (Some(p), true) = (w.prefix(0), subset(&w.first_leads, &present)) {
+                    self.take_words(st, w, p, false, out);
+                    root = w.first_leads;
                 }
             }
-        }
-        for &c in nodes {
-            let b = trie.node_byte(c);
-            if trie.node_depth(c) != 1 || has_byte(&done, b) || ix.alphabets().iter().all(|w| w.prefix(c as u32).is_none()) {
-                continue;
+            for &c in nodes {
+                let b = trie.node_byte(c);
+                if trie.node_depth(c) != 1 || has_byte(&root, b) || ix.alphabets().iter().all(|w| w.prefix(c as u32).is_none()) {
+                    continue;
+                }
+                let Some(a) = self.dfa.word_run(g, st, base, ix, Some(b)) else {
+                    continue;
+                };
+                if let Some(p) = ix.words(a).prefix(c as u32) {
+                    self.take_words(st, ix.words(a), p, false, out);
+                    add_byte(&mut root, b);
+                }
             }
-            let Some(a) = self.dfa.word_run(g, st, base, ix, Some(b)) else {
-                continue;
-            };
-            if let Some(p) = ix.words(a).prefix(c as u32) {
-                self.take_words(st, ix.words(a), p, out);
-                add_byte(&mut done, b);
+            if root != [0; 4] {
+                done.push((0, root));
+            }
+        }
+        // After a prefix byte the lexeme that ended read, words go on from
+        // `st` as after the root: the same question.
+        if let Some(a) = root_run {
+            let w = ix.words(a);
+            for &n in &ended {
+                let Some(p) = w.prefix(n) else { continue };
+                // Every word's lead byte below the prefix ends the lexeme.
+                let end = trie.subtree_end(n as usize);
+                let mut below = [0u64; 4];
+                for &c in nodes {
+                    if (n as usize) < c && c < end && trie.node_depth(c) == 2 {
+                        add_byte(&mut below, trie.node_byte(c));
+                    }
+                }
+                let mut leads = [0u64; 4];
+                for c in trie.children(n as usize) {
+                    if w.is_first_lead(trie.node_byte(c)) {
+                        add_byte(&mut leads, trie.node_byte(c));
+                    }
+                }
+                if subset(&leads, &below) {
+                    self.take_words(st, w, p, true, out);
+                    done.push((n, w.first_leads));
+                }
             }
         }
         done
     }
 
     /// The tokens of prefix `p` and word characters of `w` (which
-    /// [`LazyDfa::word_run`] found to run from `st`'s configuration): its
-    /// bit set; the prefix's own tokens and its children that start no
-    /// word character, walked from the prefix's configuration; and its
+    /// [`LazyDfa::word_run`] found to run from `st`'s configuration, after
+    /// the prefix byte where `read` says a lexeme that ended took it, or
+    /// with it otherwise): its bit set; where the prefix is still to be
+    /// read, the prefix's own tokens and its children that start no word
+    /// character, walked from the prefix's configuration; and its
     /// entries, from the configuration of their start (the prefix, or a
     /// word after it, then the cut-short character's bytes).
-    fn take_words(&mut self, st: &mut GrammarState, w: &Words, p: &word::Prefix, out: &mut [u32]) {
+    fn take_words(&mut self, st: &mut GrammarState, w: &Words, p: &word::Prefix, read: bool, out: &mut [u32]) {
         let (g, trie) = (self.g, self.trie);
         for (o, x) in out.iter_mut().zip(p.tokens.iter()) {
             *o |= x;
         }
-        let pre = (p.node != 0).then(|| trie.node_byte(p.node as usize));
+        let pre = (p.node != 0 && !read).then(|| trie.node_byte(p.node as usize));
         if let Some(b) = pre {
             if !st.push_byte(g, b) {
                 debug_assert!(false, "word_run took the prefix byte");
@@ -2197,17 +2271,18 @@ const BODY_CHAR: u8 = b'a';
 const WORD_CHAR: u8 = b'a';
 
 /// Whether every character of `chars` (a trie of [`Words`]) leads lexer
-/// state `from` to `to` through states that extend a lexeme under
+/// state `from` to `to`, or to a state `alike` finds alike to it (see
+/// [`WalkStates::equiv`]), through states that extend a lexeme under
 /// `allowed` and that some byte extends (a lexeme in progress all the way,
 /// moved by the lexer alone): a walk over a few thousand bytes.
-fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed: &[u64]) -> bool {
+fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed: &[u64], mut alike: impl FnMut(u32) -> bool) -> bool {
     let mut at = [from; 5];
     chars.iter().all(|n| {
         let d = n.depth as usize;
         let s = lexer.next(at[d - 1], n.byte);
         at[d] = s;
         if n.end {
-            s == to
+            s == to || (s != DEAD_STATE && alike(s))
         } else {
             s != DEAD_STATE && !lexer.is_terminal(s) && intersects(lexer.reach(s), allowed)
         }
@@ -2218,18 +2293,41 @@ fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed
 /// the state `a` leads it to, and that state back to itself, under
 /// `allowed` (the wider alphabet first), with that state: then the lexer
 /// layer takes the word tokens from the index ([`Plan::Words`]).
-fn word_plan(lexer: &Dfa, ix: &WordIndex, s: u32, allowed: &[u64]) -> Option<(Alphabet, u32)> {
+///
+/// "To that state" means to it or to one that walks alike under `allowed`
+/// ([`WalkStates::equiv`], answers kept in `alike`): where a keyword is not
+/// allowed (`int` inside a C expression) the letters that begin it lead
+/// the lexer elsewhere than other letters, but only to identifiers that
+/// the keyword's terminal may also match, which no walk under these
+/// terminals tells apart. The entries are then walked from the state of
+/// `a`, which walks as theirs would.
+fn word_plan(
+    lexer: &Dfa,
+    ix: &WordIndex,
+    s: u32,
+    allowed: &[u64],
+    states: &mut WalkStates,
+    alike: &mut FxMap<(u32, u32), bool>,
+) -> Option<(Alphabet, u32)> {
     let t = lexer.next(s, WORD_CHAR);
     if t == DEAD_STATE || lexer.is_terminal(t) || !intersects(lexer.reach(t), allowed) {
         return None;
     }
+    let mut same = |q: u32| states.equiv(lexer, q, t, allowed, alike);
     // The ASCII letters first, a cheap test most states fail.
-    if (0..128u8).any(|b| (b.is_ascii_alphanumeric() || b == b'_') && ix.words(Alphabet::Ascii).is_lead(b) && lexer.next(t, b) != t) {
+    if (0..128u8).any(|b| {
+        (b.is_ascii_alphanumeric() || b == b'_') && ix.words(Alphabet::Ascii).is_lead(b) && {
+            let q = lexer.next(t, b);
+            q != t && (q == DEAD_STATE || !same(q))
+        }
+    }) {
         return None;
     }
     ix.alphabets()
         .into_iter()
-        .find(|w| w.prefix(0).is_some() && chars_lead(lexer, &w.first, s, t, allowed) && chars_lead(lexer, &w.chars, t, t, allowed))
+        .find(|w| {
+            w.prefix(0).is_some() && chars_lead(lexer, &w.first, s, t, allowed, &mut same) && chars_lead(lexer, &w.chars, t, t, allowed, &mut same)
+        })
         .map(|w| (w.alphabet, t))
 }
 
@@ -2361,10 +2459,15 @@ pub struct LazyDfa {
 struct WordMemo {
     /// Per (state, prefix node), what [`LazyDfa::word_run`] found.
     runs: FxMap<(u32, u32), Option<Alphabet>>,
-    /// Per (lexer state, lexer state, set id, alphabet, first
-    /// characters), whether every character leads from the one to the
-    /// other ([`LazyDfa::chars_lead`]).
+    /// Per (lexer state, lexer state, allowed terminals' id in
+    /// `allowed_ids`, alphabet, first characters), whether every character
+    /// leads from the one to the other ([`LazyDfa::chars_lead`]). By the
+    /// allowed terminals, not the set: a code grammar meets thousands of
+    /// sets (configurations) that allow the same few sets of terminals.
     chars_lead: FxMap<(u32, u32, u32, Alphabet, bool), bool>,
+    allowed_ids: FxMap<Vec<u64>, u32>,
+    /// Per allowed terminals' id, [`WalkStates::equiv`]'s answers.
+    alike: Vec<FxMap<(u32, u32), bool>>,
     /// [`LazyDfa::words_may_run`], per alphabet.
     may_run: [Option<bool>; 3],
 }
@@ -2571,20 +2674,20 @@ impl LazyDfa {
     }
 
     /// Whether the words of `w` may run at all in this grammar: every one
-    /// of its characters leads the lexer's start to the state `a` leads it
-    /// to, and that state back to itself, whatever terminals are allowed,
-    /// as [`LazyDfa::word_run`] needs of the state after a first character
-    /// (which starts a lexeme from the lexer's start). Answered once per
-    /// grammar and alphabet, from the lexer alone: where keywords begin like
-    /// identifiers (`if`, `int`), `i` leads elsewhere than `a`, and the
-    /// grammar's walks do not ask again.
+    /// of its characters leads the lexer's start, and the state `a` leads
+    /// it to, to states where a lexeme goes on, whatever terminals are
+    /// allowed, as [`LazyDfa::word_run`] needs of the states after a first
+    /// and a second character. Answered once per grammar and alphabet,
+    /// from the lexer alone: where every letter is a lexeme of its own (a
+    /// GBNF grammar's characters), the grammar's walks do not ask again.
     pub fn words_may_run(&mut self, g: &CompiledGrammar, w: &Words) -> bool {
         let slot = &mut self.words.may_run[w.alphabet as usize];
         *slot.get_or_insert_with(|| {
             let lexer = &g.lexer;
             let t = lexer.next(lexer.start(), WORD_CHAR);
             let any = vec![u64::MAX; lexer.reach(t).len()];
-            t != DEAD_STATE && chars_lead(lexer, &w.first, lexer.start(), t, &any) && chars_lead(lexer, &w.chars, t, t, &any)
+            let goes_on = |q: u32| !lexer.is_terminal(q);
+            t != DEAD_STATE && chars_lead(lexer, &w.first, lexer.start(), t, &any, goes_on) && chars_lead(lexer, &w.chars, t, t, &any, goes_on)
         })
     }
 
@@ -2652,18 +2755,42 @@ impl LazyDfa {
         self.chars_lead(lexer, w, true, first, lt, set) && self.chars_lead(lexer, w, false, lt, lt, set)
     }
 
-    /// Whether every character of `w` leads lexer state `from` to `to`
-    /// through states that extend a lexeme under set `set`'s allowed
-    /// terminals and that some byte extends (a lexeme in progress all the
-    /// way, moved by the lexer alone). Memoised: a walk over the few
-    /// thousand bytes of [`Words::chars`].
+    /// Whether every character of `w` leads lexer state `from` to `to`, or
+    /// to states that walk alike under set `set`'s allowed terminals
+    /// ([`WalkStates::equiv`]: an identifier that begins like a keyword
+    /// not allowed there), through states that extend a lexeme under them
+    /// and that some byte extends (a lexeme in progress all the way, moved
+    /// by the lexer alone). Memoised: a walk over the few thousand bytes
+    /// of [`Words::chars`].
+    ///
+    /// A state alike to `to` moves the configuration as `to`'s does: inside
+    /// a lexeme the lexer alone moves it, and where the lexeme ends the
+    /// parser scans the terminals it matches among the allowed, the same
+    /// for both.
     fn chars_lead(&mut self, lexer: &Dfa, w: &Words, first: bool, from: u32, to: u32, set: u32) -> bool {
-        let key = (from, to, set, w.alphabet, first);
-        if let Some(&known) = self.words.chars_lead.get(&key) {
+        let allowed = &self.set_allowed[set as usize];
+        let m = &mut *self.words;
+        let id = match m.allowed_ids.get(allowed) {
+            Some(&id) => id,
+            None => {
+                let id = m.allowed_ids.len() as u32;
+                m.allowed_ids.insert(allowed.clone(), id);
+                m.alike.push(FxMap::default());
+                id
+            }
+        };
+        let key = (from, to, id, w.alphabet, first);
+        if let Some(&known) = m.chars_lead.get(&key) {
             return known;
         }
-        let ok = chars_lead(lexer, if first { &w.first } else { &w.chars }, from, to, &self.set_allowed[set as usize]);
-        self.words.chars_lead.insert(key, ok);
+        let memo = &mut m.alike[id as usize];
+        let mut states = None;
+        let alike = |q: u32| {
+            let st = states.get_or_insert_with(|| WalkStates::new(lexer.num_states()));
+            st.equiv(lexer, q, to, allowed, memo)
+        };
+        let ok = chars_lead(lexer, if first { &w.first } else { &w.chars }, from, to, allowed, alike);
+        m.chars_lead.insert(key, ok);
         ok
     }
 
@@ -3739,6 +3866,12 @@ WS: / +/
             "start: (NAME \"(\" NAME? \")\" \";\")+\nNAME: /[a-zA-Z_][a-zA-Z0-9_]*/\n%ignore \" \"\n",
         );
         let keyword = compiled("lark", "start: (\"if\" NAME \";\" | NAME \";\")+\nNAME: /\\w+/\n%ignore \" \"\n");
+        // Keywords allowed at a statement's start, not inside an
+        // expression, where a word that begins like one is an identifier.
+        let c_like = compiled(
+            "lark",
+            "start: stmt+\nstmt: \"int\" NAME \"=\" expr \";\" | NAME \"=\" expr \";\" | \"while\" \"(\" expr \")\" \"{\" stmt* \"}\"\nexpr: NAME | NUMBER | expr \"+\" expr | \"(\" expr \")\"\nNAME: /[a-zA-Z_][a-zA-Z_0-9]*/\nNUMBER: /[0-9]+/\n%ignore /[ \\t\\n]+/\n",
+        );
         for name in ["gpt2", "llama-3-8b-instruct"] {
             let Some(env) = load_env(name) else { return };
             let ix = env.word_index();
@@ -3769,9 +3902,24 @@ WS: / +/
             assert_eq!(plan(&ascii, "f(ab"), Some(Alphabet::Ascii));
             assert_eq!(plan(&keyword, "ab"), Some(Alphabet::Unicode));
             assert_eq!(plan(&keyword, "i"), None, "`i` may go on to `if`");
+            assert_eq!(run(&keyword, "if ", None), Some(Alphabet::Unicode), "`if` is not allowed after `if`");
+            assert_eq!(plan(&keyword, "if i"), Some(Alphabet::Unicode));
+            assert_eq!(run(&c_like, "int x = ", None), Some(Alphabet::AsciiIdent));
+            assert_eq!(run(&c_like, "x=(", Some(b' ')), Some(Alphabet::AsciiIdent));
+            assert_eq!(run(&c_like, "x=1;", None), None, "`int` and `while` are allowed");
+            assert_eq!(plan(&c_like, "x = wh"), Some(Alphabet::Ascii));
+            assert_eq!(plan(&c_like, "wh"), None, "`wh` may go on to `while`");
             check_doc(&env, &conf, "[server]\nhost = local\n[ Привет_1 ]\nname=日本語 \n\t[é]\nx=\n", 1, true);
             check_doc(&env, &ascii, "foo(bar); x_1 ( y ) ;Z9();", 1, true);
             check_doc(&env, &keyword, "if ab; ifx; i; if if;", 1, true);
+            check_doc(&env, &keyword, "if ab; if in; if if_; if i;", 1, true);
+            check_doc(
+                &env,
+                &c_like,
+                "int x = a + (int_ + while1);\nwhile ( i ) {\ty = in + w; int z=( x);}\n",
+                1,
+                true,
+            );
         }
     }
 
