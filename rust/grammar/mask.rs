@@ -227,6 +227,7 @@ impl LexEntry {
                         prefix: p,
                         from,
                         to,
+                        ref keywords,
                     } = *part;
                     for (x, y) in walk.inner.iter_mut().zip(p.tokens.iter()) {
                         *x |= y;
@@ -249,14 +250,29 @@ impl LexEntry {
                             }
                         }
                     }
+                    // Where words pass through keyword states, the nodes of
+                    // those states are walked on their own (with the
+                    // tokens that leave a word there), and the entries
+                    // below the nodes where words reach the word's state
+                    // from that state.
+                    let mut regions = Vec::new();
+                    if let Some(ks) = keywords {
+                        walk.keyword_walk(w, p.node as usize, from, true, ks, &mut regions);
+                    }
+                    // ASCII words: no cut-short characters, one group
+                    // sorted by node, as are the regions.
+                    let mut inside = within(&regions);
                     for group in p.entries.chunk_by(|a, b| a.same_start(b)) {
                         let e = group[0];
                         let q = lexer.run(if e.first { from } else { to }, e.partial());
                         if q != DEAD_STATE {
-                            if walk.memo.status(lexer, q, allowed) & ENDS != 0 {
-                                walk.boundaries.extend(group.iter().map(|x| (x.parent, q)));
-                            }
                             for x in group {
+                                if keywords.is_some() && !inside(x.node) {
+                                    continue;
+                                }
+                                if walk.memo.status(lexer, q, allowed) & ENDS != 0 {
+                                    walk.boundaries.push((x.parent, q));
+                                }
                                 let n = x.node as usize;
                                 walk.states[trie.node_depth(n) - 1] = q;
                                 walk.walk(n, trie.subtree_end(n));
@@ -430,16 +446,17 @@ fn choose_plan<'a>(
     };
     // The body plan may have cut the budget for alike states short.
     states.equiv_budget = MAX_EQUIV_PAIRS;
-    let mut ask = |q: u32| *known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed, states, alike));
+    let mut ask = |q: u32| known.entry(q).or_insert_with(|| word_plan(lexer, ix, q, allowed, states, alike)).clone();
     let mut parts = Vec::new();
-    if let Some((a, t)) = ask(s) {
-        let w = ix.words(a);
+    if let Some(shape) = ask(s) {
+        let w = ix.words(shape.alphabet);
         if let Some(prefix) = w.prefix(0) {
             parts.push(WordPart {
                 words: w,
                 prefix,
                 from: s,
-                to: t,
+                to: shape.to,
+                keywords: shape.keywords,
             });
         }
     }
@@ -454,14 +471,15 @@ fn choose_plan<'a>(
         if sp == DEAD_STATE || !intersects(lexer.reach(sp), allowed) {
             continue;
         }
-        if let Some((a, t)) = ask(sp) {
-            let w = ix.words(a);
+        if let Some(shape) = ask(sp) {
+            let w = ix.words(shape.alphabet);
             if let Some(prefix) = w.prefix(node) {
                 parts.push(WordPart {
                     words: w,
                     prefix,
                     from: sp,
-                    to: t,
+                    to: shape.to,
+                    keywords: shape.keywords,
                 });
             }
         }
@@ -475,13 +493,14 @@ fn choose_plan<'a>(
 
 /// One part of a [`Plan::Words`]: the tokens of a prefix (or none) and a
 /// word, whose first character leads lexer state `from` (after the prefix)
-/// to `to`, and every character `to` back to itself.
-#[derive(Clone, Copy)]
+/// to `to`, and every character `to` back to itself; or, with `keywords`,
+/// through those few states first ([`keyword_states`]).
 struct WordPart<'a> {
     words: &'a Words,
     prefix: &'a word::Prefix,
     from: u32,
     to: u32,
+    keywords: Option<std::sync::Arc<[u32]>>,
 }
 
 /// [`choose_plan`] by the string-body index alone.
@@ -554,6 +573,37 @@ struct LexWalk<'a> {
 }
 
 impl LexWalk<'_> {
+    /// Below node `n` (lexer state `q`; `first`: no word character read
+    /// yet), the nodes where words are in keyword states `ks`: the tokens
+    /// that leave a word there, walked from `q`, and `n` a boundary where
+    /// the lexeme may end; words that reach the word's state (any state
+    /// outside `ks`, [`keyword_states`]) give their subtree's node range to
+    /// `regions`, in preorder.
+    fn keyword_walk(&mut self, w: &Words, n: usize, q: u32, first: bool, ks: &[u32], regions: &mut Vec<(u32, u32)>) {
+        let (trie, lexer, allowed) = (self.trie, self.lexer, self.allowed);
+        for c in trie.children(n) {
+            let b = trie.node_byte(c);
+            let word = if first { w.is_first_lead(b) } else { w.is_lead(b) };
+            if !word {
+                // Right below the prefix (or the root) the caller walks it.
+                if !first {
+                    if self.memo.status(lexer, q, allowed) & ENDS != 0 {
+                        self.boundaries.push((n as u32, q));
+                    }
+                    self.states[trie.node_depth(c) - 1] = q;
+                    self.walk(c, trie.subtree_end(c));
+                }
+                continue;
+            }
+            let q2 = lexer.next(q, b);
+            if ks.binary_search(&q2).is_ok() {
+                self.keyword_walk(w, c, q2, false, ks, regions);
+            } else {
+                regions.push((c as u32, trie.subtree_end(c) as u32));
+            }
+        }
+    }
+
     /// Walk the nodes `lo..hi` (whole subtrees in preorder) from the state
     /// `states` holds at the depth above `lo`, visiting every accepted node
     /// (not only token ends) to find boundaries.
@@ -748,7 +798,7 @@ struct BodyFacts {
     /// [`WalkStates::equiv`]'s answers.
     alike: FxMap<(u32, u32), bool>,
     /// [`word_plan`] by state.
-    words: FxMap<u32, Option<(Alphabet, u32)>>,
+    words: FxMap<u32, Option<WordShape>>,
 }
 
 /// The facts of `by_allowed` under `allowed`, made on first use (the key
@@ -2004,7 +2054,7 @@ impl Finish<'_> {
                     .filter(move |&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
             })
             .collect();
-        let done = self.words(st, allowed, &bounds, &children, out);
+        let done = self.words(st, allowed, &bounds, out);
         if done.is_empty() {
             self.walk_nodes(st, children.into_iter(), out);
         } else {
@@ -2039,40 +2089,47 @@ impl Finish<'_> {
     ///
     /// A set is taken only where every lead byte's node below it is among
     /// `nodes` (it holds the tokens below them all).
-    fn words(&mut self, st: &mut GrammarState, allowed: &[u64], bounds: &[(u32, u32)], nodes: &[usize], out: &mut [u32]) -> Vec<(u32, [u64; 4])> {
+    fn words(&mut self, st: &mut GrammarState, allowed: &[u64], bounds: &[(u32, u32)], out: &mut [u32]) -> Vec<(u32, [u64; 4])> {
         let mut done = Vec::new();
         let (g, trie) = (self.g, self.trie);
         let Some(ix) = self.words else { return done };
-        if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
-            return done;
-        }
-        let mut present = [0u64; 4];
-        let mut tops = 0;
-        for &c in nodes {
-            if trie.node_depth(c) == 1 {
-                add_byte(&mut present, trie.node_byte(c));
-                tops += 1;
+        // The bytes of node `n`'s children that end the lexeme of some
+        // boundary at `n` (those the caller walks).
+        let after = |n: u32| {
+            let mut bytes = [0u64; 4];
+            for &(m, ls) in bounds {
+                if m == n {
+                    for c in trie.children(n as usize) {
+                        let b = trie.node_byte(c);
+                        if !extends(&g.lexer, ls, b, allowed) {
+                            add_byte(&mut bytes, b);
+                        }
+                    }
+                }
+            }
+            bytes
+        };
+        let ones = |bytes: &[u64; 4]| bytes.iter().map(|w| w.count_ones() as usize).sum::<usize>();
+        let present = if bounds.iter().any(|x| x.0 == 0) { after(0) } else { [0; 4] };
+        let tops = ones(&present);
+        // Prefix nodes where a lexeme ended, with enough children after it.
+        let mut ended: Vec<(u32, [u64; 4])> = Vec::new();
+        for &(n, _) in bounds {
+            if n != 0
+                && trie.node_depth(n as usize) == 1
+                && ix.prefix_nodes().binary_search_by_key(&n, |x| x.0).is_ok()
+                && !ended.iter().any(|x| x.0 == n)
+            {
+                let below = after(n);
+                if ones(&below) >= MIN_WORD_TOPS {
+                    ended.push((n, below));
+                }
             }
         }
-        // Prefix nodes where a lexeme ended, with enough children after
-        // it: those whose byte ends it.
-        let mut ended: Vec<u32> = bounds
-            .iter()
-            .filter(|&&(n, ls)| {
-                n != 0
-                    && trie.node_depth(n as usize) == 1
-                    && ix.prefix_nodes().binary_search_by_key(&n, |x| x.0).is_ok()
-                    && trie
-                        .children(n as usize)
-                        .filter(|&c| !extends(&g.lexer, ls, trie.node_byte(c), allowed))
-                        .nth(MIN_WORD_TOPS - 1)
-                        .is_some()
-            })
-            .map(|x| x.0)
-            .collect();
-        ended.sort_unstable();
-        ended.dedup();
         if tops < MIN_WORD_TOPS && ended.is_empty() {
+            return done;
+        }
+        if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
             return done;
         }
         self.dfa.init(g);
@@ -2080,23 +2137,22 @@ impl Finish<'_> {
         let root_run = self.dfa.word_run(g, st, base, ix, None);
         let mut root = [0u64; 4];
         if tops >= MIN_WORD_TOPS {
-            if let Some(a) = root_run {
-                let w = ix.words(a);
+            if let Some(r) = &root_run {
+                let w = ix.words(r.alphabet);
                 if let (Some(p), true) = (w.prefix(0), subset(&w.first_leads, &present)) {
-                    self.take_words(st, w, p, false, out);
+                    self.take_words(st, w, r, p, false, out);
                     root = w.first_leads;
                 }
             }
-            for &c in nodes {
-                let b = trie.node_byte(c);
-                if trie.node_depth(c) != 1 || has_byte(&root, b) || ix.alphabets().iter().all(|w| w.prefix(c as u32).is_none()) {
+            for &(c, b) in ix.prefix_nodes() {
+                if !has_byte(&present, b) || has_byte(&root, b) {
                     continue;
                 }
-                let Some(a) = self.dfa.word_run(g, st, base, ix, Some(b)) else {
+                let Some(r) = self.dfa.word_run(g, st, base, ix, Some(b)) else {
                     continue;
                 };
-                if let Some(p) = ix.words(a).prefix(c as u32) {
-                    self.take_words(st, ix.words(a), p, false, out);
+                if let Some(p) = ix.words(r.alphabet).prefix(c) {
+                    self.take_words(st, ix.words(r.alphabet), &r, p, false, out);
                     add_byte(&mut root, b);
                 }
             }
@@ -2106,18 +2162,11 @@ impl Finish<'_> {
         }
         // After a prefix byte the lexeme that ended read, words go on from
         // `st` as after the root: the same question.
-        if let Some(a) = root_run {
-            let w = ix.words(a);
-            for &n in &ended {
+        if let Some(r) = &root_run {
+            let w = ix.words(r.alphabet);
+            for &(n, below) in &ended {
                 let Some(p) = w.prefix(n) else { continue };
                 // Every word's lead byte below the prefix ends the lexeme.
-                let end = trie.subtree_end(n as usize);
-                let mut below = [0u64; 4];
-                for &c in nodes {
-                    if (n as usize) < c && c < end && trie.node_depth(c) == 2 {
-                        add_byte(&mut below, trie.node_byte(c));
-                    }
-                }
                 let mut leads = [0u64; 4];
                 for c in trie.children(n as usize) {
                     if w.is_first_lead(trie.node_byte(c)) {
@@ -2125,7 +2174,7 @@ impl Finish<'_> {
                     }
                 }
                 if subset(&leads, &below) {
-                    self.take_words(st, w, p, true, out);
+                    self.take_words(st, w, r, p, true, out);
                     done.push((n, w.first_leads));
                 }
             }
@@ -2134,14 +2183,18 @@ impl Finish<'_> {
     }
 
     /// The tokens of prefix `p` and word characters of `w` (which
-    /// [`LazyDfa::word_run`] found to run from `st`'s configuration, after
-    /// the prefix byte where `read` says a lexeme that ended took it, or
-    /// with it otherwise): its bit set; where the prefix is still to be
-    /// read, the prefix's own tokens and its children that start no word
-    /// character, walked from the prefix's configuration; and its
-    /// entries, from the configuration of their start (the prefix, or a
-    /// word after it, then the cut-short character's bytes).
-    fn take_words(&mut self, st: &mut GrammarState, w: &Words, p: &word::Prefix, read: bool, out: &mut [u32]) {
+    /// [`LazyDfa::word_run`] found to run as `run` says from `st`'s
+    /// configuration, after the prefix byte where `read` says a lexeme
+    /// that ended took it, or with it otherwise): its bit set; where the
+    /// prefix is still to be read, the prefix's own tokens and its
+    /// children that start no word character, walked from the prefix's
+    /// configuration; and its entries, from the configuration of their
+    /// start (the prefix, or a word after it, then the cut-short
+    /// character's bytes). Where words pass through keyword states, the
+    /// nodes of those states are walked on their own
+    /// ([`Finish::keyword_walk`]), and only the entries below where words
+    /// reach the word's state from the word's configuration.
+    fn take_words(&mut self, st: &mut GrammarState, w: &Words, run: &WordRun, p: &word::Prefix, read: bool, out: &mut [u32]) {
         let (g, trie) = (self.g, self.trie);
         for (o, x) in out.iter_mut().zip(p.tokens.iter()) {
             *o |= x;
@@ -2158,17 +2211,75 @@ impl Finish<'_> {
             let below: Vec<usize> = trie.children(p.node as usize).filter(|&c| !w.is_first_lead(trie.node_byte(c))).collect();
             self.walk_nodes(st, below.into_iter(), out);
         }
+        let mut regions = Vec::new();
+        if let Some((first, ks)) = &run.keywords {
+            self.keyword_walk(st, w, p.node as usize, *first, true, ks, &mut regions, out);
+        }
+        let mut inside = within(&regions);
         for group in p.entries.chunk_by(|a, b| a.same_start(b)) {
             let e = group[0];
-            let head: &[u8] = if e.first { &[] } else { &[WORD_CHAR] };
+            let head: &[u8] = if e.first { &[] } else { &[run.lead] };
             let pushed = push_all(g, st, head.iter().chain(e.partial()).copied());
             if pushed == head.len() + e.partial().len() {
-                self.walk_nodes(st, group.iter().map(|x| x.node as usize), out);
+                if run.keywords.is_some() {
+                    // ASCII words: one group, sorted by node.
+                    let nodes: Vec<usize> = group.iter().filter(|x| inside(x.node)).map(|x| x.node as usize).collect();
+                    self.walk_nodes(st, nodes.into_iter(), out);
+                } else {
+                    self.walk_nodes(st, group.iter().map(|x| x.node as usize), out);
+                }
             }
             st.pop_bytes(g, pushed);
         }
         if pre.is_some() {
             st.pop_bytes(g, 1);
+        }
+    }
+
+    /// Below node `n` (`st`'s configuration, lexer state `q`; `first`: no
+    /// word character read yet), the nodes where words are in keyword
+    /// states `ks`: the tokens that leave a word there, walked from that
+    /// configuration; words that reach the word's state (any state outside
+    /// `ks`, [`keyword_states`]) give their subtree's node range to
+    /// `regions`, in preorder.
+    #[allow(clippy::too_many_arguments)]
+    fn keyword_walk(
+        &mut self,
+        st: &mut GrammarState,
+        w: &Words,
+        n: usize,
+        q: u32,
+        first: bool,
+        ks: &[u32],
+        regions: &mut Vec<(u32, u32)>,
+        out: &mut [u32],
+    ) {
+        let (g, trie) = (self.g, self.trie);
+        let mut leave = Vec::new();
+        for c in trie.children(n) {
+            let b = trie.node_byte(c);
+            let word = if first { w.is_first_lead(b) } else { w.is_lead(b) };
+            if !word {
+                // Right below the prefix (or the root) the caller walks it.
+                if !first {
+                    leave.push(c);
+                }
+                continue;
+            }
+            let q2 = g.lexer.next(q, b);
+            if ks.binary_search(&q2).is_ok() {
+                if st.push_byte(g, b) {
+                    self.keyword_walk(st, w, c, q2, false, ks, regions, out);
+                    st.pop_bytes(g, 1);
+                } else {
+                    debug_assert!(false, "a keyword state keeps the lexeme going");
+                }
+            } else {
+                regions.push((c as u32, trie.subtree_end(c) as u32));
+            }
+        }
+        if !leave.is_empty() {
+            self.walk_nodes(st, leave.into_iter(), out);
         }
     }
 
@@ -2289,6 +2400,22 @@ fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed
     })
 }
 
+/// How words of an alphabet move the lexer from a state (see
+/// [`word_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct WordShape {
+    alphabet: Alphabet,
+    /// The word's state: every character leads it back to itself, or to a
+    /// state that walks alike.
+    to: u32,
+    /// A first character that leads to `to` (or alike).
+    lead: u8,
+    /// Where some first characters begin keywords the position allows:
+    /// the other states words pass through on their way to `to`'s, sorted
+    /// ([`keyword_states`]).
+    keywords: Option<std::sync::Arc<[u32]>>,
+}
+
 /// The alphabet of `ix` whose characters all lead lexer state `s` to
 /// the state `a` leads it to, and that state back to itself, under
 /// `allowed` (the wider alphabet first), with that state: then the lexer
@@ -2300,7 +2427,8 @@ fn chars_lead(lexer: &Dfa, chars: &[word::CharNode], from: u32, to: u32, allowed
 /// the lexer elsewhere than other letters, but only to identifiers that
 /// the keyword's terminal may also match, which no walk under these
 /// terminals tells apart. The entries are then walked from the state of
-/// `a`, which walks as theirs would.
+/// `a`, which walks as theirs would. Where keywords are allowed, an ASCII
+/// alphabet may still pass through their few states ([`keyword_states`]).
 fn word_plan(
     lexer: &Dfa,
     ix: &WordIndex,
@@ -2308,27 +2436,153 @@ fn word_plan(
     allowed: &[u64],
     states: &mut WalkStates,
     alike: &mut FxMap<(u32, u32), bool>,
-) -> Option<(Alphabet, u32)> {
+) -> Option<WordShape> {
     let t = lexer.next(s, WORD_CHAR);
     if t == DEAD_STATE || lexer.is_terminal(t) || !intersects(lexer.reach(t), allowed) {
         return None;
     }
-    let mut same = |q: u32| states.equiv(lexer, q, t, allowed, alike);
+    let mut same = |q: u32, to: u32| states.equiv(lexer, q, to, allowed, alike);
     // The ASCII letters first, a cheap test most states fail.
-    if (0..128u8).any(|b| {
+    let loops = !(0..128u8).any(|b| {
         (b.is_ascii_alphanumeric() || b == b'_') && ix.words(Alphabet::Ascii).is_lead(b) && {
             let q = lexer.next(t, b);
-            q != t && (q == DEAD_STATE || !same(q))
+            q != t && (q == DEAD_STATE || !same(q, t))
         }
-    }) {
+    });
+    let plain = loops
+        .then(|| {
+            ix.alphabets().into_iter().find(|w| {
+                w.prefix(0).is_some()
+                    && chars_lead(lexer, &w.first, s, t, allowed, |q| same(q, t))
+                    && chars_lead(lexer, &w.chars, t, t, allowed, |q| same(q, t))
+            })
+        })
+        .flatten();
+    if let Some(w) = plain {
+        return Some(WordShape {
+            alphabet: w.alphabet,
+            to: t,
+            lead: WORD_CHAR,
+            keywords: None,
+        });
+    }
+    [Alphabet::Ascii, Alphabet::AsciiIdent].into_iter().find_map(|a| {
+        let w = ix.words(a);
+        w.prefix(0)?;
+        let (to, lead, ks) = keyword_states(lexer, w, s, allowed, &mut same)?;
+        Some(WordShape {
+            alphabet: a,
+            to,
+            lead,
+            keywords: Some(ks),
+        })
+    })
+}
+
+/// A test of whether nodes, asked in increasing order, lie in one of
+/// `regions` (node ranges, sorted and disjoint).
+fn within(regions: &[(u32, u32)]) -> impl FnMut(u32) -> bool + '_ {
+    let mut r = 0;
+    move |n| {
+        while r < regions.len() && regions[r].1 <= n {
+            r += 1;
+        }
+        r < regions.len() && regions[r].0 <= n
+    }
+}
+
+/// The most states [`keyword_states`] lets words pass through before the
+/// word's own.
+const MAX_KEYWORD_STATES: usize = 256;
+
+/// The most states [`keyword_states`] tries as the word's.
+const MAX_WORD_STATE_TRIES: usize = 8;
+
+/// Where ASCII words of `w` from lexer state `from` pass through a few
+/// states of keywords the allowed terminals hold (`i`, `in`, `int` at a C
+/// statement's start) before they reach the word's state, which every
+/// character leads back to (or alike, by `alike(q, to)`): that state, a
+/// first character that leads to it, and the others, sorted. Every state
+/// met must keep a lexeme going under `allowed`, and the others must be
+/// finitely many with no cycle among them (else `None`): then every word
+/// token is inside the lexeme, and the tokens that leave a word are walked
+/// from the state they leave it in, which below the few nodes of those
+/// states is the word's.
+fn keyword_states(
+    lexer: &Dfa,
+    w: &Words,
+    from: u32,
+    allowed: &[u64],
+    alike: &mut impl FnMut(u32, u32) -> bool,
+) -> Option<(u32, u8, std::sync::Arc<[u32]>)> {
+    if w.alphabet == Alphabet::Unicode {
         return None;
     }
-    ix.alphabets()
-        .into_iter()
-        .find(|w| {
-            w.prefix(0).is_some() && chars_lead(lexer, &w.first, s, t, allowed, &mut same) && chars_lead(lexer, &w.chars, t, t, allowed, &mut same)
-        })
-        .map(|w| (w.alphabet, t))
+    let live = |q: u32| q != DEAD_STATE && !lexer.is_terminal(q) && intersects(lexer.reach(q), allowed);
+    let firsts: Vec<u8> = (0..128u8).filter(|&b| w.is_first_lead(b)).collect();
+    let chars: Vec<u8> = (0..128u8).filter(|&b| w.is_lead(b)).collect();
+    let mut tried: Vec<u32> = Vec::new();
+    let mut found = None;
+    for &b in &firsts {
+        let t = lexer.next(from, b);
+        if !live(t) || tried.contains(&t) {
+            continue;
+        }
+        if tried.len() == MAX_WORD_STATE_TRIES {
+            break;
+        }
+        tried.push(t);
+        if chars.iter().all(|&c| {
+            let q = lexer.next(t, c);
+            q == t || (q != DEAD_STATE && alike(q, t))
+        }) {
+            found = Some((t, b));
+            break;
+        }
+    }
+    let (to, lead) = found?;
+    // Depth first from `from`: 1 on the stack, 2 done.
+    let mut mark: FxMap<u32, u8> = FxMap::default();
+    let mut stack: Vec<(u32, usize)> = Vec::new();
+    let mut word = |q: u32| q == to || (q != DEAD_STATE && alike(q, to));
+    for &b in &firsts {
+        let q = lexer.next(from, b);
+        if word(q) || mark.contains_key(&q) {
+            continue;
+        }
+        if !live(q) {
+            return None;
+        }
+        mark.insert(q, 1);
+        stack.push((q, 0));
+        while let Some(top) = stack.last_mut() {
+            let (s, i) = *top;
+            if i == chars.len() {
+                mark.insert(s, 2);
+                stack.pop();
+                continue;
+            }
+            top.1 += 1;
+            let q2 = lexer.next(s, chars[i]);
+            if word(q2) {
+                continue;
+            }
+            match mark.get(&q2) {
+                Some(2) => {}
+                Some(_) => return None,
+                None => {
+                    if !live(q2) || mark.len() >= MAX_KEYWORD_STATES {
+                        return None;
+                    }
+                    mark.insert(q2, 1);
+                    stack.push((q2, 0));
+                }
+            }
+        }
+    }
+    let mut ks: Vec<u32> = mark.into_keys().collect();
+    ks.sort_unstable();
+    Some((to, lead, ks.into()))
 }
 
 /// The fewest root children a walk must start from for [`Finish::words`]
@@ -2454,11 +2708,26 @@ pub struct LazyDfa {
     words: Box<WordMemo>,
 }
 
+/// What [`keyword_states`] finds: the word's state, a first character
+/// that leads there, and the keyword states.
+type Keywords = (u32, u8, std::sync::Arc<[u32]>);
+
+/// How words run from a configuration ([`LazyDfa::word_run`]).
+#[derive(Debug, Clone)]
+pub struct WordRun {
+    pub alphabet: Alphabet,
+    /// A first character that leads to the word's state (or alike).
+    lead: u8,
+    /// Where words pass through keyword states first: the lexer state the
+    /// first character is read in, and those states ([`keyword_states`]).
+    keywords: Option<(u32, std::sync::Arc<[u32]>)>,
+}
+
 /// [`LazyDfa`]'s memo of word runs, apart from the tables the walk reads.
 #[derive(Debug, Default)]
 struct WordMemo {
     /// Per (state, prefix node), what [`LazyDfa::word_run`] found.
-    runs: FxMap<(u32, u32), Option<Alphabet>>,
+    runs: FxMap<(u32, u32), Option<WordRun>>,
     /// Per (lexer state, lexer state, allowed terminals' id in
     /// `allowed_ids`, alphabet, first characters), whether every character
     /// leads from the one to the other ([`LazyDfa::chars_lead`]). By the
@@ -2468,8 +2737,24 @@ struct WordMemo {
     allowed_ids: FxMap<Vec<u64>, u32>,
     /// Per allowed terminals' id, [`WalkStates::equiv`]'s answers.
     alike: Vec<FxMap<(u32, u32), bool>>,
+    /// Per (lexer state, allowed terminals' id, alphabet), what
+    /// [`keyword_states`] found.
+    keywords: FxMap<(u32, u32, Alphabet), Option<Keywords>>,
     /// [`LazyDfa::words_may_run`], per alphabet.
     may_run: [Option<bool>; 3],
+}
+
+impl WordMemo {
+    /// The id of `allowed` in `allowed_ids`, made on first use.
+    fn allowed_id(&mut self, allowed: &[u64]) -> u32 {
+        if let Some(&id) = self.allowed_ids.get(allowed) {
+            return id;
+        }
+        let id = self.allowed_ids.len() as u32;
+        self.allowed_ids.insert(allowed.to_vec(), id);
+        self.alike.push(FxMap::default());
+        id
+    }
 }
 
 /// States (or set ids) past which [`LazyDfa`]'s per-state (per-set)
@@ -2705,10 +2990,10 @@ impl LazyDfa {
     /// one in progress before it (no word character's lead byte extends
     /// it), which ends it the same way for every character, the parser's
     /// step taken once for all by `a`.
-    pub fn word_run(&mut self, g: &CompiledGrammar, st: &mut GrammarState, base: u32, ix: &WordIndex, prefix: Option<u8>) -> Option<Alphabet> {
+    pub fn word_run(&mut self, g: &CompiledGrammar, st: &mut GrammarState, base: u32, ix: &WordIndex, prefix: Option<u8>) -> Option<WordRun> {
         let key = (base, prefix.map_or(u32::MAX, u32::from));
-        if let Some(&known) = self.words.runs.get(&key) {
-            return known;
+        if let Some(known) = self.words.runs.get(&key) {
+            return known.clone();
         }
         let mut found = None;
         if prefix.is_none_or(|b| st.push_byte(g, b)) {
@@ -2716,43 +3001,80 @@ impl LazyDfa {
             if st.push_byte(g, WORD_CHAR) {
                 let t = self.state_of(g, st);
                 st.pop_bytes(g, 1);
-                found = ix
-                    .alphabets()
-                    .into_iter()
-                    .find(|w| w.is_first_lead(WORD_CHAR) && self.words_may_run(g, w) && self.words_lead(g, bp, t, w))
-                    .map(|w| w.alphabet);
+                found = ix.alphabets().into_iter().find_map(|w| {
+                    (w.is_first_lead(WORD_CHAR) && self.words_may_run(g, w))
+                        .then(|| self.words_lead(g, bp, t, w))
+                        .flatten()
+                });
             }
             if prefix.is_some() {
                 st.pop_bytes(g, 1);
             }
         }
-        self.words.runs.insert(key, found);
+        self.words.runs.insert(key, found.clone());
         found
     }
 
-    /// Whether every character of `w` leads state `from` to state `t`
-    /// (which `a` leads it to) and `t` back to itself (see
-    /// [`LazyDfa::word_run`]).
-    fn words_lead(&mut self, g: &CompiledGrammar, from: u32, t: u32, w: &Words) -> bool {
+    /// How the characters of `w` lead state `from` on, where one of them,
+    /// `a`, leads it to state `t`: every one to `t` and `t` back to itself
+    /// (see [`LazyDfa::word_run`]), or through a few keyword states first
+    /// ([`keyword_states`]).
+    fn words_lead(&mut self, g: &CompiledGrammar, from: u32, t: u32, w: &Words) -> Option<WordRun> {
         let lexer = &g.lexer;
         let (lt, ipt, set) = self.info[t as usize];
         let (lf, ipf, set_f) = self.info[from as usize];
         if !ipt || lexer.is_terminal(lt) || !intersects(lexer.reach(lt), &self.set_allowed[set as usize]) {
-            return false;
+            return None;
         }
         let first = if ipf {
             // The lexeme in progress ends before every word character.
             let allowed = &self.set_allowed[set_f as usize];
             if (0..=255u8).any(|b| w.is_first_lead(b) && extends(lexer, lf, b, allowed)) {
-                return false;
+                return None;
             }
             lexer.start()
         } else if set_f == set {
             lf
         } else {
-            return false;
+            return None;
         };
-        self.chars_lead(lexer, w, true, first, lt, set) && self.chars_lead(lexer, w, false, lt, lt, set)
+        if self.chars_lead(lexer, w, true, first, lt, set) && self.chars_lead(lexer, w, false, lt, lt, set) {
+            return Some(WordRun {
+                alphabet: w.alphabet,
+                lead: WORD_CHAR,
+                keywords: None,
+            });
+        }
+        let (_, lead, ks) = self.keyword_states(lexer, w, first, set)?;
+        Some(WordRun {
+            alphabet: w.alphabet,
+            lead,
+            keywords: Some((first, ks)),
+        })
+    }
+
+    /// [`keyword_states`] of ASCII words from lexer state `first` under set
+    /// `set`'s allowed terminals, memoised by those terminals.
+    fn keyword_states(&mut self, lexer: &Dfa, w: &Words, first: u32, set: u32) -> Option<Keywords> {
+        if w.alphabet == Alphabet::Unicode {
+            return None;
+        }
+        let allowed = &self.set_allowed[set as usize];
+        let m = &mut *self.words;
+        let id = m.allowed_id(allowed);
+        let key = (first, id, w.alphabet);
+        if let Some(known) = m.keywords.get(&key) {
+            return known.clone();
+        }
+        let memo = &mut m.alike[id as usize];
+        let mut states = None;
+        let mut alike = |q: u32, to: u32| {
+            let st = states.get_or_insert_with(|| WalkStates::new(lexer.num_states()));
+            st.equiv(lexer, q, to, allowed, memo)
+        };
+        let found = keyword_states(lexer, w, first, allowed, &mut alike);
+        m.keywords.insert(key, found.clone());
+        found
     }
 
     /// Whether every character of `w` leads lexer state `from` to `to`, or
@@ -2770,15 +3092,7 @@ impl LazyDfa {
     fn chars_lead(&mut self, lexer: &Dfa, w: &Words, first: bool, from: u32, to: u32, set: u32) -> bool {
         let allowed = &self.set_allowed[set as usize];
         let m = &mut *self.words;
-        let id = match m.allowed_ids.get(allowed) {
-            Some(&id) => id,
-            None => {
-                let id = m.allowed_ids.len() as u32;
-                m.allowed_ids.insert(allowed.clone(), id);
-                m.alike.push(FxMap::default());
-                id
-            }
-        };
+        let id = m.allowed_id(allowed);
         let key = (from, to, id, w.alphabet, first);
         if let Some(&known) = m.chars_lead.get(&key) {
             return known;
@@ -3880,39 +4194,61 @@ WS: / +/
                 let mut st = state_after(g, pre);
                 let mut dfa = LazyDfa::default();
                 let w = LazyWalk::new(g, &mut dfa, &mut st);
-                dfa.word_run(g, &mut st, w.base, ix, prefix)
+                dfa.word_run(g, &mut st, w.base, ix, prefix).map(|r| (r.alphabet, r.keywords.is_some()))
             };
             // The lexer layer's plan, inside a lexeme.
             let plan = |g: &CompiledGrammar, pre: &str| {
                 let st = state_after(g, pre);
                 let (ls, ip, allowed) = st.lexer_view(g);
                 match LexEntry::plan(g, Some(env.body_index()), Some(ix), None, ls, ip, allowed).plan {
-                    Plan::Words(parts) => parts.iter().find(|p| p.prefix.node == 0).map(|p| p.words.alphabet),
+                    Plan::Words(parts) => parts
+                        .iter()
+                        .find(|p| p.prefix.node == 0)
+                        .map(|p| (p.words.alphabet, p.keywords.is_some())),
                     _ => None,
                 }
             };
-            assert_eq!(run(&conf, "[", None), Some(Alphabet::Unicode));
-            assert_eq!(run(&conf, "[", Some(b' ')), Some(Alphabet::Unicode));
-            assert_eq!(run(&conf, "[a]\n", None), Some(Alphabet::Unicode));
-            assert_eq!(run(&ascii, "f(", None), Some(Alphabet::AsciiIdent));
-            assert_eq!(run(&ascii, "f(", Some(b' ')), Some(Alphabet::AsciiIdent));
+            let (unicode, ascii_, ident) = (Alphabet::Unicode, Alphabet::Ascii, Alphabet::AsciiIdent);
+            assert_eq!(run(&conf, "[", None), Some((unicode, false)));
+            assert_eq!(run(&conf, "[", Some(b' ')), Some((unicode, false)));
+            assert_eq!(run(&conf, "[a]\n", None), Some((unicode, false)));
+            assert_eq!(run(&ascii, "f(", None), Some((ident, false)));
+            assert_eq!(run(&ascii, "f(", Some(b' ')), Some((ident, false)));
             assert_eq!(run(&ascii, "f", None), None, "a lexeme in progress that a word extends");
-            assert_eq!(run(&keyword, "", None), None, "`if` begins like a word");
-            assert_eq!(plan(&conf, "[ab"), Some(Alphabet::Unicode));
-            assert_eq!(plan(&ascii, "f(ab"), Some(Alphabet::Ascii));
-            assert_eq!(plan(&keyword, "ab"), Some(Alphabet::Unicode));
-            assert_eq!(plan(&keyword, "i"), None, "`i` may go on to `if`");
-            assert_eq!(run(&keyword, "if ", None), Some(Alphabet::Unicode), "`if` is not allowed after `if`");
-            assert_eq!(plan(&keyword, "if i"), Some(Alphabet::Unicode));
-            assert_eq!(run(&c_like, "int x = ", None), Some(Alphabet::AsciiIdent));
-            assert_eq!(run(&c_like, "x=(", Some(b' ')), Some(Alphabet::AsciiIdent));
-            assert_eq!(run(&c_like, "x=1;", None), None, "`int` and `while` are allowed");
-            assert_eq!(plan(&c_like, "x = wh"), Some(Alphabet::Ascii));
-            assert_eq!(plan(&c_like, "wh"), None, "`wh` may go on to `while`");
+            assert_eq!(plan(&conf, "[ab"), Some((unicode, false)));
+            assert_eq!(plan(&ascii, "f(ab"), Some((ascii_, false)));
+            assert_eq!(plan(&keyword, "ab"), Some((unicode, false)));
+            // Keywords the position does not allow: a word that begins like
+            // one walks alike.
+            assert_eq!(run(&keyword, "if ", None), Some((unicode, false)), "`if` is not allowed after `if`");
+            assert_eq!(plan(&keyword, "if i"), Some((unicode, false)));
+            assert_eq!(run(&c_like, "int x = ", None), Some((ident, false)));
+            assert_eq!(run(&c_like, "x=(", Some(b' ')), Some((ident, false)));
+            assert_eq!(plan(&c_like, "x = wh"), Some((ascii_, false)));
+            // Keywords it allows: ASCII words pass through their states.
+            assert_eq!(run(&keyword, "", None), Some((ascii_, true)), "`if` begins like a word");
+            assert_eq!(plan(&keyword, "i"), Some((ascii_, true)), "`i` may go on to `if`");
+            assert_eq!(run(&c_like, "x=1;", None), Some((ident, true)), "`int` and `while` are allowed");
+            assert_eq!(run(&c_like, "x=1;", Some(b'\n')), Some((ident, true)));
+            assert_eq!(plan(&c_like, "wh"), Some((ascii_, true)), "`wh` may go on to `while`");
+            // Not where a keyword state loops (a word of `x`s, then `y`).
+            let looping = compiled("lark", "start: (K | NAME)+\nK: /x+y/\nNAME: /[a-z]+/\n%ignore \" \"\n");
+            assert_eq!(run(&looping, "", None), None);
+            // A keyword, or an identifier, may end before a non-ASCII
+            // letter (`i` + `ón`: a token of Llama 3's): its node is a
+            // boundary.
+            let mixed = compiled(
+                "lark",
+                "start: (\"if\" | \"in\" | NAME | OTHER)+\nNAME: /[a-zA-Z_][a-zA-Z_0-9]*/\nOTHER: /[^\\x00-\\x7f]+/\n%ignore \" \"\n",
+            );
+            assert_eq!(run(&mixed, "", None), Some((ident, true)));
+            assert_eq!(plan(&mixed, "i"), Some((ascii_, true)));
             check_doc(&env, &conf, "[server]\nhost = local\n[ Привет_1 ]\nname=日本語 \n\t[é]\nx=\n", 1, true);
             check_doc(&env, &ascii, "foo(bar); x_1 ( y ) ;Z9();", 1, true);
             check_doc(&env, &keyword, "if ab; ifx; i; if if;", 1, true);
-            check_doc(&env, &keyword, "if ab; if in; if if_; if i;", 1, true);
+            check_doc(&env, &keyword, "if ab; if in; if if_; if i; ab; i; if; iffy;", 1, true);
+            check_doc(&env, &looping, "ab xxy xx xa", 1, false);
+            check_doc(&env, &mixed, "ión in if ifé a iñ xé ión", 1, true);
             check_doc(
                 &env,
                 &c_like,
