@@ -2094,6 +2094,9 @@ impl Finish<'_> {
         let mut done = Vec::new();
         let (g, trie) = (self.g, self.trie);
         let Some(ix) = self.words else { return done };
+        if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
+            return done;
+        }
         // The bytes of node `n`'s children that end the lexeme of some
         // boundary at `n` (those the caller walks).
         let after = |n: u32| {
@@ -2128,9 +2131,6 @@ impl Finish<'_> {
             }
         }
         if tops < MIN_WORD_TOPS && ended.is_empty() {
-            return done;
-        }
-        if !ix.alphabets().into_iter().any(|w| self.dfa.words_may_run(g, w)) {
             return done;
         }
         self.dfa.init(g);
