@@ -24,12 +24,15 @@
 //! boundaries.
 //!
 //! Identifiers likewise: where every word character leads a state into one
-//! state and back to it (an identifier in progress, or one that may start
-//! after a bracket, perhaps after a space), the word tokens are a
-//! precomputed bit set per prefix ([`WordIndex`]), in the lexer layer
-//! ([`Plan::Words`]) as in the walk after a lexeme's end
-//! ([`LazyDfa::word_run`]), and only the tokens that leave the word are
-//! walked.
+//! state and back to it, or to states that walk alike under the allowed
+//! terminals (an identifier in progress, or one that may start after a
+//! bracket, perhaps after a space), the word tokens are a precomputed bit
+//! set per prefix ([`WordIndex`]), in the lexer layer ([`Plan::Words`]) as
+//! in the walk after a lexeme's end ([`LazyDfa::word_run`]), and only the
+//! tokens that leave the word are walked. Where keywords the position
+//! allows begin like identifiers, ASCII words pass through a few keyword
+//! states first ([`keyword_states`]), whose trie nodes are walked on their
+//! own.
 
 use super::body::{self, BodyIndex, SKELETON_ENTRY};
 use super::earley::{can_end, extends, intersects, ByteSnaps, CompiledGrammar, GrammarState, NO_SNAP};

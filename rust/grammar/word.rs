@@ -9,8 +9,9 @@
 //! a lead byte that some non-word character shares: 43,000 nodes, 1.2-1.5
 //! ms, for each dense first-visit mask of Lark's INI example. Where every
 //! word character leads a configuration to one state that every word
-//! character leads back to (a `/\w+/` that no keyword begins like), those
-//! tokens are all allowed whatever their characters. This index holds
+//! character leads back to (a `/\w+/`; keywords that begin like it are the
+//! mask module's concern), those tokens are all allowed whatever their
+//! characters. This index holds
 //! them as one bit set per prefix (none, or a common first byte such as a
 //! space), and the nodes where a token leaves the word ("entries"), which
 //! alone are walked ([`super::mask`]'s `word_run` checks the condition).
