@@ -2412,8 +2412,6 @@ struct WordShape {
     /// The word's state: every character leads it back to itself, or to a
     /// state that walks alike.
     to: u32,
-    /// A first character that leads to `to` (or alike).
-    lead: u8,
     /// Where some first characters begin keywords the position allows:
     /// the other states words pass through on their way to `to`'s, sorted
     /// ([`keyword_states`]).
@@ -2466,18 +2464,16 @@ fn word_plan(
         return Some(WordShape {
             alphabet: w.alphabet,
             to: t,
-            lead: WORD_CHAR,
             keywords: None,
         });
     }
     [Alphabet::Ascii, Alphabet::AsciiIdent].into_iter().find_map(|a| {
         let w = ix.words(a);
         w.prefix(0)?;
-        let (to, lead, ks) = keyword_states(lexer, w, s, allowed, &mut same)?;
+        let (to, _, ks) = keyword_states(lexer, w, s, allowed, &mut same)?;
         Some(WordShape {
             alphabet: a,
             to,
-            lead,
             keywords: Some(ks),
         })
     })
@@ -2746,6 +2742,18 @@ struct WordMemo {
     keywords: FxMap<(u32, u32, Alphabet), Option<Keywords>>,
     /// [`LazyDfa::words_may_run`], per alphabet.
     may_run: [Option<bool>; 3],
+}
+
+/// [`WalkStates::equiv`] of two lexer states under `allowed`, answers kept
+/// in `memo`; the walk states it needs made on the first question (none
+/// where every state met is the word's own).
+fn alike_under<'a>(lexer: &'a Dfa, allowed: &'a [u64], memo: &'a mut FxMap<(u32, u32), bool>) -> impl FnMut(u32, u32) -> bool + 'a {
+    let mut states: Option<WalkStates> = None;
+    move |q, to| {
+        states
+            .get_or_insert_with(|| WalkStates::new(lexer.num_states()))
+            .equiv(lexer, q, to, allowed, memo)
+    }
 }
 
 impl WordMemo {
@@ -3070,12 +3078,7 @@ impl LazyDfa {
         if let Some(known) = m.keywords.get(&key) {
             return known.clone();
         }
-        let memo = &mut m.alike[id as usize];
-        let mut states = None;
-        let mut alike = |q: u32, to: u32| {
-            let st = states.get_or_insert_with(|| WalkStates::new(lexer.num_states()));
-            st.equiv(lexer, q, to, allowed, memo)
-        };
+        let mut alike = alike_under(lexer, allowed, &mut m.alike[id as usize]);
         let found = keyword_states(lexer, w, first, allowed, &mut alike);
         m.keywords.insert(key, found.clone());
         found
@@ -3101,13 +3104,8 @@ impl LazyDfa {
         if let Some(&known) = m.chars_lead.get(&key) {
             return known;
         }
-        let memo = &mut m.alike[id as usize];
-        let mut states = None;
-        let alike = |q: u32| {
-            let st = states.get_or_insert_with(|| WalkStates::new(lexer.num_states()));
-            st.equiv(lexer, q, to, allowed, memo)
-        };
-        let ok = chars_lead(lexer, if first { &w.first } else { &w.chars }, from, to, allowed, alike);
+        let mut alike = alike_under(lexer, allowed, &mut m.alike[id as usize]);
+        let ok = chars_lead(lexer, if first { &w.first } else { &w.chars }, from, to, allowed, |q| alike(q, to));
         m.chars_lead.insert(key, ok);
         ok
     }
