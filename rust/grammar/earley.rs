@@ -91,6 +91,11 @@ impl CompiledGrammar {
             return Err(Error::TooLarge(format!("grammar has {total} symbols (limit {})", limits.max_rhs_symbols)));
         }
         g.validate()?;
+        // One rule per separated list, so that its first element and the
+        // later ones share mask keys (see `lists.rs`).
+        let folded = super::lists::fold_separated_lists(g);
+        let g = &folded;
+        let total: usize = g.rules.iter().map(|r| r.rhs.len() + 1).sum();
         // A rule with a symbol that derives no finite string can never be
         // completed. Kept, it would still be predicted and its first
         // terminals allowed, leading into a text that cannot end

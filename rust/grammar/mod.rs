@@ -42,6 +42,7 @@ pub mod ebnf;
 pub mod gbnf;
 pub mod json;
 pub mod lark;
+pub mod lists;
 pub mod mask;
 pub mod promote;
 pub mod word;
