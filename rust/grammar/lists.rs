@@ -1,4 +1,5 @@
-//! Separated lists: `p (s p)*` becomes one left-recursive rule `l -> p | l s p`.
+//! Separated lists: `p (s p)*` and `(p s)* p` become one left-recursive
+//! rule `l -> p | l s p`.
 //!
 //! Why: the idiom is everywhere (`term ([-+*/] term)*`, a JSON object's
 //! `member ("," ws member)*`, Lark's `x ("," x)*`), and its EBNF
@@ -24,8 +25,10 @@ use crate::fxhash::FxMap;
 
 /// `g` with every `p h` (in any rule) where `h -> ε | h x` and `x` derives
 /// exactly `s p` (one rule, or `x` itself when `s` is empty) replaced by a
-/// fresh `l -> p | l s p`, `p` the longest such suffix of `x`'s rule. The
-/// old helpers stay (unreachable where every use was folded).
+/// fresh `l -> p | l s p`, `p` the longest such suffix of `x`'s rule; and
+/// likewise every `h p` where `x` derives exactly `p s` (`(x ",")* x`, as
+/// SynCode's SQL writes its lists). The old helpers stay (unreachable
+/// where every use was folded).
 pub fn fold_separated_lists(g: &Grammar) -> Grammar {
     let n = g.nonterminals.len();
     let mut rules_of: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -67,7 +70,10 @@ pub fn fold_separated_lists(g: &Grammar) -> Grammar {
     let mut extra: Vec<Rule> = Vec::new();
     for rule in &g.rules {
         let mut rhs: Vec<Sym> = Vec::with_capacity(rule.rhs.len());
-        for &s in &rule.rhs {
+        let mut i = 0;
+        while i < rule.rhs.len() {
+            let s = rule.rhs[i];
+            i += 1;
             let body = match s {
                 Sym::N(h) if h != rule.lhs => body_of(h),
                 _ => None,
@@ -77,24 +83,41 @@ pub fn fold_separated_lists(g: &Grammar) -> Grammar {
                 continue;
             };
             let m = body.len();
-            let k = (1..=m.min(rhs.len())).rev().find(|&k| rhs[rhs.len() - k..] == body[m - k..]);
-            let Some(k) = k else {
-                rhs.push(s);
-                continue;
+            // `p (s p)*`: `p` the longest suffix of the body just emitted;
+            // else `(p s)* p`: `p` the longest prefix of the body that
+            // follows.
+            let before = (1..=m.min(rhs.len())).rev().find(|&k| rhs[rhs.len() - k..] == body[m - k..]);
+            let after = || {
+                let rest = &rule.rhs[i..];
+                (1..=m.min(rest.len())).rev().find(|&k| rest[..k] == body[..k])
             };
-            let (sep, p) = body.split_at(m - k);
-            let key = (sep.to_vec(), p.to_vec());
-            let l = *lists.entry(key).or_insert_with(|| {
+            let (sep, p) = match (before, before.is_none().then(after).flatten()) {
+                (Some(k), _) => {
+                    rhs.truncate(rhs.len() - k);
+                    let (sep, p) = body.split_at(m - k);
+                    (sep.to_vec(), p.to_vec())
+                }
+                (None, Some(k)) => {
+                    i += k;
+                    let (p, sep) = body.split_at(k);
+                    (sep.to_vec(), p.to_vec())
+                }
+                (None, None) => {
+                    rhs.push(s);
+                    continue;
+                }
+            };
+            let l = *lists.entry((sep, p)).or_insert_with_key(|(sep, p)| {
                 let l = out.nonterminals.len() as u32;
                 out.nonterminals.push(format!("__list_{l}"));
-                extra.push(Rule { lhs: l, rhs: p.to_vec() });
+                extra.push(Rule { lhs: l, rhs: p.clone() });
                 let mut step = Vec::with_capacity(m + 1);
                 step.push(Sym::N(l));
-                step.extend_from_slice(body);
+                step.extend_from_slice(sep);
+                step.extend_from_slice(p);
                 extra.push(Rule { lhs: l, rhs: step });
                 l
             });
-            rhs.truncate(rhs.len() - k);
             rhs.push(Sym::N(l));
         }
         out.rules.push(Rule { lhs: rule.lhs, rhs });
@@ -178,7 +201,7 @@ v ::= [0-9]+ | root
         // inside its own element, `x x*`, lists at a rule's start and end,
         // and repetitions that are not lists beside them.
         let limits = GrammarLimits::default();
-        let cases: [(&str, &[char]); 5] = [
+        let cases: [(&str, &[char]); 6] = [
             (
                 "start: e \";\" e*\ne: t (\"+\" t)*\nt: \"a\" | \"(\" e \")\"\n",
                 &['a', '+', '(', ')', ';'],
@@ -190,6 +213,7 @@ v ::= [0-9]+ | root
             ("start: (\"a\" \"b\") (\",\" \"a\" \"b\")* (\"a\" \"b\")*\n", &['a', 'b', ',']),
             ("start: \"a\" \"a\"* \"b\" (\"b\" | \"a\")* (\"a\" \",\")* \"a\"\n", &['a', 'b', ',']),
             ("start: x (\",\" x)* \",\"?\nx: \"a\" x? | \"b\" (\";\" \"b\")*\n", &['a', 'b', ',', ';']),
+            ("start: (\"a\" \"b\" \",\")* \"a\" \"b\" (\"a\" \",\")* \"b\"\n", &['a', 'b', ',']),
         ];
         for (src, alphabet) in cases {
             let g = lark::parse_lark(src, &limits).unwrap();
@@ -233,10 +257,21 @@ v ::= [0-9]+ | root
         for src in [
             "start: \"a\" (\"b\" \"c\")*\n",
             "start: \"a\" (\"b\" | \"a\")*\n",
-            "start: (\"a\" \",\")* \"a\"\n",
+            "start: (\"a\" \",\")* \"b\"\n",
+            "start: \"b\" (\",\" \"a\")* \"a\"\n",
         ] {
             let g = lark::parse_lark(src, &limits).unwrap();
             assert_eq!(lists_in(&fold_separated_lists(&g)), 0, "{src}");
+        }
+        // `(x ",")* x` is `x ("," x)*`: the same list.
+        let g = lark::parse_lark("start: x (\",\" x)* \";\" (x \",\")* x\nx: \"a\" | \"b\"\n", &limits).unwrap();
+        let f = fold_separated_lists(&g);
+        assert_eq!(lists_in(&f), 1);
+        for text in ["a;a", "a,b;b", "a;a,b,a", "b,b,b;a,a"] {
+            assert!(accepts(&g, text) && accepts(&f, text), "{text}");
+        }
+        for text in ["a,;a", "a;,a", "a;a,", ";a"] {
+            assert!(!accepts(&g, text) && !accepts(&f, text), "{text}");
         }
         // `x x*` is `x+`: one list with no separator.
         let g = lark::parse_lark("start: \"a\" \"a\"*\n", &limits).unwrap();
