@@ -28,8 +28,9 @@ use crate::fxhash::FxMap;
 /// fresh `l -> p | l s p`, `p` the longest such suffix of `x`'s rule; and
 /// likewise every `h p` where `x` derives exactly `p s` (`(x ",")* x`, as
 /// SynCode's SQL writes its lists). The old helpers stay (unreachable
-/// where every use was folded).
-pub fn fold_separated_lists(g: &Grammar) -> Grammar {
+/// where every use was folded). `None` where there is no list to fold:
+/// most grammars are compiled without a copy.
+pub fn fold_separated_lists(g: &Grammar) -> Option<Grammar> {
     let n = g.nonterminals.len();
     let mut rules_of: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (r, rule) in g.rules.iter().enumerate() {
@@ -59,13 +60,8 @@ pub fn fold_separated_lists(g: &Grammar) -> Grammar {
             _ => Some(std::slice::from_ref(x)),
         }
     };
-    let mut out = Grammar {
-        terminals: g.terminals.clone(),
-        nonterminals: g.nonterminals.clone(),
-        rules: Vec::with_capacity(g.rules.len()),
-        start: g.start,
-        ignore: g.ignore.clone(),
-    };
+    let mut rules: Vec<Rule> = Vec::with_capacity(g.rules.len());
+    let mut names: Vec<String> = Vec::new();
     let mut lists: FxMap<(Vec<Sym>, Vec<Sym>), u32> = FxMap::default();
     let mut extra: Vec<Rule> = Vec::new();
     for rule in &g.rules {
@@ -108,8 +104,8 @@ pub fn fold_separated_lists(g: &Grammar) -> Grammar {
                 }
             };
             let l = *lists.entry((sep, p)).or_insert_with_key(|(sep, p)| {
-                let l = out.nonterminals.len() as u32;
-                out.nonterminals.push(format!("__list_{l}"));
+                let l = (n + names.len()) as u32;
+                names.push(format!("__list_{l}"));
                 extra.push(Rule { lhs: l, rhs: p.clone() });
                 let mut step = Vec::with_capacity(m + 1);
                 step.push(Sym::N(l));
@@ -120,10 +116,21 @@ pub fn fold_separated_lists(g: &Grammar) -> Grammar {
             });
             rhs.push(Sym::N(l));
         }
-        out.rules.push(Rule { lhs: rule.lhs, rhs });
+        rules.push(Rule { lhs: rule.lhs, rhs });
     }
-    out.rules.extend(extra);
-    out
+    if lists.is_empty() {
+        return None;
+    }
+    rules.extend(extra);
+    let mut nonterminals = g.nonterminals.clone();
+    nonterminals.extend(names);
+    Some(Grammar {
+        terminals: g.terminals.clone(),
+        nonterminals,
+        rules,
+        start: g.start,
+        ignore: g.ignore.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -144,7 +151,7 @@ mod tests {
             &limits,
         )
         .unwrap();
-        let f = fold_separated_lists(&g);
+        let f = fold_separated_lists(&g).unwrap();
         assert_eq!(lists_in(&f), 1);
         let l = f.nonterminals.iter().position(|n| n.starts_with("__list_")).unwrap() as u32;
         let mut mine: Vec<&Vec<Sym>> = f.rules.iter().filter(|r| r.lhs == l).map(|r| &r.rhs).collect();
@@ -170,7 +177,7 @@ s ::= "\"" [a-z]* "\""
 v ::= [0-9]+ | root
 "#;
         let g = gbnf::parse_gbnf(src, &limits).unwrap();
-        let f = fold_separated_lists(&g);
+        let f = fold_separated_lists(&g).unwrap();
         assert!(lists_in(&f) >= 1);
         let l = f.nonterminals.iter().position(|n| n.starts_with("__list_")).unwrap() as u32;
         let p = f.rules.iter().find(|r| r.lhs == l && r.rhs.first() != Some(&Sym::N(l))).unwrap();
@@ -217,7 +224,7 @@ v ::= [0-9]+ | root
         ];
         for (src, alphabet) in cases {
             let g = lark::parse_lark(src, &limits).unwrap();
-            let f = fold_separated_lists(&g);
+            let f = fold_separated_lists(&g).unwrap();
             assert!(lists_in(&f) >= 1, "{src}");
             let max_len = if alphabet.len() > 4 { 6 } else { 7 };
             let mut accepted = 0;
@@ -231,27 +238,6 @@ v ::= [0-9]+ | root
     }
 
     #[test]
-    fn first_and_later_elements_share_mask_keys() {
-        // What the fold is for: after `price` and after `price*qty` the
-        // parser's future is the same, and so must its mask key be.
-        use super::super::earley::{CompiledGrammar, GrammarState};
-        let limits = GrammarLimits::default();
-        let src = "root ::= (expr \"=\" ws term \"\\n\")+\nexpr ::= term ([-+*/] term)*\nterm ::= ident | num | \"(\" ws expr \")\" ws\nident ::= [a-z] [a-z0-9_]* ws\nnum ::= [0-9]+ ws\nws ::= [ \\t\\n]*\n";
-        let g = CompiledGrammar::new(&gbnf::parse_gbnf(src, &limits).unwrap(), &limits).unwrap();
-        let key = |text: &str| {
-            let mut st = GrammarState::new(&g).unwrap();
-            assert!(text.bytes().all(|b| st.push_byte(&g, b)), "{text}");
-            st.mask_key(&g)
-        };
-        assert_eq!(key("price"), key("price*qty"));
-        assert_eq!(key("price*qty"), key("price*qty+shipping"));
-        assert_eq!(key("price*"), key("price*qty+"));
-        assert_eq!(key("(a"), key("(a+b"));
-        assert_ne!(key("price"), key("price*"));
-        assert_ne!(key("a = b"), key("a"));
-    }
-
-    #[test]
     fn other_repetitions_are_left_alone() {
         let limits = GrammarLimits::default();
         for src in [
@@ -261,11 +247,11 @@ v ::= [0-9]+ | root
             "start: \"b\" (\",\" \"a\")* \"a\"\n",
         ] {
             let g = lark::parse_lark(src, &limits).unwrap();
-            assert_eq!(lists_in(&fold_separated_lists(&g)), 0, "{src}");
+            assert!(fold_separated_lists(&g).is_none(), "{src}");
         }
         // `(x ",")* x` is `x ("," x)*`: the same list.
         let g = lark::parse_lark("start: x (\",\" x)* \";\" (x \",\")* x\nx: \"a\" | \"b\"\n", &limits).unwrap();
-        let f = fold_separated_lists(&g);
+        let f = fold_separated_lists(&g).unwrap();
         assert_eq!(lists_in(&f), 1);
         for text in ["a;a", "a,b;b", "a;a,b,a", "b,b,b;a,a"] {
             assert!(accepts(&g, text) && accepts(&f, text), "{text}");
@@ -275,7 +261,7 @@ v ::= [0-9]+ | root
         }
         // `x x*` is `x+`: one list with no separator.
         let g = lark::parse_lark("start: \"a\" \"a\"*\n", &limits).unwrap();
-        let f = fold_separated_lists(&g);
+        let f = fold_separated_lists(&g).unwrap();
         assert_eq!(lists_in(&f), 1);
         for text in ["a", "aa", "aaaa"] {
             assert!(accepts(&f, text), "{text}");
